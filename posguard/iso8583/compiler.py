@@ -1,0 +1,225 @@
+"""The compiled fast path: one construct per set of present fields, compiled once and cached per bitmap.
+
+:class:`FieldConstruct` is a construct for one field (interpreted: it runs the reference codec in
+:mod:`posguard.iso8583.fields`). :class:`FieldRun` is a construct for the run of fields a bitmap selects;
+its interpreted ``_parse``/``_build`` loop over the fields, and its ``_emitparse``/``_emitbuild`` emit one
+straight-line Python function for that exact run, which ``construct``'s ``compile()`` turns into a
+``Compiled`` parser. The emitted code checks structure (prefix digits, maximum lengths, the final
+position) and raises on anything unexpected; the caller then re-runs the interpreted path, which produces
+the precise, masked error. So the fast path can never return a wrong answer silently: it either agrees
+with the reference codec (checked by property tests) or defers to it.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import construct
+
+from posguard.iso8583.fields import BCD_BYTE, BCD_LL, BCD_LLL, TEXT_CODEC, decode_field, encode_field
+from posguard.iso8583.spec import FieldSpec
+
+__all__ = ["FieldConstruct", "FieldRun", "FastPathMiss", "compile_run"]
+
+
+class FastPathMiss(Exception):
+    """Raised inside compiled code when the input needs the careful path."""
+
+
+_RUNTIME: dict[str, Any] = {
+    "_BCD": BCD_BYTE,
+    "_BCD_LL": BCD_LL,
+    "_BCD_LLL": BCD_LLL,
+    "_Miss": FastPathMiss,
+}
+
+
+class FieldConstruct(construct.Construct):  # type: ignore[misc]
+    """A construct for one ISO 8583 field (interpreted)."""
+
+    def __init__(self, spec: FieldSpec) -> None:
+        super().__init__()
+        self.spec = spec
+
+    def _parse(self, stream: io.BytesIO, context: Any, path: str) -> str | bytes:
+        data = stream.getvalue()
+        value, end = decode_field(self.spec, data, stream.tell(), len(data))
+        stream.seek(end)
+        return value
+
+    def _build(self, obj: Any, stream: io.BytesIO, context: Any, path: str) -> Any:
+        stream.write(encode_field(self.spec, obj))
+        return obj
+
+
+class FieldRun(construct.Construct):  # type: ignore[misc]
+    """A construct for the fields one bitmap selects, in field-number order."""
+
+    def __init__(self, specs: Sequence[FieldSpec]) -> None:
+        super().__init__()
+        self.specs = tuple(specs)
+
+    # -- interpreted --------------------------------------------------------------------------
+    def _parse(self, stream: io.BytesIO, context: Any, path: str) -> dict[str, str | bytes]:
+        data = stream.getvalue()
+        pos = stream.tell()
+        out: dict[str, str | bytes] = {}
+        for spec in self.specs:
+            out[spec.key], pos = decode_field(spec, data, pos, len(data))
+        stream.seek(pos)
+        return out
+
+    def _build(self, obj: Mapping[str, Any], stream: io.BytesIO, context: Any, path: str) -> Any:
+        for spec in self.specs:
+            stream.write(encode_field(spec, obj[spec.key]))
+        return obj
+
+    # -- compiled -----------------------------------------------------------------------------
+    def _emitparse(self, code: Any) -> str:
+        fname = f"parse_fieldrun_{code.allocateId()}"
+        lines = [f"def {fname}(io, this):", "    data = io.getvalue(); p = io.tell(); f = {}"]
+        for spec in self.specs:
+            lines += ["    " + ln for ln in _emit_decode(spec)]
+        lines += ["    io.seek(p)", "    return f"]
+        code.append("\n".join(lines))
+        return f"{fname}(io, this)"
+
+    def _emitbuild(self, code: Any) -> str:
+        fname = f"build_fieldrun_{code.allocateId()}"
+        lines = [f"def {fname}(obj, io, this):", "    out = []; w = out.append"]
+        for spec in self.specs:
+            lines += ["    " + ln for ln in _emit_encode(spec)]
+        lines += ["    io.write(b''.join(out))", "    return obj"]
+        code.append("\n".join(lines))
+        return f"{fname}(obj, io, this)"
+
+
+def _prefix_decode(spec: FieldSpec) -> list[str]:
+    """Lines that read the length prefix into ``n`` and advance ``p``."""
+    lt, enc, mx = spec.len_type, spec.len_enc, spec.max_len
+    if enc == "binary":
+        if lt == 1:
+            read = ["n = data[p]; p += 1"]
+        else:
+            read = [f"n = int.from_bytes(data[p:p + {lt}], 'big'); p += {lt}"]
+    elif enc == "bcd":
+        if lt <= 2:
+            read = ["n = _BCD[data[p]]; p += 1"]
+        else:
+            read = ["h = _BCD[data[p]]; n = _BCD[data[p + 1]]", "if h < 0 or n < 0: raise _Miss",
+                    "n += 100 * h; p += 2"]
+    else:
+        codec = TEXT_CODEC[enc]
+        if enc == "ascii":
+            read = [f"s = data[p:p + {lt}]", "if not s.isdigit(): raise _Miss", f"n = int(s); p += {lt}"]
+        else:
+            read = [f"s = data[p:p + {lt}].decode({codec!r})", "if not s.isdigit(): raise _Miss",
+                    f"n = int(s); p += {lt}"]
+    return [*read, f"if n > {mx} or n < 0: raise _Miss"]
+
+
+def _emit_decode(spec: FieldSpec) -> list[str]:
+    key = spec.key
+    enc = spec.data_enc
+    if enc == "xbcd" or (not spec.fixed and spec.len_count == "bytes" and enc == "bcd"):
+        # rare formats: use the reference codec inline
+        return [f"f[{key!r}], p = _decode_field(_SPEC_{key}, data, p, len(data))"]
+    lines: list[str] = []
+    if spec.fixed:
+        nbytes = spec.fixed_bytes()
+        lines.append(f"e = p + {nbytes}")
+        units_odd: str | None = "1" if spec.max_len & 1 else None
+    else:
+        lines += _prefix_decode(spec)
+        if enc == "bcd":
+            lines.append("e = p + ((n + 1) >> 1)")
+        else:
+            lines.append("e = p + n")
+        units_odd = "n & 1"
+    if enc == "binary":
+        lines.append(f"f[{key!r}] = data[p:e]; p = e")
+    elif enc == "bcd":
+        conv = "data[p:e].hex().upper()"
+        if units_odd is None:
+            lines.append(f"f[{key!r}] = {conv}; p = e")
+        else:
+            strip = "s[1:]" if spec.pad == "left" else "s[:-1]"
+            if units_odd == "1":
+                lines.append(f"s = {conv}; f[{key!r}] = {strip}; p = e")
+            else:
+                lines.append(f"s = {conv}; f[{key!r}] = {strip} if n & 1 else s; p = e")
+    else:
+        codec = TEXT_CODEC[enc]
+        lines.append(f"f[{key!r}] = data[p:e].decode({codec!r}); p = e")
+    return lines
+
+
+def _emit_encode(spec: FieldSpec) -> list[str]:
+    key = spec.key
+    enc = spec.data_enc
+    if enc == "xbcd" or spec.fixed_pad is not None or spec.kind not in ("n", "ans", "an", "b", "z") \
+            or (not spec.fixed and spec.len_count == "bytes" and enc == "bcd"):
+        return [f"w(_encode_field(_SPEC_{key}, obj[{key!r}]))"]
+    lines = [f"v = obj[{key!r}]"]
+    if enc == "binary":
+        lines += ["if v.__class__ is not bytes: raise _Miss", "n = len(v)"]
+        body = "v"
+    elif enc == "bcd":
+        if spec.kind == "n":
+            lines += ["if not (v.isdigit() and v.isascii()): raise _Miss"]
+        else:
+            lines += ["v = v.replace('=', 'D')", "if not _Z(v): raise _Miss"]
+        lines.append("n = len(v)")
+        padded = f"{spec.pad_char!r} + v" if spec.pad == "left" else f"v + {spec.pad_char!r}"
+        body = f"bytes.fromhex({padded} if n & 1 else v)"
+    else:
+        codec = TEXT_CODEC[enc]
+        if spec.kind == "n":
+            lines += ["if not (v.isdigit() and v.isascii()): raise _Miss"]
+        elif spec.kind == "b":
+            lines += ["if not _HEX(v): raise _Miss"]
+        elif spec.kind == "z":
+            lines += ["if not _Z(v): raise _Miss"]
+        elif spec.kind == "an":
+            lines += ["if not _AN(v): raise _Miss"]
+        elif codec != "ascii":
+            lines += ["if not v.isascii(): raise _Miss"]
+        lines += [f"v = v.encode({codec!r}); n = len(v)"]
+        body = "v"
+    if spec.fixed:
+        lines += [f"if n != {spec.max_len}: raise _Miss", f"w({body})"]
+        return lines
+    lines.append(f"if n > {spec.max_len}: raise _Miss")
+    count = "n"
+    if spec.len_count == "bytes" and enc == "bcd":
+        count = "((n + 1) >> 1)"
+    lt, lenc = spec.len_type, spec.len_enc
+    if lenc == "binary":
+        pre = f"{count}.to_bytes({lt}, 'big')"
+    elif lenc == "bcd":
+        pre = f"_BCD_LL[{count}]" if lt <= 2 else f"_BCD_LLL[{count}]"
+    else:
+        fmt = f"%0{lt}d"
+        pre = f"({fmt!r} % {count}).encode({TEXT_CODEC[lenc]!r})"
+    lines += [f"w({pre})", f"w({body})"]
+    return lines
+
+
+def compile_run(specs: Sequence[FieldSpec]) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """Compile the parse and build functions for one run of fields (cached by the caller per bitmap)."""
+    import re
+
+    run = FieldRun(specs)
+    compiled = run.compile()
+    module = compiled.module
+    module.__dict__.update(_RUNTIME)
+    module.__dict__["_decode_field"] = decode_field
+    module.__dict__["_encode_field"] = encode_field
+    module.__dict__["_HEX"] = re.compile(r"[0-9A-Fa-f]*").fullmatch
+    module.__dict__["_Z"] = re.compile(r"[0-9=D]*").fullmatch
+    module.__dict__["_AN"] = re.compile(r"[ -~]*").fullmatch
+    for spec in specs:
+        module.__dict__[f"_SPEC_{spec.key}"] = spec
+    return compiled.parsefunc, compiled.buildfunc

@@ -1,0 +1,154 @@
+"""Card data that guards itself.
+
+A full PAN, track data, PIN block, CVV or key must never reach a log line, an exception message, a repr,
+a capture file or the journal in clear. The helpers here mask or tokenise at the edge so no caller has to
+remember: :class:`Pan` prints masked everywhere and only :meth:`Pan.reveal` gives the clear value.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from typing import Any
+
+__all__ = [
+    "Pan",
+    "mask_pan",
+    "mask_track2",
+    "mask_track1",
+    "mask_digits_in_text",
+    "pan_token",
+    "luhn_ok",
+    "luhn_check_digit",
+]
+
+_PAN_RE = re.compile(r"\d{12,19}")
+
+
+def luhn_check_digit(partial: str) -> str:
+    """The Luhn check digit that makes ``partial + digit`` valid."""
+    total = 0
+    for i, ch in enumerate(reversed(partial)):
+        d = ord(ch) - 48
+        if i % 2 == 0:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return str((10 - total % 10) % 10)
+
+
+def luhn_ok(pan: str) -> bool:
+    """True when ``pan`` is all digits and passes the Luhn (mod 10) check."""
+    if not pan.isdigit() or len(pan) < 2:
+        return False
+    return luhn_check_digit(pan[:-1]) == pan[-1]
+
+
+def mask_pan(pan: str) -> str:
+    """First six and last four digits visible, the rest ``*`` (PCI DSS display rule).
+
+    Shorter values (under 13 characters) keep only the last four visible, and values of four or fewer
+    characters are masked whole, so a fragment of a PAN never leaks by being short.
+    """
+    n = len(pan)
+    if n >= 13:
+        return pan[:6] + "*" * (n - 10) + pan[-4:]
+    if n > 4:
+        return "*" * (n - 4) + pan[-4:]
+    return "*" * n
+
+
+def mask_track2(track2: str) -> str:
+    """Mask track 2 (or field 35) data: the PAN is masked, everything after the separator is hidden."""
+    for sep in ("=", "D", "d"):
+        idx = track2.find(sep)
+        if idx > 0:
+            return mask_pan(track2[:idx].lstrip(";")) + sep + "*" * (len(track2) - idx - 1)
+    return "*" * len(track2)
+
+
+def mask_track1(track1: str) -> str:
+    """Mask track 1 data: PAN masked, name kept, discretionary data hidden."""
+    parts = track1.split("^")
+    if len(parts) >= 3:
+        head = parts[0]
+        prefix = head[:2] if head[:2] in ("%B", "%b") else (head[:1] if head[:1] in "Bb" else "")
+        return prefix + mask_pan(head[len(prefix):]) + "^" + parts[1] + "^" + "*" * len("^".join(parts[2:]))
+    return "*" * len(track1)
+
+
+def mask_digits_in_text(text: str) -> str:
+    """Mask every run of 12 to 19 digits in free text (a last line of defence for messages and logs)."""
+    return _PAN_RE.sub(lambda m: mask_pan(m.group(0)), text)
+
+
+def pan_token(pan: str, key: bytes) -> str:
+    """A keyed, irreversible token for matching the same card across transactions (HMAC-SHA256, 32 hex)."""
+    if not key:
+        raise ValueError("pan_token needs a non-empty key (the terminal's tokenisation key)")
+    return hmac.new(key, pan.encode("ascii", "replace"), hashlib.sha256).hexdigest()[:32]
+
+
+class Pan:
+    """A primary account number that prints masked everywhere.
+
+    ``str()``, ``repr()``, f-strings, ``%`` formatting and :func:`json.dumps` (via ``__json__``/``masked``)
+    all give the masked form. The clear value is only available through :meth:`reveal`.
+    """
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        if isinstance(value, Pan):
+            value = value.reveal()
+        self._value = str(value)
+
+    def reveal(self) -> str:
+        """The clear PAN. Call only where the clear value is required (building the host request)."""
+        return self._value
+
+    @property
+    def masked(self) -> str:
+        return mask_pan(self._value)
+
+    @property
+    def last4(self) -> str:
+        return self._value[-4:]
+
+    @property
+    def bin(self) -> str:
+        return self._value[:6]
+
+    def token(self, key: bytes) -> str:
+        return pan_token(self._value, key)
+
+    def luhn_ok(self) -> bool:
+        return luhn_ok(self._value)
+
+    def __str__(self) -> str:
+        return self.masked
+
+    def __repr__(self) -> str:
+        return f"Pan({self.masked!r})"
+
+    def __format__(self, spec: str) -> str:
+        return format(self.masked, spec)
+
+    def __json__(self) -> str:
+        return self.masked
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Pan):
+            return hmac.compare_digest(self._value, other._value)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(("Pan", self._value))
+
+    def __len__(self) -> int:
+        return len(self._value)
+
+    def __reduce__(self) -> Any:  # pickling would carry the clear value: refuse
+        raise TypeError("Pan values are not picklable; store a token or the masked form")
