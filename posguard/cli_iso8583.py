@@ -56,8 +56,8 @@ def _err(out: TextIO, line: int, e: Exception) -> None:
     print(f"line {line}: {e}", file=out)
 
 
-def cmd_decode(ns: argparse.Namespace, stdout: TextIO = sys.stdout, stderr: TextIO = sys.stderr,
-               stdin: TextIO = sys.stdin) -> int:
+def cmd_decode(ns: argparse.Namespace) -> int:
+    stdout, stderr, stdin = sys.stdout, sys.stderr, sys.stdin
     dialect = _dialect(ns.dialect, stderr)
     if dialect is None:
         return EXIT_BAD_INPUT
@@ -89,8 +89,8 @@ def cmd_decode(ns: argparse.Namespace, stdout: TextIO = sys.stdout, stderr: Text
     return status
 
 
-def cmd_encode(ns: argparse.Namespace, stdout: TextIO = sys.stdout, stderr: TextIO = sys.stderr,
-               stdin: TextIO = sys.stdin) -> int:
+def cmd_encode(ns: argparse.Namespace) -> int:
+    stdout, stderr, stdin = sys.stdout, sys.stderr, sys.stdin
     dialect = _dialect(ns.dialect, stderr)
     if dialect is None:
         return EXIT_BAD_INPUT
@@ -112,7 +112,8 @@ def cmd_encode(ns: argparse.Namespace, stdout: TextIO = sys.stdout, stderr: Text
     return status
 
 
-def cmd_spec(ns: argparse.Namespace, stdout: TextIO = sys.stdout, stderr: TextIO = sys.stderr) -> int:
+def cmd_spec(ns: argparse.Namespace) -> int:
+    stdout, stderr = sys.stdout, sys.stderr
     dialect = _dialect(ns.dialect, stderr)
     if dialect is None:
         return EXIT_BAD_INPUT

@@ -31,7 +31,11 @@ if [ ! -x .venv/bin/python ]; then
     echo "setup: creating .venv" >&2
     "$PY" -m venv .venv
 fi
-echo "setup: installing Python packages (pyscard builds from source)" >&2
-.venv/bin/python -m pip install -q --upgrade pip >&2
-.venv/bin/python -m pip install -q -e '.[test]' >&2
+echo "setup: installing Python packages into .venv (pyscard builds from source)" >&2
+log=.venv/setup-pip.log
+if ! { .venv/bin/python -m pip install -q --upgrade pip && .venv/bin/python -m pip install -q -e '.[test]'; } >"$log" 2>&1; then
+    cat "$log" >&2
+    echo "setup: pip install failed (log above, also in $log)" >&2
+    exit 1
+fi
 echo "$want" > "$stamp"

@@ -168,8 +168,9 @@ def decode_field(spec: FieldSpec, data: bytes, pos: int, end: int, path: str | N
 
 
 def _length_hint(spec: FieldSpec, units: int) -> str | None:
-    if spec.data_enc == "bcd" and spec.len_count == "units" and units <= 2 * spec.max_len:
-        return None
+    if spec.data_enc == "bcd" and units <= 2 * spec.max_len:
+        other = "bytes" if spec.len_count == "units" else "digits"
+        return f"does the BCD length prefix count {other} where the spec counts {spec.len_count}?"
     if spec.len_type == 2:
         return "is the prefix LLL rather than LL, or the message misaligned by an earlier field?"
     if spec.len_type == 3:

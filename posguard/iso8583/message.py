@@ -61,7 +61,7 @@ class Message:
     def __init__(
         self,
         mti: str,
-        fields: Mapping[str | int, FieldValue] | None = None,
+        fields: Mapping[Any, FieldValue] | None = None,
         dialect: str | Dialect = "iso87ascii",
         header: str | bytes | None = None,
     ) -> None:
@@ -273,6 +273,23 @@ class Message:
                               expected=f"{pos} characters", got=f"{len(value)}")
         return out
 
+    def _partial_subfields(self, key: str, comp: Composite) -> dict[str, str]:
+        """The leading subfields present so far (for building a field one subfield at a time)."""
+        value = self._fields[key]
+        text = value if isinstance(value, str) else value.decode("ascii", "replace")
+        out: dict[str, str] = {}
+        pos = 0
+        for sf in comp.subfields:
+            if sf.variable:
+                if pos < len(text):
+                    out[sf.key] = text[pos:]
+                break
+            if pos + sf.length > len(text):
+                break
+            out[sf.key] = text[pos : pos + sf.length]
+            pos += sf.length
+        return out
+
     def _get_path(self, path: str) -> FieldValue:
         key, _, sub = path.partition(".")
         comp = self._composite(key)
@@ -318,7 +335,7 @@ class Message:
             return
         if not isinstance(value, str):
             raise EncodeError("a subfield needs a string", path=path)
-        subs = self.subfields(key) if key in self._fields else {}
+        subs = self._partial_subfields(key, comp) if key in self._fields else {}
         sf = comp.subfield(sub)
         if sf is None:
             raise EncodeError(f"field {key} has no subfield {sub}", path=path)
@@ -466,7 +483,12 @@ class Message:
 
     def _matches(self, path: str, prefix: str) -> bool:
         try:
-            v = self[path]
+            key, _, sub = path.partition(".")
+            spec = self.dialect.fields.get(key)
+            if sub and spec is not None and spec.composite is not None and spec.composite.kind == "positional":
+                v: FieldValue = self._partial_subfields(key, spec.composite)[sub] if key in self._fields else ""
+            else:
+                v = self[path]
         except (KeyError, Iso8583Error):
             return False
         return isinstance(v, str) and v.startswith(prefix)
@@ -560,7 +582,7 @@ class Message:
                 if stan != original._fields.get("11"):
                     out.append(Violation("90.2", "link", "original STAN in 90.2 does not match the original's field 11"))
                 if mti != original.mti:
-                    out.append(Violation("90.1", "link", f"original MTI in 90.1 is {mti}, the original is {original.mti}"))
+                    out.append(Violation("90.1", "link", f"original MTI in 90.1 is {mti!s}, the original is {original.mti}"))
             else:
                 if self._fields.get("11") != original._fields.get("11"):
                     out.append(Violation("11", "link", "a cup reversal reuses the original STAN (11)"))
@@ -591,14 +613,14 @@ class Message:
         lines = [head]
         if self.dialect.header_len and self.header is not None:
             h = self.header.hex().upper() if isinstance(self.header, bytes) else self.header
-            lines.append(f"  {'h':>4}  {'Header (TPDU + header)':<34} {h}")
+            lines.append(f"  {'h':>4}  {'Header (TPDU + header)':<40} {h}")
         for k in self.keys():
             spec = self.dialect.fields.get(k)
             desc = spec.desc if spec else "?"
             value = self.to_dict(reveal=True)[k] if reveal else self._masked_value(k)
             comp = spec.composite if spec else None
             if comp is not None and comp.kind == "tlv":
-                lines.append(f"  {k:>4}  {desc[:34]:<34} ({len(self._composite_bytes(k)) if self._safe_bytes(k) else '?'} bytes)")
+                lines.append(f"  {k:>4}  {desc[:40]:<40} ({len(self._composite_bytes(k)) if self._safe_bytes(k) else '?'} bytes)")
                 try:
                     for it in self.tlv(k):
                         shown = it.value.hex().upper() if (reveal or it.tag in DISPLAY_SAFE) else "*" * 8
@@ -606,7 +628,7 @@ class Message:
                 except Iso8583Error as e:
                     lines.append(f"  {'':>4}    !! {e.reason} (field {e.path}, byte {e.offset})")
                 continue
-            lines.append(f"  {k:>4}  {desc[:34]:<34} {value}")
+            lines.append(f"  {k:>4}  {desc[:40]:<40} {value}")
             if comp is not None and comp.kind == "positional":
                 try:
                     for sk, sv in self.subfields(k).items():

@@ -8,7 +8,7 @@ pyiso8583 field by field and message by message in the test suite.
 
 from __future__ import annotations
 
-from posguard.iso8583.dialects.common import ISO_RULES, field_90, field_55_tlv
+from posguard.iso8583.dialects.common import ISO_RULES, field_55_tlv, field_90
 from posguard.iso8583.spec import Dialect, FieldSpec
 
 # number: (kind, len_type, max_len, description)

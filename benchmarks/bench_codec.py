@@ -1,0 +1,101 @@
+"""Codec throughput: posguard vs pyiso8583 on the same messages, measured in the same run.
+
+Messages: a 0200 sale with 20 fields including field 55 (EMV data), and a 60-field message using the
+secondary bitmap. Both dialects pyiso8583 ships a spec for (iso87 = specs.default, iso87ascii =
+specs.default_ascii). Prints messages per second for both codecs and the ratio posguard / pyiso8583.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import time
+from collections.abc import Callable
+
+import iso8583
+from iso8583 import specs
+
+from posguard.iso8583 import Message
+
+ICC = (
+    "9F2608A1B2C3D4E5F60718" "9F2701809F100706010A03A0A8009F3704112233449F360200259505008004E000"
+    "9A032611239C01009F02060000000012345F2A0201568202580084"
+    "07A00000033301019F1A0201569F03060000000000009F3303E0F8C89F34031E03009F3501229F1E0831323334353637"
+)
+
+
+def sale_20() -> dict[str, str]:
+    return {
+        "t": "0200", "2": "4761739001010119", "3": "000000", "4": "000000012345", "7": "1123101530",
+        "11": "000123", "12": "101530", "13": "1123", "14": "2812", "18": "5999", "22": "051",
+        "23": "001", "25": "00", "35": "4761739001010119=28122011000000000000", "37": "612345678901",
+        "41": "TERM0001", "42": "MERCHANT0000001", "43": "POSGUARD TEST SHOP        SHANGHAI    CN",
+        "49": "156", "55": ICC,
+    }
+
+
+def wide_60() -> dict[str, str]:
+    doc = sale_20()
+    numeric = {k: "0" * 10 for k in ("74", "75", "76", "77", "78", "79", "80", "81")}
+    doc.update(numeric)
+    doc.update({k: "0" * 12 for k in ("82", "83", "84", "85", "5", "6")})
+    doc.update({k: "0" * 16 for k in ("86", "87", "88", "89")})
+    doc.update({"8": "00000000", "9": "61000000", "10": "61000000", "15": "1123", "16": "1123", "17": "1123",
+                "19": "156", "20": "156", "21": "156", "24": "001", "26": "12", "27": "6", "32": "12345678901",
+                "33": "12345678901", "38": "A1B2C3", "39": "00", "40": "201", "44": "ADDITIONAL RESP",
+                "48": "PRIVATE DATA FOR THE ACQUIRER", "50": "156", "51": "156", "53": "0000000000000000",
+                "62": "TERMINAL PARAMETERS", "63": "OPERATOR 01", "70": "301", "90": "0" * 42})
+    return doc
+
+
+def _rate(fn: Callable[[], object], seconds: float) -> float:
+    n = 0
+    batch = 200
+    start = time.perf_counter()
+    deadline = start + seconds
+    while True:
+        for _ in range(batch):
+            fn()
+        n += batch
+        now = time.perf_counter()
+        if now >= deadline:
+            return n / (now - start)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--seconds", type=float, default=1.0, help="time per measurement")
+    ap.add_argument("--target", type=float, default=3.0, help="minimum ratio posguard/pyiso8583")
+    ap.add_argument("--check", action="store_true", help="exit 1 when a ratio is under the target")
+    ns = ap.parse_args(argv)
+    rows = []
+    for dialect, spec in (("iso87", specs.default), ("iso87ascii", specs.default_ascii)):
+        for name, doc_fn in (("sale-20", sale_20), ("wide-60", wide_60)):
+            doc = doc_fn()
+            raw_py, _ = iso8583.encode(copy.deepcopy(doc), spec)
+            raw_py = bytes(raw_py)
+            msg = Message.from_dict(doc, dialect)
+            raw_pg = msg.encode()
+            assert raw_pg == raw_py, f"{dialect}/{name}: encodings differ"
+            nfields = len(doc) - 1
+            py_dec = _rate(lambda: iso8583.decode(raw_py, spec), ns.seconds)  # noqa: B023 (run at once)
+            pg_dec = _rate(lambda: Message.decode(raw_pg, dialect), ns.seconds)  # noqa: B023
+            py_enc = _rate(lambda: iso8583.encode(dict(doc), spec), ns.seconds)  # noqa: B023
+            pg_enc = _rate(msg.encode, ns.seconds)
+            rows.append((dialect, f"{name} ({nfields} fields, {len(raw_pg)} B)", "decode", pg_dec, py_dec))
+            rows.append((dialect, f"{name} ({nfields} fields, {len(raw_pg)} B)", "encode", pg_enc, py_enc))
+    print(f"{'dialect':<11} {'message':<28} {'op':<7} {'posguard/s':>11} {'pyiso8583/s':>12} {'ratio':>6}")
+    worst = float("inf")
+    for dialect, name, op, pg, py in rows:
+        ratio = pg / py
+        worst = min(worst, ratio)
+        print(f"{dialect:<11} {name:<28} {op:<7} {pg:>11,.0f} {py:>12,.0f} {ratio:>5.2f}x")
+    print(f"lowest ratio {worst:.2f}x (target {ns.target:.1f}x)")
+    if ns.check and worst < ns.target:
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
