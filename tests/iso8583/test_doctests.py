@@ -1,0 +1,16 @@
+"""The examples in the codec's docstrings run."""
+
+from __future__ import annotations
+
+import doctest
+
+import pytest
+
+import posguard.iso8583
+import posguard.iso8583.message
+
+
+@pytest.mark.parametrize("module", [posguard.iso8583, posguard.iso8583.message])
+def test_docstring_examples(module: object) -> None:
+    result = doctest.testmod(module, raise_on_error=False)  # type: ignore[arg-type]
+    assert result.attempted > 0 and result.failed == 0
