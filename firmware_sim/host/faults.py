@@ -1,0 +1,108 @@
+"""Faults on demand, declared as data.
+
+A :class:`Fault` says *what goes wrong* (``kind``), *to which requests* (``mti``, ``proc_prefix``, ``stan``;
+unset = any request) and *how many times* (``times``; 0 = until cleared). The first pending fault that
+matches a request is consumed and applied to that request's response.
+
+Kinds:
+
+``no_response``      the request is processed (ledger updated) but nothing is sent back.
+``drop``             the request is ignored entirely (not processed, nothing sent).
+``delay``            the response is sent ``delay`` seconds late (on the simulator's scheduler).
+``disconnect_mid``   half of the response frame is sent, then the connection is closed.
+``disconnect``       the connection is closed without a response (request processed).
+``duplicate``        the response is sent twice.
+``other_stan``       the response carries a different STAN (field 11 + 1).
+``corrupt_mac``      the response's MAC (64/128) has a bit flipped (a MAC is added if absent).
+``wrong_rc``         the response code is replaced by ``rc``.
+``wrong_amount``     the response's field 4 differs from the request.
+``garbage``          an undecodable frame is sent instead of the response.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import asdict, dataclass
+from typing import Any
+
+FAULT_KINDS = (
+    "no_response",
+    "drop",
+    "delay",
+    "disconnect_mid",
+    "disconnect",
+    "duplicate",
+    "other_stan",
+    "corrupt_mac",
+    "wrong_rc",
+    "wrong_amount",
+    "garbage",
+)
+
+
+@dataclass
+class Fault:
+    kind: str
+    mti: str | None = None
+    proc_prefix: str | None = None
+    stan: str | None = None
+    times: int = 1
+    delay: float = 0.0
+    rc: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {self.kind!r}; choose one of {FAULT_KINDS}")
+        if self.kind == "wrong_rc" and not self.rc:
+            raise ValueError("a wrong_rc fault needs rc='..'")
+        if self.times < 0:
+            raise ValueError("times must be >= 0 (0 = until cleared)")
+
+    def matches(self, mti: str, proc: str | None, stan: str | None) -> bool:
+        if self.mti is not None and self.mti != mti:
+            return False
+        if self.proc_prefix is not None and not (proc or "").startswith(self.proc_prefix):
+            return False
+        return not (self.stan is not None and (stan or "").lstrip("0") != self.stan.lstrip("0"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Fault:
+        return cls(**d)
+
+
+class FaultPlan:
+    """The ordered list of pending faults (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._faults: list[Fault] = []
+        self.applied: list[dict[str, Any]] = []  # what fired, in order (for test assertions)
+
+    def add(self, fault: Fault) -> Fault:
+        with self._lock:
+            self._faults.append(fault)
+        return fault
+
+    def clear(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    def pending(self) -> list[Fault]:
+        with self._lock:
+            return list(self._faults)
+
+    def take(self, mti: str, proc: str | None, stan: str | None) -> Fault | None:
+        """Consume one use of the first fault matching this request."""
+        with self._lock:
+            for f in self._faults:
+                if f.matches(mti, proc, stan):
+                    if f.times == 1:
+                        self._faults.remove(f)
+                    elif f.times > 1:
+                        f.times -= 1
+                    self.applied.append({"kind": f.kind, "mti": mti, "stan": stan})
+                    return f
+        return None

@@ -1,0 +1,158 @@
+"""The simulated acquirer's own ledger (in memory, dumpable as JSON).
+
+Card data stays out: an entry keeps the masked PAN and a SHA-256 of the PAN (to detect a void on another
+card), never the PAN itself.
+
+Entry ``status`` values: ``approved``, ``declined``, ``voided`` (a sale a void undid), ``reversed`` (undone
+by a reversal), ``settled`` is a separate flag (``batch_closed``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+def mask_pan(pan: str | None) -> str | None:
+    if not pan:
+        return None
+    if len(pan) < 11:
+        return "*" * len(pan)
+    return pan[:6] + "*" * (len(pan) - 10) + pan[-4:]
+
+
+def pan_hash(pan: str | None) -> str | None:
+    if not pan:
+        return None
+    return hashlib.sha256(pan.encode()).hexdigest()[:32]
+
+
+@dataclass
+class Entry:
+    id: int
+    kind: str  # sale, void, refund, preauth, balance, advice, reversal, batch_upload, settlement, signon
+    status: str  # approved, declined, voided, reversed
+    mti: str
+    rc: str
+    stan: str | None = None
+    tid: str | None = None
+    mid: str | None = None
+    proc: str | None = None
+    amount: int | None = None
+    currency: str | None = None
+    rrn: str | None = None
+    auth_code: str | None = None
+    batch: str | None = None
+    pan_masked: str | None = None
+    pan_hash: str | None = None
+    original_id: int | None = None  # void/refund/reversal -> the entry it refers to
+    refunded: int = 0  # running total of approved refunds against this entry
+    batch_closed: bool = False
+    time: float = 0.0
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Totals:
+    sale_count: int = 0
+    sale_amount: int = 0
+    refund_count: int = 0
+    refund_amount: int = 0
+
+
+@dataclass
+class Ledger:
+    entries: list[Entry] = field(default_factory=list)
+    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+    _seen: set[tuple[str, str, str, int]] = field(default_factory=set, repr=False)
+
+    # -- writing -----------------------------------------------------------------------------------
+    def add(self, **kw: Any) -> Entry:
+        with self._lock:
+            pan = kw.pop("pan", None)
+            entry = Entry(id=len(self.entries) + 1, pan_masked=mask_pan(pan), pan_hash=pan_hash(pan), **kw)
+            self.entries.append(entry)
+            return entry
+
+    def seen_before(self, mti: str, stan: str, tid: str, amount: int) -> bool:
+        """Record a financial request key; True if the same key was already received (duplicate)."""
+        key = (mti, stan, tid, amount)
+        with self._lock:
+            if key in self._seen:
+                return True
+            self._seen.add(key)
+            return False
+
+    def reset(self) -> None:
+        with self._lock:
+            self.entries.clear()
+            self._seen.clear()
+
+    # -- queries -----------------------------------------------------------------------------------
+    def get(self, entry_id: int) -> Entry:
+        return self.entries[entry_id - 1]
+
+    def find(self, **where: Any) -> list[Entry]:
+        with self._lock:
+            return [e for e in self.entries if all(getattr(e, k) == v for k, v in where.items())]
+
+    def by_rrn(self, rrn: str, tid: str | None = None) -> Entry | None:
+        with self._lock:
+            for e in reversed(self.entries):
+                if e.rrn == rrn and e.kind in ("sale", "preauth") and (tid is None or e.tid == tid):
+                    return e
+        return None
+
+    def reversible(self, *, tid: str | None, stan: str, mti: str | None = None) -> Entry | None:
+        """The latest approved financial entry of this terminal with this STAN (and original MTI)."""
+        with self._lock:
+            for e in reversed(self.entries):
+                if e.kind not in ("sale", "void", "preauth") or e.tid != tid:
+                    continue
+                if e.stan is None or int(e.stan) != int(stan):
+                    continue
+                if mti is not None and e.mti != mti:
+                    continue
+                return e
+        return None
+
+    def totals(self, tid: str | None, *, open_only: bool = True) -> Totals:
+        t = Totals()
+        with self._lock:
+            for e in self.entries:
+                if e.tid != tid or e.status != "approved" or (open_only and e.batch_closed):
+                    continue
+                if e.kind == "sale":
+                    t.sale_count += 1
+                    t.sale_amount += e.amount or 0
+                elif e.kind == "refund":
+                    t.refund_count += 1
+                    t.refund_amount += e.amount or 0
+        return t
+
+    def close_batch(self, tid: str | None) -> int:
+        n = 0
+        with self._lock:
+            for e in self.entries:
+                if e.tid == tid and not e.batch_closed and e.kind in ("sale", "void", "refund", "preauth"):
+                    e.batch_closed = True
+                    n += 1
+        return n
+
+    # -- export ------------------------------------------------------------------------------------
+    def to_list(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [e.to_dict() for e in self.entries]
+
+    def dump_json(self, path: str | None = None) -> str:
+        text = json.dumps(self.to_list(), indent=2, sort_keys=True)
+        if path:
+            with open(path, "w", encoding="utf-8") as fh:
+                fh.write(text)
+        return text

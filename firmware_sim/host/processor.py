@@ -1,0 +1,386 @@
+"""What the simulated acquirer does with one decoded request: classify, apply rules, book, answer.
+
+Requests and responses are pyiso8583 decoded dicts (``{"t": "0200", "3": "000000", ...}``, binary fields as
+upper-case hex text). The routing tables below are the documented behaviour:
+
+CUP (UnionPay) — by MTI, 60.1 (message type code) and 60.3 (network management code)::
+
+    0800/0820  60.3 001|003 sign-on (0810 carries working keys in 62), 002 sign-off, 301 echo
+    0200       60.1 22 sale, 23 void (original by 37 RRN), 01 balance
+    0220       60.1 25 refund (original by 37 RRN), anything else: advice (offline sale books a sale)
+    0100       pre-authorisation
+    0400/0401  reversal, original = same STAN + TID (CUP reuses the original STAN)
+    0420/0421  reversal advice, same matching
+    0320       batch/TC upload; 60.3 202 or 207 = batch end (closes the batch)
+    0500       settlement: totals in 48 (see SETTLEMENT_48); response 48 carries the flag
+               1 balanced / 2 unbalanced, RC 00 either way
+
+ISO dialects (iso87ascii, iso87, iso87bcd) — by MTI, processing code (3) and field 70::
+
+    0800       70 001 sign-on, 002 sign-off, 301 echo (or 3 = 990000 echo, PAX)
+    0200       3 = 00xxxx sale, 02xxxx void (original by 37 RRN), 20xxxx refund, 31xxxx balance
+    0100       pre-authorisation
+    0220/0221  advice (3 = 00xxxx books an offline sale)
+    0400/0401  reversal, original by field 90 (original MTI n4 + STAN n6 + ...) + TID
+    0420/0421  reversal advice, same matching
+    0320       batch upload
+    0500       settlement 3 = 92xxxx: totals in 74 (credits = refunds, number), 76 (debits = sales,
+               number), 86 (credits amount), 88 (debits amount); RC 00 balanced (batch closed) or
+               95 unbalanced (batch stays open); 3 = 96xxxx (after batch upload) closes with RC 00
+
+Response codes used: 00 approved, 12 invalid transaction / original not approved, 13 invalid amount,
+14 invalid card (void/refund on another PAN), 22 related transaction in a wrong state (already voided),
+25 original not found, 30 format error, 94 duplicate transmission, 95 reconcile error, A0 MAC error, plus
+whatever the approval rules return.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .ledger import Entry, Ledger, pan_hash
+from .rules import DEFAULT_RULES, RuleSet
+
+Doc = dict[str, str]
+
+#: CUP field 48 in 0500/0510: two groups (domestic cards, then foreign cards) of
+#: debit (sale) amount n12, debit count n3, credit (refund) amount n12, credit count n3, flag n1.
+SETTLEMENT_48 = (("debit_amount", 12), ("debit_count", 3), ("credit_amount", 12), ("credit_count", 3),
+                 ("flag", 1))
+
+ECHO_FIELDS = ("3", "4", "11", "22", "24", "25", "32", "41", "42", "49", "60", "61", "70", "90")
+
+
+def response_mti(mti: str) -> str:
+    """0200 -> 0210, 0401 -> 0410 (a repeat is answered with the plain response MTI)."""
+    return mti[:2] + str(int(mti[2]) + 1) + "0"
+
+
+def pan_of(req: Doc) -> str | None:
+    if req.get("2"):
+        return req["2"]
+    t2 = req.get("35")
+    if t2:
+        for sep in ("D", "d", "="):
+            if sep in t2:
+                return t2.split(sep, 1)[0]
+    return None
+
+
+def parse_48(text: str) -> list[dict[str, int]]:
+    groups = []
+    pos = 0
+    while pos + 31 <= len(text):
+        g: dict[str, int] = {}
+        for name, width in SETTLEMENT_48:
+            g[name] = int(text[pos : pos + width])
+            pos += width
+        groups.append(g)
+    return groups
+
+
+def build_48(groups: list[dict[str, int]]) -> str:
+    return "".join(f"{g[name]:0{width}d}" for g in groups for name, width in SETTLEMENT_48)
+
+
+@dataclass
+class Outcome:
+    """The processor's answer: the response doc (None = say nothing) and the ledger entry it booked."""
+
+    response: Doc | None
+    entry: Entry | None = None
+    kind: str = ""
+
+
+@dataclass
+class Processor:
+    dialect: str
+    ledger: Ledger = field(default_factory=Ledger)
+    rules: RuleSet = field(default_factory=lambda: RuleSet.from_dict(DEFAULT_RULES.to_dict()))
+    now: Callable[[], float] = time.time
+    working_keys_62: str = ""  # hex of field 62 sent in a CUP sign-on response
+    acquirer_id: str = "00000001"
+    _seq: int = 0
+
+    # -- classification ----------------------------------------------------------------------------
+    def classify(self, req: Doc) -> str:
+        mti = req.get("t", "")
+        proc = req.get("3", "")
+        cup = self.dialect == "cup"
+        f60 = req.get("60", "")
+        m60_1, m60_3 = f60[0:2], f60[8:11]
+        if mti in ("0800", "0820"):
+            code = m60_3 if cup else req.get("70", "")
+            if proc.startswith("99"):
+                return "echo"
+            return {"001": "signon", "003": "signon", "002": "signoff", "301": "echo"}.get(code, "netmgmt")
+        if mti in ("0400", "0401", "0420", "0421"):
+            return "reversal"
+        if mti == "0500":
+            return "settlement"
+        if mti in ("0320", "0321"):
+            return "batch_upload"
+        if mti == "0100":
+            return "preauth"
+        if cup:
+            if mti == "0200":
+                return {"22": "sale", "23": "void", "01": "balance"}.get(m60_1, "sale" if proc[:2] == "00"
+                                                                         else "unknown")
+            if mti in ("0220", "0221"):
+                return "refund" if m60_1 == "25" else "advice"
+        else:
+            if mti == "0200":
+                return {"00": "sale", "02": "void", "20": "refund", "31": "balance"}.get(proc[:2], "unknown")
+            if mti in ("0220", "0221"):
+                return "advice"
+        return "unknown"
+
+    # -- entry point -------------------------------------------------------------------------------
+    def handle(self, req: Doc, *, mac_ok: bool | None = None) -> Outcome:
+        kind = self.classify(req)
+        if mac_ok is False:
+            return Outcome(self._respond(req, "A0"), kind=kind)
+        handler: Callable[[Doc], Outcome] = getattr(self, f"_do_{kind}", self._do_unknown)
+        out = handler(req)
+        out.kind = kind
+        return out
+
+    # -- helpers -----------------------------------------------------------------------------------
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def _rrn(self, seq: int) -> str:
+        t = time.gmtime(self.now())
+        return f"{t.tm_yday:03d}{t.tm_hour:02d}{seq:07d}"[-12:]
+
+    @staticmethod
+    def _auth_code(seq: int) -> str:
+        return f"{(seq * 7919 + 100003) % 1_000_000:06d}"
+
+    def _respond(self, req: Doc, rc: str, **extra: str) -> Doc:
+        t = time.gmtime(self.now())
+        resp: Doc = {"t": response_mti(req["t"])}
+        if self.dialect == "cup" and "h" in req:
+            h = req["h"]
+            # TPDU: 60 + destination + source; the response swaps destination and source.
+            resp["h"] = h[0:2] + h[6:10] + h[2:6] + h[10:]
+        for f in ECHO_FIELDS:
+            if f in req:
+                resp[f] = req[f]
+        resp["12"] = time.strftime("%H%M%S", t)
+        resp["13"] = time.strftime("%m%d", t)
+        resp["39"] = rc
+        resp.update(extra)
+        return resp
+
+    def _base(self, req: Doc, kind: str, rc: str, **kw: Any) -> dict[str, Any]:
+        amount = int(req["4"]) if req.get("4") else None
+        if self.dialect == "cup":
+            batch = req.get("60", "")[2:8] or None
+        else:
+            batch = req.get("60") or None
+        return dict(kind=kind, status="approved" if rc == "00" else "declined", mti=req["t"], rc=rc,
+                    stan=req.get("11"), tid=req.get("41"), mid=req.get("42"), proc=req.get("3"),
+                    amount=amount, currency=req.get("49"), batch=batch, pan=pan_of(req),
+                    time=self.now(), **kw)
+
+    def _is_duplicate(self, req: Doc) -> bool:
+        if not self.rules.duplicate_check:
+            return False
+        amount = int(req.get("4") or 0)
+        return self.ledger.seen_before(req["t"], req.get("11", ""), req.get("41", ""), amount)
+
+    def _approve_fields(self, rc: str, auth: str | None = None) -> tuple[Doc, str | None, str | None]:
+        seq = self._next_seq()
+        rrn = self._rrn(seq)
+        extra: Doc = {"37": rrn}
+        code = None
+        if rc == "00":
+            code = auth or self._auth_code(seq)
+            extra["38"] = code
+        if self.dialect == "cup":
+            extra["15"] = time.strftime("%m%d", time.gmtime(self.now()))
+        return extra, rrn, code
+
+    # -- network management ------------------------------------------------------------------------
+    def _do_signon(self, req: Doc) -> Outcome:
+        extra: Doc = {}
+        if self.dialect == "cup" and self.working_keys_62:
+            extra["62"] = self.working_keys_62
+        entry = self.ledger.add(**self._base(req, "signon", "00"))
+        seq = self._next_seq()
+        extra["37"] = self._rrn(seq)
+        return Outcome(self._respond(req, "00", **extra), entry)
+
+    def _do_signoff(self, req: Doc) -> Outcome:
+        return Outcome(self._respond(req, "00"))
+
+    def _do_echo(self, req: Doc) -> Outcome:
+        return Outcome(self._respond(req, "00"))
+
+    def _do_netmgmt(self, req: Doc) -> Outcome:
+        return Outcome(self._respond(req, "00"))
+
+    def _do_unknown(self, req: Doc) -> Outcome:
+        return Outcome(self._respond(req, "12"))
+
+    # -- authorising transactions ------------------------------------------------------------------
+    def _authorise(self, req: Doc, kind: str) -> Outcome:
+        if self._is_duplicate(req):
+            return Outcome(self._respond(req, "94"))
+        amount = int(req["4"]) if req.get("4") else None
+        rc, rule = self.rules.decide(kind=kind, pan=pan_of(req), amount=amount, tid=req.get("41"))
+        extra, rrn, code = self._approve_fields(rc)
+        entry = self.ledger.add(**self._base(req, kind, rc, rrn=rrn, auth_code=code, note=rule))
+        if self.dialect == "cup" and rc == "00":
+            extra["63"] = "CUP"
+        return Outcome(self._respond(req, rc, **extra), entry)
+
+    def _do_sale(self, req: Doc) -> Outcome:
+        return self._authorise(req, "sale")
+
+    def _do_preauth(self, req: Doc) -> Outcome:
+        return self._authorise(req, "preauth")
+
+    def _do_balance(self, req: Doc) -> Outcome:
+        rc, _ = self.rules.decide(kind="balance", pan=pan_of(req), amount=None, tid=req.get("41"))
+        extra, _rrn, _code = self._approve_fields(rc)
+        if rc == "00":
+            extra["54"] = "1002156C000000100000"
+        return Outcome(self._respond(req, rc, **extra))
+
+    # -- corrections -------------------------------------------------------------------------------
+    def _original_by_rrn(self, req: Doc) -> Entry | None:
+        rrn = req.get("37")
+        return self.ledger.by_rrn(rrn, req.get("41")) if rrn else None
+
+    def _check_same_card(self, req: Doc, original: Entry) -> bool:
+        pan = pan_of(req)
+        return pan is None or original.pan_hash is None or original.pan_hash == pan_hash(pan)
+
+    def _do_void(self, req: Doc) -> Outcome:
+        if self._is_duplicate(req):
+            return Outcome(self._respond(req, "94"))
+        original = self._original_by_rrn(req)
+        amount = int(req.get("4") or 0)
+        if original is None:
+            rc = "25"
+        elif not self._check_same_card(req, original):
+            rc = "14"
+        elif original.status == "voided":
+            rc = "22"
+        elif original.status != "approved" or original.batch_closed:
+            rc = "12"
+        elif original.amount != amount or original.refunded:
+            rc = "13"
+        else:
+            rc = "00"
+        extra, rrn, code = self._approve_fields(rc, auth=original.auth_code if original else None)
+        entry = self.ledger.add(**self._base(req, "void", rc, rrn=rrn, auth_code=code,
+                                             original_id=original.id if original else None))
+        if rc == "00" and original is not None:
+            original.status = "voided"
+        return Outcome(self._respond(req, rc, **extra), entry)
+
+    def _do_refund(self, req: Doc) -> Outcome:
+        if self._is_duplicate(req):
+            return Outcome(self._respond(req, "94"))
+        original = self._original_by_rrn(req)
+        amount = int(req.get("4") or 0)
+        if original is None:
+            # CUP refunds must name the original; ISO refunds may stand alone.
+            rc = "25" if (self.dialect == "cup" or req.get("37")) else "00"
+        elif not self._check_same_card(req, original):
+            rc = "14"
+        elif original.status not in ("approved",) and not original.batch_closed:
+            rc = "12"
+        elif amount <= 0 or amount + original.refunded > (original.amount or 0):
+            rc = "13"
+        else:
+            rc = "00"
+        if rc == "00":
+            rc, _rule = self.rules.decide(kind="refund", pan=pan_of(req), amount=amount, tid=req.get("41"))
+        extra, rrn, code = self._approve_fields(rc)
+        entry = self.ledger.add(**self._base(req, "refund", rc, rrn=rrn, auth_code=code,
+                                             original_id=original.id if original else None))
+        if rc == "00" and original is not None:
+            original.refunded += amount
+        return Outcome(self._respond(req, rc, **extra), entry)
+
+    def _do_reversal(self, req: Doc) -> Outcome:
+        tid = req.get("41")
+        if self.dialect == "cup":
+            original = self.ledger.reversible(tid=tid, stan=req.get("11") or "0")
+        else:
+            f90 = req.get("90", "")
+            if len(f90) < 10 or not f90[:10].isdigit():
+                return Outcome(self._respond(req, "30"))
+            original = self.ledger.reversible(tid=tid, stan=f90[4:10], mti=f90[0:4])
+        if original is None:
+            rc = "25"
+        elif original.status == "declined":
+            rc = "12"
+        else:
+            rc = "00"
+            self._undo(original)
+        entry = self.ledger.add(**self._base(req, "reversal", rc, original_id=original.id if original else None))
+        return Outcome(self._respond(req, rc), entry)
+
+    def _undo(self, original: Entry) -> None:
+        if original.status == "reversed":
+            return  # a repeat (0401/0421) of a reversal already applied
+        if original.kind == "void" and original.status == "approved" and original.original_id:
+            sale = self.ledger.get(original.original_id)
+            if sale.status == "voided":
+                sale.status = "approved"  # reversing the void re-instates the sale
+        original.status = "reversed"
+
+    # -- store and forward, settlement -------------------------------------------------------------
+    def _do_advice(self, req: Doc) -> Outcome:
+        if self._is_duplicate(req):
+            return Outcome(self._respond(req, "00"))  # advices are idempotent: acknowledge, do not re-book
+        kind = "sale" if req.get("3", "").startswith("00") else "advice"
+        extra, rrn, code = self._approve_fields("00")
+        entry = self.ledger.add(**self._base(req, kind, "00", rrn=req.get("37") or rrn,
+                                             auth_code=req.get("38") or code, note="advice"))
+        return Outcome(self._respond(req, "00", **extra), entry)
+
+    def _do_batch_upload(self, req: Doc) -> Outcome:
+        entry = self.ledger.add(**self._base(req, "batch_upload", "00"))
+        if self.dialect == "cup" and req.get("60", "")[8:11] in ("202", "207"):
+            self.ledger.close_batch(req.get("41"))
+        return Outcome(self._respond(req, "00"), entry)
+
+    def _do_settlement(self, req: Doc) -> Outcome:
+        tid = req.get("41")
+        totals = self.ledger.totals(tid)
+        if self.dialect == "cup":
+            groups = parse_48(req.get("48", ""))
+            if not groups:
+                return Outcome(self._respond(req, "30"))
+            dom = groups[0]
+            balanced = (dom["debit_amount"], dom["debit_count"], dom["credit_amount"], dom["credit_count"]) == (
+                totals.sale_amount, totals.sale_count, totals.refund_amount, totals.refund_count)
+            out_groups = [dict(g, flag=1) for g in groups]
+            out_groups[0]["flag"] = 1 if balanced else 2
+            rc = "00"
+            extra = {"48": build_48(out_groups)}
+        else:
+            if req.get("3", "").startswith("96"):
+                self.ledger.close_batch(tid)
+                entry = self.ledger.add(**self._base(req, "settlement", "00", note="closed after upload"))
+                return Outcome(self._respond(req, "00"), entry)
+            got = tuple(int(req.get(f) or 0) for f in ("76", "88", "74", "86"))
+            balanced = got == (totals.sale_count, totals.sale_amount, totals.refund_count, totals.refund_amount)
+            rc = "00" if balanced else "95"
+            extra = {}
+        if balanced:
+            self.ledger.close_batch(tid)
+        entry = self.ledger.add(**self._base(req, "settlement", rc, note="balanced" if balanced else "unbalanced"))
+        seq = self._next_seq()
+        extra["37"] = self._rrn(seq)
+        return Outcome(self._respond(req, rc, **extra), entry)

@@ -1,0 +1,464 @@
+"""The simulated acquirer host: a real ISO 8583 TCP server on loopback.
+
+Run it as a program (``python -m firmware_sim.host``) or in-process in background threads for tests::
+
+    with HostSimulator(SimConfig(dialect="cup")) as sim:
+        sim.add_fault("no_response", mti="0200")
+        ...                          # connect to ("127.0.0.1", sim.port)
+        sim.ledger.find(kind="sale")
+
+Either way it is a real TCP server; only the control surface differs (Python API in-process, a JSON-lines
+control port for a separate process — see :mod:`firmware_sim.host.control`).
+"""
+
+from __future__ import annotations
+
+import json
+import select
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import iso8583
+
+from . import mac as sim_mac
+from .dialects import BINARY_IS_RAW, HEADER_LEN, get_spec
+from .faults import Fault, FaultPlan
+from .framing import Deframer, frame
+from .ledger import Ledger, mask_pan
+from .processor import Doc, Processor
+from .rules import DEFAULT_RULES, RuleSet
+
+SENSITIVE_FIELDS = ("35", "36", "45", "52", "55")
+
+
+class Scheduler(Protocol):
+    def now(self) -> float: ...
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Any: ...
+
+
+class RealScheduler:
+    """Wall-clock scheduling with daemon timers (a VirtualClock can be passed instead in tests)."""
+
+    def now(self) -> float:
+        return time.time()
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> threading.Timer:
+        t = threading.Timer(delay, callback)
+        t.daemon = True
+        t.start()
+        return t
+
+
+@dataclass
+class SimConfig:
+    dialect: str = "cup"
+    framing: str = "binary2"
+    host: str = "127.0.0.1"
+    port: int = 0
+    control_port: int | None = None  # None: no control channel; 0: any free port
+    mac_algorithm: str | None = None  # "x919", "cbc" or "cup-ecb"; None = no MAC checking
+    mac_key: bytes | None = field(default=None, repr=False)
+    mac_padding: int = 1
+    require_mac: bool = False  # answer A0 to requests that carry no MAC
+    working_keys_62: str = ""  # hex of field 62 in a CUP sign-on response
+
+
+def masked_doc(doc: Doc) -> dict[str, str]:
+    """A copy of a decoded message that is safe to log: PAN masked, track/PIN/ICC data summarised."""
+    out = dict(doc)
+    if "2" in out:
+        out["2"] = mask_pan(out["2"]) or ""
+    for f in SENSITIVE_FIELDS:
+        if f in out:
+            out[f] = f"<{len(out[f])} chars>"
+    return out
+
+
+class _Conn:
+    def __init__(self, sock: socket.socket, peer: Any) -> None:
+        self.sock = sock
+        self.peer = peer
+        self.lock = threading.Lock()
+        self.closed = False
+
+    def send(self, data: bytes) -> None:
+        with self.lock:
+            if self.closed:
+                return
+            try:
+                self.sock.sendall(data)
+            except OSError:
+                self.closed = True
+
+    def close(self) -> None:
+        with self.lock:
+            if self.closed:
+                return
+            self.closed = True
+            try:
+                self.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            self.sock.close()
+
+
+class HostSimulator:
+    """A simulated acquirer: ISO 8583 over TCP, its own ledger, approval rules and scripted faults."""
+
+    def __init__(
+        self,
+        config: SimConfig | None = None,
+        *,
+        rules: RuleSet | None = None,
+        scheduler: Scheduler | None = None,
+    ) -> None:
+        self.config = config or SimConfig()
+        self.spec = get_spec(self.config.dialect)
+        self.scheduler: Scheduler = scheduler or RealScheduler()
+        self.ledger = Ledger()
+        self.faults = FaultPlan()
+        self.processor = Processor(
+            self.config.dialect,
+            ledger=self.ledger,
+            rules=rules or RuleSet.from_dict(DEFAULT_RULES.to_dict()),
+            now=self.scheduler.now,
+            working_keys_62=self.config.working_keys_62,
+        )
+        self.received: list[dict[str, str]] = []  # masked requests, in arrival order
+        self.sent: list[dict[str, str]] = []  # masked responses actually sent (before faults that mangle bytes)
+        self.errors: list[str] = []
+        self.port = 0
+        self.control_port: int | None = None
+        self._listener: socket.socket | None = None
+        self._control: socket.socket | None = None
+        self._conns: list[_Conn] = []
+        self._threads: list[threading.Thread] = []
+        self._wake_accept = socket.socketpair()  # (read end, write end) per select loop
+        self._wake_control = socket.socketpair()
+        self._stopping = threading.Event()
+        self._accepting = threading.Event()
+        self._cond = threading.Condition()
+        self.frames_in = 0
+        self.frames_handled = 0
+        self.connections_accepted = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def start(self) -> HostSimulator:
+        self._open_listener(self.config.port)
+        if self.config.control_port is not None:
+            self._control = socket.create_server((self.config.host, self.config.control_port))
+            self.control_port = self._control.getsockname()[1]
+            self._spawn(self._control_loop, "host-sim-control")
+        self._spawn(self._accept_loop, "host-sim-accept")
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake(self._wake_accept)
+        self._wake(self._wake_control)
+        for c in list(self._conns):
+            c.close()
+        for t in self._threads:
+            if t is not threading.current_thread():
+                t.join(timeout=2.0)
+        for s in (self._listener, self._control):
+            if s is not None:
+                s.close()
+        for pair in (self._wake_accept, self._wake_control):
+            for s in pair:
+                s.close()
+
+    def __enter__(self) -> HostSimulator:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopping.is_set()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return (self.config.host, self.port)
+
+    # -- test controls -----------------------------------------------------------------------------
+    @property
+    def rules(self) -> RuleSet:
+        return self.processor.rules
+
+    def set_rules(self, rules: RuleSet | dict[str, Any]) -> None:
+        self.processor.rules = rules if isinstance(rules, RuleSet) else RuleSet.from_dict(rules)
+
+    def add_fault(self, kind: str, **kw: Any) -> Fault:
+        """Script a fault: ``sim.add_fault("delay", mti="0200", delay=40)``. See :mod:`.faults`."""
+        return self.faults.add(Fault(kind=kind, **kw))
+
+    def clear_faults(self) -> None:
+        self.faults.clear()
+
+    def refuse_connections(self) -> None:
+        """Close the listening socket: new connects get ECONNREFUSED until :meth:`accept_connections`."""
+        self._accepting.clear()
+        self._wake(self._wake_accept)
+        deadline = time.monotonic() + 2.0
+        while self._listener is not None and time.monotonic() < deadline:
+            time.sleep(0.001)
+
+    def accept_connections(self) -> None:
+        if self._listener is None:
+            self._open_listener(self.port)
+            self._spawn(self._accept_loop, "host-sim-accept")
+
+    def drop_connections(self) -> None:
+        """Close every open client connection (the listener stays up)."""
+        for c in list(self._conns):
+            c.close()
+
+    def wait_handled(self, count: int, timeout: float = 2.0) -> bool:
+        """Block (really) until ``count`` frames have been fully handled; for out-of-band test sync."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self.frames_handled >= count, timeout)
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "frames_in": self.frames_in,
+            "frames_handled": self.frames_handled,
+            "connections_accepted": self.connections_accepted,
+            "open_connections": sum(1 for c in self._conns if not c.closed),
+        }
+
+    # -- sockets -----------------------------------------------------------------------------------
+    def _spawn(self, target: Callable[..., None], name: str, *args: Any) -> None:
+        t = threading.Thread(target=target, args=args, name=name, daemon=True)
+        self._threads.append(t)
+        t.start()
+
+    @staticmethod
+    def _wake(pair: tuple[socket.socket, socket.socket]) -> None:
+        try:
+            pair[1].send(b"x")
+        except OSError:
+            pass
+
+    def _open_listener(self, port: int) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.config.host, port))
+        sock.listen(16)
+        self.port = sock.getsockname()[1]
+        self._listener = sock
+        self._accepting.set()
+
+    def _accept_loop(self) -> None:
+        listener = self._listener
+        assert listener is not None
+        while not self._stopping.is_set() and self._accepting.is_set():
+            wake = self._wake_accept[0]
+            ready, _, _ = select.select([listener, wake], [], [])
+            if wake in ready:
+                wake.recv(64)
+                continue
+            try:
+                sock, peer = listener.accept()
+            except OSError:
+                break
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn = _Conn(sock, peer)
+            self._conns.append(conn)
+            self.connections_accepted += 1
+            self._spawn(self._serve, "host-sim-conn", conn)
+        listener.close()
+        if self._listener is listener:
+            self._listener = None
+
+    def _serve(self, conn: _Conn) -> None:
+        deframer = Deframer(self.config.framing)
+        while not conn.closed:
+            try:
+                data = conn.sock.recv(65536)
+            except OSError:
+                break
+            if not data:
+                break
+            try:
+                payloads = deframer.feed(data)
+            except ValueError as exc:
+                self.errors.append(f"framing: {exc}")
+                break
+            for payload in payloads:
+                with self._cond:
+                    self.frames_in += 1
+                try:
+                    self._handle(conn, payload)
+                except Exception as exc:  # keep serving; a test reads sim.errors
+                    self.errors.append(f"{type(exc).__name__}: {exc}")
+                finally:
+                    with self._cond:
+                        self.frames_handled += 1
+                        self._cond.notify_all()
+        conn.close()
+
+    # -- one request -------------------------------------------------------------------------------
+    def _mac_field(self, doc: Doc) -> str:
+        return "128" if any(k.isdigit() and int(k) > 64 for k in doc) else "64"
+
+    def _mac_bytes(self, raw: bytes, field_len: int) -> bytes:
+        assert self.config.mac_algorithm and self.config.mac_key
+        data = raw[HEADER_LEN[self.config.dialect] : len(raw) - field_len]
+        return sim_mac.compute(self.config.mac_algorithm, self.config.mac_key, data, self.config.mac_padding)
+
+    def _mac_wire_len(self) -> int:
+        return 8 if BINARY_IS_RAW[self.config.dialect] else 16
+
+    def _verify_mac(self, raw: bytes, doc: Doc) -> bool | None:
+        if not (self.config.mac_algorithm and self.config.mac_key):
+            return None
+        f = self._mac_field(doc)
+        if f not in doc:
+            return False if self.config.require_mac else None
+        expected = self._mac_bytes(raw, self._mac_wire_len())
+        return doc[f].upper() == expected.hex().upper()
+
+    def _encode(self, doc: Doc, *, with_mac: bool, corrupt_mac: bool = False) -> bytes:
+        doc = dict(doc)
+        mac_on = with_mac and bool(self.config.mac_algorithm and self.config.mac_key)
+        if mac_on or corrupt_mac:
+            f = self._mac_field(doc)
+            doc[f] = "0" * 16
+            raw, _ = iso8583.encode(dict(doc), self.spec)
+            mac = self._mac_bytes(bytes(raw), self._mac_wire_len()) if mac_on else bytes(8)
+            if corrupt_mac:
+                mac = bytes([mac[0] ^ 0x01]) + mac[1:]
+            doc[f] = mac.hex().upper()
+        raw, _ = iso8583.encode(doc, self.spec)
+        return bytes(raw)
+
+    def _handle(self, conn: _Conn, payload: bytes) -> None:
+        try:
+            req, _ = iso8583.decode(payload, self.spec)
+        except iso8583.DecodeError as exc:
+            self.errors.append(f"decode: {exc.msg} field {exc.field} pos {exc.pos}")
+            return
+        self.received.append(masked_doc(req))
+        fault = self.faults.take(req.get("t", ""), req.get("3"), req.get("11"))
+        if fault is not None and fault.kind == "drop":
+            return
+        mac_ok = self._verify_mac(payload, req)
+        outcome = self.processor.handle(req, mac_ok=mac_ok)
+        resp = outcome.response
+        if resp is None:
+            return
+        resp = self._mutate(resp, fault)
+        request_had_mac = self._mac_field(req) in req
+        raw = self._encode(resp, with_mac=request_had_mac or self.config.require_mac,
+                           corrupt_mac=fault is not None and fault.kind == "corrupt_mac")
+        self.sent.append(masked_doc(resp))
+        self._deliver(conn, frame(self.config.framing, raw), fault)
+
+    @staticmethod
+    def _mutate(resp: Doc, fault: Fault | None) -> Doc:
+        if fault is None:
+            return resp
+        resp = dict(resp)
+        if fault.kind == "other_stan" and "11" in resp:
+            resp["11"] = f"{(int(resp['11']) % 999999) + 1:06d}"
+        elif fault.kind == "wrong_rc" and fault.rc:
+            resp["39"] = fault.rc
+        elif fault.kind == "wrong_amount" and "4" in resp:
+            resp["4"] = f"{int(resp['4']) + 1:012d}"
+        return resp
+
+    def _deliver(self, conn: _Conn, framed: bytes, fault: Fault | None) -> None:
+        kind = fault.kind if fault is not None else None
+        if kind == "no_response":
+            return
+        if kind == "disconnect":
+            conn.close()
+        elif kind == "disconnect_mid":
+            conn.send(framed[: max(1, len(framed) // 2)])
+            conn.close()
+        elif kind == "duplicate":
+            conn.send(framed + framed)
+        elif kind == "delay":
+            assert fault is not None
+            self.scheduler.call_later(fault.delay, lambda: conn.send(framed))
+        elif kind == "garbage":
+            conn.send(frame(self.config.framing, b"\x99\x99garbage"))
+        else:
+            conn.send(framed)
+
+    # -- control channel (JSON lines) --------------------------------------------------------------
+    def _control_loop(self) -> None:
+        assert self._control is not None
+        srv = self._control
+        while not self._stopping.is_set():
+            wake = self._wake_control[0]
+            ready, _, _ = select.select([srv, wake], [], [])
+            if wake in ready:
+                wake.recv(64)
+                continue
+            try:
+                sock, _ = srv.accept()
+            except OSError:
+                break
+            self._spawn(self._control_session, "host-sim-control-session", sock)
+
+    def _control_session(self, sock: socket.socket) -> None:
+        with sock, sock.makefile("rwb") as fh:
+            for line in fh:
+                try:
+                    reply = self.control(json.loads(line))
+                except Exception as exc:
+                    reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+                fh.write(json.dumps(reply).encode() + b"\n")
+                fh.flush()
+                if reply.get("stopping"):
+                    break
+
+    def control(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        """Execute one control command (the same dicts the JSON control port accepts)."""
+        name = cmd.get("cmd")
+        if name == "ping":
+            return {"ok": True, "port": self.port, "dialect": self.config.dialect}
+        if name == "ledger":
+            return {"ok": True, "entries": self.ledger.to_list()}
+        if name == "reset_ledger":
+            self.ledger.reset()
+            return {"ok": True}
+        if name == "fault":
+            self.faults.add(Fault.from_dict(cmd["fault"]))
+            return {"ok": True}
+        if name == "clear_faults":
+            self.clear_faults()
+            return {"ok": True}
+        if name == "faults":
+            return {"ok": True, "pending": [f.to_dict() for f in self.faults.pending()],
+                    "applied": self.faults.applied}
+        if name == "rules":
+            self.set_rules(cmd["rules"])
+            return {"ok": True}
+        if name == "get_rules":
+            return {"ok": True, "rules": self.rules.to_dict()}
+        if name == "refuse":
+            self.refuse_connections()
+            return {"ok": True}
+        if name == "accept":
+            self.accept_connections()
+            return {"ok": True, "port": self.port}
+        if name == "drop_connections":
+            self.drop_connections()
+            return {"ok": True}
+        if name == "stats":
+            return {"ok": True, **self.stats()}
+        if name == "received":
+            return {"ok": True, "received": self.received, "sent": self.sent, "errors": self.errors}
+        if name == "stop":
+            threading.Thread(target=self.stop, daemon=True).start()
+            return {"ok": True, "stopping": True}
+        return {"ok": False, "error": f"unknown command {name!r}"}

@@ -1,0 +1,50 @@
+"""The simulator as a separate program: start it, read its port, drive it over TCP and the control port."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from firmware_sim.host import ControlClient
+
+from .wire import WireClient, cup_sale
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_program_prints_ports_serves_and_obeys_the_control_channel(tmp_path: Path):
+    dump = tmp_path / "ledger.json"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "firmware_sim.host", "--dialect", "cup", "--port", "0", "--control-port", "0",
+         "--ledger-dump", str(dump)],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        info = json.loads(proc.stdout.readline())
+        client = WireClient(("127.0.0.1", info["port"]), "cup")
+        with ControlClient(("127.0.0.1", info["control_port"])) as ctl:
+            assert client.exchange(cup_sale(1, 1000))["39"] == "00"
+            ctl.add_fault("wrong_rc", rc="91")
+            assert client.exchange(cup_sale(2, 1000))["39"] == "91"
+            ctl.set_rules({"rules": [{"rc": "51", "min_amount": 5000}]})
+            assert client.exchange(cup_sale(3, 5000))["39"] == "51"
+            entries = ctl.ledger()
+            assert [(e["stan"], e["rc"]) for e in entries] == [("000001", "00"), ("000002", "00"), ("000003", "51")]
+            assert ctl.stats()["frames_handled"] == 3
+            ctl.stop()
+        client.close()
+        assert proc.wait(timeout=10) == 0
+        assert len(json.loads(dump.read_text())) == 3
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_print_dialect():
+    out = subprocess.run([sys.executable, "-m", "firmware_sim.host", "--print-dialect", "iso87bcd"],
+                         cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert "dialect iso87bcd" in out and "BCD" in out
