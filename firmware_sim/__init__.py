@@ -1,0 +1,12 @@
+"""Simulated devices that speak real wire protocols: the "other side" of posguard.
+
+Nothing here imports :mod:`posguard`. Each program runs as ``python -m firmware_sim.<name>``:
+
+- :mod:`firmware_sim.card` -- EMV contact card applet and its profiles (pure Python, APDU in/out).
+- :mod:`firmware_sim.vpcd_bridge` -- runs a card as a client of vsmartcard-vpcd inside pcscd.
+- :mod:`firmware_sim.twin_reader` -- GemPC Twin serial reader firmware (CCID over serial) on a pty.
+- :mod:`firmware_sim.magstripe` -- serial magnetic stripe reader on a pty.
+
+Every program reads one command per line on stdin and answers ``ok <json>`` or ``err <text>``
+on stdout (see :mod:`firmware_sim.control`); faults are declared with :mod:`firmware_sim.faults`.
+"""

@@ -1,0 +1,1 @@
+from tests.rig.fixtures import *  # noqa: F403
