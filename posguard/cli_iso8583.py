@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TextIO
 
 from posguard.iso8583 import Iso8583Error, Message, get_dialect
@@ -56,60 +56,54 @@ def _err(out: TextIO, line: int, e: Exception) -> None:
     print(f"line {line}: {e}", file=out)
 
 
-def cmd_decode(ns: argparse.Namespace) -> int:
-    stdout, stderr, stdin = sys.stdout, sys.stderr, sys.stdin
-    dialect = _dialect(ns.dialect, stderr)
+class BadLine(Exception):
+    """One input line could not be processed; the others still are."""
+
+
+def _each_line(ns: argparse.Namespace, handle: Callable[[str, Dialect], str]) -> int:
+    """Run ``handle`` on every input line; print its output, or a one-line error naming the line."""
+    dialect = _dialect(ns.dialect, sys.stderr)
     if dialect is None:
         return EXIT_BAD_INPUT
     status = 0
-    for n, text in _lines(ns.messages, stdin):
+    for n, text in _lines(ns.messages, sys.stdin):
+        try:
+            print(handle(text, dialect), file=sys.stdout)
+        except (BadLine, Iso8583Error) as e:
+            _err(sys.stderr, n, e)
+            status = EXIT_BAD_INPUT
+    return status
+
+
+def cmd_decode(ns: argparse.Namespace) -> int:
+    def handle(text: str, dialect: Dialect) -> str:
         try:
             raw = bytes.fromhex(text.replace(" ", ""))
         except ValueError:
-            _err(stderr, n, ValueError("not hex: messages are given as hex digits, one per line"))
-            status = EXIT_BAD_INPUT
-            continue
-        try:
-            msg = Message.decode(raw, dialect)
-        except Iso8583Error as e:
-            _err(stderr, n, e)
-            status = EXIT_BAD_INPUT
-            continue
+            raise BadLine("not hex: messages are given as hex digits, one per line") from None
+        msg = Message.decode(raw, dialect)
+        violations = [str(v) for v in msg.validate()] if ns.validate else []
         if ns.json:
             doc: dict[str, object] = dict(msg.to_dict(reveal=ns.reveal))
             if ns.validate:
-                doc["violations"] = [str(v) for v in msg.validate()]
-            print(json.dumps(doc, ensure_ascii=False), file=stdout)
-        else:
-            print(msg.describe(reveal=ns.reveal), file=stdout)
-            if ns.validate:
-                for v in msg.validate():
-                    print(f"  ! {v}", file=stdout)
-            print(file=stdout)
-    return status
+                doc["violations"] = violations
+            return json.dumps(doc, ensure_ascii=False)
+        return "\n".join([msg.describe(reveal=ns.reveal), *(f"  ! {v}" for v in violations), ""])
+
+    return _each_line(ns, handle)
 
 
 def cmd_encode(ns: argparse.Namespace) -> int:
-    stdout, stderr, stdin = sys.stdout, sys.stderr, sys.stdin
-    dialect = _dialect(ns.dialect, stderr)
-    if dialect is None:
-        return EXIT_BAD_INPUT
-    status = 0
-    for n, text in _lines(ns.messages, stdin):
+    def handle(text: str, dialect: Dialect) -> str:
         try:
             doc = json.loads(text)
-            if not isinstance(doc, dict):
-                raise ValueError("expected a JSON object")
         except ValueError as e:
-            _err(stderr, n, ValueError(f"not a JSON object: {e}"))
-            status = EXIT_BAD_INPUT
-            continue
-        try:
-            print(Message.from_dict(doc, dialect).encode().hex().upper(), file=stdout)
-        except Iso8583Error as e:
-            _err(stderr, n, e)
-            status = EXIT_BAD_INPUT
-    return status
+            raise BadLine(f"not a JSON object: {e}") from None
+        if not isinstance(doc, dict):
+            raise BadLine("not a JSON object: expected {...}")
+        return Message.from_dict(doc, dialect).encode().hex().upper()
+
+    return _each_line(ns, handle)
 
 
 def cmd_spec(ns: argparse.Namespace) -> int:

@@ -146,24 +146,18 @@ def _build(binary: bool) -> dict[str, FieldSpec]:
     return out
 
 
-ISO87ASCII = Dialect(
-    name="iso87ascii",
-    desc="ISO 8583:1987, all ASCII, hex bitmaps (= pyiso8583 specs.default_ascii)",
-    fields=_build(binary=False),
-    mti_enc="ascii",
-    bitmap_enc="ascii",
-    rules=ISO_RULES,
-    framing="binary2",
+def _dialect(name: str, desc: str, *, binary: bool, source: str) -> Dialect:
+    return Dialect(
+        name=name, desc=desc, fields=_build(binary=binary), mti_enc="ascii",
+        bitmap_enc="binary" if binary else "ascii", rules=ISO_RULES, framing="binary2", source=source,
+    )
+
+
+ISO87ASCII = _dialect(
+    "iso87ascii", "ISO 8583:1987, all ASCII, hex bitmaps (= pyiso8583 specs.default_ascii)", binary=False,
     source="ISO 8583:1987 field table; layout of pyiso8583 4.0.1 specs.default_ascii",
 )
-
-ISO87 = Dialect(
-    name="iso87",
-    desc="ISO 8583:1987, ASCII data, binary bitmaps and binary 52/55/64 (= pyiso8583 specs.default)",
-    fields=_build(binary=True),
-    mti_enc="ascii",
-    bitmap_enc="binary",
-    rules=ISO_RULES,
-    framing="binary2",
-    source="ISO 8583:1987 field table; layout of pyiso8583 4.0.1 specs.default",
+ISO87 = _dialect(
+    "iso87", "ISO 8583:1987, ASCII data, binary bitmaps and binary 52/55/64 (= pyiso8583 specs.default)",
+    binary=True, source="ISO 8583:1987 field table; layout of pyiso8583 4.0.1 specs.default",
 )
