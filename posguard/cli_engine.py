@@ -1,0 +1,63 @@
+"""``posguard engine ...`` commands: print the state chart, inspect a journal.
+
+The main CLI calls :func:`add_engine_commands` with its subparsers; ``main`` runs the group standalone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from posguard.engine.chart import KINDS, render_dot, render_table
+
+__all__ = ["add_engine_commands", "main"]
+
+
+def _cmd_chart(args: argparse.Namespace) -> int:
+    sys.stdout.write(render_dot(args.kind) if args.dot else render_table(args.kind))
+    return 0
+
+
+def _cmd_journal(args: argparse.Namespace) -> int:
+    from posguard.engine.journal import Journal
+
+    with Journal(args.path) as journal:
+        problems = journal.integrity_check()
+        print(f"{args.path}: schema {journal.schema_version()}, journal_mode={journal.pragma('journal_mode')}, "
+              f"synchronous={journal.pragma('synchronous')}, integrity: {'; '.join(problems)}")
+        for txn in journal.find_txns():
+            print(f"  {txn.id}  {txn.kind:<10} {txn.state:<18} {txn.amount_minor:>10} {txn.currency} "
+                  f"{txn.pan_masked or '-':<19} stan={txn.stan} rrn={txn.rrn} rc={txn.response_code}")
+        pending = journal.saf_items(["armed", "queued", "sent"])
+        for item in pending:
+            print(f"  SAF {item}")
+        return 0 if problems == ["ok"] else 1
+
+
+def _build(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    chart = sub.add_parser("chart", help="print the transaction state chart")
+    chart.add_argument("--dot", action="store_true", help="Graphviz dot instead of a text table")
+    chart.add_argument("--kind", choices=KINDS, help="only this transaction kind")
+    chart.set_defaults(func=_cmd_chart)
+    journal = sub.add_parser("journal", help="check a journal file and list its transactions (masked)")
+    journal.add_argument("path")
+    journal.set_defaults(func=_cmd_journal)
+
+
+def add_engine_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``engine chart [--dot]`` and ``engine journal PATH`` to a parent CLI."""
+    engine = subparsers.add_parser("engine", help="transaction engine: state chart, journal")
+    _build(engine.add_subparsers(dest="engine_command", required=True))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="posguard engine")
+    _build(parser.add_subparsers(dest="engine_command", required=True))
+    args = parser.parse_args(argv)
+    rc: int = args.func(args)
+    return rc
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

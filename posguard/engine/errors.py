@@ -1,0 +1,44 @@
+"""Typed engine errors. Each message says what happened and what the operator or integrator should do."""
+
+from __future__ import annotations
+
+from posguard.engine.chart import IllegalTransition
+
+__all__ = [
+    "EngineError",
+    "IllegalTransition",
+    "TransactionsBlocked",
+    "SettlementBlocked",
+    "CorrectionRefused",
+    "RefundExceedsOriginal",
+    "WrongCard",
+]
+
+
+class EngineError(Exception):
+    """Base of the engine's refusals."""
+
+
+class TransactionsBlocked(EngineError):
+    """A reversal or advice is still unacknowledged and the policy blocks new transactions until it is."""
+
+    def __init__(self, message: str, *, pending_ids: tuple[int, ...], retry_in: float | None) -> None:
+        super().__init__(message)
+        self.pending_ids = pending_ids
+        self.retry_in = retry_in
+
+
+class SettlementBlocked(TransactionsBlocked):
+    """Settlement must wait: reversals/advices go to the host before the batch is closed."""
+
+
+class CorrectionRefused(EngineError):
+    """A void/refund/completion was refused before anything was sent (window, amount, state)."""
+
+
+class RefundExceedsOriginal(CorrectionRefused):
+    """Refunds for one original may not total more than the original amount."""
+
+
+class WrongCard(CorrectionRefused):
+    """The card presented for a correction is not the card of the original transaction."""

@@ -1,0 +1,445 @@
+"""The transaction journal: SQLite, write-ahead, durable before the engine acts.
+
+* WAL mode with ``synchronous=FULL``: a committed change survives a power cut or ``kill -9``.
+* The database file is created with mode 0600 (SQLite gives its ``-wal``/``-shm`` files the same mode).
+* Schema versioned (``schema_version`` table) and migrated in order (:mod:`posguard.engine.schema`).
+* Card data never enters in clear: PAN as keyed token + masked form, messages as masked text, and the
+  few things that must be re-sent after a crash (a reversal's request copy) sealed with AES-GCM.
+
+Every write goes through :meth:`Journal.atomic`, which calls ``kill_hook("journal.before_commit:<label>")``
+and ``kill_hook("journal.after_commit:<label>")`` so tests can crash the process on either side of a commit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import stat
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from posguard.clock import Clock, SystemClock
+from posguard.engine.schema import LATEST_VERSION, MIGRATIONS, Migration
+
+__all__ = [
+    "Journal",
+    "JournalError",
+    "SchemaTooNew",
+    "TxnRecord",
+    "SafRecord",
+    "STAN_MAX",
+]
+
+STAN_MAX = 999_999
+KillHook = Callable[[str], None]
+
+
+class JournalError(Exception):
+    """The journal cannot be used as asked; the message says what to do."""
+
+
+class SchemaTooNew(JournalError):
+    """The database was written by a newer posguard; upgrade posguard rather than downgrade the file."""
+
+
+@dataclass
+class TxnRecord:
+    """One row of ``transactions``. PAN only as ``pan_token`` + ``pan_masked``."""
+
+    id: str
+    kind: str
+    state: str
+    amount_minor: int
+    currency: str
+    terminal_id: str
+    created_at: float
+    updated_at: float
+    pan_token: str | None = None
+    pan_masked: str | None = None
+    stan: int | None = None
+    rrn: str | None = None
+    auth_code: str | None = None
+    response_code: str | None = None
+    batch_no: int | None = None
+    original_id: str | None = None
+    order_ref: str | None = None
+    merchant_id: str | None = None
+    cvm_results: str | None = None
+    signature: str = "not_required"
+    entry_mode: str | None = None
+    card_sealed: bytes | None = None
+    refunded_minor: int = 0
+    sent_at: float | None = None
+    responded_at: float | None = None
+    approved_at: float | None = None
+    settled_at: float | None = None
+    scheme: str | None = None
+
+    def __repr__(self) -> str:  # card_sealed is ciphertext, but keep reprs short and obviously safe
+        return (
+            f"TxnRecord(id={self.id!r}, kind={self.kind!r}, state={self.state!r}, amount_minor={self.amount_minor}, "
+            f"currency={self.currency!r}, pan={self.pan_masked!r}, stan={self.stan}, rrn={self.rrn!r}, "
+            f"rc={self.response_code!r}, batch={self.batch_no}, original={self.original_id!r})"
+        )
+
+
+@dataclass
+class SafRecord:
+    """One row of ``saf_queue``: a reversal or advice waiting for the host's acknowledgement."""
+
+    id: int
+    kind: str
+    txn_id: str | None
+    state: str
+    mti: str
+    reason: str | None
+    attempts: int
+    next_at: float
+    created_at: float
+    expires_at: float | None
+    last_rc: str | None
+    last_error: str | None
+    sealed: bytes
+
+    def __repr__(self) -> str:
+        return (
+            f"SafRecord(id={self.id}, kind={self.kind!r}, txn={self.txn_id!r}, state={self.state!r}, "
+            f"mti={self.mti!r}, attempts={self.attempts}, last_rc={self.last_rc!r})"
+        )
+
+
+_TXN_COLUMNS = tuple(f.name for f in fields(TxnRecord))
+_SAF_COLUMNS = tuple(f.name for f in fields(SafRecord))
+
+
+def _create_private_file(path: Path) -> None:
+    """Create ``path`` with mode 0600 if missing; tighten it if it is readable by others."""
+    if path.exists():
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            os.chmod(path, 0o600)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    os.close(fd)
+
+
+class Journal:
+    """The durable record of everything the engine does. See the module docstring."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        clock: Clock | None = None,
+        migrate_to: int = LATEST_VERSION,
+        migrations: Sequence[Migration] = MIGRATIONS,
+    ) -> None:
+        self.path = Path(path)
+        self.clock: Clock = clock or SystemClock()
+        self.kill_hook: KillHook | None = None
+        _create_private_file(self.path)
+        self._conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
+        self._conn.row_factory = sqlite3.Row
+        self._depth = 0
+        self._labels: list[str] = []
+        mode = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise JournalError(f"{self.path}: SQLite refused WAL mode (got {mode!r}); put the journal on a local disk")
+        self._conn.execute("PRAGMA synchronous=FULL")
+        self._conn.execute("PRAGMA foreign_keys=ON")
+        self._migrate(migrations, migrate_to)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Journal({str(self.path)!r}, schema_version={self.schema_version()})"
+
+    # -- durability -----------------------------------------------------------------------------
+    def _kill(self, point: str) -> None:
+        if self.kill_hook is not None:
+            self.kill_hook(point)
+
+    @contextmanager
+    def atomic(self, label: str = "write") -> Iterator[Journal]:
+        """One durable transaction (``BEGIN IMMEDIATE`` .. ``COMMIT``). Nested blocks join the outer one."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield self
+            finally:
+                self._depth -= 1
+            return
+        self._conn.execute("BEGIN IMMEDIATE")
+        self._depth = 1
+        try:
+            yield self
+        except BaseException:
+            self._depth = 0
+            self._conn.execute("ROLLBACK")
+            raise
+        self._depth = 0
+        self._kill(f"journal.before_commit:{label}")
+        self._conn.execute("COMMIT")
+        self._kill(f"journal.after_commit:{label}")
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._depth > 0
+
+    def pragma(self, name: str) -> Any:
+        if not name.isidentifier():
+            raise JournalError(f"not a pragma name: {name!r}")
+        return self._conn.execute(f"PRAGMA {name}").fetchone()[0]
+
+    def integrity_check(self) -> list[str]:
+        """SQLite's ``integrity_check`` plus posguard's own invariants; ``["ok"]`` when healthy."""
+        problems = [str(r[0]) for r in self._conn.execute("PRAGMA integrity_check").fetchall()]
+        if problems == ["ok"]:
+            problems = []
+        problems += [f"foreign key: {tuple(r)}" for r in self._conn.execute("PRAGMA foreign_key_check").fetchall()]
+        if self.schema_version() != LATEST_VERSION:
+            problems.append(f"schema_version {self.schema_version()} != {LATEST_VERSION}")
+        bad_saf = self._conn.execute(
+            "SELECT s.id FROM saf_queue s LEFT JOIN transactions t ON t.id = s.txn_id "
+            "WHERE s.txn_id IS NOT NULL AND t.id IS NULL"
+        ).fetchall()
+        problems += [f"saf item {r[0]} refers to a missing transaction" for r in bad_saf]
+        return problems or ["ok"]
+
+    # -- schema ---------------------------------------------------------------------------------
+    def schema_version(self) -> int:
+        row = self._conn.execute(
+            "SELECT name FROM sqlite_master WHERE type='table' AND name='schema_version'"
+        ).fetchone()
+        if row is None:
+            return 0
+        v = self._conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0]
+        return int(v or 0)
+
+    def _migrate(self, migrations: Sequence[Migration], target: int) -> None:
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            self._conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version "
+                "(version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at REAL NOT NULL)"
+            )
+            current = self.schema_version()
+            known = max((m.version for m in migrations), default=0)
+            if current > known:
+                raise SchemaTooNew(
+                    f"{self.path} has schema version {current}, this posguard knows up to {known}: "
+                    "install the newer posguard that wrote it"
+                )
+            for m in sorted(migrations, key=lambda m: m.version):
+                if current < m.version <= target:
+                    for stmt in m.statements:
+                        self._conn.execute(stmt)
+                    self._conn.execute(
+                        "INSERT INTO schema_version(version, description, applied_at) VALUES (?, ?, ?)",
+                        (m.version, m.description, self.clock.now()),
+                    )
+            self._conn.execute("COMMIT")
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+
+    # -- generic helpers ------------------------------------------------------------------------
+    def _write(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> sqlite3.Cursor:
+        if not self._depth:
+            raise JournalError("journal writes must run inside `with journal.atomic(label):` (write-ahead rule)")
+        return self._conn.execute(sql, params)
+
+    def query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[sqlite3.Row]:
+        """Read-only SQL for reports and tests."""
+        return list(self._conn.execute(sql, params).fetchall())
+
+    # -- counters -------------------------------------------------------------------------------
+    def _bump(self, name: str, wrap: int | None = None) -> int:
+        row = self._write("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()
+        value = int(row[0]) + 1
+        if wrap is not None and value > wrap:
+            value = 1
+        self._write("UPDATE counters SET value = ? WHERE name = ?", (value, name))
+        return value
+
+    def allocate_stan(self) -> int:
+        """The next STAN, 1..999999 wrapping; durable with the enclosing :meth:`atomic` block."""
+        return self._bump("stan", STAN_MAX)
+
+    def peek_counter(self, name: str) -> int:
+        return int(self._conn.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()[0])
+
+    def next_txn_id(self, terminal_id: str) -> str:
+        return f"{terminal_id}-{self._bump('txn'):08d}"
+
+    def current_batch(self) -> int:
+        return self.peek_counter("batch")
+
+    def close_batch(self, totals: Mapping[str, int], host_result: str) -> int:
+        """Close the current batch with its totals and open the next; returns the new batch number."""
+        now = self.clock.now()
+        batch = self.current_batch()
+        self._write(
+            "UPDATE batches SET state='closed', closed_at=?, debit_count=?, debit_minor=?, credit_count=?, "
+            "credit_minor=?, host_result=? WHERE batch_no=?",
+            (now, totals["debit_count"], totals["debit_minor"], totals["credit_count"], totals["credit_minor"],
+             host_result, batch),
+        )
+        new = self._bump("batch", STAN_MAX)
+        self._write("INSERT OR REPLACE INTO batches(batch_no, state, opened_at) VALUES (?, 'open', ?)", (new, now))
+        return new
+
+    def batch(self, batch_no: int) -> sqlite3.Row | None:
+        rows = self.query("SELECT * FROM batches WHERE batch_no = ?", (batch_no,))
+        return rows[0] if rows else None
+
+    # -- transactions ---------------------------------------------------------------------------
+    def insert_txn(self, rec: TxnRecord) -> None:
+        cols = ", ".join(_TXN_COLUMNS)
+        marks = ", ".join("?" for _ in _TXN_COLUMNS)
+        self._write(f"INSERT INTO transactions({cols}) VALUES ({marks})", [getattr(rec, c) for c in _TXN_COLUMNS])
+
+    def update_txn(self, txn_id: str, **values: Any) -> None:
+        unknown = set(values) - set(_TXN_COLUMNS)
+        if unknown:
+            raise JournalError(f"unknown transaction column(s): {sorted(unknown)}")
+        values["updated_at"] = self.clock.now()
+        sets = ", ".join(f"{k} = ?" for k in values)
+        self._write(f"UPDATE transactions SET {sets} WHERE id = ?", [*values.values(), txn_id])
+
+    def get_txn(self, txn_id: str) -> TxnRecord:
+        row = self._conn.execute("SELECT * FROM transactions WHERE id = ?", (txn_id,)).fetchone()
+        if row is None:
+            raise JournalError(f"no transaction {txn_id!r} in {self.path}; list them with `posguard engine txns`")
+        return self._txn(row)
+
+    @staticmethod
+    def _txn(row: sqlite3.Row) -> TxnRecord:
+        return TxnRecord(**{c: row[c] for c in _TXN_COLUMNS})
+
+    def find_txns(self, where: str = "1=1", params: Sequence[Any] = ()) -> list[TxnRecord]:
+        return [self._txn(r) for r in self._conn.execute(f"SELECT * FROM transactions WHERE {where} ORDER BY rowid", params)]
+
+    def txns_in_states(self, states: Iterable[str], kinds: Iterable[str] | None = None) -> list[TxnRecord]:
+        st = list(states)
+        where = f"state IN ({','.join('?' * len(st))})"
+        params: list[Any] = list(st)
+        if kinds is not None:
+            ks = list(kinds)
+            where += f" AND kind IN ({','.join('?' * len(ks))})"
+            params += ks
+        return self.find_txns(where, params)
+
+    def children(self, original_id: str) -> list[TxnRecord]:
+        return self.find_txns("original_id = ?", (original_id,))
+
+    # -- history, messages, incidents, events, detections ---------------------------------------------
+    def record_transition(
+        self, entity: str, entity_id: str, kind: str, from_state: str, event: str, to_state: str | None,
+        *, accepted: bool = True, detail: str | None = None,
+    ) -> None:
+        self._write(
+            "INSERT INTO state_history(entity, entity_id, kind, from_state, event, to_state, accepted, at, detail) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (entity, entity_id, kind, from_state, event, to_state, int(accepted), self.clock.now(), detail),
+        )
+
+    def history(self, entity_id: str) -> list[sqlite3.Row]:
+        return self.query("SELECT * FROM state_history WHERE entity_id = ? ORDER BY id", (entity_id,))
+
+    def record_message(
+        self, *, direction: str, mti: str, masked: str, stan: int | None = None,
+        txn_id: str | None = None, saf_id: int | None = None,
+    ) -> None:
+        self._write(
+            "INSERT INTO messages(txn_id, saf_id, direction, mti, stan, at, masked) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (txn_id, saf_id, direction, mti, stan, self.clock.now(), masked),
+        )
+
+    def messages(self, txn_id: str | None = None) -> list[sqlite3.Row]:
+        if txn_id is None:
+            return self.query("SELECT * FROM messages ORDER BY id")
+        return self.query("SELECT * FROM messages WHERE txn_id = ? ORDER BY id", (txn_id,))
+
+    def record_incident(
+        self, kind: str, message: str, *, severity: str = "warning", txn_id: str | None = None,
+        detail: Mapping[str, Any] | None = None,
+    ) -> int:
+        cur = self._write(
+            "INSERT INTO incidents(at, kind, severity, txn_id, message, detail) VALUES (?, ?, ?, ?, ?, ?)",
+            (self.clock.now(), kind, severity, txn_id, message, json.dumps(detail or {}, sort_keys=True)),
+        )
+        return int(cur.lastrowid or 0)
+
+    def incidents(self, kind: str | None = None) -> list[sqlite3.Row]:
+        if kind is None:
+            return self.query("SELECT * FROM incidents ORDER BY id")
+        return self.query("SELECT * FROM incidents WHERE kind = ? ORDER BY id", (kind,))
+
+    def record_event(self, kind: str, *, txn_id: str | None = None, detail: Mapping[str, Any] | None = None) -> None:
+        self._write(
+            "INSERT INTO events(at, kind, txn_id, detail) VALUES (?, ?, ?, ?)",
+            (self.clock.now(), kind, txn_id, json.dumps(detail or {}, sort_keys=True)),
+        )
+
+    def record_detection(self, kind: str, rule: str, txn_ids: Sequence[str], evidence: Mapping[str, Any]) -> int:
+        cur = self._write(
+            "INSERT INTO detections(at, kind, rule, txn_ids, evidence) VALUES (?, ?, ?, ?, ?)",
+            (self.clock.now(), kind, rule, json.dumps(list(txn_ids)), json.dumps(evidence, sort_keys=True, default=str)),
+        )
+        return int(cur.lastrowid or 0)
+
+    def detections(self, kind: str | None = None) -> list[sqlite3.Row]:
+        if kind is None:
+            return self.query("SELECT * FROM detections ORDER BY id")
+        return self.query("SELECT * FROM detections WHERE kind = ? ORDER BY id", (kind,))
+
+    # -- store-and-forward queue ----------------------------------------------------------------------
+    def saf_insert(
+        self, *, kind: str, txn_id: str | None, state: str, mti: str, sealed: bytes, reason: str | None,
+        next_at: float, expires_at: float | None,
+    ) -> int:
+        cur = self._write(
+            "INSERT INTO saf_queue(kind, txn_id, state, mti, reason, next_at, created_at, expires_at, sealed) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (kind, txn_id, state, mti, reason, next_at, self.clock.now(), expires_at, sealed),
+        )
+        return int(cur.lastrowid or 0)
+
+    def saf_update(self, saf_id: int, **values: Any) -> None:
+        unknown = set(values) - set(_SAF_COLUMNS)
+        if unknown:
+            raise JournalError(f"unknown saf_queue column(s): {sorted(unknown)}")
+        sets = ", ".join(f"{k} = ?" for k in values)
+        self._write(f"UPDATE saf_queue SET {sets} WHERE id = ?", [*values.values(), saf_id])
+
+    def saf_get(self, saf_id: int) -> SafRecord:
+        row = self._conn.execute("SELECT * FROM saf_queue WHERE id = ?", (saf_id,)).fetchone()
+        if row is None:
+            raise JournalError(f"no store-and-forward item {saf_id} in {self.path}")
+        return SafRecord(**{c: row[c] for c in _SAF_COLUMNS})
+
+    def saf_items(self, states: Iterable[str] | None = None, txn_id: str | None = None) -> list[SafRecord]:
+        where, params = ["1=1"], []
+        if states is not None:
+            st = list(states)
+            where.append(f"state IN ({','.join('?' * len(st))})")
+            params += st
+        if txn_id is not None:
+            where.append("txn_id = ?")
+            params.append(txn_id)
+        rows = self._conn.execute(f"SELECT * FROM saf_queue WHERE {' AND '.join(where)} ORDER BY id", params)
+        return [SafRecord(**{c: r[c] for c in _SAF_COLUMNS}) for r in rows]

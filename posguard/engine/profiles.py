@@ -1,0 +1,211 @@
+"""Host profiles: how each transaction kind is written for a dialect, declared as data.
+
+The engine reads :data:`PROFILES`; it never spells an MTI or processing code itself. Sources: the CUP
+transaction table and the international (PAX) table in ``pos-flows.md``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from posguard.engine.card import CardData
+    from posguard.engine.journal import TxnRecord
+    from posguard.iso8583.message import Message
+
+__all__ = ["KindSpec", "Profile", "PROFILES", "get_profile", "CURRENCY_NUMERIC", "UnknownProfile", "Fields"]
+
+Fields = dict[str, "str | bytes"]
+
+CURRENCY_NUMERIC: Final[Mapping[str, str]] = {
+    "CNY": "156", "EUR": "978", "USD": "840", "GBP": "826", "HKD": "344", "JPY": "392", "SGD": "702",
+    "CHF": "756", "AUD": "036", "CAD": "124",
+}
+ENTRY_MODE: Final[Mapping[str, str]] = {
+    "chip": "051", "contactless": "071", "swipe": "021", "manual": "012", "fallback": "801",
+}
+
+
+class UnknownProfile(KeyError):
+    """No host profile of that name."""
+
+
+@dataclass(frozen=True)
+class KindSpec:
+    """How one kind of transaction is sent: MTI, processing code (3), condition code (25), CUP 60.1."""
+
+    mti: str
+    proc: str
+    cond: str = "00"
+    type_code: str | None = None  # CUP field 60.1
+    reversible: bool = True  # unknown outcome -> 0400 reversal; else the request is repeated as an advice
+    references_original: bool = False  # carries 37/38 (+61 in CUP)
+    carries_icc: bool = True
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Everything dialect-specific the engine needs."""
+
+    name: str
+    codec_dialect: str
+    kinds: Mapping[str, KindSpec]
+    binary_icc: bool
+    reversal_keeps_stan: bool  # CUP reuses the original STAN; ISO gives the 0400 its own and uses field 90
+    reversal_reason_in_39: bool  # CUP puts the reason (98 timeout, 96, 06) in field 39 of the 0400
+    uses_field_60: bool
+    settlement_proc: str = "920000"
+    reversal_done_codes: frozenset[str] = frozenset({"00", "12", "25"})
+    advice_done_codes: frozenset[str] = frozenset({"00"})
+    reversal_icc_tags: tuple[str, ...] = ("95", "9F10", "9F1E", "9F36", "DF31")
+    reversal_strip: tuple[str, ...] = ("35", "36", "52", "53")
+    repeat_mti: Mapping[str, str] = field(
+        default_factory=lambda: {"0400": "0401", "0420": "0421", "0220": "0221", "0200": "0201", "0320": "0321"}
+    )
+
+    def spec(self, kind: str) -> KindSpec:
+        try:
+            return self.kinds[kind]
+        except KeyError:
+            raise UnknownProfile(f"profile {self.name!r} cannot send a {kind!r}; kinds: {sorted(self.kinds)}") from None
+
+    # -- building requests -------------------------------------------------------------------------
+    def request_fields(
+        self, kind: str, *, card: CardData | None, amount_minor: int, currency: str, stan: int, batch_no: int,
+        terminal_id: str, merchant_id: str, now: float, original: TxnRecord | None = None,
+    ) -> Fields:
+        spec = self.spec(kind)
+        tm = time.gmtime(now)
+        f: Fields = {}
+        if card is not None:
+            f["2"] = card.pan.reveal()
+        f["3"] = spec.proc
+        f["4"] = f"{amount_minor:012d}"
+        if not self.uses_field_60:
+            f["7"] = time.strftime("%m%d%H%M%S", tm)
+        f["11"] = f"{stan:06d}"
+        f["12"] = time.strftime("%H%M%S", tm)
+        f["13"] = time.strftime("%m%d", tm)
+        if card is not None and card.expiry:
+            f["14"] = card.expiry
+        if card is not None:
+            f["22"] = ENTRY_MODE.get(card.entry_mode, "000")
+        f["25"] = spec.cond
+        if spec.references_original and original is not None:
+            if original.rrn:
+                f["37"] = original.rrn
+            if original.auth_code:
+                f["38"] = original.auth_code
+        f["41"] = terminal_id
+        f["42"] = merchant_id
+        f["49"] = currency_numeric(currency)
+        if spec.carries_icc and card is not None and card.field55:
+            f["55"] = card.field55 if self.binary_icc else card.field55.hex().upper()
+        if self.uses_field_60:
+            f["60"] = f"{spec.type_code or '00'}{batch_no:06d}000"
+            if spec.references_original and original is not None:
+                mmdd = time.strftime("%m%d", time.gmtime(original.created_at)) if kind == "refund" else ""
+                f["61"] = f"{original.batch_no or 0:06d}{original.stan or 0:06d}{mmdd}"
+        return f
+
+    def reversal_fields(self, request_mti: str, request: Fields, *, reason: str, stan: int | None) -> Fields:
+        """The 0400: a copy of the request without 35/36/52/53, field 55 cut to the reversal tags."""
+        f: Fields = {k: v for k, v in request.items() if k not in self.reversal_strip}
+        if "55" in f:
+            f["55"] = self._reversal_icc(f["55"])
+            if not f["55"]:
+                del f["55"]
+        if self.reversal_reason_in_39:
+            f["39"] = reason
+        if not self.reversal_keeps_stan and stan is not None:
+            orig_stan = _text(request.get("11", "000000"))
+            orig_time = _text(request.get("7", "0000000000"))
+            f["11"] = f"{stan:06d}"
+            f["90"] = f"{request_mti}{orig_stan}{orig_time}{'0' * 11}{'0' * 11}"
+        return f
+
+    def _reversal_icc(self, value: str | bytes) -> str | bytes:
+        from posguard.iso8583.tlv import TLV, build_tlv, parse_tlv
+
+        raw = value if isinstance(value, bytes) else bytes.fromhex(value)
+        keep = [t for t in parse_tlv(raw) if t.tag in self.reversal_icc_tags]
+        out = build_tlv([TLV(t.tag, t.value) for t in keep])
+        return out if isinstance(value, bytes) else out.hex().upper()
+
+    def settlement_fields(
+        self, *, stan: int, batch_no: int, terminal_id: str, merchant_id: str, totals: Mapping[str, int],
+        currency: str,
+    ) -> Fields:
+        f: Fields = {"3": self.settlement_proc, "11": f"{stan:06d}", "41": terminal_id, "42": merchant_id}
+        f["48"] = (
+            f"{totals['debit_count']:03d}{totals['debit_minor']:012d}"
+            f"{totals['credit_count']:03d}{totals['credit_minor']:012d}"
+        )
+        f["49"] = currency_numeric(currency)
+        if self.uses_field_60:
+            f["60"] = f"00{batch_no:06d}201"
+        return f
+
+    def repeat_of(self, mti: str) -> str:
+        return self.repeat_mti.get(mti, mti)
+
+    def message(self, mti: str, fields: Fields) -> Message:
+        from posguard.iso8583.message import Message
+
+        values: dict[str | int, str | bytes] = dict(fields.items())
+        return Message(mti, values, dialect=self.codec_dialect)
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode("ascii") if isinstance(value, bytes) else value
+
+
+def currency_numeric(currency: str) -> str:
+    if currency.isdigit() and len(currency) == 3:
+        return currency
+    try:
+        return CURRENCY_NUMERIC[currency.upper()]
+    except KeyError:
+        raise UnknownProfile(
+            f"currency {currency!r} has no ISO 4217 numeric code configured; pass the 3-digit code instead"
+        ) from None
+
+
+_INTERNATIONAL = {
+    "sale": KindSpec("0200", "000000"),
+    "void": KindSpec("0200", "020000", references_original=True, carries_icc=False),
+    "refund": KindSpec("0200", "200000", references_original=True, carries_icc=False),
+    "preauth": KindSpec("0100", "000000", cond="06"),
+    "completion": KindSpec("0220", "000000", cond="06", reversible=False, references_original=True, carries_icc=False),
+    "upload": KindSpec("0320", "940000", reversible=False, carries_icc=False),
+}
+_CUP = {
+    "sale": KindSpec("0200", "000000", type_code="22"),
+    "void": KindSpec("0200", "200000", type_code="23", references_original=True, carries_icc=False),
+    "refund": KindSpec("0220", "200000", type_code="25", reversible=False, references_original=True,
+                       carries_icc=False),
+    "preauth": KindSpec("0100", "030000", cond="06", type_code="10"),
+    "completion": KindSpec("0200", "000000", cond="06", type_code="20", references_original=True, carries_icc=False),
+    "upload": KindSpec("0320", "000000", type_code="00", reversible=False, carries_icc=False),
+}
+
+PROFILES: Final[Mapping[str, Profile]] = {
+    "iso87ascii": Profile("iso87ascii", "iso87ascii", _INTERNATIONAL, binary_icc=False, reversal_keeps_stan=False,
+                          reversal_reason_in_39=False, uses_field_60=False),
+    "iso87": Profile("iso87", "iso87", _INTERNATIONAL, binary_icc=True, reversal_keeps_stan=False,
+                     reversal_reason_in_39=False, uses_field_60=False),
+    "cup": Profile("cup", "cup", _CUP, binary_icc=True, reversal_keeps_stan=True, reversal_reason_in_39=True,
+                   uses_field_60=True, settlement_proc="000000"),
+}
+
+
+def get_profile(name: str | Profile) -> Profile:
+    if isinstance(name, Profile):
+        return name
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise UnknownProfile(f"no host profile {name!r}; known: {', '.join(sorted(PROFILES))}") from None

@@ -1,0 +1,78 @@
+"""Shared scenario pieces: a virtual clock, a journal on disk, an engine wired to a fake host, cards."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from posguard.clock import VirtualClock
+from posguard.engine.card import CardData
+from posguard.engine.detectors import Detectors
+from posguard.engine.engine import EnginePolicies, TerminalConfig, TransactionEngine
+from posguard.engine.journal import Journal
+from posguard.iso8583.tlv import build_tlv
+from tests.engine.fakehost import FakeHost
+
+TOKEN_KEY = b"T" * 32
+DATA_KEY = bytes(range(32))
+VISA_PAN = "4761739001010119"
+UNIONPAY_PAN = "6228480402564890018"
+OTHER_PAN = "5413330089010434"
+MONDAY_0900 = 1_700_470_800.0  # 2023-11-20 09:00:00 UTC
+
+TERMINAL = TerminalConfig(terminal_id="TERM0001", merchant_id="MERCHANT0000001", token_key=TOKEN_KEY,
+                          data_key=DATA_KEY, currency="CNY", host_timeout=30.0)
+
+
+def card(pan: str = VISA_PAN, *, signature: bool = False, entry_mode: str = "chip", scheme: str | None = "visa",
+         field55: bytes | None = None) -> CardData:
+    cvm = bytes.fromhex("1E0300") if signature else bytes.fromhex("420300")  # signature vs online PIN
+    icc = field55 if field55 is not None else build_tlv([
+        ("9F26", bytes.fromhex("A1B2C3D4E5F60718")), ("9F27", b"\x80"), ("9F34", cvm), ("9F36", b"\x00\x01"),
+        ("95", bytes.fromhex("0000008000")), ("9F10", bytes.fromhex("0110A00003220000")),
+    ])
+    return CardData.from_pan(pan, TOKEN_KEY, expiry="2512", field55=icc, cvm_results=cvm, entry_mode=entry_mode,
+                             scheme=scheme)
+
+
+@pytest.fixture
+def clock() -> VirtualClock:
+    return VirtualClock(start=MONDAY_0900)
+
+
+@pytest.fixture
+def journal_path(tmp_path: Path) -> Path:
+    return tmp_path / "journal.db"
+
+
+@pytest.fixture
+def host(clock: VirtualClock) -> FakeHost:
+    return FakeHost(clock)
+
+
+EngineFactory = Callable[..., TransactionEngine]
+
+
+@pytest.fixture
+def make_engine(clock: VirtualClock, journal_path: Path, host: FakeHost) -> Any:
+    opened: list[Journal] = []
+
+    def factory(dialect: str = "iso87ascii", policies: EnginePolicies | None = None,
+                detectors: Detectors | None = None, link: Any = None) -> TransactionEngine:
+        journal = Journal(journal_path, clock=clock)
+        opened.append(journal)
+        return TransactionEngine(journal, link or host, dialect, TERMINAL, clock,
+                                 detectors or Detectors.default(clock), policies)
+
+    yield factory
+    for j in opened:
+        j.close()
+
+
+@pytest.fixture
+def engine(make_engine: Any) -> TransactionEngine:
+    eng: TransactionEngine = make_engine()
+    return eng
