@@ -14,6 +14,8 @@ _COMMAND_GROUPS = (
     ("posguard.cli_iso8583", "add_iso8583_commands"),
     ("posguard.cli_card", "add_card_commands"),
     ("posguard.cli_engine", "add_engine_commands"),
+    ("posguard.cli_flows", "add_flow_commands"),
+    ("posguard.cli_product", "add_product_commands"),
 )
 
 
