@@ -1,0 +1,165 @@
+"""``posguard card read`` and ``posguard readers``: read a chip card, list readers.
+
+The lead's CLI calls :func:`add_card_commands`; ``python -m posguard.cli_card ...`` runs standalone.
+Output is masked: PAN as 476173******0119, a keyed token instead of the PAN, never track data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import secrets
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from posguard.drivers.errors import ReaderError
+from posguard.drivers.reader import Reader, ReaderInfo
+from posguard.emv.errors import CardSessionError
+from posguard.emv.session import read_card
+from posguard.emv.terminal import TerminalConfig, Transaction
+
+TOKEN_KEY_ENV = "POSGUARD_PAN_TOKEN_KEY"
+#: Serial ports probed for a GemPC Twin by ``readers`` (plus any given with --serial).
+SERIAL_GLOBS = ("/dev/ttyS[0-3]", "/dev/ttyUSB*", "/dev/ttyACM*")
+EXIT_OK, EXIT_CARD, EXIT_READER = 0, 2, 3
+
+
+def add_card_commands(subparsers: Any) -> None:
+    """Register ``card read`` and ``readers`` on an argparse subparsers object."""
+    card = subparsers.add_parser("card", help="chip card operations")
+    card_sub = card.add_subparsers(dest="card_command", required=True)
+    read = card_sub.add_parser("read", help="wait for a card, run the EMV session, print the masked result")
+    src = read.add_mutually_exclusive_group()
+    src.add_argument("--reader", metavar="NAME", help="PC/SC reader name or prefix (default: first reader)")
+    src.add_argument("--serial", metavar="PATH", help="GemPC Twin on this serial port (no pcscd)")
+    read.add_argument("--json", action="store_true", help="print JSON")
+    read.add_argument("--timeout", type=float, default=30.0, metavar="S", help="seconds to wait for a card")
+    read.add_argument("--amount", type=int, default=0, help="amount in minor units for GPO/GENERATE AC")
+    read.set_defaults(func=cmd_card_read)
+
+    readers = subparsers.add_parser("readers", help="list PC/SC readers and GemPC Twin serial readers")
+    readers.add_argument("--json", action="store_true", help="print JSON")
+    readers.add_argument("--serial", metavar="PATH", action="append", default=[],
+                         help="also probe this serial port for a GemPC Twin (repeatable)")
+    readers.add_argument("--no-scan", action="store_true", help="do not probe /dev/ttyS*, ttyUSB*, ttyACM*")
+    readers.set_defaults(func=cmd_readers)
+
+
+def _token_key() -> tuple[bytes, bool]:
+    """The PAN token key from $POSGUARD_PAN_TOKEN_KEY (hex); else a random one (tokens not comparable)."""
+    value = os.environ.get(TOKEN_KEY_ENV, "")
+    if value:
+        return bytes.fromhex(value), True
+    return secrets.token_bytes(32), False
+
+
+def _open_reader(args: argparse.Namespace) -> Reader:
+    if args.serial:
+        from posguard.drivers.twin_serial import TwinReader
+
+        return TwinReader(args.serial)
+    from posguard.drivers.pcsc import PcscReader
+
+    return PcscReader(args.reader)
+
+
+def _error(args: argparse.Namespace, exc: Exception, code: int) -> int:
+    notes = getattr(exc, "__notes__", [])
+    if getattr(args, "json", False):
+        print(json.dumps({"error": type(exc).__name__, "message": str(exc), "notes": notes}))
+    else:
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        for note in notes:
+            print(f"  {note}", file=sys.stderr)
+    return code
+
+
+def cmd_card_read(args: argparse.Namespace) -> int:
+    key, stable = _token_key()
+    cfg = TerminalConfig(pan_token_key=key)
+    try:
+        reader = _open_reader(args)
+    except ReaderError as e:
+        return _error(args, e, EXIT_READER)
+    try:
+        if not args.json:
+            print(f"waiting up to {args.timeout:g} s for a card in {reader.name} ...", file=sys.stderr)
+        reader.wait_for_card(args.timeout)
+        session = read_card(reader, cfg, Transaction(amount=args.amount))
+        reader.power_off()
+    except ReaderError as e:
+        return _error(args, e, EXIT_READER)
+    except CardSessionError as e:
+        return _error(args, e, EXIT_CARD)
+    finally:
+        reader.close()
+    result = session.to_dict()
+    result["reader"] = reader.name
+    result["pan_token_stable"] = stable
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        width = max(len(k) for k in result)
+        for k, v in result.items():
+            print(f"{k:<{width}}  {v}")
+        if not stable:
+            print(f"(pan_token uses a random key: set {TOKEN_KEY_ENV} to compare tokens)", file=sys.stderr)
+    return EXIT_OK
+
+
+def discover(serial_ports: Sequence[str] = (), scan: bool = True) -> tuple[list[ReaderInfo], list[str]]:
+    """PC/SC readers plus serial ports answering the Twin protocol; also returns problems found."""
+    found: list[ReaderInfo] = []
+    problems: list[str] = []
+    try:
+        from posguard.drivers.pcsc import list_readers
+
+        found.extend(list_readers())
+    except ImportError:
+        problems.append("pyscard not installed: PC/SC readers not listed")
+    except ReaderError as e:
+        problems.append(str(e))
+    from posguard.drivers.twin_serial import probe
+
+    ports = list(serial_ports)
+    if scan:
+        ports += [p for pattern in SERIAL_GLOBS for p in sorted(glob.glob(pattern)) if p not in ports]
+    for port in ports:
+        info = probe(port)
+        if info is not None:
+            found.append(info)
+    return found, problems
+
+
+def cmd_readers(args: argparse.Namespace) -> int:
+    found, problems = discover(args.serial, scan=not args.no_scan)
+    if args.json:
+        print(json.dumps({"readers": [r.to_dict() for r in found], "problems": problems}, indent=2))
+    else:
+        if not found:
+            print("no readers found")
+        for r in found:
+            atr = r.atr.hex().upper() if r.atr else "-"
+            card = "card present" if r.card_present else "no card"
+            extra = f"  ({r.detail})" if r.detail else ""
+            print(f"{r.transport:<12} {r.name}: {card}, ATR {atr}{extra}")
+        for p in problems:
+            print(f"warning: {p}", file=sys.stderr)
+    return EXIT_OK if found or not problems else EXIT_READER
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m posguard.cli_card", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_card_commands(sub)
+    args = parser.parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

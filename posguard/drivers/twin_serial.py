@@ -1,0 +1,591 @@
+"""GemPC Twin serial reader: CCID over a serial line, spoken directly (no pcscd).
+
+Wire format (as libccidtwin speaks it): every CCID message travels as ``03 06 <CCID message> LRC`` with
+LRC = XOR of all preceding frame bytes; ``03 15 16`` is a NAK (resend your last frame); ``50 02`` /
+``50 03`` are unsolicited card-absent / card-present notifications. Line: 115200 8N2.
+
+The framing layer (:class:`FrameParser`) is pure and resynchronises after garbage; :class:`TwinLink` adds
+NAK/retransmission, timeouts and :class:`TwinCounters`; :class:`TwinReader` is the CCID slot behind the
+common :class:`~posguard.drivers.reader.Reader` interface.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
+
+from posguard.drivers.errors import (
+    CardMute,
+    CardRemoved,
+    CardStillPresent,
+    NoCard,
+    ReaderError,
+    ReaderTimeout,
+    ReaderUnplugged,
+    TransportError,
+)
+from posguard.drivers.reader import CardEvent, Reader, ReaderInfo, apdu_case
+
+__all__ = [
+    "NAK",
+    "lrc",
+    "encode_frame",
+    "FrameParser",
+    "FrameKind",
+    "ParsedItem",
+    "TwinCounters",
+    "TwinLink",
+    "TwinReader",
+    "probe",
+    "open_serial",
+]
+
+SYNC = 0x03
+ACK = 0x06
+NAK_BYTE = 0x15
+NOTIFY = 0x50
+CARD_ABSENT = 0x02
+CARD_PRESENT = 0x03
+NAK = bytes((SYNC, NAK_BYTE, SYNC ^ NAK_BYTE))
+CCID_HEADER = 10
+#: Serial read timeout: how often a blocked read comes back to check its deadline.
+READ_SLICE_S = 0.02
+#: A frame whose bytes stop arriving for this long is broken (a byte was lost): 300 bytes take 26 ms.
+INTER_BYTE_S = 0.06
+#: How often a wait for card movement asks the reader for its slot status.
+EVENT_POLL_S = 0.1
+#: Largest CCID payload accepted from the line; a longer length field means garbage, not a frame.
+MAX_PAYLOAD = 512
+
+# CCID message types
+PC_TO_RDR_SET_PARAMETERS = 0x61
+PC_TO_RDR_ICC_POWER_ON = 0x62
+PC_TO_RDR_ICC_POWER_OFF = 0x63
+PC_TO_RDR_GET_SLOT_STATUS = 0x65
+PC_TO_RDR_ESCAPE = 0x6B
+PC_TO_RDR_XFR_BLOCK = 0x6F
+RDR_TO_PC_DATA_BLOCK = 0x80
+RDR_TO_PC_SLOT_STATUS = 0x81
+RDR_TO_PC_ESCAPE = 0x83
+
+#: CCID bError values (slot error register) -> (error class, message).
+_CCID_ERRORS: dict[int, tuple[type[ReaderError], str]] = {
+    0xFF: (TransportError, "command aborted by the reader"),
+    0xFE: (CardMute, "card is mute (no answer)"),
+    0xFD: (CardMute, "parity error talking to the card"),
+    0xFC: (CardMute, "card sent more data than expected (overrun)"),
+    0xFB: (TransportError, "reader hardware error"),
+    0xF8: (CardMute, "card ATR has a bad TS byte"),
+    0xF7: (CardMute, "card ATR has a bad TCK byte"),
+    0xF6: (CardMute, "card protocol not supported"),
+    0xF5: (CardMute, "card voltage class not supported"),
+    0xF4: (CardMute, "procedure byte conflict"),
+    0xF3: (TransportError, "protocol deactivated"),
+    0xF2: (TransportError, "reader busy with an automatic sequence"),
+    0xE0: (TransportError, "slot busy"),
+}
+
+
+def lrc(data: bytes) -> int:
+    """XOR of all bytes."""
+    x = 0
+    for b in data:
+        x ^= b
+    return x
+
+
+def encode_frame(ccid: bytes) -> bytes:
+    """Wrap one CCID message for the line: ``03 06 <ccid> LRC``."""
+    body = bytes((SYNC, ACK)) + ccid
+    return body + bytes((lrc(body),))
+
+
+class FrameKind(enum.Enum):
+    FRAME = "frame"  # a CCID message with a good LRC
+    NAK = "nak"  # the reader asks us to resend
+    CARD = "card"  # card movement notification
+    BAD_LRC = "bad_lrc"  # a complete frame whose LRC is wrong
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedItem:
+    kind: FrameKind
+    ccid: bytes = b""
+    card_present: bool = False
+
+
+@dataclass(slots=True)
+class TwinCounters:
+    """Link statistics for diagnostics. Only ever grow while the link is open."""
+
+    frames_sent: int = 0
+    frames_received: int = 0
+    retransmissions: int = 0
+    lrc_errors: int = 0
+    broken_frames: int = 0  # frames cut short or mangled beyond recognition (line went quiet mid-frame)
+    resyncs: int = 0
+    garbage_bytes: int = 0
+    naks_sent: int = 0
+    naks_received: int = 0
+    timeouts: int = 0
+    echoes: int = 0
+    card_events: int = 0
+
+    def snapshot(self) -> dict[str, int]:
+        return asdict(self)
+
+
+class FrameParser:
+    """Incremental decoder of the Twin line protocol with resynchronisation.
+
+    Bytes that cannot start a frame, NAK or notification are dropped; each run of dropped bytes counts as
+    one resync in ``counters``. A frame whose length field exceeds :data:`MAX_PAYLOAD` is treated as garbage.
+    """
+
+    def __init__(self, counters: TwinCounters | None = None) -> None:
+        self.counters = counters if counters is not None else TwinCounters()
+        self._buf = bytearray()
+        self._dropping = False
+
+    @property
+    def pending(self) -> int:
+        """Bytes held back waiting for the rest of a frame."""
+        return len(self._buf)
+
+    def reset(self) -> None:
+        """Forget a partial frame (after a timeout): the next bytes start a new search for a sync."""
+        if self._buf:
+            self.counters.resyncs += 1
+            self.counters.garbage_bytes += len(self._buf)
+        self._buf.clear()
+        self._dropping = False
+
+    def _drop(self) -> None:
+        del self._buf[0]
+        self.counters.garbage_bytes += 1
+        if not self._dropping:
+            self.counters.resyncs += 1
+            self._dropping = True
+
+    def feed(self, data: bytes) -> list[ParsedItem]:
+        buf = self._buf
+        buf += data
+        out: list[ParsedItem] = []
+        while buf:
+            b0 = buf[0]
+            if b0 == SYNC:
+                if len(buf) < 2:
+                    break
+                b1 = buf[1]
+                if b1 == NAK_BYTE:
+                    if len(buf) < 3:
+                        break
+                    if buf[2] != NAK[2]:
+                        self._drop()
+                        continue
+                    del buf[:3]
+                    out.append(ParsedItem(FrameKind.NAK))
+                elif b1 == ACK:
+                    if len(buf) < 2 + CCID_HEADER:
+                        break
+                    length = int.from_bytes(buf[3:7], "little")
+                    if length > MAX_PAYLOAD:
+                        self._drop()
+                        continue
+                    total = 2 + CCID_HEADER + length + 1
+                    if len(buf) < total:
+                        break
+                    frame = bytes(buf[:total])
+                    del buf[:total]
+                    if lrc(frame[:-1]) != frame[-1]:
+                        self.counters.lrc_errors += 1
+                        out.append(ParsedItem(FrameKind.BAD_LRC))
+                    else:
+                        out.append(ParsedItem(FrameKind.FRAME, ccid=frame[2:-1]))
+                else:
+                    self._drop()
+                    continue
+            elif b0 == NOTIFY:
+                if len(buf) < 2:
+                    break
+                if buf[1] not in (CARD_ABSENT, CARD_PRESENT) or (len(buf) > 2 and buf[1:3] == b"\x03\x06"):
+                    # "50 03 06": a stray 50 before a frame's "03 06", not a notification
+                    self._drop()
+                    continue
+                out.append(ParsedItem(FrameKind.CARD, card_present=buf[1] == CARD_PRESENT))
+                del buf[:2]
+            else:
+                self._drop()
+                continue
+            self._dropping = False
+        return out
+
+
+class SerialPort(Protocol):
+    """What TwinLink needs from a pyserial ``Serial`` (a fake implements the same for unit tests)."""
+
+    def write(self, data: bytes, /) -> int | None: ...
+    def read(self, size: int = 1, /) -> bytes: ...
+    @property
+    def in_waiting(self) -> int: ...
+    def close(self) -> None: ...
+
+
+def open_serial(path: str) -> Any:
+    """Open ``path`` with the Twin's line settings (115200 8N2)."""
+    import serial
+
+    try:
+        return serial.Serial(path, baudrate=115200, bytesize=8, parity="N", stopbits=2, timeout=READ_SLICE_S,
+                             exclusive=True)
+    except (serial.SerialException, OSError) as e:
+        raise ReaderUnplugged(f"cannot open serial port {path}: {e.__class__.__name__}", reader=path,
+                              hint="is the reader connected to this port and the path right? "
+                                   "is another program (pcscd with libccidtwin) using it?") from None
+
+
+class TwinLink:
+    """Request/response over the Twin line with NAK handling, retransmission, timeouts and counters."""
+
+    def __init__(self, port: SerialPort, *, name: str = "GemPC Twin", timeout: float = 2.0,
+                 retries: int = 2) -> None:
+        self.port = port
+        self.name = name
+        self.timeout = timeout
+        self.retries = retries
+        self.counters = TwinCounters()
+        self.parser = FrameParser(self.counters)
+        self.card_events: list[bool] = []  # notifications seen (True = present), oldest first
+        self._queue: list[ParsedItem] = []
+        self.echo = False  # the reader echoes our frames (learned from the first echo seen)
+        self._acked = False  # the current command's echo was seen
+        self._last_rx = 0.0  # when the last byte arrived
+        self._garbage_mark = 0  # garbage_bytes when the line was last known in sync
+        self._nak_echoes = 0
+
+    def _write(self, data: bytes) -> None:
+        try:
+            self.port.write(data)
+        except Exception as e:  # serial.SerialException / OSError when the line goes away
+            raise ReaderUnplugged(f"serial write failed: {e.__class__.__name__}", reader=self.name) from None
+
+    def _read_items(self, until: float) -> list[ParsedItem]:
+        """Items available before ``until`` (monotonic); [] on timeout."""
+        if self._queue:
+            items, self._queue = self._queue, []
+            return items
+        while True:
+            now = time.monotonic()
+            if ((self.parser.pending or self.counters.garbage_bytes != self._garbage_mark)
+                    and now - self._last_rx > INTER_BYTE_S):
+                # bytes arrived but no frame completed, and the line went quiet: a frame was mangled
+                self.parser.reset()
+                self._garbage_mark = self.counters.garbage_bytes
+                self.counters.broken_frames += 1
+                return [ParsedItem(FrameKind.BAD_LRC)]
+            if until - now <= 0:
+                return []
+            try:
+                data = self.port.read(self.port.in_waiting or 1)
+            except Exception as e:
+                raise ReaderUnplugged(f"serial read failed: {e.__class__.__name__}", reader=self.name) from None
+            if not data:
+                continue
+            self._last_rx = time.monotonic()
+            items = self.parser.feed(data)
+            if items:
+                return items
+
+    def _note_card(self, item: ParsedItem) -> None:
+        self.counters.card_events += 1
+        self.card_events.append(item.card_present)
+
+    def poll_events(self, timeout: float) -> None:
+        """Read the line for up to ``timeout`` s, collecting card notifications only."""
+        until = time.monotonic() + timeout
+        while time.monotonic() < until:
+            items = self._read_items(until)
+            for item in items:
+                if item.kind is FrameKind.CARD:
+                    self._note_card(item)
+            if self.card_events:
+                return
+
+    def exchange(self, ccid: bytes, timeout: float | None = None) -> bytes:
+        """Send one CCID command; return the reader's CCID answer with the same sequence number.
+
+        Recovery, bounded by ``retries``: a NAK from the reader resends our frame; a frame with a bad LRC
+        gets our NAK (the reader resends its answer); silence first gets a NAK (the answer may have been
+        lost: asking again never executes the command twice), then a retransmission of the command.
+        """
+        frame = encode_frame(ccid)
+        seq = ccid[6]
+        wait = self.timeout if timeout is None else timeout
+        self._send_frame(frame)
+        self._acked = False
+        nak_first = True
+        rounds = 2 * (self.retries + 1)
+        for round_no in range(1, rounds + 1):
+            outcome = self._await(seq, time.monotonic() + wait)
+            if isinstance(outcome, bytes):
+                return outcome
+            if round_no == rounds:
+                break
+            wait = self.timeout  # only the first wait covers the card's processing time
+            if outcome == "nak":
+                self.counters.retransmissions += 1
+                self._send_frame(frame)
+            elif nak_first or self._acked:
+                # the reader echoed the command, so it has it: ask for the answer, never execute twice
+                self._send_nak()
+                nak_first = False
+            else:
+                self.counters.retransmissions += 1
+                self._send_frame(frame)
+                nak_first = True
+        raise ReaderTimeout(f"no valid answer to CCID command {ccid[0]:02X} after {self.retries} retries",
+                            reader=self.name)
+
+    def _send_frame(self, frame: bytes) -> None:
+        self._write(frame)
+        self.counters.frames_sent += 1
+
+    def _send_nak(self) -> None:
+        self._write(NAK)
+        self.counters.naks_sent += 1
+        if self.echo:
+            self._nak_echoes += 1
+
+    def _await(self, seq: int, until: float) -> bytes | str:
+        """The answer to ``seq``, or "nak" (reader wants our frame again) or "timeout"."""
+        while True:
+            items = self._read_items(until)
+            if not items:
+                self.counters.timeouts += 1
+                self.parser.reset()
+                return "timeout"
+            for i, item in enumerate(items):
+                kind = item.kind
+                if kind is FrameKind.CARD:
+                    self._note_card(item)
+                elif kind is FrameKind.NAK:
+                    if self._nak_echoes:  # our own NAK echoed back
+                        self._nak_echoes -= 1
+                        continue
+                    self.counters.naks_received += 1
+                    self._queue = items[i + 1:]
+                    return "nak"
+                elif kind is FrameKind.BAD_LRC:
+                    self._garbage_mark = self.counters.garbage_bytes
+                    self._send_nak()
+                else:
+                    self._garbage_mark = self.counters.garbage_bytes
+                    msg = item.ccid
+                    if msg[0] < 0x80:  # our own command echoed back by the reader
+                        self.counters.echoes += 1
+                        self.echo = True
+                        if msg[6] == seq:
+                            self._acked = True
+                        continue
+                    self.counters.frames_received += 1
+                    if msg[6] != seq:
+                        continue  # a repeated answer to an earlier command
+                    if msg[7] >> 6 == 2:  # time extension: the card needs more time
+                        until = time.monotonic() + self.timeout
+                        continue
+                    self._queue = items[i + 1:]
+                    return msg
+
+
+def _atr_protocols(atr: bytes) -> set[int]:
+    """Protocols offered by an ATR (T=0 when no TDi says otherwise)."""
+    protos: set[int] = set()
+    if len(atr) < 2:
+        return {0}
+    i = 1
+    y = atr[1] >> 4
+    while True:
+        i += bin(y & 0x7).count("1")  # TAi, TBi, TCi
+        if not y & 0x8 or i + 1 >= len(atr):
+            break
+        i += 1
+        td = atr[i]
+        protos.add(td & 0x0F)
+        y = td >> 4
+    return protos or {0}
+
+
+def _t0_tpdu(apdu: bytes) -> bytes:
+    """Command APDU -> T=0 TPDU: case 1 gets P3=00, case 4 loses Le (the card answers 61xx)."""
+    case, _ = apdu_case(apdu)
+    if case == 1:
+        return apdu + b"\x00"
+    if case == 4:
+        return apdu[:-1]
+    return apdu
+
+
+class TwinReader(Reader):
+    """A GemPC Twin on a serial port, driven without pcscd.
+
+    ``port`` is a device path (opened 115200 8N2) or an already open pyserial-like object.
+    """
+
+    def __init__(self, port: str | SerialPort, *, timeout: float = 2.0, power_timeout: float = 4.0,
+                 apdu_timeout: float = 8.0, retries: int = 2, name: str | None = None) -> None:
+        if isinstance(port, str):
+            self.name = name or f"GemPC Twin {port}"
+            serial_port: SerialPort = open_serial(port)
+        else:
+            self.name = name or "GemPC Twin"
+            serial_port = port
+        self.link = TwinLink(serial_port, name=self.name, timeout=timeout, retries=retries)
+        self.power_timeout = power_timeout
+        self.apdu_timeout = apdu_timeout
+        self._seq = 0
+        self._powered = False
+        self._t0 = True
+        self._closed = False
+        self._present = self._slot_present()
+
+    @property
+    def counters(self) -> TwinCounters:
+        return self.link.counters
+
+    # -- CCID ------------------------------------------------------------------------------------------
+    def _command(self, msg_type: int, payload: bytes = b"", specific: bytes = b"\x00\x00\x00",
+                 timeout: float | None = None) -> bytes:
+        seq = self._seq
+        self._seq = (seq + 1) & 0xFF
+        ccid = bytes((msg_type,)) + len(payload).to_bytes(4, "little") + bytes((0, seq)) + specific + payload
+        answer = self.link.exchange(ccid, timeout)
+        if len(answer) < CCID_HEADER:
+            raise TransportError(f"CCID answer of {len(answer)} bytes is shorter than its header",
+                                 reader=self.name)
+        status = answer[7]
+        if status & 0x03 == 0x02:
+            self._present = False
+        elif status & 0x03 in (0, 1):
+            self._present = True
+        if status >> 6 == 1:
+            self._raise_slot_error(msg_type, status, answer[8])
+        return answer
+
+    def _raise_slot_error(self, msg_type: int, status: int, error: int) -> None:
+        if status & 0x03 == 0x02:
+            if self._powered or msg_type == PC_TO_RDR_XFR_BLOCK:
+                self._powered = False
+                raise CardRemoved("card removed", reader=self.name, code=error)
+            raise NoCard("no card in the reader", reader=self.name, code=error)
+        cls, message = _CCID_ERRORS.get(error, (TransportError, "reader reported an error"))
+        raise cls(message, reader=self.name, code=error)
+
+    def _slot_present(self) -> bool:
+        answer = self._command(PC_TO_RDR_GET_SLOT_STATUS)
+        return answer[7] & 0x03 != 0x02
+
+    def firmware(self) -> str:
+        """The reader's firmware string (Escape 02), as pcscd asks first."""
+        answer = self._command(PC_TO_RDR_ESCAPE, b"\x02")
+        return answer[CCID_HEADER:].rstrip(b"\x00").decode("ascii", "replace")
+
+    # -- Reader ----------------------------------------------------------------------------------------
+    def card_present(self) -> bool:
+        self._present = self._slot_present()
+        return self._present
+
+    def wait_for_event(self, timeout: float) -> CardEvent | None:
+        deadline = time.monotonic() + timeout
+        was = self._present  # last state this reader reported: a movement since then is the next event
+        while True:
+            self.link.card_events.clear()
+            now = self.card_present()  # GetSlotStatus; also makes the reader flush its notifications
+            if now != was:
+                if not now:
+                    self._powered = False
+                return CardEvent.INSERTED if now else CardEvent.REMOVED
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            self.link.poll_events(min(remaining, EVENT_POLL_S))
+
+    def wait_for_card(self, timeout: float) -> None:
+        if self.card_present():
+            return
+        if self.wait_for_event(timeout) is not CardEvent.INSERTED:
+            raise NoCard("no card inserted in time", reader=self.name)
+
+    def wait_for_removal(self, timeout: float) -> None:
+        if not self.card_present():
+            return
+        if self.wait_for_event(timeout) is not CardEvent.REMOVED:
+            raise CardStillPresent("card not removed in time", reader=self.name)
+
+    def power_on(self) -> bytes:
+        answer = self._command(PC_TO_RDR_ICC_POWER_ON, timeout=self.power_timeout)
+        atr = answer[CCID_HEADER:]
+        if not atr:
+            raise CardMute("card answered power-on with an empty ATR", reader=self.name)
+        self._t0 = 0 in _atr_protocols(atr)
+        self._powered = True
+        self.link.card_events.clear()
+        return atr
+
+    def transmit_raw(self, apdu: bytes) -> bytes:
+        if not self._powered:
+            raise CardRemoved("card not powered", reader=self.name,
+                              hint="the card was removed or not powered on: insert it and start again")
+        tpdu = _t0_tpdu(apdu) if self._t0 else apdu
+        answer = self._command(PC_TO_RDR_XFR_BLOCK, tpdu, timeout=self.apdu_timeout)
+        return answer[CCID_HEADER:]
+
+    def power_off(self) -> None:
+        if self._closed:
+            return
+        self._powered = False
+        try:
+            self._command(PC_TO_RDR_ICC_POWER_OFF)
+        except (NoCard, CardRemoved):
+            pass
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        try:
+            if self._powered:
+                self.power_off()
+        except ReaderError:
+            pass
+        self._closed = True
+        try:
+            self.link.port.close()
+        except Exception:  # closing a vanished port may fail any way
+            pass
+
+    def __repr__(self) -> str:
+        return f"TwinReader({self.name!r})"
+
+
+def probe(path: str, timeout: float = 0.5) -> ReaderInfo | None:
+    """A ReaderInfo when a GemPC Twin answers on ``path``; None when nothing Twin-like answers."""
+    try:
+        reader = TwinReader(path, timeout=timeout, retries=0)
+    except ReaderError:
+        return None
+    try:
+        detail = reader.firmware()
+        present = reader.card_present()
+        atr = None
+        if present:
+            try:
+                atr = reader.power_on()
+            except ReaderError as e:
+                detail += f"; card error: {e.message}"
+        return ReaderInfo(name=reader.name, transport="twin-serial", card_present=present, atr=atr,
+                          detail=detail)
+    except ReaderError:
+        return None
+    finally:
+        reader.close()

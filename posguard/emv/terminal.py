@@ -1,0 +1,137 @@
+"""The terminal's own data: configuration (capabilities, country, AIDs...) and the transaction.
+
+:func:`terminal_data` turns both into the tag -> value map that PDOL/CDOL data and field 55 are built from.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AidConfig:
+    """A terminal-supported application. ``partial``: the Application Selection Indicator (a card AID
+    that starts with ``aid`` matches). ``app_version`` is the terminal's 9F09 for it."""
+
+    aid: str
+    label: str = ""
+    partial: bool = True
+    app_version: str = "008C"
+
+    @property
+    def aid_bytes(self) -> bytes:
+        return bytes.fromhex(self.aid)
+
+
+DEFAULT_AIDS: tuple[AidConfig, ...] = (
+    AidConfig("A000000333010101", "UnionPay Debit", app_version="0030"),
+    AidConfig("A000000333010102", "UnionPay Credit", app_version="0030"),
+    AidConfig("A000000333010103", "UnionPay Quasi Credit", app_version="0030"),
+    AidConfig("A0000000031010", "Visa", app_version="0096"),
+    AidConfig("A0000000032010", "Visa Electron", app_version="0096"),
+    AidConfig("A0000000041010", "Mastercard", app_version="0002"),
+    AidConfig("A0000000043060", "Maestro", app_version="0002"),
+    AidConfig("A0000000651010", "JCB", app_version="0200"),
+    AidConfig("A00000002501", "American Express", app_version="0001"),
+)
+
+
+@dataclass(frozen=True)
+class TerminalConfig:
+    """Static terminal parameters. Codes are ISO 4217/3166 numeric, 4 digits (``"0156"``).
+
+    ``capabilities`` (9F33) default E0 68 00: IC/magstripe/manual entry; online PIN, signature, no CVM
+    (no offline PIN: there is no PIN pad attached to the card session); no offline data authentication.
+    ``pan_token_key`` keys :func:`posguard.sensitive.pan_token` and must be set.
+    """
+
+    pan_token_key: bytes = field(repr=False)
+    country_code: str = "0156"
+    currency_code: str = "0156"
+    currency_exponent: int = 2
+    terminal_type: int = 0x22
+    capabilities: bytes = bytes.fromhex("E06800")
+    additional_capabilities: bytes = bytes.fromhex("6000F0A001")
+    ifd_serial: str = "POSGRD01"
+    terminal_id: str = "POSGRD01"
+    merchant_id: str = "000000000000000"
+    merchant_category: str = "5999"
+    merchant_name_location: str = "POSGUARD TEST SHOP"
+    acquirer_id: str = "000000"
+    floor_limit: int = 0
+    aids: tuple[AidConfig, ...] = DEFAULT_AIDS
+
+    @property
+    def unattended(self) -> bool:
+        return self.terminal_type & 0x0F in (4, 5, 6)
+
+    def aid_config(self, aid: bytes) -> AidConfig | None:
+        """The configured AID matching a card AID (exact, or prefix when partial selection is allowed)."""
+        best: AidConfig | None = None
+        for cfg in self.aids:
+            a = cfg.aid_bytes
+            if aid == a:
+                return cfg
+            if cfg.partial and aid.startswith(a) and (best is None or len(a) > len(best.aid_bytes)):
+                best = cfg
+        return best
+
+
+@dataclass(frozen=True)
+class Transaction:
+    """One card transaction. ``amount`` and ``other_amount`` are minor units; ``type`` is 9C."""
+
+    amount: int
+    other_amount: int = 0
+    type: int = 0x00
+    when: datetime | None = None
+    unpredictable_number: bytes | None = field(default=None, repr=False)
+    sequence_counter: int = 1
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.amount <= 999_999_999_999:
+            raise ValueError(f"amount {self.amount} outside n12")
+        if self.unpredictable_number is not None and len(self.unpredictable_number) != 4:
+            raise ValueError("unpredictable number must be 4 bytes")
+
+
+def bcd(value: int | str, nbytes: int) -> bytes:
+    """Packed BCD, right-justified in ``nbytes`` (n format)."""
+    digits = str(value)
+    if not digits.isdigit() or len(digits) > nbytes * 2:
+        raise ValueError(f"{digits!r} does not fit n{nbytes * 2}")
+    return bytes.fromhex(digits.rjust(nbytes * 2, "0"))
+
+
+def terminal_data(cfg: TerminalConfig, txn: Transaction, aid: AidConfig | None = None) -> dict[str, bytes]:
+    """Tag -> value of everything the terminal itself knows (TVR/TSI start at zero)."""
+    when = txn.when or datetime.now()
+    un = txn.unpredictable_number or secrets.token_bytes(4)
+    return {
+        "9F02": bcd(txn.amount, 6),
+        "9F03": bcd(txn.other_amount, 6),
+        "9F1A": bcd(cfg.country_code, 2),
+        "5F2A": bcd(cfg.currency_code, 2),
+        "5F36": bcd(cfg.currency_exponent, 1),
+        "9A": bcd(when.strftime("%y%m%d"), 3),
+        "9F21": bcd(when.strftime("%H%M%S"), 3),
+        "9C": bytes((txn.type,)),
+        "9F37": un,
+        "9F35": bytes((cfg.terminal_type,)),
+        "9F33": cfg.capabilities,
+        "9F40": cfg.additional_capabilities,
+        "9F1E": cfg.ifd_serial.encode("ascii")[:8].ljust(8, b" "),
+        "9F1C": cfg.terminal_id.encode("ascii")[:8].ljust(8, b" "),
+        "9F16": cfg.merchant_id.encode("ascii")[:15].ljust(15, b" "),
+        "9F15": bcd(cfg.merchant_category, 2),
+        "9F4E": cfg.merchant_name_location.encode("ascii"),
+        "9F01": bcd(cfg.acquirer_id, 6),
+        "9F09": bytes.fromhex(aid.app_version) if aid else bytes.fromhex("008C"),
+        "9F41": bcd(txn.sequence_counter, 4),
+        "9F7A": b"\x00",  # VLP terminal support indicator: no electronic cash
+        "95": bytes(5),
+        "9B": bytes(2),
+        "9F34": bytes.fromhex("3F0000"),
+    }
