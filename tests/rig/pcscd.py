@@ -265,7 +265,11 @@ def get_rig() -> PcscdRig:
 
 
 def shutdown_rig() -> None:
+    """Stop this process's pcscd and remove its socket folder (when the rig created it)."""
     global _RIG
     if _RIG is not None:
         _RIG.stop()
         _RIG = None
+    folder = Path(tempfile.gettempdir()) / f"posguard-rig-{os.getpid()}"
+    if os.environ.get(SOCKET_ENV, "").startswith(str(folder)):
+        shutil.rmtree(folder, ignore_errors=True)

@@ -1,0 +1,257 @@
+"""Reader driver overhead and EMV session cost, each against a peer measured in the same run.
+
+    .venv/bin/python benchmarks/bench_reader.py               # about 2 s of timed rounds per driver
+    .venv/bin/python benchmarks/bench_reader.py --seconds 1   # shorter
+
+Starts its own private pcscd (tests.rig) and simulated cards, and prints:
+
+(a) PC/SC: one APDU round trip through ``PcscReader.transmit`` against a raw pyscard ``SCardTransmit``
+    of the same APDU on the same card handle; interleaved rounds, median and best per APDU, ratio
+    posguard/raw of the best rounds (target <= 1.10).
+(b) Serial: ``TwinReader.transmit`` over the GemPC Twin firmware on a pty (no pcscd) against bare
+    pyserial writes of the same CCID frames and reads of the same number of answer bytes on the same
+    port object; interleaved, median/best, ratio.
+(c) EMV: ``read_card`` per card profile through the PC/SC driver: APDU count and wall time, and the count
+    checked against what the profile's directory and AFL require (SELECT PSE + PSE records + the
+    6A83 that ends the directory + SELECT AID + GPO + AFL records + GENERATE AC): OK or MISMATCH.
+
+pcscd and the simulators are stopped on exit, Ctrl-C and SIGTERM included. Exit status 1 on a MISMATCH.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from types import FrameType
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from firmware_sim.card import get_profile  # noqa: E402
+from firmware_sim.card.profiles import afl  # noqa: E402
+from posguard.drivers.pcsc import PcscReader  # noqa: E402
+from posguard.drivers.twin_serial import CCID_HEADER, PC_TO_RDR_XFR_BLOCK, TwinReader, encode_frame  # noqa: E402
+from posguard.emv import read_card  # noqa: E402
+from posguard.emv.terminal import TerminalConfig, Transaction  # noqa: E402
+from tests.rig.pcscd import VPCD_READER, process_socket_path, shutdown_rig  # noqa: E402
+from tests.rig.sims import SimProcess, vpcd_card  # noqa: E402
+
+SELECT_PSE = bytes.fromhex("00A404000E315041592E5359532E444446303100")
+PROFILES = ("visa_credit_sig", "unionpay_debit_pin", "mastercard_nocvm")
+# T=1-style card (no 61xx/GET RESPONSE): one APDU is exactly one transport exchange for both drivers.
+OVERHEAD_PROFILE = "mastercard_nocvm"
+TXN = Transaction(amount=12345, when=datetime(2026, 5, 1, 10, 30, 0), unpredictable_number=bytes.fromhex("CAFEBABE"))
+CFG = TerminalConfig(pan_token_key=bytes(range(32)))
+
+
+def _interleaved(loops: dict[str, Callable[[int], None]], per_round: int, seconds: float,
+                 min_rounds: int = 5, max_rounds: int = 200) -> dict[str, list[float]]:
+    """Per-APDU seconds of each round of each loop, the loops alternating within every round."""
+    rounds: dict[str, list[float]] = {name: [] for name in loops}
+    start = time.perf_counter()
+    n = 0
+    while n < min_rounds or (time.perf_counter() - start < seconds and n < max_rounds):
+        order = list(loops.items()) if n % 2 == 0 else list(reversed(loops.items()))
+        for name, loop in order:
+            t0 = time.perf_counter()
+            loop(per_round)
+            rounds[name].append((time.perf_counter() - t0) / per_round)
+        n += 1
+    return rounds
+
+
+def _report(title: str, rounds: dict[str, list[float]], peer: str, ours: str, target: float | None) -> None:
+    n = len(rounds[peer])
+    print(f"{title} ({n} interleaved rounds)")
+    for name in (peer, ours):
+        r = rounds[name]
+        print(f"  {name:<28} median {statistics.median(r) * 1e6:9.1f} us   best {min(r) * 1e6:9.1f} us")
+    ratio_best = min(rounds[ours]) / min(rounds[peer])
+    ratio_med = statistics.median(rounds[ours]) / statistics.median(rounds[peer])
+    verdict = ""
+    if target is not None:
+        verdict = f"  (target <= {target:.2f}: {'OK' if ratio_best <= target else 'OVER'})"
+    print(f"  ratio {ours}/{peer}: best {ratio_best:.3f}, median {ratio_med:.3f}{verdict}")
+
+
+# -- (a) PC/SC ------------------------------------------------------------------------------------------
+def bench_pcsc(seconds: float) -> None:
+    from smartcard.scard import _scard
+
+    with vpcd_card(OVERHEAD_PROFILE), contextlib.closing(PcscReader(VPCD_READER, apdu_timeout=2.0)) as r:
+        r.wait_for_card(5)
+        r.power_on()
+        hcard, pci, apdu_list = r._hcard, r._pci, list(SELECT_PSE)
+        first = r.transmit(SELECT_PSE)
+        hr, raw = _scard.SCardTransmit(hcard, pci, apdu_list)
+        if not first.ok or hr != 0 or bytes(raw) != first.data + b"\x90\x00":
+            raise SystemExit(f"PC/SC: posguard and raw answers differ or fail (SW {first.sw:04X}, hr {hr:#x})")
+
+        def raw_loop(n: int) -> None:
+            for _ in range(n):
+                _scard.SCardTransmit(hcard, pci, apdu_list)
+
+        def ours_loop(n: int) -> None:
+            for _ in range(n):
+                r.transmit(SELECT_PSE)
+
+        rounds = _interleaved({"raw SCardTransmit": raw_loop, "PcscReader.transmit": ours_loop}, 100, seconds)
+    _report(f"(a) PC/SC APDU round trip, SELECT PSE on {OVERHEAD_PROFILE} via vpcd",
+            rounds, "raw SCardTransmit", "PcscReader.transmit", 1.10)
+
+
+# -- (b) serial Twin --------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def twin_on_pty(profile: str) -> Iterator[Path]:
+    """The Twin firmware simulator alone on a pty (pcscd does not hold the port)."""
+    with tempfile.TemporaryDirectory(prefix="posguard-bench-twin-") as tmp:
+        link = Path(tmp) / "ttyTwin"
+        sim = SimProcess("twin_reader", ["--link", str(link), "--profile", profile, "--seed", "0"])
+        try:
+            sim.start()
+            yield link
+        finally:
+            sim.stop()
+
+
+def bench_twin(seconds: float) -> None:
+    with twin_on_pty(OVERHEAD_PROFILE) as link, contextlib.closing(TwinReader(str(link), timeout=1.0)) as r:
+        r.wait_for_card(5)
+        r.power_on()
+        port = r.link.port
+        if r._t0:
+            raise SystemExit("serial: expected a T=1 card for a one-exchange APDU")
+        counters = r.counters
+        # One transmit through the driver, to learn the answer and how many bytes the line carries back
+        # for one XfrBlock (the reader's echo of our frame + its answer frame).
+        before = port.in_waiting
+        answer = r.transmit(SELECT_PSE)
+        if not answer.ok or before:
+            raise SystemExit(f"serial: SELECT PSE failed (SW {answer.sw:04X}) or the line was not idle")
+
+        def frame(seq: int) -> bytes:
+            ccid = (bytes((PC_TO_RDR_XFR_BLOCK,)) + len(SELECT_PSE).to_bytes(4, "little") + bytes((0, seq))
+                    + b"\x00\x00\x00" + SELECT_PSE)
+            return encode_frame(ccid)
+
+        frames = [frame(seq) for seq in range(256)]
+        answer_len = len(encode_frame(b"\x80" + b"\x00" * (CCID_HEADER - 1) + answer.data + b"\x90\x00"))
+        reply_len = answer_len + (len(frames[0]) if r.link.echo else 0)
+        # check that the bare loop reads exactly one answer: the data bytes must match the driver's
+        seq = r._seq
+        port.write(frames[seq])
+        got = _read_exactly(port, reply_len)
+        r._seq = (seq + 1) & 0xFF
+        if got[-answer_len:][2 + CCID_HEADER:-1] != answer.data + b"\x90\x00" or port.in_waiting:
+            raise SystemExit("serial: the bare pyserial exchange did not read the same answer")
+
+        def raw_loop(n: int) -> None:
+            seq = r._seq
+            for _ in range(n):
+                port.write(frames[seq])
+                _read_exactly(port, reply_len)
+                seq = (seq + 1) & 0xFF
+            r._seq = seq  # the driver continues the sequence numbers the bare loop used
+
+        def ours_loop(n: int) -> None:
+            for _ in range(n):
+                r.transmit(SELECT_PSE)
+
+        rounds = _interleaved({"bare pyserial write/read": raw_loop, "TwinReader.transmit": ours_loop}, 50,
+                              seconds)
+        snap = counters.snapshot()
+    _report(f"(b) serial APDU round trip, GemPC Twin firmware on a pty, SELECT PSE on {OVERHEAD_PROFILE}",
+            rounds, "bare pyserial write/read", "TwinReader.transmit", None)
+    print(f"  driver counters: retransmissions {snap.get('retransmissions', 0)}, naks_sent {snap.get('naks_sent', 0)}, "
+          f"timeouts {snap.get('timeouts', 0)}, broken_frames {snap.get('broken_frames', 0)}")
+
+
+def _read_exactly(port: object, n: int) -> bytes:
+    read = port.read  # type: ignore[attr-defined]
+    buf = b""
+    deadline = time.monotonic() + 2.0
+    while len(buf) < n:
+        buf += read(n - len(buf))
+        if time.monotonic() > deadline:
+            raise SystemExit(f"serial: bare read got {len(buf)} of {n} bytes in 2 s")
+    return buf
+
+
+# -- (c) EMV ----------------------------------------------------------------------------------------------
+def expected_apdus(profile_name: str) -> tuple[int, str]:
+    """APDUs the profile's directory and AFL require, and the arithmetic as text."""
+    p = get_profile(profile_name)
+    directory = len(p["applications"])
+    locator = afl(p)
+    records = sum(locator[i + 2] - locator[i + 1] + 1 for i in range(0, len(locator), 4))
+    total = 1 + directory + 1 + 1 + 1 + records + 1
+    return total, (f"SELECT PSE 1 + PSE records {directory} + end 6A83 1 + SELECT AID 1 + GPO 1 "
+                   f"+ AFL records {records} + GENERATE AC 1")
+
+
+def bench_emv(seconds: float) -> bool:
+    ok = True
+    print("(c) EMV read_card through PcscReader (vpcd), per profile")
+    with vpcd_card(PROFILES[0]) as card, contextlib.closing(PcscReader(VPCD_READER, apdu_timeout=2.0)) as r:
+        for i, name in enumerate(PROFILES):
+            if i:
+                card.swap(name)
+            r.wait_for_card(5)
+            read_card(r, CFG, TXN)  # warm-up: first connect
+            times: list[float] = []
+            counts: set[int] = set()
+            start = time.perf_counter()
+            while len(times) < 5 or (time.perf_counter() - start < seconds / len(PROFILES) and len(times) < 200):
+                t0 = time.perf_counter()
+                s = read_card(r, CFG, TXN)
+                times.append(time.perf_counter() - t0)
+                counts.add(s.apdu_count)
+            want, why = expected_apdus(name)
+            got = counts.pop() if len(counts) == 1 else -1
+            verdict = "OK" if got == want else "MISMATCH"
+            ok = ok and got == want
+            per_apdu = statistics.median(times) / max(got, 1)
+            print(f"  {name:<20} APDUs {got if got >= 0 else sorted(counts)} (expected {want}: {why}) {verdict}")
+            print(f"  {'':<20} wall median {statistics.median(times) * 1e3:7.2f} ms   best {min(times) * 1e3:7.2f} ms"
+                  f"   ({per_apdu * 1e6:.0f} us/APDU, {len(times)} reads, cvm {s.cvm_required})")
+    return ok
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    ap.add_argument("--seconds", type=float, default=2.0, help="timed budget per section (default 2)")
+    args, unknown = ap.parse_known_args(argv)
+    if unknown:
+        print(f"(ignoring arguments {unknown})")
+    # Ctrl-C raises KeyboardInterrupt even when started with SIGINT ignored (a background job); SIGTERM
+    # and SIGHUP do the same, so the finally below always stops pcscd and the simulators.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGHUP, _on_sigterm)
+    try:
+        bench_pcsc(args.seconds)
+        bench_twin(args.seconds)
+        ok = bench_emv(args.seconds)
+    except KeyboardInterrupt:
+        print("interrupted: stopping pcscd and simulators", file=sys.stderr)
+        return 130
+    finally:
+        shutdown_rig()
+        with contextlib.suppress(OSError):  # the rig's per-process socket directory, now empty
+            process_socket_path().parent.rmdir()
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
