@@ -7,11 +7,19 @@ LRC = XOR of all preceding frame bytes; ``03 15 16`` is a NAK (resend your last 
 The framing layer (:class:`FrameParser`) is pure and resynchronises after garbage; :class:`TwinLink` adds
 NAK/retransmission, timeouts and :class:`TwinCounters`; :class:`TwinReader` is the CCID slot behind the
 common :class:`~posguard.drivers.reader.Reader` interface.
+
+On a plain pyserial POSIX port, :meth:`TwinLink.exchange` first tries a fast path: one ``os.write`` of the
+frame, then ``select`` + ``os.read`` on the port's fd until [our echo] + one clean final answer are in;
+anything else (garbage, NAK, notification, bad LRC, time extension, pause, error) is handed to the parser
+and the general path carries on from the same state, so recovery and counters do not change.
 """
 
 from __future__ import annotations
 
 import enum
+import os
+import select
+import sys
 import time
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
@@ -98,8 +106,7 @@ def lrc(data: bytes) -> int:
 
 def encode_frame(ccid: bytes) -> bytes:
     """Wrap one CCID message for the line: ``03 06 <ccid> LRC``."""
-    body = bytes((SYNC, ACK)) + ccid
-    return body + bytes((lrc(body),))
+    return b"\x03\x06" + ccid + bytes((lrc(ccid) ^ SYNC ^ ACK,))
 
 
 class FrameKind(enum.Enum):
@@ -233,6 +240,32 @@ class SerialPort(Protocol):
     def close(self) -> None: ...
 
 
+_PLAIN_POSIX: dict[type, bool] = {}  # port class -> is an unmodified serial.serialposix.Serial
+
+
+def _posix_fd(port: object) -> int | None:
+    """The file descriptor of a plain pyserial POSIX port (select/os.read fast path), else None.
+
+    Only an unmodified ``serial.serialposix.Serial`` qualifies: it keeps no read buffer of its own, so
+    reading its fd directly sees exactly the bytes ``port.read`` would. Subclasses that change reading or
+    writing (``PosixPollSerial``, ``VTIMESerial``, ...), other platforms and fakes use ``port.read``/``write``.
+    """
+    cls = type(port)
+    plain = _PLAIN_POSIX.get(cls)
+    if plain is None:
+        mod = sys.modules.get("serial.serialposix")  # imported by whoever made a pyserial port
+        base = getattr(mod, "Serial", None)
+        plain = (base is not None and issubclass(cls, base) and getattr(cls, "read", None) is base.read
+                 and getattr(cls, "write", None) is base.write)
+        _PLAIN_POSIX[cls] = plain
+    if not plain:
+        return None
+    fd = getattr(port, "fd", None)
+    if not isinstance(fd, int) or not getattr(port, "is_open", False):
+        return None
+    return fd
+
+
 def open_serial(path: str) -> Any:
     """Open ``path`` with the Twin's line settings (115200 8N2)."""
     import serial
@@ -264,6 +297,8 @@ class TwinLink:
         self._last_rx = 0.0  # when the last byte arrived
         self._garbage_mark = 0  # garbage_bytes when the line was last known in sync
         self._nak_echoes = 0
+        self.fast = True  # allow the direct fd fast path (tests turn it off to compare)
+        self.fast_hits = 0  # exchanges completed by the fast path (diagnostics, tests)
 
     def _write(self, data: bytes) -> None:
         try:
@@ -323,12 +358,25 @@ class TwinLink:
         frame = encode_frame(ccid)
         seq = ccid[6]
         wait = self.timeout if timeout is None else timeout
-        self._send_frame(frame)
-        self._acked = False
+        fd = _posix_fd(self.port) if self.fast else None
+        if (fd is not None and not self._queue and not self.parser.pending
+                and self.counters.garbage_bytes == self._garbage_mark):
+            until = time.monotonic() + wait
+            answer = self._fast_exchange(fd, frame, seq, until)
+            if answer is not None:
+                return answer
+            # anything unusual: the frame is sent, the bytes read so far are in the parser/queue and the
+            # general path goes on from there, within the same first deadline
+        else:
+            self._send_frame(frame)
+            self._acked = False
+            until = time.monotonic() + wait
         nak_first = True
         rounds = 2 * (self.retries + 1)
         for round_no in range(1, rounds + 1):
-            outcome = self._await(seq, time.monotonic() + wait)
+            if round_no > 1:
+                until = time.monotonic() + wait
+            outcome = self._await(seq, until)
             if isinstance(outcome, bytes):
                 return outcome
             if round_no == rounds:
@@ -347,6 +395,86 @@ class TwinLink:
                 nak_first = True
         raise ReaderTimeout(f"no valid answer to CCID command {ccid[0]:02X} after {self.retries} retries",
                             reader=self.name)
+
+    def _fast_exchange(self, fd: int, frame: bytes, seq: int, until: float) -> bytes | None:
+        """Write ``frame`` and read [echo] + answer straight from ``fd``: the common, clean case.
+
+        Returns the answer when the line carried exactly our echo (optional) and one well-formed final
+        answer to ``seq``, with a good LRC and nothing else. Otherwise (garbage, NAK, notification, bad
+        LRC, time extension, another sequence number, trailing bytes, a pause, a read error) returns None
+        after handing every byte read to the parser (items queued for :meth:`_await`), so the general
+        path continues exactly where it would have been: the frame is never written twice here.
+        """
+        # write: one os.write; a short write or an error goes to pyserial for the rest (same errors)
+        try:
+            n = os.write(fd, frame)
+        except OSError:
+            n = 0
+        if n != len(frame):
+            self._write(frame[n:])
+        self.counters.frames_sent += 1
+        self._acked = False
+        flen = len(frame)
+        buf = b""
+        pos = 0
+        timeout = until - time.monotonic()
+        while True:
+            try:
+                ready = select.select((fd,), (), (), timeout if timeout > 0 else 0)[0]
+                data = os.read(fd, 4096) if ready else b""
+            except OSError:  # the general path reads through pyserial and reports it its way
+                data = b""
+            if not data:
+                break
+            self._last_rx = time.monotonic()
+            buf += data
+            # what the buffer holds: [our echo] then [answer frame]
+            pos = 0
+            if buf[:flen] == frame:
+                pos = flen
+            elif len(buf) < flen and frame.startswith(buf):
+                timeout = min(until - self._last_rx, INTER_BYTE_S)  # echo (or an answer's "03 06") arriving
+                continue
+            rest = len(buf) - pos
+            if rest < 2 + CCID_HEADER:
+                if buf[pos:pos + 2] != b"\x03\x06"[:rest]:
+                    break
+                timeout = until - self._last_rx if rest == 0 else min(until - self._last_rx, INTER_BYTE_S)
+                continue
+            if buf[pos] != SYNC or buf[pos + 1] != ACK:
+                break
+            length = int.from_bytes(buf[pos + 3:pos + 7], "little")
+            if length > MAX_PAYLOAD:
+                break
+            end = pos + 2 + CCID_HEADER + length + 1
+            if len(buf) < end:
+                timeout = min(until - self._last_rx, INTER_BYTE_S)
+                continue
+            if len(buf) > end:
+                break
+            msg = buf[pos + 2:end - 1]
+            if msg[0] < 0x80 or msg[6] != seq or msg[7] >> 6 == 2 or lrc(buf[pos:end - 1]) != buf[end - 1]:
+                break
+            if pos:
+                self._take_echo()
+            self.counters.frames_received += 1
+            self.fast_hits += 1
+            return msg
+        if pos:
+            # our echo came first and whole: take it as _await would have (so garbage behind it still
+            # counts as unsynchronised), and leave the rest to the parser
+            self._take_echo()
+            buf = buf[flen:]
+        if buf:
+            self._queue = self.parser.feed(buf)
+        return None
+
+    def _take_echo(self) -> None:
+        """Our current command came back as the reader's echo (the clean-line part of :meth:`_await`)."""
+        self.counters.echoes += 1
+        self.echo = True
+        self._acked = True
+        self._garbage_mark = self.counters.garbage_bytes
 
     def _send_frame(self, frame: bytes) -> None:
         self._write(frame)
