@@ -1,0 +1,456 @@
+"""What every correction flow shares: the request, the context, the outcome and the write-ahead step runner.
+
+A flow is a short procedure over the transaction engine's public operations (``void``, ``refund``, ``sale``,
+``reverse``, ``sign``, ``flush``, ``settle``). It never talks to a socket. Its steps are journaled
+*write-ahead* in the engine's journal (``events`` rows of kind ``flow_step``) so that a flow interrupted by a
+crash can be resumed on the same journal file: a finished step is never repeated, and a step that was started
+but not confirmed is first looked up in the journal (did the engine create the void? what did the host say?)
+before anything is sent again.
+
+The incident itself is one ``incidents`` row (kind ``flow:<incident kind>``) whose ``detail`` holds the
+request (masked); the steps and the outcome are ``events`` rows pointing at it. ``posguard.incidents``
+assembles them into the record operators read.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from posguard.clock import Clock
+from posguard.engine.card import CardData
+from posguard.engine.detectors import LedgerEntry
+from posguard.engine.errors import CorrectionRefused, TransactionsBlocked
+from posguard.engine.journal import Journal, JournalError, TxnRecord
+from posguard.flows.scrub import scrub
+
+if TYPE_CHECKING:
+    from posguard.engine.engine import TransactionEngine, TxnResult
+    from posguard.iso8583.message import Message
+    from posguard.notices import Notice
+
+__all__ = [
+    "INCIDENT_KINDS",
+    "CAUSES",
+    "FlowPolicies",
+    "FlowContext",
+    "FlowRequest",
+    "FlowOutcome",
+    "Step",
+    "Flow",
+    "FlowRefused",
+    "FlowCrash",
+    "StepRunner",
+    "WIRE_REDACTED_FIELDS",
+]
+
+INCIDENT_KINDS = ("duplicate_charge", "unsigned", "void_mismatch", "unsettled", "wrong_card", "wrong_amount",
+                  "reversal")
+#: where an error came from (the incident's ``cause``)
+CAUSES = ("operator_input", "device_fault", "network", "host", "card", "customer_claim", "unknown")
+#: fields removed from the wire images a flow reports (``FlowOutcome.messages``): card data never leaves
+WIRE_REDACTED_FIELDS = ("2", "14", "35", "36", "45", "52", "53", "55")
+#: transaction states in which the charge stands
+CHARGED = frozenset({"approved", "signature_pending", "signed", "unsigned", "uploaded", "settled",
+                     "refunded_partial"})
+_IN_DOUBT = frozenset({"request_journaled", "sent", "timed_out", "response_invalid", "reversal_pending"})
+
+KillHook = Callable[[str], None]
+
+
+class FlowRefused(Exception):
+    """The flow refused before sending anything; the message says why and what to do instead."""
+
+
+class FlowCrash(Exception):
+    """Raised by test kill hooks to simulate a crash (never raised by production code)."""
+
+
+@dataclass(frozen=True)
+class FlowPolicies:
+    """Which corrections run on their own and which wait for an operator's confirmation.
+
+    ``automatic`` lists the (kind, situation) pairs a flow may execute without ``operator_confirmed``;
+    everything else stops at ``awaiting_confirmation`` with nothing sent.
+    """
+
+    automatic: frozenset[str] = frozenset({
+        "reversal", "duplicate_charge:retransmission", "unsettled", "void_mismatch:proof", "void_mismatch:redo",
+        "unsigned:capture",
+    })
+    unsigned_customer_gone: str = "keep"  # keep (merchant's risk, recorded) | void (before settlement)
+    cup_void_needs_card: bool = True  # UnionPay voids need the original card present
+    signature_dir: str | None = None  # where e-signature images are stored (None: hash only in the journal)
+    outbox: str | None = None  # notices go nowhere unless the merchant configured an outbox
+    printer_columns: int = 32
+    languages: tuple[str, ...] = ("zh", "en")
+
+    def is_automatic(self, key: str) -> bool:
+        return key in self.automatic or key.split(":")[0] in self.automatic
+
+
+@dataclass
+class FlowContext:
+    """What a flow works with. ``clock`` is the engine's clock unless a test gives another."""
+
+    engine: TransactionEngine
+    journal: Journal
+    dialect: str
+    policies: FlowPolicies = field(default_factory=FlowPolicies)
+    clock: Clock | None = None
+    kill_points: KillHook | None = None
+
+    def now(self) -> float:
+        return (self.clock or self.engine.clock).now()
+
+    def kill(self, point: str) -> None:
+        if self.kill_points is not None:
+            self.kill_points(point)
+
+
+@dataclass(frozen=True, repr=False)
+class FlowRequest:
+    """What the operator (or a detector) asks for. Cards are :class:`CardData`, which masks itself."""
+
+    kind: str
+    txn_ids: tuple[str, ...] = ()
+    intended_amount: int | None = None  # wrong_amount: the order total that should have been charged
+    right_card: CardData | None = None  # wrong_card: the card the customer meant; wrong_amount: card for re-sale
+    original_card: CardData | None = None  # the card of the original, presented again (CUP voids)
+    customer_present: bool | None = None
+    operator_confirmed: bool = False
+    claim: str | None = None  # the customer's words, e.g. "money did not come back"
+    reason: str | None = None  # reversal: timeout | invalid_response | bad_mac | card_decline | power_loss
+    signature: bytes | None = None  # unsigned: e-signature image from the pad
+    signature_source: str | None = None  # pad | paper
+    operator: str | None = None
+    cause: str | None = None
+    contact: str | None = None  # customer contact (masked wherever shown)
+    incident_id: int | None = None  # set to resume an incident
+    host_ledger: tuple[LedgerEntry, ...] | None = None  # unsettled: the acquirer's report, when the merchant has it
+
+    def describe(self) -> dict[str, Any]:
+        """The request as journaled: masked, JSON-safe, enough to resume."""
+        return {
+            "kind": self.kind, "txn_ids": list(self.txn_ids), "intended_amount": self.intended_amount,
+            "right_card": self.right_card.pan_masked if self.right_card else None,
+            "original_card": self.original_card.pan_masked if self.original_card else None,
+            "customer_present": self.customer_present, "operator_confirmed": self.operator_confirmed,
+            "claim": scrub(self.claim) if self.claim else None, "reason": self.reason,
+            "signature_source": self.signature_source, "operator": self.operator, "cause": self.cause,
+            "contact": mask_contact(self.contact) if self.contact else None,
+        }
+
+    def __repr__(self) -> str:
+        return f"FlowRequest({self.describe()!r})"
+
+
+@dataclass
+class Step:
+    """One step of a flow as it happened (or, in a dry run, would happen)."""
+
+    name: str
+    status: str  # done | skipped | refused | pending | would_send | failed
+    detail: str = ""
+    txn_id: str | None = None
+    response_code: str | None = None
+    mti: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "status": self.status, "detail": scrub(self.detail),
+                "txn_id": self.txn_id, "response_code": self.response_code, "mti": self.mti}
+
+
+@dataclass
+class FlowOutcome:
+    """``messages`` are hex wire images of what was sent, with card-data fields removed
+    (:data:`WIRE_REDACTED_FIELDS`); ``outcome`` is one word (see each flow's docstring)."""
+
+    incident_id: int | None
+    kind: str
+    steps: list[Step]
+    messages: list[str]
+    outcome: str
+    notice: Notice | None = None
+    reason: str = ""
+
+    @property
+    def refused(self) -> bool:
+        return self.outcome == "refused"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"incident_id": self.incident_id, "kind": self.kind, "outcome": self.outcome,
+                "reason": scrub(self.reason), "steps": [s.to_dict() for s in self.steps],
+                "messages": list(self.messages), "notice": self.notice.to_dict() if self.notice else None}
+
+
+def mask_contact(contact: str) -> str:
+    """Contact details are protected like card data: show only enough to recognise them."""
+    if "@" in contact:
+        name, _, domain = contact.partition("@")
+        return (name[:1] + "***@" + domain) if name else "***@" + domain
+    digits = [c for c in contact if c.isdigit()]
+    if len(digits) >= 7:
+        return "*" * (len(digits) - 4) + "".join(digits[-4:])
+    return "*" * len(contact)
+
+
+def wire_image(message: Message) -> str:
+    """The message as sent, minus card data, as hex."""
+    m = message.copy()
+    for key in WIRE_REDACTED_FIELDS:
+        if key in m:
+            del m[key]
+    return m.encode().hex().upper()
+
+
+class RecordingLink:
+    """Wraps the engine's host link while a flow runs and keeps redacted images of what went out."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.sent: list[str] = []
+        self.sent_messages: list[Message] = []
+
+    def exchange(self, request: Message, *, timeout: float) -> Message:
+        self.sent.append(wire_image(request))
+        self.sent_messages.append(request)
+        response: Message = self.inner.exchange(request, timeout=timeout)
+        return response
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+class StepRunner:
+    """Runs a flow's steps write-ahead in the journal; skips what a previous run already finished.
+
+    For each step: ``flow_step`` event *started* (with the journal's transaction counter, so a resumed run can
+    find a transaction the engine created for this step), then the action, then ``flow_step`` *done* with the
+    result. A started step without *done* is probed before it is repeated.
+    """
+
+    def __init__(self, ctx: FlowContext, incident_id: int | None, dry_run: bool) -> None:
+        self.ctx = ctx
+        self.incident_id = incident_id
+        self.dry_run = dry_run
+        self.steps: list[Step] = []
+        self.planned: list[str] = []  # dry run: the messages that would be sent
+        self._history = self._load() if incident_id is not None else {}
+
+    # -- journal ---------------------------------------------------------------------------------
+    def _load(self) -> dict[str, dict[str, Any]]:
+        rows = self.ctx.journal.query(
+            "SELECT detail FROM events WHERE kind = 'flow_step' AND json_extract(detail, '$.incident') = ? "
+            "ORDER BY id", (self.incident_id,))
+        out: dict[str, dict[str, Any]] = {}
+        for r in rows:
+            d = json.loads(r["detail"])
+            out.setdefault(d["step"], {}).update(d)
+        return out
+
+    def _event(self, step: str, **detail: Any) -> None:
+        if self.dry_run or self.incident_id is None:
+            return
+        with self.ctx.journal.atomic(f"flow_step:{step}"):
+            self.ctx.journal.record_event("flow_step", txn_id=detail.get("txn_id"),
+                                          detail={"incident": self.incident_id, "step": step, **detail})
+        self._history.setdefault(step, {}).update(detail)
+
+    def done_before(self, name: str) -> dict[str, Any] | None:
+        h = self._history.get(name)
+        return h if h and h.get("status") in ("done", "skipped", "refused", "failed") else None
+
+    # -- steps -----------------------------------------------------------------------------------
+    def note(self, name: str, detail: str, *, status: str = "done", txn_id: str | None = None,
+             response_code: str | None = None, **extra: Any) -> Step:
+        """A step that sends nothing (a check, a record): journaled once."""
+        prev = self.done_before(name)
+        if prev is not None:
+            step = Step(name, prev["status"], prev.get("detail", ""), prev.get("txn_id"), prev.get("rc"))
+        else:
+            step = Step(name, status, detail, txn_id, response_code)
+            self.ctx.kill(f"flow.before:{name}")
+            self._event(name, status=status, detail=scrub(detail), txn_id=txn_id, rc=response_code,
+                        **extra)
+            self.ctx.kill(f"flow.after:{name}")
+        self.steps.append(step)
+        return step
+
+    def online(self, name: str, *, kind: str, mti: str, would: str, action: Callable[[], TxnResult],
+               match: Callable[[TxnRecord], bool], planned: Callable[[], str | None] | None = None) -> Step:
+        """A step that asks the engine to send ``kind``; ``match`` recognises its transaction after a crash."""
+        prev = self.done_before(name)
+        if prev is not None:
+            step = Step(name, prev["status"], prev.get("detail", ""), prev.get("txn_id"), prev.get("rc"), mti)
+            self.steps.append(step)
+            return step
+        if self.dry_run:
+            image = planned() if planned is not None else None
+            if image:
+                self.planned.append(image)
+            step = Step(name, "would_send", would, None, None, mti)
+            self.steps.append(step)
+            return step
+        started = self._history.get(name)
+        found: TxnRecord | None = None
+        if started is not None:  # a previous run started this step: what did the engine do?
+            counter = int(started.get("txn_counter", 0))
+            for t in self.ctx.journal.find_txns("kind = ?", (kind,)):
+                if _txn_number(t.id) > counter and match(t):
+                    found = t
+            if found is not None and found.state in _IN_DOUBT:
+                self.ctx.engine.flush()
+                found = self.ctx.journal.get_txn(found.id)
+                if found.state in _IN_DOUBT:
+                    step = Step(name, "pending", f"{kind} {found.id} is still {found.state}: its outcome is not "
+                                "known yet; resume this incident once the host acknowledges the reversal/advice",
+                                found.id, found.response_code, mti)
+                    self.steps.append(step)
+                    return step
+            if found is not None and found.state in ("reversed", "cancelled", "not_sent", "reversal_failed"):
+                found = None  # nothing stands: send again
+        if found is None:
+            self.ctx.kill(f"flow.before:{name}")
+            self._event(name, status="started", txn_counter=self.ctx.journal.peek_counter("txn"))
+            try:
+                result = action()
+            except (CorrectionRefused, TransactionsBlocked) as exc:
+                step = Step(name, "refused", str(exc), None, None, mti)
+                self._event(name, status="refused", detail=scrub(str(exc)))
+                self.steps.append(step)
+                raise FlowRefused(str(exc)) from exc
+            found = self.ctx.journal.get_txn(result.txn_id)
+        status = "done" if found.state in CHARGED or found.state in ("voided", "refunded", "approved") else (
+            "pending" if found.state in _IN_DOUBT else "failed")
+        detail = (f"{kind} {found.id}: {found.state}, RC {found.response_code}, RRN {found.rrn}, "
+                  f"auth {found.auth_code}, amount {found.amount_minor}")
+        step = Step(name, status, detail, found.id, found.response_code, mti)
+        if status != "pending":
+            self._event(name, status=status, detail=detail, txn_id=found.id, rc=found.response_code)
+        self.ctx.kill(f"flow.after:{name}")
+        self.steps.append(step)
+        return step
+
+
+def _txn_number(txn_id: str) -> int:
+    try:
+        return int(txn_id.rsplit("-", 1)[1])
+    except (IndexError, ValueError):
+        return 0
+
+
+class Flow:
+    """Base of the correction flows. Subclasses implement :meth:`procedure` top to bottom."""
+
+    kind: ClassVar[str] = ""
+    #: default cause when the request names none
+    default_cause: ClassVar[str] = "unknown"
+
+    def run(self, ctx: FlowContext, request: FlowRequest, *, dry_run: bool = False) -> FlowOutcome:
+        """Run (or resume, when ``request.incident_id`` is set) the flow. ``dry_run`` sends and writes nothing."""
+        if request.kind != self.kind:
+            raise ValueError(f"{type(self).__name__} handles {self.kind!r}, not {request.kind!r}")
+        incident_id = request.incident_id
+        if incident_id is None and not dry_run:
+            incident_id = self._open_incident(ctx, request)
+        runner = StepRunner(ctx, incident_id, dry_run)
+        recorder = RecordingLink(ctx.engine.link)
+        if not dry_run:
+            ctx.engine.link = recorder
+        try:
+            try:
+                outcome, reason = self.procedure(ctx, request, runner)
+            except FlowRefused as exc:
+                outcome, reason = "refused", str(exc)
+            except JournalError as exc:
+                outcome, reason = "refused", f"original not found: {exc}"
+                runner.note("check_original", reason, status="refused")
+        finally:
+            if not dry_run:
+                ctx.engine.link = recorder.inner
+        result = FlowOutcome(incident_id, self.kind, runner.steps,
+                             runner.planned if dry_run else recorder.sent, outcome, None, reason)
+        if not dry_run and incident_id is not None:
+            from posguard.notices import notice_for
+
+            result.notice = notice_for(ctx, result, request)
+            self._close(ctx, runner, result)
+        return result
+
+    def resume(self, ctx: FlowContext, incident_id: int, request: FlowRequest | None = None) -> FlowOutcome:
+        """Continue an interrupted incident. Cards are not journaled in clear: pass them again in ``request``."""
+        rows = ctx.journal.query("SELECT detail FROM incidents WHERE id = ?", (incident_id,))
+        if not rows:
+            raise FlowRefused(f"no incident {incident_id} in {ctx.journal.path}; list them with `posguard incidents`")
+        stored = json.loads(rows[0]["detail"])["request"]
+        base = request or FlowRequest(self.kind)
+        merged = replace(base, kind=self.kind, incident_id=incident_id,
+                         txn_ids=base.txn_ids or tuple(stored["txn_ids"]),
+                         intended_amount=base.intended_amount if base.intended_amount is not None
+                         else stored.get("intended_amount"),
+                         customer_present=base.customer_present if base.customer_present is not None
+                         else stored.get("customer_present"),
+                         operator_confirmed=base.operator_confirmed or bool(stored.get("operator_confirmed")),
+                         reason=base.reason or stored.get("reason"), claim=base.claim or stored.get("claim"),
+                         signature_source=base.signature_source or stored.get("signature_source"),
+                         operator=base.operator or stored.get("operator"), cause=base.cause or stored.get("cause"))
+        return self.run(ctx, merged)
+
+    # -- the procedure ---------------------------------------------------------------------------
+    def procedure(self, ctx: FlowContext, request: FlowRequest, steps: StepRunner) -> tuple[str, str]:
+        """The flow's steps; returns ``(outcome, reason)``. Raise :class:`FlowRefused` to refuse."""
+        raise NotImplementedError
+
+    # -- helpers for subclasses ------------------------------------------------------------------
+    @staticmethod
+    def original(ctx: FlowContext, request: FlowRequest, index: int = 0) -> TxnRecord:
+        if len(request.txn_ids) <= index:
+            raise FlowRefused(f"{request.kind}: name the transaction (txn id {index + 1}) to correct")
+        return ctx.journal.get_txn(request.txn_ids[index])
+
+    @staticmethod
+    def settled(ctx: FlowContext, txn: TxnRecord) -> bool:
+        """After settlement only a refund is possible (the terminal's void list is cleared)."""
+        return txn.state == "settled" or txn.settled_at is not None or txn.batch_no != ctx.journal.current_batch()
+
+    @staticmethod
+    def planned_message(ctx: FlowContext, kind: str, original: TxnRecord | None, amount: int,
+                        card: CardData | None = None) -> str:
+        """The wire image (card data removed) of a request the engine would build now."""
+        engine = ctx.engine
+        profile = engine.profile
+        fields = profile.request_fields(kind, card=card, amount_minor=amount, currency=engine.terminal.currency,
+                                        stan=ctx.journal.peek_counter("stan") % 999_999 + 1,
+                                        batch_no=ctx.journal.current_batch(),
+                                        terminal_id=engine.terminal.terminal_id,
+                                        merchant_id=engine.terminal.merchant_id, now=ctx.now(), original=original)
+        return wire_image(profile.message(profile.spec(kind).mti, fields))
+
+    # -- incident bookkeeping ----------------------------------------------------------------------
+    def _open_incident(self, ctx: FlowContext, request: FlowRequest) -> int:
+        ctx.kill("flow.before:open_incident")
+        cause = request.cause or self.default_cause
+        with ctx.journal.atomic("flow_incident"):
+            iid = ctx.journal.record_incident(
+                f"flow:{self.kind}", f"{self.kind} correction opened for {', '.join(request.txn_ids) or '-'}",
+                severity="warning", txn_id=request.txn_ids[0] if request.txn_ids else None,
+                detail={"flow": self.kind, "cause": cause, "request": request.describe(), "status": "open"})
+        ctx.kill("flow.after:open_incident")
+        return iid
+
+    def _close(self, ctx: FlowContext, runner: StepRunner, result: FlowOutcome) -> None:
+        notice = result.notice.to_dict() if result.notice else None
+        ctx.kill("flow.before:close_incident")
+        with ctx.journal.atomic("flow_outcome"):
+            ctx.journal.record_event("flow_outcome", txn_id=None, detail={
+                "incident": result.incident_id, "outcome": result.outcome,
+                "reason": scrub(result.reason), "messages": len(result.messages),
+                "notice": notice})
+        ctx.kill("flow.after:close_incident")
+        if notice is not None and ctx.policies.outbox and result.notice is not None:
+            from posguard.notices.outbox import FileOutbox
+
+            FileOutbox(ctx.policies.outbox).deliver(result.incident_id or 0, result.notice)

@@ -1,0 +1,48 @@
+"""Error statistics: incidents by kind and cause, top causes, open incidents, amounts at risk, trends."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import Any
+
+from posguard.engine.journal import Journal
+from posguard.incidents import load_incidents
+
+__all__ = ["build_report", "render_report"]
+
+
+def build_report(journal: Journal, *, since: float | None = None) -> dict[str, Any]:
+    incidents = load_incidents(journal, since=since)
+    by_kind = Counter(i.kind for i in incidents)
+    by_cause = Counter(i.cause for i in incidents)
+    open_ = [i for i in incidents if i.status == "open"]
+    per_day: dict[str, Counter[str]] = {}
+    for i in incidents:
+        per_day.setdefault(time.strftime("%Y-%m-%d", time.gmtime(i.at)), Counter())[i.kind] += 1
+    return {
+        "since": time.strftime("%Y-%m-%d", time.gmtime(since)) if since else None,
+        "total": len(incidents),
+        "by_kind": dict(sorted(by_kind.items())),
+        "by_cause": dict(sorted(by_cause.items())),
+        "top_causes": [{"cause": c, "count": n} for c, n in by_cause.most_common(3)],
+        "open": [{"id": i.id, "kind": i.kind, "outcome": i.outcome, "amount_at_risk": i.amount_at_risk}
+                 for i in open_],
+        "amount_at_risk": sum(i.amount_at_risk for i in open_),
+        "trend": [{"day": d, "total": sum(c.values()), "by_kind": dict(sorted(c.items()))}
+                  for d, c in sorted(per_day.items())],
+    }
+
+
+def render_report(report: dict[str, Any]) -> str:
+    lines = [f"incidents{' since ' + report['since'] if report['since'] else ''}: {report['total']}"]
+    lines.append("by kind:  " + (", ".join(f"{k} {n}" for k, n in report["by_kind"].items()) or "-"))
+    lines.append("by cause: " + (", ".join(f"{k} {n}" for k, n in report["by_cause"].items()) or "-"))
+    lines.append("top causes: " + (", ".join(f"{t['cause']} ({t['count']})" for t in report["top_causes"]) or "-"))
+    lines.append(f"open: {len(report['open'])}, amount at risk {report['amount_at_risk'] / 100:.2f}")
+    for o in report["open"]:
+        lines.append(f"  #{o['id']} {o['kind']} {o['outcome'] or 'in progress'} {o['amount_at_risk'] / 100:.2f}")
+    lines.append("trend:")
+    for t in report["trend"]:
+        lines.append(f"  {t['day']} {t['total']:>4}  " + ", ".join(f"{k} {n}" for k, n in t["by_kind"].items()))
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,17 @@
+"""The examples in the flows' docstrings run."""
+
+from __future__ import annotations
+
+import doctest
+from types import ModuleType
+
+import pytest
+
+import posguard.flows.scrub
+import posguard.notices.slip
+
+
+@pytest.mark.parametrize("module", [posguard.flows.scrub, posguard.notices.slip])
+def test_docstring_examples(module: ModuleType) -> None:
+    result = doctest.testmod(module)
+    assert result.attempted > 0 and result.failed == 0
