@@ -1,0 +1,202 @@
+"""The capture file: JSON Lines, one header then one record per line (see ``docs/capture-format.md``)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from posguard.capture.sanitize import REMOVED_FIELDS, Sanitiser
+from posguard.clock import Clock, SystemClock
+
+__all__ = ["CAPTURE_VERSION", "KINDS", "Capture", "CaptureError", "CaptureWriter", "read_capture"]
+
+CAPTURE_VERSION = 1
+#: record keys that hold hex (sanitised against learnt PANs only, never pattern-scrubbed)
+HEX_KEYS = frozenset({"hex", "c", "r", "atr", "field55", "cvm_results", "messages"})
+KINDS = ("card", "atr", "apdu", "swipe", "frame", "iso", "link", "op")
+
+
+class CaptureError(ValueError):
+    """A capture file that cannot be read; ``line`` is 1-based."""
+
+    def __init__(self, line: int, message: str) -> None:
+        super().__init__(f"line {line}: {message}")
+        self.line = line
+
+
+@dataclass
+class Capture:
+    header: dict[str, Any]
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def dialect(self) -> str:
+        return str(self.header["dialect"])
+
+    @property
+    def tid(self) -> str:
+        return str(self.header["terminal"]["tid"])
+
+    @property
+    def mid(self) -> str:
+        return str(self.header["terminal"]["mid"])
+
+    def of_kind(self, kind: str) -> Iterator[dict[str, Any]]:
+        return (r for r in self.records if r["k"] == kind)
+
+
+def _check_hex(rec: Mapping[str, Any], key: str, line: int) -> None:
+    value = rec.get(key)
+    if not isinstance(value, str):
+        raise CaptureError(line, f"{rec.get('k')} record needs {key!r} as a hex string")
+    try:
+        bytes.fromhex(value)
+    except ValueError:
+        raise CaptureError(line, f"{rec.get('k')} record: {key!r} is not hex") from None
+
+
+def _validate(rec: Any, line: int) -> dict[str, Any]:
+    if not isinstance(rec, dict):
+        raise CaptureError(line, "a record must be a JSON object")
+    t, k = rec.get("t"), rec.get("k")
+    if not isinstance(t, int | float) or isinstance(t, bool) or t < 0:
+        raise CaptureError(line, "record needs \"t\" (seconds since start, >= 0)")
+    if k not in KINDS:
+        raise CaptureError(line, f"unknown record kind {k!r}; expected one of {', '.join(KINDS)}")
+    if k == "apdu":
+        _check_hex(rec, "c", line)
+        _check_hex(rec, "r", line)
+    elif k == "iso":
+        _check_hex(rec, "hex", line)
+        if rec.get("dir") not in ("out", "in"):
+            raise CaptureError(line, "iso record needs \"dir\": \"out\" or \"in\"")
+    elif k == "atr":
+        _check_hex(rec, "atr", line)
+    elif k == "op" and not isinstance(rec.get("op"), str):
+        raise CaptureError(line, "op record needs \"op\" (the operator action)")
+    return rec
+
+
+def read_capture(path: str | Path | IO[str]) -> Capture:
+    """Parse and validate a capture; :class:`CaptureError` names the line of the first problem."""
+    if isinstance(path, str | Path):
+        try:
+            with open(path, encoding="utf-8") as fh:
+                return read_capture(fh)
+        except OSError as exc:
+            raise CaptureError(0, f"cannot open {path}: {exc.strerror}") from None
+    header: dict[str, Any] | None = None
+    records: list[dict[str, Any]] = []
+    for n, raw in enumerate(path, 1):
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise CaptureError(n, f"not JSON ({exc.msg} at column {exc.colno})") from None
+        if header is None:
+            if not isinstance(obj, dict) or obj.get("posguard_capture") != CAPTURE_VERSION:
+                raise CaptureError(n, f"not a posguard capture: the first line must be a header with "
+                                      f"\"posguard_capture\": {CAPTURE_VERSION}")
+            term = obj.get("terminal")
+            if not isinstance(obj.get("dialect"), str) or not isinstance(term, dict) or "tid" not in term:
+                raise CaptureError(n, "header needs \"dialect\" and \"terminal\": {\"tid\", \"mid\"}")
+            header = obj
+            continue
+        records.append(_validate(obj, n))
+    if header is None:
+        raise CaptureError(1, "empty file: no capture header")
+    return Capture(header, records)
+
+
+class CaptureWriter:
+    """Writes a capture as it happens, sanitised before anything reaches the file (mode 0600)."""
+
+    def __init__(self, path: str | Path, *, dialect: str, tid: str, mid: str, clock: Clock | None = None,
+                 sanitiser: Sanitiser | None = None, extra: Mapping[str, Any] | None = None,
+                 terminal_extra: Mapping[str, Any] | None = None) -> None:
+        self.path = Path(path)
+        self.dialect = dialect
+        self.clock = clock or SystemClock()
+        self.sanitiser = sanitiser or Sanitiser()
+        self._start = self.clock.monotonic()
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        self._fh: IO[str] = os.fdopen(fd, "w", encoding="utf-8")
+        started = datetime.fromtimestamp(self.clock.now(), UTC).isoformat(timespec="milliseconds")
+        self._write({"posguard_capture": CAPTURE_VERSION, "dialect": dialect,
+                     "terminal": {"tid": tid, "mid": mid, **(terminal_extra or {})}, "started": started,
+                     **(extra or {})})
+
+    # -- plumbing -------------------------------------------------------------------------------------
+    def _write(self, obj: Mapping[str, Any]) -> None:
+        self._fh.write(json.dumps(obj, separators=(",", ":")) + "\n")
+        self._fh.flush()
+
+    def _now(self) -> float:
+        return round(self.clock.monotonic() - self._start, 6)
+
+    def record(self, kind: str, /, **data: Any) -> None:
+        """Write one record; string values are sanitised against every PAN learnt so far."""
+        if kind not in KINDS:
+            raise ValueError(f"unknown record kind {kind!r}")
+        clean = {k: self._clean(v, k in HEX_KEYS) for k, v in data.items()}
+        self._write({"t": self._now(), "k": kind, **clean})
+
+    def _clean(self, value: Any, is_hex: bool = False) -> Any:
+        if isinstance(value, str):  # hex: only PANs learnt from decoded data; text: any Luhn-valid PAN too
+            return self.sanitiser.text(value) if is_hex else self.sanitiser.scrub_unknown(value)
+        if isinstance(value, dict):
+            return {k: self._clean(v, k in HEX_KEYS) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self._clean(v, is_hex) for v in value]
+        return value
+
+    def close(self) -> None:
+        if not self._fh.closed:
+            self._fh.close()
+
+    def __enter__(self) -> CaptureWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- typed records ---------------------------------------------------------------------------------
+    def learn_pan(self, pan: str) -> str:
+        return self.sanitiser.learn(pan)
+
+    def apdu(self, command: bytes, response: bytes) -> None:
+        """One APDU pair; a VERIFY (INS 20: the PIN block) keeps its header and loses its data."""
+        if len(command) > 5 and command[1] == 0x20:
+            command = command[:5] + bytes(len(command) - 5)
+        self.record("apdu", c=command.hex().upper(), r=response.hex().upper())
+
+    def iso(self, direction: str, raw: bytes) -> None:
+        """An ISO 8583 message without framing: decoded, PIN/key fields removed, PANs replaced."""
+        from posguard.iso8583 import Message
+
+        try:
+            msg = Message.decode(raw, self.dialect)
+        except Exception:  # noqa: BLE001 - an undecodable frame is kept only as its length
+            self.record("iso", dir=direction, hex="", undecodable=len(raw))
+            return
+        pan = msg.pan
+        if pan is not None:
+            self.sanitiser.learn(pan.reveal())
+        removed = [f for f in REMOVED_FIELDS if f in msg]
+        for f in removed:
+            del msg[f]
+        track2 = msg.get("35")
+        if isinstance(track2, str):  # keep PAN, expiry and service code; discretionary data (CVV) zeroed
+            cut = next((i for i, c in enumerate(track2) if c in "=D"), len(track2)) + 8
+            msg["35"] = track2[:cut] + "0" * max(0, len(track2) - cut)
+            removed.append("35.discretionary")
+        if removed:
+            raw = msg.encode()
+        self.record("iso", dir=direction, mti=msg.mti, stan=msg.stan, hex=raw.hex().upper(),
+                    **({"removed": removed} if removed else {}))

@@ -1,0 +1,216 @@
+"""Replay a capture: the recorded operator actions through a real engine and till, on a virtual clock, with
+the host's recorded answers (no network). The incidents found are the ones the live run found.
+
+Nothing leaves the machine: corrections run against a scratch journal and the recorded answers, and what
+they would send is reported (``--json``: one object per incident).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from posguard.capture.format import Capture, CaptureError, read_capture
+from posguard.clock import VirtualClock
+from posguard.engine.card import CardData
+from posguard.engine.detectors import Detectors
+from posguard.engine.engine import EnginePolicies, TerminalConfig, TransactionEngine
+from posguard.engine.journal import Journal
+from posguard.engine.ports import HostLinkError, HostTimeout, InvalidResponse
+from posguard.engine.saf import SafPolicy
+from posguard.iso8583.message import Message
+from posguard.service.till import Incident, Till
+
+__all__ = ["ReplayDiverged", "ReplayLink", "ReplayResult", "replay", "REPLAY_TOKEN_KEY"]
+
+#: keys of the scratch engine a replay runs (the capture's PANs are test PANs already)
+REPLAY_TOKEN_KEY = b"posguard-replay-token-key-000000"
+REPLAY_DATA_KEY = bytes(range(32))
+
+
+class ReplayDiverged(CaptureError):
+    """The replayed engine asked for something the recording does not hold at that point."""
+
+
+class _Cursor:
+    def __init__(self, capture: Capture, clock: VirtualClock) -> None:
+        self.records = capture.records
+        self.lines = capture.header.get("_lines", [])
+        self.pos = 0
+        self.clock = clock
+        self.base = clock.monotonic()
+
+    def at(self, rec: dict[str, Any]) -> None:
+        target = self.base + float(rec["t"])
+        if target > self.clock.monotonic():
+            self.clock.advance(target - self.clock.monotonic())
+
+    def line(self, index: int) -> int:
+        return index + 2  # header is line 1 (blank lines are not kept)
+
+
+class ReplayLink:
+    """A :class:`~posguard.engine.ports.HostLink` answering from the capture's ``iso``/``link`` records."""
+
+    def __init__(self, cursor: _Cursor, dialect: str) -> None:
+        self.cursor = cursor
+        self.dialect = dialect
+        self.exchanges = 0
+
+    def exchange(self, request: Message, *, timeout: float) -> Message:
+        c = self.cursor
+        while c.pos < len(c.records):
+            rec = c.records[c.pos]
+            if rec["k"] == "op":
+                raise ReplayDiverged(c.line(c.pos), f"the replay sends a {request.mti} where the recording has "
+                                                    f"the operator action {rec['op']!r}")
+            c.pos += 1
+            if rec["k"] == "iso" and rec["dir"] == "out":
+                break
+        else:
+            raise HostLinkError("the capture ends here: nothing more was sent")
+        out = c.records[c.pos - 1]
+        c.at(out)
+        if out.get("mti") and out["mti"] != request.mti:
+            raise ReplayDiverged(c.line(c.pos - 1), f"the replay sends {request.mti}, the recording {out['mti']}")
+        self.exchanges += 1
+        if c.pos >= len(c.records):
+            raise HostTimeout("no answer recorded")
+        nxt = c.records[c.pos]
+        if nxt["k"] == "iso" and nxt["dir"] == "in":
+            c.pos += 1
+            c.at(nxt)
+            if not nxt["hex"]:
+                raise InvalidResponse("the recorded answer was undecodable")
+            response = Message.decode(bytes.fromhex(nxt["hex"]), self.dialect)
+            if request.stan is not None and "11" in response:
+                response["11"] = request["11"]  # a journal of another history allocates other STANs
+            return response
+        if nxt["k"] == "link" and nxt.get("event") in ("timeout", "link_error", "invalid_response", "error"):
+            c.pos += 1
+            c.at(nxt)
+            if nxt["event"] == "timeout":
+                raise HostTimeout(str(nxt.get("detail", "timeout (recorded)")))
+            if nxt["event"] == "invalid_response":
+                raise InvalidResponse(str(nxt.get("detail", "invalid response (recorded)")))
+            raise HostLinkError(str(nxt.get("detail", "link error (recorded)")), maybe_sent=bool(nxt.get("maybe_sent")))
+        self.cursor.clock.advance(timeout)
+        raise HostTimeout("no answer recorded")
+
+
+@dataclass
+class ReplayResult:
+    capture: Capture
+    incidents: list[Incident]
+    till: Till
+    journal: Journal
+    sent: list[Message] = field(default_factory=list)
+    log: list[str] = field(default_factory=list)
+
+
+def card_from_record(rec: dict[str, Any]) -> CardData:
+    cvm = rec.get("cvm_results")
+    return CardData.from_pan(str(rec["pan"]), REPLAY_TOKEN_KEY, expiry=rec.get("expiry"),
+                             field55=bytes.fromhex(rec.get("field55") or ""),
+                             cvm_results=bytes.fromhex(cvm) if cvm else None,
+                             entry_mode=str(rec.get("entry_mode") or "chip"), scheme=rec.get("scheme"))
+
+
+def replay(source: str | Path | Capture, *, journal_path: str | Path | None = None,
+           say: Callable[[str], None] | None = None) -> ReplayResult:
+    """Replay ``source``; raises :class:`CaptureError` (with the line) when it cannot be read or replayed."""
+    capture = source if isinstance(source, Capture) else read_capture(source)
+    started = capture.header.get("started")
+    try:
+        start = datetime.fromisoformat(str(started)).timestamp() if started else 1_700_000_000.0
+    except ValueError:
+        raise CaptureError(1, f"header \"started\" is not ISO-8601: {started!r}") from None
+    clock = VirtualClock(start=start)
+    cursor = _Cursor(capture, clock)
+    link = ReplayLink(cursor, capture.dialect)
+    if journal_path is None:
+        journal_path = Path(tempfile.mkdtemp(prefix="posguard-replay-")) / "journal.db"
+    journal = Journal(journal_path, clock=clock)
+    term = capture.header["terminal"]
+    terminal = TerminalConfig(str(term["tid"]), str(term.get("mid", "")), REPLAY_TOKEN_KEY, REPLAY_DATA_KEY,
+                              currency=str(term.get("currency", "156")), host_timeout=float(term.get("timeout", 30)))
+    policies = _policies(capture.header.get("policies", {}))
+    engine = TransactionEngine(journal, link, capture.dialect, terminal, clock, Detectors.default(clock), policies)
+    log: list[str] = []
+
+    def _say(line: str) -> None:
+        log.append(line)
+        if say is not None:
+            say(line)
+
+    till = Till(engine, dialect=capture.dialect, say=_say)
+    if not any(r["k"] == "op" for r in capture.records):
+        return ReplayResult(capture, wire_incidents(capture), till, journal, [], log)
+    while cursor.pos < len(cursor.records):
+        index = cursor.pos
+        rec = cursor.records[index]
+        cursor.pos += 1
+        kind = rec["k"]
+        if kind == "card":
+            till.cards[str(rec["ref"])] = card_from_record(rec)
+        elif kind == "op":
+            cursor.at(rec)
+            args = {k: v for k, v in rec.items() if k not in ("t", "k", "op")}
+            try:
+                till.do(str(rec["op"]), **args)
+            except ReplayDiverged:
+                raise
+            except (KeyError, TypeError, ValueError) as exc:
+                raise CaptureError(cursor.line(index), f"operator action {rec['op']!r} cannot be replayed: "
+                                                       f"{exc}") from None
+    return ReplayResult(capture, till.incidents, till, journal, list(till.wire.sent), log)
+
+
+def _policies(data: dict[str, Any]) -> EnginePolicies:
+    saf = SafPolicy(timeout=float(data.get("saf_timeout", 30.0)),
+                    block_new_transactions=bool(data.get("block_new_transactions", True)),
+                    backoff_initial=float(data.get("backoff_initial", 1.0)))
+    return EnginePolicies(saf=saf, send_reversal_immediately=bool(data.get("send_reversal_immediately", True)))
+
+
+def wire_incidents(capture: Capture, duplicate_window: float = 600.0) -> list[Incident]:
+    """Incidents visible on the wire alone (a capture without operator actions, e.g. an imported pcap)."""
+    from posguard.service.till import safe_hex
+
+    out: list[Incident] = []
+    pending: dict[tuple[str, int | None], tuple[float, Message]] = {}
+    approved: list[tuple[float, str, int | None, str | None, Message]] = []
+    for rec in capture.records:
+        if rec["k"] != "iso" or not rec["hex"]:
+            continue
+        try:
+            msg = Message.decode(bytes.fromhex(rec["hex"]), capture.dialect)
+        except Exception:  # noqa: BLE001 - an undecodable message is skipped, not fatal
+            continue
+        t = float(rec["t"])
+        if rec["dir"] == "out":
+            pending[(msg.mti, msg.stan)] = (t, msg)
+            if msg.is_reversal and not msg.is_repeat:
+                out.append(Incident("reversal", "reversal_on_wire", [f"stan {msg.stan}"], None, [safe_hex(msg)],
+                                    "sent", "a reversal was sent for this STAN", [msg.mti]))
+            continue
+        request = pending.pop((msg.mti[:2] + str(int(msg.mti[2]) - 1) + msg.mti[3], msg.stan), (t, None))[1]
+        if request is None:
+            continue
+        if request.mti == "0500" and msg.response_code not in ("00", None):
+            out.append(Incident("unsettled", "settlement_not_accepted", [f"stan {msg.stan}"], None, [],
+                                f"rc {msg.response_code}", "the host did not accept the totals", [msg.mti]))
+        if request.mti in ("0200", "0100") and msg.approved and (request.processing_code or "")[:2] == "00":
+            pan = request.pan.reveal() if request.pan is not None else None
+            for at, other_pan, other_amount, other_tid, other in approved:
+                if (other_pan, other_amount, other_tid) == (pan or "", request.amount, request.tid) and \
+                        t - at <= duplicate_window:
+                    out.append(Incident("duplicate_charge", "same_card_amount_terminal",
+                                        [f"stan {other.stan}", f"stan {request.stan}"], None, [],
+                                        "detected", f"{t - at:.1f} s apart", [request.mti]))
+            approved.append((t, pan or "", request.amount, request.tid, request))
+    return out

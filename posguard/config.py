@@ -1,0 +1,182 @@
+"""The service's TOML configuration (``/etc/posguard/posguard.toml`` by default).
+
+:func:`load_config` reads the whole file and returns *every* problem it finds, so a technician fixes them in one
+go; the service refuses to start while any remains. Keys live in their own files (mode 0600), never in the TOML.
+
+.. code-block:: toml
+
+    [terminal]
+    tid = "POSGRD01"
+    mid = "MERCHANT0000001"
+    currency = "156"                      # ISO 4217 numeric
+    dialect = "cup"                       # cup | iso87ascii | iso87 | iso87bcd
+    token_key_file = "/etc/posguard/token.key"
+    data_key_file = "/etc/posguard/data.key"
+
+    [reader]
+    kind = "pcsc"                         # pcsc | twin | none
+    name = "Virtual PCD"                  # pcsc: reader name or prefix ("" = first reader)
+    serial_port = "/dev/ttyUSB0"          # twin
+
+    [host]
+    address = "10.1.2.3"
+    port = 5000
+    framing = "binary2"                   # binary2 | ascii4 | bcd2
+    timeout = 30.0
+
+    [journal]
+    path = "/var/lib/posguard/journal.db"
+
+    [operator]
+    socket = "/run/posguard/operator.sock"   # or "stdin"
+
+    [capture]
+    record = ""                           # a capture file to append the day to ("" = none)
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["DEFAULT_CONFIG", "Config", "ConfigProblem", "load_config"]
+
+DEFAULT_CONFIG = "/etc/posguard/posguard.toml"
+DIALECTS = ("cup", "iso87ascii", "iso87", "iso87bcd")
+FRAMINGS = ("binary2", "ascii4", "bcd2")
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.message}"
+
+
+@dataclass
+class Config:
+    tid: str = ""
+    mid: str = ""
+    currency: str = "156"
+    dialect: str = "cup"
+    token_key_file: str = ""
+    data_key_file: str = ""
+    reader_kind: str = "pcsc"
+    reader_name: str = ""
+    serial_port: str = ""
+    host: str = ""
+    port: int = 0
+    framing: str = "binary2"
+    timeout: float = 30.0
+    journal: str = "/var/lib/posguard/journal.db"
+    operator_socket: str = "/run/posguard/operator.sock"
+    record: str = ""
+    source: str = ""
+    token_key: bytes = field(default=b"", repr=False)
+    data_key: bytes = field(default=b"", repr=False)
+
+
+_SCHEMA: dict[str, dict[str, tuple[str, type]]] = {
+    "terminal": {"tid": ("tid", str), "mid": ("mid", str), "currency": ("currency", str), "dialect": ("dialect", str),
+                 "token_key_file": ("token_key_file", str), "data_key_file": ("data_key_file", str)},
+    "reader": {"kind": ("reader_kind", str), "name": ("reader_name", str), "serial_port": ("serial_port", str)},
+    "host": {"address": ("host", str), "port": ("port", int), "framing": ("framing", str),
+             "timeout": ("timeout", float)},
+    "journal": {"path": ("journal", str)},
+    "operator": {"socket": ("operator_socket", str)},
+    "capture": {"record": ("record", str)},
+}
+
+
+def _read_key(path: str, key: str, problems: list[ConfigProblem]) -> bytes:
+    if not path:
+        problems.append(ConfigProblem(key, "missing: a file holding the key (32 random bytes, or 64 hex digits)"))
+        return b""
+    p = Path(path)
+    try:
+        st = p.stat()
+        raw = p.read_bytes()
+    except OSError as exc:
+        problems.append(ConfigProblem(key, f"cannot read {path}: {exc.strerror}"))
+        return b""
+    if st.st_mode & 0o077:
+        problems.append(ConfigProblem(key, f"{path} is readable by others (mode {oct(st.st_mode & 0o777)}): "
+                                           f"chmod 600 {path}"))
+    text = raw.strip()
+    try:
+        value = bytes.fromhex(text.decode()) if len(text) == 64 else raw
+    except (UnicodeDecodeError, ValueError):
+        value = raw
+    if len(value) < 16:
+        problems.append(ConfigProblem(key, f"{path} holds {len(value)} bytes; at least 16 are needed"))
+    return value
+
+
+def load_config(path: str | os.PathLike[str] = DEFAULT_CONFIG, *, read_keys: bool = True
+                ) -> tuple[Config, list[ConfigProblem]]:
+    """Parse ``path``; returns the config and every problem found (empty list = usable)."""
+    cfg = Config(source=str(path))
+    problems: list[ConfigProblem] = []
+    try:
+        with open(path, "rb") as fh:
+            data: dict[str, Any] = tomllib.load(fh)
+    except FileNotFoundError:
+        return cfg, [ConfigProblem("config", f"{path} not found: create it (every key is described in `python -m pydoc posguard.config`)")]
+    except tomllib.TOMLDecodeError as exc:
+        return cfg, [ConfigProblem("config", f"{path} is not valid TOML: {exc}")]
+    except OSError as exc:
+        return cfg, [ConfigProblem("config", f"cannot read {path}: {exc.strerror}")]
+    for section, value in data.items():
+        if section not in _SCHEMA:
+            problems.append(ConfigProblem(section, f"unknown section; known: {', '.join(_SCHEMA)}"))
+            continue
+        if not isinstance(value, dict):
+            problems.append(ConfigProblem(section, "must be a table ([section])"))
+            continue
+        for key, v in value.items():
+            spec = _SCHEMA[section].get(key)
+            if spec is None:
+                problems.append(ConfigProblem(f"{section}.{key}", f"unknown key; known: "
+                                                                  f"{', '.join(_SCHEMA[section])}"))
+                continue
+            attr, typ = spec
+            if typ is float and isinstance(v, int) and not isinstance(v, bool):
+                v = float(v)
+            if not isinstance(v, typ) or isinstance(v, bool):
+                problems.append(ConfigProblem(f"{section}.{key}", f"must be {typ.__name__}, not {type(v).__name__}"))
+                continue
+            setattr(cfg, attr, v)
+    if not cfg.tid or len(cfg.tid) != 8:
+        problems.append(ConfigProblem("terminal.tid", "must be 8 characters (field 41)"))
+    if not cfg.mid or len(cfg.mid) != 15:
+        problems.append(ConfigProblem("terminal.mid", "must be 15 characters (field 42)"))
+    if not (cfg.currency.isdigit() and len(cfg.currency) == 3):
+        problems.append(ConfigProblem("terminal.currency", "must be the 3-digit ISO 4217 code, e.g. \"156\""))
+    if cfg.dialect not in DIALECTS:
+        problems.append(ConfigProblem("terminal.dialect", f"{cfg.dialect!r}; choose one of {', '.join(DIALECTS)}"))
+    if cfg.reader_kind not in ("pcsc", "twin", "none"):
+        problems.append(ConfigProblem("reader.kind", "choose pcsc, twin or none"))
+    if cfg.reader_kind == "twin" and not cfg.serial_port:
+        problems.append(ConfigProblem("reader.serial_port", "required when reader.kind = \"twin\""))
+    if not cfg.host:
+        problems.append(ConfigProblem("host.address", "missing: the acquirer's host name or IP address"))
+    if not 0 < cfg.port < 65536:
+        problems.append(ConfigProblem("host.port", "missing or out of range (1-65535)"))
+    if cfg.framing not in FRAMINGS:
+        problems.append(ConfigProblem("host.framing", f"choose one of {', '.join(FRAMINGS)}"))
+    if not 0 < cfg.timeout <= 300:
+        problems.append(ConfigProblem("host.timeout", "seconds, between 0 and 300"))
+    journal_dir = Path(cfg.journal).parent
+    if not journal_dir.is_dir():
+        problems.append(ConfigProblem("journal.path", f"directory {journal_dir} does not exist"))
+    elif not os.access(journal_dir, os.W_OK):
+        problems.append(ConfigProblem("journal.path", f"directory {journal_dir} is not writable by this user"))
+    if read_keys:
+        cfg.token_key = _read_key(cfg.token_key_file, "terminal.token_key_file", problems)
+        cfg.data_key = _read_key(cfg.data_key_file, "terminal.data_key_file", problems)
+    return cfg, problems

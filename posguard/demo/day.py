@@ -1,0 +1,80 @@
+"""The scripted trading day, as data: cards presented, host faults injected (simulator only) and operator actions.
+
+``$last`` in an argument is the transaction id of the latest sale the operator rang up.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+Step = tuple[str, dict[str, Any]]
+
+#: (card reference, simulator profile)
+CARDS = (("c1", "visa_credit_sig"), ("c2", "unionpay_debit_pin"), ("c3", "mastercard_nocvm"))
+
+#: the day in segments: normal trading, then one segment per error kind (the captures in tests/captures are
+#: recorded from "normal" + one segment each)
+SEGMENTS: dict[str, tuple[Step, ...]] = {
+    "normal": (
+        ("say", {"text": "normal trading"}),
+        ("op", {"op": "sale", "card": "c1", "amount": 12_50}),                  # signature card
+        ("op", {"op": "sign", "txn": "$last"}),
+        ("op", {"op": "sale", "card": "c2", "amount": 88_00}),                  # online PIN
+        ("op", {"op": "sale", "card": "c3", "amount": 30_00}),                  # no CVM
+    ),
+    "reversal": (
+        ("say", {"text": "the host stops answering a sale: the terminal reverses it"}),
+        ("fault", {"kind": "no_response", "txn": "sale"}),
+        ("op", {"op": "sale", "card": "c2", "amount": 77_00}),
+    ),
+    "duplicate_charge": (
+        ("say", {"text": "duplicate charge: the host is slow, the cashier's register times out and sends the "
+                         "order again"}),
+        ("fault", {"kind": "delay", "txn": "sale", "delay": 0.5}),
+        ("op", {"op": "sale", "card": "c3", "amount": 42_00, "order": "A-1042"}),
+        ("op", {"op": "sale", "card": "c3", "amount": 42_00, "order": "A-1042"}),
+    ),
+    "wrong_card": (
+        ("say", {"text": "wrong card: charged to the Visa, the customer meant the UnionPay card"}),
+        ("op", {"op": "sale", "card": "c1", "amount": 45_00}),
+        ("op", {"op": "sign", "txn": "$last"}),
+        ("op", {"op": "wrong_card", "txn": "$last", "card": "c2"}),
+    ),
+    "wrong_amount": (
+        ("say", {"text": "wrong amount: 100.00 keyed for a 10.00 order"}),
+        ("op", {"op": "sale", "card": "c3", "amount": 100_00}),
+        ("op", {"op": "wrong_amount", "txn": "$last", "amount": 10_00}),
+    ),
+    "void_mismatch": (
+        ("say", {"text": "a void the customer disputes: the void's answer is lost, the engine reverses the void"}),
+        ("op", {"op": "sale", "card": "c3", "amount": 60_00}),
+        ("fault", {"kind": "no_response", "txn": "void"}),
+        ("op", {"op": "void", "txn": "$last"}),
+        ("op", {"op": "dispute", "txn": "$last"}),
+    ),
+    "unsigned": (
+        ("say", {"text": "unsigned: the customer leaves without signing"}),
+        ("op", {"op": "sale", "card": "c1", "amount": 25_00}),
+        ("op", {"op": "signature_refused", "txn": "$last"}),
+    ),
+    "unsettled": (
+        ("say", {"text": "the host booked a sale it answered 51 for: the batch will not balance"}),
+        ("fault", {"kind": "wrong_rc", "txn": "sale", "rc": "51"}),
+        ("op", {"op": "sale", "card": "c3", "amount": 15_00}),
+    ),
+    "settle": (
+        ("say", {"text": "end of day"}),
+        ("op", {"op": "settle"}),
+    ),
+}
+ERROR_KINDS = ("duplicate_charge", "wrong_card", "wrong_amount", "void_mismatch", "unsettled", "unsigned",
+               "reversal")
+DAY: tuple[Step, ...] = sum((SEGMENTS[k] for k in ("normal", "reversal", "duplicate_charge", "wrong_card",
+                                                    "wrong_amount", "void_mismatch", "unsigned", "unsettled",
+                                                    "settle")), ())
+
+
+def day_for(kind: str) -> tuple[Step, ...]:
+    """Normal trading, one error kind, and settlement where the kind shows only there."""
+    tail = SEGMENTS["settle"] if kind == "unsettled" else ()
+    return SEGMENTS["normal"] + SEGMENTS[kind] + tail

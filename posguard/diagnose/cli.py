@@ -1,0 +1,75 @@
+"""``posguard diagnose``: the technician's check list (see :mod:`posguard.diagnose`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from posguard.diagnose import CHECKS, DiagnoseConfig, exit_status, run_checks
+
+__all__ = ["add_diagnose_command"]
+
+_MARK = {"ok": "ok", "skip": "--", "warn": "WARN", "fail": "FAIL"}
+
+
+def add_diagnose_command(sub: Any) -> None:
+    p = sub.add_parser("diagnose", help="checks for field technicians (reader, card, host, journal, clock)",
+                       description="Each check prints ok/warn/fail, the measured figure and what to do next. "
+                       "Exit 0 all ok, 1 a warning, 2 a failure. Settings come from the service config "
+                       "(--config) and can be overridden here.")
+    p.add_argument("--config", help="the service's TOML file (default /etc/posguard/posguard.toml if present)")
+    p.add_argument("--check", action="append", choices=sorted(CHECKS), help="run only this check (repeatable)")
+    p.add_argument("--json", action="store_true", help="one JSON object per check")
+    p.add_argument("--reader", help="PC/SC reader name or prefix")
+    p.add_argument("--serial", help="serial reader device (GemPC Twin)")
+    p.add_argument("--host", help="acquirer host[:port]")
+    p.add_argument("--dialect", choices=("cup", "iso87ascii", "iso87", "iso87bcd"))
+    p.add_argument("--framing", choices=("binary2", "ascii4", "bcd2"))
+    p.add_argument("--journal", help="journal database")
+    p.add_argument("--soak", type=float, default=1.0, help="seconds of serial soak (default 1)")
+    p.set_defaults(func=_diagnose)
+
+
+def config_from(ns: argparse.Namespace) -> DiagnoseConfig:
+    import os
+
+    from posguard.config import DEFAULT_CONFIG, load_config
+
+    cfg = DiagnoseConfig(soak_seconds=ns.soak)
+    path = ns.config or (DEFAULT_CONFIG if os.path.exists(DEFAULT_CONFIG) else None)
+    if path:
+        svc, _problems = load_config(path, read_keys=False)  # diagnose runs on a half-configured box too
+        cfg.reader = svc.reader_name or None if svc.reader_kind == "pcsc" else None
+        cfg.serial_port = svc.serial_port or None
+        cfg.host, cfg.port = svc.host or None, svc.port or None
+        cfg.dialect, cfg.framing, cfg.tid, cfg.mid = svc.dialect, svc.framing, svc.tid or cfg.tid, svc.mid or cfg.mid
+        cfg.journal = svc.journal
+    if ns.reader:
+        cfg.reader = ns.reader
+    if ns.serial:
+        cfg.serial_port = ns.serial
+    if ns.host:
+        host, _, port = ns.host.rpartition(":") if ":" in ns.host else (ns.host, "", "")
+        cfg.host, cfg.port = host, int(port) if port else cfg.port
+    if ns.dialect:
+        cfg.dialect = ns.dialect
+    if ns.framing:
+        cfg.framing = ns.framing
+    if ns.journal:
+        cfg.journal = ns.journal
+    return cfg
+
+
+def _diagnose(ns: argparse.Namespace) -> int:
+    results = run_checks(config_from(ns), ns.check)
+    if ns.json:
+        for r in results:
+            print(json.dumps(r.to_dict(), sort_keys=True))
+    else:
+        width = max(len(r.name) for r in results)
+        for r in results:
+            print(f"{r.name:{width}}  {_MARK[r.verdict]:4}  {r.figure}")
+            if r.advice and r.verdict in ("warn", "fail"):
+                print(f"{'':{width}}        -> {r.advice}")
+    return exit_status(results)

@@ -1,0 +1,1 @@
+"""The terminal service: the till (operator actions -> engine -> corrections) and its wiring."""

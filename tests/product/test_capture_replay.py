@@ -1,0 +1,119 @@
+"""Capture files: the checked-in captures replay to their expected incidents; the format and sanitiser hold."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from posguard.capture import CaptureError, CaptureWriter, Sanitiser, read_capture, substitute_pan
+from posguard.clock import VirtualClock
+from posguard.iso8583 import Message
+from posguard.sensitive import luhn_ok
+from tests.product.conftest import CAPTURES, ROOT, SIM_PANS, clear_pan_hits
+
+EXPECTED: dict[str, list[dict[str, Any]]] = json.loads((CAPTURES / "expected.json").read_text())
+ERROR_KINDS = ("duplicate_charge", "wrong_card", "wrong_amount", "void_mismatch", "unsettled", "unsigned",
+               "reversal")
+
+
+def test_a_capture_for_every_error_kind_in_both_dialects() -> None:
+    for dialect in ("cup", "iso87ascii"):
+        for kind in ERROR_KINDS:
+            name = f"{dialect}-{kind}.jsonl"
+            assert name in EXPECTED, f"missing capture {name}: run python -m tests.captures.make_captures"
+            assert kind in [i["incident"] for i in EXPECTED[name]]
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_replay_of_each_capture_gives_its_expected_incidents(name: str, posguard_replay: Any) -> None:
+    day = posguard_replay(CAPTURES / name)
+    got = [{"incident": i.kind, "rule": i.rule, "outcome": i.outcome, "transactions": i.transactions}
+           for i in day.incidents]
+    assert got == EXPECTED[name]
+
+
+def test_replayed_duplicate_voids_the_extra_leg_on_the_wire(posguard_replay: Any) -> None:
+    day = posguard_replay(CAPTURES / "cup-duplicate_charge.jsonl")
+    [inc] = day.incidents
+    first, extra = inc.transactions
+    assert day.states()[first] in ("approved", "signed") and day.states()[extra] == "voided"
+    assert inc.messages and Message.decode(bytes.fromhex(inc.messages[0]), "cup").processing_code == "200000"
+    assert day.wire_mtis().count("0200") >= 5
+
+
+def test_replay_is_deterministic(posguard_replay: Any) -> None:
+    a = posguard_replay(CAPTURES / "iso87ascii-reversal.jsonl").incident_dicts()
+    b = posguard_replay(CAPTURES / "iso87ascii-reversal.jsonl").incident_dicts()
+    assert a == b and a[0]["incident"] == "reversal"
+
+
+@pytest.mark.parametrize("path", sorted(CAPTURES.glob("*.jsonl")), ids=lambda p: p.name)
+def test_no_simulator_pan_in_clear_in_any_capture(path: Path) -> None:
+    assert clear_pan_hits(path.read_bytes()) == []
+
+
+def test_test_pans_keep_the_bin_pass_luhn_and_are_consistent() -> None:
+    s = Sanitiser(salt=b"k" * 16)
+    for pan in SIM_PANS + ("6228480402564890018",):
+        test = s.learn(pan)
+        assert test != pan and test[:6] == pan[:6] and len(test) == len(pan) and luhn_ok(test)
+        assert s.learn(pan) == test and s.learn(test) == test
+    assert substitute_pan(SIM_PANS[0], b"a") != substitute_pan(SIM_PANS[0], b"b")
+
+
+def test_writer_sanitises_messages_as_written(tmp_path: Path) -> None:
+    path = tmp_path / "c.jsonl"
+    sale = Message("0200", {"2": SIM_PANS[0], "3": "000000", "4": "000000001000", "11": "000001",
+                            "35": f"{SIM_PANS[0]}D251220112345678", "41": "TERM0001", "42": "MERCHANT0000001",
+                            "49": "156", "52": "0123456789ABCDEF"}, dialect="iso87ascii")
+    with CaptureWriter(path, dialect="iso87ascii", tid="TERM0001", mid="M", clock=VirtualClock()) as w:
+        w.iso("out", sale.encode())
+        w.record("op", op="sale", note=f"customer card {SIM_PANS[1]}")
+        w.record("apdu", c="00B2010C00", r=f"5A08{SIM_PANS[0]}9000")
+        w.apdu(bytes.fromhex("0020008008241234FFFFFFFFFF"), bytes.fromhex("9000"))  # VERIFY: plaintext PIN
+    assert clear_pan_hits(path.read_bytes()) == []
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    cap = read_capture(path)
+    [iso] = list(cap.of_kind("iso"))
+    msg = Message.decode(bytes.fromhex(iso["hex"]), "iso87ascii")
+    assert "52" not in msg and iso["removed"] == ["52", "35.discretionary"]
+    assert msg["2"][:6] == SIM_PANS[0][:6] and luhn_ok(str(msg["2"]))
+    assert str(msg["35"]).startswith(str(msg["2"]) + "D2512201") and str(msg["35"]).endswith("0000000")
+    apdu, verify = list(cap.of_kind("apdu"))
+    assert apdu["r"] == f"5A08{msg['2']}9000"  # the same test PAN everywhere in the file
+    assert verify["c"] == "0020008008" + "00" * 8
+
+
+@pytest.mark.parametrize(("text", "line", "what"), [
+    ("", 1, "empty"),
+    ("not json\n", 1, "not JSON"),
+    ('{"posguard_capture": 1, "dialect": "cup", "terminal": {"tid": "T"}}\n{"t": 0, "k": "iso", "dir": "up", '
+     '"hex": "00"}\n', 2, "dir"),
+    ('{"posguard_capture": 1, "dialect": "cup", "terminal": {"tid": "T"}}\n\n{"t": -1, "k": "op"}\n', 3, "\"t\""),
+    ('{"posguard_capture": 1, "dialect": "cup", "terminal": {"tid": "T"}}\n{"t": 1, "k": "apdu", "c": "zz", '
+     '"r": "9000"}\n', 2, "not hex"),
+])
+def test_unreadable_captures_name_the_line(text: str, line: int, what: str) -> None:
+    with pytest.raises(CaptureError) as info:
+        read_capture(io.StringIO(text))
+    assert info.value.line == line and what in str(info.value)
+
+
+def test_replay_cli_json_and_exit_codes(tmp_path: Path) -> None:
+    cli = [sys.executable, "-m", "posguard.cli", "replay"]
+    ok = subprocess.run([*cli, str(CAPTURES / "cup-wrong_card.jsonl"), "--json"], capture_output=True, text=True,
+                        cwd=ROOT, check=False)
+    assert ok.returncode == 0, ok.stderr
+    [obj] = [json.loads(line) for line in ok.stdout.splitlines()]
+    assert obj["incident"] == "wrong_card" and obj["flow"] == "wrong_card" and obj["messages"]
+    assert set(obj) >= {"incident", "transactions", "flow", "messages", "outcome"}
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"posguard_capture": 1, "dialect": "cup", "terminal": {"tid": "T"}}\n{"t": 0}\n')
+    res = subprocess.run([*cli, str(bad)], capture_output=True, text=True, cwd=ROOT, check=False)
+    assert res.returncode == 1 and "line 2" in res.stderr

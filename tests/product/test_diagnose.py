@@ -1,0 +1,141 @@
+"""``posguard diagnose`` against healthy simulators (all ok) and against each injected fault (the right check
+fails, with the figure and advice a technician needs)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from firmware_sim.host import HostSimulator, SimConfig
+from posguard.clock import SystemClock
+from posguard.demo.rig import SimProcess
+from posguard.diagnose import CheckResult, DiagnoseConfig, exit_status, run_checks
+from posguard.engine.journal import Journal
+from tests.product.conftest import ROOT
+from tests.rig.pcscd import get_rig
+from tests.rig.sims import vpcd_card
+
+
+@pytest.fixture
+def host() -> Iterator[HostSimulator]:
+    with HostSimulator(SimConfig(dialect="iso87ascii")) as sim:
+        yield sim
+
+
+@pytest.fixture
+def journal_file(tmp_path: Path) -> Path:
+    path = tmp_path / "journal.db"
+    Journal(path, clock=SystemClock()).close()
+    return path
+
+
+def by_name(results: list[CheckResult]) -> dict[str, CheckResult]:
+    return {r.name: r for r in results}
+
+
+def cfg_for(host: HostSimulator | None, journal: Path | None = None, **kw: object) -> DiagnoseConfig:
+    cfg = DiagnoseConfig(reader="Virtual PCD 00 00", host="127.0.0.1" if host else None,
+                         port=host.port if host else None, dialect="iso87ascii", journal=str(journal) if journal
+                         else None, apdu_samples=5, apdu_timeout=1.5, soak_seconds=0.3)
+    for k, v in kw.items():
+        setattr(cfg, k, v)
+    return cfg
+
+
+@pytest.mark.pcscd
+def test_healthy_simulators_report_ok(host: HostSimulator, journal_file: Path) -> None:
+    with vpcd_card("visa_credit_sig"):
+        results = by_name(run_checks(cfg_for(host, journal_file), ["pcsc", "card", "host", "journal", "clock"]))
+    assert {n: r.verdict for n, r in results.items()} == {
+        "pcsc": "ok", "card": "ok", "host": "ok", "journal": "ok", "clock": "ok"}, results
+    assert "APDU median" in results["pcsc"].figure and results["pcsc"].data["atr"]
+    assert results["card"].data["apdus"] > 5
+    assert "0800 echo" in results["host"].figure
+    assert abs(results["clock"].data["drift_s"]) < 5
+
+
+@pytest.mark.pcscd
+def test_pcscd_stopped_fails_the_pcsc_check() -> None:
+    get_rig().stop()
+    [result] = run_checks(cfg_for(None), ["pcsc"])
+    assert result.verdict == "fail" and "pcscd not running" in result.figure and "pcscd" in result.advice
+
+
+@pytest.mark.pcscd
+def test_mute_card_fails_the_card_check() -> None:
+    with vpcd_card("visa_credit_sig", faults=["mute ins=A8 times=0"]):
+        [result] = run_checks(cfg_for(None), ["card"])
+    assert result.verdict == "fail" and "EMV read failed" in result.figure and result.advice
+
+
+@pytest.mark.pcscd
+def test_no_card_is_a_warning() -> None:
+    with vpcd_card("visa_credit_sig", inserted=False):
+        results = run_checks(cfg_for(None), ["pcsc"])
+    assert results[0].verdict == "warn" and "no card" in results[0].figure and exit_status(results) == 1
+
+
+def _twin(tmp_path: Path, *faults: str) -> SimProcess:
+    args = ["--link", str(tmp_path / "twin"), "--profile", "visa_credit_sig"]
+    for f in faults:
+        args += ["--fault", f]
+    sim = SimProcess("twin_reader", args)
+    sim.start()
+    return sim
+
+
+def test_serial_twin_healthy_is_ok(tmp_path: Path) -> None:
+    sim = _twin(tmp_path)
+    try:
+        [result] = run_checks(cfg_for(None, serial_port=str(tmp_path / "twin")), ["serial"])
+    finally:
+        sim.stop()
+    assert result.verdict == "ok", result
+    assert result.data["polls"] > 3 and result.data["counters"]["lrc_errors"] == 0
+
+
+def test_serial_noise_is_reported(tmp_path: Path) -> None:
+    sim = _twin(tmp_path, "noise garbage=0.4 flip=0.2 times=0")
+    try:
+        [result] = run_checks(cfg_for(None, serial_port=str(tmp_path / "twin")), ["serial"])
+    finally:
+        sim.stop()
+    assert result.verdict in ("warn", "fail"), result
+    c = result.data.get("counters", {})
+    assert c.get("lrc_errors", 0) + c.get("garbage_bytes", 0) + c.get("retransmissions", 0) > 0 or \
+        "does not answer" in result.figure
+    assert "cable" in result.advice or "power-cycle" in result.advice
+
+
+def test_host_down_fails_host_and_skips_clock(journal_file: Path) -> None:
+    with HostSimulator(SimConfig(dialect="iso87ascii")) as sim:
+        port = sim.port
+    results = by_name(run_checks(DiagnoseConfig(host="127.0.0.1", port=port, dialect="iso87ascii"),
+                                 ["host", "clock"]))
+    assert results["host"].verdict == "fail" and "cannot connect" in results["host"].figure
+    assert results["clock"].verdict == "skip"
+
+
+def test_journal_with_a_pending_reversal_warns(tmp_path: Path) -> None:
+    path = tmp_path / "j.db"
+    j = Journal(path, clock=SystemClock())
+    with j.atomic("t"):
+        j.saf_insert(kind="reversal", txn_id=None, state="queued", mti="0400", sealed=b"x", reason="98",
+                     next_at=0.0, expires_at=None)
+    j.close()
+    [result] = run_checks(DiagnoseConfig(journal=str(path)), ["journal"])
+    assert result.verdict == "warn" and "integrity ok" in result.figure and result.data["pending"] == 1
+    assert "host line" in result.advice
+
+
+def test_cli_json_and_exit_status(tmp_path: Path) -> None:
+    res = subprocess.run([sys.executable, "-m", "posguard.cli", "diagnose", "--check", "host", "--host",
+                          "127.0.0.1:1", "--json"], capture_output=True, text=True, cwd=ROOT, check=False)
+    assert res.returncode == 2
+    [obj] = [json.loads(line) for line in res.stdout.splitlines()]
+    assert obj["check"] == "host" and obj["verdict"] == "fail" and obj["next"]

@@ -1,0 +1,173 @@
+"""``posguard run``: config problems listed all at once; a session over stdin against the simulators with
+recovery at start, structured logs without card data and a clean SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+
+from firmware_sim.host import HostSimulator, SimConfig
+from posguard.config import load_config
+from tests.product.conftest import ROOT, clear_pan_hits
+from tests.rig.pcscd import pcsc_env
+from tests.rig.sims import vpcd_card
+
+
+def write_config(tmp_path: Path, port: int, **over: str) -> Path:
+    keys = {}
+    for name in ("token", "data"):
+        k = tmp_path / f"{name}.key"
+        k.write_text(os.urandom(32).hex())
+        k.chmod(0o600)
+        keys[name] = k
+    text = f"""
+[terminal]
+tid = "{over.get('tid', 'POSGRD01')}"
+mid = "MERCHANT0000001"
+currency = "156"
+dialect = "iso87ascii"
+token_key_file = "{keys['token']}"
+data_key_file = "{keys['data']}"
+
+[reader]
+kind = "pcsc"
+name = "Virtual PCD 00 00"
+
+[host]
+address = "127.0.0.1"
+port = {port}
+timeout = 5
+
+[journal]
+path = "{tmp_path / 'journal.db'}"
+
+[operator]
+socket = "stdin"
+"""
+    path = tmp_path / "posguard.toml"
+    path.write_text(text)
+    return path
+
+
+def test_every_config_problem_is_listed(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text('[terminal]\ntid = "X"\ndialect = "klingon"\ncolour = 1\n[host]\nport = "80"\n[nope]\n')
+    _cfg, problems = load_config(path)
+    keys = {p.key for p in problems}
+    assert {"terminal.tid", "terminal.mid", "terminal.dialect", "terminal.colour", "host.port", "host.address",
+            "nope", "terminal.token_key_file", "terminal.data_key_file"} <= keys
+    res = subprocess.run([sys.executable, "-m", "posguard.cli", "run", "--config", str(path)], capture_output=True,
+                         text=True, cwd=ROOT, check=False)
+    assert res.returncode == 2
+    logs = [json.loads(line) for line in res.stdout.splitlines()]
+    assert len([r for r in logs if r["event"] == "config_problem"]) == len(problems)
+
+
+def _ask(proc: subprocess.Popen[str], line: str, timeout: float = 20.0) -> dict[str, Any]:
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(line + "\n")
+    proc.stdin.flush()
+    deadline = time.monotonic() + timeout
+    out: IO[str] = proc.stdout
+    while time.monotonic() < deadline:
+        text = out.readline()
+        if not text:
+            break
+        obj = json.loads(text)
+        if "answer" in obj:
+            answer: dict[str, Any] = obj["answer"]
+            return answer
+        LOGS.append(text)
+    raise AssertionError(f"no answer to {line!r}")
+
+
+LOGS: list[str] = []
+
+
+@pytest.fixture
+def host() -> Iterator[HostSimulator]:
+    with HostSimulator(SimConfig(dialect="iso87ascii")) as sim:
+        yield sim
+
+
+@pytest.mark.pcscd
+def test_service_session_over_stdin(tmp_path: Path, host: HostSimulator) -> None:
+    config = write_config(tmp_path, host.port)
+    capture = tmp_path / "session.jsonl"
+    with vpcd_card("visa_credit_sig"):
+        proc = subprocess.Popen([sys.executable, "-m", "posguard.cli", "run", "--config", str(config), "--stdin",
+                                 "--record", str(capture)], cwd=ROOT, env=pcsc_env(), stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            sale = _ask(proc, "sale 1250")
+            assert sale["ok"] and sale["state"] == "signature_pending", sale
+            again = _ask(proc, "sale 1250")  # same card, same amount, seconds apart
+            assert again["ok"] and again["incidents"][0]["incident"] == "duplicate_charge"
+            assert _ask(proc, f"sign {sale['txn']}")["state"] == "signed"
+            status = _ask(proc, "status")
+            assert status["ok"] and status["pending"] == 0
+            settle = _ask(proc, "settle")
+            assert settle["ok"], settle
+            bad = _ask(proc, "void NOPE")
+            assert not bad["ok"] and bad["error"]
+            proc.send_signal(signal.SIGTERM)
+            out, err = proc.communicate(timeout=15)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert proc.returncode == 0, err
+    logs = [json.loads(line) for line in LOGS + out.splitlines() if line.strip()]
+    events = [r["event"] for r in logs]
+    assert events[0] == "recovered" and "started" in events and events[-1] == "stopped"
+    assert "signal" in events
+    assert all({"ts", "level", "event", "msg"} <= set(r) for r in logs)
+    written = "".join(LOGS).encode() + out.encode() + err.encode() + capture.read_bytes()
+    for f in tmp_path.glob("journal.db*"):
+        written += f.read_bytes()
+    assert clear_pan_hits(written) == []
+
+
+def test_operator_socket_and_quit(tmp_path: Path, host: HostSimulator) -> None:
+    import socket as sk
+
+    config = write_config(tmp_path, host.port)
+    sock_path = tmp_path / "op.sock"
+    text = config.read_text().replace('kind = "pcsc"', 'kind = "none"').replace('socket = "stdin"',
+                                                                                f'socket = "{sock_path}"')
+    config.write_text(text)
+    proc = subprocess.Popen([sys.executable, "-m", "posguard.cli", "run", "--config", str(config)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 10
+        while not sock_path.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with sk.socket(sk.AF_UNIX, sk.SOCK_STREAM) as c, c.makefile("rw") as fh:
+            c.connect(str(sock_path))
+            fh.write("status\n")
+            fh.flush()
+            status = json.loads(fh.readline())
+            fh.write("sale 100\n")
+            fh.flush()
+            sale = json.loads(fh.readline())
+            fh.write("quit\n")
+            fh.flush()
+            json.loads(fh.readline())
+        out, err = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert status["ok"] and status["batch"] == 1 and status["pending"] == 0
+    assert not sale["ok"] and "no card reader" in sale["error"]
+    assert proc.returncode == 0 and not sock_path.exists()
+    assert '"event": "stopped"' in out
