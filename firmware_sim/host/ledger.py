@@ -113,13 +113,21 @@ class Ledger:
         """The latest approved financial entry of this terminal with this STAN (and original MTI)."""
         with self._lock:
             for e in reversed(self.entries):
-                if e.kind not in ("sale", "void", "preauth") or e.tid != tid:
+                if e.kind not in ("sale", "void", "refund", "preauth") or e.tid != tid:
                     continue
                 if e.stan is None or int(e.stan) != int(stan):
                     continue
                 if mti is not None and e.mti != mti:
                     continue
                 return e
+        return None
+
+    def booked(self, *, mti: str, stan: str, tid: str | None) -> Entry | None:
+        """The entry a request with this MTI, STAN and TID already booked (to answer a repeat from the books)."""
+        with self._lock:
+            for e in reversed(self.entries):
+                if e.mti == mti and e.tid == tid and e.stan is not None and int(e.stan) == int(stan):
+                    return e
         return None
 
     def totals(self, tid: str | None, *, open_only: bool = True) -> Totals:

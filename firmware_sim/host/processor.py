@@ -28,6 +28,10 @@ ISO dialects (iso87ascii, iso87, iso87bcd) — by MTI, processing code (3) and f
                number), 86 (credits amount), 88 (debits amount); RC 00 balanced (batch closed) or
                95 unbalanced (batch stays open); 3 = 96xxxx (after batch upload) closes with RC 00
 
+Repeats (0201, 0221, 0321) of a request already booked (same MTI family, STAN and TID) are answered from the
+books with the first answer's RC, RRN and auth code and are not booked again; reversal repeats (0401/0421)
+find the original already reversed and change nothing.
+
 Response codes used: 00 approved, 12 invalid transaction / original not approved, 13 invalid amount,
 14 invalid card (void/refund on another PAN), 22 related transaction in a wrong state (already voided),
 25 original not found, 30 format error, 94 duplicate transmission, 95 reconcile error, A0 MAC error, plus
@@ -103,6 +107,9 @@ class Processor:
     now: Callable[[], float] = time.time
     working_keys_62: str = ""  # hex of field 62 sent in a CUP sign-on response
     acquirer_id: str = "00000001"
+    #: Demand a new sign-on until one arrives: "rc" answers every other request RC 77 without processing it;
+    #: "header" (CUP) processes requests but sets the response header's processing requirement to 3.
+    sign_on_demand: str | None = None
     _seq: int = 0
 
     # -- classification ----------------------------------------------------------------------------
@@ -143,10 +150,42 @@ class Processor:
         kind = self.classify(req)
         if mac_ok is False:
             return Outcome(self._respond(req, "A0"), kind=kind)
+        network = kind in ("signon", "signoff", "echo", "netmgmt")
+        if self.sign_on_demand == "rc" and not network:
+            return Outcome(self._respond(req, "77"), kind=kind)  # not processed: sign on first
+        repeat = self._answer_repeat(req)
+        if repeat is not None:
+            repeat.kind = kind
+            return repeat
         handler: Callable[[Doc], Outcome] = getattr(self, f"_do_{kind}", self._do_unknown)
         out = handler(req)
         out.kind = kind
+        if kind == "signon":
+            self.sign_on_demand = None
+        elif self.sign_on_demand == "header" and out.response is not None and "h" in out.response:
+            h = out.response["h"]  # TPDU (10) + header (12): processing requirement is header digit 6
+            out.response["h"] = h[:15] + "3" + h[16:]
         return out
+
+    # -- repeats -----------------------------------------------------------------------------------
+    def _answer_repeat(self, req: Doc) -> Outcome | None:
+        """A repeat (0201/0221/0321) of a request already booked is answered from the books, not booked again.
+
+        A terminal repeats an advice it never saw acknowledged (e.g. after a crash); the host must book it once.
+        Reversal repeats (0401/0421) are idempotent in :meth:`_do_reversal` and are not handled here.
+        """
+        mti = req.get("t", "")
+        if mti not in ("0201", "0221", "0321"):
+            return None
+        first = self.ledger.booked(mti=mti[:3] + "0", stan=req.get("11") or "0", tid=req.get("41"))
+        if first is None:
+            return None
+        extra: Doc = {}
+        if first.rrn:
+            extra["37"] = first.rrn
+        if first.auth_code:
+            extra["38"] = first.auth_code
+        return Outcome(self._respond(req, first.rc, **extra))
 
     # -- helpers -----------------------------------------------------------------------------------
     def _next_seq(self) -> int:
@@ -337,6 +376,9 @@ class Processor:
             sale = self.ledger.get(original.original_id)
             if sale.status == "voided":
                 sale.status = "approved"  # reversing the void re-instates the sale
+        if original.kind == "refund" and original.status == "approved" and original.original_id:
+            sale = self.ledger.get(original.original_id)
+            sale.refunded -= original.amount or 0  # reversing a refund takes it off the original
         original.status = "reversed"
 
     # -- store and forward, settlement -------------------------------------------------------------
@@ -350,10 +392,41 @@ class Processor:
         return Outcome(self._respond(req, "00", **extra), entry)
 
     def _do_batch_upload(self, req: Doc) -> Outcome:
-        entry = self.ledger.add(**self._base(req, "batch_upload", "00"))
-        if self.dialect == "cup" and req.get("60", "")[8:11] in ("202", "207"):
-            self.ledger.close_batch(req.get("41"))
-        return Outcome(self._respond(req, "00"), entry)
+        """0320: CUP batch end (60.3 202/207) closes the batch; a TC upload (203) is recorded; a detail
+        (CUP 201/205, international any other 0320) is matched by RRN: RC 00 when the host holds the
+        transaction approved, RC 25 when it did not — the detail is then booked as approved."""
+        tid = req.get("41")
+        code = req.get("60", "")[8:11] if self.dialect == "cup" else ""
+        if code in ("202", "207"):
+            self.ledger.close_batch(tid)
+            return Outcome(self._respond(req, "00"), self.ledger.add(**self._base(req, "batch_end", "00")))
+        if code == "203" or (self.dialect != "cup" and req.get("3", "").startswith("94")):
+            return Outcome(self._respond(req, "00"), self.ledger.add(**self._base(req, "batch_upload", "00",
+                                                                                      note="tc")))
+        rrn = req.get("37")
+        held = [e for e in self.ledger.find(tid=tid, rrn=rrn) if e.kind in ("sale", "refund", "preauth")] if rrn else []
+        if any(e.status in ("approved", "voided") for e in held):
+            rc = "00"
+        else:
+            rc = "25"
+            if held:  # booked declined (or reversed) here, approved on the terminal: the detail wins
+                held[-1].status = "approved"
+                held[-1].note = "approved by batch upload"
+            else:
+                self._book_from_detail(req, tid)
+        entry = self.ledger.add(**self._base(req, "batch_upload", "00", note=f"detail rc={rc}"))
+        return Outcome(self._respond(req, rc), entry)
+
+    def _book_from_detail(self, req: Doc, tid: str | None) -> None:
+        if self.dialect == "cup":
+            kind = {"22": "sale", "25": "refund", "10": "preauth"}.get(req.get("60", "")[0:2], "sale")
+            stan = req.get("61", "")[6:12] or req.get("11")
+        else:
+            kind = {"00": "sale", "20": "refund", "03": "preauth"}.get(req.get("3", "")[:2], "sale")
+            stan = req.get("60", "")[4:10] or req.get("11")
+        base = self._base(req, kind, "00", rrn=req.get("37"), auth_code=req.get("38"), note="booked from batch upload")
+        base.update(stan=stan, mti=req["t"])
+        self.ledger.add(**base)
 
     def _do_settlement(self, req: Doc) -> Outcome:
         tid = req.get("41")

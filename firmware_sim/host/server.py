@@ -202,6 +202,13 @@ class HostSimulator:
     def clear_faults(self) -> None:
         self.faults.clear()
 
+    def demand_sign_on(self, mode: str = "rc") -> None:
+        """Until the terminal signs on: ``"rc"`` answer everything else RC 77 (unprocessed); ``"header"`` (CUP)
+        set the response header's processing requirement to 3."""
+        if mode not in ("rc", "header"):
+            raise ValueError(f"sign-on demand mode must be 'rc' or 'header', not {mode!r}")
+        self.processor.sign_on_demand = mode
+
     def refuse_connections(self) -> None:
         """Close the listening socket: new connects get ECONNREFUSED until :meth:`accept_connections`."""
         self._accepting.clear()
@@ -433,6 +440,9 @@ class HostSimulator:
             return {"ok": True}
         if name == "fault":
             self.faults.add(Fault.from_dict(cmd["fault"]))
+            return {"ok": True}
+        if name == "demand_signon":
+            self.demand_sign_on(cmd.get("mode", "rc"))
             return {"ok": True}
         if name == "clear_faults":
             self.clear_faults()

@@ -9,6 +9,7 @@ __all__ = [
     "IllegalTransition",
     "TransactionsBlocked",
     "SettlementBlocked",
+    "SignOnFailed",
     "CorrectionRefused",
     "RefundExceedsOriginal",
     "WrongCard",
@@ -30,6 +31,10 @@ class TransactionsBlocked(EngineError):
 
 class SettlementBlocked(TransactionsBlocked):
     """Settlement must wait: reversals/advices go to the host before the batch is closed."""
+
+
+class SignOnFailed(TransactionsBlocked):
+    """The host demands a sign-on (at start, RC 77, CUP header) and the 0800 was not answered 00."""
 
 
 class CorrectionRefused(EngineError):

@@ -302,6 +302,34 @@ class Journal:
         self._write("INSERT OR REPLACE INTO batches(batch_no, state, opened_at) VALUES (?, 'open', ?)", (new, now))
         return new
 
+    # -- sign-on ------------------------------------------------------------------------------------
+    def sign_on_required(self) -> bool:
+        """True when the host demanded a new sign-on (RC 77 / CUP header) and none has succeeded since."""
+        return self.peek_counter("signon_required") != 0
+
+    def set_sign_on_required(self, required: bool) -> None:
+        self._write("UPDATE counters SET value = ? WHERE name = 'signon_required'", (int(required),))
+
+    # -- settlement uploads ---------------------------------------------------------------------------
+    def upload_record(self, batch_no: int, txn_id: str, purpose: str, *, state: str, last_rc: str | None = None,
+                      host_had: bool | None = None, attempt: bool = False) -> None:
+        """Create or update the upload row of ``txn_id`` in ``batch_no`` for ``purpose`` (detail, tc)."""
+        self._write(
+            "INSERT INTO settlement_uploads(batch_no, txn_id, purpose, state, attempts, last_rc, host_had, at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(batch_no, txn_id, purpose) DO UPDATE SET "
+            "state = excluded.state, attempts = attempts + excluded.attempts, "
+            "last_rc = COALESCE(excluded.last_rc, last_rc), host_had = COALESCE(excluded.host_had, host_had), "
+            "at = excluded.at",
+            (batch_no, txn_id, purpose, state, int(attempt), last_rc, None if host_had is None else int(host_had),
+             self.clock.now()),
+        )
+
+    def uploads(self, batch_no: int, purpose: str | None = None) -> list[sqlite3.Row]:
+        if purpose is None:
+            return self.query("SELECT * FROM settlement_uploads WHERE batch_no = ? ORDER BY rowid", (batch_no,))
+        return self.query("SELECT * FROM settlement_uploads WHERE batch_no = ? AND purpose = ? ORDER BY rowid",
+                          (batch_no, purpose))
+
     def batch(self, batch_no: int) -> sqlite3.Row | None:
         rows = self.query("SELECT * FROM batches WHERE batch_no = ?", (batch_no,))
         return rows[0] if rows else None

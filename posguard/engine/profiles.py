@@ -58,6 +58,9 @@ class Profile:
     reversal_reason_in_39: bool  # CUP puts the reason (98 timeout, 96, 06) in field 39 of the 0400
     uses_field_60: bool
     settlement_proc: str = "920000"
+    settlement_close_proc: str = "960000"  # international: 0500 after the batch upload that followed RC 95
+    sign_on_code: str = "001"  # CUP 60.3 (001 single-length keys, 003 double-length); ISO field 70 is 001
+    sign_on_rc: str = "77"  # response code that demands a new sign-on
     reversal_done_codes: frozenset[str] = frozenset({"00", "12", "25"})
     advice_done_codes: frozenset[str] = frozenset({"00"})
     reversal_icc_tags: tuple[str, ...] = ("95", "9F10", "9F1E", "9F36", "DF31")
@@ -137,17 +140,88 @@ class Profile:
 
     def settlement_fields(
         self, *, stan: int, batch_no: int, terminal_id: str, merchant_id: str, totals: Mapping[str, int],
-        currency: str,
+        currency: str, close_after_upload: bool = False,
     ) -> Fields:
-        f: Fields = {"3": self.settlement_proc, "11": f"{stan:06d}", "41": terminal_id, "42": merchant_id}
-        f["48"] = (
-            f"{totals['debit_count']:03d}{totals['debit_minor']:012d}"
-            f"{totals['credit_count']:03d}{totals['credit_minor']:012d}"
-        )
-        f["49"] = currency_numeric(currency)
+        """The 0500. CUP: totals in 48 (domestic group, then foreign group; amount n12, count n3 for debits then
+        credits, flag n1), 60.3 = 201. International: 3 = 920000 (960000 after a batch upload), totals in
+        74 (credits number), 76 (debits number), 86 (credits amount), 88 (debits amount)."""
+        f: Fields = {"11": f"{stan:06d}", "41": terminal_id, "42": merchant_id}
         if self.uses_field_60:
+            f["3"] = self.settlement_proc
+            f["48"] = (f"{totals['debit_minor']:012d}{totals['debit_count']:03d}"
+                       f"{totals['credit_minor']:012d}{totals['credit_count']:03d}0" + "0" * 31)
             f["60"] = f"00{batch_no:06d}201"
+        else:
+            f["3"] = self.settlement_close_proc if close_after_upload else self.settlement_proc
+            f["74"] = f"{totals['credit_count']:010d}"
+            f["76"] = f"{totals['debit_count']:010d}"
+            f["86"] = f"{totals['credit_minor']:016d}"
+            f["88"] = f"{totals['debit_minor']:016d}"
+        f["49"] = currency_numeric(currency)
         return f
+
+    def settlement_flag(self, response: Message) -> str | None:
+        """CUP: the domestic balance flag of the 0510's field 48 ('1' balanced, '2' unbalanced, '3' error)."""
+        value = response.get("48")
+        if value is None:
+            return None
+        text = _text(value)
+        return text[30] if len(text) >= 31 else (text[-1:] or None)
+
+    def upload_fields(
+        self, *, purpose: str, stan: int, batch_no: int, terminal_id: str, merchant_id: str, txn: TxnRecord,
+    ) -> Fields:
+        """A 0320 for one transaction. CUP 60.3: 203 TC upload, 205 chip detail, 201 other detail."""
+        spec = self.spec("upload")
+        original = self.spec(txn.kind) if txn.kind in self.kinds else spec
+        # a detail names the original: its processing code (3); CUP: its type (60.1) and batch + trace (61);
+        # international: its MTI + STAN (60). A TC upload uses the upload's own processing code.
+        f: Fields = {"3": spec.proc if purpose == "tc" else original.proc, "4": f"{txn.amount_minor:012d}",
+                     "11": f"{stan:06d}", "41": terminal_id, "42": merchant_id}
+        if txn.rrn:
+            f["37"] = txn.rrn
+        if txn.auth_code:
+            f["38"] = txn.auth_code
+        if self.uses_field_60:
+            chip = txn.entry_mode in ("chip", "contactless")
+            code = "203" if purpose == "tc" else ("205" if chip else "201")
+            type_code = spec.type_code if purpose == "tc" else original.type_code
+            f["60"] = f"{type_code or '00'}{batch_no:06d}{code}"
+            f["61"] = f"{txn.batch_no or 0:06d}{txn.stan or 0:06d}"
+        else:
+            f["60"] = f"{original.mti}{txn.stan or 0:06d}"
+        return f
+
+    def batch_end_fields(self, *, stan: int, batch_no: int, terminal_id: str, merchant_id: str, count: int,
+                         after: str) -> Fields:
+        """CUP batch end (0320): 60.3 = 207 after TC uploads (balanced), 202 after detail uploads (unbalanced)."""
+        code = "207" if after == "tc" else "202"
+        return {"11": f"{stan:06d}", "41": terminal_id, "42": merchant_id, "48": f"{count:04d}",
+                "60": f"00{batch_no:06d}{code}"}
+
+    # -- network management ------------------------------------------------------------------------
+    def sign_on_fields(self, *, stan: int, batch_no: int, terminal_id: str, merchant_id: str, now: float,
+                       operator: str = "001") -> Fields:
+        """The 0800 sign-on: ISO field 70 = 001; CUP 60.3 = :attr:`sign_on_code` and the operator in 63."""
+        f: Fields = {"11": f"{stan:06d}", "41": terminal_id, "42": merchant_id}
+        if self.uses_field_60:
+            f["60"] = f"00{batch_no:06d}{self.sign_on_code}"
+            f["63"] = operator
+        else:
+            f["7"] = time.strftime("%m%d%H%M%S", time.gmtime(now))
+            f["70"] = "001"
+        return f
+
+    def sign_on_demanded(self, response: Message) -> str | None:
+        """Why the host wants a new sign-on, or None: RC 77, or (CUP) processing requirement 3 in the header."""
+        if response.response_code == self.sign_on_rc:
+            return f"rc {self.sign_on_rc}"
+        header = response.header
+        if self.uses_field_60 and header is not None:
+            raw = header if isinstance(header, bytes) else bytes.fromhex(header)
+            if len(raw) >= 8 and raw[7] & 0x0F == 3:
+                return "header processing requirement 3"
+        return None
 
     def repeat_of(self, mti: str) -> str:
         return self.repeat_mti.get(mti, mti)
@@ -198,7 +272,7 @@ PROFILES: Final[Mapping[str, Profile]] = {
     "iso87": Profile("iso87", "iso87", _INTERNATIONAL, binary_icc=True, reversal_keeps_stan=False,
                      reversal_reason_in_39=False, uses_field_60=False),
     "cup": Profile("cup", "cup", _CUP, binary_icc=True, reversal_keeps_stan=True, reversal_reason_in_39=True,
-                   uses_field_60=True, settlement_proc="000000"),
+                   uses_field_60=True, settlement_proc="000000", sign_on_code="003"),
 }
 
 

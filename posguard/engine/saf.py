@@ -132,8 +132,9 @@ class StoreAndForward:
         return ids
 
     # -- queries --------------------------------------------------------------------------------
-    def pending(self) -> list[SafRecord]:
-        return self.journal.saf_items(PENDING_STATES)
+    def pending(self, kinds: tuple[str, ...] | None = None) -> list[SafRecord]:
+        items = self.journal.saf_items(PENDING_STATES)
+        return items if kinds is None else [i for i in items if i.kind in kinds]
 
     def armed_for(self, txn_id: str) -> SafRecord | None:
         items = self.journal.saf_items(["armed"], txn_id=txn_id)
@@ -143,11 +144,12 @@ class StoreAndForward:
         return _decode_fields(self.sealer.open(item.sealed, f"saf:{item.id}"))
 
     # -- sending --------------------------------------------------------------------------------
-    def flush(self, link: HostLink, *, wait: bool = False) -> FlushReport:
+    def flush(self, link: HostLink, *, wait: bool = False, kinds: tuple[str, ...] | None = None) -> FlushReport:
         """Send pending items in order. Without ``wait``, stop at the first item whose backoff has not
-        elapsed; with ``wait``, sleep (on the clock) until each is due or done."""
+        elapsed; with ``wait``, sleep (on the clock) until each is due or done. ``kinds`` limits the flush
+        (settlement sends every reversal before any advice)."""
         report = FlushReport()
-        for item in self.pending():
+        for item in self.pending(kinds):
             while item.state in PENDING_STATES:
                 now = self.clock.now()
                 if item.expires_at is not None and now >= item.expires_at:
@@ -156,7 +158,7 @@ class StoreAndForward:
                     break
                 if item.next_at > now:
                     if not wait:
-                        report.remaining = [i.id for i in self.pending()]
+                        report.remaining = [i.id for i in self.pending(kinds)]
                         report.retry_in = item.next_at - now
                         return report
                     self.clock.sleep(item.next_at - now)
@@ -167,7 +169,7 @@ class StoreAndForward:
                     report.acknowledged.append(item.id)
                 elif item.state == "expired":
                     report.expired.append(item.id)
-        report.remaining = [i.id for i in self.pending()]
+        report.remaining = [i.id for i in self.pending(kinds)]
         return report
 
     def _attempt(self, link: HostLink, item: SafRecord) -> None:

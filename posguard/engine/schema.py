@@ -143,10 +143,26 @@ _V3 = (
     "ALTER TABLE transactions ADD COLUMN scheme TEXT",
 )
 
+_V4 = (
+    "INSERT INTO counters(name, value) VALUES ('signon_required', 0)",
+    """CREATE TABLE settlement_uploads (
+        batch_no  INTEGER NOT NULL,
+        txn_id    TEXT NOT NULL REFERENCES transactions(id),
+        purpose   TEXT NOT NULL,
+        state     TEXT NOT NULL,
+        attempts  INTEGER NOT NULL DEFAULT 0,
+        last_rc   TEXT,
+        host_had  INTEGER,
+        at        REAL NOT NULL,
+        PRIMARY KEY (batch_no, txn_id, purpose)
+    )""",
+)
+
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(1, "transactions, messages, history, counters, SAF queue, incidents, events", _V1),
     Migration(2, "detections; duplicate and order-reference indexes", _V2),
     Migration(3, "batches; settled_at and scheme on transactions", _V3),
+    Migration(4, "sign-on demanded by the host (counter); settlement uploads per batch", _V4),
 )
 
 LATEST_VERSION: Final = MIGRATIONS[-1].version

@@ -123,8 +123,13 @@ class FakeHost:
                         parent["refunded"] = parent.get("refunded", 0) - (orig["amount"] or 0)
                 orig["status"] = "reversed"
             return "00", {}
+        if mti in ("0800", "0820"):
+            return "00", {}
         if mti == "0500":
-            return self.settlement_rc, {"48": str(req["48"]) + ("1" if self.settlement_rc == "00" else "2")}
+            if "48" not in req:  # international: RC 00 balanced / 95; 96xxxx closes after the upload
+                return ("00" if str(req["3"]).startswith("96") else self.settlement_rc), {}
+            f48 = str(req["48"])  # CUP: flag n1 at offset 30 of the domestic group
+            return "00", {"48": f48[:30] + ("1" if self.settlement_rc == "00" else "2") + f48[31:]}
         if mti in ("0320", "0321"):
             return "00", {}
         # financial request or advice; a repeat with the same STAN is answered from the books

@@ -193,7 +193,8 @@ def test_unbalanced_settlement_uploads_details_and_is_reported(engine, host):
     assert not result.balanced and result.uploaded == 2
     [d] = [d for d in result.detections if d.rule == "totals_unbalanced"]
     assert set(d.txn_ids) == {a.txn_id, b.txn_id} and d.evidence["host_rc"] == "95"
-    assert [w.mti for w in host.wire][-3:] == ["0500", "0320", "0320"]
+    assert [(w.mti, w.proc) for w in host.wire][-4:] == [("0500", "920000"), ("0320", "000000"), ("0320", "000000"),
+                                                         ("0500", "960000")]  # RC 95: upload, then close
 
 
 def test_pending_reversal_missing_ledger_entry_and_open_batch(make_engine, host, clock):

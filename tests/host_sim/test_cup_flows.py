@@ -141,3 +141,19 @@ def test_offline_advice_is_booked_once(cup_sim: HostSimulator, cup_client: WireC
     assert cup_client.exchange(adv)["t"] == "0230"
     assert cup_client.exchange(adv)["39"] == "00"  # store-and-forward resend: acknowledged, not re-booked
     assert cup_sim.ledger.totals("TERM0001").sale_amount == 700
+
+
+def test_repeated_refund_advice_is_booked_once(cup_sim: HostSimulator, cup_client: WireClient):
+    """A terminal that crashed before the 0230 repeats the refund as 0221: answered from the books."""
+    sale = cup_client.exchange(cup_sale(1, 1000))
+    first = cup_client.exchange(cup_refund(2, 300, sale["37"], 1))
+    repeat = cup_client.exchange(dict(cup_refund(2, 300, sale["37"], 1), t="0221"))
+    assert (first["39"], repeat["t"], repeat["39"], repeat["37"]) == ("00", "0230", "00", first["37"])
+    [refund] = cup_sim.ledger.find(kind="refund")
+    assert cup_sim.ledger.find(kind="sale")[0].refunded == 300 and refund.amount == 300
+
+
+def test_repeat_of_an_advice_never_received_is_booked(cup_sim: HostSimulator, cup_client: WireClient):
+    sale = cup_client.exchange(cup_sale(1, 1000))
+    assert cup_client.exchange(dict(cup_refund(2, 300, sale["37"], 1), t="0221"))["39"] == "00"
+    assert cup_sim.ledger.find(kind="sale")[0].refunded == 300

@@ -99,3 +99,14 @@ def test_iso_settlement_balanced_closes_the_batch(iso87: tuple[HostSimulator, Wi
 def test_unknown_transaction_gets_12(iso87: tuple[HostSimulator, WireClient]):
     _, client = iso87
     assert client.exchange(iso_sale(1, 100, proc="990000"))["39"] == "12"
+
+
+def test_reversal_of_a_refund_takes_it_off_the_original(iso87: tuple[HostSimulator, WireClient]):
+    sim, client = iso87
+    sale = client.exchange(iso_sale(1, 1000))
+    refund_req = dict(iso_sale(2, 400, proc="200000"), **{"37": sale["37"]})
+    assert client.exchange(refund_req)["39"] == "00"
+    assert sim.ledger.find(kind="sale")[0].refunded == 400
+    assert client.exchange(iso_reversal(refund_req))["39"] == "00"
+    assert sim.ledger.find(kind="sale")[0].refunded == 0
+    assert sim.ledger.find(kind="refund")[0].status == "reversed"
