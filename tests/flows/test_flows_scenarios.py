@@ -283,8 +283,6 @@ def test_invalid_response_is_reversed_with_reason_96(desk: Desk) -> None:
     assert get_incident(desk.journal, out.incident_id or 0).cause == "network"
 
 
-@pytest.mark.xfail(strict=True, reason="engine gap: SAF release records reason 96 but the sealed CUP 0400 keeps "
-                                       "field 39 = 98 from arming time")
 def test_cup_reversal_of_an_invalid_response_carries_reason_96_on_the_wire(tmp_path: Path) -> None:
     from tests.flows.conftest import desk_for
 
