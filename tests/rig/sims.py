@@ -215,12 +215,12 @@ def _overrides(overrides: dict[str, Any]) -> str:
     return " ".join(f"{k}={text(v)}" for k, v in overrides.items())
 
 
-class VpcdCard(SimHandle):
-    """A simulated card in a vpcd slot of the rig's pcscd."""
+class CardSlot(SimHandle):
+    """A simulator holding a card in a reader that the rig's pcscd serves (vpcd slot or Twin on a pty)."""
 
-    def __init__(self, sim: SimProcess, rig: PcscdRig, reader: str, timeout: float) -> None:
-        super().__init__(sim)
-        self.rig, self.reader, self.timeout = rig, reader, timeout
+    rig: PcscdRig
+    reader: str
+    timeout: float
 
     @property
     def atr(self) -> bytes:
@@ -249,6 +249,15 @@ class VpcdCard(SimHandle):
 
     def unplug(self) -> None:
         self.sim.command("unplug")
+
+
+class VpcdCard(CardSlot):
+    """A simulated card in a vpcd slot of the rig's pcscd."""
+
+    def __init__(self, sim: SimProcess, rig: PcscdRig, reader: str, timeout: float) -> None:
+        super().__init__(sim)
+        self.rig, self.reader, self.timeout = rig, reader, timeout
+
 
 
 @contextlib.contextmanager
@@ -302,7 +311,7 @@ def _settle_empty(reader: str, rig: PcscdRig) -> None:
             wait_card(reader, False, 3.0)
 
 
-class TwinReader(SimHandle):
+class TwinReader(CardSlot):
     """A simulated GemPC Twin on a pty, served by libccidtwin in the rig's pcscd."""
 
     def __init__(self, sim: SimProcess, rig: PcscdRig, link: Path, timeout: float) -> None:
@@ -310,32 +319,6 @@ class TwinReader(SimHandle):
         self.rig, self.link, self.timeout = rig, link, timeout
         self.reader = TWIN_READER
 
-    @property
-    def atr(self) -> bytes:
-        return reader_state(self.reader)[1]
-
-    def wait_present(self, timeout: float | None = None) -> bytes:
-        return wait_card(self.reader, True, timeout or self.timeout, self.rig)
-
-    def wait_absent(self, timeout: float | None = None) -> None:
-        wait_card(self.reader, False, timeout or self.timeout, self.rig)
-
-    def insert(self, profile: str | None = None, *, wait: bool = True, **overrides: Any) -> None:
-        self.sim.command(f"insert {profile or ''} {_overrides(overrides)}")
-        if wait:
-            self.wait_present()
-
-    def remove(self, *, wait: bool = True) -> None:
-        self.sim.command("remove")
-        if wait:
-            self.wait_absent()
-
-    def swap(self, profile: str, *, wait: bool = True, **overrides: Any) -> None:
-        self.remove(wait=True)
-        self.insert(profile, wait=wait, **overrides)
-
-    def unplug(self) -> None:
-        self.sim.command("unplug")
 
 
 @contextlib.contextmanager
