@@ -60,7 +60,8 @@ class UnsettledFlow(Flow):
             steps.note("settle", f"0500 batch {result.batch_no}: RC {result.response_code}, "
                        f"{'balanced' if result.balanced else 'unbalanced'}, totals {result.totals}; "
                        f"{result.uploaded} detail(s) uploaded; next batch {result.next_batch}",
-                       response_code=result.response_code, balanced=result.balanced, uploaded=uploaded)
+                       response_code=result.response_code, balanced=result.balanced, uploaded=uploaded,
+                       host_lacked=list(result.host_lacked))
         settled = steps.done_before("settle") or {}
 
         # 4. what the host lacked: exactly, from the acquirer's report when given; else what was uploaded
@@ -70,8 +71,12 @@ class UnsettledFlow(Flow):
                        if d.rule == "missing_from_host_ledger"]
             steps.note("report", f"the host's report lacks {len(missing)} transaction(s): {', '.join(missing) or '-'}",
                        missing=missing, uploaded=uploaded)
+        elif settled.get("balanced"):
+            steps.note("report", "host totals agreed; nothing was missing", uploaded=uploaded, missing=[])
         else:
-            steps.note("report", ("host totals agreed; nothing was missing" if settled.get("balanced") else
-                                  f"totals disagreed on batch {batch_no}; uploaded: {', '.join(uploaded) or '-'}"),
-                       uploaded=uploaded)
+            # the host answers each uploaded detail: "25" = it did not hold that transaction (booked from it)
+            lacked = list(settled.get("host_lacked") or [])
+            steps.note("report", f"totals disagreed on batch {batch_no}; the host lacked {len(lacked)} "
+                       f"transaction(s): {', '.join(lacked) or '-'}; uploaded: {', '.join(uploaded) or '-'}",
+                       uploaded=uploaded, missing=lacked)
         return ("settled" if settled.get("balanced") else "settled_after_upload"), ""

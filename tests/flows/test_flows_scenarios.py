@@ -183,6 +183,19 @@ def test_unsettled_names_exactly_what_the_host_report_lacks(desk: Desk) -> None:
     assert out.steps[-1].name == "report" and out.steps[-1].detail.endswith(f"1 transaction(s): {b.txn_id}")
 
 
+def test_unsettled_names_what_the_host_lacked_from_its_answers_to_the_uploads(desk: Desk) -> None:
+    """No acquirer report at hand: the host's answer to each uploaded detail says which it lacked."""
+    kept = desk.engine.sale(card(), 40_00)
+    desk.sim.add_fault("wrong_rc", rc="00")  # the host declines and books it declined; the terminal hears 00
+    lost = desk.engine.sale(card("4000000000000002"), 25_00)
+    assert lost.approved
+    out = desk.run(FlowRequest("unsettled"))
+    assert out.outcome == "settled_after_upload", out.reason
+    report = out.steps[-1]
+    assert report.name == "report" and f"the host lacked 1 transaction(s): {lost.txn_id};" in report.detail
+    assert kept.txn_id not in report.detail.split("uploaded:")[0]
+
+
 def test_unsettled_is_refused_while_the_host_is_down(desk: Desk) -> None:
     desk.sim.add_fault("no_response", mti="0200")
     desk.sim.add_fault("no_response", mti="0400", times=0)
