@@ -110,8 +110,10 @@ def _replay(ns: argparse.Namespace) -> int:
                 for m in inc.messages:
                     print(f"    {m}")
         if not ns.json:
+            kept = ", ".join(f"{n} {k}" for k, n in sorted(result.skipped.items()))
             print(f"{len(result.incidents)} incident(s) in {ns.file} ({result.capture.dialect}, "
-                  f"{len(result.sent)} message(s) replayed, nothing sent)")
+                  f"{len(result.sent)} message(s) replayed, nothing sent"
+                  + (f"; reader records not replayed: {kept}" if kept else "") + ")")
     finally:
         result.journal.close()
     return 0

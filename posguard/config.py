@@ -17,6 +17,7 @@ go; the service refuses to start while any remains. Keys live in their own files
     kind = "pcsc"                         # pcsc | twin | none
     name = "Virtual PCD"                  # pcsc: reader name or prefix ("" = first reader)
     serial_port = "/dev/ttyUSB0"          # twin
+    magstripe_port = ""                   # a serial swipe reader for "swipe AMOUNT" ("" = none)
 
     [host]
     address = "10.1.2.3"
@@ -69,6 +70,7 @@ class Config:
     reader_kind: str = "pcsc"
     reader_name: str = ""
     serial_port: str = ""
+    magstripe_port: str = ""
     host: str = ""
     port: int = 0
     framing: str = "binary2"
@@ -84,7 +86,8 @@ class Config:
 _SCHEMA: dict[str, dict[str, tuple[str, type]]] = {
     "terminal": {"tid": ("tid", str), "mid": ("mid", str), "currency": ("currency", str), "dialect": ("dialect", str),
                  "token_key_file": ("token_key_file", str), "data_key_file": ("data_key_file", str)},
-    "reader": {"kind": ("reader_kind", str), "name": ("reader_name", str), "serial_port": ("serial_port", str)},
+    "reader": {"kind": ("reader_kind", str), "name": ("reader_name", str), "serial_port": ("serial_port", str),
+               "magstripe_port": ("magstripe_port", str)},
     "host": {"address": ("host", str), "port": ("port", int), "framing": ("framing", str),
              "timeout": ("timeout", float)},
     "journal": {"path": ("journal", str)},

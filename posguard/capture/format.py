@@ -13,7 +13,8 @@ from typing import IO, Any
 from posguard.capture.sanitize import REMOVED_FIELDS, Sanitiser
 from posguard.clock import Clock, SystemClock
 
-__all__ = ["CAPTURE_VERSION", "KINDS", "Capture", "CaptureError", "CaptureWriter", "read_capture"]
+__all__ = ["CAPTURE_VERSION", "KINDS", "Capture", "CaptureError", "CaptureWriter", "read_capture",
+           "sanitise_frame"]
 
 CAPTURE_VERSION = 1
 #: record keys that hold hex (sanitised against learnt PANs only, never pattern-scrubbed)
@@ -77,6 +78,12 @@ def _validate(rec: Any, line: int) -> dict[str, Any]:
             raise CaptureError(line, "iso record needs \"dir\": \"out\" or \"in\"")
     elif k == "atr":
         _check_hex(rec, "atr", line)
+    elif k == "frame":
+        _check_hex(rec, "hex", line)
+        if rec.get("dir") not in ("out", "in"):
+            raise CaptureError(line, "frame record needs \"dir\": \"out\" or \"in\"")
+    elif k == "swipe" and not isinstance(rec.get("track2"), str):
+        raise CaptureError(line, "swipe record needs \"track2\" (the sanitised track 2)")
     elif k == "op" and not isinstance(rec.get("op"), str):
         raise CaptureError(line, "op record needs \"op\" (the operator action)")
     return rec
@@ -125,6 +132,7 @@ class CaptureWriter:
         self.clock = clock or SystemClock()
         self.sanitiser = sanitiser or Sanitiser()
         self._start = self.clock.monotonic()
+        self._last_t = 0.0
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         self._fh: IO[str] = os.fdopen(fd, "w", encoding="utf-8")
         started = datetime.fromtimestamp(self.clock.now(), UTC).isoformat(timespec="milliseconds")
@@ -144,8 +152,11 @@ class CaptureWriter:
         """Write one record; string values are sanitised against every PAN learnt so far."""
         if kind not in KINDS:
             raise ValueError(f"unknown record kind {kind!r}")
+        at = data.pop("_at", None)
         clean = {k: self._clean(v, k in HEX_KEYS) for k, v in data.items()}
-        self._write({"t": self._now(), "k": kind, **clean})
+        t = self._now() if at is None else round(at - self._start, 6)
+        t = self._last_t = max(t, self._last_t)  # records stay in time order
+        self._write({"t": t, "k": kind, **clean})
 
     def _clean(self, value: Any, is_hex: bool = False) -> Any:
         if isinstance(value, str):  # hex: only PANs learnt from decoded data; text: any Luhn-valid PAN too
@@ -172,9 +183,26 @@ class CaptureWriter:
 
     def apdu(self, command: bytes, response: bytes) -> None:
         """One APDU pair; a VERIFY (INS 20: the PIN block) keeps its header and loses its data."""
-        if len(command) > 5 and command[1] == 0x20:
-            command = command[:5] + bytes(len(command) - 5)
-        self.record("apdu", c=command.hex().upper(), r=response.hex().upper())
+        self.sanitiser.learn_from_response(response)
+        self.record("apdu", c=_blank_verify(command).hex().upper(), r=response.hex().upper())
+
+    def frame(self, direction: str, raw: bytes, *, at: float | None = None) -> None:
+        """A raw GemPC Twin frame (``03 06 <CCID> LRC``), sanitised like an ``apdu`` record: see
+        :func:`sanitise_frame`. ``at``: when it crossed the line (the clock's monotonic time), if buffered."""
+        clean = sanitise_frame(raw, self.sanitiser)
+        self.record("frame", dir=direction, hex=clean.hex().upper(), **({"_at": at} if at is not None else {}))
+
+    def swipe(self, track2: str, **extra: Any) -> None:
+        """A magnetic stripe read: track 2 (``PAN=YYMMSSS...``) keeps PAN (replaced by its test PAN), separator,
+        expiry and service code; the discretionary data (PVV, CVV) is zeroed. Track 1 is never written."""
+        pan, sep, rest = track2.partition("=") if "=" in track2 else track2.partition("D")
+        test = self.sanitiser.learn(pan) if sep else ""
+        clean = test + sep + rest[:7] + "0" * max(0, len(rest) - 7) if sep else "0" * len(track2)
+        self.record("swipe", track2=clean, **extra)
+
+    def now(self) -> float:
+        """The clock's monotonic time (what ``frame(at=...)`` takes)."""
+        return self.clock.monotonic()
 
     def iso(self, direction: str, raw: bytes) -> None:
         """An ISO 8583 message without framing: decoded, PIN/key fields removed, PANs replaced."""
@@ -200,3 +228,38 @@ class CaptureWriter:
             raw = msg.encode()
         self.record("iso", dir=direction, mti=msg.mti, stan=msg.stan, hex=raw.hex().upper(),
                     **({"removed": removed} if removed else {}))
+
+
+def _blank_verify(command: bytes) -> bytes:
+    """A VERIFY (INS 20) keeps its header and loses its data (the PIN block)."""
+    if len(command) > 5 and command[1] == 0x20:
+        return command[:5] + bytes(len(command) - 5)
+    return command
+
+
+def sanitise_frame(raw: bytes, sanitiser: Sanitiser) -> bytes:
+    """A Twin frame with its APDU sanitised like an ``apdu`` record, and its LRC recomputed.
+
+    An XfrBlock command (6F) that is a VERIFY loses its PIN data; PANs (learnt, and any a data block carries in
+    tags 5A/57) are replaced by their test PANs in every spelling. Lengths never change, so the CCID header
+    stays right; the LRC is computed again so the record is still a valid frame. Anything that is not a
+    whole ``03 06`` frame is kept only as zeros of its length.
+    """
+    from posguard.drivers.twin_serial import (
+        CCID_HEADER,
+        PC_TO_RDR_XFR_BLOCK,
+        RDR_TO_PC_DATA_BLOCK,
+        encode_frame,
+    )
+
+    if len(raw) < 3 + CCID_HEADER or raw[:2] != b"\x03\x06":
+        return bytes(len(raw))
+    ccid = raw[2:-1]
+    header, payload = ccid[:CCID_HEADER], ccid[CCID_HEADER:]
+    if header[0] == PC_TO_RDR_XFR_BLOCK:
+        payload = _blank_verify(payload)
+    elif header[0] == RDR_TO_PC_DATA_BLOCK:
+        sanitiser.learn_from_response(payload)
+    if payload:
+        payload = bytes.fromhex(sanitiser.text(payload.hex().upper()))
+    return encode_frame(header + payload)

@@ -32,6 +32,10 @@ REPLAY_TOKEN_KEY = b"posguard-replay-token-key-000000"
 REPLAY_DATA_KEY = bytes(range(32))
 
 
+#: record kinds that document the card reads (the ``card`` record holds what the engine got from them)
+_EVIDENCE_KINDS = ("atr", "apdu", "frame", "swipe")
+
+
 class ReplayDiverged(CaptureError):
     """The replayed engine asked for something the recording does not hold at that point."""
 
@@ -110,6 +114,8 @@ class ReplayResult:
     journal: Journal
     sent: list[Message] = field(default_factory=list)
     log: list[str] = field(default_factory=list)
+    #: records kept for the reader (``atr``, ``apdu``, ``frame``, ``swipe``): counted, not replayed
+    skipped: dict[str, int] = field(default_factory=dict)
 
 
 def card_from_record(rec: dict[str, Any]) -> CardData:
@@ -117,7 +123,8 @@ def card_from_record(rec: dict[str, Any]) -> CardData:
     return CardData.from_pan(str(rec["pan"]), REPLAY_TOKEN_KEY, expiry=rec.get("expiry"),
                              field55=bytes.fromhex(rec.get("field55") or ""),
                              cvm_results=bytes.fromhex(cvm) if cvm else None,
-                             entry_mode=str(rec.get("entry_mode") or "chip"), scheme=rec.get("scheme"))
+                             entry_mode=str(rec.get("entry_mode") or "chip"), scheme=rec.get("scheme"),
+                             cvm_required=bool(rec.get("cvm_required", False)))
 
 
 def replay(source: str | Path | Capture, *, journal_path: str | Path | None = None,
@@ -148,8 +155,12 @@ def replay(source: str | Path | Capture, *, journal_path: str | Path | None = No
             say(line)
 
     till = Till(engine, dialect=capture.dialect, say=_say)
+    skipped: dict[str, int] = {}
+    for r in capture.records:
+        if r["k"] in _EVIDENCE_KINDS:
+            skipped[r["k"]] = skipped.get(r["k"], 0) + 1
     if not any(r["k"] == "op" for r in capture.records):
-        return ReplayResult(capture, wire_incidents(capture), till, journal, [], log)
+        return ReplayResult(capture, wire_incidents(capture), till, journal, [], log, skipped)
     while cursor.pos < len(cursor.records):
         index = cursor.pos
         rec = cursor.records[index]
@@ -167,7 +178,7 @@ def replay(source: str | Path | Capture, *, journal_path: str | Path | None = No
             except (KeyError, TypeError, ValueError) as exc:
                 raise CaptureError(cursor.line(index), f"operator action {rec['op']!r} cannot be replayed: "
                                                        f"{exc}") from None
-    return ReplayResult(capture, till.incidents, till, journal, list(till.wire.sent), log)
+    return ReplayResult(capture, till.incidents, till, journal, list(till.wire.sent), log, skipped)
 
 
 def _policies(data: dict[str, Any]) -> EnginePolicies:

@@ -72,6 +72,25 @@ class Sanitiser:
                 out = re.sub(re.escape(ascii_hex), test.encode().hex().upper(), out, flags=re.IGNORECASE)
         return out
 
+    def learn_from_response(self, data: bytes) -> None:
+        """Learn the PANs a card response carries in BER-TLV tags 5A (PAN) and 57 (track 2 equivalent).
+
+        A scan, not a parse: any ``5A``/``57`` byte followed by a plausible length and a Luhn-valid BCD PAN is
+        taken (learning a false positive only replaces those digits, consistently).
+        """
+        from posguard.sensitive import luhn_ok
+
+        for i in range(len(data) - 2):
+            tag, length = data[i], data[i + 1]
+            if tag not in (0x5A, 0x57) or not 6 <= length <= 19 or i + 2 + length > len(data):
+                continue
+            digits = data[i + 2:i + 2 + length].hex().upper()
+            if tag == 0x57:
+                digits = digits.split("D", 1)[0]
+            digits = digits.rstrip("F")
+            if digits.isdigit() and 12 <= len(digits) <= 19 and luhn_ok(digits) and digits not in self._test:
+                self.learn(digits)
+
     def scrub_unknown(self, value: str) -> str:
         """Belt and braces for free text: any Luhn-valid digit run that looks like a PAN is learnt and replaced."""
         from posguard.sensitive import luhn_ok

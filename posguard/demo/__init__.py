@@ -1,8 +1,12 @@
 """``posguard demo``: a scripted trading day through the real stack against the simulators.
 
 reader (pcscd + vpcd card, or the serial GemPC Twin) -> EMV card session -> transaction engine -> TCP host link
--> acquirer host simulator (a subprocess). Normal sales, then each error kind; what was detected and what was
-done is printed as it happens, then the day's incident report. Every simulator is stopped on the way out.
+-> acquirer host simulator (a subprocess). A serial magstripe reader (on a pty) swipes the day's stripe card.
+Normal sales, then each error kind; what was detected and what was done is printed as it happens, then the
+day's incident report. Every simulator is stopped on the way out.
+
+With ``record``, the capture also holds the raw reader frames (``frame`` records) when the reader is the
+serial Twin, and every swipe (``swipe`` records), sanitised like everything else.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from posguard.demo.day import CARDS, DAY, Step
+from posguard.demo.day import CARDS, DAY, SWIPES, Step
 
 __all__ = ["DemoResult", "run_demo", "DEMO_TERMINAL", "demo_policies"]
 
@@ -62,6 +66,33 @@ class _RecordingReader:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
+
+
+class _FrameTap:
+    """The Twin link's frame observer: holds the frames of a card read until its PAN is known, then writes
+    them (sanitised, with the time they crossed the line) on :meth:`flush`."""
+
+    def __init__(self, writer: Any) -> None:
+        self.writer = writer
+        self.held: list[tuple[float, str, bytes]] = []
+
+    def __call__(self, direction: str, frame: bytes) -> None:
+        self.held.append((self.writer.now(), direction, bytes(frame)))
+
+    def flush(self) -> None:
+        held, self.held = self.held, []
+        for at, direction, frame in held:
+            self.writer.frame(direction, frame, at=at)
+
+
+def tap_frames(reader: Any, writer: Any) -> _FrameTap | None:
+    """Attach a :class:`_FrameTap` to ``reader`` when it is a GemPC Twin (its link reports raw frames)."""
+    link = getattr(reader, "link", None)
+    if writer is None or link is None or not hasattr(link, "on_frame"):
+        return None
+    tap = _FrameTap(writer)
+    link.on_frame = tap
+    return tap
 
 
 def _as_reader(wrapper: _RecordingReader) -> Any:
@@ -134,8 +165,10 @@ def run_demo(dialect: str = "cup", *, record: str | Path | None = None, out: Tex
                                extra={"policies": DEMO_POLICY_DATA},
                                terminal_extra={"currency": "156", "timeout": DEMO_TIMEOUT})
         result.capture = Path(record)
+    swiped = [s for s in SWIPES if any(k == "op" and d.get("card") == s[0] for k, d in day)]
+    tap: _FrameTap | None = None
     try:
-        with Rig(dialect, profile=CARDS[0][1], reader=reader_kind) as rig:
+        with Rig(dialect, profile=CARDS[0][1], reader=reader_kind, magstripe=bool(swiped)) as rig:
             result.reader = rig.reader_kind
             say(f"simulators up: acquirer host ({dialect}) on port {rig.host_port}, "
                 f"{'pcscd + vpcd card' if rig.reader_kind == 'pcsc' else 'GemPC Twin on a pty'}")
@@ -146,13 +179,18 @@ def run_demo(dialect: str = "cup", *, record: str | Path | None = None, out: Tex
                                        demo_policies())
             till = Till(engine, dialect=dialect, say=say, writer=writer)
             reader = _open_reader(rig)
+            tap = tap_frames(reader, writer)
             try:
                 for ref, profile in CARDS:
-                    _read_card(rig, reader, till, ref, profile, terminal, say, writer)
+                    _read_card(rig, reader, till, ref, profile, terminal, say, writer, tap)
+                for ref, profile, overrides in swiped:
+                    _swipe_card(rig, till, ref, profile, overrides, terminal, say, writer)
                 _run_steps(day, rig, till, engine, say)
             finally:
                 reader.close()
                 link.close()
+                if tap is not None:
+                    tap.flush()  # the power-off and close frames: no card data
             _report(till, engine, say)
             result.incidents = [i.to_dict() for i in till.incidents]
     finally:
@@ -175,7 +213,7 @@ def _open_reader(rig: Any) -> Any:
 
 
 def _read_card(rig: Any, reader: Any, till: Any, ref: str, profile: str, terminal: Any,
-               say: Callable[[str], None], writer: Any) -> None:
+               say: Callable[[str], None], writer: Any, tap: _FrameTap | None = None) -> None:
     from posguard.drivers.errors import ReaderError
     from posguard.emv.session import read_card
     from posguard.emv.terminal import TerminalConfig as EmvTerminal
@@ -204,12 +242,52 @@ def _read_card(rig: Any, reader: Any, till: Any, ref: str, profile: str, termina
                     cvm_results=session.cvm_results, entry_mode="chip", scheme=session.scheme)
     if writer is not None:
         writer.learn_pan(session.pan.reveal())
+        if tap is not None:
+            tap.flush()
         writer.record("atr", atr=rec.atr.hex().upper())
         for c, r in rec.apdus:
             writer.apdu(c, r)
     till.add_card(ref, card, source=rig.reader_kind, label=session.label, aid=session.aid)
     say(f"card {ref}: {session.label or session.aid} {session.masked_pan}, CVM {session.cvm_required}, "
         f"9F34 {session.cvm_results.hex().upper()}, {session.apdu_count} APDUs in {ms:.0f} ms")
+
+
+def scheme_of(pan: str) -> str | None:
+    """The card scheme from the PAN's leading digits (a swipe has no AID to tell it)."""
+    if pan.startswith("62"):
+        return "unionpay"
+    if pan[:1] == "4":
+        return "visa"
+    if pan[:2] in ("51", "52", "53", "54", "55") or "2221" <= pan[:4] <= "2720":
+        return "mastercard"
+    return None
+
+
+def swiped_card(data: Any, token_key: bytes) -> Any:
+    """The engine's card for a good swipe: entry mode ``swipe`` (``fallback`` for a chip card's stripe, service
+    code 2xx/6xx), and a signature (there is no 9F34 and no PIN pad in this terminal)."""
+    from posguard.engine.card import CardData
+
+    return CardData.from_pan(data.pan, token_key, expiry=data.expiry, cvm_required=True,
+                             entry_mode="fallback" if data.chip_card else "swipe", scheme=scheme_of(data.pan.reveal()))
+
+
+def _swipe_card(rig: Any, till: Any, ref: str, profile: str, overrides: dict[str, str], terminal: Any,
+                say: Callable[[str], None], writer: Any) -> None:
+    from posguard.drivers.magstripe import MagstripeReader
+
+    mag = MagstripeReader(str(rig.mag_path))
+    try:
+        rig.swipe(profile, **overrides)
+        data = mag.read_swipe(5.0)
+    finally:
+        mag.close()
+    card = swiped_card(data, terminal.token_key)
+    if writer is not None:
+        writer.swipe(data.track2_data(), ref=ref, has_track1=data.has_track1)
+    till.add_card(ref, card, source="magstripe")
+    say(f"card {ref}: swiped {card.pan_masked}, service code {data.service_code}, entry mode {card.entry_mode}, "
+        "signature")
 
 
 def _run_steps(day: tuple[Step, ...], rig: Any, till: Any, engine: Any, say: Callable[[str], None]) -> None:

@@ -11,6 +11,9 @@ Step = tuple[str, dict[str, Any]]
 
 #: (card reference, simulator profile)
 CARDS = (("c1", "visa_credit_sig"), ("c2", "unionpay_debit_pin"), ("c3", "mastercard_nocvm"))
+#: cards swiped on the serial magstripe reader: (card reference, simulator profile, profile overrides); service
+#: code 101 is a stripe-only card (a swipe, not a chip fallback)
+SWIPES: tuple[tuple[str, str, dict[str, str]], ...] = (("s1", "visa_credit_sig", {"service_code": "101"}),)
 
 #: the day in segments: normal trading, then one segment per error kind (the captures in tests/captures are
 #: recorded from "normal" + one segment each)
@@ -21,6 +24,8 @@ SEGMENTS: dict[str, tuple[Step, ...]] = {
         ("op", {"op": "sign", "txn": "$last"}),
         ("op", {"op": "sale", "card": "c2", "amount": 88_00}),                  # online PIN
         ("op", {"op": "sale", "card": "c3", "amount": 30_00}),                  # no CVM
+        ("op", {"op": "sale", "card": "s1", "amount": 19_99}),                  # swiped: the slip is signed
+        ("op", {"op": "sign", "txn": "$last"}),
     ),
     "reversal": (
         ("say", {"text": "the host stops answering a sale: the terminal reverses it"}),

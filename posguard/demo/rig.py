@@ -224,8 +224,12 @@ class Pcscd:
 class Rig:
     """Host simulator + card reader simulator. Use as a context manager."""
 
-    def __init__(self, dialect: str, *, profile: str = "visa_credit_sig", reader: str = "auto") -> None:
+    def __init__(self, dialect: str, *, profile: str = "visa_credit_sig", reader: str = "auto",
+                 magstripe: bool = False) -> None:
         self.dialect = dialect
+        self.with_magstripe = magstripe
+        self.mag: SimProcess | None = None
+        self.mag_path: Path | None = None
         self.profile = profile
         self.reader_kind = ("pcsc" if pcscd_available() else "twin") if reader == "auto" else reader
         self.workdir = Path(tempfile.mkdtemp(prefix="posguard-demo-"))
@@ -264,6 +268,10 @@ class Rig:
             self.card = SimProcess("twin_reader", ["--link", str(self.twin_path), "--profile", self.profile])
             self.card.start()
         self.current_profile = self.profile
+        if self.with_magstripe:
+            self.mag_path = self.workdir / "mag"
+            self.mag = SimProcess("magstripe", ["--link", str(self.mag_path)])
+            self.mag.start()
 
     def swap(self, profile: str) -> None:
         """Put another card in the reader (waits until the reader sees it)."""
@@ -271,6 +279,12 @@ class Rig:
             return
         self.card.command(f"swap {profile}")
         self.current_profile = profile
+
+    def swipe(self, profile: str, **overrides: str) -> None:
+        """Swipe a card through the magstripe reader (``overrides``: profile fields, e.g. service_code)."""
+        if self.mag is None:
+            raise RigError("the rig was started without a magstripe reader")
+        self.mag.command(" ".join(["swipe", profile, *(f"{k}={v}" for k, v in overrides.items())]))
 
     def host_fault(self, kind: str, **kw: Any) -> None:
         from firmware_sim.host.control import ControlClient
@@ -285,7 +299,7 @@ class Rig:
             return ctl.ledger()
 
     def stop(self) -> None:
-        for sim in (self.card, self.host):
+        for sim in (self.mag, self.card, self.host):
             if sim is not None:
                 with contextlib.suppress(Exception):
                     sim.stop()

@@ -12,6 +12,12 @@ On a plain pyserial POSIX port, :meth:`TwinLink.exchange` first tries a fast pat
 frame, then ``select`` + ``os.read`` on the port's fd until [our echo] + one clean final answer are in;
 anything else (garbage, NAK, notification, bad LRC, time extension, pause, error) is handed to the parser
 and the general path carries on from the same state, so recovery and counters do not change.
+
+:attr:`TwinLink.on_frame` (None by default) observes the raw CCID frames on both paths: ``("out", frame)`` for
+every command frame written (retransmissions included) and ``("in", frame)`` for every well-formed answer frame
+read (time extensions and late answers to earlier commands included). The reader's echoes of our own frames,
+NAKs, card notifications and garbage are not frames and are not reported. With no observer the only cost is
+one ``is None`` test per frame.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import os
 import select
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
@@ -299,6 +306,8 @@ class TwinLink:
         self._nak_echoes = 0
         self.fast = True  # allow the direct fd fast path (tests turn it off to compare)
         self.fast_hits = 0  # exchanges completed by the fast path (diagnostics, tests)
+        #: observer of raw frames: called with "out"/"in" and the whole frame (03 06 ... LRC); see the module doc
+        self.on_frame: Callable[[str, bytes], None] | None = None
 
     def _write(self, data: bytes) -> None:
         try:
@@ -414,6 +423,9 @@ class TwinLink:
             self._write(frame[n:])
         self.counters.frames_sent += 1
         self._acked = False
+        observer = self.on_frame
+        if observer is not None:
+            observer("out", frame)
         flen = len(frame)
         buf = b""
         pos = 0
@@ -459,6 +471,8 @@ class TwinLink:
                 self._take_echo()
             self.counters.frames_received += 1
             self.fast_hits += 1
+            if observer is not None:
+                observer("in", buf[pos:end])
             return msg
         if pos:
             # our echo came first and whole: take it as _await would have (so garbage behind it still
@@ -479,6 +493,8 @@ class TwinLink:
     def _send_frame(self, frame: bytes) -> None:
         self._write(frame)
         self.counters.frames_sent += 1
+        if self.on_frame is not None:
+            self.on_frame("out", frame)
 
     def _send_nak(self) -> None:
         self._write(NAK)
@@ -518,6 +534,8 @@ class TwinLink:
                             self._acked = True
                         continue
                     self.counters.frames_received += 1
+                    if self.on_frame is not None:
+                        self.on_frame("in", encode_frame(msg))  # a good LRC: the very bytes on the line
                     if msg[6] != seq:
                         continue  # a repeated answer to an earlier command
                     if msg[7] >> 6 == 2:  # time extension: the card needs more time

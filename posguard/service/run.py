@@ -5,6 +5,7 @@ interrupted (in-flight transactions are reversed, the queue is sent); then serve
 UNIX socket (``operator.socket``) or on stdin (``operator.socket = "stdin"`` or ``--stdin``), one line each:
 
     sale AMOUNT [order=REF]      read the card in the reader, charge AMOUNT (minor units)
+    swipe AMOUNT [order=REF]     read a swipe on the magstripe reader (reader.magstripe_port), charge AMOUNT
     void TXN | refund TXN AMOUNT
     sign TXN | refuse TXN        the signature was captured / refused (the customer left)
     wrong_card TXN               read the card the customer meant, correct the charge
@@ -73,6 +74,8 @@ class Service:
                                     terminal_extra={"currency": cfg.currency, "timeout": cfg.timeout}) if path else None
         self.till = Till(self.engine, dialect=cfg.dialect, say=lambda line: log("till", line), writer=self.writer)
         self.reader: Any = None
+        self.magstripe: Any = None
+        self._tap: Any = None  # the Twin link's frame observer when recording
         self._cards = 0
         self.stopping = threading.Event()
 
@@ -83,6 +86,18 @@ class Service:
                  reversals=len(report.reversals_released), advices=len(report.advices_released),
                  still_pending=len(report.still_pending))
         self.reader = self._open_reader()
+        if self.writer is not None and self.reader is not None:
+            from posguard.demo import tap_frames
+
+            self._tap = tap_frames(self.reader, self.writer)
+        if self.cfg.magstripe_port:
+            from posguard.drivers.magstripe import MagstripeReader
+
+            try:
+                self.magstripe = MagstripeReader(self.cfg.magstripe_port)
+            except Exception as exc:  # noqa: BLE001 - the service runs without a swipe reader and says so
+                self.log("magstripe_unavailable", f"{type(exc).__name__}: {exc}", level="error",
+                         hint=str(getattr(exc, "hint", "")))
 
     def _open_reader(self) -> Any:
         if self.cfg.reader_kind == "none":
@@ -103,6 +118,10 @@ class Service:
     def close(self) -> None:
         if self.reader is not None:
             self.reader.close()
+        if self._tap is not None:
+            self._tap.flush()
+        if self.magstripe is not None:
+            self.magstripe.close()
         self.link.close()
         self.journal.close()
         if self.writer is not None:
@@ -127,7 +146,24 @@ class Service:
         self.till.add_card(ref, CardData(session.pan, session.pan_token, expiry=session.expiry,
                                          field55=session.field55, cvm_results=session.cvm_results,
                                          scheme=session.scheme))
+        if self._tap is not None:
+            self._tap.flush()  # the PAN is known now: the card read's frames can be sanitised
         self.log("card_read", f"{session.label} {session.masked_pan}", cvm=session.cvm_required)
+        return ref
+
+    def read_swipe(self) -> str:
+        from posguard.demo import swiped_card
+
+        if self.magstripe is None:
+            raise RuntimeError("no magstripe reader: set reader.magstripe_port in the configuration")
+        data = self.magstripe.read_swipe(30.0)
+        card = swiped_card(data, self.terminal.token_key)
+        self._cards += 1
+        ref = f"c{self._cards}"
+        if self.writer is not None:
+            self.writer.swipe(data.track2_data(), ref=ref, has_track1=data.has_track1)
+        self.till.add_card(ref, card, source="magstripe")
+        self.log("card_swiped", f"{card.pan_masked}", entry_mode=card.entry_mode, service_code=data.service_code)
         return ref
 
     def handle(self, line: str) -> dict[str, Any]:
@@ -151,6 +187,10 @@ class Service:
         if verb == "sale":
             res = t.do("sale", card=self.read_card(), amount=int(pos[0]), **({"order": kw["order"]} if "order" in kw
                                                                                  else {}))
+            return _txn(res)
+        if verb == "swipe":
+            res = t.do("sale", card=self.read_swipe(), amount=int(pos[0]),
+                       **({"order": kw["order"]} if "order" in kw else {}))
             return _txn(res)
         if verb == "void":
             return _txn(t.do("void", txn=pos[0]))

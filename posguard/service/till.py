@@ -161,7 +161,8 @@ class Till:
             test_pan = self.writer.learn_pan(card.pan.reveal())
             self.writer.record("card", ref=ref, pan=test_pan, expiry=card.expiry, entry_mode=card.entry_mode,
                                scheme=card.scheme, cvm_results=card.cvm_results.hex().upper()
-                               if card.cvm_results else None, field55=card.field55.hex().upper(), **evidence)
+                               if card.cvm_results else None, field55=card.field55.hex().upper(),
+                               **({"cvm_required": True} if card.cvm_required else {}), **evidence)
 
     # -- operator actions ----------------------------------------------------------------------------
     def do(self, op: str, **args: Any) -> Any:

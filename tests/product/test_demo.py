@@ -15,6 +15,7 @@ import pytest
 
 from posguard.capture import read_capture
 from posguard.capture.replay import replay
+from posguard.drivers.twin_serial import lrc
 from tests.product.conftest import ROOT, clear_pan_hits
 
 ERROR_KINDS = {"duplicate_charge", "wrong_card", "wrong_amount", "void_mismatch", "unsettled", "unsigned",
@@ -67,8 +68,25 @@ def test_demo_day_detects_and_corrects_every_error_kind(dialect: str, reader: st
     printed = [line.split("INCIDENT ")[1] for line in live]
     assert [f"{k} [{r}] txns {', '.join(t)}" for k, r, t in replayed] == [p.split(" -> ")[0] for p in printed]
 
+    # the reader's records: the swiped card always; the raw frames when the reader is the serial Twin
+    capture = read_capture(record)
+    [swipe] = list(capture.of_kind("swipe"))
+    swiped = [c for c in capture.of_kind("card") if c["ref"] == swipe["ref"]]
+    assert swiped and swiped[0]["entry_mode"] == "swipe" and swipe["track2"].startswith(swiped[0]["pan"] + "=")
+    frames = list(capture.of_kind("frame"))
+    if "GemPC Twin" in out:
+        assert {f["dir"] for f in frames} == {"out", "in"}
+        for f in frames:
+            raw = bytes.fromhex(f["hex"])
+            assert raw[:2] == bytes.fromhex("0306") and lrc(raw[:-1]) == raw[-1], f
+        test_pans = {c["pan"] for c in capture.of_kind("card")}
+        assert any(p in f["hex"] for f in frames for p in test_pans)  # the card data is there, sanitised
+        assert result.skipped["frame"] == len(frames)
+    else:
+        assert frames == []
+
     # nothing written in the run holds a PAN in clear: capture, console, journal (+WAL)
-    assert read_capture(record).dialect == dialect
+    assert capture.dialect == dialect
     assert clear_pan_hits(record.read_bytes()) == []
     assert clear_pan_hits((out + err).encode()) == []
     for f in journal_dir.iterdir():
