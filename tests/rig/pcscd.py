@@ -23,6 +23,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from posguard.demo.rig import RigError as ProductRigError
+from posguard.demo.rig import free_port_pair
+
 SOCKET_ENV = "PCSCLITE_CSOCK_NAME"
 VPCD_DRIVER = Path("/usr/lib/pcsc/drivers/serial/libifdvpcd.so")
 TWIN_DRIVER = Path("/usr/lib/pcsc/drivers/serial/libccidtwin.so")
@@ -41,7 +44,7 @@ _LAUNCHER = (
 )
 
 
-class RigError(RuntimeError):
+class RigError(ProductRigError):
     """The test rig could not reach the state a test asked for; the text says what to check."""
 
 
@@ -55,23 +58,6 @@ def process_socket_path() -> Path:
     path = base / "pcscd.comm"
     os.environ[SOCKET_ENV] = str(path)
     return path
-
-
-def free_port_pair(host: str = "127.0.0.1") -> int:
-    """A TCP port P with P and P+1 free (vpcd listens on both)."""
-    for _ in range(50):
-        with socket.socket() as a:
-            a.bind((host, 0))
-            port = int(a.getsockname()[1])
-            if port >= 65535:
-                continue
-            with socket.socket() as b:
-                try:
-                    b.bind((host, port + 1))
-                except OSError:
-                    continue
-            return port
-    raise RigError("no free pair of TCP ports for vpcd")
 
 
 def pcsc_env() -> dict[str, str]:
