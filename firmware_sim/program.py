@@ -1,8 +1,13 @@
-"""Command-line pieces shared by the simulator programs (fault options, profile overrides)."""
+"""Command-line and control-line pieces shared by the simulator programs (faults, profile overrides)."""
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from typing import Any
+
+from firmware_sim import control
+from firmware_sim.faults import Fault, FaultPlan
 
 
 def add_common_options(parser: argparse.ArgumentParser) -> None:
@@ -26,3 +31,20 @@ def parse_overrides(pairs: list[str] | dict[str, str]) -> dict[str, str]:
 def fault_text(args: list[str], kwargs: dict[str, str]) -> str:
     """Re-assemble a fault spec from a parsed control line."""
     return " ".join([*args, *(f"{k}={v}" for k, v in kwargs.items())])
+
+
+def add_fault(plan: FaultPlan, args: list[str], kwargs: dict[str, str], unplug: Callable[[], None]) -> Fault:
+    """Add the fault a control line names; an ``unplug`` fault acts at once instead of being armed."""
+    added = plan.add(Fault.parse(fault_text(args, kwargs)))
+    if added.kind == "unplug":
+        plan.faults.remove(added)
+        unplug()
+    return added
+
+
+def then_status(action: Callable[[], object], status: Callable[[], dict[str, Any]]) -> control.Handler:
+    """A control handler that runs ``action`` and answers with the simulator's status."""
+    def run(args: list[str], kwargs: dict[str, str]) -> dict[str, Any]:
+        action()
+        return status()
+    return run

@@ -18,14 +18,21 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from firmware_sim import ccid, control
 from firmware_sim.card import Card, get_profile
-from firmware_sim.faults import Fault, FaultPlan
+from firmware_sim.faults import FaultPlan
 from firmware_sim.loop import EventLoop
-from firmware_sim.program import add_common_options, add_profile_options, fault_text, parse_overrides
+from firmware_sim.program import (
+    add_common_options,
+    add_fault,
+    add_profile_options,
+    parse_overrides,
+    then_status,
+)
 from firmware_sim.pty_port import PtyPort, default_link
 from firmware_sim.t1 import T1Session
 
@@ -200,17 +207,11 @@ class TwinReader:
             return self.status()
 
         def fault(args: list[str], kw: dict[str, str]) -> dict[str, Any]:
-            added = self.plan.add(Fault.parse(fault_text(args, kw)))
-            if added.kind == "unplug":
-                self.plan.faults.remove(added)
-                self.unplug()
+            add_fault(self.plan, args, kw, self.unplug)
             return self.status()
 
-        def simple(action: Any) -> control.Handler:
-            def run(args: list[str], kw: dict[str, str]) -> dict[str, Any]:
-                action()
-                return self.status()
-            return run
+        def simple(action: Callable[[], object]) -> control.Handler:
+            return then_status(action, self.status)
 
         return {
             "insert": insert, "swap": swap, "fault": fault, "remove": simple(self.remove),

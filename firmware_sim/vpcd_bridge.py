@@ -25,13 +25,20 @@ import argparse
 import socket
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from firmware_sim import control
 from firmware_sim.card import Card, get_profile
-from firmware_sim.faults import Fault, FaultPlan
+from firmware_sim.faults import FaultPlan
 from firmware_sim.loop import EventLoop
-from firmware_sim.program import add_common_options, add_profile_options, fault_text, parse_overrides
+from firmware_sim.program import (
+    add_common_options,
+    add_fault,
+    add_profile_options,
+    parse_overrides,
+    then_status,
+)
 
 CTRL_POWER_OFF, CTRL_POWER_ON, CTRL_RESET, CTRL_ATR = 0, 1, 2, 4
 RECONNECT_INTERVAL = 0.05
@@ -212,17 +219,11 @@ class VpcdBridge:
             return {"profile": args[0], "gap": gap}
 
         def fault(args: list[str], kw: dict[str, str]) -> dict[str, Any]:
-            added = self.plan.add(Fault.parse(fault_text(args, kw)))
-            if added.kind == "unplug":
-                self.plan.faults.remove(added)
-                self.unplug()
+            add_fault(self.plan, args, kw, self.unplug)
             return {"faults": self.plan.describe()}
 
-        def simple(action: Any) -> control.Handler:
-            def run(args: list[str], kw: dict[str, str]) -> dict[str, Any]:
-                action()
-                return self.status()
-            return run
+        def simple(action: Callable[[], object]) -> control.Handler:
+            return then_status(action, self.status)
 
         return {
             "insert": insert, "swap": swap, "fault": fault,
