@@ -10,6 +10,7 @@ import itertools
 import select
 import time
 from collections.abc import Callable
+from typing import Any
 
 
 class EventLoop:
@@ -60,3 +61,17 @@ class EventLoop:
                     reader()
                 if not self.running:
                     return
+
+
+def serve_control(loop: EventLoop, handlers: dict[str, Any]) -> None:
+    """Dispatch control lines from standard input to ``handlers``; stop ``loop`` when the parent goes away."""
+    from firmware_sim.control import ControlChannel
+
+    channel = ControlChannel(handlers)
+
+    def on_control() -> None:
+        channel.on_readable()
+        if channel.closed:  # our parent went away: leave quietly
+            loop.stop()
+
+    loop.add_reader(channel.fd, on_control)

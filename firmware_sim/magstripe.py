@@ -22,7 +22,7 @@ from typing import Any
 from firmware_sim import control
 from firmware_sim.card import profiles
 from firmware_sim.faults import FaultPlan
-from firmware_sim.loop import EventLoop
+from firmware_sim.loop import EventLoop, serve_control
 from firmware_sim.program import (
     add_common_options,
     add_fault,
@@ -163,14 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     reader = MagstripeReader(port, args.profile, bcc=args.bcc, plan=plan,
                              overrides=parse_overrides(args.set))
     reader.plug()
-    channel = control.ControlChannel(reader.handlers())
-
-    def on_control() -> None:
-        channel.on_readable()
-        if channel.closed:
-            reader.loop.stop()
-
-    reader.loop.add_reader(channel.fd, on_control)
+    serve_control(reader.loop, reader.handlers())
     control.emit("ready", {"link": str(port.link), "tty": port.slave_name, "profile": args.profile})
     try:
         reader.loop.run()

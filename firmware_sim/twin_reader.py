@@ -25,7 +25,7 @@ from typing import Any
 from firmware_sim import ccid, control
 from firmware_sim.card import Card, get_profile
 from firmware_sim.faults import FaultPlan
-from firmware_sim.loop import EventLoop
+from firmware_sim.loop import EventLoop, serve_control
 from firmware_sim.program import (
     add_common_options,
     add_fault,
@@ -238,14 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     reader = TwinReader(port, card, echo=not args.no_echo, plan=plan)
     reader.plug()
-    channel = control.ControlChannel(reader.handlers())
-
-    def on_control() -> None:
-        channel.on_readable()
-        if channel.closed:
-            reader.loop.stop()
-
-    reader.loop.add_reader(channel.fd, on_control)
+    serve_control(reader.loop, reader.handlers())
     control.emit("ready", {"link": str(port.link), "tty": port.slave_name,
                            "profile": card.name if card else None})
     try:

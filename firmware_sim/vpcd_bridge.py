@@ -31,7 +31,7 @@ from typing import Any
 from firmware_sim import control
 from firmware_sim.card import Card, get_profile
 from firmware_sim.faults import FaultPlan
-from firmware_sim.loop import EventLoop
+from firmware_sim.loop import EventLoop, serve_control
 from firmware_sim.program import (
     add_common_options,
     add_fault,
@@ -249,19 +249,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     bridge = VpcdBridge(card, host=args.host, port=args.port, inserted=not args.removed, plan=plan)
-    channel = control.ControlChannel(bridge.handlers())
-    bridge.loop.add_reader(channel.fd, lambda: _on_control(channel, bridge))
+    serve_control(bridge.loop, bridge.handlers())
     bridge.start()
     control.emit("ready", {"port": args.port, "profile": card.name, "atr": card.atr.hex().upper()})
     bridge.loop.run()
     bridge.remove()
     return 0
-
-
-def _on_control(channel: control.ControlChannel, bridge: VpcdBridge) -> None:
-    channel.on_readable()
-    if channel.closed:  # our parent went away: leave quietly
-        bridge.loop.stop()
 
 
 if __name__ == "__main__":
