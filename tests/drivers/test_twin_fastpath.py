@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -103,19 +102,6 @@ class PtyLine:
         except OSError:
             pass
 
-
-@pytest.fixture
-def line() -> Iterator[PtyLine]:
-    pl = PtyLine()
-    try:
-        yield pl
-    finally:
-        pl.close()
-
-
-@pytest.fixture(params=[True, False], ids=["fast", "general"])
-def fast(request: pytest.FixtureRequest) -> bool:
-    return bool(request.param)
 
 
 def make_link(line: PtyLine, fast: bool, **kw: Any) -> TwinLink:

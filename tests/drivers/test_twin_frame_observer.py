@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 pytest.importorskip("serial")
@@ -19,20 +17,6 @@ from tests.drivers.test_twin_fastpath import (  # noqa: E402
     answer,
     make_link,
 )
-
-
-@pytest.fixture
-def line() -> Iterator[PtyLine]:
-    pl = PtyLine()
-    try:
-        yield pl
-    finally:
-        pl.close()
-
-
-@pytest.fixture(params=[True, False], ids=["fast", "general"])
-def fast(request: pytest.FixtureRequest) -> bool:
-    return bool(request.param)
 
 
 def observed(link: TwinLink) -> list[tuple[str, bytes]]:
