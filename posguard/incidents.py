@@ -16,13 +16,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from posguard.engine.journal import Journal, JournalError
-from posguard.flows.scrub import scrub
+from posguard.flows.outcomes import LEAVES_OPEN
+from posguard.sensitive import mask_digits_in_text, scrub
 
-__all__ = ["Incident", "load_incidents", "get_incident", "render_incident", "render_list", "OPEN_OUTCOMES",
+__all__ = ["Incident", "IncidentReport", "load_incidents", "get_incident", "render_incident", "render_list", "OPEN_OUTCOMES",
            "ENGINE_CAUSES"]
 
-#: outcomes that leave the incident open (someone still has to act)
-OPEN_OUTCOMES = frozenset({"pending", "awaiting_confirmation", "failed", None})
+#: outcomes that leave the incident open (someone still has to act); no outcome yet leaves it open too
+OPEN_OUTCOMES: frozenset[str | None] = frozenset({*LEAVES_OPEN, None})
 #: engine incident kind -> cause
 ENGINE_CAUSES = {"outcome_unknown": "network", "recovered_in_flight": "device_fault",
                  "settlement_failed": "network", "upload_failed": "host"}
@@ -57,6 +58,37 @@ class Incident:
         return json.loads(scrub(json.dumps(d, ensure_ascii=False)))  # type: ignore[no-any-return]
 
 
+@dataclass
+class IncidentReport:
+    """An incident as the till met it, live or in a replay: what was detected (or claimed), by which rule, on
+    which transactions, which flow corrected it, the wire evidence it sent (card data removed) and the outcome.
+
+    ``incident_id`` points at the journal's :class:`Incident` (``posguard incidents show ID``) when a flow
+    opened one; it is ``None`` for what the engine did on its own and for what is seen on the wire alone.
+    """
+
+    kind: str
+    rule: str
+    transactions: list[str]
+    flow: str | None
+    messages: list[str]
+    outcome: str
+    detail: str = ""
+    mtis: list[str] = field(default_factory=list)
+    incident_id: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"incident": self.kind, "rule": self.rule, "transactions": self.transactions, "flow": self.flow,
+                "messages": self.messages, "outcome": self.outcome, "detail": mask_digits_in_text(self.detail),
+                "incident_id": self.incident_id}
+
+    def line(self) -> str:
+        msgs = " ".join(self.mtis) or f"{len(self.messages)}" if self.messages else "none"
+        return (f"INCIDENT {self.kind} [{self.rule}] txns {', '.join(self.transactions) or '-'} -> "
+                f"flow {self.flow or '-'}: {self.outcome} (messages: {msgs})"
+                + (f" — {mask_digits_in_text(self.detail)}" if self.detail else ""))
+
+
 def _iso(at: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
 
@@ -81,9 +113,7 @@ def _build(journal: Journal, row: Any, with_detail: bool) -> Incident:
     kind = str(row["kind"])
     if kind.startswith("flow:"):
         iid = int(row["id"])
-        events = journal.query(
-            "SELECT kind, at, txn_id, detail FROM events WHERE kind IN ('flow_step', 'flow_outcome') AND "
-            "json_extract(detail, '$.incident') = ? ORDER BY id", (iid,))
+        events = journal.flow_events(iid)
         steps: dict[str, dict[str, Any]] = {}
         outcome: dict[str, Any] = {}
         for ev in events:
@@ -121,15 +151,14 @@ def _build(journal: Journal, row: Any, with_detail: bool) -> Incident:
 
 
 def load_incidents(journal: Journal, *, since: float | None = None, with_detail: bool = False) -> list[Incident]:
-    rows = journal.query("SELECT * FROM incidents WHERE at >= ? ORDER BY id", (since or 0.0,))
-    return [_build(journal, r, with_detail) for r in rows]
+    return [_build(journal, r, with_detail) for r in journal.incidents_since(since or 0.0)]
 
 
 def get_incident(journal: Journal, incident_id: int) -> Incident:
-    rows = journal.query("SELECT * FROM incidents WHERE id = ?", (incident_id,))
-    if not rows:
+    row = journal.incident(incident_id)
+    if row is None:
         raise JournalError(f"no incident {incident_id} in {journal.path}; list them with `posguard incidents list`")
-    return _build(journal, rows[0], True)
+    return _build(journal, row, True)
 
 
 def render_list(incidents: list[Incident]) -> str:

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from posguard.capture.replay import ReplayResult, replay
-from posguard.service.till import Incident
+from posguard.incidents import IncidentReport
 
 __all__ = ["Replayed", "posguard_replay"]
 
@@ -33,7 +33,7 @@ class Replayed:
     result: ReplayResult
 
     @property
-    def incidents(self) -> list[Incident]:
+    def incidents(self) -> list[IncidentReport]:
         return self.result.incidents
 
     def incident_kinds(self) -> list[str]:

@@ -1,8 +1,16 @@
-"""Card data that guards itself.
+"""Card data that guards itself, and what each class of card data means wherever it goes.
+
+A leaf module (it imports nothing of posguard's) that every layer may use, the codec included.
 
 A full PAN, track data, PIN block, CVV or key must never reach a log line, an exception message, a repr,
 a capture file or the journal in clear. The helpers here mask or tokenise at the edge so no caller has to
 remember: :class:`Pan` prints masked everywhere and only :meth:`Pan.reveal` gives the clear value.
+
+Which fields are card data is declared once, by the dialect (``FieldSpec.sensitive``, one of
+:data:`SENSITIVITY_CLASSES`), and for field 55 by the EMV tag table (:mod:`posguard.iso8583.emv_tags`).
+What a class means is declared once, here, in :data:`TREATMENTS`: how it is shown (``describe()``, JSON, the
+journal), whether it stays in the wire images kept as incident evidence, and whether it stays in a capture
+(where PANs are then replaced by test PANs). Everything that masks a message derives from these two tables.
 """
 
 from __future__ import annotations
@@ -10,18 +18,59 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final, Literal
 
 __all__ = [
     "Pan",
+    "Sensitivity",
+    "SENSITIVITY_CLASSES",
+    "Treatment",
+    "TREATMENTS",
     "mask_pan",
+    "mask_track",
     "mask_track2",
     "mask_track1",
+    "mask_value",
     "mask_digits_in_text",
+    "scrub",
     "pan_token",
     "luhn_ok",
     "luhn_check_digit",
+    "mask_contact",
 ]
+
+Sensitivity = Literal["pan", "track", "pin", "icc", "mac", "key", "expiry"]
+SENSITIVITY_CLASSES: Final = ("pan", "track", "pin", "icc", "mac", "key", "expiry")
+Shown = Literal["pan", "track", "tags", "hidden"]
+
+
+@dataclass(frozen=True)
+class Treatment:
+    """What one class of card data becomes wherever a message leaves the codec.
+
+    ``shown``: how ``describe()``, masked JSON and the journal show it (``pan`` 6+4, ``track`` PAN masked and
+    the rest hidden, ``tags`` the EMV tag list with only display-safe values, ``hidden`` stars);
+    ``in_evidence``: kept in the wire images an incident keeps as evidence;
+    ``in_capture``: kept in a capture file (which replaces every PAN by a consistent test PAN).
+    """
+
+    shown: Shown
+    in_evidence: bool
+    in_capture: bool
+    why: str
+
+
+TREATMENTS: Final[Mapping[str, Treatment]] = {
+    "pan": Treatment("pan", False, True, "primary account number (PCI DSS: 6+4 at most)"),
+    "track": Treatment("track", False, True, "magnetic stripe / track 2 equivalent data"),
+    "expiry": Treatment("hidden", False, True, "expiry date, card data in combination with the PAN"),
+    "icc": Treatment("tags", False, True, "chip data: PAN, track 2 equivalent and name inside"),
+    "pin": Treatment("hidden", False, False, "PIN block and its security control: never stored"),
+    "key": Treatment("hidden", False, False, "keys and key check material: never stored"),
+    "mac": Treatment("hidden", True, True, "message authentication code: no card data, kept for replay"),
+}
 
 _PAN_RE = re.compile(r"\d{12,19}")
 
@@ -77,6 +126,47 @@ def mask_track1(track1: str) -> str:
         prefix = head[:2] if head[:2] in ("%B", "%b") else (head[:1] if head[:1] in "Bb" else "")
         return prefix + mask_pan(head[len(prefix):]) + "^" + parts[1] + "^" + "*" * len("^".join(parts[2:]))
     return "*" * len(track1)
+
+
+def mask_track(track: str) -> str:
+    """Mask track data of either kind: track 1 (``%B...^NAME^...``) or track 2 / field 35 / track 3."""
+    return mask_track1(track) if "^" in track else mask_track2(track)
+
+
+def mask_value(sensitivity: str, text: str) -> str:
+    """``text`` (a field value as text or hex) shown as :data:`TREATMENTS` says for its class.
+
+    ``tags`` (field 55) is shown here as stars: the per-tag view needs the TLV parser (``describe()``).
+    """
+    shown = TREATMENTS[sensitivity].shown if sensitivity in TREATMENTS else "hidden"
+    if shown == "pan":
+        return mask_pan(text)
+    if shown == "track":
+        return mask_track(text)
+    return "*" * min(len(text), 16)
+
+
+_RUN = re.compile(r"\d{13,}")
+
+
+def scrub(text: str) -> str:
+    """Mask the PANs in free text and keep every other number readable.
+
+    :func:`mask_digits_in_text` masks every 12-19 digit run, which would also hide the 12-digit RRN a
+    customer needs as evidence. A PAN is 13-19 digits and passes the Luhn check, so this masks exactly those
+    runs (and any run longer than 19, which may hide one), keeping RRNs, STANs and amounts.
+
+    >>> scrub("card 4761739001010119 RRN 318220000001")
+    'card 476173******0119 RRN 318220000001'
+    """
+
+    def one(m: re.Match[str]) -> str:
+        run = m.group(0)
+        if len(run) > 19 or luhn_ok(run):
+            return mask_pan(run) if len(run) <= 19 else "*" * len(run)
+        return run
+
+    return _RUN.sub(one, text)
 
 
 def mask_digits_in_text(text: str) -> str:
@@ -152,3 +242,15 @@ class Pan:
 
     def __reduce__(self) -> Any:  # pickling would carry the clear value: refuse
         raise TypeError("Pan values are not picklable; store a token or the masked form")
+
+
+def mask_contact(contact: str) -> str:
+    """Contact details are protected like card data: show only enough to recognise them."""
+    if "@" in contact:
+        name, _, domain = contact.partition("@")
+        return (name[:1] + "***@" + domain) if name else "***@" + domain
+    digits = [c for c in contact if c.isdigit()]
+    if len(digits) >= 7:
+        return "*" * (len(digits) - 4) + "".join(digits[-4:])
+    return "*" * len(contact)
+

@@ -8,10 +8,14 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from posguard.capture.sanitize import REMOVED_FIELDS, Sanitiser
+from posguard.capture.sanitize import Sanitiser
 from posguard.clock import Clock, SystemClock
+from posguard.sensitive import mask_digits_in_text
+
+if TYPE_CHECKING:
+    from posguard.engine.observe import Exchange
 
 __all__ = ["CAPTURE_VERSION", "KINDS", "Capture", "CaptureError", "CaptureWriter", "read_capture",
            "sanitise_frame"]
@@ -204,9 +208,23 @@ class CaptureWriter:
         """The clock's monotonic time (what ``frame(at=...)`` takes)."""
         return self.clock.monotonic()
 
+    def on_exchange(self, exchange: Exchange) -> None:
+        """The engine's exchange listener: an ``iso`` record for each request and response, and for a failure a
+        ``link`` record (``timeout``, ``link_error``, ``invalid_response``) so that a replay raises the same
+        failure at the same point."""
+        if exchange.event == "sent":
+            self.iso("out", exchange.request.encode())
+        elif exchange.event == "received" and exchange.response is not None:
+            self.iso("in", exchange.response.encode())
+        elif exchange.event == "failed" and exchange.error is not None:
+            self.record("link", event=exchange.error.event, maybe_sent=exchange.error.maybe_sent,
+                        detail=mask_digits_in_text(str(exchange.error))[:200])
+
     def iso(self, direction: str, raw: bytes) -> None:
-        """An ISO 8583 message without framing: decoded, PIN/key fields removed, PANs replaced."""
+        """An ISO 8583 message without framing: decoded, the fields its dialect keeps out of captures (PIN
+        blocks, keys: :func:`~posguard.iso8583.redaction.capture_drops`) removed, PANs replaced."""
         from posguard.iso8583 import Message
+        from posguard.iso8583.redaction import capture_drops
 
         try:
             msg = Message.decode(raw, self.dialect)
@@ -216,7 +234,7 @@ class CaptureWriter:
         pan = msg.pan
         if pan is not None:
             self.sanitiser.learn(pan.reveal())
-        removed = [f for f in REMOVED_FIELDS if f in msg]
+        removed = capture_drops(msg)
         for f in removed:
             del msg[f]
         track2 = msg.get("35")

@@ -22,8 +22,10 @@ from posguard.engine.engine import EnginePolicies, TerminalConfig, TransactionEn
 from posguard.engine.journal import Journal
 from posguard.engine.ports import HostLinkError, HostTimeout, InvalidResponse
 from posguard.engine.saf import SafPolicy
+from posguard.incidents import IncidentReport
 from posguard.iso8583.message import Message
-from posguard.service.till import Incident, Till
+from posguard.iso8583.redaction import evidence_image
+from posguard.service.till import Till
 
 __all__ = ["ReplayDiverged", "ReplayLink", "ReplayResult", "replay", "REPLAY_TOKEN_KEY"]
 
@@ -109,7 +111,7 @@ class ReplayLink:
 @dataclass
 class ReplayResult:
     capture: Capture
-    incidents: list[Incident]
+    incidents: list[IncidentReport]
     till: Till
     journal: Journal
     sent: list[Message] = field(default_factory=list)
@@ -178,7 +180,7 @@ def replay(source: str | Path | Capture, *, journal_path: str | Path | None = No
             except (KeyError, TypeError, ValueError) as exc:
                 raise CaptureError(cursor.line(index), f"operator action {rec['op']!r} cannot be replayed: "
                                                        f"{exc}") from None
-    return ReplayResult(capture, till.incidents, till, journal, list(till.wire.sent), log, skipped)
+    return ReplayResult(capture, till.incidents, till, journal, list(till.sent), log, skipped)
 
 
 def _policies(data: dict[str, Any]) -> EnginePolicies:
@@ -188,11 +190,9 @@ def _policies(data: dict[str, Any]) -> EnginePolicies:
     return EnginePolicies(saf=saf, send_reversal_immediately=bool(data.get("send_reversal_immediately", True)))
 
 
-def wire_incidents(capture: Capture, duplicate_window: float = 600.0) -> list[Incident]:
+def wire_incidents(capture: Capture, duplicate_window: float = 600.0) -> list[IncidentReport]:
     """Incidents visible on the wire alone (a capture without operator actions, e.g. an imported pcap)."""
-    from posguard.service.till import safe_hex
-
-    out: list[Incident] = []
+    out: list[IncidentReport] = []
     pending: dict[tuple[str, int | None], tuple[float, Message]] = {}
     approved: list[tuple[float, str, int | None, str | None, Message]] = []
     for rec in capture.records:
@@ -206,21 +206,21 @@ def wire_incidents(capture: Capture, duplicate_window: float = 600.0) -> list[In
         if rec["dir"] == "out":
             pending[(msg.mti, msg.stan)] = (t, msg)
             if msg.is_reversal and not msg.is_repeat:
-                out.append(Incident("reversal", "reversal_on_wire", [f"stan {msg.stan}"], None, [safe_hex(msg)],
+                out.append(IncidentReport("reversal", "reversal_on_wire", [f"stan {msg.stan}"], None, [evidence_image(msg)],
                                     "sent", "a reversal was sent for this STAN", [msg.mti]))
             continue
         request = pending.pop((msg.mti[:2] + str(int(msg.mti[2]) - 1) + msg.mti[3], msg.stan), (t, None))[1]
         if request is None:
             continue
         if request.mti == "0500" and msg.response_code not in ("00", None):
-            out.append(Incident("unsettled", "settlement_not_accepted", [f"stan {msg.stan}"], None, [],
+            out.append(IncidentReport("unsettled", "settlement_not_accepted", [f"stan {msg.stan}"], None, [],
                                 f"rc {msg.response_code}", "the host did not accept the totals", [msg.mti]))
         if request.mti in ("0200", "0100") and msg.approved and (request.processing_code or "")[:2] == "00":
             pan = request.pan.reveal() if request.pan is not None else None
             for at, other_pan, other_amount, other_tid, other in approved:
                 if (other_pan, other_amount, other_tid) == (pan or "", request.amount, request.tid) and \
                         t - at <= duplicate_window:
-                    out.append(Incident("duplicate_charge", "same_card_amount_terminal",
+                    out.append(IncidentReport("duplicate_charge", "same_card_amount_terminal",
                                         [f"stan {other.stan}", f"stan {request.stan}"], None, [],
                                         "detected", f"{t - at:.1f} s apart", [request.mti]))
             approved.append((t, pan or "", request.amount, request.tid, request))

@@ -3,7 +3,8 @@
 Every PAN seen is replaced, consistently within one capture, by a *test PAN* that keeps the BIN (first six
 digits) and the length and passes Luhn; the replacement is applied to every spelling of the PAN a record can
 carry: digits (field 2, track 2, hex of BCD in field 55 / APDU responses) and hex of ASCII digits (field 2 and
-35 of the ASCII dialects). PIN blocks, CVV/CVC and keys are removed before a record is written.
+35 of the ASCII dialects). PIN blocks, CVV/CVC and keys are removed before a record is written (which ISO 8583
+fields those are, the dialect declares: :func:`posguard.iso8583.redaction.capture_drops`).
 """
 
 from __future__ import annotations
@@ -15,11 +16,8 @@ import secrets
 
 from posguard.sensitive import luhn_check_digit
 
-__all__ = ["Sanitiser", "REMOVED_FIELDS", "substitute_pan"]
+__all__ = ["Sanitiser", "substitute_pan"]
 
-#: ISO 8583 fields dropped from every captured message: PIN block (52), security control (53), MAC keys and
-#: working keys in the sign-on response (62 in CUP carries keys with check values), message security code (96).
-REMOVED_FIELDS = ("52", "53", "62", "96")
 _PAN_RE = re.compile(r"(?<![0-9])([2-6][0-9]{12,18})(?![0-9])")
 
 

@@ -1,6 +1,7 @@
 """The transaction state chart, declared as data.
 
-``STATES`` and ``TRANSITIONS`` below are the whole specification. From them we build
+``STATES`` and ``TRANSITIONS`` below are the whole specification; ``STATE_GROUPS`` names the sets of states
+the rest of posguard asks about ("does the charge stand?"). From them we build
 
 * one :class:`transitions.Machine` per transaction kind (:func:`build_machine`), the reference executor;
 * a compiled lookup table (:class:`Chart`) with the same semantics, used on the engine's hot path
@@ -22,6 +23,11 @@ __all__ = [
     "FINANCIAL_KINDS",
     "QUEUE_KINDS",
     "STATES",
+    "STATE_GROUPS",
+    "CHARGE_STANDS",
+    "APPROVED_OPEN",
+    "IN_DOUBT",
+    "UNRESOLVED",
     "TRANSITIONS",
     "Transition",
     "Chart",
@@ -69,6 +75,25 @@ STATES: Final[Mapping[str, str]] = {
     "expired": "gave up after the configured retries/expiry; incident raised",
     "disarmed": "withdrawn: the original request never left the terminal",
 }
+
+#: State groups, declared once. Every "does the charge stand?" or "is the outcome known?" in posguard reads these.
+STATE_GROUPS: Final[Mapping[str, frozenset[str]]] = {
+    # money taken from the cardholder and not given back in full. A completed pre-authorisation is not here:
+    # its money is carried by its completion transaction, and counting both would count it twice.
+    "charge_stands": frozenset({"approved", "signature_pending", "signed", "unsigned", "uploaded", "settled",
+                                "refunded_partial"}),
+    # approved by the host and still in the open batch, neither corrected nor settled
+    "approved_open": frozenset({"approved", "signature_pending", "signed", "unsigned", "uploaded"}),
+    # the host may or may not hold it: the engine is still finding out (a reversal or advice is due or queued)
+    "in_doubt": frozenset({"request_journaled", "sent", "timed_out", "response_invalid", "reversal_pending"}),
+    # in doubt, or given up on by the queue: nobody knows what the host holds until a person checks
+    "unresolved": frozenset({"request_journaled", "sent", "timed_out", "response_invalid", "reversal_pending",
+                             "reversal_failed"}),
+}
+CHARGE_STANDS: Final = STATE_GROUPS["charge_stands"]
+APPROVED_OPEN: Final = STATE_GROUPS["approved_open"]
+IN_DOUBT: Final = STATE_GROUPS["in_doubt"]
+UNRESOLVED: Final = STATE_GROUPS["unresolved"]
 
 _ONLINE = ("sale", "void", "refund", "preauth", "completion")
 _ADVISED = ("refund", "completion")
@@ -260,6 +285,10 @@ def render_table(kind: str | None = None) -> str:
     lines.append("states:")
     for name, desc in STATES.items():
         lines.append(f"  {name:<18} {desc}")
+    lines.append("")
+    lines.append("state groups:")
+    for group, members in STATE_GROUPS.items():
+        lines.append(f"  {group:<18} {', '.join(s for s in STATES if s in members)}")
     return "\n".join(line.rstrip() for line in lines) + "\n"
 
 

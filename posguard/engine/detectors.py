@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from posguard.clock import Clock
+from posguard.engine.chart import CHARGE_STANDS, UNRESOLVED
 from posguard.engine.journal import Journal, TxnRecord
 
 __all__ = [
@@ -36,14 +37,8 @@ __all__ = [
     "ClaimVerdict",
     "ReconciliationDetector",
     "LedgerEntry",
-    "CHARGE_STATES",
 ]
 
-#: states in which a transaction is money taken from the cardholder
-CHARGE_STATES = frozenset({"approved", "signature_pending", "signed", "unsigned", "uploaded", "settled",
-                           "refunded_partial", "completed"})
-_UNKNOWN_STATES = frozenset({"timed_out", "response_invalid", "reversal_pending", "reversal_failed", "sent",
-                             "request_journaled"})
 
 
 @dataclass(frozen=True)
@@ -127,7 +122,7 @@ class DuplicateChargeDetector:
         key = self._key(txn)
         if key is not None:
             for at, other_id, other_stan in self._charges.get(key, ()):
-                if journal is not None and journal.get_txn(other_id).state not in CHARGE_STATES:
+                if journal is not None and journal.get_txn(other_id).state not in CHARGE_STANDS:
                     continue  # voided, reversed or refunded since
                 same_stan = other_stan is not None and other_stan == txn.stan
                 rule = "same_stan" if same_stan else "same_card_amount_terminal"
@@ -150,7 +145,7 @@ class DuplicateChargeDetector:
             self._add("_charges", key, (now, txn.id, txn.stan), now)
         if txn.order_ref and txn.kind in ("sale", "completion"):
             for at, other_id in self._orders.get(txn.order_ref, ()):
-                if journal is not None and journal.get_txn(other_id).state not in CHARGE_STATES:
+                if journal is not None and journal.get_txn(other_id).state not in CHARGE_STANDS:
                     continue
                 out.append(Detection("duplicate_charge", "same_order_reference", (other_id, txn.id), {
                     "classification": "duplicate_order", "order_ref": txn.order_ref,
@@ -278,7 +273,7 @@ class VoidMismatchDetector:
             if "approve" in events and "reverse_approved" in events:
                 out.append(Detection("void_mismatch", "void_undone_by_reversal", (original_id, v.id), {
                     **ev, "action": "the charge stands again: void again in this batch, or refund after settlement"}))
-            elif "approve" not in events and v.state in _UNKNOWN_STATES | {"reversed"}:
+            elif "approve" not in events and v.state in UNRESOLVED | {"reversed"}:
                 out.append(Detection("void_mismatch", "void_response_lost", (original_id, v.id), {
                     **ev, "action": "the void's answer was lost and it is being reversed: the original charge "
                                     "stands; void again once the reversal is acknowledged"}))
@@ -311,7 +306,7 @@ class VoidMismatchDetector:
         original = journal.get_txn(original_id)
         chain = [original_id] + [c.id for c in journal.children(original_id)]
         if original.state == "voided":
-            void = next(c for c in journal.children(original_id) if c.kind == "void" and c.state in CHARGE_STATES)
+            void = next(c for c in journal.children(original_id) if c.kind == "void" and c.state in CHARGE_STANDS)
             return ClaimVerdict(original_id, True, f"voided by {void.id} (RRN {void.rrn}, auth {void.auth_code}); "
                                 "the issuer releases the hold, usually the same or next day", tuple(chain))
         if original.state == "refunded":

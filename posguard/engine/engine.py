@@ -27,13 +27,13 @@ every journal commit and before and after every send, so a test can crash the pr
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NoReturn
 
 from posguard.clock import Clock, SystemClock
 from posguard.engine.card import CardData
-from posguard.engine.chart import CHART, IllegalTransition
+from posguard.engine.chart import APPROVED_OPEN, CHART, IN_DOUBT, IllegalTransition
 from posguard.engine.detectors import Detection, Detectors
 from posguard.engine.errors import (
     CorrectionRefused,
@@ -44,6 +44,7 @@ from posguard.engine.errors import (
     WrongCard,
 )
 from posguard.engine.journal import Journal, SafRecord, TxnRecord
+from posguard.engine.observe import Exchange, ExchangeListener, Observers
 from posguard.engine.ports import HostError, HostLink, HostTimeout, InvalidResponse
 from posguard.engine.profiles import Fields, Profile, get_profile
 from posguard.engine.redact import masked_json, masked_message
@@ -58,7 +59,6 @@ __all__ = ["TransactionEngine", "TerminalConfig", "EnginePolicies", "TxnResult",
            "RecoveryReport", "SignOnResult"]
 
 KillHook = Callable[[str], None]
-APPROVED_STATES = ("approved", "signature_pending", "signed", "unsigned", "uploaded")
 _REASON_TIMEOUT, _REASON_INCOMPLETE, _REASON_OTHER = "98", "96", "06"
 
 
@@ -101,7 +101,7 @@ class TxnResult:
 
     @property
     def approved(self) -> bool:
-        return self.state in APPROVED_STATES
+        return self.state in APPROVED_OPEN
 
 
 @dataclass(frozen=True)
@@ -156,7 +156,21 @@ class TransactionEngine:
         self.saf = StoreAndForward(journal, self.sealer, self.profile, self.clock, self.policies.saf,
                                    kill=self._kill, on_done=self._saf_done, on_expired=self._saf_expired)
         self._signed_on = False  # in this engine start (the host's demand itself is durable in the journal)
+        #: who watches what crosses the wire (capture writers, flows collecting evidence): see ``observe``
+        self.observers = Observers()
         self._wire = _HostWatch(self)
+
+    # -- observation ------------------------------------------------------------------------------
+    def add_exchange_listener(self, listener: ExchangeListener) -> None:
+        """Call ``listener`` with every :class:`~posguard.engine.observe.Exchange` from now on."""
+        self.observers.add(listener)
+
+    def remove_exchange_listener(self, listener: ExchangeListener) -> None:
+        self.observers.remove(listener)
+
+    def recording(self) -> AbstractContextManager[list[Message]]:
+        """``with engine.recording() as sent:`` — the requests the engine sends while the block runs."""
+        return self.observers.recording()
 
     # -- plumbing --------------------------------------------------------------------------------
     def _kill(self, point: str) -> None:
@@ -263,7 +277,8 @@ class TransactionEngine:
             self.journal.record_event("sign_on_started", detail={"reason": reason, "before": before, "stan": stan})
         self._kill("host.before_send:0800")
         try:
-            response = self.link.exchange(self.profile.message("0800", fields), timeout=self.terminal.host_timeout)
+            response = self._wire.exchange(self.profile.message("0800", fields), timeout=self.terminal.host_timeout,
+                                           demands=False)
         except HostError as exc:
             self._kill("host.after_send:0800")
             with self._atomic("sign_on_failed"):
@@ -338,7 +353,7 @@ class TransactionEngine:
             raise CorrectionRefused(f"{original_id} is in closed batch {original.batch_no}; after settlement "
                                     "only a refund is possible")
         open_voids = [c for c in self.journal.children(original_id)
-                      if c.kind == "void" and c.state in ("request_journaled", "sent", "timed_out", "reversal_pending")]
+                      if c.kind == "void" and c.state in IN_DOUBT]
         if open_voids:
             raise CorrectionRefused(f"void {open_voids[0].id} of {original_id} is still unresolved; wait for its "
                                     "reversal to be acknowledged before voiding again")
@@ -407,10 +422,7 @@ class TransactionEngine:
         with self._atomic("request_journaled"):
             txn = self._create(kind, card, amount, currency, order_ref, original, now)
             stan = self.journal.allocate_stan()
-            fields = self.profile.request_fields(
-                kind, card=card, amount_minor=amount, currency=currency, stan=stan, batch_no=txn.batch_no or 0,
-                terminal_id=self.terminal.terminal_id, merchant_id=self.terminal.merchant_id, now=now,
-                original=original)
+            fields = self._request_fields(kind, card, amount, currency, stan, txn.batch_no or 0, now, original)
             self.journal.record_message(direction="out", mti=spec.mti, masked=masked_json(spec.mti, fields),
                                         stan=stan, txn_id=txn.id)
             if spec.reversible:
@@ -430,6 +442,23 @@ class TransactionEngine:
             return self._outcome_unknown(txn, saf_id, exc, spec.reversible)
         self._kill(f"host.after_send:{spec.mti}")
         return self._outcome(txn, saf_id, response, card, original)
+
+    def _request_fields(self, kind: str, card: CardData | None, amount: int, currency: str, stan: int,
+                        batch_no: int, now: float, original: TxnRecord | None) -> Fields:
+        """The one request builder: what a ``kind`` request carries, from the profile and this terminal."""
+        return self.profile.request_fields(
+            kind, card=card, amount_minor=amount, currency=currency, stan=stan, batch_no=batch_no,
+            terminal_id=self.terminal.terminal_id, merchant_id=self.terminal.merchant_id, now=now,
+            original=original)
+
+    def preview(self, kind: str, amount_minor: int, *, original: TxnRecord | None = None,
+                card: CardData | None = None, currency: str | None = None) -> Message:
+        """The ``kind`` request the engine would send now (next STAN, current batch), built by the same builder
+        as a real one; nothing is journaled or sent (a correction's dry run shows it)."""
+        stan = self.journal.peek_counter("stan") % 999_999 + 1
+        fields = self._request_fields(kind, card, amount_minor, currency or self.terminal.currency, stan,
+                                      self.journal.current_batch(), self.clock.now(), original)
+        return self.profile.message(self.profile.spec(kind).mti, fields)
 
     def _create(self, kind: str, card: CardData | None, amount: int, currency: str, order_ref: str | None,
                 original: TxnRecord | None, now: float) -> TxnRecord:
@@ -819,16 +848,21 @@ class TransactionEngine:
 
 
 class _HostWatch:
-    """The engine's view of its link: every response is checked for a sign-on demand (RC 77, CUP header 3).
-
-    It forwards to ``engine.link`` at call time, so callers that swap ``engine.link`` (recorders, wire logs)
-    stay in the path.
-    """
+    """The engine's view of its link: tells the exchange listeners what crosses the wire, and checks every
+    response for a sign-on demand (RC 77, CUP header 3) unless ``demands`` is off (the sign-on itself)."""
 
     def __init__(self, engine: TransactionEngine) -> None:
         self._engine = engine
 
-    def exchange(self, request: Message, *, timeout: float) -> Message:
-        response = self._engine.link.exchange(request, timeout=timeout)
-        self._engine._host_demands_sign_on(response)
+    def exchange(self, request: Message, *, timeout: float, demands: bool = True) -> Message:
+        observers = self._engine.observers
+        observers.notify(Exchange("sent", request))
+        try:
+            response = self._engine.link.exchange(request, timeout=timeout)
+        except HostError as exc:
+            observers.notify(Exchange("failed", request, error=exc))
+            raise
+        observers.notify(Exchange("received", request, response))
+        if demands:
+            self._engine._host_demands_sign_on(response)
         return response

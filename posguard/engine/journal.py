@@ -417,6 +417,24 @@ class Journal:
             return self.query("SELECT * FROM incidents ORDER BY id")
         return self.query("SELECT * FROM incidents WHERE kind = ? ORDER BY id", (kind,))
 
+    def incident(self, incident_id: int) -> sqlite3.Row | None:
+        rows = self.query("SELECT * FROM incidents WHERE id = ?", (incident_id,))
+        return rows[0] if rows else None
+
+    def incidents_since(self, since: float) -> list[sqlite3.Row]:
+        return self.query("SELECT * FROM incidents WHERE at >= ? ORDER BY id", (since,))
+
+    def flow_events(self, incident_id: int, *, outcome: bool = True) -> list[sqlite3.Row]:
+        """The ``flow_step`` (and, with ``outcome``, ``flow_outcome``) events of one flow incident, in order."""
+        kinds = "('flow_step', 'flow_outcome')" if outcome else "('flow_step')"
+        return self.query(f"SELECT kind, at, txn_id, detail FROM events WHERE kind IN {kinds} AND "
+                          "json_extract(detail, '$.incident') = ? ORDER BY id", (incident_id,))
+
+    def state_counts(self) -> list[sqlite3.Row]:
+        """``(state, count, amount)`` per transaction state, in state order."""
+        return self.query("SELECT state, COUNT(*) AS count, SUM(amount_minor) AS amount FROM transactions "
+                          "GROUP BY state ORDER BY state")
+
     def record_event(self, kind: str, *, txn_id: str | None = None, detail: Mapping[str, Any] | None = None) -> None:
         self._write(
             "INSERT INTO events(at, kind, txn_id, detail) VALUES (?, ?, ?, ?)",

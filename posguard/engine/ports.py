@@ -29,12 +29,15 @@ class HostError(Exception):
 
     #: True when the request may have reached the host (outcome unknown -> reversal needed).
     maybe_sent: bool = True
+    #: the word captures and logs use for this failure
+    event: str = "error"
 
 
 class HostTimeout(HostError):
     """No response within the timeout. The request may have been processed: keep the reversal armed."""
 
     maybe_sent = True
+    event = "timeout"
 
 
 class HostLinkError(HostError):
@@ -42,6 +45,8 @@ class HostLinkError(HostError):
 
     Pass ``maybe_sent=True`` when the failure happened after the request was (partly) written.
     """
+
+    event = "link_error"
 
     def __init__(self, message: str, *, maybe_sent: bool = False) -> None:
         super().__init__(message)
@@ -52,6 +57,7 @@ class InvalidResponse(HostError):
     """A response arrived but failed matching/validation against the request. Outcome unknown."""
 
     maybe_sent = True
+    event = "invalid_response"
 
     def __init__(self, message: str, *, violations: tuple[str, ...] = ()) -> None:
         super().__init__(message)

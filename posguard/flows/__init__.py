@@ -24,6 +24,7 @@ from posguard.flows.base import (
     Step,
 )
 from posguard.flows.duplicate import DuplicateChargeFlow
+from posguard.flows.outcomes import Outcome
 from posguard.flows.reversal import ReversalFlow
 from posguard.flows.unsettled import UnsettledFlow
 from posguard.flows.unsigned import UnsignedFlow
@@ -32,7 +33,7 @@ from posguard.flows.wrong_amount import WrongAmountFlow
 from posguard.flows.wrong_card import WrongCardFlow
 
 __all__ = ["FLOWS", "Flow", "FlowContext", "FlowRequest", "FlowOutcome", "FlowPolicies", "FlowRefused", "Step",
-           "INCIDENT_KINDS", "CAUSES", "run_flow"]
+           "INCIDENT_KINDS", "CAUSES", "Outcome", "run_flow"]
 
 FLOWS: dict[str, type[Flow]] = {
     "duplicate_charge": DuplicateChargeFlow,

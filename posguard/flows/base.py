@@ -21,15 +21,18 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from posguard.clock import Clock
 from posguard.engine.card import CardData
+from posguard.engine.chart import CHARGE_STANDS, IN_DOUBT
 from posguard.engine.detectors import LedgerEntry
 from posguard.engine.errors import CorrectionRefused, TransactionsBlocked
 from posguard.engine.journal import Journal, JournalError, TxnRecord
-from posguard.flows.scrub import scrub
+from posguard.flows.outcomes import Outcome
+from posguard.iso8583.redaction import evidence_image
+from posguard.notices import Notice, notice_for
+from posguard.notices.outbox import FileOutbox
+from posguard.sensitive import mask_contact, scrub
 
 if TYPE_CHECKING:
     from posguard.engine.engine import TransactionEngine, TxnResult
-    from posguard.iso8583.message import Message
-    from posguard.notices import Notice
 
 __all__ = [
     "INCIDENT_KINDS",
@@ -43,19 +46,17 @@ __all__ = [
     "FlowRefused",
     "FlowCrash",
     "StepRunner",
-    "WIRE_REDACTED_FIELDS",
 ]
 
 INCIDENT_KINDS = ("duplicate_charge", "unsigned", "void_mismatch", "unsettled", "wrong_card", "wrong_amount",
                   "reversal")
 #: where an error came from (the incident's ``cause``)
 CAUSES = ("operator_input", "device_fault", "network", "host", "card", "customer_claim", "unknown")
-#: fields removed from the wire images a flow reports (``FlowOutcome.messages``): card data never leaves
-WIRE_REDACTED_FIELDS = ("2", "14", "35", "36", "45", "52", "53", "55")
-#: transaction states in which the charge stands
-CHARGED = frozenset({"approved", "signature_pending", "signed", "unsigned", "uploaded", "settled",
-                     "refunded_partial"})
-_IN_DOUBT = frozenset({"request_journaled", "sent", "timed_out", "response_invalid", "reversal_pending"})
+#: what an online step's transaction may end in for the step to be done: the charge it made stands, or the
+#: void/refund it asked for went through
+_STEP_DONE = CHARGE_STANDS | {"voided", "refunded"}
+#: a transaction a crashed step created that left nothing standing at the host: the step is sent again
+_SEND_AGAIN = frozenset({"reversed", "cancelled", "not_sent", "reversal_failed"})
 
 KillHook = Callable[[str], None]
 
@@ -165,63 +166,25 @@ class Step:
 
 @dataclass
 class FlowOutcome:
-    """``messages`` are hex wire images of what was sent, with card-data fields removed
-    (:data:`WIRE_REDACTED_FIELDS`); ``outcome`` is one word (see each flow's docstring)."""
+    """``messages`` are hex wire images of what was sent, card data removed as the dialect declares
+    (:func:`~posguard.iso8583.redaction.evidence_image`); ``outcome`` is one :class:`Outcome` word."""
 
     incident_id: int | None
     kind: str
     steps: list[Step]
     messages: list[str]
-    outcome: str
+    outcome: Outcome
     notice: Notice | None = None
     reason: str = ""
 
     @property
     def refused(self) -> bool:
-        return self.outcome == "refused"
+        return self.outcome == Outcome.REFUSED
 
     def to_dict(self) -> dict[str, Any]:
         return {"incident_id": self.incident_id, "kind": self.kind, "outcome": self.outcome,
                 "reason": scrub(self.reason), "steps": [s.to_dict() for s in self.steps],
                 "messages": list(self.messages), "notice": self.notice.to_dict() if self.notice else None}
-
-
-def mask_contact(contact: str) -> str:
-    """Contact details are protected like card data: show only enough to recognise them."""
-    if "@" in contact:
-        name, _, domain = contact.partition("@")
-        return (name[:1] + "***@" + domain) if name else "***@" + domain
-    digits = [c for c in contact if c.isdigit()]
-    if len(digits) >= 7:
-        return "*" * (len(digits) - 4) + "".join(digits[-4:])
-    return "*" * len(contact)
-
-
-def wire_image(message: Message) -> str:
-    """The message as sent, minus card data, as hex."""
-    m = message.copy()
-    for key in WIRE_REDACTED_FIELDS:
-        if key in m:
-            del m[key]
-    return m.encode().hex().upper()
-
-
-class RecordingLink:
-    """Wraps the engine's host link while a flow runs and keeps redacted images of what went out."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.sent: list[str] = []
-        self.sent_messages: list[Message] = []
-
-    def exchange(self, request: Message, *, timeout: float) -> Message:
-        self.sent.append(wire_image(request))
-        self.sent_messages.append(request)
-        response: Message = self.inner.exchange(request, timeout=timeout)
-        return response
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
 
 
 class StepRunner:
@@ -242,9 +205,8 @@ class StepRunner:
 
     # -- journal ---------------------------------------------------------------------------------
     def _load(self) -> dict[str, dict[str, Any]]:
-        rows = self.ctx.journal.query(
-            "SELECT detail FROM events WHERE kind = 'flow_step' AND json_extract(detail, '$.incident') = ? "
-            "ORDER BY id", (self.incident_id,))
+        assert self.incident_id is not None
+        rows = self.ctx.journal.flow_events(self.incident_id, outcome=False)
         out: dict[str, dict[str, Any]] = {}
         for r in rows:
             d = json.loads(r["detail"])
@@ -301,16 +263,16 @@ class StepRunner:
             for t in self.ctx.journal.find_txns("kind = ?", (kind,)):
                 if _txn_number(t.id) > counter and match(t):
                     found = t
-            if found is not None and found.state in _IN_DOUBT:
+            if found is not None and found.state in IN_DOUBT:
                 self.ctx.engine.flush()
                 found = self.ctx.journal.get_txn(found.id)
-                if found.state in _IN_DOUBT:
+                if found.state in IN_DOUBT:
                     step = Step(name, "pending", f"{kind} {found.id} is still {found.state}: its outcome is not "
                                 "known yet; resume this incident once the host acknowledges the reversal/advice",
                                 found.id, found.response_code, mti)
                     self.steps.append(step)
                     return step
-            if found is not None and found.state in ("reversed", "cancelled", "not_sent", "reversal_failed"):
+            if found is not None and found.state in _SEND_AGAIN:
                 found = None  # nothing stands: send again
         if found is None:
             self.ctx.kill(f"flow.before:{name}")
@@ -323,8 +285,7 @@ class StepRunner:
                 self.steps.append(step)
                 raise FlowRefused(str(exc)) from exc
             found = self.ctx.journal.get_txn(result.txn_id)
-        status = "done" if found.state in CHARGED or found.state in ("voided", "refunded", "approved") else (
-            "pending" if found.state in _IN_DOUBT else "failed")
+        status = "done" if found.state in _STEP_DONE else ("pending" if found.state in IN_DOUBT else "failed")
         detail = (f"{kind} {found.id}: {found.state}, RC {found.response_code}, RRN {found.rrn}, "
                   f"auth {found.auth_code}, amount {found.amount_minor}")
         step = Step(name, status, detail, found.id, found.response_code, mti)
@@ -357,35 +318,27 @@ class Flow:
         if incident_id is None and not dry_run:
             incident_id = self._open_incident(ctx, request)
         runner = StepRunner(ctx, incident_id, dry_run)
-        recorder = RecordingLink(ctx.engine.link)
-        if not dry_run:
-            ctx.engine.link = recorder
-        try:
+        with ctx.engine.recording() as sent:
             try:
                 outcome, reason = self.procedure(ctx, request, runner)
             except FlowRefused as exc:
-                outcome, reason = "refused", str(exc)
+                outcome, reason = Outcome.REFUSED, str(exc)
             except JournalError as exc:
-                outcome, reason = "refused", f"original not found: {exc}"
+                outcome, reason = Outcome.REFUSED, f"original not found: {exc}"
                 runner.note("check_original", reason, status="refused")
-        finally:
-            if not dry_run:
-                ctx.engine.link = recorder.inner
         result = FlowOutcome(incident_id, self.kind, runner.steps,
-                             runner.planned if dry_run else recorder.sent, outcome, None, reason)
+                             runner.planned if dry_run else [evidence_image(m) for m in sent], outcome, None, reason)
         if not dry_run and incident_id is not None:
-            from posguard.notices import notice_for
-
             result.notice = notice_for(ctx, result, request)
             self._close(ctx, runner, result)
         return result
 
     def resume(self, ctx: FlowContext, incident_id: int, request: FlowRequest | None = None) -> FlowOutcome:
         """Continue an interrupted incident. Cards are not journaled in clear: pass them again in ``request``."""
-        rows = ctx.journal.query("SELECT detail FROM incidents WHERE id = ?", (incident_id,))
-        if not rows:
+        row = ctx.journal.incident(incident_id)
+        if row is None:
             raise FlowRefused(f"no incident {incident_id} in {ctx.journal.path}; list them with `posguard incidents`")
-        stored = json.loads(rows[0]["detail"])["request"]
+        stored = json.loads(row["detail"])["request"]
         base = request or FlowRequest(self.kind)
         merged = replace(base, kind=self.kind, incident_id=incident_id,
                          txn_ids=base.txn_ids or tuple(stored["txn_ids"]),
@@ -400,7 +353,7 @@ class Flow:
         return self.run(ctx, merged)
 
     # -- the procedure ---------------------------------------------------------------------------
-    def procedure(self, ctx: FlowContext, request: FlowRequest, steps: StepRunner) -> tuple[str, str]:
+    def procedure(self, ctx: FlowContext, request: FlowRequest, steps: StepRunner) -> tuple[Outcome, str]:
         """The flow's steps; returns ``(outcome, reason)``. Raise :class:`FlowRefused` to refuse."""
         raise NotImplementedError
 
@@ -419,15 +372,8 @@ class Flow:
     @staticmethod
     def planned_message(ctx: FlowContext, kind: str, original: TxnRecord | None, amount: int,
                         card: CardData | None = None) -> str:
-        """The wire image (card data removed) of a request the engine would build now."""
-        engine = ctx.engine
-        profile = engine.profile
-        fields = profile.request_fields(kind, card=card, amount_minor=amount, currency=engine.terminal.currency,
-                                        stan=ctx.journal.peek_counter("stan") % 999_999 + 1,
-                                        batch_no=ctx.journal.current_batch(),
-                                        terminal_id=engine.terminal.terminal_id,
-                                        merchant_id=engine.terminal.merchant_id, now=ctx.now(), original=original)
-        return wire_image(profile.message(profile.spec(kind).mti, fields))
+        """The wire image (card data removed) of the request the engine would send now."""
+        return evidence_image(ctx.engine.preview(kind, amount, original=original, card=card))
 
     # -- incident bookkeeping ----------------------------------------------------------------------
     def _open_incident(self, ctx: FlowContext, request: FlowRequest) -> int:
@@ -451,6 +397,4 @@ class Flow:
                 "notice": notice})
         ctx.kill("flow.after:close_incident")
         if notice is not None and ctx.policies.outbox and result.notice is not None:
-            from posguard.notices.outbox import FileOutbox
-
             FileOutbox(ctx.policies.outbox).deliver(result.incident_id or 0, result.notice)

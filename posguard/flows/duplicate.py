@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import json
 
+from posguard.engine.chart import CHARGE_STANDS
 from posguard.engine.journal import TxnRecord
-from posguard.flows.base import CHARGED, Flow, FlowContext, FlowRefused, FlowRequest, StepRunner
+from posguard.flows.base import Flow, FlowContext, FlowRefused, FlowRequest, StepRunner
+from posguard.flows.outcomes import Outcome, unfinished
 
 __all__ = ["DuplicateChargeFlow", "PROVEN"]
 
@@ -26,20 +28,20 @@ class DuplicateChargeFlow(Flow):
     kind = "duplicate_charge"
     default_cause = "operator_input"
 
-    def procedure(self, ctx: FlowContext, request: FlowRequest, steps: StepRunner) -> tuple[str, str]:
+    def procedure(self, ctx: FlowContext, request: FlowRequest, steps: StepRunner) -> tuple[Outcome, str]:
         # 1. both legs
         first, extra = self._legs(ctx, request)
         if (first.pan_token, first.amount_minor, first.terminal_id) != (extra.pan_token, extra.amount_minor,
                                                                          extra.terminal_id):
             raise FlowRefused(f"{first.id} and {extra.id} are not the same card, amount and terminal; "
                               "this is not a duplicate")
-        if first.state not in CHARGED:
+        if first.state not in CHARGE_STANDS:
             raise FlowRefused(f"the first leg {first.id} is {first.state}, not a standing charge; nothing to undo")
-        if extra.state not in CHARGED:
+        if extra.state not in CHARGE_STANDS:
             done = "voided" if extra.state == "voided" else extra.state
             steps.note("check_legs", f"the extra leg {extra.id} is already {done}; nothing to send", txn_id=extra.id)
-            return ("voided" if extra.state == "voided" else "refunded" if extra.state == "refunded"
-                    else "nothing_to_do"), f"extra leg already {done}"
+            return (Outcome.VOIDED if extra.state == "voided" else Outcome.REFUNDED if extra.state == "refunded"
+                    else Outcome.NOTHING_TO_DO), f"extra leg already {done}"
         steps.note("check_legs", f"keep {first.id}, undo {extra.id}: same card {first.pan_masked}, "
                    f"amount {first.amount_minor}", txn_id=extra.id)
 
@@ -50,7 +52,7 @@ class DuplicateChargeFlow(Flow):
                 f"duplicate_charge:{classification}"):
             steps.note("await_confirmation", "possibly a genuine second purchase: ask the customer, then run "
                        "again with the operator's confirmation", status="pending")
-            return "awaiting_confirmation", "operator confirmation required"
+            return Outcome.AWAITING_CONFIRMATION, "operator confirmation required"
 
         # 3. queue first
         if not steps.dry_run and steps.done_before("flush_queue") is None:
@@ -64,19 +66,19 @@ class DuplicateChargeFlow(Flow):
                          action=lambda: ctx.engine.void(extra.id),
                          match=lambda t: t.original_id == extra.id,
                          planned=lambda: self.planned_message(ctx, "void", extra, extra.amount_minor))
-            outcome = "voided"
+            outcome = Outcome.VOIDED
         else:
             left = extra.amount_minor - extra.refunded_minor
             steps.online("refund_extra_leg", kind="refund", mti=ctx.engine.profile.spec("refund").mti,
                          would=f"refund {left} of {extra.id}", action=lambda: ctx.engine.refund(extra.id, left),
                          match=lambda t: t.original_id == extra.id,
                          planned=lambda: self.planned_message(ctx, "refund", extra, left))
-            outcome = "refunded"
+            outcome = Outcome.REFUNDED
         if steps.dry_run:
-            return f"would_{outcome[:-1] if outcome.endswith('ed') else outcome}", ""
+            return outcome.would, ""
         last = steps.steps[-1]
         if last.status != "done":
-            return ("pending" if last.status == "pending" else "failed"), last.detail
+            return unfinished(last.status, last.detail)
         return outcome, ""
 
     def _legs(self, ctx: FlowContext, request: FlowRequest) -> tuple[TxnRecord, TxnRecord]:

@@ -13,6 +13,7 @@ Causes: no answer in time, an answer that does not validate (wrong echo, bad MAC
 from __future__ import annotations
 
 from posguard.flows.base import Flow, FlowContext, FlowRefused, FlowRequest, StepRunner
+from posguard.flows.outcomes import Outcome
 
 __all__ = ["ReversalFlow", "REASONS"]
 
@@ -31,7 +32,7 @@ class ReversalFlow(Flow):
     kind = "reversal"
     default_cause = "network"
 
-    def procedure(self, ctx: FlowContext, request: FlowRequest, steps: StepRunner) -> tuple[str, str]:
+    def procedure(self, ctx: FlowContext, request: FlowRequest, steps: StepRunner) -> tuple[Outcome, str]:
         reason = request.reason or "timeout"
         if reason not in REASONS:
             raise FlowRefused(f"unknown reversal reason {reason!r}; one of {', '.join(REASONS)}")
@@ -41,7 +42,7 @@ class ReversalFlow(Flow):
         # 1. is there something to reverse?
         if txn.state == "reversed":
             steps.note("check_transaction", f"{txn.id} is already reversed; nothing to send")
-            return "reversed", "already reversed"
+            return Outcome.REVERSED, "already reversed"
         if reason == "card_decline":
             if txn.state not in ("approved", "signature_pending", "reversal_pending"):
                 raise FlowRefused(f"{txn.id} is {txn.state}: a card decline after approval reverses an approved "
@@ -69,16 +70,16 @@ class ReversalFlow(Flow):
         # 3. send the queue until acknowledged
         if steps.dry_run:
             steps.note("send_reversal", "would send the queued 0400 (repeats as 0401) before anything else")
-            return "would_reverse", ""
+            return Outcome.REVERSED.would, ""
         remaining = engine.flush()
         txn = ctx.journal.get_txn(txn.id)
         if txn.state == "reversed":
             steps.note("send_reversal", f"host acknowledged the reversal of {txn.id}", txn_id=txn.id)
-            return "reversed", ""
+            return Outcome.REVERSED, ""
         if txn.state == "reversal_failed":
             steps.note("send_reversal", f"reversal of {txn.id} expired unacknowledged: call the acquirer, "
                        "then refund if the charge stands", status="failed", txn_id=txn.id)
-            return "failed", "reversal expired"
+            return Outcome.FAILED, "reversal expired"
         steps.note("send_reversal", f"reversal of {txn.id} still queued ({len(remaining)} item(s)); "
                    "it is retried before the next transaction", status="pending", txn_id=txn.id)
-        return "pending", "reversal not yet acknowledged"
+        return Outcome.PENDING, "reversal not yet acknowledged"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from posguard.engine.errors import SettlementBlocked
 from posguard.flows.base import Flow, FlowContext, FlowRefused, FlowRequest, StepRunner
+from posguard.flows.outcomes import Outcome
 
 __all__ = ["UnsettledFlow"]
 
@@ -22,7 +23,7 @@ class UnsettledFlow(Flow):
     kind = "unsettled"
     default_cause = "network"
 
-    def procedure(self, ctx: FlowContext, request: FlowRequest, steps: StepRunner) -> tuple[str, str]:
+    def procedure(self, ctx: FlowContext, request: FlowRequest, steps: StepRunner) -> tuple[Outcome, str]:
         engine, journal = ctx.engine, ctx.journal
         # 1. what is pending
         checked = steps.done_before("check_pending")
@@ -33,14 +34,14 @@ class UnsettledFlow(Flow):
         if steps.dry_run:
             steps.note("flush_queue", f"would send {len(pending)} queued message(s)")
             steps.note("settle", f"would send 0500 for batch {batch_no} with totals {engine.batch_totals()}")
-            return "would_settle", ""
+            return Outcome.SETTLED.would, ""
 
         # 2. send the queue
         left = engine.flush() if steps.done_before("flush_queue") is None else []
         if left:
             steps.note("flush_queue", f"{len(left)} item(s) still unacknowledged; settlement must wait",
                        status="pending")
-            return "pending", "reversals/advices still unacknowledged"
+            return Outcome.PENDING, "reversals/advices still unacknowledged"
         steps.note("flush_queue", "queue empty")
 
         # 3. settle (resumable: a batch already closed is not settled twice)
@@ -79,4 +80,4 @@ class UnsettledFlow(Flow):
             steps.note("report", f"totals disagreed on batch {batch_no}; the host lacked {len(lacked)} "
                        f"transaction(s): {', '.join(lacked) or '-'}; uploaded: {', '.join(uploaded) or '-'}",
                        uploaded=uploaded, missing=lacked)
-        return ("settled" if settled.get("balanced") else "settled_after_upload"), ""
+        return (Outcome.SETTLED if settled.get("balanced") else Outcome.SETTLED_AFTER_UPLOAD), ""

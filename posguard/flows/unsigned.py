@@ -17,6 +17,7 @@ from pathlib import Path
 
 from posguard.engine.chart import CHART
 from posguard.flows.base import Flow, FlowContext, FlowRefused, FlowRequest, StepRunner
+from posguard.flows.outcomes import Outcome, unfinished
 
 __all__ = ["UnsignedFlow"]
 
@@ -27,13 +28,13 @@ class UnsignedFlow(Flow):
     kind = "unsigned"
     default_cause = "operator_input"
 
-    def procedure(self, ctx: FlowContext, request: FlowRequest, steps: StepRunner) -> tuple[str, str]:
+    def procedure(self, ctx: FlowContext, request: FlowRequest, steps: StepRunner) -> tuple[Outcome, str]:
         engine, journal = ctx.engine, ctx.journal
         # 1. is a signature owed?
         sale = self.original(ctx, request)
         if sale.signature == "captured" or sale.state == "signed":
             steps.note("check_signature", f"{sale.id} is already signed; nothing to do", txn_id=sale.id)
-            return "signed", "already signed"
+            return Outcome.SIGNED, "already signed"
         if sale.state not in _OWED and sale.signature not in ("pending", "missing"):
             raise FlowRefused(f"{sale.id} ({sale.state}, signature {sale.signature}) owes no signature")
         steps.note("check_signature", f"{sale.id} owes a signature (9F34 {sale.cvm_results}, "
@@ -59,7 +60,7 @@ class UnsignedFlow(Flow):
             if not steps.dry_run and CHART.allows(sale.kind, journal.get_txn(sale.id).state, "sign"):
                 engine.sign(sale.id)
             steps.note("mark_signed", f"{sale.id} marked signed", txn_id=sale.id)
-            return "signed", ""
+            return Outcome.SIGNED, ""
 
         # 3. customer gone: keep or void, as the merchant configured
         policy = ctx.policies.unsigned_customer_gone
@@ -73,13 +74,12 @@ class UnsignedFlow(Flow):
                                 match=lambda t: t.original_id == sale.id,
                                 planned=lambda: self.planned_message(ctx, "void", sale, sale.amount_minor))
             if steps.dry_run:
-                return "would_void", ""
-            return ("voided", "") if last.status == "done" else (
-                "pending" if last.status == "pending" else "failed", last.detail)
+                return Outcome.VOIDED.would, ""
+            return (Outcome.VOIDED, "") if last.status == "done" else unfinished(last.status, last.detail)
         why = "the merchant's policy keeps unsigned sales"
         steps.note("keep_at_merchant_risk", f"{sale.id} kept unsigned at the merchant's risk ({why}); keep the "
                    "slip, expect a chargeback risk", txn_id=sale.id)
-        return "kept_at_merchant_risk", why
+        return Outcome.KEPT_AT_MERCHANT_RISK, why
 
     @staticmethod
     def _store(ctx: FlowContext, txn_id: str, image: bytes) -> str | None:

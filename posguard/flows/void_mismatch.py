@@ -12,8 +12,10 @@ Procedure:
 
 from __future__ import annotations
 
+from posguard.engine.chart import CHARGE_STANDS, IN_DOUBT
 from posguard.engine.journal import TxnRecord
-from posguard.flows.base import CHARGED, Flow, FlowContext, FlowRefused, FlowRequest, StepRunner
+from posguard.flows.base import Flow, FlowContext, FlowRefused, FlowRequest, StepRunner
+from posguard.flows.outcomes import Outcome, unfinished
 
 __all__ = ["VoidMismatchFlow"]
 
@@ -22,7 +24,7 @@ class VoidMismatchFlow(Flow):
     kind = "void_mismatch"
     default_cause = "customer_claim"
 
-    def procedure(self, ctx: FlowContext, request: FlowRequest, steps: StepRunner) -> tuple[str, str]:
+    def procedure(self, ctx: FlowContext, request: FlowRequest, steps: StepRunner) -> tuple[Outcome, str]:
         engine = ctx.engine
         # 1. walk the chain
         sale = self.original(ctx, request)
@@ -43,46 +45,46 @@ class VoidMismatchFlow(Flow):
                        f"auth {standing.auth_code}, amount {standing.amount_minor}, card {standing.pan_masked}; "
                        f"batch {standing.batch_no} {'settled' if closed else 'open'}; nothing sent",
                        txn_id=standing.id)
-            return "void_stands", "the void stands; proof given"
+            return Outcome.VOID_STANDS, "the void stands; proof given"
         if sale.state == "refunded" and not walked:
             steps.note("proof", f"{sale.id} was refunded in full ({sale.refunded_minor}); nothing sent",
                        txn_id=sale.id)
-            return "refunded", "refunded in full; proof given"
+            return Outcome.REFUNDED, "refunded in full; proof given"
 
         # 3. the charge stands again: void again or refund
         in_doubt = [c for c in ctx.journal.children(sale.id)
-                    if c.kind == "void" and c.state in ("timed_out", "response_invalid", "reversal_pending", "sent")]
+                    if c.kind == "void" and c.state in IN_DOUBT]
         if in_doubt and not steps.dry_run:
             engine.flush()
             if any(ctx.journal.get_txn(c.id).state not in ("reversed", "reversal_failed") for c in in_doubt):
                 steps.note("wait_for_reversal", f"void {in_doubt[0].id} is still being reversed; resume once "
                            "the host acknowledges", status="pending")
-                return "pending", "a void is still in doubt"
+                return Outcome.PENDING, "a void is still in doubt"
             sale = ctx.journal.get_txn(sale.id)
-        if sale.state not in CHARGED and not walked:
+        if sale.state not in CHARGE_STANDS and not walked:
             raise FlowRefused(f"{sale.id} is {sale.state}: no charge stands, nothing to give back")
         if not request.operator_confirmed and not ctx.policies.is_automatic("void_mismatch:redo"):
             steps.note("await_confirmation", "the charge stands again: confirm to void again or refund",
                        status="pending")
-            return "awaiting_confirmation", "operator confirmation required"
+            return Outcome.AWAITING_CONFIRMATION, "operator confirmation required"
         if not self.settled(ctx, sale):
             last = steps.online("void_again", kind="void", mti=engine.profile.spec("void").mti,
                                 would=f"void {sale.id} again for {sale.amount_minor}",
                                 action=lambda: engine.void(sale.id, request.original_card),
                                 match=lambda t: t.original_id == sale.id,
                                 planned=lambda: self.planned_message(ctx, "void", sale, sale.amount_minor))
-            outcome = "voided"
+            outcome = Outcome.VOIDED
         else:
             left = sale.amount_minor - sale.refunded_minor
             last = steps.online("refund_instead", kind="refund", mti=engine.profile.spec("refund").mti,
                                 would=f"refund {left} of {sale.id}", action=lambda: engine.refund(sale.id, left),
                                 match=lambda t: t.original_id == sale.id,
                                 planned=lambda: self.planned_message(ctx, "refund", sale, left))
-            outcome = "refunded"
+            outcome = Outcome.REFUNDED
         if steps.dry_run:
-            return f"would_{outcome[:-2]}", ""
+            return outcome.would, ""
         if last.status != "done":
-            return ("pending" if last.status == "pending" else "failed"), last.detail
+            return unfinished(last.status, last.detail)
         return outcome, ""
 
     @staticmethod

@@ -13,7 +13,9 @@ Procedure:
 
 from __future__ import annotations
 
-from posguard.flows.base import CHARGED, Flow, FlowContext, FlowRefused, FlowRequest, StepRunner
+from posguard.engine.chart import CHARGE_STANDS
+from posguard.flows.base import Flow, FlowContext, FlowRefused, FlowRequest, Step, StepRunner
+from posguard.flows.outcomes import Outcome, unfinished
 
 __all__ = ["WrongAmountFlow"]
 
@@ -22,7 +24,7 @@ class WrongAmountFlow(Flow):
     kind = "wrong_amount"
     default_cause = "operator_input"
 
-    def procedure(self, ctx: FlowContext, request: FlowRequest, steps: StepRunner) -> tuple[str, str]:
+    def procedure(self, ctx: FlowContext, request: FlowRequest, steps: StepRunner) -> tuple[Outcome, str]:
         engine = ctx.engine
         # 1. what stands, what should
         original = self.original(ctx, request)
@@ -33,7 +35,7 @@ class WrongAmountFlow(Flow):
         standing = original.amount_minor - original.refunded_minor
         diff = int(checked["difference"]) if checked else standing - intended
         after = bool(checked["after"]) if checked else self.settled(ctx, original)
-        if not checked and original.state not in CHARGED:
+        if not checked and original.state not in CHARGE_STANDS:
             raise FlowRefused(f"{original.id} is {original.state}: there is no standing charge to correct")
         if not checked and diff == 0:
             raise FlowRefused(f"{original.id} stands at {standing}, which is the intended amount; nothing to correct")
@@ -51,14 +53,14 @@ class WrongAmountFlow(Flow):
                 "sale_difference", kind="sale", mti=engine.profile.spec("sale").mti,
                 would=f"sale {owed} on {card.pan_masked}", action=lambda: engine.sale(card, owed),
                 match=lambda t: t.pan_token == card.pan_token and t.amount_minor == owed,
-                planned=lambda: self.planned_message(ctx, "sale", None, owed)), "corrected")
+                planned=lambda: self.planned_message(ctx, "sale", None, owed)), Outcome.CORRECTED)
 
         if after:  # 2b. overcharge after settlement: partial refund
             return self._final(steps, steps.online(
                 "refund_difference", kind="refund", mti=engine.profile.spec("refund").mti,
                 would=f"refund {diff} of {original.id}", action=lambda: engine.refund(original.id, diff),
                 match=lambda t: t.original_id == original.id and t.amount_minor == diff,
-                planned=lambda: self.planned_message(ctx, "refund", original, diff)), "refunded")
+                planned=lambda: self.planned_message(ctx, "refund", original, diff)), Outcome.REFUNDED)
 
         # 2a. overcharge before settlement: full void, then the right amount
         if card is None and steps.done_before("void_original") is None:
@@ -73,7 +75,7 @@ class WrongAmountFlow(Flow):
                             match=lambda t: t.original_id == original.id,
                             planned=lambda: self.planned_message(ctx, "void", original, original.amount_minor))
         if void.status not in ("done", "would_send"):
-            return ("pending" if void.status == "pending" else "failed"), void.detail
+            return unfinished(void.status, void.detail)
         if card is None:
             raise FlowRefused("the overcharge was voided; present the card (right_card) to charge the right amount")
         right = card
@@ -82,15 +84,12 @@ class WrongAmountFlow(Flow):
             would=f"sale {intended} on {right.pan_masked}",
             action=lambda: engine.sale(right, intended, order_ref=original.order_ref),
             match=lambda t: t.pan_token == right.pan_token and t.amount_minor == intended,
-            planned=lambda: self.planned_message(ctx, "sale", None, intended)), "corrected")
+            planned=lambda: self.planned_message(ctx, "sale", None, intended)), Outcome.CORRECTED)
 
     @staticmethod
-    def _final(steps: StepRunner, last: object, outcome: str) -> tuple[str, str]:
-        from posguard.flows.base import Step
-
-        assert isinstance(last, Step)
+    def _final(steps: StepRunner, last: Step, outcome: Outcome) -> tuple[Outcome, str]:
         if steps.dry_run:
-            return f"would_{'refund' if outcome == 'refunded' else 'correct'}", ""
+            return outcome.would, ""
         if last.status != "done":
-            return ("pending" if last.status == "pending" else "failed"), last.detail
+            return unfinished(last.status, last.detail)
         return outcome, ""

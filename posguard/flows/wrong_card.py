@@ -12,7 +12,9 @@ Procedure:
 
 from __future__ import annotations
 
-from posguard.flows.base import CHARGED, Flow, FlowContext, FlowRefused, FlowRequest, StepRunner
+from posguard.engine.chart import CHARGE_STANDS
+from posguard.flows.base import Flow, FlowContext, FlowRefused, FlowRequest, StepRunner
+from posguard.flows.outcomes import Outcome, unfinished
 
 __all__ = ["WrongCardFlow"]
 
@@ -21,7 +23,7 @@ class WrongCardFlow(Flow):
     kind = "wrong_card"
     default_cause = "operator_input"
 
-    def procedure(self, ctx: FlowContext, request: FlowRequest, steps: StepRunner) -> tuple[str, str]:
+    def procedure(self, ctx: FlowContext, request: FlowRequest, steps: StepRunner) -> tuple[Outcome, str]:
         engine = ctx.engine
         # 1. the original and the right card
         original = self.original(ctx, request)
@@ -32,7 +34,7 @@ class WrongCardFlow(Flow):
             raise FlowRefused(f"the right card {right.pan_masked} is the card already charged in {original.id}; "
                               "nothing to correct")
         checked = steps.done_before("check_original")  # resuming: the checks passed before the first send
-        if not checked and original.state not in CHARGED:
+        if not checked and original.state not in CHARGE_STANDS:
             raise FlowRefused(f"{original.id} is {original.state}: there is no standing charge on the wrong card")
         after = bool(checked["after"]) if checked else self.settled(ctx, original)
         steps.note("check_original", f"{original.id} {original.amount_minor} on {original.pan_masked}, "
@@ -62,7 +64,7 @@ class WrongCardFlow(Flow):
                                 match=lambda t: t.original_id == original.id,
                                 planned=lambda: self.planned_message(ctx, "refund", original, left))
         if back.status not in ("done", "would_send"):
-            return ("pending" if back.status == "pending" else "failed"), f"first leg: {back.detail}"
+            return unfinished(back.status, f"first leg: {back.detail}")
 
         # 3. charge the right card
         sale = steps.online("sale_right_card", kind="sale", mti=engine.profile.spec("sale").mti,
@@ -71,9 +73,8 @@ class WrongCardFlow(Flow):
                             match=lambda t: t.pan_token == right.pan_token and t.amount_minor == original.amount_minor,
                             planned=lambda: self.planned_message(ctx, "sale", None, original.amount_minor))
         if steps.dry_run:
-            return "would_correct", ""
+            return Outcome.CORRECTED.would, ""
         if sale.status != "done":
-            return ("pending" if sale.status == "pending" else "failed"), (
-                f"the wrong card was {'voided' if not after else 'refunded'} but the sale on the right card "
-                f"was not approved ({sale.detail}); ask for another payment")
-        return "corrected", ""
+            return unfinished(sale.status, f"the wrong card was {'voided' if not after else 'refunded'} but the sale "
+                              f"on the right card was not approved ({sale.detail}); ask for another payment")
+        return Outcome.CORRECTED, ""

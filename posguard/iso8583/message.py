@@ -21,7 +21,7 @@ from posguard.iso8583.errors import DecodeError, EncodeError, Iso8583Error, TLVE
 from posguard.iso8583.fields import encode_field
 from posguard.iso8583.spec import Composite, Dialect, FieldSpec, MessageRule
 from posguard.iso8583.tlv import TLV, build_tlv, find_tag, parse_tlv
-from posguard.sensitive import Pan, mask_pan, mask_track1, mask_track2
+from posguard.sensitive import Pan, mask_value
 
 __all__ = ["Message", "Violation", "decode", "encode", "MTI_CLASSES"]
 
@@ -596,13 +596,7 @@ class Message:
         spec = self.dialect.fields.get(key)
         sens = spec.sensitive if spec else None
         text = v.hex().upper() if isinstance(v, bytes) else v
-        if sens is None:
-            return text
-        if sens == "pan":
-            return mask_pan(text)
-        if sens == "track":
-            return mask_track1(text) if key == "45" else mask_track2(text)
-        return "*" * min(len(text), 16)
+        return text if sens is None else mask_value(sens, text)
 
     def describe(self, *, reveal: bool = False) -> str:
         """A human-readable listing; card data masked unless ``reveal``."""

@@ -13,8 +13,9 @@ moov-io/iso8583 (Enc, Pref, Pad):
   ``" "`` right for jPOS ``IF_CHAR``); without it a fixed field must be given at its exact length.
 
 ``kind`` is the ISO content class (``n``, ``an``, ``ans``, ``z`` track data, ``xn`` signed amount,
-``b`` binary) and is checked on encode and by ``validate()``. ``sensitive`` names card-data classes that
-are masked everywhere by default.
+``b`` binary) and is checked on encode and by ``validate()``. ``sensitive`` names the field's class of card
+data; it is the one declaration every masked view derives from (:mod:`posguard.sensitive`,
+:mod:`posguard.iso8583.redaction`).
 """
 
 from __future__ import annotations
@@ -25,10 +26,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from posguard.iso8583.errors import SpecError
+from posguard.sensitive import SENSITIVITY_CLASSES, Sensitivity
 
 DataEnc = Literal["ascii", "ebcdic", "bcd", "binary", "xbcd"]
 LenEnc = Literal["ascii", "ebcdic", "bcd", "binary"]
-Sensitivity = Literal["pan", "track", "pin", "icc", "mac", "key", "expiry"]
 
 DATA_ENCODINGS = ("ascii", "ebcdic", "bcd", "binary", "xbcd")
 LEN_ENCODINGS = ("ascii", "ebcdic", "bcd", "binary")
@@ -88,6 +89,9 @@ class FieldSpec:
         if self.len_enc not in LEN_ENCODINGS:
             raise SpecError(f"unknown length encoding {self.len_enc!r}", path=self.key,
                             hint=f"use one of {', '.join(LEN_ENCODINGS)}")
+        if self.sensitive is not None and self.sensitive not in SENSITIVITY_CLASSES:
+            raise SpecError(f"unknown sensitivity {self.sensitive!r}", path=self.key,
+                            hint=f"use one of {', '.join(SENSITIVITY_CLASSES)}")
         if self.kind not in KINDS:
             raise SpecError(f"unknown content class {self.kind!r}", path=self.key)
         if not 0 <= self.len_type <= 4:

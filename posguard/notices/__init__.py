@@ -11,8 +11,8 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-from posguard.flows.scrub import scrub
 from posguard.notices.slip import render_slip
+from posguard.sensitive import mask_contact, scrub
 
 if TYPE_CHECKING:
     from posguard.engine.journal import TxnRecord
@@ -162,8 +162,6 @@ _DONE: Final[dict[str, dict[str, str]]] = {
 
 def notice_for(ctx: FlowContext, outcome: FlowOutcome, request: FlowRequest) -> Notice | None:
     """The customer notice for a finished flow, or None when there is nothing to tell the customer."""
-    from posguard.flows.base import mask_contact
-
     if outcome.outcome in ("refused", "awaiting_confirmation", "pending", "kept_at_merchant_risk"):
         return None
     evidence: list[Evidence] = []

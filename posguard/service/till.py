@@ -5,15 +5,13 @@ replayed one (``posguard replay``, on a :class:`~posguard.capture.replay.ReplayL
 so a replay finds the incidents the live run found by construction. Every operator action is one
 :class:`Op`; every capture records it as an ``op`` record, which is what a replay feeds back in.
 
-Corrections go through :mod:`posguard.flows` (``FLOWS[kind]().run(ctx, request)``). A kind whose flow is not
-installed is corrected by the minimal engine procedure in :data:`_FALLBACK` so the till keeps working.
+Every incident, detected or claimed by the customer, is corrected by its flow in :mod:`posguard.flows`; the
+till only watches the engine (an exchange listener) and never stands in its host link's place.
 """
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -21,14 +19,17 @@ from posguard.engine.card import CardData
 from posguard.engine.detectors import Detection
 from posguard.engine.engine import TransactionEngine, TxnResult
 from posguard.engine.errors import CorrectionRefused, TransactionsBlocked
-from posguard.engine.ports import HostError
+from posguard.engine.observe import Exchange
+from posguard.flows import FlowContext, FlowRequest, run_flow
+from posguard.incidents import IncidentReport
 from posguard.iso8583.message import Message
+from posguard.iso8583.redaction import evidence_image
 from posguard.sensitive import mask_digits_in_text
 
 if TYPE_CHECKING:
     from posguard.capture.format import CaptureWriter
 
-__all__ = ["Op", "Incident", "Till", "WireLog", "OPS", "safe_hex"]
+__all__ = ["Op", "Till", "OPS"]
 
 #: operator actions the till understands (the ``op`` of an ``op`` record) and their arguments
 OPS: dict[str, str] = {
@@ -43,97 +44,10 @@ OPS: dict[str, str] = {
     "flush": "",
     "settle": "",
 }
-_WIRE_REDACTED = ("2", "14", "35", "36", "45", "52", "53", "55", "62", "96")
-
-
-def safe_hex(msg: Message) -> str:
-    """A wire image without card data or keys (the fields a flow's messages also drop)."""
-    copy = msg.copy()
-    for f in _WIRE_REDACTED:
-        if f in copy:
-            del copy[f]
-    try:
-        return copy.encode().hex().upper()
-    except Exception:  # noqa: BLE001 - a dialect may insist on a removed field: say so, show nothing
-        return ""
-
-
 @dataclass(frozen=True)
 class Op:
     op: str
     args: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class Incident:
-    kind: str
-    rule: str
-    transactions: list[str]
-    flow: str | None
-    messages: list[str]
-    outcome: str
-    detail: str = ""
-    mtis: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"incident": self.kind, "rule": self.rule, "transactions": self.transactions, "flow": self.flow,
-                "messages": self.messages, "outcome": self.outcome, "detail": mask_digits_in_text(self.detail)}
-
-    def line(self) -> str:
-        msgs = " ".join(self.mtis) or f"{len(self.messages)}" if self.messages else "none"
-        return (f"INCIDENT {self.kind} [{self.rule}] txns {', '.join(self.transactions) or '-'} -> "
-                f"flow {self.flow or '-'}: {self.outcome} (messages: {msgs})"
-                + (f" — {mask_digits_in_text(self.detail)}" if self.detail else ""))
-
-
-class WireLog:
-    """A host link wrapper that remembers every exchange and hands it to a capture writer.
-
-    Exceptions are recorded as ``link`` records (``timeout``, ``link_error``, ``invalid_response``) so a replay
-    can raise the same failure at the same point.
-    """
-
-    def __init__(self, inner: Any, writer: CaptureWriter | None = None) -> None:
-        self.inner = inner
-        self.writer = writer
-        self.sent: list[Message] = []
-
-    def exchange(self, request: Message, *, timeout: float) -> Message:
-        self.sent.append(request)
-        if self.writer is not None:
-            self.writer.iso("out", request.encode())
-        try:
-            response: Message = self.inner.exchange(request, timeout=timeout)
-        except HostError as exc:
-            if self.writer is not None:
-                self.writer.record("link", event=_error_kind(exc), maybe_sent=exc.maybe_sent,
-                                   detail=mask_digits_in_text(str(exc))[:200])
-            raise
-        if self.writer is not None:
-            self.writer.iso("in", response.encode())
-        return response
-
-    def __getattr__(self, name: str) -> Any:  # sign_on, echo, close, stats... of the real link
-        return getattr(self.inner, name)
-
-
-def _error_kind(exc: HostError) -> str:
-    from posguard.engine.ports import HostLinkError, HostTimeout, InvalidResponse
-
-    if isinstance(exc, HostTimeout):
-        return "timeout"
-    if isinstance(exc, InvalidResponse):
-        return "invalid_response"
-    if isinstance(exc, HostLinkError):
-        return "link_error"
-    return "error"
-
-
-def _flows() -> Any:
-    try:
-        return importlib.import_module("posguard.flows")
-    except ImportError:
-        return None
 
 
 class Till:
@@ -148,11 +62,24 @@ class Till:
         self.dry_run_flows = dry_run_flows
         self.cards: dict[str, CardData] = {}
         self.txn_cards: dict[str, str] = {}  # transaction id -> card reference it was charged to
-        self.incidents: list[Incident] = []
+        self.incidents: list[IncidentReport] = []
         self.results: list[TxnResult] = []
-        self.wire = WireLog(engine.link, writer)
-        engine.link = self.wire
+        #: every request the engine sent during this till's life, in order
+        self.sent: list[Message] = []
+        engine.add_exchange_listener(self._on_exchange)
+        if writer is not None:
+            engine.add_exchange_listener(writer.on_exchange)
         self._seen: set[tuple[str, tuple[str, ...]]] = set()
+
+    def _on_exchange(self, exchange: Exchange) -> None:
+        if exchange.event == "sent":
+            self.sent.append(exchange.request)
+
+    def close(self) -> None:
+        """Stop watching the engine."""
+        self.engine.remove_exchange_listener(self._on_exchange)
+        if self.writer is not None:
+            self.engine.remove_exchange_listener(self.writer.on_exchange)
 
     # -- cards ---------------------------------------------------------------------------------------
     def add_card(self, ref: str, card: CardData, **evidence: Any) -> None:
@@ -260,80 +187,22 @@ class Till:
                           cause="network" if d.rule == "resend_after_timeout" else None)
 
     def _record_auto(self, kind: str, rule: str, txn_ids: list[str], detail: str) -> None:
-        sent = [m for m in self.wire.sent[-3:] if m.is_reversal]
-        inc = Incident(kind, rule, txn_ids, "engine", [safe_hex(m) for m in sent], "reversed", detail,
-                       [m.mti for m in sent])
+        sent = [m for m in self.sent[-3:] if m.is_reversal]
+        inc = IncidentReport(kind, rule, txn_ids, "engine", [evidence_image(m) for m in sent], "reversed", detail,
+                             [m.mti for m in sent])
         self.incidents.append(inc)
         self.say(inc.line())
 
-    @contextmanager
-    def _collect(self) -> Iterator[list[Message]]:
-        start = len(self.wire.sent)
-        out: list[Message] = []
-        yield out
-        out.extend(self.wire.sent[start:])
-
-    def _correct(self, kind: str, rule: str, txn_ids: tuple[str, ...], **request: Any) -> Incident:
-        flows = _flows()
+    def _correct(self, kind: str, rule: str, txn_ids: tuple[str, ...], **request: Any) -> IncidentReport:
+        """Hand the incident to its correction flow and report what it did."""
         if self.writer is not None:
             self.writer.record("link", event="flow", kind=kind, rule=rule, txn_ids=list(txn_ids))
-        if flows is not None and kind in flows.FLOWS:
-            ctx = flows.FlowContext(self.engine, self.engine.journal, self.dialect, clock=self.engine.clock)
-            req = flows.FlowRequest(kind, txn_ids, **request)
-            with self._collect() as sent:
-                outcome = flows.FLOWS[kind]().run(ctx, req, dry_run=self.dry_run_flows)
-            messages = list(outcome.messages) if self.dry_run_flows else [safe_hex(m) for m in sent]
-            inc = Incident(kind, rule, list(txn_ids), kind, messages, outcome.outcome, outcome.reason,
-                           [m.mti for m in sent])
-        else:
-            with self._collect() as sent:
-                result, detail = _FALLBACK.get(kind, _report_only)(self, txn_ids, request)
-            inc = Incident(kind, rule, list(txn_ids), f"builtin:{kind}", [safe_hex(m) for m in sent], result,
-                           detail, [m.mti for m in sent])
+        ctx = FlowContext(self.engine, self.engine.journal, self.dialect, clock=self.engine.clock)
+        with self.engine.recording() as sent:
+            outcome = run_flow(ctx, FlowRequest(kind, txn_ids, **request), dry_run=self.dry_run_flows)
+        messages = list(outcome.messages) if self.dry_run_flows else [evidence_image(m) for m in sent]
+        inc = IncidentReport(kind, rule, list(txn_ids), kind, messages, outcome.outcome, outcome.reason,
+                             [m.mti for m in sent], incident_id=outcome.incident_id)
         self.incidents.append(inc)
         self.say(inc.line())
         return inc
-
-
-# -- minimal corrections while a flow is not installed ----------------------------------------------------
-Fallback = Callable[[Till, tuple[str, ...], dict[str, Any]], tuple[str, str]]
-
-
-def _report_only(till: Till, txn_ids: tuple[str, ...], request: dict[str, Any]) -> tuple[str, str]:
-    return "recorded", "no correction flow installed for this kind"
-
-
-def _void_or_refund(till: Till, txn_id: str) -> tuple[str, str]:
-    txn = till.engine.journal.get_txn(txn_id)
-    if txn.state in ("voided", "reversed", "refunded"):
-        return "nothing_to_do", f"{txn_id} is already {txn.state}"
-    try:
-        result = till.engine.void(txn_id)
-        return ("voided" if result.approved else "failed"), f"void {result.txn_id} rc {result.response_code}"
-    except CorrectionRefused:
-        result = till.engine.refund(txn_id, txn.amount_minor - txn.refunded_minor)
-        return ("refunded" if result.approved else "failed"), f"refund {result.txn_id} rc {result.response_code}"
-
-
-def _fb_unsigned(till: Till, txn_ids: tuple[str, ...], request: dict[str, Any]) -> tuple[str, str]:
-    return _void_or_refund(till, txn_ids[0])
-
-
-def _fb_void_mismatch(till: Till, txn_ids: tuple[str, ...], request: dict[str, Any]) -> tuple[str, str]:
-    verdict = till.engine.detectors.void_mismatch.customer_claim(txn_ids[0], till.engine.journal)
-    if verdict.refunded:
-        return "proof", verdict.explanation
-    till.engine.flush(wait=True)
-    return _void_or_refund(till, txn_ids[0])
-
-
-def _fb_unsettled(till: Till, txn_ids: tuple[str, ...], request: dict[str, Any]) -> tuple[str, str]:
-    left = till.engine.flush(wait=True)
-    return ("uploaded" if not left else "pending"), f"{len(left)} queued item(s) still pending"
-
-
-_FALLBACK: dict[str, Fallback] = {
-    "unsigned": _fb_unsigned,
-    "void_mismatch": _fb_void_mismatch,
-    "unsettled": _fb_unsettled,
-}

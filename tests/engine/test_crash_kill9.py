@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from posguard.clock import VirtualClock
-from posguard.engine.detectors import CHARGE_STATES, Detectors
+from posguard.engine.chart import CHARGE_STANDS
+from posguard.engine.detectors import Detectors
 from posguard.engine.engine import TransactionEngine
 from posguard.engine.journal import Journal
 from tests.engine.conftest import MONDAY_0900, TERMINAL, card
@@ -112,7 +113,7 @@ def _check_books(tmp: Path, op: str, dialect: str, original: str | None) -> None
     assert len(sales) <= 1
     standing = host.charges_standing()
     assert len(standing) <= 1, "double charge"
-    terminal_charged = sum(t.amount_minor - t.refunded_minor for t in sales if t.state in CHARGE_STATES)
+    terminal_charged = sum(t.amount_minor - t.refunded_minor for t in sales if t.state in CHARGE_STANDS)
     assert host.net_charged() == terminal_charged, "host and terminal disagree about what the card paid"
     if op == "void":
         sale = journal.get_txn(original or "")

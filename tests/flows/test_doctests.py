@@ -7,11 +7,10 @@ from types import ModuleType
 
 import pytest
 
-import posguard.flows.scrub
 import posguard.notices.slip
 
 
-@pytest.mark.parametrize("module", [posguard.flows.scrub, posguard.notices.slip])
+@pytest.mark.parametrize("module", [posguard.notices.slip])
 def test_docstring_examples(module: ModuleType) -> None:
     result = doctest.testmod(module)
     assert result.attempted > 0 and result.failed == 0

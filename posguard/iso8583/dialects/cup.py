@@ -93,7 +93,7 @@ _FIELDS = [
     _llvar_n("48", "Additional Data - Private (settlement totals)", 322, 3),
     _a("49", "Currency Code, Transaction", 3),
     _b("52", "PIN Data", 8, sensitive="pin"),
-    _n("53", "Security Related Control Information", 16),
+    _n("53", "Security Related Control Information", 16, sensitive="pin"),
     _llvar_a("54", "Balance Amount", 20),
     _b("55", "ICC System Related Data", 255, 3, sensitive="icc", composite=field_55_tlv()),
     _llvar_a("58", "PBOC Electronic Data", 100),

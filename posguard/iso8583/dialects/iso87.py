@@ -120,7 +120,7 @@ ISO87_TABLE: dict[int, tuple[str, int, int, str]] = {
 
 SENSITIVE = {
     "2": "pan", "14": "expiry", "34": "pan", "35": "track", "36": "track", "45": "track",
-    "52": "pin", "55": "icc", "64": "mac", "96": "key", "128": "mac",
+    "52": "pin", "53": "pin", "55": "icc", "64": "mac", "96": "key", "128": "mac",
 }
 
 
