@@ -38,6 +38,7 @@ from posguard.engine.detectors import Detection, Detectors
 from posguard.engine.errors import (
     CorrectionRefused,
     RefundExceedsOriginal,
+    RequestRefused,
     SettlementBlocked,
     SignOnFailed,
     TransactionsBlocked,
@@ -50,6 +51,7 @@ from posguard.engine.profiles import Fields, Profile, get_profile
 from posguard.engine.redact import masked_json, masked_message
 from posguard.engine.saf import SafPolicy, StoreAndForward
 from posguard.engine.sealing import Sealer
+from posguard.iso8583.errors import Iso8583Error
 from posguard.sensitive import Pan
 
 if TYPE_CHECKING:
@@ -423,6 +425,7 @@ class TransactionEngine:
             txn = self._create(kind, card, amount, currency, order_ref, original, now)
             stan = self.journal.allocate_stan()
             fields = self._request_fields(kind, card, amount, currency, stan, txn.batch_no or 0, now, original)
+            self._encodable(kind, spec.mti, fields)  # raises before the commit: nothing journaled, nothing armed
             self.journal.record_message(direction="out", mti=spec.mti, masked=masked_json(spec.mti, fields),
                                         stan=stan, txn_id=txn.id)
             if spec.reversible:
@@ -442,6 +445,19 @@ class TransactionEngine:
             return self._outcome_unknown(txn, saf_id, exc, spec.reversible)
         self._kill(f"host.after_send:{spec.mti}")
         return self._outcome(txn, saf_id, response, card, original)
+
+    def _encodable(self, kind: str, mti: str, fields: Fields) -> None:
+        """Refuse a request (or the reversal it arms) that the dialect cannot encode: it could never be sent,
+        and a reversal that can never be sent would block the terminal for good."""
+        try:
+            self.profile.message(mti, fields).encode()
+            if self.profile.spec(kind).reversible:
+                rev = self.profile.reversal_fields(mti, fields, reason=_REASON_TIMEOUT, stan=None)
+                self.profile.message("0400", rev).encode()
+        except Iso8583Error as exc:
+            raise RequestRefused(f"{kind} refused before sending: {exc.reason} (field {exc.path or '?'}); "
+                                 "nothing was journaled or sent — check the amount and card data entered",
+                                 field=exc.path or None) from None
 
     def _request_fields(self, kind: str, card: CardData | None, amount: int, currency: str, stan: int,
                         batch_no: int, now: float, original: TxnRecord | None) -> Fields:

@@ -13,6 +13,7 @@ __all__ = [
     "CorrectionRefused",
     "RefundExceedsOriginal",
     "WrongCard",
+    "RequestRefused",
 ]
 
 
@@ -47,3 +48,12 @@ class RefundExceedsOriginal(CorrectionRefused):
 
 class WrongCard(CorrectionRefused):
     """The card presented for a correction is not the card of the original transaction."""
+
+
+class RequestRefused(EngineError):
+    """The request cannot be put on the wire as the dialect defines it (an amount too long for field 4, a
+    value of the wrong class...). Refused before anything was journaled or armed; ``field`` names it."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from posguard.engine.card import CardData
 from posguard.engine.detectors import Detection
 from posguard.engine.engine import TransactionEngine, TxnResult
-from posguard.engine.errors import CorrectionRefused, TransactionsBlocked
+from posguard.engine.errors import EngineError
 from posguard.engine.observe import Exchange
 from posguard.flows import FlowContext, FlowRequest, run_flow
 from posguard.incidents import IncidentReport
@@ -100,7 +100,7 @@ class Till:
         handler: Callable[..., Any] = getattr(self, f"_op_{op}")
         try:
             return handler(**args)
-        except (CorrectionRefused, TransactionsBlocked) as exc:
+        except EngineError as exc:  # a refusal: nothing was sent; the operator is told why
             self.say(f"refused: {mask_digits_in_text(str(exc))}")
             return None
 
