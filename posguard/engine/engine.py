@@ -52,7 +52,7 @@ from posguard.engine.redact import masked_json, masked_message
 from posguard.engine.saf import SafPolicy, StoreAndForward
 from posguard.engine.sealing import Sealer
 from posguard.iso8583.errors import Iso8583Error
-from posguard.sensitive import Pan
+from posguard.sensitive import Pan, mask_digits_in_text
 
 if TYPE_CHECKING:
     from posguard.iso8583.message import Message
@@ -135,6 +135,8 @@ class RecoveryReport:
     interrupted_saf: list[int] = field(default_factory=list)
     acknowledged: list[int] = field(default_factory=list)
     still_pending: list[int] = field(default_factory=list)
+    #: transactions recovery could not act on: left as they are, each with a ``quarantined`` incident
+    quarantined: list[str] = field(default_factory=list)
 
 
 class TransactionEngine:
@@ -623,27 +625,18 @@ class TransactionEngine:
         report = RecoveryReport()
         with self._atomic("recover"):
             for txn in self.journal.txns_in_states(["created", "card_read"]):
-                self._fire(txn, "abandon")
-                report.abandoned.append(txn.id)
+                try:
+                    with self.journal.savepoint(f"abandon_{txn.id}"):
+                        self._fire(txn, "abandon")
+                    report.abandoned.append(txn.id)
+                except Exception as exc:  # noqa: BLE001 - no poison pill
+                    self._quarantine_txn(txn, exc, report)
             for txn in self.journal.txns_in_states(["request_journaled", "sent", "timed_out", "response_invalid"]):
-                armed = self.saf.armed_for(txn.id)
-                reversible = self.profile.spec(txn.kind).reversible
-                if reversible:
-                    if txn.state in ("request_journaled", "sent"):
-                        self._fire(txn, "recover")
-                    else:
-                        self._fire(txn, "arm_reversal")
-                    if armed is not None:
-                        self.saf.release(armed.id, _REASON_TIMEOUT)
-                    report.reversals_released.append(txn.id)
-                else:
-                    if txn.state in ("request_journaled", "sent"):
-                        self._fire(txn, "recover_advice")
-                    if armed is not None:
-                        self.saf.release(armed.id, attempts_so_far=1)
-                    report.advices_released.append(txn.id)
-                self.journal.record_incident("recovered_in_flight", f"{txn.kind} {txn.id} was in flight at restart; "
-                                             "outcome unknown, queued for the host", txn_id=txn.id)
+                try:
+                    with self.journal.savepoint(f"recover_{txn.id}"):
+                        self._recover_in_flight(txn, report)
+                except Exception as exc:  # noqa: BLE001 - no poison pill: one bad row never stops the terminal
+                    self._quarantine_txn(txn, exc, report)
             for item in self.journal.saf_items(["armed"]):  # armed for an answered transaction: withdraw
                 self.saf.disarm(item.id)
             report.interrupted_saf = self.saf.requeue_interrupted()
@@ -661,6 +654,37 @@ class TransactionEngine:
         report.acknowledged = flushed.acknowledged
         report.still_pending = flushed.remaining
         return report
+
+    def _recover_in_flight(self, txn: TxnRecord, report: RecoveryReport) -> None:
+        armed = self.saf.armed_for(txn.id)
+        reversible = self.profile.spec(txn.kind).reversible
+        if reversible:
+            if txn.state in ("request_journaled", "sent"):
+                self._fire(txn, "recover")
+            else:
+                self._fire(txn, "arm_reversal")
+            if armed is not None:
+                self.saf.release(armed.id, _REASON_TIMEOUT)
+            report.reversals_released.append(txn.id)
+        else:
+            if txn.state in ("request_journaled", "sent"):
+                self._fire(txn, "recover_advice")
+            if armed is not None:
+                self.saf.release(armed.id, attempts_so_far=1)
+            report.advices_released.append(txn.id)
+        self.journal.record_incident("recovered_in_flight", f"{txn.kind} {txn.id} was in flight at restart; "
+                                     "outcome unknown, queued for the host", txn_id=txn.id)
+
+    def _quarantine_txn(self, txn: TxnRecord, exc: BaseException, report: RecoveryReport) -> None:
+        """A row recovery cannot act on: keep it as it is (the evidence) and tell the operator, once."""
+        report.quarantined.append(txn.id)
+        if any(r["txn_id"] == txn.id for r in self.journal.incidents("quarantined")):
+            return
+        why = mask_digits_in_text(f"{type(exc).__name__}: {exc}")[:300]
+        self.journal.record_incident(
+            "quarantined", f"{txn.kind} {txn.id} ({txn.state}) could not be recovered ({why}); it is left as it is "
+            "and the terminal goes on. Call the acquirer with its STAN/RRN to learn whether the charge stands",
+            severity="critical", txn_id=txn.id, detail={"state": txn.state, "kind": txn.kind, "error": why})
 
     def batch_totals(self, batch_no: int | None = None) -> dict[str, int]:
         batch = self.journal.current_batch() if batch_no is None else batch_no

@@ -195,6 +195,22 @@ class Journal:
         self._conn.execute("COMMIT")
         self._kill(f"journal.after_commit:{label}")
 
+    @contextmanager
+    def savepoint(self, name: str) -> Iterator[Journal]:
+        """A part of an :meth:`atomic` block that can fail alone: on an exception its writes are undone and the
+        exception goes on; the outer block's other writes stay."""
+        if not self._depth:
+            raise JournalError("a savepoint needs an enclosing atomic() block")
+        label = "sp_" + "".join(c if c.isalnum() else "_" for c in name)
+        self._conn.execute(f"SAVEPOINT {label}")
+        try:
+            yield self
+        except BaseException:
+            self._conn.execute(f"ROLLBACK TO {label}")
+            self._conn.execute(f"RELEASE {label}")
+            raise
+        self._conn.execute(f"RELEASE {label}")
+
     @property
     def in_transaction(self) -> bool:
         return self._depth > 0

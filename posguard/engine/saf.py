@@ -25,7 +25,9 @@ from posguard.engine.journal import Journal, SafRecord
 from posguard.engine.ports import HostError, HostLink
 from posguard.engine.profiles import Fields, Profile
 from posguard.engine.redact import masked_json, masked_message
-from posguard.engine.sealing import Sealer
+from posguard.engine.sealing import SealError, Sealer
+from posguard.iso8583.errors import Iso8583Error
+from posguard.sensitive import mask_digits_in_text
 
 __all__ = ["SafPolicy", "StoreAndForward", "FlushReport", "PENDING_STATES"]
 
@@ -183,9 +185,15 @@ class StoreAndForward:
         return report
 
     def _attempt(self, link: HostLink, item: SafRecord) -> None:
-        fields = self.fields_of(item)
         attempts = item.attempts + 1
         mti = item.mti if attempts == 1 else self.profile.repeat_of(item.mti)
+        try:  # a copy that can never be sent is quarantined, never retried for ever (and never a crash loop)
+            fields = self.fields_of(item)
+            request = self.profile.message(mti, fields)
+            request.encode()
+        except (SealError, Iso8583Error, ValueError, KeyError, TypeError) as exc:
+            self.quarantine(item, exc)
+            return
         with self.journal.atomic(f"saf.send.{item.kind}"):
             if item.state == "queued":
                 self._fire(item, "send", attempts=attempts)
@@ -194,7 +202,6 @@ class StoreAndForward:
                 item.attempts = attempts
             self.journal.record_message(direction="out", mti=mti, masked=masked_json(mti, fields),
                                         stan=_stan(fields), txn_id=item.txn_id, saf_id=item.id)
-        request = self.profile.message(mti, fields)
         self._kill(f"host.before_send:{mti}")
         rc: str | None = None
         error: str | None = None
@@ -222,6 +229,21 @@ class StoreAndForward:
             else:
                 self._fire(item, "retry", last_rc=rc, last_error=error,
                            next_at=self.clock.now() + self.policy.backoff(attempts))
+
+    def quarantine(self, item: SafRecord, exc: BaseException) -> None:
+        """Take an item that cannot be sent out of the queue: expired, with a ``quarantined`` incident that keeps
+        the evidence (the error, masked) and tells the operator what to do. The transaction then needs manual
+        follow-up, exactly as if its reversal had expired."""
+        why = mask_digits_in_text(f"{type(exc).__name__}: {exc}")[:300]
+        with self.journal.atomic(f"saf.quarantine.{item.kind}"):
+            self._fire(item, "expire", last_error=why)
+            self.journal.record_incident(
+                "quarantined", f"{item.kind} {item.mti} for transaction {item.txn_id} cannot be sent ({why}); it was "
+                "taken out of the queue so the terminal can go on. Call the acquirer with the transaction's "
+                "STAN/RRN to learn whether the charge stands", severity="critical", txn_id=item.txn_id,
+                detail={"saf_id": item.id, "kind": item.kind, "mti": item.mti, "error": why})
+            if self.on_expired is not None:
+                self.on_expired(item, item.last_rc)
 
     def _expire(self, item: SafRecord, why: str) -> None:
         with self.journal.atomic(f"saf.expire.{item.kind}"):
