@@ -25,7 +25,7 @@ from posguard.engine.journal import Journal, SafRecord
 from posguard.engine.ports import HostError, HostLink
 from posguard.engine.profiles import Fields, Profile
 from posguard.engine.redact import masked_json, masked_message
-from posguard.engine.sealing import SealError, Sealer
+from posguard.engine.sealing import Sealer, SealError
 from posguard.iso8583.errors import Iso8583Error
 from posguard.sensitive import mask_digits_in_text
 
