@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from posguard.capture.sanitize import Sanitiser
+from posguard.capture.sanitize import Sanitiser, blank_names
 from posguard.clock import Clock, SystemClock
 from posguard.sensitive import mask_digits_in_text
 
@@ -23,7 +23,7 @@ __all__ = ["CAPTURE_VERSION", "KINDS", "Capture", "CaptureError", "CaptureWriter
 CAPTURE_VERSION = 1
 #: record keys that hold hex (sanitised against learnt PANs only, never pattern-scrubbed)
 HEX_KEYS = frozenset({"hex", "c", "r", "atr", "field55", "cvm_results", "messages"})
-KINDS = ("card", "atr", "apdu", "swipe", "frame", "iso", "link", "op")
+KINDS = ("card", "atr", "apdu", "swipe", "frame", "iso", "link", "op", "start")
 
 
 class CaptureError(ValueError):
@@ -36,8 +36,16 @@ class CaptureError(ValueError):
 
 @dataclass
 class Capture:
+    """A capture as read: the first header, every record in order, and the file line of each record.
+
+    A file a service appended to after a restart holds one segment per start; each later segment's header
+    becomes a ``start`` record (its ``t`` continues the time line) so a replay restarts where the live
+    terminal did.
+    """
+
     header: dict[str, Any]
     records: list[dict[str, Any]] = field(default_factory=list)
+    lines: list[int] = field(default_factory=list)
 
     @property
     def dialect(self) -> str:
@@ -103,6 +111,8 @@ def read_capture(path: str | Path | IO[str]) -> Capture:
             raise CaptureError(0, f"cannot open {path}: {exc.strerror}") from None
     header: dict[str, Any] | None = None
     records: list[dict[str, Any]] = []
+    lines: list[int] = []
+    offset = last_t = 0.0  # a later segment's times continue the first one's
     for n, raw in enumerate(path, 1):
         if not raw.strip():
             continue
@@ -110,34 +120,65 @@ def read_capture(path: str | Path | IO[str]) -> Capture:
             obj = json.loads(raw)
         except json.JSONDecodeError as exc:
             raise CaptureError(n, f"not JSON ({exc.msg} at column {exc.colno})") from None
-        if header is None:
-            if not isinstance(obj, dict) or obj.get("posguard_capture") != CAPTURE_VERSION:
-                raise CaptureError(n, f"not a posguard capture: the first line must be a header with "
-                                      f"\"posguard_capture\": {CAPTURE_VERSION}")
-            term = obj.get("terminal")
-            if not isinstance(obj.get("dialect"), str) or not isinstance(term, dict) or "tid" not in term:
-                raise CaptureError(n, "header needs \"dialect\" and \"terminal\": {\"tid\", \"mid\"}")
-            header = obj
+        if header is None or (isinstance(obj, dict) and "posguard_capture" in obj):
+            segment = _header(obj, n)
+            if header is None:
+                header = segment
+                continue
+            if (segment["dialect"], segment["terminal"].get("tid")) != (header["dialect"], header["terminal"]["tid"]):
+                raise CaptureError(n, "a later segment of a capture must have the first one's dialect and terminal "
+                                      f"({header['dialect']}, {header['terminal']['tid']})")
+            offset = max(last_t, _seconds_between(header.get("started"), segment.get("started")))
+            records.append({"t": offset, "k": "start", "started": segment.get("started")})
+            lines.append(n)
             continue
-        records.append(_validate(obj, n))
+        rec = _validate(obj, n)
+        if offset:
+            rec["t"] = round(float(rec["t"]) + offset, 6)
+        last_t = max(last_t, float(rec["t"]))
+        records.append(rec)
+        lines.append(n)
     if header is None:
         raise CaptureError(1, "empty file: no capture header")
-    return Capture(header, records)
+    return Capture(header, records, lines)
+
+
+def _seconds_between(first: Any, later: Any) -> float:
+    """Seconds from one segment's ``started`` to a later one's (0 when either is missing or not ISO-8601)."""
+    try:
+        return max(0.0, (datetime.fromisoformat(str(later)) - datetime.fromisoformat(str(first))).total_seconds())
+    except ValueError:
+        return 0.0
+
+
+def _header(obj: Any, n: int) -> dict[str, Any]:
+    if not isinstance(obj, dict) or obj.get("posguard_capture") != CAPTURE_VERSION:
+        raise CaptureError(n, f"not a posguard capture: the first line must be a header with "
+                              f"\"posguard_capture\": {CAPTURE_VERSION}")
+    term = obj.get("terminal")
+    if not isinstance(obj.get("dialect"), str) or not isinstance(term, dict) or "tid" not in term:
+        raise CaptureError(n, "header needs \"dialect\" and \"terminal\": {\"tid\", \"mid\"}")
+    return obj
 
 
 class CaptureWriter:
-    """Writes a capture as it happens, sanitised before anything reaches the file (mode 0600)."""
+    """Writes a capture as it happens, sanitised before anything reaches the file (mode 0600).
+
+    With ``append`` (what the service uses) an existing file is never truncated: a new header starts a new
+    segment, so a service restarted after a crash keeps the evidence from before it. Without it (a demo day or a
+    pcap import, each starting from nothing) the file is written anew.
+    """
 
     def __init__(self, path: str | Path, *, dialect: str, tid: str, mid: str, clock: Clock | None = None,
                  sanitiser: Sanitiser | None = None, extra: Mapping[str, Any] | None = None,
-                 terminal_extra: Mapping[str, Any] | None = None) -> None:
+                 terminal_extra: Mapping[str, Any] | None = None, append: bool = False) -> None:
         self.path = Path(path)
         self.dialect = dialect
         self.clock = clock or SystemClock()
         self.sanitiser = sanitiser or Sanitiser()
         self._start = self.clock.monotonic()
         self._last_t = 0.0
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC), 0o600)
         self._fh: IO[str] = os.fdopen(fd, "w", encoding="utf-8")
         started = datetime.fromtimestamp(self.clock.now(), UTC).isoformat(timespec="milliseconds")
         self._write({"posguard_capture": CAPTURE_VERSION, "dialect": dialect,
@@ -188,7 +229,7 @@ class CaptureWriter:
     def apdu(self, command: bytes, response: bytes) -> None:
         """One APDU pair; a VERIFY (INS 20: the PIN block) keeps its header and loses its data."""
         self.sanitiser.learn_from_response(response)
-        self.record("apdu", c=_blank_verify(command).hex().upper(), r=response.hex().upper())
+        self.record("apdu", c=_blank_verify(command).hex().upper(), r=blank_names(response).hex().upper())
 
     def frame(self, direction: str, raw: bytes, *, at: float | None = None) -> None:
         """A raw GemPC Twin frame (``03 06 <CCID> LRC``), sanitised like an ``apdu`` record: see
@@ -237,6 +278,12 @@ class CaptureWriter:
         removed = capture_drops(msg)
         for f in removed:
             del msg[f]
+        icc = msg.get("55")
+        raw55 = icc if isinstance(icc, bytes) else _hex_or_none(icc)
+        if raw55 is not None and blank_names(raw55) != raw55:  # the cardholder's name never reaches a capture
+            clean55 = blank_names(raw55)
+            msg["55"] = clean55 if isinstance(icc, bytes) else clean55.hex().upper()
+            removed.append("55.name")
         track2 = msg.get("35")
         if isinstance(track2, str):  # keep PAN, expiry and service code; discretionary data (CVV) zeroed
             cut = next((i for i, c in enumerate(track2) if c in "=D"), len(track2)) + 8
@@ -246,6 +293,15 @@ class CaptureWriter:
             raw = msg.encode()
         self.record("iso", dir=direction, mti=msg.mti, stan=msg.stan, hex=raw.hex().upper(),
                     **({"removed": removed} if removed else {}))
+
+
+def _hex_or_none(value: object) -> bytes | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return bytes.fromhex(value)
+    except ValueError:
+        return None
 
 
 def _blank_verify(command: bytes) -> bytes:
@@ -279,5 +335,5 @@ def sanitise_frame(raw: bytes, sanitiser: Sanitiser) -> bytes:
     elif header[0] == RDR_TO_PC_DATA_BLOCK:
         sanitiser.learn_from_response(payload)
     if payload:
-        payload = bytes.fromhex(sanitiser.text(payload.hex().upper()))
+        payload = bytes.fromhex(sanitiser.text(blank_names(payload).hex().upper()))
     return encode_frame(header + payload)

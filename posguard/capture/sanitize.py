@@ -3,7 +3,7 @@
 Every PAN seen is replaced, consistently within one capture, by a *test PAN* that keeps the BIN (first six
 digits) and the length and passes Luhn; the replacement is applied to every spelling of the PAN a record can
 carry: digits (field 2, track 2, hex of BCD in field 55 / APDU responses) and hex of ASCII digits (field 2 and
-35 of the ASCII dialects). PIN blocks, CVV/CVC and keys are removed before a record is written (which ISO 8583
+35 of the ASCII dialects). The cardholder's name (5F20, 9F0B) is blanked wherever chip data carries it. PIN blocks, CVV/CVC and keys are removed before a record is written (which ISO 8583
 fields those are, the dialect declares: :func:`posguard.iso8583.redaction.capture_drops`).
 """
 
@@ -16,9 +16,36 @@ import secrets
 
 from posguard.sensitive import luhn_check_digit
 
-__all__ = ["Sanitiser", "substitute_pan"]
+__all__ = ["Sanitiser", "substitute_pan", "blank_names", "NAME_TAGS"]
 
 _PAN_RE = re.compile(r"(?<![0-9])([2-6][0-9]{12,18})(?![0-9])")
+
+
+#: EMV tags that hold the cardholder's name, with the lengths EMV allows: 5F20 Cardholder Name (2-26),
+#: 9F0B Cardholder Name Extended (27-45)
+NAME_TAGS: dict[bytes, tuple[int, int]] = {b"\x5f\x20": (2, 26), b"\x9f\x0b": (27, 45)}
+
+
+def blank_names(data: bytes) -> bytes:
+    """``data`` with the value of every cardholder-name tag (:data:`NAME_TAGS`) replaced by spaces.
+
+    A scan, not a parse (the name may sit in a READ RECORD template, field 55 or a reader frame): a tag followed
+    by a length in its range and that many printable ASCII bytes. Lengths never change, so TLV structures and
+    frame headers stay valid.
+
+    >>> blank_names(bytes.fromhex("5F200A") + b"LEE/WEI MS" + b"\x9f\x02").hex().upper()
+    '5F200A202020202020202020209F02'
+    """
+    out = bytearray(data)
+    for tag, (low, high) in NAME_TAGS.items():
+        start = 0
+        while (i := data.find(tag, start)) >= 0:
+            start = i + 1
+            n = data[i + 2] if i + 2 < len(data) else 0
+            value = data[i + 3:i + 3 + n]
+            if low <= n <= high and len(value) == n and all(0x20 <= b < 0x7F for b in value):
+                out[i + 3:i + 3 + n] = b" " * n
+    return bytes(out)
 
 
 def substitute_pan(pan: str, salt: bytes) -> str:

@@ -71,7 +71,8 @@ class Service:
                                         Detectors.default(self.clock))
         path = record or cfg.record
         self.writer = CaptureWriter(path, dialect=cfg.dialect, tid=cfg.tid, mid=cfg.mid, clock=self.clock,
-                                    terminal_extra={"currency": cfg.currency, "timeout": cfg.timeout}) if path else None
+                                    terminal_extra={"currency": cfg.currency, "timeout": cfg.timeout},
+                                    append=True) if path else None
         self.till = Till(self.engine, dialect=cfg.dialect, say=lambda line: log("till", line), writer=self.writer)
         self.reader: Any = None
         self.magstripe: Any = None

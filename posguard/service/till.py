@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from posguard.capture.sanitize import blank_names
 from posguard.engine.card import CardData
 from posguard.engine.detectors import Detection
 from posguard.engine.engine import TransactionEngine, TxnResult
@@ -88,7 +89,7 @@ class Till:
             test_pan = self.writer.learn_pan(card.pan.reveal())
             self.writer.record("card", ref=ref, pan=test_pan, expiry=card.expiry, entry_mode=card.entry_mode,
                                scheme=card.scheme, cvm_results=card.cvm_results.hex().upper()
-                               if card.cvm_results else None, field55=card.field55.hex().upper(),
+                               if card.cvm_results else None, field55=blank_names(card.field55).hex().upper(),
                                **({"cvm_required": True} if card.cvm_required else {}), **evidence)
 
     # -- operator actions ----------------------------------------------------------------------------
