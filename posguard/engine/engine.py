@@ -26,6 +26,7 @@ every journal commit and before and after every send, so a test can crash the pr
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ from posguard.engine.chart import APPROVED_OPEN, CHART, IN_DOUBT, IllegalTransit
 from posguard.engine.detectors import Detection, Detectors
 from posguard.engine.errors import (
     CorrectionRefused,
+    JournalUnavailable,
     RefundExceedsOriginal,
     RequestRefused,
     SettlementBlocked,
@@ -160,6 +162,10 @@ class TransactionEngine:
         self.saf = StoreAndForward(journal, self.sealer, self.profile, self.clock, self.policies.saf,
                                    kill=self._kill, on_done=self._saf_done, on_expired=self._saf_expired)
         self._signed_on = False  # in this engine start (the host's demand itself is durable in the journal)
+        #: transactions whose host answer could not be journaled: their reversal is owed (txn id -> error)
+        self.owed_reversals: dict[str, str] = {}
+        #: the last journal write failure while it lasts (status, diagnose), else None
+        self.write_failure: str | None = None
         #: who watches what crosses the wire (capture writers, flows collecting evidence): see ``observe``
         self.observers = Observers()
         self._wire = _HostWatch(self)
@@ -224,6 +230,7 @@ class TransactionEngine:
     # -- gate --------------------------------------------------------------------------------------
     def _clear_to_send(self, what: str, *, settlement: bool = False) -> None:
         """Sign on if due, send what the queue holds; refuse ``what`` if something is still unacknowledged."""
+        self._repair_journal(what, settlement=settlement)
         self._ensure_signed_on(what)
         if settlement:  # every reversal before any advice (pos-flows.md: 0400 -> offline 0220s -> 0500)
             report = self.saf.flush(self._wire, kinds=("reversal",))
@@ -444,9 +451,51 @@ class TransactionEngine:
             response = self._wire.exchange(request, timeout=self.terminal.host_timeout)
         except HostError as exc:
             self._kill(f"host.after_send:{spec.mti}")
-            return self._outcome_unknown(txn, saf_id, exc, spec.reversible)
+            failure = exc
+            return self._after_send(txn, lambda: self._outcome_unknown(txn, saf_id, failure, spec.reversible))
         self._kill(f"host.after_send:{spec.mti}")
-        return self._outcome(txn, saf_id, response, card, original)
+        return self._after_send(txn, lambda: self._outcome(txn, saf_id, response, card, original))
+
+    # -- the journal cannot be written after a send ------------------------------------------------------
+    def _after_send(self, txn: TxnRecord, journal_outcome: Callable[[], TxnResult]) -> TxnResult:
+        """Journal what the host said. When the journal cannot be written (disk full, I/O error) the answer is
+        not acted on: the transaction's reversal is owed (kept in memory, written as soon as the journal works)
+        and nothing new goes out until then — the armed reversal is already durable from before the send."""
+        try:
+            return journal_outcome()
+        except (sqlite3.Error, OSError) as exc:
+            self.owed_reversals[txn.id] = f"{type(exc).__name__}: {exc}"
+            self.write_failure = self.owed_reversals[txn.id]
+            raise JournalUnavailable(
+                f"{txn.kind} {txn.id}: the host's answer could not be written to the journal ({exc}); it is "
+                "treated as not approved and will be reversed as soon as the journal can be written again "
+                "(free disk space, check the storage). Nothing new is sent until then.", txn_ids=(txn.id,)) from exc
+
+    def _repair_journal(self, what: str, *, settlement: bool) -> None:
+        """Write what a journal failure left owed; refuse ``what`` while the journal still cannot be written."""
+        if not self.owed_reversals:
+            return
+        try:
+            with self._atomic("journal_repaired"):
+                for txn_id, why in self.owed_reversals.items():
+                    txn = self.journal.get_txn(txn_id)
+                    if txn.state in ("request_journaled", "sent"):
+                        self._fire(txn, "recover")
+                    armed = self.saf.armed_for(txn_id)
+                    if armed is not None:
+                        self.saf.release(armed.id, _REASON_TIMEOUT)
+                    self.journal.record_incident(
+                        "journal_write_failed", f"{txn.kind} {txn_id}: the host's answer could not be journaled "
+                        f"({why}); the journal works again and the transaction is reversed", severity="critical",
+                        txn_id=txn_id, detail={"error": why})
+        except (sqlite3.Error, OSError) as exc:
+            self.write_failure = f"{type(exc).__name__}: {exc}"
+            cls = SettlementBlocked if settlement else TransactionsBlocked
+            raise cls(f"{what} refused: the journal still cannot be written ({exc}); {len(self.owed_reversals)} "
+                      "reversal(s) are owed and kept in memory. Free disk space or check the storage; the write "
+                      "is retried before the next transaction.", pending_ids=(), retry_in=None) from exc
+        self.owed_reversals.clear()
+        self.write_failure = None
 
     def _encodable(self, kind: str, mti: str, fields: Fields) -> None:
         """Refuse a request (or the reversal it arms) that the dialect cannot encode: it could never be sent,

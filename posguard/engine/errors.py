@@ -14,6 +14,7 @@ __all__ = [
     "RefundExceedsOriginal",
     "WrongCard",
     "RequestRefused",
+    "JournalUnavailable",
 ]
 
 
@@ -57,3 +58,12 @@ class RequestRefused(EngineError):
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
         self.field = field
+
+
+class JournalUnavailable(EngineError):
+    """The journal could not be written after a request was sent (disk full, I/O error). The answer is not
+    acted on: the transaction is reversed as soon as the journal can be written again."""
+
+    def __init__(self, message: str, *, txn_ids: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.txn_ids = txn_ids
