@@ -17,6 +17,13 @@ Kinds:
 ``wrong_rc``         the response code is replaced by ``rc``.
 ``wrong_amount``     the response's field 4 differs from the request.
 ``garbage``          an undecodable frame is sent instead of the response.
+
+Hostile hosts (the connection is left open and *stuck*: every later request on it is read and ignored; a new
+connection is served normally):
+
+``half_then_silence`` half of the response frame is sent, then nothing more.
+``drip``             the response is sent one byte every ``delay`` seconds (default 1), never its last byte.
+``oversized``        a frame header announcing the framing's largest length is sent, a few bytes, then nothing.
 """
 
 from __future__ import annotations
@@ -37,7 +44,12 @@ FAULT_KINDS = (
     "wrong_rc",
     "wrong_amount",
     "garbage",
+    "half_then_silence",
+    "drip",
+    "oversized",
 )
+#: faults after which the connection stays open and ignores every later request
+STUCK_KINDS = ("half_then_silence", "drip", "oversized")
 
 
 @dataclass

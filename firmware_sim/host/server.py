@@ -85,6 +85,7 @@ class _Conn:
         self.peer = peer
         self.lock = threading.Lock()
         self.closed = False
+        self.stuck = False  # a hostile fault left it hanging: later requests are read and ignored
 
     def send(self, data: bytes) -> None:
         with self.lock:
@@ -353,6 +354,8 @@ class HostSimulator:
             self.errors.append(f"decode: {exc.msg} field {exc.field} pos {exc.pos}")
             return
         self.received.append(masked_doc(req))
+        if conn.stuck:
+            return
         fault = self.faults.take(req.get("t", ""), req.get("3"), req.get("11"))
         if fault is not None and fault.kind == "drop":
             return
@@ -397,8 +400,25 @@ class HostSimulator:
             self.scheduler.call_later(fault.delay, lambda: conn.send(framed))
         elif kind == "garbage":
             conn.send(frame(self.config.framing, b"\x99\x99garbage"))
+        elif kind == "half_then_silence":
+            conn.stuck = True
+            conn.send(framed[: max(1, len(framed) // 2)])
+        elif kind == "drip":
+            assert fault is not None
+            conn.stuck = True
+            self._drip(conn, framed[:-1], fault.delay or 1.0)
+        elif kind == "oversized":
+            conn.stuck = True
+            huge = frame(self.config.framing, b"\x00" * _largest_frame(self.config.framing))
+            conn.send(huge[: len(huge) - _largest_frame(self.config.framing) + 8])
         else:
             conn.send(framed)
+
+    def _drip(self, conn: _Conn, data: bytes, every: float) -> None:
+        if not data or conn.closed:
+            return
+        conn.send(data[:1])
+        self.scheduler.call_later(every, lambda: self._drip(conn, data[1:], every))
 
     # -- control channel (JSON lines) --------------------------------------------------------------
     def _control_loop(self) -> None:
@@ -472,3 +492,8 @@ class HostSimulator:
             threading.Thread(target=self.stop, daemon=True).start()
             return {"ok": True, "stopping": True}
         return {"ok": False, "error": f"unknown command {name!r}"}
+
+
+def _largest_frame(framing: str) -> int:
+    """The largest payload the framing's length header can announce."""
+    return {"binary2": 0xFFFF, "ascii4": 9999, "bcd2": 9999}.get(framing, 0xFFFF)

@@ -218,6 +218,7 @@ class HostLinkConfig:
     dialect: str = "cup"
     framing: str = "binary2"
     connect_timeout: float = 30.0
+    send_timeout: float = 10.0  # a send that cannot be completed in this time drops the connection
     response_timeout: float = 30.0
     reversal_timeout: float = 15.0
     connect_attempts: int = 3
@@ -358,6 +359,7 @@ class TcpHostLink:
             timeout = self.config.timeout_for(request)
         if self._sock is not None:
             self.poll(0.0)  # classify what arrived while idle; notice a connection the host closed
+            self._drop_if_stalled(request)
         self.connect()
         wire_request = self._with_mac(request)
         key = self._key_for(wire_request)
@@ -380,6 +382,17 @@ class TcpHostLink:
                 self._classify_buffered()
                 return response
             self._classify(response)
+
+    def _drop_if_stalled(self, request: Message) -> None:
+        """A connection holding half a frame (the host stalled mid-answer, or drips, or announced a length it
+        never sent) is not trusted with the next request — a reversal must not follow its original into a stuck
+        socket: close it; the send reconnects. A clean connection after a timeout is kept, so a late answer can
+        still be seen and reported."""
+        if self._sock is not None and self._decoder.pending > 0:
+            stuck = self._decoder.pending
+            self.close()
+            self._emit(LinkEventKind.DISCONNECTED, request, f"closed before sending {request.mti}: {stuck} byte(s) "
+                                                            "of an unfinished response were stuck in it; reconnecting")
 
     def poll(self, wait: float = 0.0) -> list[LinkEvent]:
         """Read and classify whatever arrives within ``wait`` seconds (late, duplicate, unmatched frames)."""
@@ -467,8 +480,8 @@ class TcpHostLink:
     def _send(self, request: Message) -> None:
         assert self._sock is not None
         data = self.framing.frame(request.encode())
-        try:
-            self._sock.setblocking(True)
+        try:  # a host that stops reading must not hang the terminal: the send has its own (real) deadline
+            self._sock.settimeout(self.config.send_timeout)
             self._sock.sendall(data)
         except OSError as exc:
             self.close()
