@@ -25,11 +25,15 @@ go; the service refuses to start while any remains. Keys live in their own files
     framing = "binary2"                   # binary2 | ascii4 | bcd2
     timeout = 30.0
 
+    max_amount = 10000000                 # the largest sale, refund or correction in minor units (100000.00)
+
     [journal]
     path = "/var/lib/posguard/journal.db"
 
     [operator]
     socket = "/run/posguard/operator.sock"   # or "stdin"
+    allow_uids = []                       # who may talk to the socket, besides root and the service's own user
+    allow_groups = ["posguard-operators"] # ... and members of these groups
 
     [capture]
     record = ""                           # a capture file to append the day to ("" = none)
@@ -37,7 +41,9 @@ go; the service refuses to start while any remains. Keys live in their own files
 
 from __future__ import annotations
 
+import grp
 import os
+import stat
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,6 +83,9 @@ class Config:
     timeout: float = 30.0
     journal: str = "/var/lib/posguard/journal.db"
     operator_socket: str = "/run/posguard/operator.sock"
+    allow_uids: list[int] = field(default_factory=list)
+    allow_groups: list[str] = field(default_factory=list)
+    max_amount: int = 10_000_000
     record: str = ""
     source: str = ""
     token_key: bytes = field(default=b"", repr=False)
@@ -85,13 +94,15 @@ class Config:
 
 _SCHEMA: dict[str, dict[str, tuple[str, type]]] = {
     "terminal": {"tid": ("tid", str), "mid": ("mid", str), "currency": ("currency", str), "dialect": ("dialect", str),
-                 "token_key_file": ("token_key_file", str), "data_key_file": ("data_key_file", str)},
+                 "token_key_file": ("token_key_file", str), "data_key_file": ("data_key_file", str),
+                 "max_amount": ("max_amount", int)},
     "reader": {"kind": ("reader_kind", str), "name": ("reader_name", str), "serial_port": ("serial_port", str),
                "magstripe_port": ("magstripe_port", str)},
     "host": {"address": ("host", str), "port": ("port", int), "framing": ("framing", str),
              "timeout": ("timeout", float)},
     "journal": {"path": ("journal", str)},
-    "operator": {"socket": ("operator_socket", str)},
+    "operator": {"socket": ("operator_socket", str), "allow_uids": ("allow_uids", list),
+                 "allow_groups": ("allow_groups", list)},
     "capture": {"record": ("record", str)},
 }
 
@@ -120,6 +131,25 @@ def _read_key(path: str, key: str, problems: list[ConfigProblem]) -> bytes:
     return value
 
 
+def _check_place(directory: Path, key: str, role: str, problems: list[ConfigProblem], *, write: bool) -> None:
+    """A directory the service uses: it exists, nobody else may replace what is in it, and (``write``) this user
+    can create files there."""
+    try:
+        st = directory.stat()
+    except OSError as exc:
+        problems.append(ConfigProblem(key, f"directory {directory} ({role}) cannot be used: {exc.strerror}"))
+        return
+    if not stat.S_ISDIR(st.st_mode):
+        problems.append(ConfigProblem(key, f"{directory} ({role}) is not a directory"))
+        return
+    if st.st_mode & stat.S_IWOTH:
+        problems.append(ConfigProblem(key, f"directory {directory} ({role}) is writable by every user (mode "
+                                           f"{oct(st.st_mode & 0o7777)}): anyone could replace its files; "
+                                           f"chmod o-w {directory}"))
+    if write and not os.access(directory, os.W_OK | os.X_OK):
+        problems.append(ConfigProblem(key, f"directory {directory} ({role}) is not writable by this user"))
+
+
 def load_config(path: str | os.PathLike[str] = DEFAULT_CONFIG, *, read_keys: bool = True
                 ) -> tuple[Config, list[ConfigProblem]]:
     """Parse ``path``; returns the config and every problem found (empty list = usable)."""
@@ -132,6 +162,9 @@ def load_config(path: str | os.PathLike[str] = DEFAULT_CONFIG, *, read_keys: boo
         return cfg, [ConfigProblem("config", f"{path} not found: create it (every key is described in `python -m pydoc posguard.config`)")]
     except tomllib.TOMLDecodeError as exc:
         return cfg, [ConfigProblem("config", f"{path} is not valid TOML: {exc}")]
+    except UnicodeDecodeError as exc:
+        return cfg, [ConfigProblem("config", f"{path} is not UTF-8 text (byte {exc.start}: 0x{exc.object[exc.start]:02X}); "
+                                             "save it as UTF-8")]
     except OSError as exc:
         return cfg, [ConfigProblem("config", f"cannot read {path}: {exc.strerror}")]
     for section, value in data.items():
@@ -174,11 +207,32 @@ def load_config(path: str | os.PathLike[str] = DEFAULT_CONFIG, *, read_keys: boo
         problems.append(ConfigProblem("host.framing", f"choose one of {', '.join(FRAMINGS)}"))
     if not 0 < cfg.timeout <= 300:
         problems.append(ConfigProblem("host.timeout", "seconds, between 0 and 300"))
-    journal_dir = Path(cfg.journal).parent
-    if not journal_dir.is_dir():
-        problems.append(ConfigProblem("journal.path", f"directory {journal_dir} does not exist"))
-    elif not os.access(journal_dir, os.W_OK):
-        problems.append(ConfigProblem("journal.path", f"directory {journal_dir} is not writable by this user"))
+    if not 0 < cfg.max_amount < 10**12:
+        problems.append(ConfigProblem("terminal.max_amount", "minor units, between 1 and 999999999999 (field 4)"))
+    if any(not isinstance(u, int) or isinstance(u, bool) or u < 0 for u in cfg.allow_uids):
+        problems.append(ConfigProblem("operator.allow_uids", "a list of numeric user ids"))
+    for g in cfg.allow_groups:
+        if not isinstance(g, str):
+            problems.append(ConfigProblem("operator.allow_groups", "a list of group names"))
+            break
+        try:
+            grp.getgrnam(g)
+        except KeyError:
+            problems.append(ConfigProblem("operator.allow_groups", f"no group {g!r} on this machine"))
+    _check_place(Path(str(path)).parent, "config", "holds the configuration", problems, write=False)
+    _check_place(Path(cfg.journal).parent, "journal.path", "holds the journal", problems, write=True)
+    if cfg.operator_socket != "stdin":
+        sock_dir = Path(cfg.operator_socket).parent
+        if sock_dir.exists():
+            _check_place(sock_dir, "operator.socket", "holds the operator socket", problems, write=True)
+        else:  # the service creates it (0750): its parent must let it
+            _check_place(sock_dir.parent, "operator.socket", f"must let the service create {sock_dir}", problems,
+                         write=True)
+    if cfg.record:
+        _check_place(Path(cfg.record).parent, "capture.record", "holds the capture", problems, write=True)
+    for key_file, key in ((cfg.token_key_file, "terminal.token_key_file"), (cfg.data_key_file, "terminal.data_key_file")):
+        if key_file:
+            _check_place(Path(key_file).parent, key, "holds a key", problems, write=False)
     if read_keys:
         cfg.token_key = _read_key(cfg.token_key_file, "terminal.token_key_file", problems)
         cfg.data_key = _read_key(cfg.data_key_file, "terminal.data_key_file", problems)
