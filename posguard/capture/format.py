@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -77,8 +78,8 @@ def _validate(rec: Any, line: int) -> dict[str, Any]:
     if not isinstance(rec, dict):
         raise CaptureError(line, "a record must be a JSON object")
     t, k = rec.get("t"), rec.get("k")
-    if not isinstance(t, int | float) or isinstance(t, bool) or t < 0:
-        raise CaptureError(line, "record needs \"t\" (seconds since start, >= 0)")
+    if not isinstance(t, int | float) or isinstance(t, bool) or not math.isfinite(t) or t < 0:
+        raise CaptureError(line, "record needs \"t\" (seconds since start, a finite number >= 0)")
     if k not in KINDS:
         raise CaptureError(line, f"unknown record kind {k!r}; expected one of {', '.join(KINDS)}")
     if k == "apdu":
@@ -98,6 +99,15 @@ def _validate(rec: Any, line: int) -> dict[str, Any]:
         raise CaptureError(line, "swipe record needs \"track2\" (the sanitised track 2)")
     elif k == "op" and not isinstance(rec.get("op"), str):
         raise CaptureError(line, "op record needs \"op\" (the operator action)")
+    elif k == "card":
+        if not isinstance(rec.get("ref"), str) or not rec["ref"]:
+            raise CaptureError(line, "card record needs \"ref\" (what op records name, e.g. \"c1\")")
+        pan = rec.get("pan")
+        if not isinstance(pan, str) or not pan.isdigit() or not 12 <= len(pan) <= 19:
+            raise CaptureError(line, "card record needs \"pan\": 12 to 19 digits (a test PAN)")
+        _check_hex(rec, "field55", line)
+        if rec.get("cvm_results") is not None:
+            _check_hex(rec, "cvm_results", line)
     return rec
 
 
@@ -109,6 +119,14 @@ def read_capture(path: str | Path | IO[str]) -> Capture:
                 return read_capture(fh)
         except OSError as exc:
             raise CaptureError(0, f"cannot open {path}: {exc.strerror}") from None
+    try:
+        return _read(path)
+    except UnicodeDecodeError as exc:
+        raise CaptureError(0, f"not UTF-8 text (byte 0x{exc.object[exc.start]:02X} in a line); a capture is "
+                              "JSON Lines in UTF-8") from None
+
+
+def _read(path: IO[str]) -> Capture:
     header: dict[str, Any] | None = None
     records: list[dict[str, Any]] = []
     lines: list[int] = []
@@ -120,6 +138,8 @@ def read_capture(path: str | Path | IO[str]) -> Capture:
             obj = json.loads(raw)
         except json.JSONDecodeError as exc:
             raise CaptureError(n, f"not JSON ({exc.msg} at column {exc.colno})") from None
+        except RecursionError:
+            raise CaptureError(n, "JSON nested too deeply to be a capture record") from None
         if header is None or (isinstance(obj, dict) and "posguard_capture" in obj):
             segment = _header(obj, n)
             if header is None:
@@ -158,6 +178,12 @@ def _header(obj: Any, n: int) -> dict[str, Any]:
     term = obj.get("terminal")
     if not isinstance(obj.get("dialect"), str) or not isinstance(term, dict) or "tid" not in term:
         raise CaptureError(n, "header needs \"dialect\" and \"terminal\": {\"tid\", \"mid\"}")
+    from posguard.iso8583 import Iso8583Error, dialect_names, get_dialect
+
+    try:
+        get_dialect(obj["dialect"])
+    except (Iso8583Error, KeyError, ValueError):
+        raise CaptureError(n, f"unknown dialect {obj['dialect']!r}; known: {', '.join(dialect_names())}") from None
     return obj
 
 

@@ -7,6 +7,7 @@ they would send is reported (``--json``: one object per incident).
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from posguard.clock import VirtualClock
 from posguard.engine.card import CardData
 from posguard.engine.detectors import Detectors
 from posguard.engine.engine import EnginePolicies, TerminalConfig, TransactionEngine
-from posguard.engine.journal import Journal
+from posguard.engine.journal import Journal, JournalError
 from posguard.engine.ports import HostLinkError, HostTimeout, InvalidResponse
 from posguard.engine.saf import SafPolicy
 from posguard.incidents import IncidentReport
@@ -129,6 +130,21 @@ class ReplayResult:
     log: list[str] = field(default_factory=list)
     #: records kept for the reader (``atr``, ``apdu``, ``frame``, ``swipe``): counted, not replayed
     skipped: dict[str, int] = field(default_factory=dict)
+    #: the scratch directory of a journal the replay made itself (removed by :meth:`close`)
+    scratch: Path | None = None
+
+    def close(self) -> None:
+        """Close the journal; remove it when the replay made it (nothing is left in /tmp)."""
+        self.journal.close()
+        if self.scratch is not None:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+            self.scratch = None
+
+    def __enter__(self) -> ReplayResult:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _same_message(recorded: str, sent: str) -> bool:
@@ -158,53 +174,64 @@ def replay(source: str | Path | Capture, *, journal_path: str | Path | None = No
     clock = VirtualClock(start=start)
     cursor = _Cursor(capture, clock)
     link = ReplayLink(cursor, capture.dialect)
-    if journal_path is None:
-        journal_path = Path(tempfile.mkdtemp(prefix="posguard-replay-")) / "journal.db"
+    scratch = None
+    if journal_path is None:  # a scratch journal, removed when the result is closed
+        scratch = Path(tempfile.mkdtemp(prefix="posguard-replay-"))
+        journal_path = scratch / "journal.db"
     journal = Journal(journal_path, clock=clock)
-    term = capture.header["terminal"]
-    terminal = TerminalConfig(str(term["tid"]), str(term.get("mid", "")), REPLAY_TOKEN_KEY, REPLAY_DATA_KEY,
-                              currency=str(term.get("currency", "156")), host_timeout=float(term.get("timeout", 30)))
-    policies = _policies(capture.header.get("policies", {}))
-    engine = TransactionEngine(journal, link, capture.dialect, terminal, clock, Detectors.default(clock), policies)
-    log: list[str] = []
+    try:
+        term = capture.header["terminal"]
+        terminal = TerminalConfig(str(term["tid"]), str(term.get("mid", "")), REPLAY_TOKEN_KEY, REPLAY_DATA_KEY,
+                                  currency=str(term.get("currency", "156")), host_timeout=float(term.get("timeout", 30)))
+        policies = _policies(capture.header.get("policies", {}))
+        engine = TransactionEngine(journal, link, capture.dialect, terminal, clock, Detectors.default(clock), policies)
+        log: list[str] = []
 
-    def _say(line: str) -> None:
-        log.append(line)
-        if say is not None:
-            say(line)
+        def _say(line: str) -> None:
+            log.append(line)
+            if say is not None:
+                say(line)
 
-    till = Till(engine, dialect=capture.dialect, say=_say)
-    skipped: dict[str, int] = {}
-    for r in capture.records:
-        if r["k"] in _EVIDENCE_KINDS:
-            skipped[r["k"]] = skipped.get(r["k"], 0) + 1
-    if not any(r["k"] == "op" for r in capture.records):
-        return ReplayResult(capture, wire_incidents(capture), till, journal, [], log, skipped)
-    while cursor.pos < len(cursor.records):
-        index = cursor.pos
-        rec = cursor.records[index]
-        cursor.pos += 1
-        kind = rec["k"]
-        if kind == "card":
-            till.cards[str(rec["ref"])] = card_from_record(rec)
-        elif kind == "start":  # the live service restarted here: it recovered before anything else
-            cursor.at(rec)
-            report = engine.recover()
-            _say(f"restart: recovery released {len(report.reversals_released)} reversal(s); "
-                 f"{len(report.acknowledged)} queued message(s) acknowledged, {len(report.still_pending)} pending")
-        elif kind == "op":
-            cursor.at(rec)
-            args = {k: v for k, v in rec.items() if k not in ("t", "k", "op")}
-            try:
-                till.do(str(rec["op"]), **args)
-            except _Restarted:
-                _say(f"the terminal stopped during {rec['op']} (the recording restarts)")
-            except ReplayDiverged:
-                raise
-            except (KeyError, TypeError, ValueError) as exc:
-                raise CaptureError(cursor.line(index), f"operator action {rec['op']!r} cannot be replayed: "
-                                                       f"{exc}") from None
-    return ReplayResult(capture, till.incidents, till, journal, list(till.sent), log, skipped)
+        till = Till(engine, dialect=capture.dialect, say=_say)
+        skipped: dict[str, int] = {}
+        for r in capture.records:
+            if r["k"] in _EVIDENCE_KINDS:
+                skipped[r["k"]] = skipped.get(r["k"], 0) + 1
+        if not any(r["k"] == "op" for r in capture.records):
+            return ReplayResult(capture, wire_incidents(capture), till, journal, [], log, skipped, scratch)
+        while cursor.pos < len(cursor.records):
+            index = cursor.pos
+            rec = cursor.records[index]
+            cursor.pos += 1
+            kind = rec["k"]
+            if kind == "card":
+                till.cards[str(rec["ref"])] = card_from_record(rec)
+            elif kind == "start":  # the live service restarted here: it recovered before anything else
+                cursor.at(rec)
+                report = engine.recover()
+                _say(f"restart: recovery released {len(report.reversals_released)} reversal(s); "
+                     f"{len(report.acknowledged)} queued message(s) acknowledged, {len(report.still_pending)} pending")
+            elif kind == "op":
+                cursor.at(rec)
+                args = {k: v for k, v in rec.items() if k not in ("t", "k", "op")}
+                try:
+                    till.do(str(rec["op"]), **args)
+                except _Restarted:
+                    _say(f"the terminal stopped during {rec['op']} (the recording restarts)")
+                except ReplayDiverged:
+                    raise
+                except JournalError as exc:
+                    raise CaptureError(cursor.line(index), f"operator action {rec['op']!r} names what the replay "
+                                                           f"does not hold: {exc}") from None
+                except (KeyError, TypeError, ValueError) as exc:
+                    raise CaptureError(cursor.line(index), f"operator action {rec['op']!r} cannot be replayed: "
+                                                           f"{type(exc).__name__}: {exc}") from None
+        return ReplayResult(capture, till.incidents, till, journal, list(till.sent), log, skipped, scratch)
+    except BaseException:
+        journal.close()
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+        raise
 
 
 def _policies(data: dict[str, Any]) -> EnginePolicies:

@@ -19,7 +19,7 @@ from posguard.capture.sanitize import blank_names
 from posguard.engine.card import CardData
 from posguard.engine.detectors import Detection
 from posguard.engine.engine import TransactionEngine, TxnResult
-from posguard.engine.errors import EngineError
+from posguard.engine.errors import EngineError, IllegalTransition
 from posguard.engine.observe import Exchange
 from posguard.flows import FlowContext, FlowRequest, run_flow
 from posguard.incidents import IncidentReport
@@ -101,7 +101,7 @@ class Till:
         handler: Callable[..., Any] = getattr(self, f"_op_{op}")
         try:
             return handler(**args)
-        except EngineError as exc:  # a refusal: nothing was sent; the operator is told why
+        except (EngineError, IllegalTransition) as exc:  # a refusal: nothing was sent; the operator is told why
             self.say(f"refused: {mask_digits_in_text(str(exc))}")
             return None
 
