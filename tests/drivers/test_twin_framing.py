@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from posguard.drivers.errors import ReaderTimeout
-from posguard.drivers.twin_serial import NAK, FrameKind, FrameParser, TwinLink, encode_frame, lrc
+from posguard.drivers.twin.link import NAK, FrameKind, FrameParser, TwinLink, encode_frame, lrc
 
 SLOT_STATUS_CMD = bytes.fromhex("65000000000005000000")  # GetSlotStatus, seq 5
 
