@@ -18,15 +18,14 @@ serial = pytest.importorskip("serial")
 
 from posguard.drivers.errors import ReaderTimeout, ReaderUnplugged  # noqa: E402
 from posguard.drivers.twin import link as twin_link  # noqa: E402
+from posguard.drivers.twin.frames import NAK, encode_frame  # noqa: E402
 from posguard.drivers.twin.link import (  # noqa: E402
     INTER_BYTE_S,
-    NAK,
     READ_SLICE_S,
     FrameKind,
     ParsedItem,
     TwinLink,
     _posix_fd,
-    encode_frame,
 )
 
 _os_write = os.write  # the scripted reader's own writes (tests patch os.write for the host side)

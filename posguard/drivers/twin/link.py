@@ -42,11 +42,26 @@ from posguard.drivers.errors import (
     TransportError,
 )
 from posguard.drivers.reader import CardEvent, Reader, ReaderInfo, apdu_case
+from posguard.drivers.twin.frames import (
+    ACK,
+    CARD_ABSENT,
+    CARD_PRESENT,
+    CCID_HEADER,
+    MAX_PAYLOAD,
+    NAK,
+    NAK_BYTE,
+    NOTIFY,
+    PC_TO_RDR_ESCAPE,
+    PC_TO_RDR_GET_SLOT_STATUS,
+    PC_TO_RDR_ICC_POWER_OFF,
+    PC_TO_RDR_ICC_POWER_ON,
+    PC_TO_RDR_XFR_BLOCK,
+    SYNC,
+    encode_frame,
+    lrc,
+)
 
 __all__ = [
-    "NAK",
-    "lrc",
-    "encode_frame",
     "FrameParser",
     "FrameKind",
     "ParsedItem",
@@ -57,33 +72,12 @@ __all__ = [
     "open_serial",
 ]
 
-SYNC = 0x03
-ACK = 0x06
-NAK_BYTE = 0x15
-NOTIFY = 0x50
-CARD_ABSENT = 0x02
-CARD_PRESENT = 0x03
-NAK = bytes((SYNC, NAK_BYTE, SYNC ^ NAK_BYTE))
-CCID_HEADER = 10
 #: Serial read timeout: how often a blocked read comes back to check its deadline.
 READ_SLICE_S = 0.02
 #: A frame whose bytes stop arriving for this long is broken (a byte was lost): 300 bytes take 26 ms.
 INTER_BYTE_S = 0.06
 #: How often a wait for card movement asks the reader for its slot status.
 EVENT_POLL_S = 0.1
-#: Largest CCID payload accepted from the line; a longer length field means garbage, not a frame.
-MAX_PAYLOAD = 512
-
-# CCID message types
-PC_TO_RDR_SET_PARAMETERS = 0x61
-PC_TO_RDR_ICC_POWER_ON = 0x62
-PC_TO_RDR_ICC_POWER_OFF = 0x63
-PC_TO_RDR_GET_SLOT_STATUS = 0x65
-PC_TO_RDR_ESCAPE = 0x6B
-PC_TO_RDR_XFR_BLOCK = 0x6F
-RDR_TO_PC_DATA_BLOCK = 0x80
-RDR_TO_PC_SLOT_STATUS = 0x81
-RDR_TO_PC_ESCAPE = 0x83
 
 #: CCID bError values (slot error register) -> (error class, message).
 _CCID_ERRORS: dict[int, tuple[type[ReaderError], str]] = {
@@ -101,19 +95,6 @@ _CCID_ERRORS: dict[int, tuple[type[ReaderError], str]] = {
     0xF2: (TransportError, "reader busy with an automatic sequence"),
     0xE0: (TransportError, "slot busy"),
 }
-
-
-def lrc(data: bytes) -> int:
-    """XOR of all bytes."""
-    x = 0
-    for b in data:
-        x ^= b
-    return x
-
-
-def encode_frame(ccid: bytes) -> bytes:
-    """Wrap one CCID message for the line: ``03 06 <ccid> LRC``."""
-    return b"\x03\x06" + ccid + bytes((lrc(ccid) ^ SYNC ^ ACK,))
 
 
 class FrameKind(enum.Enum):
