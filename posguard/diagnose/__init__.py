@@ -131,7 +131,7 @@ def check_serial(cfg: DiagnoseConfig) -> CheckResult:
     if not cfg.serial_port:
         return CheckResult("serial", "skip", "no serial reader configured", "set reader.serial_port to check one")
     from posguard.drivers.errors import ReaderError
-    from posguard.drivers.twin.link import TwinReader
+    from posguard.drivers.twin.reader import TwinReader
 
     try:
         reader = TwinReader(cfg.serial_port, timeout=1.0, retries=2)
@@ -178,7 +178,7 @@ def check_card(cfg: DiagnoseConfig) -> CheckResult:
 
     try:
         if cfg.serial_port and not cfg.reader:
-            from posguard.drivers.twin.link import TwinReader
+            from posguard.drivers.twin.reader import TwinReader
 
             reader: Any = TwinReader(cfg.serial_port)
         else:
