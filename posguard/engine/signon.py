@@ -8,22 +8,29 @@ crash) and cleared only by an approved sign-on.
 :class:`SignOn` works on its :class:`~posguard.engine.engine.TransactionEngine` (journal, profile, terminal,
 clock, link, kill points); the engine's ``sign_on``, ``sign_on_due`` and the check of every response delegate
 to it.
+
+Outside an engine (the host check of ``posguard diagnose``, link tests), :func:`sign_on_message` and
+:func:`echo_message` build the 0800 sign-on and echo test for a codec dialect; send them with the link's
+``exchange``. The transport builds no messages of its own.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from posguard.engine.errors import SignOnFailed
 from posguard.engine.ports import HostError
+from posguard.engine.profiles import ECHO_CODE, SIGN_ON_CODE, SIGN_ON_CODE_DOUBLE_KEYS, network_fields
 from posguard.engine.redact import masked_json, masked_message
 
 if TYPE_CHECKING:
     from posguard.engine.engine import TransactionEngine
     from posguard.iso8583.message import Message
+    from posguard.iso8583.spec import Dialect
 
-__all__ = ["SignOn", "SignOnResult"]
+__all__ = ["SignOn", "SignOnResult", "sign_on_message", "echo_message"]
 
 
 @dataclass(frozen=True)
@@ -107,3 +114,37 @@ class SignOn:
             engine.journal.record_event("sign_on_demanded", detail={"mti": response.mti, "stan": response.stan,
                                                                     "rc": response.response_code, "why": why})
         engine._signed_on = False
+
+
+# -- network management messages for a codec dialect ------------------------------------------------------
+def sign_on_message(dialect: str | Dialect, *, stan: int, tid: str, mid: str, batch_no: int = 1,
+                    operator: str = "001", when: float | None = None) -> Message:
+    """An 0800 sign-on: ISO field 70 = 001; CUP-style dialects 60.3 = 003 (double-length keys), operator in 63."""
+    in_60 = _network_in_field_60(dialect)
+    fields = network_fields(SIGN_ON_CODE_DOUBLE_KEYS if in_60 else SIGN_ON_CODE, in_field_60=in_60, stan=stan,
+                            batch_no=batch_no, terminal_id=tid, merchant_id=mid,
+                            now=time.time() if when is None else when, operator=operator)
+    return _message(dialect, fields)
+
+
+def echo_message(dialect: str | Dialect, *, stan: int, tid: str, mid: str, batch_no: int = 1,
+                 when: float | None = None) -> Message:
+    """An 0800 echo test: ISO field 70 = 301; CUP-style dialects 60.3 = 301."""
+    in_60 = _network_in_field_60(dialect)
+    fields = network_fields(ECHO_CODE, in_field_60=in_60, stan=stan, batch_no=batch_no, terminal_id=tid,
+                            merchant_id=mid, now=time.time() if when is None else when)
+    return _message(dialect, fields)
+
+
+def _network_in_field_60(dialect: str | Dialect) -> bool:
+    """CUP-style dialects have no field 70: network management goes in 60.3 instead."""
+    from posguard.iso8583 import get_dialect
+
+    return "70" not in get_dialect(dialect).fields
+
+
+def _message(dialect: str | Dialect, fields: dict[str, str | bytes]) -> Message:
+    from posguard.iso8583.message import Message
+
+    values: dict[str | int, str | bytes] = dict(fields.items())
+    return Message("0800", values, dialect)
