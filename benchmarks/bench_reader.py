@@ -37,7 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from firmware_sim.card import get_profile  # noqa: E402
 from firmware_sim.card.profiles import afl  # noqa: E402
 from posguard.drivers.pcsc import PcscReader  # noqa: E402
-from posguard.drivers.twin_serial import CCID_HEADER, PC_TO_RDR_XFR_BLOCK, TwinReader, encode_frame  # noqa: E402
+from posguard.drivers.twin.frames import CCID_HEADER, PC_TO_RDR_XFR_BLOCK, encode_frame  # noqa: E402
+from posguard.drivers.twin.reader import TwinReader  # noqa: E402
 from posguard.emv import read_card  # noqa: E402
 from posguard.emv.terminal import TerminalConfig, Transaction  # noqa: E402
 from tests.rig.pcscd import VPCD_READER, process_socket_path, shutdown_rig  # noqa: E402

@@ -3,6 +3,9 @@
 Serial frame: ``03 06 <CCID message> LRC`` (LRC = XOR of every byte before it); error frame
 ``03 15 16`` (NAK); card movement notification ``50 02`` (absent) / ``50 03`` (present).
 A CCID message is a 10-byte header (type, dwLength LE, slot, seq, 3 type-specific bytes) + data.
+
+An independent copy, on purpose: the simulator checks the driver, so it must not share its code. The
+product's own home of this layout is ``posguard/drivers/twin/frames.py``; the simulator never imports posguard.
 """
 
 from __future__ import annotations

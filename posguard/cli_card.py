@@ -58,7 +58,7 @@ def _token_key() -> tuple[bytes, bool]:
 
 def _open_reader(args: argparse.Namespace) -> Reader:
     if args.serial:
-        from posguard.drivers.twin_serial import TwinReader
+        from posguard.drivers.twin.reader import TwinReader
 
         return TwinReader(args.serial)
     from posguard.drivers.pcsc import PcscReader
@@ -122,7 +122,7 @@ def discover(serial_ports: Sequence[str] = (), scan: bool = True) -> tuple[list[
         problems.append("pyscard not installed: PC/SC readers not listed")
     except ReaderError as e:
         problems.append(str(e))
-    from posguard.drivers.twin_serial import probe
+    from posguard.drivers.twin.reader import probe
 
     ports = list(serial_ports)
     if scan:

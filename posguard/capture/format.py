@@ -345,7 +345,7 @@ def sanitise_frame(raw: bytes, sanitiser: Sanitiser) -> bytes:
     stays right; the LRC is computed again so the record is still a valid frame. Anything that is not a
     whole ``03 06`` frame is kept only as zeros of its length.
     """
-    from posguard.drivers.twin_serial import (
+    from posguard.drivers.twin.frames import (
         CCID_HEADER,
         PC_TO_RDR_XFR_BLOCK,
         RDR_TO_PC_DATA_BLOCK,

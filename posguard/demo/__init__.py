@@ -207,7 +207,7 @@ def _open_reader(rig: Any) -> Any:
         from posguard.drivers.pcsc import PcscReader
 
         return PcscReader("Virtual PCD 00 00", apdu_timeout=5.0)
-    from posguard.drivers.twin_serial import TwinReader
+    from posguard.drivers.twin.reader import TwinReader
 
     return TwinReader(str(rig.twin_path))
 

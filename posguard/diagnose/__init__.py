@@ -131,7 +131,7 @@ def check_serial(cfg: DiagnoseConfig) -> CheckResult:
     if not cfg.serial_port:
         return CheckResult("serial", "skip", "no serial reader configured", "set reader.serial_port to check one")
     from posguard.drivers.errors import ReaderError
-    from posguard.drivers.twin_serial import TwinReader
+    from posguard.drivers.twin.reader import TwinReader
 
     try:
         reader = TwinReader(cfg.serial_port, timeout=1.0, retries=2)
@@ -178,7 +178,7 @@ def check_card(cfg: DiagnoseConfig) -> CheckResult:
 
     try:
         if cfg.serial_port and not cfg.reader:
-            from posguard.drivers.twin_serial import TwinReader
+            from posguard.drivers.twin.reader import TwinReader
 
             reader: Any = TwinReader(cfg.serial_port)
         else:
@@ -214,6 +214,7 @@ def check_host(cfg: DiagnoseConfig) -> CheckResult:
         return CheckResult("host", "skip", "no host configured", "set host.address and host.port")
     from posguard.engine.hostlink import HostLinkConfig, TcpHostLink
     from posguard.engine.ports import HostError
+    from posguard.engine.signon import echo_message
 
     t0 = time.perf_counter()
     try:
@@ -229,7 +230,7 @@ def check_host(cfg: DiagnoseConfig) -> CheckResult:
     try:
         t1 = time.perf_counter()
         sent_at = time.time()
-        response = link.echo(stan=1, tid=cfg.tid, mid=cfg.mid)
+        response = link.exchange(echo_message(cfg.dialect, stan=1, tid=cfg.tid, mid=cfg.mid))
         rtt = (time.perf_counter() - t1) * 1000
         cfg._echo = {"response": response, "sent_at": sent_at, "rtt_s": rtt / 1000}
         figure = f"{cfg.host}:{cfg.port}: connect {connect_ms:.1f} ms, 0800 echo {rtt:.1f} ms, rc " \

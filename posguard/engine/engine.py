@@ -8,17 +8,11 @@ Every operation follows the same procedure:
 4. journal the outcome in one commit (response, new state, reversal disarmed or released);
 5. run the detectors and journal what they find.
 
-Sign-on: before anything is sent, the engine signs on (0800; ISO field 70 = 001, CUP 60.3 = 001/003) when
-the host demanded it — RC 77, or a CUP response header whose processing requirement is 3, on *any* response —
-or, with ``EnginePolicies.sign_on_at_start``, once per engine start. The demand is journaled durably (it
-survives a crash) and cleared only by an approved sign-on.
+Sign-on (:mod:`posguard.engine.signon`): before anything is sent, the engine signs on when the host
+demanded it or, with ``EnginePolicies.sign_on_at_start``, once per engine start.
 
-Settlement (:meth:`TransactionEngine.settle`) follows pos-flows.md §A "Not arrived": CUP flushes reversals,
-then advices, then sends the 0500 (60.3 = 201, totals in 48); balanced: TC uploads (0320, 60.3 = 203) then
-batch end (0320, 60.3 = 207); unbalanced: a detail (0320, 60.3 = 205 chip / 201 other) for every
-transaction, then batch end (60.3 = 202). International: 0500/920000; RC 95: 0320 per transaction, then
-0500/960000. Uploads that fail are retried; what the host said it lacked is reported. The batch number
-advances only in the commit that journals the host's acknowledgement of the batch end.
+Settlement (:meth:`TransactionEngine.settle`, :mod:`posguard.engine.settlement`) closes the batch as the
+acquirer's procedure says (0500, uploads, batch end).
 
 ``kill_points`` (a callable taking a point name) is invoked at every state transition, before and after
 every journal commit and before and after every send, so a test can crash the process at each point.
@@ -30,7 +24,7 @@ import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING
 
 from posguard.clock import Clock, SystemClock
 from posguard.engine.card import CardData
@@ -53,6 +47,8 @@ from posguard.engine.profiles import Fields, Profile, get_profile
 from posguard.engine.redact import masked_json, masked_message
 from posguard.engine.saf import SafPolicy, StoreAndForward
 from posguard.engine.sealing import Sealer
+from posguard.engine.settlement import Settlement, SettlementResult
+from posguard.engine.signon import SignOn, SignOnResult
 from posguard.iso8583.errors import Iso8583Error
 from posguard.sensitive import Pan, mask_digits_in_text
 
@@ -108,27 +104,6 @@ class TxnResult:
         return self.state in APPROVED_OPEN
 
 
-@dataclass(frozen=True)
-class SettlementResult:
-    batch_no: int
-    balanced: bool
-    response_code: str | None
-    totals: dict[str, int]
-    uploaded: int
-    next_batch: int
-    detections: tuple[Detection, ...] = ()
-    flag: str | None = None  # CUP balance flag of the 0510 (1 balanced, 2 unbalanced, 3 error)
-    host_lacked: tuple[str, ...] = ()  # transactions whose detail upload the host did not hold (booked from it)
-    tc_uploaded: int = 0
-
-
-@dataclass(frozen=True)
-class SignOnResult:
-    response_code: str | None
-    stan: int
-    reason: str
-
-
 @dataclass
 class RecoveryReport:
     abandoned: list[str] = field(default_factory=list)
@@ -161,6 +136,8 @@ class TransactionEngine:
         journal.kill_hook = self._kill
         self.saf = StoreAndForward(journal, self.sealer, self.profile, self.clock, self.policies.saf,
                                    kill=self._kill, on_done=self._saf_done, on_expired=self._saf_expired)
+        self._signon = SignOn(self)
+        self._settlement = Settlement(self)
         self._signed_on = False  # in this engine start (the host's demand itself is durable in the journal)
         #: transactions whose host answer could not be journaled: their reversal is owed (txn id -> error)
         self.owed_reversals: dict[str, str] = {}
@@ -262,73 +239,22 @@ class TransactionEngine:
             return [i.id for i in self.saf.pending()]
         return self.saf.flush(self._wire, wait=wait).remaining
 
-    # -- sign-on -----------------------------------------------------------------------------------
+    # -- sign-on (posguard.engine.signon) --------------------------------------------------------------
     @property
     def sign_on_due(self) -> str | None:
         """Why a sign-on must precede the next message, or None."""
-        if self.journal.sign_on_required():
-            return "demanded by the host"
-        if self.policies.sign_on_at_start and not self._signed_on:
-            return "engine start"
-        return None
+        return self._signon.due()
 
     def _ensure_signed_on(self, what: str) -> None:
-        reason = self.sign_on_due
-        if reason is not None:
-            self.sign_on(reason=reason, before=what)
+        self._signon.ensure(what)
 
     def sign_on(self, *, reason: str = "operator", before: str = "") -> SignOnResult:
         """Send a 0800 sign-on and journal it; raise :class:`SignOnFailed` unless the host answers 00."""
-        with self._atomic("sign_on_journaled"):
-            stan = self.journal.allocate_stan()
-            fields = self.profile.sign_on_fields(stan=stan, batch_no=self.journal.current_batch(),
-                                                 terminal_id=self.terminal.terminal_id,
-                                                 merchant_id=self.terminal.merchant_id, now=self.clock.now())
-            self.journal.record_message(direction="out", mti="0800", masked=masked_json("0800", fields), stan=stan)
-            self.journal.record_event("sign_on_started", detail={"reason": reason, "before": before, "stan": stan})
-        self._kill("host.before_send:0800")
-        try:
-            response = self._wire.exchange(self.profile.message("0800", fields), timeout=self.terminal.host_timeout,
-                                           demands=False)
-        except HostError as exc:
-            self._kill("host.after_send:0800")
-            with self._atomic("sign_on_failed"):
-                self.journal.record_incident("sign_on_failed", f"sign-on ({reason}) got no answer: {exc}",
-                                             detail={"stan": stan})
-            raise SignOnFailed(f"{before or 'the next message'} refused: sign-on ({reason}) got no answer from the "
-                               f"host ({exc}); check the host line and try again", pending_ids=(),
-                               retry_in=None) from exc
-        self._kill("host.after_send:0800")
-        rc = response.response_code
-        with self._atomic("sign_on_response"):
-            self.journal.record_message(direction="in", mti=response.mti, masked=masked_message(response),
-                                        stan=response.stan)
-            if rc == "00":
-                self.journal.set_sign_on_required(False)
-                self.journal.record_event("signed_on", detail={"reason": reason, "stan": stan,
-                                                               "keys_received": "62" in response})
-            else:
-                self.journal.record_incident("sign_on_failed", f"sign-on ({reason}) answered RC {rc}",
-                                             detail={"stan": stan, "rc": rc})
-        if rc != "00":
-            raise SignOnFailed(f"{before or 'the next message'} refused: the host answered the sign-on ({reason}) "
-                               f"with RC {rc}; check the terminal's registration with the acquirer",
-                               pending_ids=(), retry_in=None)
-        self._signed_on = True
-        return SignOnResult(rc, stan, reason)
+        return self._signon.sign_on(reason=reason, before=before)
 
     def _host_demands_sign_on(self, response: Message) -> None:
         """Any response may say "sign on again" (RC 77, CUP header 3): journal it durably."""
-        if response.mti in ("0810", "0830"):
-            return
-        why = self.profile.sign_on_demanded(response)
-        if why is None:
-            return
-        with self._atomic("sign_on_demanded"):
-            self.journal.set_sign_on_required(True)
-            self.journal.record_event("sign_on_demanded", detail={"mti": response.mti, "stan": response.stan,
-                                                                  "rc": response.response_code, "why": why})
-        self._signed_on = False
+        self._signon.host_demands(response)
 
     # -- operations --------------------------------------------------------------------------------
     def sale(self, card: CardData, amount_minor: int, currency: str | None = None, order_ref: str | None = None
@@ -435,7 +361,7 @@ class TransactionEngine:
             stan = self.journal.allocate_stan()
             fields = self._request_fields(kind, card, amount, currency, stan, txn.batch_no or 0, now, original)
             self._encodable(kind, spec.mti, fields)  # raises before the commit: nothing journaled, nothing armed
-            self.journal.record_message(direction="out", mti=spec.mti, masked=masked_json(spec.mti, fields),
+            self.journal.record_message(direction="out", mti=spec.mti, masked=masked_json(spec.mti, fields, self.profile.dialect),
                                         stan=stan, txn_id=txn.id)
             if spec.reversible:
                 saf_id = self.saf.arm("reversal", txn.id, "0400",
@@ -664,7 +590,7 @@ class TransactionEngine:
         elif item.kind == "advice" and txn.state in ("timed_out", "response_invalid"):
             self._fire(txn, "advice_expired")
 
-    # -- queue, recovery, settlement --------------------------------------------------------------------
+    # -- queue, recovery -------------------------------------------------------------------------------
     def flush(self, *, wait: bool = False) -> list[int]:
         """Send queued reversals/advices now; returns the ids still pending."""
         return self._flush(wait=wait)
@@ -735,184 +661,18 @@ class TransactionEngine:
             "and the terminal goes on. Call the acquirer with its STAN/RRN to learn whether the charge stands",
             severity="critical", txn_id=txn.id, detail={"state": txn.state, "kind": txn.kind, "error": why})
 
+    # -- settlement (posguard.engine.settlement) -------------------------------------------------------
     def batch_totals(self, batch_no: int | None = None) -> dict[str, int]:
-        batch = self.journal.current_batch() if batch_no is None else batch_no
-        debit = self.journal.query(
-            "SELECT COUNT(*), COALESCE(SUM(amount_minor), 0) FROM transactions WHERE batch_no = ? AND "
-            "kind IN ('sale', 'completion') AND state IN ('approved','signature_pending','signed','unsigned',"
-            "'uploaded','refunded_partial','refunded')", (batch,))[0]
-        credit = self.journal.query(
-            "SELECT COUNT(*), COALESCE(SUM(amount_minor), 0) FROM transactions WHERE batch_no = ? AND "
-            "kind = 'refund' AND state IN ('approved', 'uploaded')", (batch,))[0]
-        return {"debit_count": int(debit[0]), "debit_minor": int(debit[1]),
-                "credit_count": int(credit[0]), "credit_minor": int(credit[1])}
+        return self._settlement.totals(batch_no)
 
     def settle(self) -> SettlementResult:
-        """Close the batch as the acquirer's procedure says (see the module docstring).
+        """Close the batch as the acquirer's procedure says (see :mod:`posguard.engine.settlement`).
 
         Raises :class:`SettlementBlocked` (the batch stays open, run settlement again) when the queue is not
         empty, the 0500 or the batch end gets no acknowledgement, or an upload still fails after
         ``EnginePolicies.upload_attempts`` tries. Uploads already acknowledged are not sent again.
         """
-        self._clear_to_send("settlement", settlement=True)
-        batch = self.journal.current_batch()
-        totals = self.batch_totals(batch)
-        response = self._settlement_exchange(batch, totals, close_after_upload=False)
-        rc = response.response_code
-        cup = self.profile.uses_field_60
-        flag = self.profile.settlement_flag(response) if cup else None
-        if cup:
-            if rc != "00":
-                self._settlement_refused(batch, f"the host answered the 0500 with RC {rc}")
-            balanced = flag == "1"
-        else:
-            if rc not in ("00", "95"):
-                self._settlement_refused(batch, f"the host answered the 0500 with RC {rc}")
-            balanced = rc == "00"
-        detail_txns = self._upload_candidates(batch, "detail")
-        lacked: list[str] = []
-        uploaded = tc_uploaded = 0
-        if not balanced:
-            uploaded, lacked = self._upload_all(batch, "detail", detail_txns)
-        elif cup:
-            tc_uploaded, _ = self._upload_all(batch, "tc", self._upload_candidates(batch, "tc"))
-        if cup:
-            self._batch_end(batch, "tc" if balanced else "detail",
-                            tc_uploaded if balanced else len(detail_txns))
-        elif not balanced:
-            closing = self._settlement_exchange(batch, totals, close_after_upload=True)
-            if closing.response_code != "00":
-                self._settlement_refused(batch, f"the host answered the closing 0500/"
-                                                f"{self.profile.settlement_close_proc} with RC {closing.response_code}")
-        detections = self.detectors.reconciliation.on_settlement(batch, totals, balanced, rc, self.journal)
-        detections += self.detectors.unsigned.at_batch_close(batch, self.journal)
-        with self._atomic("batch_closed"):
-            for txn in self.journal.find_txns("batch_no = ? AND state IN ('approved','signature_pending','signed',"
-                                              "'unsigned','uploaded')", (batch,)):
-                if CHART.allows(txn.kind, txn.state, "settle"):
-                    if txn.state == "signature_pending":
-                        self.journal.update_txn(txn.id, signature="missing")
-                    self._fire(txn, "settle", settled_at=self.clock.now())
-            result = "balanced" if balanced else f"unbalanced rc={rc}" + (f" flag={flag}" if flag else "")
-            if lacked:
-                result += f"; host lacked {len(lacked)}"
-                self.journal.record_incident("host_lacked_transactions",
-                                             f"batch {batch}: the host did not hold {len(lacked)} transaction(s) "
-                                             "until their detail upload: " + ", ".join(lacked),
-                                             detail={"batch": batch, "txn_ids": lacked})
-            new_batch = self.journal.close_batch(totals, result)
-            self.journal.record_event("batch_closed", detail={"batch": batch, "next": new_batch, "result": result})
-        return SettlementResult(batch, balanced, rc, totals, uploaded, new_batch, self._record(detections),
-                                flag=flag, host_lacked=tuple(lacked), tc_uploaded=tc_uploaded)
-
-    def _settlement_refused(self, batch: int, why: str) -> NoReturn:
-        with self._atomic("settlement_failed"):
-            self.journal.record_incident("settlement_failed", f"batch {batch} not closed: {why}; run settlement "
-                                         "again", txn_id=None)
-        raise SettlementBlocked(f"settlement of batch {batch} stopped: {why}; the batch stays open, run settlement "
-                                "again", pending_ids=(), retry_in=None)
-
-    def _settlement_exchange(self, batch: int, totals: dict[str, int], *, close_after_upload: bool) -> Message:
-        with self._atomic("settlement_journaled"):
-            stan = self.journal.allocate_stan()
-            fields = self.profile.settlement_fields(stan=stan, batch_no=batch, terminal_id=self.terminal.terminal_id,
-                                                    merchant_id=self.terminal.merchant_id, totals=totals,
-                                                    currency=self.terminal.currency,
-                                                    close_after_upload=close_after_upload)
-            self.journal.record_message(direction="out", mti="0500", masked=masked_json("0500", fields), stan=stan)
-            self.journal.record_event("settlement_started", detail={"batch": batch, "proc": fields["3"], **totals})
-        self._kill("host.before_send:0500")
-        try:
-            response = self._wire.exchange(self.profile.message("0500", fields), timeout=self.terminal.host_timeout)
-        except HostError as exc:
-            self._kill("host.after_send:0500")
-            self._settlement_refused(batch, f"the 0500 got no answer ({exc})")
-        self._kill("host.after_send:0500")
-        with self._atomic("settlement_response"):
-            self.journal.record_message(direction="in", mti=response.mti, masked=masked_message(response),
-                                        stan=response.stan)
-        return response
-
-    def _upload_candidates(self, batch: int, purpose: str) -> list[TxnRecord]:
-        """Detail uploads: every approved transaction of the batch. TC uploads: the chip ones."""
-        txns = self.journal.find_txns(
-            "batch_no = ? AND kind IN ('sale', 'completion', 'refund', 'preauth') AND state IN ('approved', "
-            "'signature_pending', 'signed', 'unsigned', 'uploaded', 'refunded_partial', 'refunded')", (batch,))
-        if purpose == "tc":
-            txns = [t for t in txns if t.entry_mode in ("chip", "contactless") and t.kind != "refund"]
-        return txns
-
-    def _upload_all(self, batch: int, purpose: str, txns: list[TxnRecord]) -> tuple[int, list[str]]:
-        """Upload each transaction (0320), retrying failures in rounds; returns (count, ids the host lacked)."""
-        done = {r["txn_id"]: r for r in self.journal.uploads(batch, purpose) if r["state"] == "acknowledged"}
-        todo = [t for t in txns if t.id not in done]
-        failed: dict[str, str] = {}
-        for _ in range(max(1, self.policies.upload_attempts)):
-            failed = {}
-            for txn in todo:
-                outcome = self._upload_one(batch, purpose, txn)
-                if outcome is not None:
-                    failed[txn.id] = outcome
-            todo = [t for t in todo if t.id in failed]
-            if not todo:
-                break
-        if failed:
-            first = next(iter(failed.items()))
-            self._settlement_refused(batch, f"{len(failed)} {purpose} upload(s) failed after "
-                                            f"{self.policies.upload_attempts} attempts (first: {first[0]}: {first[1]})")
-        rows = self.journal.uploads(batch, purpose)
-        lacked = [r["txn_id"] for r in rows if r["host_had"] == 0]
-        return sum(1 for r in rows if r["state"] == "acknowledged"), lacked
-
-    def _upload_one(self, batch: int, purpose: str, txn: TxnRecord) -> str | None:
-        """One 0320; None when acknowledged, else why it failed. RC 25 = the host lacked it (booked now)."""
-        spec = self.profile.spec("upload")
-        with self._atomic("upload_journaled"):
-            stan = self.journal.allocate_stan()
-            fields = self.profile.upload_fields(purpose=purpose, stan=stan, batch_no=batch,
-                                                terminal_id=self.terminal.terminal_id,
-                                                merchant_id=self.terminal.merchant_id, txn=txn)
-            self.journal.record_message(direction="out", mti=spec.mti, masked=masked_json(spec.mti, fields),
-                                        stan=stan, txn_id=txn.id)
-            self.journal.upload_record(batch, txn.id, purpose, state="sent", attempt=True)
-        self._kill(f"host.before_send:{spec.mti}")
-        try:
-            resp = self._wire.exchange(self.profile.message(spec.mti, fields), timeout=self.terminal.host_timeout)
-        except HostError as exc:
-            self._kill(f"host.after_send:{spec.mti}")
-            with self._atomic("upload_failed"):
-                self.journal.upload_record(batch, txn.id, purpose, state="failed")
-                self.journal.record_incident("upload_failed", f"{purpose} upload of {txn.id} failed: {exc}",
-                                             txn_id=txn.id)
-            return str(exc)
-        self._kill(f"host.after_send:{spec.mti}")
-        rc = resp.response_code
-        ok = rc in ("00", "25")
-        with self._atomic("uploaded"):
-            self.journal.record_message(direction="in", mti=resp.mti, masked=masked_message(resp),
-                                        stan=resp.stan, txn_id=txn.id)
-            self.journal.upload_record(batch, txn.id, purpose, state="acknowledged" if ok else "failed", last_rc=rc,
-                                       host_had=(rc == "00") if ok else None)
-        return None if ok else f"RC {rc}"
-
-    def _batch_end(self, batch: int, after: str, count: int) -> None:
-        """CUP batch end (0320, 60.3 = 207 after TC uploads, 202 after details); must be acknowledged 00."""
-        with self._atomic("batch_end_journaled"):
-            stan = self.journal.allocate_stan()
-            fields = self.profile.batch_end_fields(stan=stan, batch_no=batch, terminal_id=self.terminal.terminal_id,
-                                                   merchant_id=self.terminal.merchant_id, count=count, after=after)
-            self.journal.record_message(direction="out", mti="0320", masked=masked_json("0320", fields), stan=stan)
-        self._kill("host.before_send:0320")
-        try:
-            resp = self._wire.exchange(self.profile.message("0320", fields), timeout=self.terminal.host_timeout)
-        except HostError as exc:
-            self._kill("host.after_send:0320")
-            self._settlement_refused(batch, f"the batch end got no answer ({exc})")
-        self._kill("host.after_send:0320")
-        with self._atomic("batch_end_response"):
-            self.journal.record_message(direction="in", mti=resp.mti, masked=masked_message(resp), stan=resp.stan)
-        if resp.response_code != "00":
-            self._settlement_refused(batch, f"the host answered the batch end with RC {resp.response_code}")
+        return self._settlement.settle()
 
     # -- helpers -----------------------------------------------------------------------------------
     def _card_of(self, txn: TxnRecord) -> CardData | None:

@@ -30,8 +30,11 @@ through an injected :class:`Waiter`. Production uses :class:`SelectWaiter` (a re
 virtual time, so a 30-second timeout takes milliseconds and cannot flake.
 
 Retries: a financial request is never re-sent by the link (that is what creates duplicates); the engine
-sends a reversal instead. Connect attempts (``connect_attempts``) and network management
-(:meth:`TcpHostLink.sign_on`, :meth:`TcpHostLink.echo`, ``net_attempts``) are retried with backoff.
+sends a reversal instead. Connect attempts (``connect_attempts``) and network management requests sent with
+:meth:`TcpHostLink.net_exchange` (``net_attempts``) are retried with backoff.
+
+The link builds no messages: the 0800 sign-on and echo test are built on the engine side
+(:mod:`posguard.engine.signon`) and sent with :meth:`TcpHostLink.exchange` or :meth:`TcpHostLink.net_exchange`.
 
 The link is meant for one thread (the engine's); it is not thread-safe.
 """
@@ -267,8 +270,6 @@ class TcpHostLink:
         self.waiter: Waiter = waiter or SelectWaiter(self.clock)
         self.framing = Framing(config.framing)
         self.dialect: Dialect = get_dialect(config.dialect)
-        # CUP-style dialects have no field 70: network management goes in 60.3 instead.
-        self._net_in_60 = "70" not in self.dialect.fields
         mac_spec = self.dialect.fields.get("64")
         self._mac_wire_len = 8 if mac_spec is None or mac_spec.is_binary else 16
         self.listeners: list[Listener] = list(listeners or [])
@@ -417,33 +418,12 @@ class TcpHostLink:
         return captured
 
     # -- network management ------------------------------------------------------------------------
-    def sign_on(self, *, stan: int, tid: str, mid: str, batch: str = "000001", operator: str = "001",
-                when: float | None = None) -> Message:
-        """Send a sign-on (0800) and return the 0810; retried ``net_attempts`` times on link failures."""
-        fields = self._net_fields(stan, tid, mid, when)
-        if self._net_in_60:
-            fields["60"] = f"00{batch}003"  # 003: sign-on with double-length working keys
-            fields["63"] = operator
-        else:
-            fields["70"] = "001"
-        return self._net_exchange(Message("0800", fields, self.dialect))
+    def net_exchange(self, request: Message) -> Message:
+        """Exchange a network-management request (an 0800 sign-on or echo test: safe to repeat).
 
-    def echo(self, *, stan: int, tid: str, mid: str, batch: str = "000001", when: float | None = None) -> Message:
-        """Send an echo test (0800, 301) and return the 0810."""
-        fields = self._net_fields(stan, tid, mid, when)
-        if self._net_in_60:
-            fields["60"] = f"00{batch}301"
-        else:
-            fields["70"] = "301"
-        return self._net_exchange(Message("0800", fields, self.dialect))
-
-    def _net_fields(self, stan: int, tid: str, mid: str, when: float | None) -> dict[str | int, str | bytes]:
-        fields: dict[str | int, str | bytes] = {"11": f"{stan:06d}", "41": tid, "42": mid}
-        if not self._net_in_60:
-            fields["7"] = time.strftime("%m%d%H%M%S", time.gmtime(self.clock.now() if when is None else when))
-        return fields
-
-    def _net_exchange(self, request: Message) -> Message:
+        Retried ``net_attempts`` times with backoff on link failures. The caller builds the request
+        (:mod:`posguard.engine.signon`): the link builds no messages.
+        """
         last: HostError | None = None
         for attempt in range(1, max(1, self.config.net_attempts) + 1):
             if attempt > 1:

@@ -11,12 +11,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
+from posguard.iso8583.dialects import get_dialect
+from posguard.iso8583.spec import Dialect
+
 if TYPE_CHECKING:
     from posguard.engine.card import CardData
     from posguard.engine.journal import TxnRecord
     from posguard.iso8583.message import Message
 
-__all__ = ["KindSpec", "Profile", "PROFILES", "get_profile", "CURRENCY_NUMERIC", "UnknownProfile", "Fields"]
+__all__ = ["KindSpec", "Profile", "PROFILES", "get_profile", "CURRENCY_NUMERIC", "UnknownProfile", "Fields",
+           "network_fields", "SIGN_ON_CODE", "SIGN_ON_CODE_DOUBLE_KEYS", "ECHO_CODE"]
 
 Fields = dict[str, "str | bytes"]
 
@@ -68,6 +72,11 @@ class Profile:
     repeat_mti: Mapping[str, str] = field(
         default_factory=lambda: {"0400": "0401", "0420": "0421", "0220": "0221", "0200": "0201", "0320": "0321"}
     )
+
+    @property
+    def dialect(self) -> Dialect:
+        """The codec dialect, which declares (among the rest) which fields are card data."""
+        return get_dialect(self.codec_dialect)
 
     def spec(self, kind: str) -> KindSpec:
         try:
@@ -203,14 +212,9 @@ class Profile:
     def sign_on_fields(self, *, stan: int, batch_no: int, terminal_id: str, merchant_id: str, now: float,
                        operator: str = "001") -> Fields:
         """The 0800 sign-on: ISO field 70 = 001; CUP 60.3 = :attr:`sign_on_code` and the operator in 63."""
-        f: Fields = {"11": f"{stan:06d}", "41": terminal_id, "42": merchant_id}
-        if self.uses_field_60:
-            f["60"] = f"00{batch_no:06d}{self.sign_on_code}"
-            f["63"] = operator
-        else:
-            f["7"] = time.strftime("%m%d%H%M%S", time.gmtime(now))
-            f["70"] = "001"
-        return f
+        code = self.sign_on_code if self.uses_field_60 else SIGN_ON_CODE
+        return network_fields(code, in_field_60=self.uses_field_60, stan=stan, batch_no=batch_no,
+                              terminal_id=terminal_id, merchant_id=merchant_id, now=now, operator=operator)
 
     def sign_on_demanded(self, response: Message) -> str | None:
         """Why the host wants a new sign-on, or None: RC 77, or (CUP) processing requirement 3 in the header."""
@@ -231,6 +235,30 @@ class Profile:
 
         values: dict[str | int, str | bytes] = dict(fields.items())
         return Message(mti, values, dialect=self.codec_dialect)
+
+
+#: Network management codes of the 0800 (ISO field 70; CUP-style dialects put them in 60.3).
+SIGN_ON_CODE = "001"
+SIGN_ON_CODE_DOUBLE_KEYS = "003"  # CUP 60.3: sign-on with double-length working keys
+ECHO_CODE = "301"
+
+
+def network_fields(code: str, *, in_field_60: bool, stan: int, batch_no: int, terminal_id: str, merchant_id: str,
+                   now: float, operator: str | None = None) -> Fields:
+    """The fields of an 0800 network-management request: the one place its layout is written.
+
+    ISO: transmission time in 7 and ``code`` in 70. CUP-style (no field 70): ``code`` in 60.3 after the batch
+    number, and the operator (sign-on) in 63.
+    """
+    f: Fields = {"11": f"{stan:06d}", "41": terminal_id, "42": merchant_id}
+    if in_field_60:
+        f["60"] = f"00{batch_no:06d}{code}"
+        if operator is not None:
+            f["63"] = operator
+    else:
+        f["7"] = time.strftime("%m%d%H%M%S", time.gmtime(now))
+        f["70"] = code
+    return f
 
 
 def _text(value: str | bytes) -> str:

@@ -200,7 +200,7 @@ class StoreAndForward:
             else:
                 self.journal.saf_update(item.id, attempts=attempts)
                 item.attempts = attempts
-            self.journal.record_message(direction="out", mti=mti, masked=masked_json(mti, fields),
+            self.journal.record_message(direction="out", mti=mti, masked=masked_json(mti, fields, self.profile.dialect),
                                         stan=_stan(fields), txn_id=item.txn_id, saf_id=item.id)
         self._kill(f"host.before_send:{mti}")
         rc: str | None = None

@@ -105,7 +105,7 @@ class Service:
             return None
         try:
             if self.cfg.reader_kind == "twin":
-                from posguard.drivers.twin_serial import TwinReader
+                from posguard.drivers.twin.reader import TwinReader
 
                 return TwinReader(self.cfg.serial_port)
             from posguard.drivers.pcsc import PcscReader

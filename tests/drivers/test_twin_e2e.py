@@ -9,7 +9,7 @@ import pytest
 
 from posguard.drivers.errors import CardMute, CardRemoved, NoCard, ReaderUnplugged
 from posguard.drivers.reader import CardEvent
-from posguard.drivers.twin_serial import TwinReader, probe
+from posguard.drivers.twin.reader import TwinReader, probe
 from posguard.emv import read_card
 from posguard.emv.terminal import TerminalConfig, Transaction
 from tests.drivers.twin_sim import TOKEN_KEY, TwinSim

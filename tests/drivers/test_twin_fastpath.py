@@ -16,17 +16,16 @@ import pytest
 
 serial = pytest.importorskip("serial")
 
-from posguard.drivers import twin_serial  # noqa: E402
 from posguard.drivers.errors import ReaderTimeout, ReaderUnplugged  # noqa: E402
-from posguard.drivers.twin_serial import (  # noqa: E402
+from posguard.drivers.twin import link as twin_link  # noqa: E402
+from posguard.drivers.twin.frames import NAK, encode_frame  # noqa: E402
+from posguard.drivers.twin.link import (  # noqa: E402
     INTER_BYTE_S,
-    NAK,
     READ_SLICE_S,
     FrameKind,
     ParsedItem,
     TwinLink,
     _posix_fd,
-    encode_frame,
 )
 
 _os_write = os.write  # the scripted reader's own writes (tests patch os.write for the host side)
@@ -348,7 +347,7 @@ def test_short_and_failed_os_write_finish_through_pyserial(line: PtyLine, monkey
 
     link = make_link(line, True)
     line.play(("rx", len(FRAME)), ("tx", FRAME + ANSWER_FRAME), ("rx", len(FRAME)), ("tx", FRAME + ANSWER_FRAME))
-    monkeypatch.setattr(twin_serial.os, "write", flaky_write)
+    monkeypatch.setattr(twin_link.os, "write", flaky_write)
     assert link.exchange(CMD) == ANSWER  # 5 bytes by os.write, the rest by port.write
     assert link.exchange(CMD) == ANSWER  # os.write fails: port.write sends it all (once)
     monkeypatch.undo()
@@ -363,7 +362,7 @@ def test_write_error_is_unplugged(line: PtyLine, monkeypatch: pytest.MonkeyPatch
         raise OSError(5, "Input/output error")
 
     link = make_link(line, True)
-    monkeypatch.setattr(twin_serial.os, "write", dead_write)
+    monkeypatch.setattr(twin_link.os, "write", dead_write)
     with pytest.raises(ReaderUnplugged):
         link.exchange(CMD)
     assert link.counters.frames_sent == 0

@@ -7,7 +7,8 @@ import pytest
 
 pytest.importorskip("serial")
 
-from posguard.drivers.twin_serial import NAK, TwinLink, encode_frame  # noqa: E402
+from posguard.drivers.twin.frames import NAK, encode_frame  # noqa: E402
+from posguard.drivers.twin.link import TwinLink  # noqa: E402
 from tests.drivers.test_twin_fastpath import (  # noqa: E402
     ANSWER,
     ANSWER_FRAME,

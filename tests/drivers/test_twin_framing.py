@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from posguard.drivers.errors import ReaderTimeout
-from posguard.drivers.twin_serial import NAK, FrameKind, FrameParser, TwinLink, encode_frame, lrc
+from posguard.drivers.twin.frames import NAK, encode_frame, lrc
+from posguard.drivers.twin.link import FrameKind, FrameParser, TwinLink
 
 SLOT_STATUS_CMD = bytes.fromhex("65000000000005000000")  # GetSlotStatus, seq 5
 

@@ -17,6 +17,7 @@ from posguard.engine.hostlink import (
 )
 from posguard.engine.mac import MacKey, MacScheme
 from posguard.engine.ports import HostLink, HostTimeout, InvalidResponse
+from posguard.engine.signon import echo_message, sign_on_message
 from posguard.iso8583 import Message
 from tests.host_sim.harness import linked
 
@@ -56,10 +57,11 @@ def test_the_link_implements_the_engine_port():
 
 def test_cup_sign_on_and_echo():
     with linked(sim_config={"working_keys_62": "AB" * 40}) as (sim, link, _, events):
-        resp = link.sign_on(stan=1, tid="TERM0001", mid="123456789012345")
+        resp = link.net_exchange(sign_on_message(link.dialect, stan=1, tid="TERM0001", mid="123456789012345"))
         assert (resp.mti, resp.response_code) == ("0810", "00")
         assert resp["62"] == bytes.fromhex("AB" * 40)
-        assert link.echo(stan=2, tid="TERM0001", mid="123456789012345").response_code == "00"
+        echo = echo_message(link.dialect, stan=2, tid="TERM0001", mid="123456789012345")
+        assert link.net_exchange(echo).response_code == "00"
         assert [e["60"][8:11] for e in sim.received] == ["003", "301"]
         assert kinds(events) == ["response", "response"]
 
@@ -67,9 +69,11 @@ def test_cup_sign_on_and_echo():
 @pytest.mark.parametrize("dialect", ["iso87ascii", "iso87", "iso87bcd"])
 @pytest.mark.parametrize("framing", ["binary2", "ascii4", "bcd2"])
 def test_iso_dialects_and_framings_sign_on_echo_and_sale(dialect: str, framing: str):
-    with linked(dialect=dialect, framing=framing) as (sim, link, _, _):
-        assert link.sign_on(stan=1, tid="TERM0001", mid="123456789012345").response_code == "00"
-        assert link.echo(stan=2, tid="TERM0001", mid="123456789012345")["70"] == "301"
+    with linked(dialect=dialect, framing=framing) as (sim, link, clock, _):
+        sign_on = sign_on_message(link.dialect, stan=1, tid="TERM0001", mid="123456789012345", when=clock.now())
+        assert link.net_exchange(sign_on).response_code == "00"
+        echo = echo_message(link.dialect, stan=2, tid="TERM0001", mid="123456789012345", when=clock.now())
+        assert link.net_exchange(echo)["70"] == "301"
         resp = link.exchange(iso_sale(dialect, 3), timeout=30)
         assert (resp.mti, resp.response_code, resp.amount) == ("0210", "00", 1000)
         assert sim.ledger.find(kind="sale")[0].rrn == resp.rrn
@@ -307,7 +311,7 @@ def test_echo_fields_are_checked_even_when_a_dialect_declares_none():
 def test_sign_on_is_retried_after_a_timeout_with_backoff():
     with linked(link_config={"net_attempts": 3, "backoff": 1.0}) as (sim, link, clock, events):
         sim.add_fault("no_response", mti="0800")
-        resp = link.sign_on(stan=1, tid="TERM0001", mid="123456789012345")
+        resp = link.net_exchange(sign_on_message(link.dialect, stan=1, tid="TERM0001", mid="123456789012345"))
         assert resp.response_code == "00"
         assert clock.slept == [1.0]
         assert clock.monotonic() == pytest.approx(31.0)
@@ -318,7 +322,7 @@ def test_sign_on_gives_up_after_net_attempts():
     with linked(link_config={"net_attempts": 2, "backoff": 1.0}) as (sim, link, _, _):
         sim.add_fault("no_response", mti="0800", times=0)
         with pytest.raises(HostTimeout):
-            link.sign_on(stan=1, tid="TERM0001", mid="123456789012345")
+            link.net_exchange(sign_on_message(link.dialect, stan=1, tid="TERM0001", mid="123456789012345"))
         assert len(sim.received) == 2
 
 

@@ -17,7 +17,7 @@ from posguard.capture import CaptureError, CaptureWriter, Sanitiser, read_captur
 from posguard.capture.format import sanitise_frame
 from posguard.capture.replay import replay
 from posguard.clock import VirtualClock
-from posguard.drivers.twin_serial import encode_frame, lrc
+from posguard.drivers.twin.frames import encode_frame, lrc
 from posguard.iso8583 import Message
 from posguard.sensitive import luhn_ok
 from tests.product.conftest import ROOT, SIM_PANS, clear_pan_hits

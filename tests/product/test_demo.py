@@ -15,7 +15,7 @@ import pytest
 
 from posguard.capture import read_capture
 from posguard.capture.replay import replay
-from posguard.drivers.twin_serial import lrc
+from posguard.drivers.twin.frames import lrc
 from tests.product.conftest import ROOT, clear_pan_hits
 
 ERROR_KINDS = {"duplicate_charge", "wrong_card", "wrong_amount", "void_mismatch", "unsettled", "unsigned",

@@ -1,0 +1,151 @@
+"""The engine's sign-on participant: the 0800 sign-on, and the host's demand for one.
+
+Before anything is sent, the engine signs on (0800; ISO field 70 = 001, CUP 60.3 = 001/003) when the host
+demanded it — RC 77, or a CUP response header whose processing requirement is 3, on *any* response — or, with
+``EnginePolicies.sign_on_at_start``, once per engine start. The demand is journaled durably (it survives a
+crash) and cleared only by an approved sign-on.
+
+:class:`SignOn` works on its :class:`~posguard.engine.engine.TransactionEngine` (journal, profile, terminal,
+clock, link, kill points); the engine's ``sign_on``, ``sign_on_due`` and the check of every response delegate
+to it.
+
+Outside an engine (the host check of ``posguard diagnose``, link tests), :func:`sign_on_message` and
+:func:`echo_message` build the 0800 sign-on and echo test for a codec dialect; send them with the link's
+``exchange``. The transport builds no messages of its own.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from posguard.engine.errors import SignOnFailed
+from posguard.engine.ports import HostError
+from posguard.engine.profiles import ECHO_CODE, SIGN_ON_CODE, SIGN_ON_CODE_DOUBLE_KEYS, network_fields
+from posguard.engine.redact import masked_json, masked_message
+
+if TYPE_CHECKING:
+    from posguard.engine.engine import TransactionEngine
+    from posguard.iso8583.message import Message
+    from posguard.iso8583.spec import Dialect
+
+__all__ = ["SignOn", "SignOnResult", "sign_on_message", "echo_message"]
+
+
+@dataclass(frozen=True)
+class SignOnResult:
+    response_code: str | None
+    stan: int
+    reason: str
+
+
+class SignOn:
+    """Signs the engine on when due and notes the host's demands; the signed-on flag stays on the engine."""
+
+    def __init__(self, engine: TransactionEngine) -> None:
+        self.engine = engine
+
+    def due(self) -> str | None:
+        """Why a sign-on must precede the next message, or None."""
+        engine = self.engine
+        if engine.journal.sign_on_required():
+            return "demanded by the host"
+        if engine.policies.sign_on_at_start and not engine._signed_on:
+            return "engine start"
+        return None
+
+    def ensure(self, what: str) -> None:
+        """Sign on first when one is due (see :meth:`due`); ``what`` names the message it must precede."""
+        reason = self.due()
+        if reason is not None:
+            self.sign_on(reason=reason, before=what)
+
+    def sign_on(self, *, reason: str = "operator", before: str = "") -> SignOnResult:
+        """Send a 0800 sign-on and journal it; raise :class:`SignOnFailed` unless the host answers 00."""
+        engine = self.engine
+        with engine._atomic("sign_on_journaled"):
+            stan = engine.journal.allocate_stan()
+            fields = engine.profile.sign_on_fields(stan=stan, batch_no=engine.journal.current_batch(),
+                                                   terminal_id=engine.terminal.terminal_id,
+                                                   merchant_id=engine.terminal.merchant_id, now=engine.clock.now())
+            engine.journal.record_message(direction="out", mti="0800", masked=masked_json("0800", fields, engine.profile.dialect), stan=stan)
+            engine.journal.record_event("sign_on_started", detail={"reason": reason, "before": before, "stan": stan})
+        engine._kill("host.before_send:0800")
+        try:
+            response = engine._wire.exchange(engine.profile.message("0800", fields),
+                                             timeout=engine.terminal.host_timeout, demands=False)
+        except HostError as exc:
+            engine._kill("host.after_send:0800")
+            with engine._atomic("sign_on_failed"):
+                engine.journal.record_incident("sign_on_failed", f"sign-on ({reason}) got no answer: {exc}",
+                                               detail={"stan": stan})
+            raise SignOnFailed(f"{before or 'the next message'} refused: sign-on ({reason}) got no answer from the "
+                               f"host ({exc}); check the host line and try again", pending_ids=(),
+                               retry_in=None) from exc
+        engine._kill("host.after_send:0800")
+        rc = response.response_code
+        with engine._atomic("sign_on_response"):
+            engine.journal.record_message(direction="in", mti=response.mti, masked=masked_message(response),
+                                          stan=response.stan)
+            if rc == "00":
+                engine.journal.set_sign_on_required(False)
+                engine.journal.record_event("signed_on", detail={"reason": reason, "stan": stan,
+                                                                 "keys_received": "62" in response})
+            else:
+                engine.journal.record_incident("sign_on_failed", f"sign-on ({reason}) answered RC {rc}",
+                                               detail={"stan": stan, "rc": rc})
+        if rc != "00":
+            raise SignOnFailed(f"{before or 'the next message'} refused: the host answered the sign-on ({reason}) "
+                               f"with RC {rc}; check the terminal's registration with the acquirer",
+                               pending_ids=(), retry_in=None)
+        engine._signed_on = True
+        return SignOnResult(rc, stan, reason)
+
+    def host_demands(self, response: Message) -> None:
+        """Any response may say "sign on again" (RC 77, CUP header 3): journal it durably."""
+        engine = self.engine
+        if response.mti in ("0810", "0830"):
+            return
+        why = engine.profile.sign_on_demanded(response)
+        if why is None:
+            return
+        with engine._atomic("sign_on_demanded"):
+            engine.journal.set_sign_on_required(True)
+            engine.journal.record_event("sign_on_demanded", detail={"mti": response.mti, "stan": response.stan,
+                                                                    "rc": response.response_code, "why": why})
+        engine._signed_on = False
+
+
+# -- network management messages for a codec dialect ------------------------------------------------------
+def sign_on_message(dialect: str | Dialect, *, stan: int, tid: str, mid: str, batch_no: int = 1,
+                    operator: str = "001", when: float | None = None) -> Message:
+    """An 0800 sign-on: ISO field 70 = 001; CUP-style dialects 60.3 = 003 (double-length keys), operator in 63."""
+    in_60 = _network_in_field_60(dialect)
+    fields = network_fields(SIGN_ON_CODE_DOUBLE_KEYS if in_60 else SIGN_ON_CODE, in_field_60=in_60, stan=stan,
+                            batch_no=batch_no, terminal_id=tid, merchant_id=mid,
+                            now=time.time() if when is None else when, operator=operator)
+    return _message(dialect, fields)
+
+
+def echo_message(dialect: str | Dialect, *, stan: int, tid: str, mid: str, batch_no: int = 1,
+                 when: float | None = None) -> Message:
+    """An 0800 echo test: ISO field 70 = 301; CUP-style dialects 60.3 = 301."""
+    in_60 = _network_in_field_60(dialect)
+    fields = network_fields(ECHO_CODE, in_field_60=in_60, stan=stan, batch_no=batch_no, terminal_id=tid,
+                            merchant_id=mid, now=time.time() if when is None else when)
+    return _message(dialect, fields)
+
+
+def _network_in_field_60(dialect: str | Dialect) -> bool:
+    """CUP-style dialects have no field 70: network management goes in 60.3 instead."""
+    from posguard.iso8583 import get_dialect
+
+    return "70" not in get_dialect(dialect).fields
+
+
+def _message(dialect: str | Dialect, fields: dict[str, str | bytes]) -> Message:
+    from posguard.iso8583.message import Message
+
+    values: dict[str | int, str | bytes] = dict(fields.items())
+    return Message("0800", values, dialect)
