@@ -1,0 +1,128 @@
+"""The operator's commands, declared as data, and the one parser that checks a line before anything acts.
+
+Every argument is checked here — its kind, ASCII digits only, an amount from 1 to the dialect's field-4 limit
+and the configured ceiling, a card number keyed where an amount belongs refused (and never repeated back or
+stored) — so a bad line is refused with a reason *before* the card reader or the host is touched.
+
+>>> parse("sale 1250 order=A-17", max_amount=100000)
+Command(verb='sale', amount=1250, txn=None, order='A-17')
+>>> parse("refund POSGRD01-00000003", max_amount=100000)
+Traceback (most recent call last):
+...
+posguard.service.commands.CommandError: refund needs AMOUNT: usage: refund TXN AMOUNT
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Final
+
+from posguard.sensitive import luhn_ok
+
+__all__ = ["Command", "CommandError", "Verb", "VERBS", "parse", "usage", "FIELD4_MAX"]
+
+#: the largest amount field 4 (n 12) can carry, in minor units
+FIELD4_MAX: Final = 999_999_999_999
+_TXN = re.compile(r"[A-Za-z0-9]{1,16}-[0-9]{1,12}")
+_ORDER = re.compile(r"[A-Za-z0-9._:/-]{1,40}")
+
+
+@dataclass(frozen=True)
+class Verb:
+    name: str
+    args: tuple[str, ...]  # positional: "txn", "amount"
+    help: str
+    reads_card: bool = False
+    takes_order: bool = False
+
+
+VERBS: Final[dict[str, Verb]] = {v.name: v for v in (
+    Verb("sale", ("amount",), "read the card and charge AMOUNT (minor units: 1250 = 12.50)", True, True),
+    Verb("swipe", ("amount",), "read a swipe on the magstripe reader and charge AMOUNT", True, True),
+    Verb("void", ("txn",), "void TXN before settlement"),
+    Verb("refund", ("txn", "amount"), "refund AMOUNT of TXN"),
+    Verb("sign", ("txn",), "the customer signed TXN"),
+    Verb("refuse", ("txn",), "the customer left without signing TXN"),
+    Verb("wrong_card", ("txn",), "TXN went on the wrong card: read the right one"),
+    Verb("wrong_amount", ("txn", "amount"), "TXN should have been AMOUNT"),
+    Verb("dispute", ("txn",), "the customer says the void/refund of TXN never arrived"),
+    Verb("settle", (), "close the batch with the host"),
+    Verb("flush", (), "send queued reversals and advices now"),
+    Verb("status", (), "batch, states, what is pending, the reader and the journal"),
+    Verb("help", (), "this list"),
+    Verb("quit", (), "stop the service"),
+)}
+
+
+class CommandError(ValueError):
+    """A line the service will not act on; the message says what was wrong and how to write it."""
+
+
+@dataclass(frozen=True)
+class Command:
+    verb: str
+    amount: int | None = None
+    txn: str | None = None
+    order: str | None = None
+
+
+def usage(verb: Verb) -> str:
+    words = [verb.name] + [a.upper() for a in verb.args] + (["[order=REF]"] if verb.takes_order else [])
+    return " ".join(words)
+
+
+def parse(line: str, *, max_amount: int) -> Command:
+    """Check ``line`` completely; raise :class:`CommandError` naming what is wrong."""
+    words = line.split()
+    if not words:
+        raise CommandError("empty command; try: help")
+    name = words[0].lower()
+    verb = VERBS.get(name)
+    if verb is None:
+        raise CommandError(f"unknown command {_shown(words[0])!r}; known: {', '.join(VERBS)}")
+    positional = [w for w in words[1:] if "=" not in w]
+    options = dict(w.split("=", 1) for w in words[1:] if "=" in w)
+    unknown = sorted(set(options) - ({"order"} if verb.takes_order else set()))
+    if unknown:
+        raise CommandError(f"{name} takes no option {_shown(unknown[0])!r}: usage: {usage(verb)}")
+    if len(positional) < len(verb.args):
+        missing = verb.args[len(positional)].upper()
+        raise CommandError(f"{name} needs {missing}: usage: {usage(verb)}")
+    if len(positional) > len(verb.args):
+        raise CommandError(f"{name} takes {len(verb.args)} argument(s), got {len(positional)}: usage: {usage(verb)}")
+    values: dict[str, object] = {}
+    for kind, word in zip(verb.args, positional, strict=True):
+        values[kind] = _amount(word, max_amount) if kind == "amount" else _txn(word)
+    order = options.get("order")
+    if order is not None and not _ORDER.fullmatch(order):
+        raise CommandError("order=REF: 1 to 40 ASCII letters, digits or . _ : / -")
+    return Command(name, amount=values.get("amount"), txn=values.get("txn"), order=order)  # type: ignore[arg-type]
+
+
+def _amount(word: str, max_amount: int) -> int:
+    if not (word.isascii() and word.isdigit()):
+        raise CommandError(f"amount {_shown(word)!r} is not a whole number of minor units written in ASCII digits "
+                           "(1250 = 12.50)")
+    if 13 <= len(word) <= 19 and luhn_ok(word):
+        raise CommandError("that amount looks like a card number; it was not used or stored. Key the amount in "
+                           "minor units (1250 = 12.50)")
+    value = int(word)
+    ceiling = min(max_amount, FIELD4_MAX)
+    if not 1 <= value <= ceiling:
+        raise CommandError(f"amount must be from 1 to {ceiling} minor units (terminal.max_amount), not {_shown(word)}")
+    return value
+
+
+def _txn(word: str) -> str:
+    if not _TXN.fullmatch(word):
+        raise CommandError(f"{_shown(word)!r} is not a transaction id (like POSGRD01-00000005; see status)")
+    return word
+
+
+def _shown(text: str) -> str:
+    """What the operator typed, safe to repeat: digit runs that could be a card number masked, kept short."""
+    from posguard.sensitive import scrub
+
+    clipped = text if len(text) <= 40 else text[:37] + "..."
+    return scrub(clipped)

@@ -1,0 +1,268 @@
+"""The operator socket: a real server for the till's operators and their tools.
+
+Many clients at once (a thread each, up to ``max_clients``); one client's trouble stays with that client: a line
+longer than ``max_line`` bytes, bytes that are not UTF-8, an idle client past ``idle_timeout`` or one that goes
+away before reading its answer never reach the others or the service. Who may talk is checked with the peer's
+credentials (``SO_PEERCRED``): root, the service's own user, ``allow_uids`` and members of ``allow_groups``.
+
+The socket's directory is created 0750 whatever the umask and must belong to the service; a path that is
+not a socket, or a socket another live process is listening on, is refused — never unlinked. :meth:`stop`
+closes every client and returns within a bound, so SIGTERM is never held up by an idle client.
+
+Commands run one at a time (``handler`` is called under a lock, the engine is not shared between threads);
+``quick`` commands (``status``) are answered without waiting for that lock, from what the service last knew.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import grp
+import json
+import logging
+import os
+import pwd
+import socket
+import stat
+import struct
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["OperatorServer", "SocketRefused", "Peer"]
+
+_log = logging.getLogger("posguard.service")
+Handler = Callable[[str, "Peer"], dict[str, Any]]
+
+
+class SocketRefused(RuntimeError):
+    """The socket cannot be set up safely; the message says what is wrong with the path."""
+
+
+@dataclass(frozen=True)
+class Peer:
+    pid: int
+    uid: int
+    gid: int
+
+    @property
+    def user(self) -> str:
+        try:
+            return pwd.getpwuid(self.uid).pw_name
+        except KeyError:
+            return str(self.uid)
+
+
+class OperatorServer:
+    def __init__(self, path: str | Path, handler: Handler, *, quick: Handler | None = None,
+                 quick_verbs: Iterable[str] = ("status", "help"), allow_uids: Iterable[int] = (),
+                 allow_groups: Iterable[str] = (), max_line: int = 4096, idle_timeout: float = 300.0,
+                 max_clients: int = 64, backlog: int = 64) -> None:
+        self.path = Path(path)
+        self.handler = handler
+        self.quick = quick
+        self.quick_verbs = frozenset(quick_verbs)
+        self.allow_uids = {0, os.getuid(), *allow_uids}
+        self.allow_gids = {grp.getgrnam(g).gr_gid for g in allow_groups}
+        self.max_line = max_line
+        self.idle_timeout = idle_timeout
+        self.max_clients = max_clients
+        self.backlog = backlog
+        self._lock = threading.Lock()  # one command at a time through the engine
+        self._clients: set[socket.socket] = set()
+        self._clients_lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._sock: socket.socket | None = None
+        self._stopping = threading.Event()
+        self.served = 0
+        self.refused = 0
+
+    # -- set-up ----------------------------------------------------------------------------------------
+    def open(self) -> OperatorServer:
+        directory = self.path.parent
+        if not directory.exists():
+            directory.mkdir(parents=True, mode=0o750)
+            os.chmod(directory, 0o750)  # mkdir's mode is cut by the umask; this is not
+        st = directory.stat()
+        if st.st_uid != os.getuid():
+            raise SocketRefused(f"{directory} belongs to uid {st.st_uid}, not to this service (uid {os.getuid()}): "
+                                "another user could replace the socket")
+        if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise SocketRefused(f"{directory} is writable by others (mode {oct(st.st_mode & 0o777)}): chmod 750 it")
+        self._claim_path()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old = os.umask(0o117)
+        try:
+            sock.bind(str(self.path))
+        finally:
+            os.umask(old)
+        os.chmod(self.path, 0o660)
+        sock.listen(self.backlog)
+        sock.settimeout(0.2)
+        self._sock = sock
+        accept = threading.Thread(target=self._accept_loop, name="operator-accept", daemon=True)
+        accept.start()
+        self._threads.append(accept)
+        return self
+
+    def _claim_path(self) -> None:
+        try:
+            st = self.path.lstat()
+        except FileNotFoundError:
+            return
+        if not stat.S_ISSOCK(st.st_mode):
+            raise SocketRefused(f"{self.path} exists and is not a socket: it is not ours; move it away")
+        if st.st_uid != os.getuid():
+            raise SocketRefused(f"{self.path} belongs to uid {st.st_uid}: not ours; remove it by hand")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(self.path))
+        except OSError:
+            self.path.unlink()  # ours, and nobody listens: left by a service that died
+            return
+        finally:
+            probe.close()
+        raise SocketRefused(f"another process is listening on {self.path}: is the service already running?")
+
+    # -- serving ---------------------------------------------------------------------------------------
+    def _accept_loop(self) -> None:
+        assert self._sock is not None
+        while not self._stopping.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+            peer = _peer(conn)
+            if not self._allowed(peer):
+                self.refused += 1
+                _log.warning("operator socket: refused uid %s pid %s (not in allow_uids/allow_groups)",
+                             peer.uid, peer.pid)
+                _send(conn, {"ok": False, "error": f"user {peer.user} may not operate this terminal "
+                                                   "(operator.allow_uids / allow_groups)"})
+                conn.close()
+                continue
+            with self._clients_lock:
+                if len(self._clients) >= self.max_clients:
+                    _send(conn, {"ok": False, "error": f"too many operator clients ({self.max_clients}); try again"})
+                    conn.close()
+                    continue
+                self._clients.add(conn)
+            t = threading.Thread(target=self._serve, args=(conn, peer), name=f"operator-{peer.pid}", daemon=True)
+            t.start()
+            self._threads = [x for x in self._threads if x.is_alive()] + [t]
+
+    def _allowed(self, peer: Peer) -> bool:
+        if peer.uid in self.allow_uids or peer.gid in self.allow_gids:
+            return True
+        try:
+            name = pwd.getpwuid(peer.uid).pw_name
+        except KeyError:
+            return False
+        return any(name in grp.getgrgid(g).gr_mem for g in self.allow_gids)
+
+    def _serve(self, conn: socket.socket, peer: Peer) -> None:
+        conn.settimeout(self.idle_timeout)
+        buf = b""
+        try:
+            while not self._stopping.is_set():
+                try:
+                    chunk = conn.recv(4096)
+                except TimeoutError:
+                    _send(conn, {"ok": False, "error": f"idle for {self.idle_timeout:g} s: closing"})
+                    return
+                if not chunk:
+                    return
+                buf += chunk
+                while b"\n" in buf:
+                    raw, buf = buf.split(b"\n", 1)
+                    if not self._answer(conn, raw, peer):
+                        return
+                if len(buf) > self.max_line:
+                    _send(conn, {"ok": False, "error": f"line longer than {self.max_line} bytes: closing"})
+                    _drain(conn)
+                    return
+        except OSError:
+            return  # the client went away (reset, broken pipe): its business only
+        finally:
+            with self._clients_lock:
+                self._clients.discard(conn)
+            with contextlib.suppress(OSError):
+                conn.close()
+
+    def _answer(self, conn: socket.socket, raw: bytes, peer: Peer) -> bool:
+        if len(raw) > self.max_line:
+            return _send(conn, {"ok": False, "error": f"line longer than {self.max_line} bytes"})
+        try:
+            line = raw.decode("utf-8").strip()
+        except UnicodeDecodeError as exc:
+            return _send(conn, {"ok": False, "error": f"not UTF-8 (byte {exc.start}); commands are text"})
+        if not line:
+            return True
+        verb = line.split(None, 1)[0].lower()
+        if self.quick is not None and verb in self.quick_verbs:
+            answer = self.quick(line, peer)
+        else:
+            with self._lock:
+                answer = self.handler(line, peer)
+        self.served += 1
+        return _send(conn, answer)
+
+    # -- stopping --------------------------------------------------------------------------------------
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop accepting, close every client (an answer in progress finishes first) and remove the socket."""
+        self._stopping.set()
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.close()
+        with self._clients_lock:
+            clients = list(self._clients)
+        for c in clients:
+            with contextlib.suppress(OSError):
+                c.shutdown(socket.SHUT_RDWR)
+        for t in self._threads:
+            t.join(timeout)
+        with contextlib.suppress(FileNotFoundError):
+            if self._sock is not None:
+                self.path.unlink()
+        self._sock = None
+
+    @property
+    def clients(self) -> int:
+        with self._clients_lock:
+            return len(self._clients)
+
+    def __enter__(self) -> OperatorServer:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _peer(conn: socket.socket) -> Peer:
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, uid, gid = struct.unpack("3i", creds)
+    return Peer(pid, uid, gid)
+
+
+def _drain(conn: socket.socket, limit: int = 1 << 20) -> None:
+    """Close our side first and read what the client is still sending (up to ``limit`` bytes, one second), so
+    that it reads our last answer instead of a connection reset."""
+    with contextlib.suppress(OSError):
+        conn.shutdown(socket.SHUT_WR)
+        conn.settimeout(1.0)
+        while limit > 0:
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            limit -= len(chunk)
+
+
+def _send(conn: socket.socket, answer: dict[str, Any]) -> bool:
+    try:
+        conn.sendall((json.dumps(answer, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8"))
+        return True
+    except OSError:
+        return False
