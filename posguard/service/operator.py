@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["OperatorServer", "SocketRefused", "Peer"]
+__all__ = ["OperatorServer", "OperatorClient", "SocketRefused", "Peer"]
 
 _log = logging.getLogger("posguard.service")
 Handler = Callable[[str, "Peer"], dict[str, Any]]
@@ -266,3 +266,62 @@ def _send(conn: socket.socket, answer: dict[str, Any]) -> bool:
         return True
     except OSError:
         return False
+
+
+class OperatorClient:
+    """The client side (``posguard op``): one command, or a line mode for a person at the till."""
+
+    def __init__(self, path: str | Path, *, timeout: float = 120.0) -> None:
+        self.path = Path(path)
+        self.timeout = timeout
+        self._sock: socket.socket | None = None
+        self._buf = b""
+
+    def connect(self) -> OperatorClient:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(str(self.path))
+        except FileNotFoundError:
+            sock.close()
+            raise ConnectionError(f"no operator socket at {self.path}: is `posguard run` running?") from None
+        except PermissionError:
+            sock.close()
+            raise ConnectionError(f"no permission to use {self.path}: ask for operator.allow_groups membership"
+                                  ) from None
+        except OSError as exc:
+            sock.close()
+            raise ConnectionError(f"cannot reach {self.path}: {exc.strerror or exc}") from None
+        self._sock = sock
+        return self
+
+    def ask(self, line: str) -> dict[str, Any]:
+        """Send one command line; return the service's answer (a dict with ``ok``)."""
+        if self._sock is None:
+            self.connect()
+        assert self._sock is not None
+        try:
+            self._sock.sendall(line.strip().encode("utf-8") + b"\n")
+            while b"\n" not in self._buf:
+                chunk = self._sock.recv(65536)
+                if not chunk:
+                    raise ConnectionError("the service closed the connection")
+                self._buf += chunk
+        except TimeoutError:
+            raise ConnectionError(f"no answer within {self.timeout:g} s") from None
+        except OSError as exc:
+            raise ConnectionError(f"the connection broke: {exc.strerror or exc}") from None
+        raw, self._buf = self._buf.split(b"\n", 1)
+        answer: dict[str, Any] = json.loads(raw.decode("utf-8"))
+        return answer
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def __enter__(self) -> OperatorClient:
+        return self.connect()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

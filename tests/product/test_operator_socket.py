@@ -177,3 +177,13 @@ def test_quick_commands_answer_while_a_slow_one_runs(sock_path: Path) -> None:
         assert _ask(_client(sock_path), b"status") == {"ok": True, "status": "busy"}
         gate.set()
         assert json.loads(seller.recv(1000).decode())["done"] == "sale 100"
+
+
+def test_the_client_asks_and_says_what_is_wrong(sock_path: Path) -> None:
+    from posguard.service.operator import OperatorClient
+
+    with pytest.raises(ConnectionError, match="is `posguard run` running"):
+        OperatorClient(sock_path).connect()
+    with OperatorServer(sock_path, echo), OperatorClient(sock_path) as client:
+        assert client.ask("status")["echo"] == "status"
+        assert client.ask("sale 100")["echo"] == "sale 100"
