@@ -14,6 +14,7 @@ from pathlib import Path
 
 from posguard.capture.format import CaptureWriter
 from posguard.clock import VirtualClock
+from posguard.iso8583.errors import Iso8583Error
 from posguard.iso8583.framing import Framing, StreamDecoder
 
 __all__ = ["PcapError", "read_tcp_segments", "import_pcap"]
@@ -31,6 +32,7 @@ class Segment:
     seq: int
     flags: int
     payload: bytes
+    n: int = 0  # the packet's number in the file (1-based), for errors
 
 
 @dataclass
@@ -78,7 +80,7 @@ def read_tcp_segments(data: bytes) -> list[Segment]:
         sport, dport, seq = struct.unpack(">HHI", tcp[:8])
         off = (tcp[12] >> 4) * 4
         out.append(Segment(sec + frac * unit, (_ip(ip[12:16]), sport), (_ip(ip[16:20]), dport), seq, tcp[13],
-                           bytes(tcp[off:])))
+                           bytes(tcp[off:]), n))
     return out
 
 
@@ -143,7 +145,12 @@ def import_pcap(pcap: str | Path, output: str | Path, *, dialect: str, framing: 
             direction = "out" if seg.dst[1] == host_port else "in"
             assert flow.decoder is not None
             for chunk in chunks:
-                for payload in flow.decoder.feed(chunk):
+                try:
+                    payloads = flow.decoder.feed(chunk)
+                except Iso8583Error as exc:
+                    raise PcapError(f"packet {seg.n} ({direction}, {seg.src[0]}:{seg.src[1]} -> {seg.dst[0]}:"
+                                    f"{seg.dst[1]}): {exc}") from None
+                for payload in payloads:
                     writer.iso(direction, payload)
                     count += 1
     return count
