@@ -128,6 +128,16 @@ def _create_private_file(path: Path) -> None:
     os.close(fd)
 
 
+def _open_problem(path: Path, exc: sqlite3.Error) -> str:
+    text = str(exc)
+    if "not a database" in text or "malformed" in text:
+        return (f"journal {path} is damaged ({text}): stop the service, keep the file as evidence, restore the "
+                "last backup or move it aside; the acquirer's records hold what was approved")
+    if "readonly" in text or "read-only" in text:
+        return f"journal {path} is read-only ({text}): the service must be able to write it; check owner and mode"
+    return f"journal {path} cannot be used: {text}"
+
+
 class Journal:
     """The durable record of everything the engine does. See the module docstring."""
 
@@ -142,17 +152,26 @@ class Journal:
         self.path = Path(path)
         self.clock: Clock = clock or SystemClock()
         self.kill_hook: KillHook | None = None
-        _create_private_file(self.path)
-        self._conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
-        self._conn.row_factory = sqlite3.Row
         self._depth = 0
         self._labels: list[str] = []
-        mode = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            raise JournalError(f"{self.path}: SQLite refused WAL mode (got {mode!r}); put the journal on a local disk")
-        self._conn.execute("PRAGMA synchronous=FULL")
-        self._conn.execute("PRAGMA foreign_keys=ON")
-        self._migrate(migrations, migrate_to)
+        try:
+            _create_private_file(self.path)
+            self._conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
+        except (OSError, sqlite3.Error) as exc:
+            raise JournalError(f"journal {self.path} cannot be opened: {getattr(exc, 'strerror', None) or exc}; "
+                               "check the path and its permissions (posguard diagnose --check journal)") from None
+        self._conn.row_factory = sqlite3.Row
+        try:
+            mode = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise JournalError(f"{self.path}: SQLite refused WAL mode (got {mode!r}); put the journal on a "
+                                   "local disk")
+            self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.execute("PRAGMA foreign_keys=ON")
+            self._migrate(migrations, migrate_to)
+        except sqlite3.Error as exc:
+            self._conn.close()
+            raise JournalError(_open_problem(self.path, exc)) from None
 
     # -- lifecycle ------------------------------------------------------------------------------
     def close(self) -> None:
