@@ -230,6 +230,8 @@ class CaptureWriter:
         self._write({"t": t, "k": kind, **clean})
 
     def _clean(self, value: Any, is_hex: bool = False) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool) and 13 <= len(str(abs(value))) <= 19:
+            return int(self.sanitiser.scrub_unknown(str(value)))  # a card number keyed where a number belongs
         if isinstance(value, str):  # hex: only PANs learnt from decoded data; text: any Luhn-valid PAN too
             return self.sanitiser.text(value) if is_hex else self.sanitiser.scrub_unknown(value)
         if isinstance(value, dict):

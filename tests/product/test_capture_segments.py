@@ -115,3 +115,13 @@ def test_the_cardholder_name_never_reaches_a_capture(tmp_path: Path) -> None:
     assert name.hex().upper() not in text.upper() and "LEE/WEI" not in text
     assert blank_names(record) == record.replace(name, b" " * len(name))
     json.loads(io.StringIO(text).readlines()[1])  # still a valid record
+
+
+def test_a_card_number_keyed_as_a_number_never_reaches_a_capture(tmp_path: Path) -> None:
+    path = tmp_path / "op.jsonl"
+    with CaptureWriter(path, dialect="cup", tid="T", mid="M", clock=VirtualClock()) as w:
+        w.record("op", op="sale", card="c1", amount=4761739001010119)
+        w.record("op", op="sale", card="c1", amount=1250)
+    text = path.read_text()
+    assert "4761739001010119" not in text and '"amount":1250' in text
+    assert '"amount":476173' in text  # the same BIN, a test PAN: the capture still shows what was keyed
