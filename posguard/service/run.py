@@ -19,7 +19,6 @@ data masked. SIGTERM/SIGINT finish the command in progress, close the journal an
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import selectors
@@ -34,7 +33,7 @@ from typing import IO, Any
 from posguard.config import DEFAULT_CONFIG, Config, load_config
 from posguard.sensitive import mask_digits_in_text
 
-__all__ = ["Service", "main", "add_run_command"]
+__all__ = ["Service", "serve"]
 
 
 class JsonLog:
@@ -270,29 +269,21 @@ def _txn(res: Any) -> dict[str, Any]:
     return {"txn": res.txn_id, "state": res.state, "rc": res.response_code, "rrn": res.rrn}
 
 
-def add_run_command(sub: Any) -> None:
-    p = sub.add_parser("run", help="the terminal service (reader, engine, host link, flows, operator interface)",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default=DEFAULT_CONFIG)
-    p.add_argument("--stdin", action="store_true", help="operator commands on stdin (answers on stdout)")
-    p.add_argument("--record", metavar="FILE", help="write a sanitised capture of the session")
-    p.add_argument("--check-config", action="store_true", help="only list the configuration's problems")
-    p.set_defaults(func=main)
-
-
-def main(ns: argparse.Namespace) -> int:
+def serve(config: str = DEFAULT_CONFIG, *, stdin: bool = False, record: str | None = None,
+          check_config: bool = False) -> int:
+    """``posguard run`` (:mod:`posguard.cli.run` parses its arguments): 2 on configuration problems, else 0."""
     log = JsonLog()
-    cfg, problems = load_config(ns.config)
+    cfg, problems = load_config(config)
     for problem in problems:
         log("config_problem", str(problem), level="error", key=problem.key)
     if problems:
-        log("not_started", f"{len(problems)} configuration problem(s) in {ns.config}; fix them all and start "
+        log("not_started", f"{len(problems)} configuration problem(s) in {config}; fix them all and start "
                            "again", level="error")
         return 2
-    if ns.check_config:
-        log("config_ok", f"{ns.config} is usable")
+    if check_config:
+        log("config_ok", f"{config} is usable")
         return 0
-    service = Service(cfg, log, record=ns.record)
+    service = Service(cfg, log, record=record)
 
     def _stop(signum: int, _frame: Any) -> None:
         log("signal", f"{signal.Signals(signum).name}: stopping")
@@ -303,7 +294,7 @@ def main(ns: argparse.Namespace) -> int:
     try:
         service.start()
         log("started", f"terminal {cfg.tid} {cfg.dialect} host {cfg.host}:{cfg.port}")
-        if ns.stdin or cfg.operator_socket == "stdin":
+        if stdin or cfg.operator_socket == "stdin":
             service.serve_stdin(sys.stdin, sys.stdout)
         else:
             service.serve_socket(cfg.operator_socket)

@@ -1,6 +1,6 @@
 """``posguard card read`` and ``posguard readers``: read a chip card, list readers.
 
-The lead's CLI calls :func:`add_card_commands`; ``python -m posguard.cli_card ...`` runs standalone.
+The lead's CLI calls :func:`add_card_commands`; ``python -m posguard.cli.card ...`` runs standalone.
 Output is masked: PAN as 476173******0119, a keyed token instead of the PAN, never track data.
 """
 
@@ -152,7 +152,7 @@ def cmd_readers(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m posguard.cli_card", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m posguard.cli.card", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     add_card_commands(sub)
