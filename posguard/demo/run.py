@@ -205,11 +205,11 @@ def _open_reader(rig: Any) -> Any:
 
 def _read_card(rig: Any, reader: Any, till: Any, ref: str, profile: str, terminal: Any,
                say: Callable[[str], None], writer: Any, tap: _FrameTap | None = None) -> None:
+    from posguard.card import CardData
     from posguard.drivers.errors import ReaderError
     from posguard.emv.session import read_card
     from posguard.emv.terminal import TerminalConfig as EmvTerminal
     from posguard.emv.terminal import Transaction
-    from posguard.engine.card import CardData
 
     rig.swap(profile)
     reader.wait_for_card(10.0)
@@ -257,7 +257,7 @@ def scheme_of(pan: str) -> str | None:
 def swiped_card(data: Any, token_key: bytes) -> Any:
     """The engine's card for a good swipe: entry mode ``swipe`` (``fallback`` for a chip card's stripe, service
     code 2xx/6xx), and a signature (there is no 9F34 and no PIN pad in this terminal)."""
-    from posguard.engine.card import CardData
+    from posguard.card import CardData
 
     return CardData.from_pan(data.pan, token_key, expiry=data.expiry, cvm_required=True,
                              entry_mode="fallback" if data.chip_card else "swipe", scheme=scheme_of(data.pan.reveal()))

@@ -1,15 +1,15 @@
 """The EMV card session as the engine's card input.
 
 :func:`card_data` turns a :class:`~posguard.emv.session.CardSession` (read up to the ARQC) into the
-:class:`~posguard.engine.card.CardData` the transaction engine takes. The token is the session's own
+:class:`~posguard.card.CardData` the transaction engine takes. The token is the session's own
 (keyed with ``TerminalConfig.pan_token_key``), so the terminal must use the same key for the engine's
 ``token_key``; the clear PAN stays inside a :class:`~posguard.sensitive.Pan` and prints masked.
 """
 
 from __future__ import annotations
 
+from posguard.card import CardData
 from posguard.emv.session import CardSession
-from posguard.engine.card import CardData
 
 __all__ = ["card_data"]
 

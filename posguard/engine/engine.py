@@ -31,8 +31,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NoReturn
 
+from posguard.card import CardData
 from posguard.clock import Clock, SystemClock
-from posguard.engine.card import CardData
 from posguard.engine.chart import CHART, IllegalTransition
 from posguard.engine.detectors import Detection, Detectors
 from posguard.engine.errors import (

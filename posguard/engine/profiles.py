@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
-    from posguard.engine.card import CardData
+    from posguard.card import CardData
     from posguard.engine.journal import TxnRecord
     from posguard.iso8583.message import Message
 

@@ -129,10 +129,10 @@ class Service:
 
     # -- commands ----------------------------------------------------------------------------------
     def read_card(self) -> str:
+        from posguard.card import CardData
         from posguard.emv.session import read_card
         from posguard.emv.terminal import TerminalConfig as EmvTerminal
         from posguard.emv.terminal import Transaction
-        from posguard.engine.card import CardData
 
         if self.reader is None:
             raise RuntimeError("no card reader: check reader.* in the configuration (posguard diagnose)")

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from posguard.engine.card import CardData
+from posguard.card import CardData
 from posguard.engine.detectors import Detection
 from posguard.engine.engine import TransactionEngine, TxnResult
 from posguard.engine.errors import CorrectionRefused, TransactionsBlocked

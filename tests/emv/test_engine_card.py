@@ -9,12 +9,12 @@ from datetime import datetime
 import pytest
 
 from firmware_sim.card import Card
+from posguard.card import CardData
 from posguard.drivers.reader import CardEvent, Reader
 from posguard.emv import read_card
 from posguard.emv.engine_card import card_data
 from posguard.emv.session import CardSession
 from posguard.emv.terminal import TerminalConfig, Transaction
-from posguard.engine.card import CardData
 from posguard.iso8583.tlv import parse_tlv
 from posguard.sensitive import Pan, pan_token
 from tests.drivers.twin_sim import TOKEN_KEY

@@ -1,0 +1,68 @@
+"""Card data as the engine receives it: self-masking, testable without a reader.
+
+This module sits below the drivers, the EMV session and the engine, so all of them may import it.
+The card session (EMV, magstripe) hands the engine a :class:`CardData`. Its clear PAN is a
+:class:`~posguard.sensitive.Pan`, so ``repr``/``str``/logging show only the masked form; the engine reveals
+it only to build the host request and to seal it for a later void.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from posguard.sensitive import Pan, mask_pan, pan_token
+
+__all__ = ["CardData", "Pan", "SIGNATURE_CVM_CODES", "is_signature_cvm"]
+
+#: 9F34 byte 1 (CVM code, bit 7 "apply next" masked off) meaning "a signature is required":
+#: 1E signature (paper), 03 plaintext PIN by ICC + signature, 05 enciphered PIN by ICC + signature.
+SIGNATURE_CVM_CODES = frozenset({0x1E, 0x03, 0x05})
+
+
+def is_signature_cvm(cvm_results: bytes | None) -> bool:
+    """True when 9F34 (CVM Results) says the cardholder must sign."""
+    return bool(cvm_results) and (cvm_results[0] & 0x3F) in SIGNATURE_CVM_CODES  # type: ignore[index]
+
+
+@dataclass(frozen=True, repr=False)
+class CardData:
+    """What the engine needs from a card session.
+
+    ``pan_token`` is the keyed token used for matching; ``pan_masked`` the printable form.
+    ``cvm_required`` forces a signature when there is no 9F34 (magstripe service code 1xx/2xx + signature).
+    """
+
+    pan: Pan
+    pan_token: str
+    expiry: str | None = None  # YYMM
+    field55: bytes = b""
+    cvm_results: bytes | None = None  # 9F34, 3 bytes
+    cvm_required: bool = False
+    entry_mode: str = "chip"  # chip | contactless | swipe | manual | fallback
+    scheme: str | None = None  # visa | mastercard | unionpay | ...
+
+    @classmethod
+    def from_pan(
+        cls, pan: str | Pan, token_key: bytes, *, expiry: str | None = None, field55: bytes = b"",
+        cvm_results: bytes | None = None, cvm_required: bool = False, entry_mode: str = "chip",
+        scheme: str | None = None,
+    ) -> CardData:
+        p = pan if isinstance(pan, Pan) else Pan(pan)
+        return cls(p, pan_token(p.reveal(), token_key), expiry, field55, cvm_results, cvm_required, entry_mode, scheme)
+
+    @property
+    def pan_masked(self) -> str:
+        return mask_pan(self.pan.reveal())
+
+    @property
+    def signature_required(self) -> bool:
+        return self.cvm_required or is_signature_cvm(self.cvm_results)
+
+    def __repr__(self) -> str:
+        cvm = self.cvm_results.hex().upper() if self.cvm_results else None
+        return (
+            f"CardData(pan={self.pan_masked!r}, token={self.pan_token[:8]}…, entry_mode={self.entry_mode!r}, "
+            f"scheme={self.scheme!r}, 9F34={cvm}, field55={len(self.field55)} bytes)"
+        )
+
+    __str__ = __repr__
