@@ -205,8 +205,8 @@ def _open_reader(rig: Any) -> Any:
 
 def _read_card(rig: Any, reader: Any, till: Any, ref: str, profile: str, terminal: Any,
                say: Callable[[str], None], writer: Any, tap: _FrameTap | None = None) -> None:
-    from posguard.card import CardData
     from posguard.drivers.errors import ReaderError
+    from posguard.emv.engine_card import card_data
     from posguard.emv.session import read_card
     from posguard.emv.terminal import TerminalConfig as EmvTerminal
     from posguard.emv.terminal import Transaction
@@ -229,8 +229,7 @@ def _read_card(rig: Any, reader: Any, till: Any, ref: str, profile: str, termina
                         Transaction(amount=0), atr=atr)
     ms = (time.monotonic() - started) * 1000
     reader.power_off()
-    card = CardData(session.pan, session.pan_token, expiry=session.expiry, field55=session.field55,
-                    cvm_results=session.cvm_results, entry_mode="chip", scheme=session.scheme)
+    card = card_data(session, entry_mode="chip")
     if writer is not None:
         writer.learn_pan(session.pan.reveal())
         if tap is not None:

@@ -14,8 +14,9 @@ from posguard.emv.session import CardSession
 __all__ = ["card_data"]
 
 
-def card_data(session: CardSession) -> CardData:
-    """The engine's card input for a chip read: PAN, token, expiry, field 55, 9F34, entry mode ``chip``.
+def card_data(session: CardSession, *, entry_mode: str = "chip") -> CardData:
+    """The engine's card input for a chip read: PAN, token, expiry, field 55, 9F34, entry mode ``chip``
+    (or ``entry_mode``).
 
     ``cvm_required`` is left False: a chip session always carries 9F34, and
     :attr:`CardData.signature_required` reads the signature decision from it.
@@ -34,6 +35,6 @@ def card_data(session: CardSession) -> CardData:
         field55=session.field55,
         cvm_results=session.cvm_results,
         cvm_required=False,
-        entry_mode="chip",
+        entry_mode=entry_mode,
         scheme=session.scheme,
     )

@@ -129,7 +129,7 @@ class Service:
 
     # -- commands ----------------------------------------------------------------------------------
     def read_card(self) -> str:
-        from posguard.card import CardData
+        from posguard.emv.engine_card import card_data
         from posguard.emv.session import read_card
         from posguard.emv.terminal import TerminalConfig as EmvTerminal
         from posguard.emv.terminal import Transaction
@@ -142,9 +142,7 @@ class Service:
         self.reader.power_off()
         self._cards += 1
         ref = f"c{self._cards}"
-        self.till.add_card(ref, CardData(session.pan, session.pan_token, expiry=session.expiry,
-                                         field55=session.field55, cvm_results=session.cvm_results,
-                                         scheme=session.scheme))
+        self.till.add_card(ref, card_data(session))
         if self._tap is not None:
             self._tap.flush()  # the PAN is known now: the card read's frames can be sanitised
         self.log("card_read", f"{session.label} {session.masked_pan}", cvm=session.cvm_required)
