@@ -9,14 +9,6 @@ With ``record``, the capture also holds the raw reader frames (``frame`` records
 serial Twin, and every swipe (``swipe`` records), sanitised like everything else.
 """
 
-from posguard.demo.run import (
-    DEMO_TERMINAL,
-    DemoResult,
-    demo_policies,
-    run_demo,
-    scheme_of,
-    swiped_card,
-    tap_frames,
-)
+from posguard.demo.run import DEMO_TERMINAL, DemoResult, demo_policies, run_demo
 
-__all__ = ["DemoResult", "run_demo", "DEMO_TERMINAL", "demo_policies", "scheme_of", "swiped_card", "tap_frames"]
+__all__ = ["DemoResult", "run_demo", "DEMO_TERMINAL", "demo_policies"]

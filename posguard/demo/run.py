@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from posguard.capture.taps import FrameTap, RecordingReader, as_reader, tap_frames
 from posguard.demo.day import CARDS, DAY, SWIPES, Step
 
 __all__ = ["DemoResult", "run_demo", "DEMO_TERMINAL", "demo_policies"]
@@ -34,91 +35,6 @@ def demo_policies() -> Any:
     from posguard.capture.replay import _policies
 
     return _policies(DEMO_POLICY_DATA)
-
-
-class _RecordingReader:
-    """Wraps a reader; keeps the ATR and APDUs of one card read so they can be written once the PAN is known."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.name = inner.name
-        self.atr = b""
-        self.apdus: list[tuple[bytes, bytes]] = []
-
-    def power_on(self) -> bytes:
-        self.atr = bytes(self.inner.power_on())
-        self.apdus = []
-        return self.atr
-
-    def transmit_raw(self, apdu: bytes) -> bytes:
-        r = bytes(self.inner.transmit_raw(apdu))
-        self.apdus.append((bytes(apdu), r))
-        return r
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-
-class _FrameTap:
-    """The Twin link's frame observer: holds the frames of a card read until its PAN is known, then writes
-    them (sanitised, with the time they crossed the line) on :meth:`flush`."""
-
-    def __init__(self, writer: Any) -> None:
-        self.writer = writer
-        self.held: list[tuple[float, str, bytes]] = []
-
-    def __call__(self, direction: str, frame: bytes) -> None:
-        self.held.append((self.writer.now(), direction, bytes(frame)))
-
-    def flush(self) -> None:
-        held, self.held = self.held, []
-        for at, direction, frame in held:
-            self.writer.frame(direction, frame, at=at)
-
-
-def tap_frames(reader: Any, writer: Any) -> _FrameTap | None:
-    """Attach a :class:`_FrameTap` to ``reader`` when it is a GemPC Twin (its link reports raw frames)."""
-    link = getattr(reader, "link", None)
-    if writer is None or link is None or not hasattr(link, "on_frame"):
-        return None
-    tap = _FrameTap(writer)
-    link.on_frame = tap
-    return tap
-
-
-def _as_reader(wrapper: _RecordingReader) -> Any:
-    """A :class:`~posguard.drivers.reader.Reader` subclass instance delegating to ``wrapper``."""
-    from posguard.drivers.reader import CardEvent, Reader
-
-    class _Delegate(Reader):
-        name = wrapper.name
-
-        def card_present(self) -> bool:
-            return bool(wrapper.inner.card_present())
-
-        def wait_for_event(self, timeout: float) -> CardEvent | None:
-            event: CardEvent | None = wrapper.inner.wait_for_event(timeout)
-            return event
-
-        def wait_for_card(self, timeout: float) -> None:
-            wrapper.inner.wait_for_card(timeout)
-
-        def wait_for_removal(self, timeout: float) -> None:
-            wrapper.inner.wait_for_removal(timeout)
-
-        def power_on(self) -> bytes:
-            return wrapper.power_on()
-
-        def transmit_raw(self, apdu: bytes) -> bytes:
-            return wrapper.transmit_raw(apdu)
-
-        def power_off(self) -> None:
-            wrapper.inner.power_off()
-
-        def close(self) -> None:
-            wrapper.inner.close()
-
-    return _Delegate()
 
 
 def run_demo(dialect: str = "cup", *, record: str | Path | None = None, out: TextIO | None = None,
@@ -157,7 +73,7 @@ def run_demo(dialect: str = "cup", *, record: str | Path | None = None, out: Tex
                                terminal_extra={"currency": "156", "timeout": DEMO_TIMEOUT})
         result.capture = Path(record)
     swiped = [s for s in SWIPES if any(k == "op" and d.get("card") == s[0] for k, d in day)]
-    tap: _FrameTap | None = None
+    tap: FrameTap | None = None
     try:
         with Rig(dialect, profile=CARDS[0][1], reader=reader_kind, magstripe=bool(swiped)) as rig:
             result.reader = rig.reader_kind
@@ -204,7 +120,7 @@ def _open_reader(rig: Any) -> Any:
 
 
 def _read_card(rig: Any, reader: Any, till: Any, ref: str, profile: str, terminal: Any,
-               say: Callable[[str], None], writer: Any, tap: _FrameTap | None = None) -> None:
+               say: Callable[[str], None], writer: Any, tap: FrameTap | None = None) -> None:
     from posguard.drivers.errors import ReaderError
     from posguard.emv.engine_card import card_data
     from posguard.emv.session import read_card
@@ -213,7 +129,7 @@ def _read_card(rig: Any, reader: Any, till: Any, ref: str, profile: str, termina
 
     rig.swap(profile)
     reader.wait_for_card(10.0)
-    rec = _RecordingReader(reader)
+    rec = RecordingReader(reader)
     deadline = time.monotonic() + 3.0
     while True:  # a card just inserted may not be powered yet when the reader first reports it
         try:
@@ -224,7 +140,7 @@ def _read_card(rig: Any, reader: Any, till: Any, ref: str, profile: str, termina
                 raise
             time.sleep(0.1)
     started = time.monotonic()
-    session = read_card(_as_reader(rec), EmvTerminal(pan_token_key=terminal.token_key,
+    session = read_card(as_reader(rec), EmvTerminal(pan_token_key=terminal.token_key,
                                                      terminal_id=terminal.terminal_id),
                         Transaction(amount=0), atr=atr)
     ms = (time.monotonic() - started) * 1000
@@ -242,29 +158,9 @@ def _read_card(rig: Any, reader: Any, till: Any, ref: str, profile: str, termina
         f"9F34 {session.cvm_results.hex().upper()}, {session.apdu_count} APDUs in {ms:.0f} ms")
 
 
-def scheme_of(pan: str) -> str | None:
-    """The card scheme from the PAN's leading digits (a swipe has no AID to tell it)."""
-    if pan.startswith("62"):
-        return "unionpay"
-    if pan[:1] == "4":
-        return "visa"
-    if pan[:2] in ("51", "52", "53", "54", "55") or "2221" <= pan[:4] <= "2720":
-        return "mastercard"
-    return None
-
-
-def swiped_card(data: Any, token_key: bytes) -> Any:
-    """The engine's card for a good swipe: entry mode ``swipe`` (``fallback`` for a chip card's stripe, service
-    code 2xx/6xx), and a signature (there is no 9F34 and no PIN pad in this terminal)."""
-    from posguard.card import CardData
-
-    return CardData.from_pan(data.pan, token_key, expiry=data.expiry, cvm_required=True,
-                             entry_mode="fallback" if data.chip_card else "swipe", scheme=scheme_of(data.pan.reveal()))
-
-
 def _swipe_card(rig: Any, till: Any, ref: str, profile: str, overrides: dict[str, str], terminal: Any,
                 say: Callable[[str], None], writer: Any) -> None:
-    from posguard.drivers.magstripe import MagstripeReader
+    from posguard.drivers.magstripe import MagstripeReader, swiped_card
 
     mag = MagstripeReader(str(rig.mag_path))
     try:

@@ -86,7 +86,7 @@ class Service:
                  still_pending=len(report.still_pending))
         self.reader = self._open_reader()
         if self.writer is not None and self.reader is not None:
-            from posguard.demo import tap_frames
+            from posguard.capture.taps import tap_frames
 
             self._tap = tap_frames(self.reader, self.writer)
         if self.cfg.magstripe_port:
@@ -149,7 +149,7 @@ class Service:
         return ref
 
     def read_swipe(self) -> str:
-        from posguard.demo import swiped_card
+        from posguard.drivers.magstripe import swiped_card
 
         if self.magstripe is None:
             raise RuntimeError("no magstripe reader: set reader.magstripe_port in the configuration")
