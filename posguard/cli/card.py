@@ -19,7 +19,7 @@ from posguard.drivers.errors import ReaderError
 from posguard.drivers.reader import Reader, ReaderInfo
 from posguard.emv.errors import CardSessionError
 from posguard.emv.session import read_card
-from posguard.emv.terminal import TerminalConfig, Transaction
+from posguard.emv.terminal import EmvTerminal, Transaction
 
 TOKEN_KEY_ENV = "POSGUARD_PAN_TOKEN_KEY"
 #: Serial ports probed for a GemPC Twin by ``readers`` (plus any given with --serial).
@@ -79,7 +79,7 @@ def _error(args: argparse.Namespace, exc: Exception, code: int) -> int:
 
 def cmd_card_read(args: argparse.Namespace) -> int:
     key, stable = _token_key()
-    cfg = TerminalConfig(pan_token_key=key)
+    cfg = EmvTerminal(pan_token_key=key)
     try:
         reader = _open_reader(args)
     except ReaderError as e:

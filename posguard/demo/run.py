@@ -124,8 +124,7 @@ def _read_card(rig: Any, reader: Any, till: Any, ref: str, profile: str, termina
     from posguard.drivers.errors import ReaderError
     from posguard.emv.engine_card import card_data
     from posguard.emv.session import read_card
-    from posguard.emv.terminal import TerminalConfig as EmvTerminal
-    from posguard.emv.terminal import Transaction
+    from posguard.emv.terminal import EmvTerminal, Transaction
 
     rig.swap(profile)
     reader.wait_for_card(10.0)

@@ -146,7 +146,7 @@ def check_card(cfg: DiagnoseConfig) -> CheckResult:
     from posguard.drivers.errors import ReaderError
     from posguard.emv.errors import CardSessionError
     from posguard.emv.session import read_card
-    from posguard.emv.terminal import TerminalConfig, Transaction
+    from posguard.emv.terminal import EmvTerminal, Transaction
 
     try:
         if cfg.serial_port and not cfg.reader:
@@ -165,7 +165,7 @@ def check_card(cfg: DiagnoseConfig) -> CheckResult:
         t0 = time.perf_counter()
         import secrets
 
-        session = read_card(reader, TerminalConfig(pan_token_key=secrets.token_bytes(16)), Transaction(amount=1))
+        session = read_card(reader, EmvTerminal(pan_token_key=secrets.token_bytes(16)), Transaction(amount=1))
         ms = (time.perf_counter() - t0) * 1000
         figure = (f"{session.label or session.aid} {session.masked_pan}: {session.apdu_count} APDUs in "
                   f"{ms:.0f} ms, CVM {session.cvm_required}, {session.cryptogram_type}")

@@ -2,7 +2,7 @@
 
 :func:`card_data` turns a :class:`~posguard.emv.session.CardSession` (read up to the ARQC) into the
 :class:`~posguard.card.CardData` the transaction engine takes. The token is the session's own
-(keyed with ``TerminalConfig.pan_token_key``), so the terminal must use the same key for the engine's
+(keyed with ``EmvTerminal.pan_token_key``), so the terminal must use the same key for the engine's
 ``token_key``; the clear PAN stays inside a :class:`~posguard.sensitive.Pan` and prints masked.
 """
 

@@ -131,8 +131,7 @@ class Service:
     def read_card(self) -> str:
         from posguard.emv.engine_card import card_data
         from posguard.emv.session import read_card
-        from posguard.emv.terminal import TerminalConfig as EmvTerminal
-        from posguard.emv.terminal import Transaction
+        from posguard.emv.terminal import EmvTerminal, Transaction
 
         if self.reader is None:
             raise RuntimeError("no card reader: check reader.* in the configuration (posguard diagnose)")
