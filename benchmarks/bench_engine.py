@@ -33,8 +33,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from posguard.card import CardData  # noqa: E402
 from posguard.clock import VirtualClock  # noqa: E402
-from posguard.engine.card import CardData  # noqa: E402
 from posguard.engine.engine import EnginePolicies, TerminalConfig, TransactionEngine  # noqa: E402
 from posguard.engine.journal import Journal  # noqa: E402
 from posguard.iso8583.message import Message  # noqa: E402

@@ -40,7 +40,7 @@ from posguard.drivers.pcsc import PcscReader  # noqa: E402
 from posguard.drivers.twin.frames import CCID_HEADER, PC_TO_RDR_XFR_BLOCK, encode_frame  # noqa: E402
 from posguard.drivers.twin.reader import TwinReader  # noqa: E402
 from posguard.emv import read_card  # noqa: E402
-from posguard.emv.terminal import TerminalConfig, Transaction  # noqa: E402
+from posguard.emv.terminal import EmvTerminal, Transaction  # noqa: E402
 from tests.rig.pcscd import VPCD_READER, process_socket_path, shutdown_rig  # noqa: E402
 from tests.rig.sims import SimProcess, vpcd_card  # noqa: E402
 
@@ -49,7 +49,7 @@ PROFILES = ("visa_credit_sig", "unionpay_debit_pin", "mastercard_nocvm")
 # T=1-style card (no 61xx/GET RESPONSE): one APDU is exactly one transport exchange for both drivers.
 OVERHEAD_PROFILE = "mastercard_nocvm"
 TXN = Transaction(amount=12345, when=datetime(2026, 5, 1, 10, 30, 0), unpredictable_number=bytes.fromhex("CAFEBABE"))
-CFG = TerminalConfig(pan_token_key=bytes(range(32)))
+CFG = EmvTerminal(pan_token_key=bytes(range(32)))
 
 
 def _interleaved(loops: dict[str, Callable[[int], None]], per_round: int, seconds: float,

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from posguard.capture.format import Capture, CaptureError, read_capture
+from posguard.card import CardData
 from posguard.clock import VirtualClock
-from posguard.engine.card import CardData
 from posguard.engine.detectors import Detectors
 from posguard.engine.engine import EnginePolicies, TerminalConfig, TransactionEngine
 from posguard.engine.journal import Journal, JournalError

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from posguard.card import CardData, scheme_of
 from posguard.drivers.errors import (
     InvalidCardNumber,
     PartialSwipe,
@@ -21,7 +22,7 @@ from posguard.drivers.errors import (
 )
 from posguard.sensitive import Pan, luhn_ok, mask_track1, mask_track2
 
-__all__ = ["SwipeData", "parse_swipe", "parse_frame", "track_lrc", "MagstripeReader", "STX", "ETX"]
+__all__ = ["SwipeData", "parse_swipe", "parse_frame", "track_lrc", "MagstripeReader", "swiped_card", "STX", "ETX"]
 
 STX = 0x02
 ETX = 0x03
@@ -287,3 +288,10 @@ class MagstripeReader:
             self.port.close()
         except Exception:
             pass
+
+
+def swiped_card(data: SwipeData, token_key: bytes) -> CardData:
+    """The engine's card for a good swipe: entry mode ``swipe`` (``fallback`` for a chip card's stripe, service
+    code 2xx/6xx), and a signature (there is no 9F34 and no PIN pad in this terminal)."""
+    return CardData.from_pan(data.pan, token_key, expiry=data.expiry, cvm_required=True,
+                             entry_mode="fallback" if data.chip_card else "swipe", scheme=scheme_of(data.pan.reveal()))

@@ -1,21 +1,22 @@
 """The EMV card session as the engine's card input.
 
 :func:`card_data` turns a :class:`~posguard.emv.session.CardSession` (read up to the ARQC) into the
-:class:`~posguard.engine.card.CardData` the transaction engine takes. The token is the session's own
-(keyed with ``TerminalConfig.pan_token_key``), so the terminal must use the same key for the engine's
+:class:`~posguard.card.CardData` the transaction engine takes. The token is the session's own
+(keyed with ``EmvTerminal.pan_token_key``), so the terminal must use the same key for the engine's
 ``token_key``; the clear PAN stays inside a :class:`~posguard.sensitive.Pan` and prints masked.
 """
 
 from __future__ import annotations
 
+from posguard.card import CardData
 from posguard.emv.session import CardSession
-from posguard.engine.card import CardData
 
 __all__ = ["card_data"]
 
 
-def card_data(session: CardSession) -> CardData:
-    """The engine's card input for a chip read: PAN, token, expiry, field 55, 9F34, entry mode ``chip``.
+def card_data(session: CardSession, *, entry_mode: str = "chip") -> CardData:
+    """The engine's card input for a chip read: PAN, token, expiry, field 55, 9F34, entry mode ``chip``
+    (or ``entry_mode``).
 
     ``cvm_required`` is left False: a chip session always carries 9F34, and
     :attr:`CardData.signature_required` reads the signature decision from it.
@@ -34,6 +35,6 @@ def card_data(session: CardSession) -> CardData:
         field55=session.field55,
         cvm_results=session.cvm_results,
         cvm_required=False,
-        entry_mode="chip",
+        entry_mode=entry_mode,
         scheme=session.scheme,
     )

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from posguard.emv import apdu
 from posguard.emv.channel import CardChannel, parse_card_tlv
 from posguard.emv.errors import CardDataError, CardStatusError, NoSupportedApplication
-from posguard.emv.terminal import AidConfig, TerminalConfig
+from posguard.emv.terminal import AidConfig, EmvTerminal
 from posguard.iso8583.tlv import TLV, find_tag
 
 MAX_PSE_RECORDS = 32
@@ -62,7 +62,7 @@ class Selector:
     """Builds the candidate list once; ``next_app`` selects the best remaining candidate (again after a GPO
     refusal with 6985)."""
 
-    def __init__(self, channel: CardChannel, cfg: TerminalConfig) -> None:
+    def __init__(self, channel: CardChannel, cfg: EmvTerminal) -> None:
         self.ch = channel
         self.cfg = cfg
         self.method = ""

@@ -26,7 +26,7 @@ from posguard.emv.errors import (
     NoSupportedApplication,
 )
 from posguard.emv.selection import SelectedApp, Selector
-from posguard.emv.terminal import TerminalConfig, Transaction, terminal_data
+from posguard.emv.terminal import EmvTerminal, Transaction, terminal_data
 from posguard.iso8583.tlv import build_tlv, find_tag
 from posguard.sensitive import Pan, mask_track2, pan_token
 
@@ -290,7 +290,7 @@ def _card_identity(card: dict[str, bytes]) -> tuple[Pan, Track2Equivalent | None
     return Pan(pan), t2
 
 
-def read_card(reader: Reader, terminal: TerminalConfig, txn: Transaction, *,
+def read_card(reader: Reader, terminal: EmvTerminal, txn: Transaction, *,
               pin_entry: PinEntry | None = None, atr: bytes | None = None) -> CardSession:
     """Run the EMV contact flow up to the ARQC on a present card.
 
@@ -298,7 +298,7 @@ def read_card(reader: Reader, terminal: TerminalConfig, txn: Transaction, *,
     digits for an offline PIN CVM; without it offline PIN counts as "PIN pad not present".
     """
     if not terminal.pan_token_key:
-        raise ValueError("TerminalConfig.pan_token_key is empty: configure the tokenisation key")
+        raise ValueError("EmvTerminal.pan_token_key is empty: configure the tokenisation key")
     if atr is None:
         atr = reader.power_on()
     ch = CardChannel(reader)
@@ -378,7 +378,7 @@ def read_card(reader: Reader, terminal: TerminalConfig, txn: Transaction, *,
     )
 
 
-def _cardholder_verification(ch: CardChannel, card: dict[str, bytes], terminal: TerminalConfig, txn: Transaction,
+def _cardholder_verification(ch: CardChannel, card: dict[str, bytes], terminal: EmvTerminal, txn: Transaction,
                              pin_entry: PinEntry | None) -> cvm.CvmOutcome:
     ctx = cvm.CvmContext(
         amount=txn.amount,

@@ -39,8 +39,9 @@ DEFAULT_AIDS: tuple[AidConfig, ...] = (
 
 
 @dataclass(frozen=True)
-class TerminalConfig:
-    """Static terminal parameters. Codes are ISO 4217/3166 numeric, 4 digits (``"0156"``).
+class EmvTerminal:
+    """The terminal as the EMV card session sees it: its static EMV parameters (not the engine's
+    :class:`posguard.engine.engine.TerminalConfig`). Codes are ISO 4217/3166 numeric, 4 digits (``"0156"``).
 
     ``capabilities`` (9F33) default E0 68 00: IC/magstripe/manual entry; online PIN, signature, no CVM
     (no offline PIN: there is no PIN pad attached to the card session); no offline data authentication.
@@ -105,7 +106,7 @@ def bcd(value: int | str, nbytes: int) -> bytes:
     return bytes.fromhex(digits.rjust(nbytes * 2, "0"))
 
 
-def terminal_data(cfg: TerminalConfig, txn: Transaction, aid: AidConfig | None = None) -> dict[str, bytes]:
+def terminal_data(cfg: EmvTerminal, txn: Transaction, aid: AidConfig | None = None) -> dict[str, bytes]:
     """Tag -> value of everything the terminal itself knows (TVR/TSI start at zero)."""
     when = txn.when or datetime.now()
     un = txn.unpredictable_number or secrets.token_bytes(4)

@@ -26,8 +26,8 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from posguard.card import CardData
 from posguard.clock import Clock, SystemClock
-from posguard.engine.card import CardData
 from posguard.engine.chart import APPROVED_OPEN, CHART, IN_DOUBT, IllegalTransition
 from posguard.engine.detectors import Detection, Detectors
 from posguard.engine.errors import (

@@ -15,7 +15,7 @@ from posguard.iso8583.dialects import get_dialect
 from posguard.iso8583.spec import Dialect
 
 if TYPE_CHECKING:
-    from posguard.engine.card import CardData
+    from posguard.card import CardData
     from posguard.engine.journal import TxnRecord
     from posguard.iso8583.message import Message
 

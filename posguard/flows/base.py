@@ -19,8 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from posguard.card import CardData
 from posguard.clock import Clock
-from posguard.engine.card import CardData
 from posguard.engine.chart import CHARGE_STANDS, IN_DOUBT
 from posguard.engine.detectors import LedgerEntry
 from posguard.engine.errors import CorrectionRefused, TransactionsBlocked

@@ -19,7 +19,6 @@ data masked. SIGTERM/SIGINT finish the command in progress, close the journal an
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import selectors
@@ -34,7 +33,7 @@ from typing import IO, Any
 from posguard.config import DEFAULT_CONFIG, Config, load_config
 from posguard.sensitive import mask_digits_in_text
 
-__all__ = ["Service", "main", "add_run_command"]
+__all__ = ["Service", "serve"]
 
 
 class JsonLog:
@@ -88,7 +87,7 @@ class Service:
                  still_pending=len(report.still_pending))
         self.reader = self._open_reader()
         if self.writer is not None and self.reader is not None:
-            from posguard.demo import tap_frames
+            from posguard.capture.taps import tap_frames
 
             self._tap = tap_frames(self.reader, self.writer)
         if self.cfg.magstripe_port:
@@ -131,10 +130,9 @@ class Service:
 
     # -- commands ----------------------------------------------------------------------------------
     def read_card(self) -> str:
+        from posguard.emv.engine_card import card_data
         from posguard.emv.session import read_card
-        from posguard.emv.terminal import TerminalConfig as EmvTerminal
-        from posguard.emv.terminal import Transaction
-        from posguard.engine.card import CardData
+        from posguard.emv.terminal import EmvTerminal, Transaction
 
         if self.reader is None:
             raise RuntimeError("no card reader: check reader.* in the configuration (posguard diagnose)")
@@ -144,16 +142,14 @@ class Service:
         self.reader.power_off()
         self._cards += 1
         ref = f"c{self._cards}"
-        self.till.add_card(ref, CardData(session.pan, session.pan_token, expiry=session.expiry,
-                                         field55=session.field55, cvm_results=session.cvm_results,
-                                         scheme=session.scheme))
+        self.till.add_card(ref, card_data(session))
         if self._tap is not None:
             self._tap.flush()  # the PAN is known now: the card read's frames can be sanitised
         self.log("card_read", f"{session.label} {session.masked_pan}", cvm=session.cvm_required)
         return ref
 
     def read_swipe(self) -> str:
-        from posguard.demo import swiped_card
+        from posguard.drivers.magstripe import swiped_card
 
         if self.magstripe is None:
             raise RuntimeError("no magstripe reader: set reader.magstripe_port in the configuration")
@@ -271,29 +267,21 @@ def _txn(res: Any) -> dict[str, Any]:
     return {"txn": res.txn_id, "state": res.state, "rc": res.response_code, "rrn": res.rrn}
 
 
-def add_run_command(sub: Any) -> None:
-    p = sub.add_parser("run", help="the terminal service (reader, engine, host link, flows, operator interface)",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default=DEFAULT_CONFIG)
-    p.add_argument("--stdin", action="store_true", help="operator commands on stdin (answers on stdout)")
-    p.add_argument("--record", metavar="FILE", help="write a sanitised capture of the session")
-    p.add_argument("--check-config", action="store_true", help="only list the configuration's problems")
-    p.set_defaults(func=main)
-
-
-def main(ns: argparse.Namespace) -> int:
+def serve(config: str = DEFAULT_CONFIG, *, stdin: bool = False, record: str | None = None,
+          check_config: bool = False) -> int:
+    """``posguard run`` (:mod:`posguard.cli.run` parses its arguments): 2 on configuration problems, else 0."""
     log = JsonLog()
-    cfg, problems = load_config(ns.config)
+    cfg, problems = load_config(config)
     for problem in problems:
         log("config_problem", str(problem), level="error", key=problem.key)
     if problems:
-        log("not_started", f"{len(problems)} configuration problem(s) in {ns.config}; fix them all and start "
+        log("not_started", f"{len(problems)} configuration problem(s) in {config}; fix them all and start "
                            "again", level="error")
         return 2
-    if ns.check_config:
-        log("config_ok", f"{ns.config} is usable")
+    if check_config:
+        log("config_ok", f"{config} is usable")
         return 0
-    service = Service(cfg, log, record=ns.record)
+    service = Service(cfg, log, record=record)
 
     def _stop(signum: int, _frame: Any) -> None:
         log("signal", f"{signal.Signals(signum).name}: stopping")
@@ -304,7 +292,7 @@ def main(ns: argparse.Namespace) -> int:
     try:
         service.start()
         log("started", f"terminal {cfg.tid} {cfg.dialect} host {cfg.host}:{cfg.port}")
-        if ns.stdin or cfg.operator_socket == "stdin":
+        if stdin or cfg.operator_socket == "stdin":
             service.serve_stdin(sys.stdin, sys.stdout)
         else:
             service.serve_socket(cfg.operator_socket)

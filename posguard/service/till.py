@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from posguard.capture.sanitize import blank_names
-from posguard.engine.card import CardData
+from posguard.card import CardData
 from posguard.engine.detectors import Detection
 from posguard.engine.engine import TransactionEngine, TxnResult
 from posguard.engine.errors import EngineError, IllegalTransition

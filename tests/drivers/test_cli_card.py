@@ -1,4 +1,4 @@
-"""``card read`` and ``readers``: in process through main(), and once as ``python -m posguard.cli_card``."""
+"""``card read`` and ``readers``: in process through main(), and once as ``python -m posguard.cli.card``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from posguard.cli_card import main
+from posguard.cli.card import main
 from tests.drivers.twin_sim import TOKEN_KEY, TwinSim
 from tests.rig.pcscd import pcsc_env
 from tests.rig.sims import ROOT, VpcdCard
@@ -73,7 +73,7 @@ def test_readers_lists_pcsc_and_twin(visa_card: VpcdCard, twin_sim: Callable[...
 
 
 def test_standalone_module(visa_card: VpcdCard) -> None:
-    proc = subprocess.run([sys.executable, "-m", "posguard.cli_card", "readers", "--no-scan"], cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-m", "posguard.cli.card", "readers", "--no-scan"], cwd=ROOT,
                           env=pcsc_env(), capture_output=True, text=True, timeout=30, check=False)
     assert proc.returncode == 0, proc.stderr
     assert "Virtual PCD 00 00: card present, ATR " + visa_card.atr.hex().upper() in proc.stdout

@@ -10,12 +10,12 @@ import pytest
 from posguard.drivers.errors import ReaderUnplugged
 from posguard.drivers.pcsc import PcscReader
 from posguard.emv import read_card
-from posguard.emv.terminal import TerminalConfig, Transaction
+from posguard.emv.terminal import EmvTerminal, Transaction
 from tests.drivers.twin_sim import TOKEN_KEY
 from tests.rig.sims import TwinReader as RigTwin
 
 pytestmark = pytest.mark.pcscd
-CFG = TerminalConfig(pan_token_key=TOKEN_KEY)
+CFG = EmvTerminal(pan_token_key=TOKEN_KEY)
 
 
 def test_session_through_libccidtwin(twin_factory: Callable[..., RigTwin]) -> None:

@@ -11,10 +11,10 @@ from posguard.drivers.errors import CardMute, CardRemoved, NoCard, ReaderUnplugg
 from posguard.drivers.reader import CardEvent
 from posguard.drivers.twin.reader import TwinReader, probe
 from posguard.emv import read_card
-from posguard.emv.terminal import TerminalConfig, Transaction
+from posguard.emv.terminal import EmvTerminal, Transaction
 from tests.drivers.twin_sim import TOKEN_KEY, TwinSim
 
-CFG = TerminalConfig(pan_token_key=TOKEN_KEY)
+CFG = EmvTerminal(pan_token_key=TOKEN_KEY)
 TXN = Transaction(amount=500)
 
 

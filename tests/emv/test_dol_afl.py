@@ -9,7 +9,7 @@ import pytest
 from posguard.emv.afl import AflEntry, afl_records, parse_afl
 from posguard.emv.dol import DolEntry, build_dol_data, fit, parse_dol
 from posguard.emv.errors import CardDataError
-from posguard.emv.terminal import TerminalConfig, Transaction, bcd, terminal_data
+from posguard.emv.terminal import EmvTerminal, Transaction, bcd, terminal_data
 
 
 def test_parse_dol_with_multibyte_tags() -> None:
@@ -41,7 +41,7 @@ def test_build_dol_data_zero_fills_unknown_and_constructed() -> None:
 
 
 def test_terminal_data_encodes_amount_date_currency() -> None:
-    cfg = TerminalConfig(pan_token_key=b"k", country_code="0156", currency_code="0156")
+    cfg = EmvTerminal(pan_token_key=b"k", country_code="0156", currency_code="0156")
     txn = Transaction(amount=1234, when=datetime(2026, 5, 1, 13, 14, 15), unpredictable_number=b"\x01\x02\x03\x04")
     d = terminal_data(cfg, txn)
     assert d["9F02"].hex() == "000000001234"
@@ -52,7 +52,7 @@ def test_terminal_data_encodes_amount_date_currency() -> None:
 
 
 def test_unpredictable_number_is_random_by_default() -> None:
-    cfg = TerminalConfig(pan_token_key=b"k")
+    cfg = EmvTerminal(pan_token_key=b"k")
     assert terminal_data(cfg, Transaction(amount=1))["9F37"] != terminal_data(cfg, Transaction(amount=1))["9F37"]
 
 

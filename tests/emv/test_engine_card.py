@@ -9,18 +9,18 @@ from datetime import datetime
 import pytest
 
 from firmware_sim.card import Card
+from posguard.card import CardData
 from posguard.drivers.reader import CardEvent, Reader
 from posguard.emv import read_card
 from posguard.emv.engine_card import card_data
 from posguard.emv.session import CardSession
-from posguard.emv.terminal import TerminalConfig, Transaction
-from posguard.engine.card import CardData
+from posguard.emv.terminal import EmvTerminal, Transaction
 from posguard.iso8583.tlv import parse_tlv
 from posguard.sensitive import Pan, pan_token
 from tests.drivers.twin_sim import TOKEN_KEY
 
 TXN = Transaction(amount=12345, when=datetime(2026, 5, 1, 10, 30, 0), unpredictable_number=bytes.fromhex("CAFEBABE"))
-CFG = TerminalConfig(pan_token_key=TOKEN_KEY)
+CFG = EmvTerminal(pan_token_key=TOKEN_KEY)
 PANS = {"visa_credit_sig": "4761739001010119", "unionpay_debit_pin": "6250947000000014",
         "mastercard_nocvm": "5413330089010434"}
 

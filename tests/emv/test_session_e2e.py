@@ -20,7 +20,7 @@ from posguard.emv import (
     read_card,
 )
 from posguard.emv.session import FIELD55_SALE_TAGS, CardSession
-from posguard.emv.terminal import TerminalConfig, Transaction
+from posguard.emv.terminal import EmvTerminal, Transaction
 from posguard.iso8583.tlv import parse_tlv
 from posguard.sensitive import pan_token
 from tests.drivers.twin_sim import TOKEN_KEY
@@ -32,7 +32,7 @@ PANS = {"visa_credit_sig": "4761739001010119", "unionpay_debit_pin": "6250947000
         "mastercard_nocvm": "5413330089010434"}
 UN = bytes.fromhex("CAFEBABE")
 TXN = Transaction(amount=12345, when=datetime(2026, 5, 1, 10, 30, 0), unpredictable_number=UN)
-CFG = TerminalConfig(pan_token_key=TOKEN_KEY)
+CFG = EmvTerminal(pan_token_key=TOKEN_KEY)
 
 
 @pytest.fixture
@@ -172,7 +172,7 @@ def test_mute_card_is_bounded(card_factory: Callable[..., VpcdCard], reader: Pcs
     assert any("GENERATE AC 1" in n for n in e.value.__notes__)
 
 
-OFFLINE_PIN_TERMINAL = TerminalConfig(pan_token_key=TOKEN_KEY, capabilities=bytes.fromhex("E0E800"))
+OFFLINE_PIN_TERMINAL = EmvTerminal(pan_token_key=TOKEN_KEY, capabilities=bytes.fromhex("E0E800"))
 PIN_THEN_SIGNATURE = {"x": 0, "y": 0, "rules": [["41", "03"], ["1E", "03"]]}
 
 

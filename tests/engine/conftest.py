@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from posguard.card import CardData
 from posguard.clock import VirtualClock
-from posguard.engine.card import CardData
 from posguard.engine.detectors import Detectors
 from posguard.engine.engine import EnginePolicies, TerminalConfig, TransactionEngine
 from posguard.engine.journal import Journal

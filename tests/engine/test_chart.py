@@ -3,7 +3,7 @@ import itertools
 import pytest
 from transitions import MachineError
 
-from posguard.cli_engine import main as cli_main
+from posguard.cli.engine import main as cli_main
 from posguard.engine.chart import (
     CHART,
     KINDS,

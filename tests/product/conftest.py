@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from posguard.pytest_plugin import posguard_replay  # noqa: F401 - the fixture, for runs without the entry point
+from posguard.capture.pytest_plugin import posguard_replay  # noqa: F401 - the fixture, for runs without the entry point
 
 ROOT = Path(__file__).resolve().parents[2]
 CAPTURES = ROOT / "tests" / "captures"

@@ -1,8 +1,8 @@
 """pytest plugin: replay a posguard capture in a test.
 
-Registered under the ``pytest11`` entry point (``posguard = "posguard.pytest_plugin"``). The ``posguard_replay``
-fixture is a function: call it with a capture file and get a :class:`Replayed` with the incidents, the wire
-messages the replayed engine sent and the journal's transaction states::
+Registered under the ``pytest11`` entry point (``posguard = "posguard.capture.pytest_plugin"``). The
+``posguard_replay`` fixture is a function: call it with a capture file and get a :class:`Replayed` with the
+incidents, the wire messages the replayed engine sent and the journal's transaction states::
 
     def test_duplicate(posguard_replay):
         day = posguard_replay("tests/captures/cup-duplicate_charge.jsonl")

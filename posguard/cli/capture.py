@@ -1,5 +1,4 @@
-"""Product commands: ``posguard demo``, ``record``, ``replay``, ``capture import-pcap`` (and ``diagnose``, ``run``
-when those parts are installed)."""
+"""``posguard record``, ``replay`` and ``capture import-pcap``: capture files of a trading day."""
 
 from __future__ import annotations
 
@@ -8,24 +7,12 @@ import json
 import sys
 from typing import Any
 
-__all__ = ["add_product_commands"]
+from posguard.cli.demo import DIALECT_CHOICES
 
-DIALECT_CHOICES = ("cup", "iso87ascii")
+__all__ = ["add_capture_commands"]
 
 
-def add_product_commands(sub: Any) -> None:
-    demo = sub.add_parser("demo", help="a scripted trading day against the simulators, with every error kind",
-                          description="Start the simulators (card in a private pcscd via vpcd, or the serial "
-                          "GemPC Twin; the acquirer host) and run a scripted trading day through the real stack, "
-                          "showing what was detected and corrected, then the day's incident report.")
-    demo.add_argument("--dialect", choices=DIALECT_CHOICES, default="cup")
-    demo.add_argument("--record", metavar="FILE", help="write a sanitised capture of the day (JSON Lines)")
-    demo.add_argument("--reader", choices=("auto", "pcsc", "twin"), default="auto",
-                      help="auto: pcscd + vpcd when pcscd is installed, else the serial Twin reader")
-    demo.add_argument("--journal-dir", metavar="DIR", help="keep the day's journal here (default: a temporary "
-                      "directory)")
-    demo.set_defaults(func=_demo)
-
+def add_capture_commands(sub: Any) -> None:
     rec = sub.add_parser("record", help="record the demo day into a capture file (quietly)")
     rec.add_argument("file")
     rec.add_argument("--dialect", choices=DIALECT_CHOICES, default="cup")
@@ -54,31 +41,6 @@ def add_product_commands(sub: Any) -> None:
     imp.add_argument("--mid", default="")
     imp.set_defaults(func=_import_pcap)
     cap.set_defaults(func=lambda ns: (cap.print_help(), 2)[1])
-
-    from posguard.service.run import add_run_command
-
-    add_run_command(sub)
-    try:
-        from posguard.diagnose.cli import add_diagnose_command
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("posguard.diagnose", "posguard.diagnose.cli"):
-            raise
-    else:
-        add_diagnose_command(sub)
-
-
-def _demo(ns: argparse.Namespace) -> int:
-    from posguard.demo import run_demo
-    from posguard.demo.rig import RigError
-
-    try:
-        result = run_demo(ns.dialect, record=ns.record, reader_kind=ns.reader, journal_dir=ns.journal_dir)
-    except RigError as exc:
-        print(f"posguard demo: {exc}", file=sys.stderr)
-        return 2
-    if ns.record:
-        print(f"capture written to {ns.record} (sanitised); replay it with: posguard replay {ns.record}")
-    return 0 if result.incidents else 1
 
 
 def _record(ns: argparse.Namespace) -> int:

@@ -1,6 +1,6 @@
 """``posguard card read`` and ``posguard readers``: read a chip card, list readers.
 
-The lead's CLI calls :func:`add_card_commands`; ``python -m posguard.cli_card ...`` runs standalone.
+The lead's CLI calls :func:`add_card_commands`; ``python -m posguard.cli.card ...`` runs standalone.
 Output is masked: PAN as 476173******0119, a keyed token instead of the PAN, never track data.
 """
 
@@ -19,7 +19,7 @@ from posguard.drivers.errors import ReaderError
 from posguard.drivers.reader import Reader, ReaderInfo
 from posguard.emv.errors import CardSessionError
 from posguard.emv.session import read_card
-from posguard.emv.terminal import TerminalConfig, Transaction
+from posguard.emv.terminal import EmvTerminal, Transaction
 
 TOKEN_KEY_ENV = "POSGUARD_PAN_TOKEN_KEY"
 #: Serial ports probed for a GemPC Twin by ``readers`` (plus any given with --serial).
@@ -79,7 +79,7 @@ def _error(args: argparse.Namespace, exc: Exception, code: int) -> int:
 
 def cmd_card_read(args: argparse.Namespace) -> int:
     key, stable = _token_key()
-    cfg = TerminalConfig(pan_token_key=key)
+    cfg = EmvTerminal(pan_token_key=key)
     try:
         reader = _open_reader(args)
     except ReaderError as e:
@@ -152,7 +152,7 @@ def cmd_readers(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m posguard.cli_card", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m posguard.cli.card", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     add_card_commands(sub)

@@ -1,5 +1,6 @@
 """Card data as the engine receives it: self-masking, testable without a reader.
 
+This module sits below the drivers, the EMV session and the engine, so all of them may import it.
 The card session (EMV, magstripe) hands the engine a :class:`CardData`. Its clear PAN is a
 :class:`~posguard.sensitive.Pan`, so ``repr``/``str``/logging show only the masked form; the engine reveals
 it only to build the host request and to seal it for a later void.
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 
 from posguard.sensitive import Pan, mask_pan, pan_token
 
-__all__ = ["CardData", "SIGNATURE_CVM_CODES", "is_signature_cvm"]
+__all__ = ["CardData", "Pan", "SIGNATURE_CVM_CODES", "is_signature_cvm", "scheme_of"]
 
 #: 9F34 byte 1 (CVM code, bit 7 "apply next" masked off) meaning "a signature is required":
 #: 1E signature (paper), 03 plaintext PIN by ICC + signature, 05 enciphered PIN by ICC + signature.
@@ -65,3 +66,14 @@ class CardData:
         )
 
     __str__ = __repr__
+
+
+def scheme_of(pan: str) -> str | None:
+    """The card scheme from the PAN's leading digits (a swipe has no AID to tell it)."""
+    if pan.startswith("62"):
+        return "unionpay"
+    if pan[:1] == "4":
+        return "visa"
+    if pan[:2] in ("51", "52", "53", "54", "55") or "2221" <= pan[:4] <= "2720":
+        return "mastercard"
+    return None

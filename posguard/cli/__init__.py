@@ -1,22 +1,17 @@
-"""The ``posguard`` command."""
+"""The ``posguard`` command: one module per command group in this package.
+
+``iso8583`` (codec), ``card`` (card read, readers), ``engine`` (chart, journal), ``flows`` (incidents, report),
+``demo``, ``capture`` (record, replay, capture import-pcap), ``run`` (the service) and ``diagnose``.
+"""
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import sys
 from collections.abc import Sequence
 
 from posguard import __version__
 
-# Command groups other parts of posguard provide: (module, function that registers them).
-_COMMAND_GROUPS = (
-    ("posguard.cli_iso8583", "add_iso8583_commands"),
-    ("posguard.cli_card", "add_card_commands"),
-    ("posguard.cli_engine", "add_engine_commands"),
-    ("posguard.cli_flows", "add_flow_commands"),
-    ("posguard.cli_product", "add_product_commands"),
-)
+__all__ = ["build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,15 +21,19 @@ def build_parser() -> argparse.ArgumentParser:
         "correction flows.",
     )
     parser.add_argument("--version", action="version", version=f"posguard {__version__}")
+    # Imported here rather than at the top so that ``python -m posguard.cli.card`` (a group run standalone) does
+    # not find its own module already imported by this package.
+    from posguard.cli import capture, card, demo, diagnose, engine, flows, iso8583, run
+
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module, func in _COMMAND_GROUPS:
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as e:
-            if e.name == module:
-                continue  # that part is not installed in this build
-            raise
-        getattr(mod, func)(sub)
+    iso8583.add_iso8583_commands(sub)
+    card.add_card_commands(sub)
+    engine.add_engine_commands(sub)
+    flows.add_flow_commands(sub)
+    demo.add_demo_command(sub)
+    capture.add_capture_commands(sub)
+    run.add_run_command(sub)
+    diagnose.add_diagnose_command(sub)
     return parser
 
 
@@ -51,7 +50,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         return 0
     return int(result or 0)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,40 @@
+"""``posguard demo``: a scripted trading day against the simulators (see :mod:`posguard.demo`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+__all__ = ["DIALECT_CHOICES", "add_demo_command"]
+
+DIALECT_CHOICES = ("cup", "iso87ascii")
+
+
+def add_demo_command(sub: Any) -> None:
+    demo = sub.add_parser("demo", help="a scripted trading day against the simulators, with every error kind",
+                          description="Start the simulators (card in a private pcscd via vpcd, or the serial "
+                          "GemPC Twin; the acquirer host) and run a scripted trading day through the real stack, "
+                          "showing what was detected and corrected, then the day's incident report.")
+    demo.add_argument("--dialect", choices=DIALECT_CHOICES, default="cup")
+    demo.add_argument("--record", metavar="FILE", help="write a sanitised capture of the day (JSON Lines)")
+    demo.add_argument("--reader", choices=("auto", "pcsc", "twin"), default="auto",
+                      help="auto: pcscd + vpcd when pcscd is installed, else the serial Twin reader")
+    demo.add_argument("--journal-dir", metavar="DIR", help="keep the day's journal here (default: a temporary "
+                      "directory)")
+    demo.set_defaults(func=_demo)
+
+
+
+def _demo(ns: argparse.Namespace) -> int:
+    from posguard.demo import run_demo
+    from posguard.demo.rig import RigError
+
+    try:
+        result = run_demo(ns.dialect, record=ns.record, reader_kind=ns.reader, journal_dir=ns.journal_dir)
+    except RigError as exc:
+        print(f"posguard demo: {exc}", file=sys.stderr)
+        return 2
+    if ns.record:
+        print(f"capture written to {ns.record} (sanitised); replay it with: posguard replay {ns.record}")
+    return 0 if result.incidents else 1

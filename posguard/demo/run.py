@@ -1,0 +1,210 @@
+"""The demo day (:func:`run_demo`, what ``posguard demo`` runs; see :mod:`posguard.demo`)."""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from posguard.capture.taps import FrameTap, RecordingReader, as_reader, tap_frames
+from posguard.demo.day import CARDS, DAY, SWIPES, Step
+
+__all__ = ["DemoResult", "run_demo", "DEMO_TERMINAL", "demo_policies"]
+
+DEMO_TID, DEMO_MID = "POSGRD01", "MERCHANT0000001"
+DEMO_TIMEOUT = 1.5  # seconds the terminal waits for the host in the demo (30 s in production)
+DEMO_TERMINAL = {"tid": DEMO_TID, "mid": DEMO_MID}
+DEMO_POLICY_DATA = {"saf_timeout": 1.0, "block_new_transactions": True, "backoff_initial": 0.2,
+                    "send_reversal_immediately": True}
+
+
+@dataclass
+class DemoResult:
+    incidents: list[dict[str, Any]] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    reader: str = ""
+    capture: Path | None = None
+
+
+def demo_policies() -> Any:
+    from posguard.capture.replay import _policies
+
+    return _policies(DEMO_POLICY_DATA)
+
+
+def run_demo(dialect: str = "cup", *, record: str | Path | None = None, out: TextIO | None = None,
+             reader_kind: str = "auto", journal_dir: str | Path | None = None,
+             day: tuple[Step, ...] = DAY) -> DemoResult:
+    """Run the day; returns what happened. Raises :class:`posguard.demo.rig.RigError` if a simulator fails."""
+    from posguard.capture.format import CaptureWriter
+    from posguard.clock import SystemClock
+    from posguard.demo.rig import Rig
+    from posguard.engine.detectors import Detectors
+    from posguard.engine.engine import TerminalConfig, TransactionEngine
+    from posguard.engine.hostlink import HostLinkConfig, TcpHostLink
+    from posguard.engine.journal import Journal
+    from posguard.service.till import Till
+
+    stream = out or sys.stdout
+    result = DemoResult()
+    t0 = time.monotonic()
+
+    def say(line: str) -> None:
+        text = f"[{time.monotonic() - t0:5.1f}s] {line}"
+        result.lines.append(text)
+        print(text, file=stream, flush=True)
+
+    import secrets
+
+    clock = SystemClock()
+    token_key, data_key = secrets.token_bytes(32), secrets.token_bytes(32)
+    terminal = TerminalConfig(DEMO_TID, DEMO_MID, token_key, data_key, currency="156", host_timeout=DEMO_TIMEOUT)
+    workdir = Path(journal_dir) if journal_dir else Path(tempfile.mkdtemp(prefix="posguard-demo-journal-"))
+    journal = Journal(workdir / "journal.db", clock=clock)
+    writer = None
+    if record is not None:
+        writer = CaptureWriter(record, dialect=dialect, tid=DEMO_TID, mid=DEMO_MID, clock=clock,
+                               extra={"policies": DEMO_POLICY_DATA},
+                               terminal_extra={"currency": "156", "timeout": DEMO_TIMEOUT})
+        result.capture = Path(record)
+    swiped = [s for s in SWIPES if any(k == "op" and d.get("card") == s[0] for k, d in day)]
+    tap: FrameTap | None = None
+    try:
+        with Rig(dialect, profile=CARDS[0][1], reader=reader_kind, magstripe=bool(swiped)) as rig:
+            result.reader = rig.reader_kind
+            say(f"simulators up: acquirer host ({dialect}) on port {rig.host_port}, "
+                f"{'pcscd + vpcd card' if rig.reader_kind == 'pcsc' else 'GemPC Twin on a pty'}")
+            link = TcpHostLink(HostLinkConfig("127.0.0.1", rig.host_port, dialect=dialect,
+                                              response_timeout=DEMO_TIMEOUT, reversal_timeout=1.0,
+                                              connect_timeout=2.0, connect_attempts=2, backoff=0.1), clock=clock)
+            engine = TransactionEngine(journal, link, dialect, terminal, clock, Detectors.default(clock),
+                                       demo_policies())
+            till = Till(engine, dialect=dialect, say=say, writer=writer)
+            reader = _open_reader(rig)
+            tap = tap_frames(reader, writer)
+            try:
+                for ref, profile in CARDS:
+                    _read_card(rig, reader, till, ref, profile, terminal, say, writer, tap)
+                for ref, profile, overrides in swiped:
+                    _swipe_card(rig, till, ref, profile, overrides, terminal, say, writer)
+                _run_steps(day, rig, till, engine, say)
+            finally:
+                reader.close()
+                link.close()
+                if tap is not None:
+                    tap.flush()  # the power-off and close frames: no card data
+            _report(till, engine, say)
+            result.incidents = [i.to_dict() for i in till.incidents]
+    finally:
+        journal.close()
+        if writer is not None:
+            writer.close()
+    result.seconds = time.monotonic() - t0
+    say(f"day done in {result.seconds:.1f} s; every simulator stopped")
+    return result
+
+
+def _open_reader(rig: Any) -> Any:
+    if rig.reader_kind == "pcsc":
+        from posguard.drivers.pcsc import PcscReader
+
+        return PcscReader("Virtual PCD 00 00", apdu_timeout=5.0)
+    from posguard.drivers.twin.reader import TwinReader
+
+    return TwinReader(str(rig.twin_path))
+
+
+def _read_card(rig: Any, reader: Any, till: Any, ref: str, profile: str, terminal: Any,
+               say: Callable[[str], None], writer: Any, tap: FrameTap | None = None) -> None:
+    from posguard.drivers.errors import ReaderError
+    from posguard.emv.engine_card import card_data
+    from posguard.emv.session import read_card
+    from posguard.emv.terminal import EmvTerminal, Transaction
+
+    rig.swap(profile)
+    reader.wait_for_card(10.0)
+    rec = RecordingReader(reader)
+    deadline = time.monotonic() + 3.0
+    while True:  # a card just inserted may not be powered yet when the reader first reports it
+        try:
+            atr = rec.power_on()
+            break
+        except ReaderError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+    started = time.monotonic()
+    session = read_card(as_reader(rec), EmvTerminal(pan_token_key=terminal.token_key,
+                                                     terminal_id=terminal.terminal_id),
+                        Transaction(amount=0), atr=atr)
+    ms = (time.monotonic() - started) * 1000
+    reader.power_off()
+    card = card_data(session, entry_mode="chip")
+    if writer is not None:
+        writer.learn_pan(session.pan.reveal())
+        if tap is not None:
+            tap.flush()
+        writer.record("atr", atr=rec.atr.hex().upper())
+        for c, r in rec.apdus:
+            writer.apdu(c, r)
+    till.add_card(ref, card, source=rig.reader_kind, label=session.label, aid=session.aid)
+    say(f"card {ref}: {session.label or session.aid} {session.masked_pan}, CVM {session.cvm_required}, "
+        f"9F34 {session.cvm_results.hex().upper()}, {session.apdu_count} APDUs in {ms:.0f} ms")
+
+
+def _swipe_card(rig: Any, till: Any, ref: str, profile: str, overrides: dict[str, str], terminal: Any,
+                say: Callable[[str], None], writer: Any) -> None:
+    from posguard.drivers.magstripe import MagstripeReader, swiped_card
+
+    mag = MagstripeReader(str(rig.mag_path))
+    try:
+        rig.swipe(profile, **overrides)
+        data = mag.read_swipe(5.0)
+    finally:
+        mag.close()
+    card = swiped_card(data, terminal.token_key)
+    if writer is not None:
+        writer.swipe(data.track2_data(), ref=ref, has_track1=data.has_track1)
+    till.add_card(ref, card, source="magstripe")
+    say(f"card {ref}: swiped {card.pan_masked}, service code {data.service_code}, entry mode {card.entry_mode}, "
+        "signature")
+
+
+def _run_steps(day: tuple[Step, ...], rig: Any, till: Any, engine: Any, say: Callable[[str], None]) -> None:
+    sales: list[str] = []
+    for kind, data in day:
+        if kind == "say":
+            say(f"-- {data['text']}")
+        elif kind == "fault":
+            spec = engine.profile.spec(data["txn"])
+            extra = {k: v for k, v in data.items() if k not in ("kind", "txn")}
+            rig.host_fault(data["kind"], mti=spec.mti, proc_prefix=spec.proc[:2], times=1, **extra)
+            say(f"(simulator) host fault armed: {data['kind']} on the next {data['txn']}")
+        elif kind == "op":
+            args = {k: _resolve(v, sales) for k, v in data.items() if k != "op"}
+            res = till.do(data["op"], **args)
+            if data["op"] == "sale" and res is not None:
+                sales.append(res.txn_id)
+        else:
+            raise ValueError(f"unknown demo step {kind!r}")
+
+
+def _resolve(value: Any, sales: list[str]) -> Any:
+    if isinstance(value, str) and value.startswith("$"):
+        return sales[-1]
+    return value
+
+
+def _report(till: Any, engine: Any, say: Callable[[str], None]) -> None:
+    say("== incident report")
+    for n, inc in enumerate(till.incidents, 1):
+        say(f"{n:2}. {inc.kind:17} {inc.rule:28} {', '.join(inc.transactions):40} -> {inc.outcome}"
+            f" ({len(inc.messages)} message(s))")
+    rows = engine.journal.query("SELECT state, COUNT(*), SUM(amount_minor) FROM transactions GROUP BY state "
+                                "ORDER BY state")
+    say("journal: " + ", ".join(f"{r[0]} {r[1]}" for r in rows))

@@ -1,0 +1,329 @@
+"""The checks of ``posguard diagnose`` (listed in :mod:`posguard.diagnose`) and :func:`run_checks`."""
+
+from __future__ import annotations
+
+import socket
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from posguard.diagnose.report import CheckResult
+
+__all__ = ["CHECKS", "DiagnoseConfig", "run_checks"]
+
+
+@dataclass
+class DiagnoseConfig:
+    reader: str | None = None  # PC/SC reader name or prefix; None: the first reader
+    serial_port: str | None = None  # GemPC Twin serial device
+    host: str | None = None
+    port: int | None = None
+    dialect: str = "cup"
+    framing: str = "binary2"
+    tid: str = "POSGRD01"
+    mid: str = "MERCHANT0000001"
+    journal: str | None = None
+    apdu_samples: int = 20
+    apdu_timeout: float = 3.0
+    soak_seconds: float = 1.0
+    host_timeout: float = 5.0
+    latency_warn_ms: float = 50.0
+    drift_warn_s: float = 60.0
+    drift_fail_s: float = 300.0
+    batch_age_warn_h: float = 24.0
+    # filled by the host check for the clock check
+    _echo: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+SELECT_PSE = bytes.fromhex("00A404000E315041592E5359532E444446303100")
+
+
+def _hint(exc: BaseException) -> str:
+    hint = getattr(exc, "hint", None)
+    return str(hint) if hint else ""
+
+
+# -- pcsc ---------------------------------------------------------------------------------------------
+def check_pcsc(cfg: DiagnoseConfig) -> CheckResult:
+    try:
+        from posguard.drivers import pcsc
+    except ImportError:
+        return CheckResult("pcsc", "fail", "pyscard not installed",
+                           "install the pcsc extra: .venv/bin/pip install 'posguard[pcsc]'")
+    from posguard.drivers.errors import NoReader, ReaderError, ServiceUnavailable
+
+    try:
+        readers = pcsc.list_readers()
+    except ServiceUnavailable:
+        return CheckResult("pcsc", "fail", "pcscd not running",
+                           "start it: systemctl start pcscd (or pcscd --foreground --debug to see why it stops)")
+    except ReaderError as exc:
+        return CheckResult("pcsc", "fail", f"pcscd error: {exc}", _hint(exc) or "restart pcscd")
+    names = [r.name for r in readers]
+    if not names:
+        return CheckResult("pcsc", "fail", "pcscd running, no reader",
+                           "plug the reader in; check its driver in /etc/reader.conf.d (serial readers) or lsusb")
+    try:
+        reader = pcsc.PcscReader(cfg.reader, apdu_timeout=cfg.apdu_timeout)
+    except NoReader:
+        return CheckResult("pcsc", "fail", f"reader {cfg.reader!r} not among {names}",
+                           "fix the reader name in the configuration", {"readers": names})
+    try:
+        if not reader.card_present():
+            return CheckResult("pcsc", "warn", f"{len(names)} reader(s) ({reader.name}); no card",
+                               "insert a card to measure the ATR and APDU latency", {"readers": names})
+        atr = reader.power_on()
+        proto = reader.protocol
+        times = []
+        for _ in range(cfg.apdu_samples):
+            t0 = time.perf_counter()
+            reader.transmit_raw(SELECT_PSE)
+            times.append((time.perf_counter() - t0) * 1000)
+        median = statistics.median(times)
+        figure = (f"{len(names)} reader(s); {reader.name}: card present, ATR {atr.hex().upper()} ({proto}); "
+                  f"APDU median {median:.2f} ms over {len(times)}")
+        data = {"readers": names, "atr": atr.hex().upper(), "protocol": proto, "apdu_median_ms": round(median, 3)}
+        if median > cfg.latency_warn_ms:
+            return CheckResult("pcsc", "warn", figure, "APDUs are slow: check the USB cable/hub, the reader "
+                               "driver; for vpcd set TCP_QUICKACK in the card", data)
+        return CheckResult("pcsc", "ok", figure, "", data)
+    except ReaderError as exc:
+        return CheckResult("pcsc", "fail", f"{reader.name}: {type(exc).__name__}: {exc}",
+                           _hint(exc) or "re-insert the card; if it persists try another card")
+    finally:
+        reader.close()
+
+
+# -- serial ------------------------------------------------------------------------------------------
+def check_serial(cfg: DiagnoseConfig) -> CheckResult:
+    if not cfg.serial_port:
+        return CheckResult("serial", "skip", "no serial reader configured", "set reader.serial_port to check one")
+    from posguard.drivers.errors import ReaderError
+    from posguard.drivers.twin.reader import TwinReader
+
+    try:
+        reader = TwinReader(cfg.serial_port, timeout=1.0, retries=2)
+    except (OSError, ReaderError) as exc:
+        return CheckResult("serial", "fail", f"{cfg.serial_port}: {exc}",
+                           _hint(exc) or "check the cable and the device path; is another program (pcscd) using "
+                           "the port?")
+    try:
+        firmware = reader.firmware()
+        deadline = time.monotonic() + cfg.soak_seconds
+        polls = errors = 0
+        while time.monotonic() < deadline:
+            polls += 1
+            try:
+                reader.card_present()
+            except ReaderError:
+                errors += 1
+        c = reader.counters.snapshot()
+        bad = c["lrc_errors"] + c["broken_frames"] + c["garbage_bytes"] + c["naks_received"] + c["timeouts"]
+        figure = (f"{cfg.serial_port}: firmware {firmware!r}; {polls} polls in {cfg.soak_seconds:.1f} s, "
+                  f"{errors} failed; LRC errors {c['lrc_errors']}, retransmissions {c['retransmissions']}, "
+                  f"garbage bytes {c['garbage_bytes']}, timeouts {c['timeouts']}")
+        data = {"firmware": firmware, "polls": polls, "failed": errors, "counters": c}
+        if errors * 10 > polls or polls == 0:
+            return CheckResult("serial", "fail", figure, "the line is too noisy to use: replace the cable, move it "
+                               "away from power lines, check the baud rate (115200 8N2)", data)
+        if bad or c["retransmissions"]:
+            return CheckResult("serial", "warn", figure, "the line has errors the protocol recovered from: check "
+                               "the cable and its shielding", data)
+        return CheckResult("serial", "ok", figure, "", data)
+    except ReaderError as exc:
+        return CheckResult("serial", "fail", f"{cfg.serial_port}: the reader does not answer: {exc}",
+                           _hint(exc) or "power-cycle the reader; check it is a GemPC Twin at 115200 baud")
+    finally:
+        reader.close()
+
+
+# -- card --------------------------------------------------------------------------------------------
+def check_card(cfg: DiagnoseConfig) -> CheckResult:
+    from posguard.drivers.errors import ReaderError
+    from posguard.emv.errors import CardSessionError
+    from posguard.emv.session import read_card
+    from posguard.emv.terminal import EmvTerminal, Transaction
+
+    try:
+        if cfg.serial_port and not cfg.reader:
+            from posguard.drivers.twin.reader import TwinReader
+
+            reader: Any = TwinReader(cfg.serial_port)
+        else:
+            from posguard.drivers.pcsc import PcscReader
+
+            reader = PcscReader(cfg.reader, apdu_timeout=cfg.apdu_timeout)
+    except (ImportError, OSError, ReaderError) as exc:
+        return CheckResult("card", "fail", f"no reader: {exc}", _hint(exc) or "run the pcsc/serial checks first")
+    try:
+        if not reader.card_present():
+            return CheckResult("card", "warn", "no card in the reader", "insert a chip card for a full EMV read")
+        t0 = time.perf_counter()
+        import secrets
+
+        session = read_card(reader, EmvTerminal(pan_token_key=secrets.token_bytes(16)), Transaction(amount=1))
+        ms = (time.perf_counter() - t0) * 1000
+        figure = (f"{session.label or session.aid} {session.masked_pan}: {session.apdu_count} APDUs in "
+                  f"{ms:.0f} ms, CVM {session.cvm_required}, {session.cryptogram_type}")
+        data = {"aid": session.aid, "apdus": session.apdu_count, "ms": round(ms, 1), "cvm": session.cvm_required}
+        if ms > 3000:
+            return CheckResult("card", "warn", figure, "the read is slow: try another card; check the reader", data)
+        return CheckResult("card", "ok", figure, "", data)
+    except (ReaderError, CardSessionError) as exc:
+        return CheckResult("card", "fail", f"EMV read failed: {type(exc).__name__}: {exc}",
+                           _hint(exc) or "re-insert the card; try another card; if every card fails, the reader")
+    finally:
+        reader.close()
+
+
+# -- host --------------------------------------------------------------------------------------------
+def check_host(cfg: DiagnoseConfig) -> CheckResult:
+    if not cfg.host or not cfg.port:
+        return CheckResult("host", "skip", "no host configured", "set host.address and host.port")
+    from posguard.engine.hostlink import HostLinkConfig, TcpHostLink
+    from posguard.engine.ports import HostError
+    from posguard.engine.signon import echo_message
+
+    t0 = time.perf_counter()
+    try:
+        with socket.create_connection((cfg.host, cfg.port), timeout=cfg.host_timeout):
+            connect_ms = (time.perf_counter() - t0) * 1000
+    except OSError as exc:
+        return CheckResult("host", "fail", f"{cfg.host}:{cfg.port}: cannot connect ({exc.strerror or exc})",
+                           "check the network (ping the host, the default route, the APN/SIM for 4G) and that "
+                           "the acquirer's address and port are right")
+    link = TcpHostLink(HostLinkConfig(cfg.host, cfg.port, dialect=cfg.dialect, framing=cfg.framing,
+                                      response_timeout=cfg.host_timeout, connect_timeout=cfg.host_timeout,
+                                      connect_attempts=1, net_attempts=1))
+    try:
+        t1 = time.perf_counter()
+        sent_at = time.time()
+        response = link.exchange(echo_message(cfg.dialect, stan=1, tid=cfg.tid, mid=cfg.mid))
+        rtt = (time.perf_counter() - t1) * 1000
+        cfg._echo = {"response": response, "sent_at": sent_at, "rtt_s": rtt / 1000}
+        figure = f"{cfg.host}:{cfg.port}: connect {connect_ms:.1f} ms, 0800 echo {rtt:.1f} ms, rc " \
+                 f"{response.response_code}"
+        data = {"connect_ms": round(connect_ms, 2), "echo_ms": round(rtt, 2), "rc": response.response_code}
+        if response.response_code not in ("00", None):
+            return CheckResult("host", "warn", figure, "the host answers but refuses the echo: sign on again, "
+                               "check the terminal id", data)
+        if rtt > 2000:
+            return CheckResult("host", "warn", figure, "the host is slow: check the line quality", data)
+        return CheckResult("host", "ok", figure, "", data)
+    except HostError as exc:
+        return CheckResult("host", "fail", f"{cfg.host}:{cfg.port}: TCP connects but no echo answer ({exc})",
+                           "check the dialect/framing configured for this acquirer and the TPDU; ask the acquirer "
+                           "whether the terminal is enabled")
+    finally:
+        link.close()
+
+
+# -- journal -----------------------------------------------------------------------------------------
+def check_journal(cfg: DiagnoseConfig) -> CheckResult:
+    if not cfg.journal:
+        return CheckResult("journal", "skip", "no journal configured", "set journal.path")
+    path = Path(cfg.journal)
+    if not path.exists():
+        return CheckResult("journal", "warn", f"{path} does not exist yet", "normal before the first transaction; "
+                           "otherwise check journal.path")
+    from posguard.engine.journal import Journal, JournalError
+
+    try:
+        journal = Journal(path)
+    except (JournalError, OSError, Exception) as exc:  # noqa: BLE001 - any open failure is the verdict
+        return CheckResult("journal", "fail", f"{path}: cannot open: {exc}", "restore the journal from its backup; "
+                           "keep the broken file for the acquirer")
+    try:
+        problems = [p for p in journal.integrity_check() if p != "ok"]
+        pending = journal.saf_items(["queued", "sent"])
+        expired = journal.saf_items(["expired"])
+        first = journal.query("SELECT MIN(created_at) FROM transactions WHERE batch_no = ?",
+                              (journal.current_batch(),))[0][0]
+        age_h = (time.time() - float(first)) / 3600 if first is not None else 0.0
+        figure = (f"integrity {'ok' if not problems else '; '.join(problems[:3])}; {len(pending)} reversal(s)/"
+                  f"advice(s) pending, {len(expired)} expired; open batch {journal.current_batch()} "
+                  f"{age_h:.1f} h old")
+        data = {"integrity": problems, "pending": len(pending), "expired": len(expired), "batch_age_h": round(age_h, 2)}
+        if problems or expired:
+            return CheckResult("journal", "fail", figure, "integrity errors: stop trading, copy the journal, restore "
+                               "from backup" if problems else "expired reversals/advices: reconcile them with the "
+                               "acquirer by hand (posguard incidents)", data)
+        if pending or age_h > cfg.batch_age_warn_h:
+            return CheckResult("journal", "warn", figure, "pending items go out before the next sale; check the host "
+                               "line" if pending else "run settlement: the batch is older than a day", data)
+        return CheckResult("journal", "ok", figure, "", data)
+    finally:
+        journal.close()
+
+
+# -- clock -------------------------------------------------------------------------------------------
+def check_clock(cfg: DiagnoseConfig) -> CheckResult:
+    echo = cfg._echo
+    if not echo:
+        return CheckResult("clock", "skip", "no echo answer from the host", "run with the host check")
+    response = echo["response"]
+    host_time = _host_time(response, echo["sent_at"])
+    if host_time is None:
+        return CheckResult("clock", "warn", "the host's echo answer carries no time (field 7, or 12/13)",
+                           "check the clock against NTP instead: timedatectl status")
+    local = echo["sent_at"] + echo["rtt_s"] / 2
+    drift = local - host_time
+    figure = f"local - host = {drift:+.1f} s (field {'7' if '7' in response else '12/13'})"
+    data = {"drift_s": round(drift, 2)}
+    if abs(drift) > cfg.drift_fail_s:
+        return CheckResult("clock", "fail", figure, "set the clock (timedatectl set-ntp true); messages and "
+                           "settlement dates are wrong", data)
+    if abs(drift) > cfg.drift_warn_s:
+        return CheckResult("clock", "warn", figure, "enable NTP: timedatectl set-ntp true", data)
+    return CheckResult("clock", "ok", figure, "", data)
+
+
+def _host_time(response: Any, near: float) -> float | None:
+    year = datetime.fromtimestamp(near, UTC).year
+    try:
+        if "7" in response:
+            v = str(response["7"])
+            dt = datetime(year, int(v[0:2]), int(v[2:4]), int(v[4:6]), int(v[6:8]), int(v[8:10]), tzinfo=UTC)
+            return dt.timestamp()
+        if "12" in response and "13" in response:  # local time of the host: assume it runs on UTC offset 0
+            t, d = str(response["12"]), str(response["13"])
+            dt = datetime(year, int(d[0:2]), int(d[2:4]), int(t[0:2]), int(t[2:4]), int(t[4:6]), tzinfo=UTC)
+            return dt.timestamp()
+    except (ValueError, IndexError):
+        return None
+    return None
+
+
+CHECKS: dict[str, Callable[[DiagnoseConfig], CheckResult]] = {
+    "pcsc": check_pcsc,
+    "serial": check_serial,
+    "card": check_card,
+    "host": check_host,
+    "journal": check_journal,
+    "clock": check_clock,
+}
+
+
+def run_checks(cfg: DiagnoseConfig, names: list[str] | None = None) -> list[CheckResult]:
+    wanted = names or list(CHECKS)
+    unknown = [n for n in wanted if n not in CHECKS]
+    if unknown:
+        raise ValueError(f"unknown check(s) {', '.join(unknown)}; known: {', '.join(CHECKS)}")
+    if "clock" in wanted and "host" not in wanted:
+        wanted = ["host", *wanted]  # the clock is read from the host's echo
+    results = []
+    for name in CHECKS:  # fixed order
+        if name in wanted:
+            try:
+                results.append(CHECKS[name](cfg))
+            except Exception as exc:  # noqa: BLE001 - a broken check is a failure, never a crash
+                results.append(CheckResult(name, "fail", f"check crashed: {type(exc).__name__}: {exc}",
+                                           "report this to posguard support with the output of --json"))
+    if names and "host" not in names and "clock" in names:
+        results = [r for r in results if r.name != "host"]
+    return results
+
