@@ -21,17 +21,25 @@ import construct
 from posguard.iso8583.fields import BCD_BYTE, BCD_LL, BCD_LLL, TEXT_CODEC, decode_field, encode_field
 from posguard.iso8583.spec import FieldSpec
 
-__all__ = ["FieldConstruct", "FieldRun", "FastPathMiss", "compile_run"]
+__all__ = ["FieldConstruct", "FieldRun", "FastPathMiss", "compile_run", "compile_run_direct"]
 
 
 class FastPathMiss(Exception):
     """Raised inside compiled code when the input needs the careful path."""
 
 
+#: ASCII length prefixes of 2, 3 and 4 digits, precomputed
+_ASCII_PREFIX: dict[int, tuple[bytes, ...]] = {
+    lt: tuple(f"{n:0{lt}d}".encode("ascii") for n in range(10**lt)) for lt in (2, 3, 4)
+}
+
 _RUNTIME: dict[str, Any] = {
     "_BCD": BCD_BYTE,
     "_BCD_LL": BCD_LL,
     "_BCD_LLL": BCD_LLL,
+    "_ASC2": _ASCII_PREFIX[2],
+    "_ASC3": _ASCII_PREFIX[3],
+    "_ASC4": _ASCII_PREFIX[4],
     "_Miss": FastPathMiss,
 }
 
@@ -60,6 +68,10 @@ class FieldRun(construct.Construct):  # type: ignore[misc]
     def __init__(self, specs: Sequence[FieldSpec]) -> None:
         super().__init__()
         self.specs = tuple(specs)
+        #: names of the plain functions emitted by ``compile()`` (``scan(data, p) -> (fields, p)`` and
+        #: ``join(fields) -> bytes``), which the codec calls without a stream
+        self.scan_name = ""
+        self.join_name = ""
 
     # -- interpreted --------------------------------------------------------------------------
     def _parse(self, stream: io.BytesIO, context: Any, path: str) -> dict[str, str | bytes]:
@@ -78,21 +90,30 @@ class FieldRun(construct.Construct):  # type: ignore[misc]
 
     # -- compiled -----------------------------------------------------------------------------
     def _emitparse(self, code: Any) -> str:
-        fname = f"parse_fieldrun_{code.allocateId()}"
-        lines = [f"def {fname}(io, this):", "    data = io.getvalue(); p = io.tell(); f = {}"]
+        ident = code.allocateId()
+        fname = f"parse_fieldrun_{ident}"
+        scan = f"scan_fieldrun_{ident}"
+        lines = [f"def {scan}(data, p):", "    f = {}"]
         for spec in self.specs:
             lines += ["    " + ln for ln in _emit_decode(spec)]
-        lines += ["    io.seek(p)", "    return f"]
+        lines += ["    return f, p"]
+        lines += [f"def {fname}(io, this):", f"    f, p = {scan}(io.getvalue(), io.tell())", "    io.seek(p)",
+                  "    return f"]
         code.append("\n".join(lines))
+        self.scan_name = scan
         return f"{fname}(io, this)"
 
     def _emitbuild(self, code: Any) -> str:
-        fname = f"build_fieldrun_{code.allocateId()}"
-        lines = [f"def {fname}(obj, io, this):", "    out = []; w = out.append"]
+        ident = code.allocateId()
+        fname = f"build_fieldrun_{ident}"
+        join = f"join_fieldrun_{ident}"
+        lines = [f"def {join}(obj):", "    out = []; w = out.append"]
         for spec in self.specs:
             lines += ["    " + ln for ln in _emit_encode(spec)]
-        lines += ["    io.write(b''.join(out))", "    return obj"]
+        lines += ["    return b''.join(out)"]
+        lines += [f"def {fname}(obj, io, this):", f"    io.write({join}(obj))", "    return obj"]
         code.append("\n".join(lines))
+        self.join_name = join
         return f"{fname}(obj, io, this)"
 
 
@@ -200,6 +221,8 @@ def _emit_encode(spec: FieldSpec) -> list[str]:
         pre = f"{count}.to_bytes({lt}, 'big')"
     elif lenc == "bcd":
         pre = f"_BCD_LL[{count}]" if lt <= 2 else f"_BCD_LLL[{count}]"
+    elif lenc == "ascii" and lt in _ASCII_PREFIX:
+        pre = f"_ASC{lt}[{count}]"  # count <= max_len < 10**lt (checked by FieldSpec)
     else:
         fmt = f"%0{lt}d"
         pre = f"({fmt!r} % {count}).encode({TEXT_CODEC[lenc]!r})"
@@ -207,19 +230,35 @@ def _emit_encode(spec: FieldSpec) -> list[str]:
     return lines
 
 
-def compile_run(specs: Sequence[FieldSpec]) -> tuple[Callable[..., Any], Callable[..., Any]]:
-    """Compile the parse and build functions for one run of fields (cached by the caller per bitmap)."""
+def _compile_module(specs: Sequence[FieldSpec]) -> tuple[FieldRun, dict[str, Any], Any]:
     import re
 
     run = FieldRun(specs)
     compiled = run.compile()
-    module = compiled.module
-    module.__dict__.update(_RUNTIME)
-    module.__dict__["_decode_field"] = decode_field
-    module.__dict__["_encode_field"] = encode_field
-    module.__dict__["_HEX"] = re.compile(r"[0-9A-Fa-f]*").fullmatch
-    module.__dict__["_Z"] = re.compile(r"[0-9=D]*").fullmatch
-    module.__dict__["_AN"] = re.compile(r"[ -~]*").fullmatch
+    ns = compiled.module.__dict__
+    ns.update(_RUNTIME)
+    ns["_decode_field"] = decode_field
+    ns["_encode_field"] = encode_field
+    ns["_HEX"] = re.compile(r"[0-9A-Fa-f]*").fullmatch
+    ns["_Z"] = re.compile(r"[0-9=D]*").fullmatch
+    ns["_AN"] = re.compile(r"[ -~]*").fullmatch
     for spec in specs:
-        module.__dict__[f"_SPEC_{spec.key}"] = spec
+        ns[f"_SPEC_{spec.key}"] = spec
+    return run, ns, compiled
+
+
+def compile_run(specs: Sequence[FieldSpec]) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """Compile the parse and build functions for one run of fields (cached by the caller per bitmap)."""
+    _, _, compiled = _compile_module(specs)
     return compiled.parsefunc, compiled.buildfunc
+
+
+def compile_run_direct(
+    specs: Sequence[FieldSpec],
+) -> tuple[Callable[[bytes, int], tuple[dict[str, Any], int]], Callable[[Mapping[str, Any]], bytes]]:
+    """The same compiled code without streams: ``scan(data, pos) -> (fields, end)`` and ``join(fields) -> bytes``.
+
+    Both raise (``FastPathMiss`` or any other exception) on anything the reference codec must explain.
+    """
+    run, ns, _ = _compile_module(specs)
+    return ns[run.scan_name], ns[run.join_name]
