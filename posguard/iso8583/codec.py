@@ -14,8 +14,9 @@ from posguard.iso8583.compiler import FastPathMiss, compile_run_direct
 from posguard.iso8583.errors import DecodeError, EncodeError, Iso8583Error, hex_window
 from posguard.iso8583.fields import decode_field, encode_field
 from posguard.iso8583.spec import Dialect, FieldSpec
+from posguard.sensitive import mask_pan, mask_track1, mask_track2
 
-__all__ = ["DialectCodec", "DisplayPlan", "codec_for"]
+__all__ = ["DialectCodec", "DisplayPlan", "codec_for", "masker"]
 
 _CACHE_LIMIT = 2048
 _HEXCHARS = frozenset(b"0123456789ABCDEFabcdef")
@@ -36,6 +37,25 @@ def _bits(bitmap: bytes, offset: int) -> list[int]:
     return out
 
 
+def masker(key: str, sensitivity: str | None) -> Callable[[str], str]:
+    """How a field's displayed text is masked: by its card-data class (track 1 is field 45)."""
+    if sensitivity is None:
+        return _shown
+    if sensitivity == "pan":
+        return mask_pan
+    if sensitivity == "track":
+        return mask_track1 if key == "45" else mask_track2
+    return _stars
+
+
+def _shown(text: str) -> str:
+    return text
+
+
+def _stars(text: str) -> str:
+    return "*" * min(len(text), 16)
+
+
 class DisplayPlan(NamedTuple):
     """The field keys of one message shape, sorted, and split by how they are displayed."""
 
@@ -43,7 +63,8 @@ class DisplayPlan(NamedTuple):
     keys: tuple[str, ...]
     text: tuple[str, ...]
     binary: tuple[str, ...]
-    sensitive: tuple[str, ...]
+    #: the card-data fields, each with its masker
+    masks: tuple[tuple[str, Callable[[str], str]], ...]
 
 
 class DialectCodec:
@@ -52,7 +73,7 @@ class DialectCodec:
     def __init__(self, dialect: Dialect) -> None:
         self.dialect = dialect
         self.fields = dict(dialect.fields)
-        self._dec: OrderedDict[bytes, tuple[Scanner, tuple[str, ...]]] = OrderedDict()
+        self._dec: OrderedDict[bytes, tuple[Scanner, tuple[str, ...], DisplayPlan]] = OrderedDict()
         self._enc: OrderedDict[int, tuple[Joiner, bytes]] = OrderedDict()
         #: the same builders keyed by the field keys in the caller's order (saves computing the bitmap)
         self._enc_keys: dict[tuple[str, ...], tuple[Joiner, bytes]] = {}
@@ -92,7 +113,7 @@ class DialectCodec:
                 keys=ordered,
                 text=tuple(k for k in ordered if k not in self.binary_keys),
                 binary=tuple(k for k in ordered if k in self.binary_keys),
-                sensitive=tuple(k for k in ordered if k in self.sensitive_keys),
+                masks=tuple((k, masker(k, self.sensitivity[k])) for k in ordered if k in self.sensitive_keys),
             )
             if len(self._plans) >= _CACHE_LIMIT:
                 self._plans.clear()
@@ -104,18 +125,32 @@ class DialectCodec:
     # ==========================================================================================
     def decode_parts(self, raw: bytes) -> tuple[str | bytes, str, dict[str, str | bytes]]:
         """Decode ``raw`` into (header, MTI, fields)."""
+        return self.decode_message(raw)[:3]
+
+    def decode_message(
+        self, raw: bytes
+    ) -> tuple[str | bytes, str, dict[str, str | bytes], DisplayPlan | None]:
+        """Decode ``raw`` into (header, MTI, fields, the display plan of those fields)."""
         if raw.__class__ is not bytes:
             if not isinstance(raw, bytes | bytearray | memoryview):
                 raise DecodeError("decode needs bytes", expected="bytes", got=type(raw).__name__)
             raw = bytes(raw)
         if not self._tertiary:
             try:
-                return self._decode_fast(raw)
+                return self._scan(raw)
             except (FastPathMiss, Exception):
                 pass
-        return self._decode_careful(raw)
+        header, mti, fields = self._decode_careful(raw)
+        try:
+            plan: DisplayPlan | None = self.display_plan(tuple(fields))
+        except KeyError:  # pragma: no cover - decoded keys are the dialect's
+            plan = None
+        return header, mti, fields, plan
 
     def _decode_fast(self, raw: bytes) -> tuple[str | bytes, str, dict[str, str | bytes]]:
+        return self._scan(raw)[:3]
+
+    def _scan(self, raw: bytes) -> tuple[str | bytes, str, dict[str, str | bytes], DisplayPlan | None]:
         p = self._header_len
         header: str | bytes = raw[:p] if self._header_binary else raw[:p].decode("ascii")
         if self._mti_bcd:
@@ -144,16 +179,16 @@ class DialectCodec:
         fields, p = entry[0](raw, p)
         if p != len(raw):
             raise FastPathMiss
-        return header, mti, fields
+        return header, mti, fields, entry[2]
 
-    def _compile_decoder(self, key: bytes) -> tuple[Scanner, tuple[str, ...]]:
+    def _compile_decoder(self, key: bytes) -> tuple[Scanner, tuple[str, ...], DisplayPlan]:
         numbers = _bits(key[:8], 0)
         if len(key) > 8:
             numbers += _bits(key[8:16], 64)
         keys = tuple(str(n) for n in numbers if n != 1)
         specs = [self.fields[k] for k in keys]  # KeyError -> careful path explains
         scanner, _ = compile_run_direct(specs)
-        entry = (scanner, keys)
+        entry = (scanner, keys, self.display_plan(keys))
         self._dec[key] = entry
         if len(self._dec) > _CACHE_LIMIT:
             self._dec.popitem(last=False)

@@ -14,14 +14,14 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
-from posguard.iso8583.codec import DialectCodec, codec_for
+from posguard.iso8583.codec import DialectCodec, DisplayPlan, codec_for, masker
 from posguard.iso8583.dialects import get_dialect
 from posguard.iso8583.emv_tags import DISPLAY_SAFE, tag_name
 from posguard.iso8583.errors import DecodeError, EncodeError, Iso8583Error, TLVError
 from posguard.iso8583.fields import encode_field
 from posguard.iso8583.spec import Composite, Dialect, FieldSpec, MessageRule
 from posguard.iso8583.tlv import TLV, build_tlv, find_tag, parse_tlv
-from posguard.sensitive import Pan, mask_pan, mask_track1, mask_track2
+from posguard.sensitive import Pan
 
 __all__ = ["Message", "Violation", "decode", "encode", "MTI_CLASSES"]
 
@@ -73,7 +73,9 @@ def _hex_to_bytes(fields: dict[str, Any], keys: frozenset[str]) -> bool:
 class Message:
     """An ISO 8583 message: MTI, optional header (``h``), and fields keyed ``"2"``..``"192"``."""
 
-    __slots__ = ("mti", "header", "_fields", "dialect", "_codec")
+    #: ``_plan`` is the display plan of ``_fields`` while it is known that every text field holds a str;
+    #: None when unknown (every change to the fields resets it)
+    __slots__ = ("mti", "header", "_fields", "dialect", "_codec", "_plan")
 
     def __init__(
         self,
@@ -89,6 +91,7 @@ class Message:
             header = bytes.fromhex(str(self.dialect.extra["tpdu"]) + str(self.dialect.extra.get("header", "")))
         self.header: str | bytes | None = header
         self._fields: dict[str, FieldValue] = {}
+        self._plan: DisplayPlan | None = None
         if fields:
             codec = self._codec
             # Fast path: a plain dict of known keys holding str/bytes. It stores exactly what the loop below
@@ -110,13 +113,14 @@ class Message:
     def decode(cls, raw: bytes, dialect: str | Dialect = "iso87ascii") -> Message:
         d = get_dialect(dialect)
         codec = codec_for(d)
-        header, mti, fields = codec.decode_parts(raw)
+        header, mti, fields, plan = codec.decode_message(raw)
         m = cls.__new__(cls)
         m.dialect = d
         m._codec = codec
         m.mti = mti
         m.header = header if d.header_len else None
         m._fields = fields
+        m._plan = plan
         return m
 
     def encode(self) -> bytes:
@@ -126,6 +130,7 @@ class Message:
         m = Message.__new__(Message)
         m.dialect, m._codec, m.mti, m.header = self.dialect, self._codec, self.mti, self.header
         m._fields = dict(self._fields)
+        m._plan = self._plan
         return m
 
     @classmethod
@@ -187,6 +192,7 @@ class Message:
         m.mti = str(doc["t"])
         m.header = header
         m._fields = fields
+        m._plan = None
         return m
 
     def to_dict(self, *, reveal: bool = False) -> dict[str, str]:
@@ -196,11 +202,18 @@ class Message:
             out["h"] = self.header.hex().upper() if isinstance(self.header, bytes) else self.header
         out["t"] = self.mti
         fields = self._fields
-        try:
-            plan = self._codec.display_plan(tuple(fields))
-        except KeyError:
-            plan = None
-        if plan is not None and set(map(type, map(fields.__getitem__, plan.text))) <= _STR_ONLY:
+        plan = self._plan
+        if plan is None:
+            try:
+                plan = self._codec.display_plan(tuple(fields))
+            except KeyError:
+                plan = None
+            if plan is not None:
+                if set(map(type, map(fields.__getitem__, plan.text))) <= _STR_ONLY:
+                    self._plan = plan
+                else:
+                    plan = None
+        if plan is not None:
             # bulk path: every text field holds a str, so only binary and card-data fields need converting
             text_now = cast("dict[str, str]", fields)  # binary values are replaced just below
             if plan.in_order:
@@ -211,8 +224,9 @@ class Message:
                 v = fields[k]
                 out[k] = v.hex().upper() if isinstance(v, bytes) else v
             if not reveal:
-                for k in plan.sensitive:
-                    out[k] = self._masked_value(k)
+                for k, mask in plan.masks:
+                    v = fields[k]
+                    out[k] = mask(v.hex().upper() if isinstance(v, bytes) else v)
             return out
         for k in self._sorted_keys():
             if reveal:
@@ -224,6 +238,8 @@ class Message:
 
     def _sorted_keys(self) -> list[str]:
         """The field keys in field-number order."""
+        if self._plan is not None:
+            return list(self._plan.keys)
         try:
             return sorted(self._fields, key=self._codec.order.__getitem__)
         except KeyError:
@@ -244,6 +260,7 @@ class Message:
         return self._fields[k]
 
     def __setitem__(self, key: str | int, value: FieldValue) -> None:
+        self._plan = None
         k = _key(key)
         if "." in k:
             self._set_path(k, value)
@@ -261,6 +278,7 @@ class Message:
         self._fields[k] = value
 
     def __delitem__(self, key: str | int) -> None:
+        self._plan = None
         del self._fields[_key(key)]
 
     def __contains__(self, key: object) -> bool:
@@ -433,6 +451,7 @@ class Message:
             raise EncodeError("subfield has the wrong length", path=path,
                               expected=f"{sf.length} characters", got=f"{len(value)}")
         subs[sub] = value
+        self._plan = None
         parts: list[str] = []
         for s in comp.subfields:
             if s.key in subs:
@@ -683,15 +702,8 @@ class Message:
     # ------------------------------------------------------------------ display
     def _masked_value(self, key: str) -> str:
         v = self._fields[key]
-        sens = self._codec.sensitivity.get(key)
         text = v.hex().upper() if isinstance(v, bytes) else v
-        if sens is None:
-            return text
-        if sens == "pan":
-            return mask_pan(text)
-        if sens == "track":
-            return mask_track1(text) if key == "45" else mask_track2(text)
-        return "*" * min(len(text), 16)
+        return masker(key, self._codec.sensitivity.get(key))(text)
 
     def describe(self, *, reveal: bool = False) -> str:
         """A human-readable listing; card data masked unless ``reveal``."""

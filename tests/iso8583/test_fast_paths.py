@@ -122,3 +122,22 @@ def test_same_fields_in_another_order_encode_alike() -> None:
     b = Message("0200", {"70": "301", "3": "000000", "2": "4761739001010119"}, "iso87ascii")
     assert a.encode() == b.encode()
     assert decode(a.encode(), "iso87ascii").fields() == a.fields()
+
+
+def test_a_decoded_message_changed_afterwards_displays_its_changes() -> None:
+    raw = Message("0400", {"2": "4761739001010119", "3": "000000", "11": "000001",
+                           "90": "0200000123" + "0" * 32}, "iso87").encode()
+    m = decode(raw, "iso87")
+    before = m.to_dict()
+    assert list(m) == ["2", "3", "11", "90"]
+    m["11"] = b"000002"  # bytes in a text field
+    m["90.2"] = "000124"
+    del m["3"]
+    m["4"] = "000000000100"
+    assert list(m) == ["2", "4", "11", "90"]
+    for reveal in (False, True):
+        assert list(m.to_dict(reveal=reveal).items()) == _reference_to_dict(m, reveal)
+    assert m.to_dict() != before and m.to_dict()["90"].startswith("0200000124")
+    c = decode(raw, "iso87").copy()
+    c["41"] = "TERM0001"
+    assert list(c) == ["2", "3", "11", "41", "90"] and c.to_dict()["41"] == "TERM0001"
