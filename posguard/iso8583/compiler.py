@@ -93,10 +93,7 @@ class FieldRun(construct.Construct):  # type: ignore[misc]
         ident = code.allocateId()
         fname = f"parse_fieldrun_{ident}"
         scan = f"scan_fieldrun_{ident}"
-        lines = [f"def {scan}(data, p):", "    f = {}"]
-        for spec in self.specs:
-            lines += ["    " + ln for ln in _emit_decode(spec)]
-        lines += ["    return f, p"]
+        lines = [f"def {scan}(data, p):"] + ["    " + ln for ln in _emit_scan(self.specs)]
         lines += [f"def {fname}(io, this):", f"    f, p = {scan}(io.getvalue(), io.tell())", "    io.seek(p)",
                   "    return f"]
         code.append("\n".join(lines))
@@ -117,63 +114,86 @@ class FieldRun(construct.Construct):  # type: ignore[misc]
         return f"{fname}(obj, io, this)"
 
 
-def _prefix_decode(spec: FieldSpec) -> list[str]:
-    """Lines that read the length prefix into ``n`` and advance ``p``."""
+def _emit_scan(specs: Sequence[FieldSpec]) -> list[str]:
+    """The body of ``scan(data, p) -> (fields, end)`` for a run of fields.
+
+    Positions are tracked as ``p`` plus a constant offset known when the code is emitted, so fixed fields
+    cost one slice each; ``p`` moves only after a length prefix. ASCII text is sliced from one Latin-1
+    decoding of the message and checked ``isascii()`` (what ``bytes.decode("ascii")`` would refuse). A slice
+    cut short by the end of the message leaves the final position past the end, which the caller refuses.
+    """
+    lines: list[str] = []
+    if any(spec.data_enc == "ascii" for spec in specs):
+        lines.append("t = data.decode('latin-1')")
+    off = 0
+    names: list[tuple[str, str]] = []
+    for i, spec in enumerate(specs):
+        v = f"v{i}"
+        names.append((spec.key, v))
+        enc = spec.data_enc
+        if enc == "xbcd" or (not spec.fixed and spec.len_count == "bytes" and enc == "bcd"):
+            # rare formats: the reference codec inline
+            lines.append(f"{v}, p = _decode_field(_SPEC_{spec.key}, data, {_at(off)}, len(data))")
+            off = 0
+            continue
+        if spec.fixed:
+            start, stop = _at(off), _at(off + spec.fixed_bytes())
+            off += spec.fixed_bytes()
+            odd = "1" if spec.max_len & 1 else None
+        else:
+            lines += _prefix_scan(spec, off)
+            start, stop = "q", "p"
+            off = 0
+            odd = "n & 1"
+        if enc == "binary":
+            lines.append(f"{v} = data[{start}:{stop}]")
+        elif enc == "ascii":
+            lines.append(f"{v} = t[{start}:{stop}]")
+            lines.append(f"if not {v}.isascii(): raise _Miss")
+        elif enc == "bcd":
+            conv = f"data[{start}:{stop}].hex().upper()"
+            if odd is None:
+                lines.append(f"{v} = {conv}")
+            else:
+                strip = f"{v}[1:]" if spec.pad == "left" else f"{v}[:-1]"
+                lines.append(f"{v} = {conv}")
+                lines.append(f"{v} = {strip}" if odd == "1" else f"if n & 1: {v} = {strip}")
+        else:
+            lines.append(f"{v} = data[{start}:{stop}].decode({TEXT_CODEC[enc]!r})")
+    body = ", ".join(f"{k!r}: {v}" for k, v in names)
+    lines.append(f"return {{{body}}}, {_at(off)}")
+    return lines
+
+
+def _at(off: int) -> str:
+    return f"p + {off}" if off else "p"
+
+
+def _prefix_scan(spec: FieldSpec, off: int) -> list[str]:
+    """Lines that read the length prefix at ``p + off`` into ``n``; then the value is ``[q:p]``."""
     lt, enc, mx = spec.len_type, spec.len_enc, spec.max_len
+    lines = [f"q = {_at(off)}"]
     if enc == "binary":
         if lt == 1:
-            read = ["n = data[p]; p += 1"]
+            lines.append("n = data[q]")
         else:
-            read = [f"n = int.from_bytes(data[p:p + {lt}], 'big'); p += {lt}"]
+            lines.append(f"n = int.from_bytes(data[q:q + {lt}], 'big')")
     elif enc == "bcd":
         if lt <= 2:
-            read = ["n = _BCD[data[p]]; p += 1"]
+            lines.append("n = _BCD[data[q]]")
         else:
-            read = ["h = _BCD[data[p]]; n = _BCD[data[p + 1]]", "if h < 0 or n < 0: raise _Miss",
-                    "n += 100 * h; p += 2"]
+            lines += ["h = _BCD[data[q]]; n = _BCD[data[q + 1]]", "if h < 0 or n < 0: raise _Miss", "n += 100 * h"]
+    elif enc == "ascii":
+        lines += [f"s = data[q:q + {lt}]", "if not s.isdigit(): raise _Miss", "n = int(s)"]
     else:
-        codec = TEXT_CODEC[enc]
-        if enc == "ascii":
-            read = [f"s = data[p:p + {lt}]", "if not s.isdigit(): raise _Miss", f"n = int(s); p += {lt}"]
-        else:
-            read = [f"s = data[p:p + {lt}].decode({codec!r})", "if not s.isdigit(): raise _Miss",
-                    f"n = int(s); p += {lt}"]
-    return [*read, f"if n > {mx} or n < 0: raise _Miss"]
-
-
-def _emit_decode(spec: FieldSpec) -> list[str]:
-    key = spec.key
-    enc = spec.data_enc
-    if enc == "xbcd" or (not spec.fixed and spec.len_count == "bytes" and enc == "bcd"):
-        # rare formats: use the reference codec inline
-        return [f"f[{key!r}], p = _decode_field(_SPEC_{key}, data, p, len(data))"]
-    lines: list[str] = []
-    if spec.fixed:
-        nbytes = spec.fixed_bytes()
-        lines.append(f"e = p + {nbytes}")
-        units_odd: str | None = "1" if spec.max_len & 1 else None
+        lines += [f"s = data[q:q + {lt}].decode({TEXT_CODEC[enc]!r})", "if not (s.isascii() and s.isdigit()): raise _Miss",
+                  "n = int(s)"]
+    lines.append(f"if n > {mx} or n < 0: raise _Miss")
+    pb = spec.prefix_bytes
+    if spec.data_enc == "bcd":
+        lines.append(f"q += {pb}; p = q + ((n + 1) >> 1)")
     else:
-        lines += _prefix_decode(spec)
-        if enc == "bcd":
-            lines.append("e = p + ((n + 1) >> 1)")
-        else:
-            lines.append("e = p + n")
-        units_odd = "n & 1"
-    if enc == "binary":
-        lines.append(f"f[{key!r}] = data[p:e]; p = e")
-    elif enc == "bcd":
-        conv = "data[p:e].hex().upper()"
-        if units_odd is None:
-            lines.append(f"f[{key!r}] = {conv}; p = e")
-        else:
-            strip = "s[1:]" if spec.pad == "left" else "s[:-1]"
-            if units_odd == "1":
-                lines.append(f"s = {conv}; f[{key!r}] = {strip}; p = e")
-            else:
-                lines.append(f"s = {conv}; f[{key!r}] = {strip} if n & 1 else s; p = e")
-    else:
-        codec = TEXT_CODEC[enc]
-        lines.append(f"f[{key!r}] = data[p:e].decode({codec!r}); p = e")
+        lines.append(f"q += {pb}; p = q + n")
     return lines
 
 
