@@ -40,6 +40,9 @@ _RUNTIME: dict[str, Any] = {
     "_ASC2": _ASCII_PREFIX[2],
     "_ASC3": _ASCII_PREFIX[3],
     "_ASC4": _ASCII_PREFIX[4],
+    "_ASCS2": tuple(b.decode("ascii") for b in _ASCII_PREFIX[2]),
+    "_ASCS3": tuple(b.decode("ascii") for b in _ASCII_PREFIX[3]),
+    "_ASCS4": tuple(b.decode("ascii") for b in _ASCII_PREFIX[4]),
     "_Miss": FastPathMiss,
 }
 
@@ -104,10 +107,7 @@ class FieldRun(construct.Construct):  # type: ignore[misc]
         ident = code.allocateId()
         fname = f"build_fieldrun_{ident}"
         join = f"join_fieldrun_{ident}"
-        lines = [f"def {join}(obj):", "    out = []; w = out.append"]
-        for spec in self.specs:
-            lines += ["    " + ln for ln in _emit_encode(spec)]
-        lines += ["    return b''.join(out)"]
+        lines = [f"def {join}(obj):"] + ["    " + ln for ln in _emit_join(self.specs)]
         lines += [f"def {fname}(obj, io, this):", f"    io.write({join}(obj))", "    return obj"]
         code.append("\n".join(lines))
         self.join_name = join
@@ -194,6 +194,68 @@ def _prefix_scan(spec: FieldSpec, off: int) -> list[str]:
         lines.append(f"q += {pb}; p = q + ((n + 1) >> 1)")
     else:
         lines.append(f"q += {pb}; p = q + n")
+    return lines
+
+
+def _text_mode(spec: FieldSpec) -> bool:
+    """Whether the field is ASCII text with an ASCII (or no) prefix, so it can be joined as ``str``."""
+    return (
+        spec.data_enc == "ascii" and spec.fixed_pad is None and spec.kind in ("n", "ans", "an", "b", "z")
+        and (spec.fixed or (spec.len_enc == "ascii" and spec.len_type in _ASCII_PREFIX))
+    )
+
+
+def _emit_join(specs: Sequence[FieldSpec]) -> list[str]:
+    """The body of ``join(obj) -> bytes`` for a run of fields.
+
+    Consecutive ASCII text fields are checked as ``str`` and joined, prefixes included, then encoded once:
+    a character outside ASCII makes that ``encode`` fail, as each field's own encoding would have.
+    """
+    lines: list[str] = []
+    pieces: list[str] = []
+    segments: list[str] = []
+
+    def flush() -> None:
+        if pieces:
+            segments.append(f"''.join(({', '.join(pieces)},)).encode('ascii')")
+            pieces.clear()
+
+    for i, spec in enumerate(specs):
+        if not _text_mode(spec):
+            flush()
+            # the field's own lines, each write ``w(expr)`` kept in a variable of its own
+            for j, ln in enumerate(_emit_encode(spec)):
+                if ln.startswith("w(") and ln.endswith(")"):
+                    lines.append(f"b{i}_{j} = {ln[2:-1]}")
+                    segments.append(f"b{i}_{j}")
+                else:
+                    lines.append(ln)
+            continue
+        v = f"a{i}"
+        lines.append(f"{v} = obj[{spec.key!r}]")
+        if spec.kind == "n":
+            lines.append(f"if not {v}.isdigit(): raise _Miss")
+        elif spec.kind == "b":
+            lines.append(f"if not _HEX({v}): raise _Miss")
+        elif spec.kind == "z":
+            lines.append(f"if not _Z({v}): raise _Miss")
+        elif spec.kind == "an":
+            lines.append(f"if not _AN({v}): raise _Miss")
+        if spec.fixed:
+            lines.append(f"if len({v}) != {spec.max_len}: raise _Miss")
+        else:
+            lines.append(f"n = len({v})")
+            lines.append(f"if n > {spec.max_len}: raise _Miss")
+            lines.append(f"p{i} = _ASCS{spec.len_type}[n]")
+            pieces.append(f"p{i}")
+        pieces.append(v)
+    flush()
+    if not segments:
+        lines.append("return b''")
+    elif len(segments) == 1:
+        lines.append(f"return {segments[0]}")
+    else:
+        lines.append(f"return b''.join(({', '.join(segments)},))")
     return lines
 
 
