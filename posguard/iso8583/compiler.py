@@ -4,8 +4,10 @@
 :mod:`posguard.iso8583.fields`). :class:`FieldRun` is a construct for the run of fields a bitmap selects;
 its interpreted ``_parse``/``_build`` loop over the fields, and its ``_emitparse``/``_emitbuild`` emit one
 straight-line Python function for that exact run, which ``construct``'s ``compile()`` turns into a
-``Compiled`` parser. The emitted code checks structure (prefix digits, maximum lengths, the final
-position) and raises on anything unexpected; the caller then re-runs the interpreted path, which produces
+``Compiled`` parser. Each emitted stream function wraps a plain one — ``scan(data, pos) -> (fields, end)``
+and ``join(fields) -> bytes`` — which the codec calls directly (:func:`compile_run_direct`), without a
+stream. The emitted code checks structure (prefix digits, maximum lengths, the final position) and
+raises on anything unexpected; the caller then re-runs the interpreted path, which produces
 the precise, masked error. So the fast path can never return a wrong answer silently: it either agrees
 with the reference codec (checked by property tests) or defers to it.
 """
