@@ -121,18 +121,26 @@ def _emit_scan(specs: Sequence[FieldSpec]) -> list[str]:
 
     Positions are tracked as ``p`` plus a constant offset known when the code is emitted, so fixed fields
     cost one slice each; ``p`` moves only after a length prefix. ASCII text is sliced from one Latin-1
-    decoding of the message and checked ``isascii()`` (what ``bytes.decode("ascii")`` would refuse). A slice
-    cut short by the end of the message leaves the final position past the end, which the caller refuses.
+    decoding of the message; each stretch of consecutive ASCII fields (their prefixes included) is checked
+    ``isascii()`` once, which refuses what ``bytes.decode("ascii")`` of each field would. A slice cut short by
+    the end of the message leaves the final position past the end, which the caller refuses.
     """
     lines: list[str] = []
     if any(spec.data_enc == "ascii" for spec in specs):
         lines.append("t = data.decode('latin-1')")
     off = 0
     names: list[tuple[str, str]] = []
+    stretch = False  # inside a stretch of ASCII fields that started at ``r``
     for i, spec in enumerate(specs):
         v = f"v{i}"
         names.append((spec.key, v))
         enc = spec.data_enc
+        if enc == "ascii" and not stretch:
+            lines.append(f"r = {_at(off)}")
+            stretch = True
+        elif enc != "ascii" and stretch:
+            lines.append(f"if not t[r:{_at(off)}].isascii(): raise _Miss")
+            stretch = False
         if enc == "xbcd" or (not spec.fixed and spec.len_count == "bytes" and enc == "bcd"):
             # rare formats: the reference codec inline
             lines.append(f"{v}, p = _decode_field(_SPEC_{spec.key}, data, {_at(off)}, len(data))")
@@ -151,7 +159,6 @@ def _emit_scan(specs: Sequence[FieldSpec]) -> list[str]:
             lines.append(f"{v} = data[{start}:{stop}]")
         elif enc == "ascii":
             lines.append(f"{v} = t[{start}:{stop}]")
-            lines.append(f"if not {v}.isascii(): raise _Miss")
         elif enc == "bcd":
             conv = f"data[{start}:{stop}].hex().upper()"
             if odd is None:
@@ -162,6 +169,8 @@ def _emit_scan(specs: Sequence[FieldSpec]) -> list[str]:
                 lines.append(f"{v} = {strip}" if odd == "1" else f"if n & 1: {v} = {strip}")
         else:
             lines.append(f"{v} = data[{start}:{stop}].decode({TEXT_CODEC[enc]!r})")
+    if stretch:
+        lines.append(f"if not t[r:{_at(off)}].isascii(): raise _Miss")
     body = ", ".join(f"{k!r}: {v}" for k, v in names)
     lines.append(f"return {{{body}}}, {_at(off)}")
     return lines
