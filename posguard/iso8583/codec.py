@@ -20,6 +20,10 @@ __all__ = ["DialectCodec", "DisplayPlan", "codec_for", "masker"]
 
 _CACHE_LIMIT = 2048
 _HEXCHARS = frozenset(b"0123456789ABCDEFabcdef")
+#: length of a hex-text bitmap by its first byte: 32 when the secondary bit is set, 0 when not hex
+_HEX_BITMAP_LEN: tuple[int, ...] = tuple(
+    (32 if int(chr(b), 16) & 0x8 else 16) if b in _HEXCHARS else 0 for b in range(256)
+)
 
 #: compiled ``scan(data, pos) -> (fields, end)`` for one bitmap
 Scanner = Callable[[bytes, int], tuple[dict[str, Any], int]]
@@ -152,7 +156,10 @@ class DialectCodec:
 
     def _scan(self, raw: bytes) -> tuple[str | bytes, str, dict[str, str | bytes], DisplayPlan | None]:
         p = self._header_len
-        header: str | bytes = raw[:p] if self._header_binary else raw[:p].decode("ascii")
+        if p:
+            header: str | bytes = raw[:p] if self._header_binary else raw[:p].decode("ascii")
+        else:
+            header = b"" if self._header_binary else ""
         if self._mti_bcd:
             mti = raw[p : p + 2].hex()
             p += 2
@@ -161,31 +168,28 @@ class DialectCodec:
             p += 4
         if len(mti) != 4 or not mti.isdigit():
             raise FastPathMiss
-        first = raw[p]
-        if self._bm_binary:
-            n = 16 if first & 0x80 else 8
-            key = raw[p : p + n]
-            if len(key) != n:
-                raise FastPathMiss
-        else:
-            n = 32 if int(chr(first), 16) & 0x8 else 16
-            key = bytes.fromhex(raw[p : p + n].decode("ascii"))
-            if len(key) * 2 != n:
-                raise FastPathMiss
-        p += n
+        # the bitmap as it stands in the message is the cache key (only whole, valid bitmaps are cached)
+        n = (16 if raw[p] & 0x80 else 8) if self._bm_binary else _HEX_BITMAP_LEN[raw[p]]
+        key = raw[p : p + n]
         entry = self._dec.get(key)
         if entry is None:
-            entry = self._compile_decoder(key)
-        fields, p = entry[0](raw, p)
+            entry = self._compile_decoder_at(key, n)
+        fields, p = entry[0](raw, p + n)
         if p != len(raw):
             raise FastPathMiss
         return header, mti, fields, entry[2]
 
-    def _compile_decoder(self, key: bytes) -> tuple[Scanner, tuple[str, ...], DisplayPlan]:
-        numbers = _bits(key[:8], 0)
-        if len(key) > 8:
-            numbers += _bits(key[8:16], 64)
-        keys = tuple(str(n) for n in numbers if n != 1)
+    def _compile_decoder_at(self, key: bytes, n: int) -> tuple[Scanner, tuple[str, ...], DisplayPlan]:
+        """Check a bitmap as found in a message (``n`` bytes expected), then compile and cache its decoder."""
+        if not n or len(key) != n:
+            raise FastPathMiss
+        bitmap = key if self._bm_binary else bytes.fromhex(key.decode("ascii"))
+        if len(bitmap) * (1 if self._bm_binary else 2) != n:
+            raise FastPathMiss
+        numbers = _bits(bitmap[:8], 0)
+        if len(bitmap) > 8:
+            numbers += _bits(bitmap[8:16], 64)
+        keys = tuple(str(num) for num in numbers if num != 1)
         specs = [self.fields[k] for k in keys]  # KeyError -> careful path explains
         scanner, _ = compile_run_direct(specs)
         entry = (scanner, keys, self.display_plan(keys))
