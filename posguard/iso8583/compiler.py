@@ -42,6 +42,9 @@ _RUNTIME: dict[str, Any] = {
     "_ASC2": _ASCII_PREFIX[2],
     "_ASC3": _ASCII_PREFIX[3],
     "_ASC4": _ASCII_PREFIX[4],
+    "_DIG2": {b: n for n, b in enumerate(_ASCII_PREFIX[2])},
+    "_DIG3": {b: n for n, b in enumerate(_ASCII_PREFIX[3])},
+    "_DIG4": {b: n for n, b in enumerate(_ASCII_PREFIX[4])},
     "_ASCS2": tuple(b.decode("ascii") for b in _ASCII_PREFIX[2]),
     "_ASCS3": tuple(b.decode("ascii") for b in _ASCII_PREFIX[3]),
     "_ASCS4": tuple(b.decode("ascii") for b in _ASCII_PREFIX[4]),
@@ -194,6 +197,8 @@ def _prefix_scan(spec: FieldSpec, off: int) -> list[str]:
             lines.append("n = _BCD[data[q]]")
         else:
             lines += ["h = _BCD[data[q]]; n = _BCD[data[q + 1]]", "if h < 0 or n < 0: raise _Miss", "n += 100 * h"]
+    elif enc == "ascii" and lt in _ASCII_PREFIX:
+        lines.append(f"n = _DIG{lt}[data[q:q + {lt}]]")  # KeyError unless exactly lt ASCII digits
     elif enc == "ascii":
         lines += [f"s = data[q:q + {lt}]", "if not s.isdigit(): raise _Miss", "n = int(s)"]
     else:
