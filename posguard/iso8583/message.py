@@ -226,7 +226,7 @@ class Message:
             if not reveal:
                 for k, mask in plan.masks:
                     v = fields[k]
-                    out[k] = mask(v.hex().upper() if isinstance(v, bytes) else v)
+                    out[k] = mask(v if v.__class__ is str else v.hex().upper() if isinstance(v, bytes) else v)
             return out
         for k in self._sorted_keys():
             if reveal:
