@@ -103,7 +103,7 @@ OPS = (
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--seconds", type=float, default=1.0, help="time per measurement")
-    ap.add_argument("--repeat", type=int, default=3,
+    ap.add_argument("--repeat", type=int, default=5,
                     help="alternating slices per measurement (the best of each side counts)")
     ap.add_argument("--target", type=float, default=3.0, help="minimum ratio posguard/pyiso8583")
     ap.add_argument("--check", action="store_true", help="exit 1 when a ratio is under the target")
