@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -33,6 +33,7 @@ __all__ = [
     "mask_track2",
     "mask_track1",
     "mask_value",
+    "masker_for",
     "mask_digits_in_text",
     "scrub",
     "pan_token",
@@ -133,17 +134,30 @@ def mask_track(track: str) -> str:
     return mask_track1(track) if "^" in track else mask_track2(track)
 
 
-def mask_value(sensitivity: str, text: str) -> str:
-    """``text`` (a field value as text or hex) shown as :data:`TREATMENTS` says for its class.
-
-    ``tags`` (field 55) is shown here as stars: the per-tag view needs the TLV parser (``describe()``).
-    """
+def masker_for(sensitivity: str | None) -> Callable[[str], str]:
+    """The function that shows a field's text as :data:`TREATMENTS` says for its class (chosen once per field,
+    then called per value; ``tags`` — field 55 — is shown as stars here: the per-tag view needs the TLV parser)."""
+    if sensitivity is None:
+        return _as_is
     shown = TREATMENTS[sensitivity].shown if sensitivity in TREATMENTS else "hidden"
     if shown == "pan":
-        return mask_pan(text)
+        return mask_pan
     if shown == "track":
-        return mask_track(text)
+        return mask_track
+    return _stars
+
+
+def _as_is(text: str) -> str:
+    return text
+
+
+def _stars(text: str) -> str:
     return "*" * min(len(text), 16)
+
+
+def mask_value(sensitivity: str, text: str) -> str:
+    """``text`` (a field value as text or hex) shown as :data:`TREATMENTS` says for its class."""
+    return masker_for(sensitivity)(text)
 
 
 _RUN = re.compile(r"\d{13,}")

@@ -6,23 +6,29 @@
 
 from __future__ import annotations
 
-import io
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
-from posguard.iso8583.compiler import FastPathMiss, compile_run
+from posguard.iso8583.compiler import FastPathMiss, compile_run_direct
 from posguard.iso8583.errors import DecodeError, EncodeError, Iso8583Error, hex_window
 from posguard.iso8583.fields import decode_field, encode_field
 from posguard.iso8583.spec import Dialect, FieldSpec
+from posguard.sensitive import masker_for
 
-__all__ = ["DialectCodec", "codec_for"]
+__all__ = ["DialectCodec", "DisplayPlan", "codec_for"]
 
 _CACHE_LIMIT = 2048
 _HEXCHARS = frozenset(b"0123456789ABCDEFabcdef")
+#: length of a hex-text bitmap by its first byte: 32 when the secondary bit is set, 0 when not hex
+_HEX_BITMAP_LEN: tuple[int, ...] = tuple(
+    (32 if int(chr(b), 16) & 0x8 else 16) if b in _HEXCHARS else 0 for b in range(256)
+)
 
-Parser = Callable[[io.BytesIO, Any], dict[str, Any]]
-Builder = Callable[[Mapping[str, Any], io.BytesIO, Any], Any]
+#: compiled ``scan(data, pos) -> (fields, end)`` for one bitmap
+Scanner = Callable[[bytes, int], tuple[dict[str, Any], int]]
+#: compiled ``join(fields) -> bytes`` for one set of fields
+Joiner = Callable[[Mapping[str, Any]], bytes]
 
 
 def _bits(bitmap: bytes, offset: int) -> list[int]:
@@ -35,79 +41,139 @@ def _bits(bitmap: bytes, offset: int) -> list[int]:
     return out
 
 
+class DisplayPlan(NamedTuple):
+    """The field keys of one message shape, sorted, and split by how they are displayed."""
+
+    in_order: bool
+    keys: tuple[str, ...]
+    text: tuple[str, ...]
+    binary: tuple[str, ...]
+    #: the card-data fields, each with its masker
+    masks: tuple[tuple[str, Callable[[str], str]], ...]
+
+
 class DialectCodec:
     """Encoder/decoder for one dialect; holds the per-bitmap compiled parsers and builders."""
 
     def __init__(self, dialect: Dialect) -> None:
         self.dialect = dialect
         self.fields = dict(dialect.fields)
-        self._dec: OrderedDict[bytes, tuple[Parser, tuple[str, ...]]] = OrderedDict()
-        self._enc: OrderedDict[int, tuple[Builder, bytes]] = OrderedDict()
+        self._dec: OrderedDict[bytes, tuple[Scanner, tuple[str, ...], DisplayPlan]] = OrderedDict()
+        self._enc: OrderedDict[int, tuple[Joiner, bytes]] = OrderedDict()
+        #: the same builders keyed by the field keys in the caller's order (saves computing the bitmap)
+        self._enc_keys: dict[tuple[str, ...], tuple[Joiner, bytes]] = {}
+        #: header + MTI bytes already checked by ``_head``, keyed by (header, MTI)
+        self._heads: dict[tuple[str | bytes | None, str], bytes] = {}
         self._bit = {k: 1 << (192 - int(k)) for k in self.fields}
         self._sensitive_keys = {k for k, f in self.fields.items() if f.sensitive}
         self._tertiary = dialect.tertiary_bitmap
         self._mti_len = 2 if dialect.mti_enc == "bcd" else 4
         self._bm_unit = 8 if dialect.bitmap_enc == "binary" else 16
+        self._header_len = dialect.header_len
+        self._header_binary = dialect.header_enc == "binary"
+        self._mti_bcd = dialect.mti_enc == "bcd"
+        self._mti_codec = "ascii" if dialect.mti_enc == "ascii" else "cp500"
+        self._bm_binary = dialect.bitmap_enc == "binary"
+        # facts the Message fast paths use
+        #: every field key of the dialect
+        self.field_keys: frozenset[str] = frozenset(self.fields)
+        #: keys of the fields carried as bytes
+        self.binary_keys: frozenset[str] = frozenset(k for k, f in self.fields.items() if f.is_binary)
+        #: field key -> field number, to sort keys without calling int()
+        self.order: dict[str, int] = {k: int(k) for k in self.fields}
+        #: keys of the fields holding card data (masked on display)
+        self.sensitive_keys: frozenset[str] = frozenset(self._sensitive_keys)
+        #: field key -> card-data class, for the fields that hold card data
+        self.sensitivity: dict[str, str] = {k: f.sensitive for k, f in self.fields.items() if f.sensitive}
+        self._plans: dict[tuple[str, ...], DisplayPlan] = {}
+
+    def display_plan(self, names: tuple[str, ...]) -> DisplayPlan:
+        """How ``Message.to_dict`` lays out a message whose field keys are ``names`` (in its order)."""
+        plan = self._plans.get(names)
+        if plan is None:
+            order = self.order
+            ordered = tuple(sorted(names, key=order.__getitem__))  # KeyError: not a field of the dialect
+            plan = DisplayPlan(
+                in_order=ordered == names,
+                keys=ordered,
+                text=tuple(k for k in ordered if k not in self.binary_keys),
+                binary=tuple(k for k in ordered if k in self.binary_keys),
+                masks=tuple((k, masker_for(self.sensitivity[k])) for k in ordered if k in self.sensitive_keys),
+            )
+            if len(self._plans) >= _CACHE_LIMIT:
+                self._plans.clear()
+            self._plans[names] = plan
+        return plan
 
     # ==========================================================================================
     # decode
     # ==========================================================================================
     def decode_parts(self, raw: bytes) -> tuple[str | bytes, str, dict[str, str | bytes]]:
         """Decode ``raw`` into (header, MTI, fields)."""
-        if not isinstance(raw, bytes | bytearray | memoryview):
-            raise DecodeError("decode needs bytes", expected="bytes", got=type(raw).__name__)
-        raw = bytes(raw)
+        return self.decode_message(raw)[:3]
+
+    def decode_message(
+        self, raw: bytes
+    ) -> tuple[str | bytes, str, dict[str, str | bytes], DisplayPlan | None]:
+        """Decode ``raw`` into (header, MTI, fields, the display plan of those fields)."""
+        if raw.__class__ is not bytes:
+            if not isinstance(raw, bytes | bytearray | memoryview):
+                raise DecodeError("decode needs bytes", expected="bytes", got=type(raw).__name__)
+            raw = bytes(raw)
         if not self._tertiary:
             try:
-                return self._decode_fast(raw)
+                return self._scan(raw)
             except (FastPathMiss, Exception):
                 pass
-        return self._decode_careful(raw)
+        header, mti, fields = self._decode_careful(raw)
+        try:
+            plan: DisplayPlan | None = self.display_plan(tuple(fields))
+        except KeyError:  # pragma: no cover - decoded keys are the dialect's
+            plan = None
+        return header, mti, fields, plan
 
     def _decode_fast(self, raw: bytes) -> tuple[str | bytes, str, dict[str, str | bytes]]:
-        d = self.dialect
-        p = d.header_len
-        header: str | bytes = raw[:p] if d.header_enc == "binary" else raw[:p].decode("ascii")
-        if d.mti_enc == "bcd":
+        return self._scan(raw)[:3]
+
+    def _scan(self, raw: bytes) -> tuple[str | bytes, str, dict[str, str | bytes], DisplayPlan | None]:
+        p = self._header_len
+        if p:
+            header: str | bytes = raw[:p] if self._header_binary else raw[:p].decode("ascii")
+        else:
+            header = b"" if self._header_binary else ""
+        if self._mti_bcd:
             mti = raw[p : p + 2].hex()
             p += 2
         else:
-            mti = raw[p : p + 4].decode("ascii" if d.mti_enc == "ascii" else "cp500")
+            mti = raw[p : p + 4].decode(self._mti_codec)
             p += 4
         if len(mti) != 4 or not mti.isdigit():
             raise FastPathMiss
-        u = self._bm_unit
-        first = raw[p]
-        if d.bitmap_enc == "binary":
-            n = 16 if first & 0x80 else 8
-            key = raw[p : p + n]
-        else:
-            n = 32 if int(chr(first), 16) & 0x8 else 16
-            key = bytes.fromhex(raw[p : p + n].decode("ascii"))
-            if len(key) != n // 2:
-                raise FastPathMiss
-        if len(key) * (1 if u == 8 else 2) != n:
-            raise FastPathMiss
-        p += n
+        # the bitmap as it stands in the message is the cache key (only whole, valid bitmaps are cached)
+        n = (16 if raw[p] & 0x80 else 8) if self._bm_binary else _HEX_BITMAP_LEN[raw[p]]
+        key = raw[p : p + n]
         entry = self._dec.get(key)
         if entry is None:
-            entry = self._compile_decoder(key)
-        parser = entry[0]
-        stream = io.BytesIO(raw)
-        stream.seek(p)
-        fields = parser(stream, None)
-        if stream.tell() != len(raw):
+            entry = self._compile_decoder_at(key, n)
+        fields, p = entry[0](raw, p + n)
+        if p != len(raw):
             raise FastPathMiss
-        return header, mti, fields
+        return header, mti, fields, entry[2]
 
-    def _compile_decoder(self, key: bytes) -> tuple[Parser, tuple[str, ...]]:
-        numbers = _bits(key[:8], 0)
-        if len(key) > 8:
-            numbers += _bits(key[8:16], 64)
-        keys = tuple(str(n) for n in numbers if n != 1)
+    def _compile_decoder_at(self, key: bytes, n: int) -> tuple[Scanner, tuple[str, ...], DisplayPlan]:
+        """Check a bitmap as found in a message (``n`` bytes expected), then compile and cache its decoder."""
+        if not n or len(key) != n:
+            raise FastPathMiss
+        bitmap = key if self._bm_binary else bytes.fromhex(key.decode("ascii"))
+        if len(bitmap) * (1 if self._bm_binary else 2) != n:
+            raise FastPathMiss
+        numbers = _bits(bitmap[:8], 0)
+        if len(bitmap) > 8:
+            numbers += _bits(bitmap[8:16], 64)
+        keys = tuple(str(num) for num in numbers if num != 1)
         specs = [self.fields[k] for k in keys]  # KeyError -> careful path explains
-        parser, _ = compile_run(specs)
-        entry = (parser, keys)
+        scanner, _ = compile_run_direct(specs)
+        entry = (scanner, keys, self.display_plan(keys))
         self._dec[key] = entry
         if len(self._dec) > _CACHE_LIMIT:
             self._dec.popitem(last=False)
@@ -299,24 +365,42 @@ class DialectCodec:
         return text.encode("ascii" if self.dialect.bitmap_enc == "ascii" else "cp500")
 
     def _encode_fast(self, header: str | bytes | None, mti: str, fields: Mapping[str, Any]) -> bytes:
+        names = tuple(fields)
+        entry = self._enc_keys.get(names)
+        if entry is None:
+            entry = self._compile_encoder(fields)
+            if len(self._enc_keys) >= _CACHE_LIMIT:
+                del self._enc_keys[next(iter(self._enc_keys))]
+            self._enc_keys[names] = entry
+        join, bitmap = entry
+        if (header is None or header.__class__ is bytes or header.__class__ is str) and mti.__class__ is str:
+            hkey = (header, mti)
+            head = self._heads.get(hkey)
+            if head is None:
+                head = self._head(header, mti)  # raises -> the careful path explains
+                if len(self._heads) >= _CACHE_LIMIT:
+                    self._heads.clear()
+                self._heads[hkey] = head
+        else:
+            head = self._head(header, mti)
+        return head + bitmap + join(fields)
+
+    def _compile_encoder(self, fields: Mapping[str, Any]) -> tuple[Joiner, bytes]:
         bit = self._bit
         bm = 0
         for k in fields:
-            bm |= bit[k]
+            bm |= bit[k]  # KeyError -> the careful path explains
         entry = self._enc.get(bm)
         if entry is None:
             if bm & ((1 << 64) - 1):  # fields beyond 128 need the tertiary path
                 raise FastPathMiss
             keys = sorted(fields, key=int)
-            _, builder = compile_run([self.fields[k] for k in keys])
-            entry = (builder, self._bitmap_bytes(bm))
+            _, join = compile_run_direct([self.fields[k] for k in keys])
+            entry = (join, self._bitmap_bytes(bm))
             self._enc[bm] = entry
             if len(self._enc) > _CACHE_LIMIT:
                 self._enc.popitem(last=False)
-        builder, bitmap = entry
-        out = io.BytesIO()
-        builder(fields, out, None)
-        return self._head(header, mti) + bitmap + out.getvalue()
+        return entry
 
     def _encode_careful(self, header: str | bytes | None, mti: str, fields: Mapping[str, Any]) -> bytes:
         d = self.dialect

@@ -12,16 +12,16 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from posguard.iso8583.codec import DialectCodec, codec_for
+from posguard.iso8583.codec import DialectCodec, DisplayPlan, codec_for
 from posguard.iso8583.dialects import get_dialect
 from posguard.iso8583.emv_tags import DISPLAY_SAFE, tag_name
 from posguard.iso8583.errors import DecodeError, EncodeError, Iso8583Error, TLVError
 from posguard.iso8583.fields import encode_field
 from posguard.iso8583.spec import Composite, Dialect, FieldSpec, MessageRule
 from posguard.iso8583.tlv import TLV, build_tlv, find_tag, parse_tlv
-from posguard.sensitive import Pan, mask_value
+from posguard.sensitive import Pan, masker_for
 
 __all__ = ["Message", "Violation", "decode", "encode", "MTI_CLASSES"]
 
@@ -53,10 +53,29 @@ def _key(k: str | int) -> str:
     return str(k)
 
 
+#: value types the constructor's fast path takes as they are
+_PLAIN_TYPES = frozenset((str, bytes))
+_STR_ONLY = frozenset((str,))
+
+
+def _hex_to_bytes(fields: dict[str, Any], keys: frozenset[str]) -> bool:
+    """Turn the hex-text values of the binary fields ``keys`` into bytes, in place; False when one is not hex."""
+    for k in keys.intersection(fields):
+        v = fields[k]
+        if v.__class__ is str:
+            try:
+                fields[k] = bytes.fromhex(v)
+            except ValueError:
+                return False
+    return True
+
+
 class Message:
     """An ISO 8583 message: MTI, optional header (``h``), and fields keyed ``"2"``..``"192"``."""
 
-    __slots__ = ("mti", "header", "_fields", "dialect", "_codec")
+    #: ``_plan`` is the display plan of ``_fields`` while it is known that every text field holds a str;
+    #: None when unknown (every change to the fields resets it)
+    __slots__ = ("mti", "header", "_fields", "dialect", "_codec", "_plan")
 
     def __init__(
         self,
@@ -72,7 +91,20 @@ class Message:
             header = bytes.fromhex(str(self.dialect.extra["tpdu"]) + str(self.dialect.extra.get("header", "")))
         self.header: str | bytes | None = header
         self._fields: dict[str, FieldValue] = {}
+        self._plan: DisplayPlan | None = None
         if fields:
+            codec = self._codec
+            # Fast path: a plain dict of known keys holding str/bytes. It stores exactly what the loop below
+            # would; anything else (or a binary field that is not hex) goes through the loop, which explains.
+            if (
+                fields.__class__ is dict
+                and fields.keys() <= codec.field_keys
+                and set(map(type, fields.values())) <= _PLAIN_TYPES
+            ):
+                copied = dict(fields)
+                if _hex_to_bytes(copied, codec.binary_keys):
+                    self._fields = copied
+                    return
             for k, v in fields.items():
                 self[_key(k)] = v
 
@@ -80,13 +112,15 @@ class Message:
     @classmethod
     def decode(cls, raw: bytes, dialect: str | Dialect = "iso87ascii") -> Message:
         d = get_dialect(dialect)
-        header, mti, fields = codec_for(d).decode_parts(raw)
+        codec = codec_for(d)
+        header, mti, fields, plan = codec.decode_message(raw)
         m = cls.__new__(cls)
         m.dialect = d
-        m._codec = codec_for(d)
+        m._codec = codec
         m.mti = mti
         m.header = header if d.header_len else None
         m._fields = fields
+        m._plan = plan
         return m
 
     def encode(self) -> bytes:
@@ -96,6 +130,7 @@ class Message:
         m = Message.__new__(Message)
         m.dialect, m._codec, m.mti, m.header = self.dialect, self._codec, self.mti, self.header
         m._fields = dict(self._fields)
+        m._plan = self._plan
         return m
 
     @classmethod
@@ -104,6 +139,10 @@ class Message:
         d = get_dialect(dialect)
         if "t" not in doc:
             raise EncodeError("no MTI: the dict needs a \"t\" key", path="t")
+        if doc.__class__ is dict and cls.__init__ is Message.__init__ and not d.tertiary_bitmap:
+            m = cls._from_plain_dict(doc, d)
+            if m is not None:
+                return m
         fields: dict[str, FieldValue] = {}
         for k, v in doc.items():
             if k in ("t", "h", "p", "1") or (k == "65" and d.tertiary_bitmap):
@@ -129,31 +168,99 @@ class Message:
             header = bytes.fromhex(h) if d.header_enc == "binary" else h
         return cls(str(doc["t"]), fields, d, header)
 
+    @classmethod
+    def _from_plain_dict(cls, doc: Mapping[str, Any], d: Dialect) -> Message | None:
+        """``from_dict``'s happy path: the same message, or None when the careful loop must run (and explain)."""
+        codec = codec_for(d)
+        fields: dict[str, Any] = dict(doc)
+        del fields["t"]
+        h = fields.pop("h", None)
+        fields.pop("p", None)
+        fields.pop("1", None)
+        if not (fields.keys() <= codec.field_keys and set(map(type, fields.values())) <= _STR_ONLY):
+            return None
+        if not _hex_to_bytes(fields, codec.binary_keys):
+            return None
+        header: str | bytes | None = None
+        if h:
+            header = bytes.fromhex(h) if d.header_enc == "binary" else h
+        if header is None and d.header_len and d.extra.get("tpdu"):
+            header = bytes.fromhex(str(d.extra["tpdu"]) + str(d.extra.get("header", "")))
+        m = cls.__new__(cls)
+        m.dialect = d
+        m._codec = codec
+        m.mti = str(doc["t"])
+        m.header = header
+        m._fields = fields
+        m._plan = None
+        return m
+
     def to_dict(self, *, reveal: bool = False) -> dict[str, str]:
         """pyiso8583-style dict (``"t"``, ``"2"``..), binary as upper-case hex; masked unless ``reveal``."""
         out: dict[str, str] = {}
         if self.dialect.header_len and self.header is not None:
             out["h"] = self.header.hex().upper() if isinstance(self.header, bytes) else self.header
         out["t"] = self.mti
-        for k in sorted(self._fields, key=int):
-            v = self._fields[k]
+        fields = self._fields
+        plan = self._plan
+        if plan is None:
+            try:
+                plan = self._codec.display_plan(tuple(fields))
+            except KeyError:
+                plan = None
+            if plan is not None:
+                if set(map(type, map(fields.__getitem__, plan.text))) <= _STR_ONLY:
+                    self._plan = plan
+                else:
+                    plan = None
+        if plan is not None:
+            # bulk path: every text field holds a str, so only binary and card-data fields need converting
+            text_now = cast("dict[str, str]", fields)  # binary values are replaced just below
+            if plan.in_order:
+                out.update(text_now)
+            else:
+                out.update(zip(plan.keys, map(text_now.__getitem__, plan.keys), strict=True))
+            for k in plan.binary:
+                v = fields[k]
+                out[k] = v.hex().upper() if isinstance(v, bytes) else v
+            if not reveal:
+                for k, mask in plan.masks:
+                    v = fields[k]
+                    out[k] = mask(v if v.__class__ is str else v.hex().upper() if isinstance(v, bytes) else v)
+            return out
+        for k in self._sorted_keys():
             if reveal:
+                v = fields[k]
                 out[k] = v.hex().upper() if isinstance(v, bytes) else v
             else:
                 out[k] = self._masked_value(k)
         return out
+
+    def _sorted_keys(self) -> list[str]:
+        """The field keys in field-number order."""
+        if self._plan is not None:
+            return list(self._plan.keys)
+        try:
+            return sorted(self._fields, key=self._codec.order.__getitem__)
+        except KeyError:
+            return sorted(self._fields, key=int)
 
     def to_json(self, *, reveal: bool = False) -> str:
         return json.dumps(self.to_dict(reveal=reveal), ensure_ascii=False)
 
     # ------------------------------------------------------------------ mapping protocol
     def __getitem__(self, key: str | int) -> FieldValue:
+        try:
+            return self._fields[key]  # type: ignore[index]
+        except (KeyError, TypeError):
+            pass
         k = _key(key)
         if "." in k:
             return self._get_path(k)
         return self._fields[k]
 
     def __setitem__(self, key: str | int, value: FieldValue) -> None:
+        self._plan = None
         k = _key(key)
         if "." in k:
             self._set_path(k, value)
@@ -171,6 +278,7 @@ class Message:
         self._fields[k] = value
 
     def __delitem__(self, key: str | int) -> None:
+        self._plan = None
         del self._fields[_key(key)]
 
     def __contains__(self, key: object) -> bool:
@@ -186,7 +294,7 @@ class Message:
         return k in self._fields
 
     def __iter__(self) -> Iterator[str]:
-        return iter(sorted(self._fields, key=int))
+        return iter(self._sorted_keys())
 
     def __len__(self) -> int:
         return len(self._fields)
@@ -198,7 +306,7 @@ class Message:
             return default
 
     def keys(self) -> list[str]:
-        return sorted(self._fields, key=int)
+        return self._sorted_keys()
 
     def fields(self) -> dict[str, FieldValue]:
         """A copy of the fields (clear values: handle with care)."""
@@ -343,6 +451,7 @@ class Message:
             raise EncodeError("subfield has the wrong length", path=path,
                               expected=f"{sf.length} characters", got=f"{len(value)}")
         subs[sub] = value
+        self._plan = None
         parts: list[str] = []
         for s in comp.subfields:
             if s.key in subs:
@@ -593,10 +702,8 @@ class Message:
     # ------------------------------------------------------------------ display
     def _masked_value(self, key: str) -> str:
         v = self._fields[key]
-        spec = self.dialect.fields.get(key)
-        sens = spec.sensitive if spec else None
         text = v.hex().upper() if isinstance(v, bytes) else v
-        return text if sens is None else mask_value(sens, text)
+        return masker_for(self._codec.sensitivity.get(key))(text)
 
     def describe(self, *, reveal: bool = False) -> str:
         """A human-readable listing; card data masked unless ``reveal``."""
