@@ -48,5 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
-        return 0
+        # a one-shot command whose reader went away (``posguard incidents | head``) ended as asked; the service
+        # handles its own streams and never ends here quietly
+        return 1 if ns.command == "run" else 0
     return int(result or 0)

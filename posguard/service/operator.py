@@ -25,6 +25,7 @@ import socket
 import stat
 import struct
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +72,7 @@ class OperatorServer:
         self.backlog = backlog
         self._lock = threading.Lock()  # one command at a time through the engine
         self._clients: set[socket.socket] = set()
+        self._busy: set[socket.socket] = set()
         self._clients_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._sock: socket.socket | None = None
@@ -202,13 +204,19 @@ class OperatorServer:
         if not line:
             return True
         verb = line.split(None, 1)[0].lower()
-        if self.quick is not None and verb in self.quick_verbs:
-            answer = self.quick(line, peer)
-        else:
-            with self._lock:
-                answer = self.handler(line, peer)
-        self.served += 1
-        return _send(conn, answer)
+        with self._clients_lock:
+            self._busy.add(conn)
+        try:
+            if self.quick is not None and verb in self.quick_verbs:
+                answer = self.quick(line, peer)
+            else:
+                with self._lock:
+                    answer = self.handler(line, peer)
+            self.served += 1
+            return _send(conn, answer) and not self._stopping.is_set()
+        finally:
+            with self._clients_lock:
+                self._busy.discard(conn)
 
     # -- stopping --------------------------------------------------------------------------------------
     def stop(self, timeout: float = 5.0) -> None:
@@ -217,13 +225,19 @@ class OperatorServer:
         if self._sock is not None:
             with contextlib.suppress(OSError):
                 self._sock.close()
-        with self._clients_lock:
-            clients = list(self._clients)
-        for c in clients:
+        with self._clients_lock:  # idle clients now; a client being answered gets its answer first
+            idle = [c for c in self._clients if c not in self._busy]
+        for c in idle:
             with contextlib.suppress(OSError):
                 c.shutdown(socket.SHUT_RDWR)
+        deadline = time.monotonic() + timeout
         for t in self._threads:
-            t.join(timeout)
+            t.join(max(0.0, deadline - time.monotonic()))
+        with self._clients_lock:
+            left = list(self._clients)
+        for c in left:  # past the bound: nobody waits any longer
+            with contextlib.suppress(OSError):
+                c.shutdown(socket.SHUT_RDWR)
         with contextlib.suppress(FileNotFoundError):
             if self._sock is not None:
                 self.path.unlink()

@@ -11,80 +11,123 @@ UNIX socket (``operator.socket``) or on stdin (``operator.socket = "stdin"`` or 
     wrong_card TXN               read the card the customer meant, correct the charge
     wrong_amount TXN AMOUNT      AMOUNT is the order total that should have been charged
     dispute TXN                  the customer says the void/refund never arrived
-    settle | flush | status | quit
+    settle | flush | status | help | quit
 
-Each answer is one JSON line. Logs are JSON lines on stdout (``ts``, ``level``, ``event``, ``msg``) with card
-data masked. SIGTERM/SIGINT finish the command in progress, close the journal and exit 0.
+Every line is checked before anything acts (:mod:`posguard.service.commands`): a bad one is refused with the
+reason, and the card reader and the host are never touched for it. Each answer is one JSON line with ``ok``;
+a refusal carries ``error``. The socket serves many clients at once (:mod:`posguard.service.operator`: peer
+credentials checked, line and idle limits); ``status`` answers at once, even while a sale waits for the host.
+
+Only one service runs on a journal (a lock beside it; a second start names the holder's pid). Logs are JSON
+lines on stdout (``ts``, ``level``, ``event``, ``msg``) with card data masked.
+
+Exit status: 0 after ``quit``, SIGTERM or SIGINT (the command in progress finishes, every client is closed,
+the journal is closed) or the end of stdin in ``--stdin`` mode; 2 when the configuration has problems or the
+journal is held by another service; 1 on any other stop, so that ``Restart=on-failure`` brings it back.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
-import selectors
+import queue
 import signal
-import socket
 import sys
 import threading
 import time
-from pathlib import Path
+from concurrent.futures import Future
 from typing import IO, Any
 
 from posguard.config import DEFAULT_CONFIG, Config, load_config
 from posguard.sensitive import mask_digits_in_text
+from posguard.service.commands import VERBS, Command, CommandError, parse, usage
 
 __all__ = ["Service", "serve"]
 
 
 class JsonLog:
+    """JSON lines on a stream, one writer at a time. A stream that breaks (the reader went away) is reported once
+    on stderr and then left alone: losing the log never stops the terminal."""
+
     def __init__(self, stream: IO[str] | None = None) -> None:
         self.stream = stream or sys.stdout
         self._lock = threading.Lock()
+        self.broken = False
 
     def __call__(self, event: str, msg: str = "", level: str = "info", **fields: Any) -> None:
         rec = {"ts": round(time.time(), 3), "level": level, "event": event, "msg": mask_digits_in_text(msg)}
         rec.update({k: mask_digits_in_text(v) if isinstance(v, str) else v for k, v in fields.items()})
+        self.line(json.dumps(rec, sort_keys=True))
+
+    def line(self, text: str) -> None:
+        """Write one whole line (answers on stdout share the log's stream and its lock)."""
         with self._lock:
-            self.stream.write(json.dumps(rec, sort_keys=True) + "\n")
-            self.stream.flush()
+            if self.broken:
+                return
+            try:
+                self.stream.write(text + "\n")
+                self.stream.flush()
+            except (OSError, ValueError) as exc:
+                self.broken = True
+                with contextlib.suppress(OSError, ValueError):
+                    sys.stderr.write(f"posguard: the log stream broke ({type(exc).__name__}); logging stops\n")
 
 
 class Service:
+    """The terminal: reader, engine, host link, till — driven from one thread (:meth:`run_loop`), fed by the
+    operator channels. Nothing here talks to the engine from another thread."""
+
     def __init__(self, cfg: Config, log: JsonLog, *, record: str | None = None) -> None:
         from posguard.capture.format import CaptureWriter
         from posguard.clock import SystemClock
         from posguard.engine.detectors import Detectors
-        from posguard.engine.engine import TerminalConfig, TransactionEngine
+        from posguard.engine.engine import EnginePolicies, TerminalConfig, TransactionEngine
         from posguard.engine.hostlink import HostLinkConfig, TcpHostLink
+        from posguard.engine.instance_lock import JournalLock
         from posguard.engine.journal import Journal
+        from posguard.engine.saf import SafPolicy
         from posguard.service.till import Till
 
         self.cfg, self.log = cfg, log
-        self.clock = SystemClock()
-        self.terminal = TerminalConfig(cfg.tid, cfg.mid, cfg.token_key, cfg.data_key, currency=cfg.currency,
-                                       host_timeout=cfg.timeout)
-        self.journal = Journal(cfg.journal, clock=self.clock)
-        self.link = TcpHostLink(HostLinkConfig(cfg.host, cfg.port, dialect=cfg.dialect, framing=cfg.framing,
-                                               response_timeout=cfg.timeout), clock=self.clock)
-        self.engine = TransactionEngine(self.journal, self.link, cfg.dialect, self.terminal, self.clock,
-                                        Detectors.default(self.clock))
-        path = record or cfg.record
-        self.writer = CaptureWriter(path, dialect=cfg.dialect, tid=cfg.tid, mid=cfg.mid, clock=self.clock,
-                                    terminal_extra={"currency": cfg.currency, "timeout": cfg.timeout},
-                                    append=True) if path else None
+        self.lock = JournalLock(cfg.journal).acquire()  # before the journal is opened: one service per journal
+        try:
+            self.clock = SystemClock()
+            self.terminal = TerminalConfig(cfg.tid, cfg.mid, cfg.token_key, cfg.data_key, currency=cfg.currency,
+                                           host_timeout=cfg.timeout)
+            self.journal = Journal(cfg.journal, clock=self.clock)
+            reversal_timeout = min(cfg.timeout, 15.0)
+            self.link = TcpHostLink(HostLinkConfig(cfg.host, cfg.port, dialect=cfg.dialect, framing=cfg.framing,
+                                                   response_timeout=cfg.timeout, reversal_timeout=reversal_timeout),
+                                    clock=self.clock)
+            policies = EnginePolicies(saf=SafPolicy(timeout=reversal_timeout))
+            self.engine = TransactionEngine(self.journal, self.link, cfg.dialect, self.terminal, self.clock,
+                                            Detectors.default(self.clock), policies)
+            path = record or cfg.record
+            self.writer = CaptureWriter(path, dialect=cfg.dialect, tid=cfg.tid, mid=cfg.mid, clock=self.clock,
+                                        terminal_extra={"currency": cfg.currency, "timeout": cfg.timeout},
+                                        append=True) if path else None
+        except BaseException:
+            self.lock.release()
+            raise
         self.till = Till(self.engine, dialect=cfg.dialect, say=lambda line: log("till", line), writer=self.writer)
         self.reader: Any = None
         self.magstripe: Any = None
         self._tap: Any = None  # the Twin link's frame observer when recording
         self._cards = 0
         self.stopping = threading.Event()
+        self.requested_stop = False
+        self._work: queue.Queue[tuple[str, Future[dict[str, Any]]]] = queue.Queue()
+        self._status: dict[str, Any] = {}
 
     # -- life cycle ------------------------------------------------------------------------------
     def start(self) -> None:
         report = self.engine.recover()
         self.log("recovered", "start-up recovery done", abandoned=len(report.abandoned),
                  reversals=len(report.reversals_released), advices=len(report.advices_released),
-                 still_pending=len(report.still_pending))
+                 still_pending=len(report.still_pending), quarantined=len(report.quarantined))
+        for txn_id in report.quarantined:
+            self.log("quarantined", f"{txn_id} could not be recovered and was left as it is; see `posguard "
+                                    "incidents`", level="error", txn=txn_id)
         self.reader = self._open_reader()
         if self.writer is not None and self.reader is not None:
             from posguard.capture.taps import tap_frames
@@ -98,6 +141,7 @@ class Service:
             except Exception as exc:  # noqa: BLE001 - the service runs without a swipe reader and says so
                 self.log("magstripe_unavailable", f"{type(exc).__name__}: {exc}", level="error",
                          hint=str(getattr(exc, "hint", "")))
+        self._refresh_status()
 
     def _open_reader(self) -> Any:
         if self.cfg.reader_kind == "none":
@@ -122,11 +166,42 @@ class Service:
             self._tap.flush()
         if self.magstripe is not None:
             self.magstripe.close()
+        self.till.close()
         self.link.close()
         self.journal.close()
         if self.writer is not None:
             self.writer.close()
+        self.lock.release()
         self.log("stopped", "journal closed")
+
+    # -- the one thread that acts ------------------------------------------------------------------
+    def submit(self, line: str) -> Future[dict[str, Any]]:
+        """Queue ``line`` for :meth:`run_loop` (from any thread); the future holds the answer."""
+        done: Future[dict[str, Any]] = Future()
+        if self.stopping.is_set():
+            done.set_result({"ok": False, "error": "the service is stopping"})
+        else:
+            self._work.put((line, done))
+        return done
+
+    def ask(self, line: str, timeout: float | None = None) -> dict[str, Any]:
+        """:meth:`submit` and wait: what an operator channel calls."""
+        return self.submit(line).result(timeout)
+
+    def run_loop(self) -> None:
+        """Run queued commands one at a time until :attr:`stopping`; then answer what is left."""
+        while not self.stopping.is_set():
+            try:
+                line, done = self._work.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            done.set_result(self.handle(line))
+        while True:
+            try:
+                _line, done = self._work.get_nowait()
+            except queue.Empty:
+                break
+            done.set_result({"ok": False, "error": "the service is stopping"})
 
     # -- commands ----------------------------------------------------------------------------------
     def read_card(self) -> str:
@@ -135,7 +210,7 @@ class Service:
         from posguard.emv.terminal import EmvTerminal, Transaction
 
         if self.reader is None:
-            raise RuntimeError("no card reader: check reader.* in the configuration (posguard diagnose)")
+            raise CommandError("no card reader: check reader.* in the configuration (posguard diagnose)")
         self.reader.wait_for_card(30.0)
         session = read_card(self.reader, EmvTerminal(pan_token_key=self.terminal.token_key,
                                                      terminal_id=self.terminal.terminal_id), Transaction(amount=0))
@@ -152,7 +227,7 @@ class Service:
         from posguard.drivers.magstripe import swiped_card
 
         if self.magstripe is None:
-            raise RuntimeError("no magstripe reader: set reader.magstripe_port in the configuration")
+            raise CommandError("no magstripe reader: set reader.magstripe_port in the configuration")
         data = self.magstripe.read_swipe(30.0)
         card = swiped_card(data, self.terminal.token_key)
         self._cards += 1
@@ -164,101 +239,116 @@ class Service:
         return ref
 
     def handle(self, line: str) -> dict[str, Any]:
-        words = line.split()
-        if not words:
-            return {"ok": False, "error": "empty command"}
-        verb, args = words[0].lower(), words[1:]
-        kw = dict(a.split("=", 1) for a in args if "=" in a)
-        pos = [a for a in args if "=" not in a]
+        """One operator line, checked before anything acts; never raises."""
+        try:
+            command = parse(line, max_amount=self.cfg.max_amount)
+        except CommandError as exc:
+            return {"ok": False, "error": str(exc)}
         try:
             before = len(self.till.incidents)
-            result = self._dispatch(verb, pos, kw)
+            result = self._dispatch(command)
             incidents = [i.to_dict() for i in self.till.incidents[before:]]
+            if self.till.refusal is not None:
+                return {"ok": False, "refused": True, "error": self.till.refusal, **result, "incidents": incidents}
             return {"ok": True, **result, "incidents": incidents}
+        except CommandError as exc:
+            return {"ok": False, "error": str(exc)}
         except Exception as exc:  # noqa: BLE001 - an operator command never takes the service down
-            self.log("command_failed", f"{verb}: {type(exc).__name__}: {exc}", level="warning")
+            self.log("command_failed", f"{command.verb}: {type(exc).__name__}: {exc}", level="warning")
             return {"ok": False, "error": mask_digits_in_text(f"{type(exc).__name__}: {exc}")}
+        finally:
+            self._refresh_status()
 
-    def _dispatch(self, verb: str, pos: list[str], kw: dict[str, str]) -> dict[str, Any]:
+    def _dispatch(self, c: Command) -> dict[str, Any]:
         t = self.till
-        if verb == "sale":
-            res = t.do("sale", card=self.read_card(), amount=int(pos[0]), **({"order": kw["order"]} if "order" in kw
-                                                                                 else {}))
-            return _txn(res)
-        if verb == "swipe":
-            res = t.do("sale", card=self.read_swipe(), amount=int(pos[0]),
-                       **({"order": kw["order"]} if "order" in kw else {}))
-            return _txn(res)
-        if verb == "void":
-            return _txn(t.do("void", txn=pos[0]))
-        if verb == "refund":
-            return _txn(t.do("refund", txn=pos[0], amount=int(pos[1])))
-        if verb == "sign":
-            return _txn(t.do("sign", txn=pos[0]))
-        if verb == "refuse":
-            t.do("signature_refused", txn=pos[0])
-            return {}
-        if verb == "wrong_card":
-            t.do("wrong_card", txn=pos[0], card=self.read_card())
-            return {}
-        if verb == "wrong_amount":
-            t.do("wrong_amount", txn=pos[0], amount=int(pos[1]))
-            return {}
-        if verb == "dispute":
-            t.do("dispute", txn=pos[0])
-            return {}
-        if verb in ("settle", "flush"):
-            t.do(verb)
-            return {}
-        if verb == "status":
-            rows = self.journal.query("SELECT state, COUNT(*) FROM transactions GROUP BY state")
-            return {"batch": self.journal.current_batch(), "states": {r[0]: r[1] for r in rows},
-                    "pending": len(self.journal.saf_items(["queued", "sent"]))}
-        if verb == "quit":
+        order = {"order": c.order} if c.order else {}
+        if c.verb == "sale":
+            return _txn(t.do("sale", card=self.read_card(), amount=c.amount, **order))
+        if c.verb == "swipe":
+            return _txn(t.do("sale", card=self.read_swipe(), amount=c.amount, **order))
+        if c.verb == "void":
+            return _txn(t.do("void", txn=c.txn))
+        if c.verb == "refund":
+            return _txn(t.do("refund", txn=c.txn, amount=c.amount))
+        if c.verb == "sign":
+            return _txn(t.do("sign", txn=c.txn))
+        if c.verb == "refuse":
+            t.do("signature_refused", txn=c.txn)
+        elif c.verb == "wrong_card":
+            t.do("wrong_card", txn=c.txn, card=self.read_card())
+        elif c.verb == "wrong_amount":
+            t.do("wrong_amount", txn=c.txn, amount=c.amount)
+        elif c.verb == "dispute":
+            t.do("dispute", txn=c.txn)
+        elif c.verb == "settle":
+            t.do("settle")
+        elif c.verb == "flush":
+            left = self.engine.flush()
+            return {"pending": len(left)}
+        elif c.verb == "status":
+            return self.status()
+        elif c.verb == "help":
+            return {"commands": {v.name: f"{usage(v)} — {v.help}" for v in VERBS.values()}}
+        elif c.verb == "quit":
+            self.requested_stop = True
             self.stopping.set()
-            return {}
-        raise ValueError(f"unknown command {verb!r}; see posguard run --help")
+        return {}
+
+    # -- status, answered without waiting for the engine ---------------------------------------------
+    def _refresh_status(self) -> None:
+        states = {str(r["state"]): int(r["count"]) for r in self.journal.state_counts()}
+        self._status = {
+            "batch": self.journal.current_batch(), "states": states,
+            "pending": len(self.journal.saf_items(["queued", "sent"])),
+            "journal": "failing: " + self.engine.write_failure if self.engine.write_failure else "ok",
+            "owed_reversals": sorted(self.engine.owed_reversals),
+            "reader": "none" if self.reader is None else "open",
+            "at": round(time.time(), 3),
+        }
+
+    def status(self) -> dict[str, Any]:
+        """What the service last knew (refreshed after every command): safe from any thread."""
+        return dict(self._status)
+
+    def quick(self, line: str, _peer: Any = None) -> dict[str, Any]:
+        """``status`` and ``help`` for the socket, answered without waiting for a command in progress."""
+        verb = line.split(None, 1)[0].lower() if line.strip() else ""
+        if verb == "status":
+            return {"ok": True, **self.status(), "incidents": []}
+        return {"ok": True, "commands": {v.name: f"{usage(v)} — {v.help}" for v in VERBS.values()}}
 
     # -- operator channels ---------------------------------------------------------------------------
     def serve_stdin(self, stream: IO[str], out: IO[str]) -> None:
-        sel = selectors.DefaultSelector()
-        sel.register(stream, selectors.EVENT_READ)
-        while not self.stopping.is_set():
-            if not sel.select(timeout=0.2):
-                continue
-            line = stream.readline()
-            if not line:
-                break
-            if line.strip():
-                out.write(json.dumps({"answer": self.handle(line)}, sort_keys=True) + "\n")
-                out.flush()
+        """Lines from ``stream`` (a thread reads them), answers on ``out``; the end of stdin stops the service."""
+
+        def feed() -> None:
+            for line in stream:
+                if self.stopping.is_set():
+                    break
+                if line.strip():
+                    answer = self.ask(line)
+                    if out is self.log.stream:
+                        self.log.line(json.dumps({"answer": answer}, sort_keys=True))
+                    else:
+                        out.write(json.dumps({"answer": answer}, sort_keys=True) + "\n")
+                        out.flush()
+            self.requested_stop = True
+            self.stopping.set()
+
+        threading.Thread(target=feed, name="operator-stdin", daemon=True).start()
+        self.run_loop()
 
     def serve_socket(self, path: str) -> None:
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        if p.exists():
-            p.unlink()
-        srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        srv.bind(path)
-        os.chmod(path, 0o660)
-        srv.listen(4)
-        srv.settimeout(0.2)
+        from posguard.service.operator import OperatorServer
+
+        server = OperatorServer(path, lambda line, _peer: self.ask(line), quick=self.quick,
+                                allow_uids=self.cfg.allow_uids, allow_groups=self.cfg.allow_groups)
+        server.open()
         self.log("listening", f"operator socket {path}")
         try:
-            while not self.stopping.is_set():
-                try:
-                    conn, _ = srv.accept()
-                except TimeoutError:
-                    continue
-                with conn, conn.makefile("rw", encoding="utf-8") as fh:
-                    for line in fh:
-                        fh.write(json.dumps(self.handle(line), sort_keys=True) + "\n")
-                        fh.flush()
-                        if self.stopping.is_set():
-                            break
+            self.run_loop()
         finally:
-            srv.close()
-            p.unlink(missing_ok=True)
+            server.stop(timeout=5.0)
 
 
 def _txn(res: Any) -> dict[str, Any]:
@@ -269,7 +359,11 @@ def _txn(res: Any) -> dict[str, Any]:
 
 def serve(config: str = DEFAULT_CONFIG, *, stdin: bool = False, record: str | None = None,
           check_config: bool = False) -> int:
-    """``posguard run`` (:mod:`posguard.cli.run` parses its arguments): 2 on configuration problems, else 0."""
+    """``posguard run`` (:mod:`posguard.cli.run` parses its arguments); exit status as the module says."""
+    from posguard.engine.instance_lock import JournalInUse
+    from posguard.engine.journal import JournalError
+    from posguard.service.operator import SocketRefused
+
     log = JsonLog()
     cfg, problems = load_config(config)
     for problem in problems:
@@ -281,10 +375,18 @@ def serve(config: str = DEFAULT_CONFIG, *, stdin: bool = False, record: str | No
     if check_config:
         log("config_ok", f"{config} is usable")
         return 0
-    service = Service(cfg, log, record=record)
+    try:
+        service = Service(cfg, log, record=record)
+    except JournalInUse as exc:
+        log("not_started", str(exc), level="error", holder_pid=exc.pid)
+        return 2
+    except JournalError as exc:
+        log("not_started", str(exc), level="error")
+        return 2
 
     def _stop(signum: int, _frame: Any) -> None:
         log("signal", f"{signal.Signals(signum).name}: stopping")
+        service.requested_stop = True
         service.stopping.set()
 
     signal.signal(signal.SIGTERM, _stop)
@@ -296,6 +398,12 @@ def serve(config: str = DEFAULT_CONFIG, *, stdin: bool = False, record: str | No
             service.serve_stdin(sys.stdin, sys.stdout)
         else:
             service.serve_socket(cfg.operator_socket)
+    except SocketRefused as exc:
+        log("not_started", str(exc), level="error")
+        return 2
+    except Exception as exc:  # noqa: BLE001 - say why, and exit non-zero so the supervisor restarts it
+        log("crashed", f"{type(exc).__name__}: {exc}", level="critical")
+        return 1
     finally:
         service.close()
-    return 0
+    return 0 if service.requested_stop else 1

@@ -63,6 +63,8 @@ class Till:
         self.dry_run_flows = dry_run_flows
         self.cards: dict[str, CardData] = {}
         self.txn_cards: dict[str, str] = {}  # transaction id -> card reference it was charged to
+        #: why the last operator action was refused (None: it was not)
+        self.refusal: str | None = None
         self.incidents: list[IncidentReport] = []
         self.results: list[TxnResult] = []
         #: every request the engine sent during this till's life, in order
@@ -96,13 +98,15 @@ class Till:
     def do(self, op: str, **args: Any) -> Any:
         if op not in OPS:
             raise ValueError(f"unknown operator action {op!r}; known: {', '.join(OPS)}")
+        self.refusal = None
         if self.writer is not None:
             self.writer.record("op", op=op, **args)
         handler: Callable[..., Any] = getattr(self, f"_op_{op}")
         try:
             return handler(**args)
         except (EngineError, IllegalTransition) as exc:  # a refusal: nothing was sent; the operator is told why
-            self.say(f"refused: {mask_digits_in_text(str(exc))}")
+            self.refusal = mask_digits_in_text(str(exc))
+            self.say(f"refused: {self.refusal}")
             return None
 
     def _note(self, result: TxnResult, what: str) -> TxnResult:
