@@ -219,7 +219,7 @@ def test_kill_9_with_clients_connected_loses_nothing(tmp_path: Path, host: HostS
             _wait_socket(sock, proc)
             stop = threading.Event()
 
-            def sell() -> None:
+            def sell(stop: threading.Event = stop) -> None:
                 try:
                     c = _client(sock)
                     while not stop.is_set():
