@@ -1,7 +1,8 @@
 """The ``posguard`` command: one module per command group in this package.
 
 ``iso8583`` (codec), ``card`` (card read, readers), ``engine`` (chart, journal), ``flows`` (incidents, report),
-``demo``, ``capture`` (record, replay, capture import-pcap), ``run`` (the service) and ``diagnose``.
+``demo``, ``capture`` (record, replay, capture import-pcap), ``run`` (the service), ``op`` (its operator client)
+and ``diagnose``.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"posguard {__version__}")
     # Imported here rather than at the top so that ``python -m posguard.cli.card`` (a group run standalone) does
     # not find its own module already imported by this package.
-    from posguard.cli import capture, card, demo, diagnose, engine, flows, iso8583, run
+    from posguard.cli import capture, card, demo, diagnose, engine, flows, iso8583, op, run
 
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     iso8583.add_iso8583_commands(sub)
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_demo_command(sub)
     capture.add_capture_commands(sub)
     run.add_run_command(sub)
+    op.add_op_command(sub)
     diagnose.add_diagnose_command(sub)
     return parser
 

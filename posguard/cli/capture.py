@@ -77,7 +77,7 @@ def _replay(ns: argparse.Namespace) -> int:
                   f"{len(result.sent)} message(s) replayed, nothing sent"
                   + (f"; reader records not replayed: {kept}" if kept else "") + ")")
     finally:
-        result.journal.close()
+        result.close()  # the scratch journal goes with it
     return 0
 
 

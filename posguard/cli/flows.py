@@ -16,11 +16,16 @@ DEFAULT_JOURNAL = os.environ.get("POSGUARD_JOURNAL", "posguard-journal.db")
 
 
 def _open(path: str) -> object:
-    from posguard.engine.journal import Journal
+    """The journal, or a one-line error (exit 1) saying what is wrong with it."""
+    from posguard.engine.journal import Journal, JournalError
 
     if not os.path.exists(path):
         raise SystemExit(f"posguard: no journal at {path}; pass --journal PATH or set POSGUARD_JOURNAL")
-    return Journal(path)
+    try:
+        return Journal(path)
+    except JournalError as exc:
+        print(f"posguard: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 def _cmd_incidents(args: argparse.Namespace) -> int:

@@ -256,3 +256,38 @@ def test_kill_9_with_clients_connected_loses_nothing(tmp_path: Path, host: HostS
     assert len(sales) >= 3 and approved  # the kills hit a service that was trading
     charged = {e.rrn for e in host.ledger.find(kind="sale", status="approved")}
     assert charged <= approved, charged - approved  # every standing charge is one the terminal holds as approved
+
+
+def _posguard(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "posguard.cli", *args], cwd=ROOT, input=stdin, capture_output=True,
+                          text=True, timeout=60, check=False)
+
+
+def test_posguard_op_is_the_operators_client(tmp_path: Path, host: HostSimulator) -> None:
+    """``posguard op``: one command or a line mode; exit 0 ok, 1 refused, 2 service unreachable."""
+    config, sock = _config(tmp_path, host.port)
+    gone = _posguard("op", "--socket", str(sock), "status")
+    assert gone.returncode == 2 and "is `posguard run` running" in gone.stderr
+    proc = _start(config)
+    try:
+        _wait_socket(sock, proc)
+        ok = _posguard("op", "--config", str(config), "status")
+        assert ok.returncode == 0 and ok.stdout.startswith("ok ") and "batch=1" in ok.stdout, ok
+        refused = _posguard("op", "--socket", str(sock), "sale", "abc")
+        assert refused.returncode == 1 and refused.stdout.startswith("refused: amount"), refused
+        lines = _posguard("op", "--socket", str(sock), "--json", stdin="status\nsale 0\n")
+        answers = [json.loads(line) for line in lines.stdout.splitlines()]
+        assert lines.returncode == 1 and [a["ok"] for a in answers] == [True, False]
+    finally:
+        code, _out, err = _stop(proc)
+    assert code == 0, err
+
+
+def test_incidents_and_report_on_a_damaged_journal_are_one_line(tmp_path: Path) -> None:
+    """Finding "tracebacks instead of one-line errors": ``incidents``/``report`` on a corrupt journal."""
+    journal = tmp_path / "journal.db"
+    journal.write_bytes(b"garbage" * 1000)
+    for cmd in (("incidents", "--journal", str(journal)), ("report", "--journal", str(journal))):
+        res = _posguard(*cmd)
+        assert res.returncode == 1 and "Traceback" not in res.stderr
+        assert res.stderr.count("\n") == 1 and "is damaged" in res.stderr, res.stderr
