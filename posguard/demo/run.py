@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 import tempfile
 import time
@@ -64,7 +65,9 @@ def run_demo(dialect: str = "cup", *, record: str | Path | None = None, out: Tex
     clock = SystemClock()
     token_key, data_key = secrets.token_bytes(32), secrets.token_bytes(32)
     terminal = TerminalConfig(DEMO_TID, DEMO_MID, token_key, data_key, currency="156", host_timeout=DEMO_TIMEOUT)
-    workdir = Path(journal_dir) if journal_dir else Path(tempfile.mkdtemp(prefix="posguard-demo-journal-"))
+    scratch = None if journal_dir else Path(tempfile.mkdtemp(prefix="posguard-demo-journal-"))
+    workdir = Path(journal_dir) if journal_dir else scratch
+    assert workdir is not None
     journal = Journal(workdir / "journal.db", clock=clock)
     writer = None
     if record is not None:
@@ -104,6 +107,8 @@ def run_demo(dialect: str = "cup", *, record: str | Path | None = None, out: Tex
         journal.close()
         if writer is not None:
             writer.close()
+        if scratch is not None:  # the day's journal is kept only where asked (--journal-dir)
+            shutil.rmtree(scratch, ignore_errors=True)
     result.seconds = time.monotonic() - t0
     say(f"day done in {result.seconds:.1f} s; every simulator stopped")
     return result
@@ -205,6 +210,4 @@ def _report(till: Any, engine: Any, say: Callable[[str], None]) -> None:
     for n, inc in enumerate(till.incidents, 1):
         say(f"{n:2}. {inc.kind:17} {inc.rule:28} {', '.join(inc.transactions):40} -> {inc.outcome}"
             f" ({len(inc.messages)} message(s))")
-    rows = engine.journal.query("SELECT state, COUNT(*), SUM(amount_minor) FROM transactions GROUP BY state "
-                                "ORDER BY state")
-    say("journal: " + ", ".join(f"{r[0]} {r[1]}" for r in rows))
+    say("journal: " + ", ".join(f"{r['state']} {r['count']}" for r in engine.journal.state_counts()))

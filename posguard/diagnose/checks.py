@@ -241,9 +241,8 @@ def check_journal(cfg: DiagnoseConfig) -> CheckResult:
         problems = [p for p in journal.integrity_check() if p != "ok"]
         pending = journal.saf_items(["queued", "sent"])
         expired = journal.saf_items(["expired"])
-        first = journal.query("SELECT MIN(created_at) FROM transactions WHERE batch_no = ?",
-                              (journal.current_batch(),))[0][0]
-        age_h = (time.time() - float(first)) / 3600 if first is not None else 0.0
+        first = journal.batch_opened_at()
+        age_h = (time.time() - first) / 3600 if first is not None else 0.0
         figure = (f"integrity {'ok' if not problems else '; '.join(problems[:3])}; {len(pending)} reversal(s)/"
                   f"advice(s) pending, {len(expired)} expired; open batch {journal.current_batch()} "
                   f"{age_h:.1f} h old")

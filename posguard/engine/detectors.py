@@ -356,11 +356,10 @@ class ReconciliationDetector:
                 "saf_id": item.id, "kind": item.kind, "mti": item.mti, "attempts": item.attempts,
                 "last": item.last_rc or item.last_error}))
         batch = journal.batch(journal.current_batch())
-        first = journal.query("SELECT MIN(created_at) FROM transactions WHERE batch_no = ?",
-                              (journal.current_batch(),))[0][0]
-        if batch is not None and first is not None and now - float(first) > self.max_batch_age:
+        first = journal.batch_opened_at()
+        if batch is not None and first is not None and now - first > self.max_batch_age:
             out.append(Detection("unsettled", "batch_not_closed", (), {
-                "batch_no": batch["batch_no"], "open_for_hours": round((now - float(first)) / 3600, 1),
+                "batch_no": batch["batch_no"], "open_for_hours": round((now - first) / 3600, 1),
                 "action": "run settlement: funds do not move until the batch is closed"}))
         if ledger is not None:
             on_host = {e.rrn for e in ledger if e.response_code == "00"}

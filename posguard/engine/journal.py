@@ -465,6 +465,12 @@ class Journal:
         return self.query(f"SELECT kind, at, txn_id, detail FROM events WHERE kind IN {kinds} AND "
                           "json_extract(detail, '$.incident') = ? ORDER BY id", (incident_id,))
 
+    def batch_opened_at(self, batch_no: int | None = None) -> float | None:
+        """When the first transaction of ``batch_no`` (the open batch by default) was created; None if empty."""
+        batch = self.current_batch() if batch_no is None else batch_no
+        first = self.query("SELECT MIN(created_at) FROM transactions WHERE batch_no = ?", (batch,))[0][0]
+        return float(first) if first is not None else None
+
     def state_counts(self) -> list[sqlite3.Row]:
         """``(state, count, amount)`` per transaction state, in state order."""
         return self.query("SELECT state, COUNT(*) AS count, SUM(amount_minor) AS amount FROM transactions "
