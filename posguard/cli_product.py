@@ -68,8 +68,8 @@ def add_product_commands(sub: Any) -> None:
 
 
 def _demo(ns: argparse.Namespace) -> int:
+    from firmware_sim.rig.launcher import RigError
     from posguard.demo import run_demo
-    from posguard.demo.rig import RigError
 
     try:
         result = run_demo(ns.dialect, record=ns.record, reader_kind=ns.reader, journal_dir=ns.journal_dir)

@@ -134,9 +134,9 @@ def run_demo(dialect: str = "cup", *, record: str | Path | None = None, out: Tex
              reader_kind: str = "auto", journal_dir: str | Path | None = None,
              day: tuple[Step, ...] = DAY) -> DemoResult:
     """Run the day; returns what happened. Raises :class:`posguard.demo.rig.RigError` if a simulator fails."""
+    from firmware_sim.rig.launcher import Rig
     from posguard.capture.format import CaptureWriter
     from posguard.clock import SystemClock
-    from posguard.demo.rig import Rig
     from posguard.engine.detectors import Detectors
     from posguard.engine.engine import TerminalConfig, TransactionEngine
     from posguard.engine.hostlink import HostLinkConfig, TcpHostLink

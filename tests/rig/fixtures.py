@@ -18,8 +18,15 @@ from typing import Any
 
 import pytest
 
-from tests.rig.pcscd import PcscdRig, get_rig, shutdown_rig
-from tests.rig.sims import MagstripeReader, TwinReader, VpcdCard, magstripe_reader, twin_reader, vpcd_card
+from firmware_sim.rig.pcscd import PcscdRig, get_rig, shutdown_rig
+from firmware_sim.rig.sims import (
+    MagstripeReader,
+    TwinReader,
+    VpcdCard,
+    magstripe_reader,
+    twin_reader,
+    vpcd_card,
+)
 
 __all__ = ["card_factory", "magstripe_factory", "mastercard_card", "pcscd_rig", "pcscd_session", "twin_factory",
            "unionpay_card", "visa_card"]

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tests.rig.pcscd import TWIN_READER, VPCD_READER, PcscdRig, RigError, get_rig, process_socket_path
+from firmware_sim.rig.pcscd import TWIN_READER, VPCD_READER, PcscdRig, RigError, get_rig, process_socket_path
 
 ROOT = Path(__file__).resolve().parents[2]
 READY_TIMEOUT = 10.0

@@ -23,8 +23,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from posguard.demo.rig import RigError as ProductRigError
-from posguard.demo.rig import free_port_pair
+from firmware_sim.rig.launcher import RigError as ProductRigError
+from firmware_sim.rig.launcher import free_port_pair
 
 SOCKET_ENV = "PCSCLITE_CSOCK_NAME"
 VPCD_DRIVER = Path("/usr/lib/pcsc/drivers/serial/libifdvpcd.so")
