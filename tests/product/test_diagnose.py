@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 
 from firmware_sim.host import HostSimulator, SimConfig
-from firmware_sim.rig.launcher import SimProcess
 from firmware_sim.rig.pcscd import get_rig
-from firmware_sim.rig.sims import vpcd_card
+from firmware_sim.rig.sims import SimProcess, vpcd_card
 from posguard.clock import SystemClock
 from posguard.diagnose import CheckResult, DiagnoseConfig, exit_status, run_checks
 from posguard.engine.journal import Journal

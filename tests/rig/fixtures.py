@@ -1,4 +1,4 @@
-"""pytest fixtures of the reader rig. Use them with ``from tests.rig.fixtures import *``.
+"""pytest fixtures of the reader rig: thin wrappers over firmware_sim.rig. Use them with ``from tests.rig.fixtures import *``.
 
 - ``pcscd_rig``: this process's private pcscd (session-wide, restarted only when needed) (vpcd on a free port pair); its socket is
   exported as PCSCLITE_CSOCK_NAME so pyscard, pcsc_scan and opensc-tool all talk to it.
