@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_reader.py               # about 2 s of timed rounds per driver
     .venv/bin/python benchmarks/bench_reader.py --seconds 1   # shorter
 
-Starts its own private pcscd (tests.rig) and simulated cards, and prints:
+Starts its own private pcscd (firmware_sim.rig) and simulated cards, and prints:
 
 (a) PC/SC: one APDU round trip through ``PcscReader.transmit`` against a raw pyscard ``SCardTransmit``
     of the same APDU on the same card handle; interleaved rounds, median and best per APDU, ratio
@@ -36,13 +36,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from firmware_sim.card import get_profile  # noqa: E402
 from firmware_sim.card.profiles import afl  # noqa: E402
+from firmware_sim.rig.pcscd import VPCD_READER, process_socket_path, shutdown_rig  # noqa: E402
+from firmware_sim.rig.sims import SimProcess, vpcd_card  # noqa: E402
 from posguard.drivers.pcsc import PcscReader  # noqa: E402
 from posguard.drivers.twin.frames import CCID_HEADER, PC_TO_RDR_XFR_BLOCK, encode_frame  # noqa: E402
 from posguard.drivers.twin.reader import TwinReader  # noqa: E402
 from posguard.emv import read_card  # noqa: E402
 from posguard.emv.terminal import EmvTerminal, Transaction  # noqa: E402
-from tests.rig.pcscd import VPCD_READER, process_socket_path, shutdown_rig  # noqa: E402
-from tests.rig.sims import SimProcess, vpcd_card  # noqa: E402
 
 SELECT_PSE = bytes.fromhex("00A404000E315041592E5359532E444446303100")
 PROFILES = ("visa_credit_sig", "unionpay_debit_pin", "mastercard_nocvm")

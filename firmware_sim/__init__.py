@@ -9,4 +9,10 @@ Nothing here imports :mod:`posguard`. Each program runs as ``python -m firmware_
 
 Every program reads one command per line on stdin and answers ``ok <json>`` or ``err <text>``
 on stdout (see :mod:`firmware_sim.control`); faults are declared with :mod:`firmware_sim.faults`.
+
+:mod:`firmware_sim.rig` is the one launcher that runs these programs (and a private pcscd) for the tests, the
+benchmarks and ``posguard demo``. This package is its own distribution, ``posguard-firmware-sim``
+(``firmware_sim/pyproject.toml``; ``scripts/setup.sh`` installs it editable into the development venv), not
+part of the posguard wheel; posguard's demo finds :class:`firmware_sim.rig.Rig` through the
+``posguard.simulators`` entry point instead of importing it.
 """

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one place that installs what posguard needs on a fresh Debian machine:
-# Debian packages (pcscd, vpcd, the CCID drivers and tools) and the Python packages into .venv.
-# Idempotent and quick when nothing changed (a stamp keyed on this script and pyproject.toml).
+# Debian packages (pcscd, vpcd, the CCID drivers and tools) and the Python packages into .venv:
+# posguard (editable, with its test tools) and the simulators' own distribution (firmware_sim/, editable).
+# Idempotent and quick when nothing changed (a stamp keyed on this script and both pyproject.toml files).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -9,7 +10,7 @@ cd "$root"
 APT_PACKAGES=(pcscd libpcsclite-dev vsmartcard-vpcd pcsc-tools libccid opensc swig gcc python3-dev)
 
 stamp=.venv/.posguard-setup
-want=$(cat scripts/setup.sh pyproject.toml | sha256sum | cut -d' ' -f1)
+want=$(cat scripts/setup.sh pyproject.toml firmware_sim/pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x .venv/bin/posguard ]; then
     exit 0
 fi
@@ -33,7 +34,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 echo "setup: installing Python packages into .venv (pyscard builds from source)" >&2
 log=.venv/setup-pip.log
-if ! { .venv/bin/python -m pip install -q --upgrade pip && .venv/bin/python -m pip install -q -e '.[test]'; } >"$log" 2>&1; then
+if ! { .venv/bin/python -m pip install -q --upgrade pip && .venv/bin/python -m pip install -q -e '.[test]' -e ./firmware_sim; } >"$log" 2>&1; then
     cat "$log" >&2
     echo "setup: pip install failed (log above, also in $log)" >&2
     exit 1

@@ -28,11 +28,16 @@ def add_demo_command(sub: Any) -> None:
 
 def _demo(ns: argparse.Namespace) -> int:
     from posguard.demo import run_demo
-    from posguard.demo.rig import RigError
+    from posguard.demo.rig import SimulatorsMissing, load_simulators
 
     try:
+        _, rig_error = load_simulators()
+    except SimulatorsMissing as exc:
+        print(f"posguard demo: {exc}", file=sys.stderr)
+        return 2
+    try:
         result = run_demo(ns.dialect, record=ns.record, reader_kind=ns.reader, journal_dir=ns.journal_dir)
-    except RigError as exc:
+    except rig_error as exc:
         print(f"posguard demo: {exc}", file=sys.stderr)
         return 2
     if ns.record:

@@ -41,10 +41,11 @@ def demo_policies() -> Any:
 def run_demo(dialect: str = "cup", *, record: str | Path | None = None, out: TextIO | None = None,
              reader_kind: str = "auto", journal_dir: str | Path | None = None,
              day: tuple[Step, ...] = DAY) -> DemoResult:
-    """Run the day; returns what happened. Raises :class:`posguard.demo.rig.RigError` if a simulator fails."""
+    """Run the day; returns what happened. Raises :class:`posguard.demo.rig.SimulatorsMissing` when the
+    simulators are not installed, and their own error class (see :func:`load_simulators`) if one fails."""
     from posguard.capture.format import CaptureWriter
     from posguard.clock import SystemClock
-    from posguard.demo.rig import Rig
+    from posguard.demo.rig import load_simulators
     from posguard.engine.detectors import Detectors
     from posguard.engine.engine import TerminalConfig, TransactionEngine
     from posguard.engine.hostlink import HostLinkConfig, TcpHostLink
@@ -78,7 +79,8 @@ def run_demo(dialect: str = "cup", *, record: str | Path | None = None, out: Tex
     swiped = [s for s in SWIPES if any(k == "op" and d.get("card") == s[0] for k, d in day)]
     tap: FrameTap | None = None
     try:
-        with Rig(dialect, profile=CARDS[0][1], reader=reader_kind, magstripe=bool(swiped)) as rig:
+        make_rig, _ = load_simulators()
+        with make_rig(dialect, profile=CARDS[0][1], reader=reader_kind, magstripe=bool(swiped)) as rig:
             result.reader = rig.reader_kind
             say(f"simulators up: acquirer host ({dialect}) on port {rig.host_port}, "
                 f"{'pcscd + vpcd card' if rig.reader_kind == 'pcsc' else 'GemPC Twin on a pty'}")

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
+from firmware_sim.rig.pcscd import pcsc_env
+from firmware_sim.rig.sims import ROOT, VpcdCard
 from posguard.cli.card import main
 from tests.drivers.twin_sim import TOKEN_KEY, TwinSim
-from tests.rig.pcscd import pcsc_env
-from tests.rig.sims import ROOT, VpcdCard
 
 pytestmark = pytest.mark.pcscd
 VISA_PAN = "4761739001010119"

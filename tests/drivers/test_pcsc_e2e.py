@@ -8,6 +8,8 @@ from collections.abc import Callable
 import pytest
 from smartcard.scard import _scard
 
+from firmware_sim.rig.pcscd import PcscdRig
+from firmware_sim.rig.sims import VpcdCard
 from posguard.drivers.errors import (
     CardMute,
     CardRemoved,
@@ -20,8 +22,6 @@ from posguard.drivers.errors import (
 )
 from posguard.drivers.pcsc import PcscReader, list_readers, translate_error
 from posguard.drivers.reader import CardEvent
-from tests.rig.pcscd import PcscdRig
-from tests.rig.sims import VpcdCard
 
 pytestmark = pytest.mark.pcscd
 

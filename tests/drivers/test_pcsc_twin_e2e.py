@@ -7,12 +7,12 @@ from collections.abc import Callable
 
 import pytest
 
+from firmware_sim.rig.sims import TwinReader as RigTwin
 from posguard.drivers.errors import ReaderUnplugged
 from posguard.drivers.pcsc import PcscReader
 from posguard.emv import read_card
 from posguard.emv.terminal import EmvTerminal, Transaction
 from tests.drivers.twin_sim import TOKEN_KEY
-from tests.rig.sims import TwinReader as RigTwin
 
 pytestmark = pytest.mark.pcscd
 CFG = EmvTerminal(pan_token_key=TOKEN_KEY)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.rig.sims import SimHandle, SimProcess
+from firmware_sim.rig.sims import SimHandle, SimProcess
 
 TOKEN_KEY = bytes(range(32))
 

@@ -9,6 +9,7 @@ from datetime import datetime
 
 import pytest
 
+from firmware_sim.rig.sims import VpcdCard
 from posguard.drivers.errors import CardMute, CardRemoved
 from posguard.drivers.pcsc import PcscReader
 from posguard.emv import (
@@ -24,7 +25,6 @@ from posguard.emv.terminal import EmvTerminal, Transaction
 from posguard.iso8583.tlv import parse_tlv
 from posguard.sensitive import pan_token
 from tests.drivers.twin_sim import TOKEN_KEY
-from tests.rig.sims import VpcdCard
 
 pytestmark = pytest.mark.pcscd
 

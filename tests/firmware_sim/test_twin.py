@@ -7,9 +7,9 @@ import time
 import pytest
 from smartcard.Exceptions import CardConnectionException
 
+from firmware_sim.rig.pcscd import TWIN_READER, RigError, list_readers
+from firmware_sim.rig.sims import connected, transmit
 from tests.firmware_sim import bounded, emv
-from tests.rig.pcscd import TWIN_READER, RigError, list_readers
-from tests.rig.sims import connected, transmit
 
 pytestmark = pytest.mark.pcscd
 
@@ -50,7 +50,7 @@ def test_card_movements_are_seen_by_pcscd(twin_factory) -> None:  # type: ignore
 
 
 def test_a_reader_without_echo_is_dropped_by_the_driver(pcscd_rig) -> None:  # type: ignore[no-untyped-def]
-    from tests.rig.sims import twin_reader
+    from firmware_sim.rig.sims import twin_reader
 
     with pytest.raises(RigError, match="did not list"):
         with twin_reader("visa_credit_sig", echo=False, rig=pcscd_rig, timeout=3.0):

@@ -8,9 +8,9 @@ import time
 import pytest
 from smartcard.Exceptions import CardConnectionException, NoCardException
 
+from firmware_sim.rig.pcscd import VPCD_READER, pcsc_env
+from firmware_sim.rig.sims import connected, transmit
 from tests.firmware_sim import bounded, emv
-from tests.rig.pcscd import VPCD_READER, pcsc_env
-from tests.rig.sims import connected, transmit
 
 pytestmark = pytest.mark.pcscd
 

@@ -1,7 +1,8 @@
-"""The acquirer simulator as a separate program, and the engine wired to it over loopback TCP.
+"""The engine wired over loopback TCP to the acquirer simulator running as a separate program.
 
-Used by the kill -9 and settlement tests: the simulator (``python -m firmware_sim.host``) runs in its own
-process, so a test can SIGKILL the engine's process and the host keeps its ledger. The engine talks to it with
+Used by the kill -9 and settlement tests: the simulator runs in its own process (the rig's
+:class:`firmware_sim.rig.HostProcess`, started with :func:`firmware_sim.rig.host_process`), so a test can
+SIGKILL the engine's process and the host keeps its ledger. The engine talks to it with
 the real :class:`~posguard.engine.hostlink.TcpHostLink`; time is a :class:`~posguard.clock.VirtualClock` whose
 waiter advances only once the simulator has handled every frame this link sent (asked over the simulator's
 control port), so a 30-second timeout takes milliseconds and cannot race a response on its way.
@@ -11,24 +12,18 @@ control port), so a 30-second timeout takes milliseconds and cannot race a respo
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from firmware_sim.host import ControlClient
+from firmware_sim.rig import HostProcess
 from posguard.clock import VirtualClock
 from posguard.engine.detectors import Detectors
 from posguard.engine.engine import EnginePolicies, TerminalConfig, TransactionEngine
 from posguard.engine.hostlink import HostLinkConfig, TcpHostLink, VirtualWaiter
 from posguard.engine.journal import Journal, TxnRecord
 
-ROOT = Path(__file__).resolve().parents[2]
 Entry = dict[str, Any]
 
 #: Journal states in which the host must hold the transaction as approved.
@@ -36,63 +31,6 @@ HOST_APPROVED_STATES = ("approved", "signature_pending", "signed", "unsigned", "
                         "refunded", "settled", "completed")
 UNFINISHED_STATES = ("created", "card_read", "request_journaled", "sent", "timed_out", "response_invalid",
                      "reversal_pending")
-
-
-class SimProcess:
-    """``python -m firmware_sim.host`` on free loopback ports, driven over its JSON control port."""
-
-    def __init__(self, dialect: str, framing: str = "binary2") -> None:
-        self.dialect = dialect
-        self.framing = framing
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "firmware_sim.host", "--dialect", dialect, "--framing", framing,
-             "--port", "0", "--control-port", "0"],
-            cwd=ROOT, stdout=subprocess.PIPE, text=True,
-        )
-        assert self.proc.stdout is not None
-        info = json.loads(self.proc.stdout.readline())
-        self.port: int = info["port"]
-        self.control_address = ("127.0.0.1", int(info["control_port"]))
-        self.ctl = ControlClient(self.control_address)
-
-    def stop(self) -> None:
-        try:
-            self.ctl.stop()
-            self.ctl.close()
-            self.proc.wait(timeout=5)
-        finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
-                self.proc.wait()
-
-    def reset(self) -> None:
-        self.wait_idle()
-        self.ctl.call("reset_ledger")
-        self.ctl.clear_faults()
-
-    def ledger(self, tid: str | None = None) -> list[Entry]:
-        entries = self.ctl.ledger()
-        return [e for e in entries if tid is None or e["tid"] == tid]
-
-    def wait_idle(self, real_limit: float = 5.0) -> dict[str, Any]:
-        """Until no client is connected and every frame received was handled (after a client was killed)."""
-        give_up = time.monotonic() + real_limit
-        while True:
-            stats = self.ctl.stats()
-            if stats["open_connections"] == 0 and stats["frames_in"] == stats["frames_handled"]:
-                return stats
-            if time.monotonic() > give_up:
-                raise RuntimeError(f"the simulator never went idle: {stats}")
-            time.sleep(0.002)
-
-
-@contextmanager
-def sim_process(dialect: str) -> Iterator[SimProcess]:
-    sim = SimProcess(dialect)
-    try:
-        yield sim
-    finally:
-        sim.stop()
 
 
 @dataclass
@@ -107,7 +45,7 @@ class Wired:
         self.engine.journal.close()
 
 
-def wire_engine(sim: SimProcess, journal_path: Path, clock: VirtualClock, terminal: TerminalConfig,
+def wire_engine(sim: HostProcess, journal_path: Path, clock: VirtualClock, terminal: TerminalConfig,
                 policies: EnginePolicies | None = None) -> Wired:
     """An engine on ``journal_path`` with a real TcpHostLink to ``sim`` (its own control connection)."""
     ctl = ControlClient(sim.control_address)

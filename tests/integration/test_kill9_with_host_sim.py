@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from firmware_sim.rig import HostProcess, host_process
 from posguard.clock import VirtualClock
 from tests.engine.conftest import MONDAY_0900, TERMINAL, card
-from tests.integration.simproc import SimProcess, books_disagree, sim_process, wire_engine
+from tests.integration.simproc import books_disagree, wire_engine
 
 SALE_AMOUNT, REFUND_AMOUNT = 120_00, 20_00
 TID = TERMINAL.terminal_id
@@ -28,12 +29,12 @@ Point = tuple[str, int]
 
 
 @pytest.fixture(scope="module", params=["iso87ascii", "cup"])
-def sim(request: pytest.FixtureRequest) -> Iterator[SimProcess]:
-    with sim_process(request.param) as s:
+def sim(request: pytest.FixtureRequest) -> Iterator[HostProcess]:
+    with host_process(request.param) as s:
         yield s
 
 
-def _prepare(sim: SimProcess, case: Path, op: str) -> str | None:
+def _prepare(sim: HostProcess, case: Path, op: str) -> str | None:
     """A clean host; for a void or refund, an approved sale to correct."""
     sim.reset()
     case.mkdir()
@@ -48,7 +49,7 @@ def _prepare(sim: SimProcess, case: Path, op: str) -> str | None:
         w.close()
 
 
-def _operate(sim: SimProcess, case: Path, op: str, original: str | None, hook: Callable[[str], None]) -> None:
+def _operate(sim: HostProcess, case: Path, op: str, original: str | None, hook: Callable[[str], None]) -> None:
     w = wire_engine(sim, case / "journal.db", VirtualClock(start=MONDAY_0900 + 60), TERMINAL)
     w.engine.kill_points = hook
     try:
@@ -62,7 +63,7 @@ def _operate(sim: SimProcess, case: Path, op: str, original: str | None, hook: C
         w.close()
 
 
-def _recover(sim: SimProcess, case: Path, hook: Callable[[str], None] | None = None, at: float = 3600) -> None:
+def _recover(sim: HostProcess, case: Path, hook: Callable[[str], None] | None = None, at: float = 3600) -> None:
     w = wire_engine(sim, case / "journal.db", VirtualClock(start=MONDAY_0900 + at), TERMINAL)
     w.engine.kill_points = hook
     try:
@@ -107,7 +108,7 @@ def _in_child_killed_at(target: Point, run: Callable[[Callable[[str], None]], No
     assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, (target, status)
 
 
-def _check_books(sim: SimProcess, case: Path, op: str, original: str | None) -> None:
+def _check_books(sim: HostProcess, case: Path, op: str, original: str | None) -> None:
     """Restart, recover, compare the simulator's ledger with the journal; then the till must work again."""
     sim.wait_idle()
     w = wire_engine(sim, case / "journal.db", VirtualClock(start=MONDAY_0900 + 7200), TERMINAL)
@@ -138,7 +139,7 @@ CASES = [
 
 
 @pytest.mark.parametrize(("op", "fault"), CASES, ids=[f"{o}-{f or 'ok'}" for o, f in CASES])
-def test_kill_9_at_every_point_against_the_simulator(sim: SimProcess, tmp_path: Path, op: str, fault: str) -> None:
+def test_kill_9_at_every_point_against_the_simulator(sim: HostProcess, tmp_path: Path, op: str, fault: str) -> None:
     discover = tmp_path / "discover"
     original = _prepare(sim, discover, op)
     if fault:
@@ -165,7 +166,7 @@ def test_kill_9_at_every_point_against_the_simulator(sim: SimProcess, tmp_path: 
 
 
 @pytest.mark.parametrize("first_kill", ["host.after_send:0200", "journal.after_commit:sent"])
-def test_kill_9_inside_recover_then_recover_again(sim: SimProcess, tmp_path: Path, first_kill: str) -> None:
+def test_kill_9_inside_recover_then_recover_again(sim: HostProcess, tmp_path: Path, first_kill: str) -> None:
     """A crash with a sale in flight, then a crash at every point of the recovery, then a clean recovery."""
     discover = tmp_path / "discover"
     _prepare(sim, discover, "sale")
@@ -198,7 +199,7 @@ def test_kill_9_inside_recover_then_recover_again(sim: SimProcess, tmp_path: Pat
 DECLINED_PAN = "4000000000000002"  # the simulator declines it (RC 05)
 
 
-def _unbalanced_batch(sim: SimProcess, case: Path) -> None:
+def _unbalanced_batch(sim: HostProcess, case: Path) -> None:
     """One sale both sides agree on, one the host booked declined while the terminal heard 00."""
     sim.reset()
     case.mkdir()
@@ -211,7 +212,7 @@ def _unbalanced_batch(sim: SimProcess, case: Path) -> None:
         w.close()
 
 
-def _settle(sim: SimProcess, case: Path, hook: Callable[[str], None] | None, at: float) -> int:
+def _settle(sim: HostProcess, case: Path, hook: Callable[[str], None] | None, at: float) -> int:
     w = wire_engine(sim, case / "journal.db", VirtualClock(start=MONDAY_0900 + at), TERMINAL)
     w.engine.kill_points = hook
     try:
@@ -220,7 +221,7 @@ def _settle(sim: SimProcess, case: Path, hook: Callable[[str], None] | None, at:
         w.close()
 
 
-def test_kill_9_at_every_point_of_an_unbalanced_settlement(sim: SimProcess, tmp_path: Path) -> None:
+def test_kill_9_at_every_point_of_an_unbalanced_settlement(sim: HostProcess, tmp_path: Path) -> None:
     """The batch number advances once, only with the batch end acknowledged; the books agree afterwards."""
     discover = tmp_path / "discover"
     _unbalanced_batch(sim, discover)

@@ -103,8 +103,8 @@ def test_bad_frame_and_swipe_records_name_the_line(record: str, what: str) -> No
 # -- a swipe through the service: `posguard run` + serial magstripe simulator + host simulator -------------
 def test_service_swipe_is_recorded_and_replays_as_a_swiped_sale(tmp_path: Path) -> None:
     from firmware_sim.host import HostSimulator, SimConfig
+    from firmware_sim.rig.sims import magstripe_reader
     from tests.product.test_service import LOGS, _ask, write_config
-    from tests.rig.sims import magstripe_reader
 
     capture = tmp_path / "swipe.jsonl"
     with HostSimulator(SimConfig(dialect="iso87ascii")) as host, magstripe_reader(service_code="101") as mag:

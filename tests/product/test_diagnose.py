@@ -12,13 +12,12 @@ from pathlib import Path
 import pytest
 
 from firmware_sim.host import HostSimulator, SimConfig
+from firmware_sim.rig.pcscd import get_rig
+from firmware_sim.rig.sims import SimProcess, vpcd_card
 from posguard.clock import SystemClock
-from posguard.demo.rig import SimProcess
 from posguard.diagnose import CheckResult, DiagnoseConfig, exit_status, run_checks
 from posguard.engine.journal import Journal
 from tests.product.conftest import ROOT
-from tests.rig.pcscd import get_rig
-from tests.rig.sims import vpcd_card
 
 
 @pytest.fixture

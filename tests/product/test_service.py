@@ -16,10 +16,10 @@ from typing import IO, Any
 import pytest
 
 from firmware_sim.host import HostSimulator, SimConfig
+from firmware_sim.rig.pcscd import pcsc_env
+from firmware_sim.rig.sims import vpcd_card
 from posguard.config import load_config
 from tests.product.conftest import ROOT, clear_pan_hits
-from tests.rig.pcscd import pcsc_env
-from tests.rig.sims import vpcd_card
 
 
 def write_config(tmp_path: Path, port: int, **over: str) -> Path:

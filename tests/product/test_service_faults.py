@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 
 from firmware_sim.host import HostSimulator, SimConfig
+from firmware_sim.rig.pcscd import pcsc_env
+from firmware_sim.rig.sims import vpcd_card
 from tests.product.conftest import ROOT, clear_pan_hits
 from tests.product.test_service import write_config
-from tests.rig.pcscd import pcsc_env
-from tests.rig.sims import vpcd_card
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""pytest fixtures of the reader rig. Use them with ``from tests.rig.fixtures import *``.
+"""pytest fixtures of the reader rig: thin wrappers over firmware_sim.rig. Use them with ``from tests.rig.fixtures import *``.
 
 - ``pcscd_rig``: this process's private pcscd (session-wide, restarted only when needed) (vpcd on a free port pair); its socket is
   exported as PCSCLITE_CSOCK_NAME so pyscard, pcsc_scan and opensc-tool all talk to it.
@@ -18,8 +18,15 @@ from typing import Any
 
 import pytest
 
-from tests.rig.pcscd import PcscdRig, get_rig, shutdown_rig
-from tests.rig.sims import MagstripeReader, TwinReader, VpcdCard, magstripe_reader, twin_reader, vpcd_card
+from firmware_sim.rig.pcscd import PcscdRig, get_rig, shutdown_rig
+from firmware_sim.rig.sims import (
+    MagstripeReader,
+    TwinReader,
+    VpcdCard,
+    magstripe_reader,
+    twin_reader,
+    vpcd_card,
+)
 
 __all__ = ["card_factory", "magstripe_factory", "mastercard_card", "pcscd_rig", "pcscd_session", "twin_factory",
            "unionpay_card", "visa_card"]

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tests.rig.pcscd import TWIN_READER, VPCD_READER, PcscdRig, RigError, get_rig, process_socket_path
+from firmware_sim.rig.pcscd import TWIN_READER, VPCD_READER, PcscdRig, RigError, get_rig, process_socket_path
 
 ROOT = Path(__file__).resolve().parents[2]
 READY_TIMEOUT = 10.0
@@ -36,10 +36,14 @@ class SimError(RigError):
 
 
 class SimProcess:
-    """A ``python -m firmware_sim.<module>`` subprocess with its line control channel."""
+    """A ``python -m firmware_sim.<module>`` subprocess with its line control channel.
 
-    def __init__(self, module: str, args: list[str]) -> None:
-        self.module, self.args = module, args
+    It waits for the ``ready {json}`` line (``ready_prefix=""``: the first line is the JSON itself, as the
+    acquirer host prints it); ``stop()`` sends ``quit_line`` (None: the program stops on SIGTERM)."""
+
+    def __init__(self, module: str, args: list[str], *, ready_prefix: str = "ready",
+                 quit_line: str | None = "quit") -> None:
+        self.module, self.args, self.ready_prefix, self.quit_line = module, args, ready_prefix, quit_line
         self.proc: subprocess.Popen[str] | None = None
         self.ready: dict[str, Any] = {}
         self.logs: list[str] = []
@@ -53,9 +57,12 @@ class SimProcess:
             start_new_session=True)
         threading.Thread(target=self._read_stdout, name=f"sim-{self.module}", daemon=True).start()
         line = self._next_answer(timeout, "start")
-        kind, _, payload = line.partition(" ")
-        if kind != "ready":
-            raise SimError(f"{self.module} did not start: {line}\n{self.stderr()}")
+        if self.ready_prefix:
+            kind, _, payload = line.partition(" ")
+            if kind != self.ready_prefix:
+                raise SimError(f"{self.module} did not start: {line}\n{self.stderr()}")
+        else:
+            payload = line
         self.ready = json.loads(payload)
         return self.ready
 
@@ -90,7 +97,7 @@ class SimProcess:
         kind, _, payload = answer.partition(" ")
         if kind != "ok":
             raise SimError(f"{self.module} refused {line!r}: {payload}")
-        result: dict[str, Any] = json.loads(payload)
+        result: dict[str, Any] = json.loads(payload) if payload else {}
         return result
 
     def stderr(self) -> str:
@@ -99,13 +106,18 @@ class SimProcess:
         return f"{self.module} stderr:\n{text}" if text.strip() else ""
 
     def stop(self, timeout: float = 5.0) -> None:
+        """Ask the program to quit (or SIGTERM it), then kill it if it lingers; always reaped."""
         if self.proc is None:
             return
-        if self.proc.poll() is None:
+        if self.proc.poll() is None and self.quit_line is not None:
             with contextlib.suppress(OSError, ValueError):
                 assert self.proc.stdin is not None
-                self.proc.stdin.write("quit\n")
+                self.proc.stdin.write(self.quit_line + "\n")
                 self.proc.stdin.flush()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout)
+        if self.proc.poll() is None:
+            self.proc.terminate()
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:

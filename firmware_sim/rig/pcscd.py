@@ -1,10 +1,10 @@
-"""A private pcscd for tests: its own reader.conf directory, socket, vpcd port and log.
+"""A private pcscd for the rig: its own reader.conf directory, socket, vpcd port and log.
 
 pcsc-lite 1.9.9 hard-codes the daemon's socket (/run/pcscd/pcscd.comm) but accepts a listening
 socket handed over the systemd way (LISTEN_FDS=1, LISTEN_PID, fd 3), and the client library
 (libpcsclite: pyscard, pcsc_scan, opensc-tool) honours ``PCSCLITE_CSOCK_NAME``. So every test
 process binds its own socket, hands it to its own pcscd and points ``PCSCLITE_CSOCK_NAME`` at it:
-several test runs can run at once without sharing a daemon.
+several test runs (and demos) can run at once without sharing a daemon or touching the machine's pcscd.
 
 libpcsclite reads ``PCSCLITE_CSOCK_NAME`` once per process, so a process keeps one socket path
 for its whole life (:func:`process_socket_path`); pcscd may be restarted behind it.
@@ -13,6 +13,7 @@ for its whole life (:func:`process_socket_path`); pcscd may be restarted behind 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import shutil
 import socket
@@ -22,9 +23,6 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from posguard.demo.rig import RigError as ProductRigError
-from posguard.demo.rig import free_port_pair
 
 SOCKET_ENV = "PCSCLITE_CSOCK_NAME"
 VPCD_DRIVER = Path("/usr/lib/pcsc/drivers/serial/libifdvpcd.so")
@@ -44,19 +42,55 @@ _LAUNCHER = (
 )
 
 
-class RigError(ProductRigError):
-    """The test rig could not reach the state a test asked for; the text says what to check."""
+class RigError(RuntimeError):
+    """A simulator did not start, refused a command or stopped answering, or the rig could not reach the
+    state asked for; the text says what to check."""
 
 
-def process_socket_path() -> Path:
-    """This process's pcscd socket path; exported as PCSCLITE_CSOCK_NAME before any PC/SC call."""
+def free_port_pair(host: str = "127.0.0.1") -> int:
+    """A TCP port P with P and P+1 free (vpcd listens on both)."""
+    for _ in range(50):
+        with socket.socket() as a:
+            a.bind((host, 0))
+            port = int(a.getsockname()[1])
+            if port >= 65535:
+                continue
+            with socket.socket() as b:
+                try:
+                    b.bind((host, port + 1))
+                except OSError:
+                    continue
+            return port
+    raise RigError("no free pair of TCP ports for vpcd")
+
+
+def pcscd_available() -> bool:
+    """pcscd, the vpcd driver, pcsc_scan and pyscard are all installed."""
+    return (shutil.which("pcscd") is not None and shutil.which("pcsc_scan") is not None and VPCD_DRIVER.exists()
+            and importlib.util.find_spec("smartcard") is not None)
+
+
+_OWN_SOCKET: Path | None = None
+
+
+def process_socket_path(*, adopt: bool = True) -> Path:
+    """This process's pcscd socket path; exported as PCSCLITE_CSOCK_NAME before any PC/SC call.
+
+    libpcsclite reads the variable once per process, so a process keeps one path. With ``adopt`` (tests) a
+    path already set in the environment is used as it is; without it (the demo) a path this module did not
+    set is refused rather than taken over, so a demo never replaces somebody else's pcscd."""
+    global _OWN_SOCKET
     existing = os.environ.get(SOCKET_ENV)
     if existing:
+        if not adopt and Path(existing) != _OWN_SOCKET:
+            raise RigError(f"{SOCKET_ENV} is already set in this process (another PC/SC rig owns it): run the "
+                           "demo in its own process")
         return Path(existing)
     base = Path(tempfile.gettempdir()) / f"posguard-rig-{os.getpid()}"
     base.mkdir(mode=0o755, exist_ok=True)
     path = base / "pcscd.comm"
     os.environ[SOCKET_ENV] = str(path)
+    _OWN_SOCKET = path
     return path
 
 
@@ -200,7 +234,7 @@ class Pcscd:
 
 
 class PcscdRig:
-    """The pcscd of this test process; restarted only when a test needs other readers."""
+    """The pcscd of this (test) process; restarted only when a test needs other readers."""
 
     def __init__(self) -> None:
         self.vpcd_port = free_port_pair()
