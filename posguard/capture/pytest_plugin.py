@@ -24,6 +24,7 @@ import pytest
 
 from posguard.capture.replay import ReplayResult, replay
 from posguard.incidents import IncidentReport
+from posguard.service.till import Till
 
 __all__ = ["Replayed", "posguard_replay"]
 
@@ -69,7 +70,7 @@ def posguard_replay(tmp_path: Path) -> Iterator[Callable[[str | Path], Replayed]
 
     def run(path: str | Path) -> Replayed:
         db = tmp_path / f"replay-{len(opened)}.db"
-        day = Replayed(replay(path, journal_path=db))
+        day = Replayed(replay(path, desk=Till.for_replay, journal_path=db))
         opened.append(day)
         return day
 

@@ -1,5 +1,5 @@
-"""Replay a capture: the recorded operator actions through a real engine and till, on a virtual clock, with
-the host's recorded answers (no network). The incidents found are the ones the live run found.
+"""Replay a capture: the recorded operator actions through a real engine and an operator desk (the service's
+till: ``desk=Till.for_replay``), on a virtual clock, with the host's recorded answers (no network). The incidents found are the ones the live run found.
 
 Nothing leaves the machine: corrections run against a scratch journal and the recorded answers, and what
 they would send is reported (``--json``: one object per incident).
@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from posguard.capture.format import Capture, CaptureError, read_capture
 from posguard.card import CardData
@@ -26,9 +26,8 @@ from posguard.engine.saf import SafPolicy
 from posguard.incidents import IncidentReport
 from posguard.iso8583.message import Message
 from posguard.iso8583.redaction import evidence_image
-from posguard.service.till import Till
 
-__all__ = ["ReplayDiverged", "ReplayLink", "ReplayResult", "replay", "REPLAY_TOKEN_KEY"]
+__all__ = ["Desk", "DeskFactory", "ReplayDiverged", "ReplayLink", "ReplayResult", "replay", "REPLAY_TOKEN_KEY"]
 
 #: keys of the scratch engine a replay runs (the capture's PANs are test PANs already)
 REPLAY_TOKEN_KEY = b"posguard-replay-token-key-000000"
@@ -120,11 +119,26 @@ class ReplayLink:
         raise HostTimeout("no answer recorded")
 
 
+class Desk(Protocol):
+    """What a replay needs of the operator desk it feeds: the cards it knows, the actions it runs, the incidents it
+    met and the requests its engine sent. The service's :class:`~posguard.service.till.Till` is one."""
+
+    cards: dict[str, CardData]
+    incidents: list[IncidentReport]
+    sent: list[Message]
+
+    def do(self, op: str, **args: Any) -> Any: ...
+
+
+#: builds the desk over the replay's engine: ``(engine, dialect, say)``
+DeskFactory = Callable[[TransactionEngine, str, Callable[[str], None]], Desk]
+
+
 @dataclass
 class ReplayResult:
     capture: Capture
     incidents: list[IncidentReport]
-    till: Till
+    desk: Desk
     journal: Journal
     sent: list[Message] = field(default_factory=list)
     log: list[str] = field(default_factory=list)
@@ -162,7 +176,7 @@ def card_from_record(rec: dict[str, Any]) -> CardData:
                              cvm_required=bool(rec.get("cvm_required", False)))
 
 
-def replay(source: str | Path | Capture, *, journal_path: str | Path | None = None,
+def replay(source: str | Path | Capture, *, desk: DeskFactory, journal_path: str | Path | None = None,
            say: Callable[[str], None] | None = None) -> ReplayResult:
     """Replay ``source``; raises :class:`CaptureError` (with the line) when it cannot be read or replayed."""
     capture = source if isinstance(source, Capture) else read_capture(source)
@@ -192,7 +206,7 @@ def replay(source: str | Path | Capture, *, journal_path: str | Path | None = No
             if say is not None:
                 say(line)
 
-        till = Till(engine, dialect=capture.dialect, say=_say)
+        till = desk(engine, capture.dialect, _say)
         skipped: dict[str, int] = {}
         for r in capture.records:
             if r["k"] in _EVIDENCE_KINDS:

@@ -56,10 +56,11 @@ def _record(ns: argparse.Namespace) -> int:
 def _replay(ns: argparse.Namespace) -> int:
     from posguard.capture import CaptureError
     from posguard.capture.replay import replay
+    from posguard.service.till import Till
 
     say = (lambda line: print(f"  {line}")) if ns.verbose and not ns.json else None
     try:
-        result = replay(ns.file, say=say)
+        result = replay(ns.file, desk=Till.for_replay, say=say)
     except CaptureError as exc:
         print(f"posguard replay: {ns.file}: {exc}", file=sys.stderr)
         return 1

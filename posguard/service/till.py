@@ -74,6 +74,11 @@ class Till:
             engine.add_exchange_listener(writer.on_exchange)
         self._seen: set[tuple[str, tuple[str, ...]]] = set()
 
+    @classmethod
+    def for_replay(cls, engine: TransactionEngine, dialect: str, say: Callable[[str], None]) -> Till:
+        """The desk a replay feeds (:data:`posguard.capture.replay.DeskFactory`)."""
+        return cls(engine, dialect=dialect, say=say)
+
     def _on_exchange(self, exchange: Exchange) -> None:
         if exchange.event == "sent":
             self.sent.append(exchange.request)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from firmware_sim.host import ControlClient
@@ -33,6 +34,10 @@ def test_program_prints_ports_serves_and_obeys_the_control_channel(tmp_path: Pat
             assert client.exchange(cup_sale(3, 5000))["39"] == "51"
             entries = ctl.ledger()
             assert [(e["stan"], e["rc"]) for e in entries] == [("000001", "00"), ("000002", "00"), ("000003", "51")]
+            # the host counts a frame as handled once its answer is out: the count may trail the answer a moment
+            deadline = time.monotonic() + 5
+            while ctl.stats()["frames_handled"] < 3 and time.monotonic() < deadline:
+                time.sleep(0.01)
             assert ctl.stats()["frames_handled"] == 3
             ctl.stop()
         client.close()

@@ -29,6 +29,9 @@ FORBIDDEN: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("posguard.emv", ("posguard.engine", "posguard.flows", "posguard.service", "posguard.cli"),
      "the card session knows the card and the reader"),
     ("posguard", ("firmware_sim", "tests"), "the product never imports its simulators or its tests"),
+    *((f"posguard.capture.{m}", ("posguard.service", "posguard.cli", "posguard.demo"),
+       "captures are below the service: replay feeds a Desk protocol, the faces hand it the till")
+      for m in ("format", "sanitize", "taps", "pcap", "replay")),
 )
 #: modules that stand alone: they import nothing of posguard's outside the listed prefixes
 ALONE: tuple[tuple[str, tuple[str, ...], str], ...] = (

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from posguard.capture.format import CaptureError, read_capture
 from posguard.capture.replay import replay
+from posguard.service.till import Till
 
 CAPTURES = Path(__file__).resolve().parents[1] / "captures"
 HEADER = json.dumps({"posguard_capture": 1, "dialect": "iso87ascii", "terminal": {"tid": "POSGRD01", "mid": "M"},
@@ -44,7 +45,7 @@ def test_each_malformed_capture_is_one_line_with_its_line_number(name: str, tmp_
     path = tmp_path / "bad.jsonl"
     path.write_bytes(data)
     with pytest.raises(CaptureError) as err:
-        with replay(path, journal_path=tmp_path / "j.db"):
+        with replay(path, desk=Till.for_replay, journal_path=tmp_path / "j.db"):
             pass
     assert err.value.line == line, str(err.value)
     assert words in str(err.value) and "\n" not in str(err.value)
@@ -56,12 +57,12 @@ def test_replay_leaves_no_scratch_journal(tmp_path: Path, monkeypatch: pytest.Mo
     import tempfile
 
     monkeypatch.setattr(tempfile, "tempdir", None)
-    with replay(CAPTURES / "iso87ascii-reversal.jsonl") as result:
+    with replay(CAPTURES / "iso87ascii-reversal.jsonl", desk=Till.for_replay) as result:
         assert result.scratch is not None and result.scratch.exists()
     assert list(tmp_path.iterdir()) == []
     (tmp_path / "bad.jsonl").write_text(HEADER + '\n{"t": 1, "k": "op", "op": "void", "txn": "X"}\n')
     with pytest.raises(CaptureError):
-        replay(tmp_path / "bad.jsonl")
+        replay(tmp_path / "bad.jsonl", desk=Till.for_replay)
     assert [p.name for p in tmp_path.iterdir()] == ["bad.jsonl"]
 
 
@@ -84,7 +85,7 @@ def test_fuzzed_captures_never_escape_as_anything_but_capture_error(tmp_path: Pa
     except CaptureError:
         return
     try:
-        with replay(read, journal_path=tmp_path / f"j{abs(hash(bytes(data)))}.db"):
+        with replay(read, desk=Till.for_replay, journal_path=tmp_path / f"j{abs(hash(bytes(data)))}.db"):
             pass
     except CaptureError as exc:
         assert "\n" not in str(exc)

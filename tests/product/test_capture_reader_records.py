@@ -20,6 +20,7 @@ from posguard.clock import VirtualClock
 from posguard.drivers.twin.frames import encode_frame, lrc
 from posguard.iso8583 import Message
 from posguard.sensitive import luhn_ok
+from posguard.service.till import Till
 from tests.product.conftest import ROOT, SIM_PANS, clear_pan_hits
 
 VISA = SIM_PANS[0]
@@ -137,7 +138,7 @@ def test_service_swipe_is_recorded_and_replays_as_a_swiped_sale(tmp_path: Path) 
     [out_sale] = [r for r in cap.of_kind("iso") if r["dir"] == "out" and r["mti"] == "0200"]
     assert Message.decode(bytes.fromhex(out_sale["hex"]), "iso87ascii")["22"] == "021"  # swiped on the wire
 
-    result = replay(capture, journal_path=tmp_path / "replay.db")
+    result = replay(capture, desk=Till.for_replay, journal_path=tmp_path / "replay.db")
     try:
         assert result.skipped == {"swipe": 1}
         [sent] = [m for m in result.sent if m.mti == "0200"]

@@ -70,7 +70,7 @@ def test_a_restart_appends_a_segment_and_replay_recovers_there(tmp_path: Path) -
     start = kinds.index("start")
     assert lines[read.lines[start] - 1].startswith('{"posguard_capture"')
 
-    replayed = replay(capture, journal_path=tmp_path / "replay.db")
+    replayed = replay(capture, desk=Till.for_replay, journal_path=tmp_path / "replay.db")
     assert [t.state for t in replayed.journal.find_txns()] == ["reversed"]
     assert [m.mti for m in replayed.sent][0] == "0200" and replayed.sent[-1].mti in ("0400", "0401")
     assert any(line.startswith("restart: recovery") and "1 queued message(s) acknowledged" in line

@@ -16,6 +16,7 @@ import pytest
 from posguard.capture import read_capture
 from posguard.capture.replay import replay
 from posguard.drivers.twin.frames import lrc
+from posguard.service.till import Till
 from tests.product.conftest import ROOT, clear_pan_hits
 
 ERROR_KINDS = {"duplicate_charge", "wrong_card", "wrong_amount", "void_mismatch", "unsettled", "unsigned",
@@ -60,7 +61,7 @@ def test_demo_day_detects_and_corrects_every_error_kind(dialect: str, reader: st
     assert _tagged(tag) == []  # every simulator and the private pcscd it started are gone
 
     # record -> replay: the same incidents, the same transactions
-    result = replay(record, journal_path=tmp_path / "replay.db")
+    result = replay(record, desk=Till.for_replay, journal_path=tmp_path / "replay.db")
     try:
         replayed = [(i.kind, i.rule, tuple(i.transactions)) for i in result.incidents]
     finally:

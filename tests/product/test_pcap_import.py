@@ -11,6 +11,7 @@ from posguard.capture import read_capture
 from posguard.capture.pcap import PcapError, import_pcap
 from posguard.capture.replay import replay
 from posguard.iso8583.framing import Framing
+from posguard.service.till import Till
 from tests.product.conftest import CAPTURES, clear_pan_hits
 
 HOST, TERM = (bytes([10, 0, 0, 1]), 5000), (bytes([10, 0, 0, 2]), 40000)
@@ -54,7 +55,7 @@ def test_pcap_of_the_host_link_imports_every_message(framing: str, tmp_path: Pat
     cap = read_capture(out)
     assert [r["dir"] for r in cap.of_kind("iso")] == [d for d, _ in messages]
     assert clear_pan_hits(out.read_bytes()) == []
-    result = replay(out, journal_path=tmp_path / "j.db")
+    result = replay(out, desk=Till.for_replay, journal_path=tmp_path / "j.db")
     try:
         assert "reversal" in [i.kind for i in result.incidents]
     finally:
