@@ -291,3 +291,14 @@ def test_incidents_and_report_on_a_damaged_journal_are_one_line(tmp_path: Path) 
         res = _posguard(*cmd)
         assert res.returncode == 1 and "Traceback" not in res.stderr
         assert res.stderr.count("\n") == 1 and "is damaged" in res.stderr, res.stderr
+
+
+def test_run_on_a_damaged_journal_is_one_line_and_exit_2(tmp_path: Path, host: HostSimulator) -> None:
+    """Finding "tracebacks instead of one-line errors": ``run`` on a corrupt journal."""
+    config, _sock = _config(tmp_path, host.port)
+    (tmp_path / "journal.db").write_bytes(b"garbage" * 1000)
+    res = subprocess.run([sys.executable, "-m", "posguard.cli", "run", "--config", str(config)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    [line] = [json.loads(x) for x in res.stdout.splitlines() if '"not_started"' in x]
+    assert "is damaged" in line["msg"] and line["level"] == "error"
