@@ -23,6 +23,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 SOCKET_ENV = "PCSCLITE_CSOCK_NAME"
 VPCD_DRIVER = Path("/usr/lib/pcsc/drivers/serial/libifdvpcd.so")
@@ -212,13 +213,7 @@ class Pcscd:
         """Terminate and reap pcscd (a killed, unreaped pcscd blocks the next one)."""
         if self.proc is None:
             return
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout)
+        reap(self.proc, timeout)
         self.proc = None
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()
@@ -293,3 +288,14 @@ def shutdown_rig() -> None:
     folder = Path(tempfile.gettempdir()) / f"posguard-rig-{os.getpid()}"
     if os.environ.get(SOCKET_ENV, "").startswith(str(folder)):
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def reap(proc: subprocess.Popen[Any], timeout: float = 5.0) -> None:
+    """End ``proc`` if it still runs — SIGTERM, then SIGKILL after ``timeout`` — and reap it."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout)

@@ -24,7 +24,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from firmware_sim.rig.pcscd import TWIN_READER, VPCD_READER, PcscdRig, RigError, get_rig, process_socket_path
+from firmware_sim.rig.pcscd import (
+    TWIN_READER,
+    VPCD_READER,
+    PcscdRig,
+    RigError,
+    get_rig,
+    process_socket_path,
+    reap,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 READY_TIMEOUT = 10.0
@@ -116,13 +124,7 @@ class SimProcess:
                 self.proc.stdin.flush()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout)
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout)
+        reap(self.proc, timeout)
         with contextlib.suppress(OSError, ValueError):
             if self.proc.stdin:
                 self.proc.stdin.close()
