@@ -403,3 +403,51 @@ def magstripe_reader(profile: str = "visa_credit_sig", faults: tuple[str, ...] |
         sim.stop()
         with contextlib.suppress(OSError):
             link.parent.rmdir()
+
+
+class PinPadSim(SimHandle):
+    """A simulated encrypting PIN pad (:mod:`firmware_sim.pinpad`); the cardholder's keys are these methods."""
+
+    def __init__(self, sim: SimProcess, link: Path, tmk_kcv: str) -> None:
+        super().__init__(sim)
+        self.link = link
+        self.tmk_kcv = tmk_kcv
+
+    def key_pin(self, pin: str) -> dict[str, Any]:
+        """The cardholder keys ``pin`` and presses OK (the pending entry ends with the encrypted block)."""
+        return self.sim.command(f"pin {pin}")
+
+    def bypass(self) -> dict[str, Any]:
+        return self.sim.command("bypass")
+
+    def cancel(self) -> dict[str, Any]:
+        return self.sim.command("cancel")
+
+    def expire(self) -> dict[str, Any]:
+        """The pad's own entry timeout fires now."""
+        return self.sim.command("expire")
+
+    def pad_status(self) -> dict[str, Any]:
+        return self.sim.command("status")
+
+    def unplug(self) -> None:
+        self.sim.command("unplug")
+
+
+@contextlib.contextmanager
+def pin_pad(tmk: bytes | None = None, faults: tuple[str, ...] | list[str] = (), *,
+            seed: int = 0) -> Iterator[PinPadSim]:
+    """An encrypting PIN pad subprocess publishing a pty symlink."""
+    link = Path(tempfile.mkdtemp(prefix="posguard-pin-")) / "ttyPin"
+    args = ["--link", str(link), "--seed", str(seed)]
+    if tmk is not None:
+        args += ["--tmk", tmk.hex()]
+    args += [a for f in faults for a in ("--fault", f)]
+    sim = SimProcess("pinpad", args)
+    try:
+        ready = sim.start()
+        yield PinPadSim(sim, link, str(ready.get("tmk_kcv", "")))
+    finally:
+        sim.stop()
+        with contextlib.suppress(OSError):
+            link.parent.rmdir()
