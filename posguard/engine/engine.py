@@ -41,6 +41,7 @@ from posguard.engine.errors import (
     WrongCard,
 )
 from posguard.engine.journal import Journal, SafRecord, TxnRecord
+from posguard.engine.keys import TerminalMasterKey, WorkingKeys
 from posguard.engine.observe import Exchange, ExchangeListener, Observers
 from posguard.engine.ports import HostError, HostLink, HostTimeout, InvalidResponse
 from posguard.engine.profiles import Fields, Profile, get_profile
@@ -72,6 +73,8 @@ class TerminalConfig:
     data_key: bytes
     currency: str = "CNY"
     host_timeout: float = 30.0
+    #: the terminal master key: with it, the working keys of a sign-on are verified and kept (sealed)
+    tmk: TerminalMasterKey | None = None
 
     def __repr__(self) -> str:
         return f"TerminalConfig(terminal_id={self.terminal_id!r}, merchant_id={self.merchant_id!r}, keys=<hidden>)"
@@ -139,6 +142,8 @@ class TransactionEngine:
         self._signon = SignOn(self)
         self._settlement = Settlement(self)
         self._signed_on = False  # in this engine start (the host's demand itself is durable in the journal)
+        #: the working keys of the last good sign-on (None until one brought keys this engine can verify)
+        self.working_keys: WorkingKeys | None = None
         #: transactions whose host answer could not be journaled: their reversal is owed (txn id -> error)
         self.owed_reversals: dict[str, str] = {}
         #: the last journal write failure while it lasts (status, diagnose), else None

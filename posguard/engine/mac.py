@@ -36,6 +36,7 @@ __all__ = [
     "MacKey",
     "MacScheme",
     "MacError",
+    "des_ecb",
     "retail_mac",
     "cbc_mac",
     "cup_ecb_mac",
@@ -64,6 +65,13 @@ def _ecb(key: bytes, block: bytes, *, decrypt: bool = False) -> bytes:
     cipher = Cipher(TripleDES(k), modes.ECB())
     op = cipher.decryptor() if decrypt else cipher.encryptor()
     return op.update(block) + op.finalize()
+
+
+def des_ecb(key: bytes, data: bytes, *, decrypt: bool = False) -> bytes:
+    """DES (8-byte key) or TDES (16/24-byte key) ECB over whole 8-byte blocks (key unwrapping, check values)."""
+    if len(data) % BLOCK:
+        raise MacError(f"ECB works on whole {BLOCK}-byte blocks, got {len(data)} bytes")
+    return _ecb(key, data, decrypt=decrypt)
 
 
 def _xor(a: bytes, b: bytes) -> bytes:

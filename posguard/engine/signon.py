@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from posguard.engine.errors import SignOnFailed
+from posguard.engine.keys import KeyError_, WorkingKeys, parse_cup_keys
 from posguard.engine.ports import HostError
 from posguard.engine.profiles import ECHO_CODE, SIGN_ON_CODE, SIGN_ON_CODE_DOUBLE_KEYS, network_fields
 from posguard.engine.redact import masked_json, masked_message
@@ -85,22 +86,54 @@ class SignOn:
                                retry_in=None) from exc
         engine._kill("host.after_send:0800")
         rc = response.response_code
+        keys, key_problem = self._working_keys(response) if rc == "00" else (None, None)
         with engine._atomic("sign_on_response"):
             engine.journal.record_message(direction="in", mti=response.mti, masked=masked_message(response),
                                           stan=response.stan)
-            if rc == "00":
+            if key_problem is not None:  # an approved sign-on whose keys do not check: not signed on
+                engine.journal.set_sign_on_required(True)
+                engine.journal.record_incident("key_check_failed", f"sign-on ({reason}): {key_problem}",
+                                               severity="critical", detail={"stan": stan})
+            elif rc == "00":
                 engine.journal.set_sign_on_required(False)
                 engine.journal.record_event("signed_on", detail={"reason": reason, "stan": stan,
                                                                  "keys_received": "62" in response})
+                if keys is not None:  # in the same commit: after a crash the terminal is signed on with them
+                    engine.journal.record_event("working_keys", detail=self._sealed(keys, stan))
             else:
                 engine.journal.record_incident("sign_on_failed", f"sign-on ({reason}) answered RC {rc}",
                                                detail={"stan": stan, "rc": rc})
+        if key_problem is not None:
+            raise SignOnFailed(f"{before or 'the next message'} refused: {key_problem}", pending_ids=(),
+                               retry_in=None)
         if rc != "00":
             raise SignOnFailed(f"{before or 'the next message'} refused: the host answered the sign-on ({reason}) "
                                f"with RC {rc}; check the terminal's registration with the acquirer",
                                pending_ids=(), retry_in=None)
+        if keys is not None:
+            engine.working_keys = keys
         engine._signed_on = True
         return SignOnResult(rc, stan, reason)
+
+    def _working_keys(self, response: Message) -> tuple[WorkingKeys | None, str | None]:
+        """The verified working keys of an approved answer, or why they cannot be used (None, None: no keys, or
+        no TMK to verify them with — the terminal then runs without MAC and PIN keys, as before)."""
+        tmk = self.engine.terminal.tmk
+        raw = response.get("62")
+        if tmk is None or raw is None or not self.engine.profile.uses_field_60:
+            return None, None
+        data = raw if isinstance(raw, bytes) else bytes.fromhex(raw)
+        try:
+            return parse_cup_keys(data, tmk), None
+        except KeyError_ as exc:
+            return None, str(exc)
+
+    def _sealed(self, keys: WorkingKeys, stan: int) -> dict[str, object]:
+        """The working keys as the journal keeps them: sealed under the terminal's data key, check values clear."""
+        blob = self.engine.sealer.seal({"pin": keys.pin_under_tmk.hex(), "mac": keys.mac.reveal().hex(),
+                                        "track": keys.track_under_tmk.hex() if keys.track_under_tmk else None},
+                                       f"working_keys:{stan}")
+        return {"stan": stan, "sealed": blob.hex(), "pin_kcv": keys.pin_kcv.hex().upper(), "mac_kcv": keys.mac.kcv}
 
     def host_demands(self, response: Message) -> None:
         """Any response may say "sign on again" (RC 77, CUP header 3): journal it durably."""
