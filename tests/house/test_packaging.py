@@ -125,3 +125,11 @@ def test_demo_pcsc_without_pyscard_is_one_line_with_the_extra() -> None:
     assert res.stderr.strip().splitlines() == [f"posguard demo: --reader pcsc: pyscard is not installed "
                                                f"(PC/SC card readers): {HINT}"]
     assert "Traceback" not in res.stderr
+
+
+def test_demo_auto_without_pyscard_says_so_and_runs_on_the_twin_reader() -> None:
+    res = _without_pyscard("demo", "--reader", "auto")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert (f"posguard demo: pyscard is not installed (PC/SC card readers): {HINT}; the day uses the serial Twin "
+            "reader") in res.stderr
+    assert "GemPC Twin on a pty" in res.stdout + res.stderr and "Traceback" not in res.stderr
