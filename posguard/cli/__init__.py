@@ -1,8 +1,8 @@
 """The ``posguard`` command: one module per command group in this package.
 
 ``iso8583`` (codec), ``card`` (card read, readers), ``engine`` (chart, journal), ``flows`` (incidents, report),
-``demo``, ``capture`` (record, replay, capture import-pcap), ``run`` (the service), ``op`` (its operator client)
-and ``diagnose``.
+``demo``, ``capture`` (record, replay, capture import-pcap), ``run`` (the service), ``op`` (its operator client),
+``diagnose`` and ``keygen`` (the key files).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"posguard {__version__}")
     # Imported here rather than at the top so that ``python -m posguard.cli.card`` (a group run standalone) does
     # not find its own module already imported by this package.
-    from posguard.cli import capture, card, demo, diagnose, engine, flows, iso8583, op, run
+    from posguard.cli import capture, card, demo, diagnose, engine, flows, iso8583, keygen, op, run
 
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     iso8583.add_iso8583_commands(sub)
@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_run_command(sub)
     op.add_op_command(sub)
     diagnose.add_diagnose_command(sub)
+    keygen.add_keygen_command(sub)
     return parser
 
 

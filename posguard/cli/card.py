@@ -20,6 +20,7 @@ from posguard.drivers.reader import Reader, ReaderInfo
 from posguard.emv.errors import CardSessionError
 from posguard.emv.session import read_card
 from posguard.emv.terminal import EmvTerminal, Transaction
+from posguard.extras import MissingExtra
 
 TOKEN_KEY_ENV = "POSGUARD_PAN_TOKEN_KEY"
 #: Serial ports probed for a GemPC Twin by ``readers`` (plus any given with --serial).
@@ -82,7 +83,7 @@ def cmd_card_read(args: argparse.Namespace) -> int:
     cfg = EmvTerminal(pan_token_key=key)
     try:
         reader = _open_reader(args)
-    except ReaderError as e:
+    except (ReaderError, MissingExtra) as e:
         return _error(args, e, EXIT_READER)
     try:
         if not args.json:
@@ -118,8 +119,8 @@ def discover(serial_ports: Sequence[str] = (), scan: bool = True) -> tuple[list[
         from posguard.drivers.pcsc import list_readers
 
         found.extend(list_readers())
-    except ImportError:
-        problems.append("pyscard not installed: PC/SC readers not listed")
+    except MissingExtra as e:
+        problems.append(f"{e}: PC/SC readers not listed")
     except ReaderError as e:
         problems.append(str(e))
     from posguard.drivers.twin.reader import probe

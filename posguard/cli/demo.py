@@ -35,8 +35,20 @@ def _demo(ns: argparse.Namespace) -> int:
     except SimulatorsMissing as exc:
         print(f"posguard demo: {exc}", file=sys.stderr)
         return 2
+    reader_kind = ns.reader
+    if reader_kind in ("auto", "pcsc"):
+        from posguard.extras import MissingExtra
+
+        try:
+            import posguard.drivers.pcsc  # noqa: F401 - only whether the pcsc extra is there
+        except MissingExtra as exc:
+            if reader_kind == "pcsc":
+                print(f"posguard demo: --reader pcsc: {exc}", file=sys.stderr)
+                return 2
+            print(f"posguard demo: {exc}; the day uses the serial Twin reader", file=sys.stderr)
+            reader_kind = "twin"
     try:
-        result = run_demo(ns.dialect, record=ns.record, reader_kind=ns.reader, journal_dir=ns.journal_dir)
+        result = run_demo(ns.dialect, record=ns.record, reader_kind=reader_kind, journal_dir=ns.journal_dir)
     except rig_error as exc:
         print(f"posguard demo: {exc}", file=sys.stderr)
         return 2

@@ -16,7 +16,12 @@ import threading
 import time
 from collections.abc import Callable
 
-from smartcard.scard import _scard
+from posguard.extras import MissingExtra
+
+try:
+    from smartcard.scard import _scard
+except ImportError as _exc:  # the pcsc extra is not installed: say which one, in one line
+    raise MissingExtra("pcsc", "smartcard") from _exc
 
 from posguard.drivers.errors import (
     CardMute,

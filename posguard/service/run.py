@@ -41,6 +41,7 @@ from typing import IO, Any
 from posguard.config import DEFAULT_CONFIG, Config, load_config
 from posguard.sensitive import mask_digits_in_text
 from posguard.service.commands import VERBS, Command, CommandError, parse, usage
+from posguard.service.notify import Heartbeat, Notifier, Watchdog, watchdog_interval
 
 __all__ = ["Service", "serve"]
 
@@ -76,6 +77,9 @@ class JsonLog:
 class Service:
     """The terminal: reader, engine, host link, till — driven from one thread (:meth:`run_loop`), fed by the
     operator channels. Nothing here talks to the engine from another thread."""
+
+    notifier = Notifier()  # systemd's (serve() sets it from $NOTIFY_SOCKET); silent by default
+    heartbeat: Heartbeat | None = None  # beaten by run_loop when a watchdog watches it
 
     def __init__(self, cfg: Config, log: JsonLog, *, record: str | None = None) -> None:
         from posguard.capture.format import CaptureWriter
@@ -190,12 +194,16 @@ class Service:
 
     def run_loop(self) -> None:
         """Run queued commands one at a time until :attr:`stopping`; then answer what is left."""
+        self.notifier.ready(f"terminal {self.cfg.tid}: serving")
         while not self.stopping.is_set():
+            if self.heartbeat is not None:
+                self.heartbeat.beat()
             try:
                 line, done = self._work.get(timeout=0.2)
             except queue.Empty:
                 continue
             done.set_result(self.handle(line))
+        self.notifier.stopping(f"terminal {self.cfg.tid}: stopping")
         while True:
             try:
                 _line, done = self._work.get_nowait()
@@ -391,6 +399,13 @@ def serve(config: str = DEFAULT_CONFIG, *, stdin: bool = False, record: str | No
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    service.notifier = Notifier.from_env()
+    watchdog = None
+    interval = watchdog_interval()
+    if service.notifier.enabled and interval:
+        # pinged while the acting thread moves; its longest command (a card wait, the host, a reversal) is allowed
+        service.heartbeat = Heartbeat(limit=60.0 + 3 * cfg.timeout)
+        watchdog = Watchdog(service.notifier, interval, service.heartbeat.alive).start()
     try:
         service.start()
         log("started", f"terminal {cfg.tid} {cfg.dialect} host {cfg.host}:{cfg.port}")
@@ -405,5 +420,7 @@ def serve(config: str = DEFAULT_CONFIG, *, stdin: bool = False, record: str | No
         log("crashed", f"{type(exc).__name__}: {exc}", level="critical")
         return 1
     finally:
+        if watchdog is not None:
+            watchdog.stop()
         service.close()
     return 0 if service.requested_stop else 1
