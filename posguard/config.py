@@ -12,6 +12,7 @@ go; the service refuses to start while any remains. Keys live in their own files
     dialect = "cup"                       # cup | iso87ascii | iso87 | iso87bcd
     token_key_file = "/etc/posguard/token.key"
     data_key_file = "/etc/posguard/data.key"
+    tmk_file = "/etc/posguard/tmk.key"    # the terminal master key ("" = none: no sign-on keys, no PIN, no MAC)
 
     [reader]
     kind = "pcsc"                         # pcsc | twin | none
@@ -73,6 +74,7 @@ class Config:
     dialect: str = "cup"
     token_key_file: str = ""
     data_key_file: str = ""
+    tmk_file: str = ""
     reader_kind: str = "pcsc"
     reader_name: str = ""
     serial_port: str = ""
@@ -95,6 +97,7 @@ class Config:
 _SCHEMA: dict[str, dict[str, tuple[str, type]]] = {
     "terminal": {"tid": ("tid", str), "mid": ("mid", str), "currency": ("currency", str), "dialect": ("dialect", str),
                  "token_key_file": ("token_key_file", str), "data_key_file": ("data_key_file", str),
+                 "tmk_file": ("tmk_file", str),
                  "max_amount": ("max_amount", int)},
     "reader": {"kind": ("reader_kind", str), "name": ("reader_name", str), "serial_port": ("serial_port", str),
                "magstripe_port": ("magstripe_port", str)},
@@ -233,6 +236,15 @@ def load_config(path: str | os.PathLike[str] = DEFAULT_CONFIG, *, read_keys: boo
     for key_file, key in ((cfg.token_key_file, "terminal.token_key_file"), (cfg.data_key_file, "terminal.data_key_file")):
         if key_file:
             _check_place(Path(key_file).parent, key, "holds a key", problems, write=False)
+    if cfg.tmk_file:
+        _check_place(Path(cfg.tmk_file).parent, "terminal.tmk_file", "holds a key", problems, write=False)
+        if read_keys:
+            from posguard.engine.keys import KeyFileError, load_tmk
+
+            try:
+                load_tmk(cfg.tmk_file)
+            except KeyFileError as exc:
+                problems.append(ConfigProblem("terminal.tmk_file", str(exc)))
     if read_keys:
         cfg.token_key = _read_key(cfg.token_key_file, "terminal.token_key_file", problems)
         cfg.data_key = _read_key(cfg.data_key_file, "terminal.data_key_file", problems)

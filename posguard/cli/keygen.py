@@ -31,6 +31,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from posguard.engine.mac import key_check_value
+
 __all__ = ["KEY_KINDS", "add_keygen_command", "kcv", "make_tmk", "odd_parity", "write_key_file"]
 
 # kind -> (file name, what it is)
@@ -60,12 +62,7 @@ def make_tmk() -> bytes:
 
 def kcv(key: bytes) -> str:
     """Key check value: the first 3 bytes of TDES(key, 8 zero bytes), as 6 hex digits."""
-    from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
-    from cryptography.hazmat.primitives.ciphers import Cipher, modes
-
-    k1k2k1 = key + key[:8] if len(key) == 16 else key  # the 3-key form: two-key TDES keys are deprecated there
-    enc = Cipher(TripleDES(k1k2k1), modes.ECB()).encryptor()
-    return (enc.update(bytes(8)) + enc.finalize())[:3].hex().upper()
+    return key_check_value(key, 3).hex().upper()
 
 
 def _check_directory(directory: Path) -> None:

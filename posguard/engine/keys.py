@@ -77,8 +77,8 @@ def load_tmk(path: str | os.PathLike[str]) -> TerminalMasterKey:
         st = p.stat()
         text = p.read_text(encoding="ascii").strip()
     except FileNotFoundError:
-        raise KeyFileError(f"no terminal master key at {p}: inject it with `posguard keygen --tmk {p}` or the "
-                           "acquirer's key ceremony") from None
+        raise KeyFileError(f"no terminal master key at {p}: inject it with `posguard keygen {p.parent} --only tmk` "
+                           "or the acquirer's key ceremony") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise KeyFileError(f"cannot read the terminal master key {p}: {getattr(exc, 'strerror', None) or exc}"
                            ) from None

@@ -89,6 +89,7 @@ class Service:
         from posguard.engine.hostlink import HostLinkConfig, TcpHostLink
         from posguard.engine.instance_lock import JournalLock
         from posguard.engine.journal import Journal
+        from posguard.engine.keys import load_tmk
         from posguard.engine.saf import SafPolicy
         from posguard.service.till import Till
 
@@ -96,14 +97,16 @@ class Service:
         self.lock = JournalLock(cfg.journal).acquire()  # before the journal is opened: one service per journal
         try:
             self.clock = SystemClock()
+            tmk = load_tmk(cfg.tmk_file) if cfg.tmk_file else None
             self.terminal = TerminalConfig(cfg.tid, cfg.mid, cfg.token_key, cfg.data_key, currency=cfg.currency,
-                                           host_timeout=cfg.timeout)
+                                           host_timeout=cfg.timeout, tmk=tmk)
             self.journal = Journal(cfg.journal, clock=self.clock)
             reversal_timeout = min(cfg.timeout, 15.0)
             self.link = TcpHostLink(HostLinkConfig(cfg.host, cfg.port, dialect=cfg.dialect, framing=cfg.framing,
                                                    response_timeout=cfg.timeout, reversal_timeout=reversal_timeout),
                                     clock=self.clock)
-            policies = EnginePolicies(saf=SafPolicy(timeout=reversal_timeout))
+            # with a master key the terminal signs on at every start, for fresh working keys
+            policies = EnginePolicies(saf=SafPolicy(timeout=reversal_timeout), sign_on_at_start=tmk is not None)
             self.engine = TransactionEngine(self.journal, self.link, cfg.dialect, self.terminal, self.clock,
                                             Detectors.default(self.clock), policies)
             path = record or cfg.record

@@ -54,3 +54,15 @@ def test_amount_ceiling_uids_and_groups_are_checked(tmp_path: Path) -> None:
     assert "between 1 and" in problems["terminal.max_amount"]
     assert "numeric user ids" in problems["operator.allow_uids"]
     assert "no-such-group-x" in problems["operator.allow_groups"]
+
+
+def test_the_terminal_master_key_file_is_checked(tmp_path: Path) -> None:
+    path = write_config(tmp_path, 5000)
+    tmk = tmp_path / "tmk.key"
+    tmk.write_text("0123456789ABCDEFFEDCBA9876543210\n")
+    os.chmod(tmk, 0o644)
+    path.write_text(path.read_text().replace('currency = "156"', f'currency = "156"\ntmk_file = "{tmk}"'))
+    assert "readable by others" in _keys(load_config(path)[1])["terminal.tmk_file"]
+    os.chmod(tmk, 0o600)
+    cfg, problems = load_config(path)
+    assert problems == [] and cfg.tmk_file == str(tmk)
