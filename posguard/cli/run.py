@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from posguard.config import DEFAULT_CONFIG
+from posguard.logs import LEVELS
 from posguard.service import run as service
 
 __all__ = ["add_run_command"]
@@ -18,8 +19,11 @@ def add_run_command(sub: Any) -> None:
     p.add_argument("--stdin", action="store_true", help="operator commands on stdin (answers on stdout)")
     p.add_argument("--record", metavar="FILE", help="write a sanitised capture of the session")
     p.add_argument("--check-config", action="store_true", help="only list the configuration's problems")
+    p.add_argument("--log-level", choices=LEVELS, default="info",
+                   help="the lowest level logged (default info; link failures are warnings)")
     p.set_defaults(func=_run)
 
 
 def _run(ns: argparse.Namespace) -> int:
-    return service.serve(ns.config, stdin=ns.stdin, record=ns.record, check_config=ns.check_config)
+    return service.serve(ns.config, stdin=ns.stdin, record=ns.record, check_config=ns.check_config,
+                         log_level=ns.log_level)

@@ -28,8 +28,8 @@ journal is held by another service; 1 on any other stop, so that ``Restart=on-fa
 
 from __future__ import annotations
 
-import contextlib
 import json
+import logging
 import queue
 import signal
 import sys
@@ -39,45 +39,29 @@ from concurrent.futures import Future
 from typing import IO, Any
 
 from posguard.config import DEFAULT_CONFIG, Config, load_config
+from posguard.logs import LineHandler, event, setup_logging
 from posguard.sensitive import mask_digits_in_text
 from posguard.service.commands import VERBS, Command, CommandError, parse, usage
 
 __all__ = ["Service", "serve"]
 
 
-class JsonLog:
-    """JSON lines on a stream, one writer at a time. A stream that breaks (the reader went away) is reported once
-    on stderr and then left alone: losing the log never stops the terminal."""
+class EventLog:
+    """The service's named events on the ``posguard.service`` logger (:mod:`posguard.logs` formats them):
+    ``log("service.started", "terminal ...", level="warning", key=value)``."""
 
-    def __init__(self, stream: IO[str] | None = None) -> None:
-        self.stream = stream or sys.stdout
-        self._lock = threading.Lock()
-        self.broken = False
+    def __init__(self, name: str = "posguard.service") -> None:
+        self.logger = logging.getLogger(name)
 
-    def __call__(self, event: str, msg: str = "", level: str = "info", **fields: Any) -> None:
-        rec = {"ts": round(time.time(), 3), "level": level, "event": event, "msg": mask_digits_in_text(msg)}
-        rec.update({k: mask_digits_in_text(v) if isinstance(v, str) else v for k, v in fields.items()})
-        self.line(json.dumps(rec, sort_keys=True))
-
-    def line(self, text: str) -> None:
-        """Write one whole line (answers on stdout share the log's stream and its lock)."""
-        with self._lock:
-            if self.broken:
-                return
-            try:
-                self.stream.write(text + "\n")
-                self.stream.flush()
-            except (OSError, ValueError) as exc:
-                self.broken = True
-                with contextlib.suppress(OSError, ValueError):
-                    sys.stderr.write(f"posguard: the log stream broke ({type(exc).__name__}); logging stops\n")
+    def __call__(self, name: str, msg: str = "", level: str = "info", **fields: Any) -> None:
+        event(self.logger, name, msg, level=getattr(logging, level.upper()), **fields)
 
 
 class Service:
     """The terminal: reader, engine, host link, till — driven from one thread (:meth:`run_loop`), fed by the
     operator channels. Nothing here talks to the engine from another thread."""
 
-    def __init__(self, cfg: Config, log: JsonLog, *, record: str | None = None) -> None:
+    def __init__(self, cfg: Config, log: EventLog, *, record: str | None = None) -> None:
         from posguard.capture.format import CaptureWriter
         from posguard.clock import SystemClock
         from posguard.engine.detectors import Detectors
@@ -109,7 +93,7 @@ class Service:
         except BaseException:
             self.lock.release()
             raise
-        self.till = Till(self.engine, dialect=cfg.dialect, say=lambda line: log("till", line), writer=self.writer)
+        self.till = Till(self.engine, dialect=cfg.dialect, writer=self.writer)  # its events: posguard.till
         self.reader: Any = None
         self.magstripe: Any = None
         self._tap: Any = None  # the Twin link's frame observer when recording
@@ -122,11 +106,11 @@ class Service:
     # -- life cycle ------------------------------------------------------------------------------
     def start(self) -> None:
         report = self.engine.recover()
-        self.log("recovered", "start-up recovery done", abandoned=len(report.abandoned),
+        self.log("service.recovered", "start-up recovery done", abandoned=len(report.abandoned),
                  reversals=len(report.reversals_released), advices=len(report.advices_released),
                  still_pending=len(report.still_pending), quarantined=len(report.quarantined))
         for txn_id in report.quarantined:
-            self.log("quarantined", f"{txn_id} could not be recovered and was left as it is; see `posguard "
+            self.log("journal.quarantined", f"{txn_id} could not be recovered and was left as it is; see `posguard "
                                     "incidents`", level="error", txn=txn_id)
         self.reader = self._open_reader()
         if self.writer is not None and self.reader is not None:
@@ -139,7 +123,7 @@ class Service:
             try:
                 self.magstripe = MagstripeReader(self.cfg.magstripe_port)
             except Exception as exc:  # noqa: BLE001 - the service runs without a swipe reader and says so
-                self.log("magstripe_unavailable", f"{type(exc).__name__}: {exc}", level="error",
+                self.log("magstripe.unavailable", f"{type(exc).__name__}: {exc}", level="error",
                          hint=str(getattr(exc, "hint", "")))
         self._refresh_status()
 
@@ -155,7 +139,7 @@ class Service:
 
             return PcscReader(self.cfg.reader_name or None)
         except Exception as exc:  # noqa: BLE001 - the service runs without a reader and says so
-            self.log("reader_unavailable", f"{type(exc).__name__}: {exc}", level="error",
+            self.log("reader.unavailable", f"{type(exc).__name__}: {exc}", level="error",
                      hint=str(getattr(exc, "hint", "")))
             return None
 
@@ -172,7 +156,7 @@ class Service:
         if self.writer is not None:
             self.writer.close()
         self.lock.release()
-        self.log("stopped", "journal closed")
+        self.log("service.stopped", "journal closed")
 
     # -- the one thread that acts ------------------------------------------------------------------
     def submit(self, line: str) -> Future[dict[str, Any]]:
@@ -220,7 +204,7 @@ class Service:
         self.till.add_card(ref, card_data(session))
         if self._tap is not None:
             self._tap.flush()  # the PAN is known now: the card read's frames can be sanitised
-        self.log("card_read", f"{session.label} {session.masked_pan}", cvm=session.cvm_required)
+        self.log("card.read", f"{session.label} {session.masked_pan}", cvm=session.cvm_required)
         return ref
 
     def read_swipe(self) -> str:
@@ -235,7 +219,7 @@ class Service:
         if self.writer is not None:
             self.writer.swipe(data.track2_data(), ref=ref, has_track1=data.has_track1)
         self.till.add_card(ref, card, source="magstripe")
-        self.log("card_swiped", f"{card.pan_masked}", entry_mode=card.entry_mode, service_code=data.service_code)
+        self.log("card.swiped", f"{card.pan_masked}", entry_mode=card.entry_mode, service_code=data.service_code)
         return ref
 
     def handle(self, line: str) -> dict[str, Any]:
@@ -254,7 +238,7 @@ class Service:
         except CommandError as exc:
             return {"ok": False, "error": str(exc)}
         except Exception as exc:  # noqa: BLE001 - an operator command never takes the service down
-            self.log("command_failed", f"{command.verb}: {type(exc).__name__}: {exc}", level="warning")
+            self.log("command.failed", f"{command.verb}: {type(exc).__name__}: {exc}", level="warning")
             return {"ok": False, "error": mask_digits_in_text(f"{type(exc).__name__}: {exc}")}
         finally:
             self._refresh_status()
@@ -327,8 +311,9 @@ class Service:
                     break
                 if line.strip():
                     answer = self.ask(line)
-                    if out is self.log.stream:
-                        self.log.line(json.dumps({"answer": answer}, sort_keys=True))
+                    shared = _handler_on(out)
+                    if shared is not None:  # the log writes to the same stream: one whole line at a time
+                        shared.line(json.dumps({"answer": answer}, sort_keys=True))
                     else:
                         out.write(json.dumps({"answer": answer}, sort_keys=True) + "\n")
                         out.flush()
@@ -344,11 +329,18 @@ class Service:
         server = OperatorServer(path, lambda line, _peer: self.ask(line), quick=self.quick,
                                 allow_uids=self.cfg.allow_uids, allow_groups=self.cfg.allow_groups)
         server.open()
-        self.log("listening", f"operator socket {path}")
+        self.log("operator.listening", f"operator socket {path}")
         try:
             self.run_loop()
         finally:
             server.stop(timeout=5.0)
+
+
+def _handler_on(stream: IO[str]) -> LineHandler | None:
+    for h in logging.getLogger("posguard").handlers:
+        if isinstance(h, LineHandler) and h.stream is stream:
+            return h
+    return None
 
 
 def _txn(res: Any) -> dict[str, Any]:
@@ -358,34 +350,35 @@ def _txn(res: Any) -> dict[str, Any]:
 
 
 def serve(config: str = DEFAULT_CONFIG, *, stdin: bool = False, record: str | None = None,
-          check_config: bool = False) -> int:
+          check_config: bool = False, log_level: str = "info") -> int:
     """``posguard run`` (:mod:`posguard.cli.run` parses its arguments); exit status as the module says."""
     from posguard.engine.instance_lock import JournalInUse
     from posguard.engine.journal import JournalError
     from posguard.service.operator import SocketRefused
 
-    log = JsonLog()
+    setup_logging(log_level, sys.stdout)
+    log = EventLog()
     cfg, problems = load_config(config)
     for problem in problems:
-        log("config_problem", str(problem), level="error", key=problem.key)
+        log("config.problem", str(problem), level="error", key=problem.key)
     if problems:
-        log("not_started", f"{len(problems)} configuration problem(s) in {config}; fix them all and start "
+        log("service.not_started", f"{len(problems)} configuration problem(s) in {config}; fix them all and start "
                            "again", level="error")
         return 2
     if check_config:
-        log("config_ok", f"{config} is usable")
+        log("config.ok", f"{config} is usable")
         return 0
     try:
         service = Service(cfg, log, record=record)
     except JournalInUse as exc:
-        log("not_started", str(exc), level="error", holder_pid=exc.pid)
+        log("service.not_started", str(exc), level="error", holder_pid=exc.pid)
         return 2
     except JournalError as exc:
-        log("not_started", str(exc), level="error")
+        log("service.not_started", str(exc), level="error")
         return 2
 
     def _stop(signum: int, _frame: Any) -> None:
-        log("signal", f"{signal.Signals(signum).name}: stopping")
+        log("service.signal", f"{signal.Signals(signum).name}: stopping")
         service.requested_stop = True
         service.stopping.set()
 
@@ -393,16 +386,16 @@ def serve(config: str = DEFAULT_CONFIG, *, stdin: bool = False, record: str | No
     signal.signal(signal.SIGINT, _stop)
     try:
         service.start()
-        log("started", f"terminal {cfg.tid} {cfg.dialect} host {cfg.host}:{cfg.port}")
+        log("service.started", f"terminal {cfg.tid} {cfg.dialect} host {cfg.host}:{cfg.port}")
         if stdin or cfg.operator_socket == "stdin":
             service.serve_stdin(sys.stdin, sys.stdout)
         else:
             service.serve_socket(cfg.operator_socket)
     except SocketRefused as exc:
-        log("not_started", str(exc), level="error")
+        log("service.not_started", str(exc), level="error")
         return 2
     except Exception as exc:  # noqa: BLE001 - say why, and exit non-zero so the supervisor restarts it
-        log("crashed", f"{type(exc).__name__}: {exc}", level="critical")
+        log("service.crashed", f"{type(exc).__name__}: {exc}", level="critical")
         return 1
     finally:
         service.close()
