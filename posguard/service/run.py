@@ -94,7 +94,12 @@ class Service:
             self.lock.release()
             raise
         self.till = Till(self.engine, dialect=cfg.dialect, writer=self.writer)  # its events: posguard.till
-        self.reader: Any = None
+        from posguard.service.reader_slot import ReaderSlot
+
+        self.slot = ReaderSlot(cfg.reader_kind, name=cfg.reader_name, serial_port=cfg.serial_port,
+                               on_open=self._reader_opened)
+        self._cancel = threading.Event()  # the operator's "cancel": ends the wait for a card
+        self.waiting_for_card = False
         self.magstripe: Any = None
         self._tap: Any = None  # the Twin link's frame observer when recording
         self._cards = 0
@@ -112,11 +117,7 @@ class Service:
         for txn_id in report.quarantined:
             self.log("journal.quarantined", f"{txn_id} could not be recovered and was left as it is; see `posguard "
                                     "incidents`", level="error", txn=txn_id)
-        self.reader = self._open_reader()
-        if self.writer is not None and self.reader is not None:
-            from posguard.capture.taps import tap_frames
-
-            self._tap = tap_frames(self.reader, self.writer)
+        self.slot.poll(force=True)  # a reader missing now is opened when it appears (run_loop tends it)
         if self.cfg.magstripe_port:
             from posguard.drivers.magstripe import MagstripeReader
 
@@ -127,25 +128,25 @@ class Service:
                          hint=str(getattr(exc, "hint", "")))
         self._refresh_status()
 
-    def _open_reader(self) -> Any:
-        if self.cfg.reader_kind == "none":
-            return None
-        try:
-            if self.cfg.reader_kind == "twin":
-                from posguard.drivers.twin.reader import TwinReader
+    @property
+    def reader(self) -> Any:
+        return self.slot.reader
 
-                return TwinReader(self.cfg.serial_port)
-            from posguard.drivers.pcsc import PcscReader
+    def _reader_opened(self, reader: Any) -> None:
+        if self.writer is not None:
+            from posguard.capture.taps import tap_frames
 
-            return PcscReader(self.cfg.reader_name or None)
-        except Exception as exc:  # noqa: BLE001 - the service runs without a reader and says so
-            self.log("reader.unavailable", f"{type(exc).__name__}: {exc}", level="error",
-                     hint=str(getattr(exc, "hint", "")))
-            return None
+            if self._tap is not None:
+                self._tap.flush()
+            self._tap = tap_frames(reader, self.writer)
+
+    def _tend_reader(self) -> None:
+        """Idle: open a reader that was missing, if it is due (hot-plug)."""
+        if self.slot.kind != "none" and self.slot.reader is None and self.slot.poll() is not None:
+            self._refresh_status()
 
     def close(self) -> None:
-        if self.reader is not None:
-            self.reader.close()
+        self.slot.close()
         if self._tap is not None:
             self._tap.flush()
         if self.magstripe is not None:
@@ -178,6 +179,7 @@ class Service:
             try:
                 line, done = self._work.get(timeout=0.2)
             except queue.Empty:
+                self._tend_reader()
                 continue
             done.set_result(self.handle(line))
         while True:
@@ -189,16 +191,38 @@ class Service:
 
     # -- commands ----------------------------------------------------------------------------------
     def read_card(self) -> str:
+        from posguard.drivers import errors as rerr
+        from posguard.drivers.waits import wait_for_card
         from posguard.emv.engine_card import card_data
         from posguard.emv.session import read_card
         from posguard.emv.terminal import EmvTerminal, Transaction
 
-        if self.reader is None:
-            raise CommandError("no card reader: check reader.* in the configuration (posguard diagnose)")
-        self.reader.wait_for_card(30.0)
-        session = read_card(self.reader, EmvTerminal(pan_token_key=self.terminal.token_key,
-                                                     terminal_id=self.terminal.terminal_id), Transaction(amount=0))
-        self.reader.power_off()
+        reader = self.slot.poll(force=True)
+        if reader is None:
+            where = ('reader.kind is "none"' if self.slot.kind == "none" else self.slot.state())
+            raise CommandError(f"no card reader: {where}; check reader.* in the configuration (posguard diagnose)")
+        self._cancel.clear()
+        self.waiting_for_card = True
+        try:
+            wait_for_card(reader, self.cfg.card_wait,
+                          cancelled=lambda: self._cancel.is_set() or self.stopping.is_set(),
+                          progress=lambda s: self.log("card.waiting", f"waiting for a card: {s:.0f} s of "
+                                                      f"{self.cfg.card_wait:g}", level="debug"))
+            self.waiting_for_card = False
+            session = read_card(reader, EmvTerminal(pan_token_key=self.terminal.token_key,
+                                                    terminal_id=self.terminal.terminal_id), Transaction(amount=0))
+            reader.power_off()
+        except rerr.WaitCancelled:
+            self.log("card.cancelled", "the wait for a card was cancelled; nothing was sent", level="info")
+            raise CommandError("cancelled: no card was read and nothing was sent") from None
+        except rerr.NoCard:
+            raise CommandError(f"no card inserted within {self.cfg.card_wait:g} s (reader.card_wait); nothing was "
+                               "sent") from None
+        except (rerr.ReaderUnplugged, rerr.NoReader, rerr.ServiceUnavailable) as exc:
+            self.slot.lost(str(exc))
+            raise CommandError(f"card reader lost: {exc}") from None
+        finally:
+            self.waiting_for_card = False
         self._cards += 1
         ref = f"c{self._cards}"
         self.till.add_card(ref, card_data(session))
@@ -271,6 +295,8 @@ class Service:
             return {"pending": len(left)}
         elif c.verb == "status":
             return self.status()
+        elif c.verb == "cancel":
+            return {"cancelled": False}  # nothing was waiting for a card (a wait is cancelled by quick())
         elif c.verb == "help":
             return {"commands": {v.name: f"{usage(v)} — {v.help}" for v in VERBS.values()}}
         elif c.verb == "quit":
@@ -286,17 +312,24 @@ class Service:
             "pending": len(self.journal.saf_items(["queued", "sent"])),
             "journal": "failing: " + self.engine.write_failure if self.engine.write_failure else "ok",
             "owed_reversals": sorted(self.engine.owed_reversals),
-            "reader": "none" if self.reader is None else "open",
+            "reader": self.slot.state(),
             "at": round(time.time(), 3),
         }
 
     def status(self) -> dict[str, Any]:
-        """What the service last knew (refreshed after every command): safe from any thread."""
-        return dict(self._status)
+        """What the service last knew (refreshed after every command and when the reader opens), with the
+        reader's state now: safe from any thread."""
+        return {**self._status, "reader": self.slot.state(), "waiting_for_card": self.waiting_for_card}
 
     def quick(self, line: str, _peer: Any = None) -> dict[str, Any]:
-        """``status`` and ``help`` for the socket, answered without waiting for a command in progress."""
+        """``status``, ``help`` and ``cancel`` for the socket, answered without waiting for a command in
+        progress (``cancel`` ends the wait for a card of the sale in progress)."""
         verb = line.split(None, 1)[0].lower() if line.strip() else ""
+        if verb == "cancel":
+            waiting = self.waiting_for_card
+            if waiting:
+                self._cancel.set()
+            return {"ok": True, "cancelled": waiting, "incidents": []}
         if verb == "status":
             return {"ok": True, **self.status(), "incidents": []}
         return {"ok": True, "commands": {v.name: f"{usage(v)} — {v.help}" for v in VERBS.values()}}
@@ -327,6 +360,7 @@ class Service:
         from posguard.service.operator import OperatorServer
 
         server = OperatorServer(path, lambda line, _peer: self.ask(line), quick=self.quick,
+                                quick_verbs=("status", "help", "cancel"),
                                 allow_uids=self.cfg.allow_uids, allow_groups=self.cfg.allow_groups)
         server.open()
         self.log("operator.listening", f"operator socket {path}")
