@@ -41,14 +41,18 @@ def config_from(ns: argparse.Namespace) -> DiagnoseConfig:
     if path:
         svc, _problems = load_config(path, read_keys=False)  # diagnose runs on a half-configured box too
         cfg.reader = svc.reader_name or None if svc.reader_kind == "pcsc" else None
-        cfg.serial_port = svc.serial_port or None
+        cfg.serial_port = (svc.serial_port or None) if svc.reader_kind == "twin" else None
         cfg.host, cfg.port = svc.host or None, svc.port or None
         cfg.dialect, cfg.framing, cfg.tid, cfg.mid = svc.dialect, svc.framing, svc.tid or cfg.tid, svc.mid or cfg.mid
         cfg.journal = svc.journal
+        cfg.reader_kind = svc.reader_kind
+        cfg.service_socket = svc.operator_socket if svc.operator_socket != "stdin" else None
     if ns.reader:
         cfg.reader = ns.reader
     if ns.serial:
         cfg.serial_port = ns.serial
+    if ns.reader or ns.serial:  # a reader named here is the one to check, whatever the configuration says
+        cfg.reader_kind = "auto" if ns.reader and ns.serial else "pcsc" if ns.reader else "twin"
     if ns.host:
         host, _, port = ns.host.rpartition(":") if ":" in ns.host else (ns.host, "", "")
         cfg.host, cfg.port = host, int(port) if port else cfg.port
