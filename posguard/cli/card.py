@@ -19,6 +19,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+from posguard.cli.exits import epilog
 from posguard.drivers.errors import ReaderError
 from posguard.drivers.reader import CardEvent, Reader, ReaderInfo
 from posguard.drivers.waits import wait_for_card
@@ -30,14 +31,6 @@ TOKEN_KEY_ENV = "POSGUARD_PAN_TOKEN_KEY"
 #: Serial ports probed for a GemPC Twin by ``readers`` (plus any given with --serial).
 SERIAL_GLOBS = ("/dev/ttyS[0-3]", "/dev/ttyUSB*", "/dev/ttyACM*")
 EXIT_OK, EXIT_CARD, EXIT_READER = 0, 2, 3
-CARD_READ_EXIT = """exit status:
-  0  the card was read (the masked result is printed)
-  2  the card failed the EMV session (declined offline, mute, a bad answer) or bad arguments
-  3  no reader, no card within --timeout, or the reader failed"""
-READERS_EXIT = """exit status:
-  0  readers listed (or none found and nothing went wrong)
-  2  bad arguments
-  3  no reader found and a problem stopped the search (pcscd down, pyscard missing)"""
 
 
 def add_card_commands(subparsers: Any) -> None:
@@ -45,7 +38,7 @@ def add_card_commands(subparsers: Any) -> None:
     card = subparsers.add_parser("card", help="chip card operations")
     card_sub = card.add_subparsers(dest="card_command", required=True)
     read = card_sub.add_parser("read", help="wait for a card, run the EMV session, print the masked result",
-                               epilog=CARD_READ_EXIT, formatter_class=argparse.RawDescriptionHelpFormatter)
+                               epilog=epilog("card read"), formatter_class=argparse.RawDescriptionHelpFormatter)
     src = read.add_mutually_exclusive_group()
     src.add_argument("--reader", metavar="NAME", help="PC/SC reader name or prefix (default: first reader)")
     src.add_argument("--serial", metavar="PATH", help="GemPC Twin on this serial port (no pcscd)")
@@ -57,7 +50,7 @@ def add_card_commands(subparsers: Any) -> None:
     read.set_defaults(func=cmd_card_read)
 
     readers = subparsers.add_parser("readers", help="list PC/SC readers and GemPC Twin serial readers",
-                                    epilog=READERS_EXIT, formatter_class=argparse.RawDescriptionHelpFormatter)
+                                    epilog=epilog("readers"), formatter_class=argparse.RawDescriptionHelpFormatter)
     readers.add_argument("--json", action="store_true",
                          help='JSON Lines: one object per reader, then one {"problem": ...} per problem')
     readers.add_argument("--serial", metavar="PATH", action="append", default=[],

@@ -6,6 +6,7 @@ import argparse
 import json
 from typing import Any
 
+from posguard.cli.exits import epilog
 from posguard.diagnose import CHECKS, DiagnoseConfig, exit_status, run_checks
 
 __all__ = ["add_diagnose_command"]
@@ -17,7 +18,8 @@ def add_diagnose_command(sub: Any) -> None:
     p = sub.add_parser("diagnose", help="checks for field technicians (reader, card, host, journal, clock)",
                        description="Each check prints ok/warn/fail, the measured figure and what to do next. "
                        "Exit 0 all ok, 1 a warning, 2 a failure. Settings come from the service config "
-                       "(--config) and can be overridden here.")
+                       "(--config) and can be overridden here.", epilog=epilog("diagnose"),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="the service's TOML file (default /etc/posguard/posguard.toml if present)")
     p.add_argument("--check", action="append", choices=sorted(CHECKS), help="run only this check (repeatable)")
     p.add_argument("--json", action="store_true", help="one JSON object per check")

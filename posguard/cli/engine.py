@@ -9,6 +9,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from posguard.cli.exits import epilog
 from posguard.engine.chart import KINDS, render_dot, render_table
 
 __all__ = ["add_engine_commands", "main"]
@@ -36,11 +37,13 @@ def _cmd_journal(args: argparse.Namespace) -> int:
 
 
 def _build(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    chart = sub.add_parser("chart", help="print the transaction state chart")
+    chart = sub.add_parser("chart", help="print the transaction state chart", epilog=epilog("engine chart"),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     chart.add_argument("--dot", action="store_true", help="Graphviz dot instead of a text table")
     chart.add_argument("--kind", choices=KINDS, help="only this transaction kind")
     chart.set_defaults(func=_cmd_chart)
-    journal = sub.add_parser("journal", help="check a journal file and list its transactions (masked)")
+    journal = sub.add_parser("journal", help="check a journal file and list its transactions (masked)",
+                             epilog=epilog("engine journal"), formatter_class=argparse.RawDescriptionHelpFormatter)
     journal.add_argument("path")
     journal.set_defaults(func=_cmd_journal)
 

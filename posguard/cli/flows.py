@@ -14,19 +14,11 @@ import sys
 import time
 from collections.abc import Sequence
 
+from posguard.cli.exits import epilog
+
 __all__ = ["add_flow_commands", "main", "DEFAULT_JOURNAL"]
 
 DEFAULT_JOURNAL = os.environ.get("POSGUARD_JOURNAL", "posguard-journal.db")
-
-
-INCIDENTS_EXIT = """exit status:
-  0  printed
-  1  the journal cannot be read (missing, damaged, newer schema), or no such incident
-  2  bad arguments (show without ID, an unknown option)"""
-REPORT_EXIT = """exit status:
-  0  printed
-  1  the journal cannot be read (missing, damaged, newer schema)
-  2  bad arguments (a --since that is not YYYY-MM-DD)"""
 
 
 def journal_path(args: argparse.Namespace) -> str:
@@ -105,14 +97,14 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def add_flow_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``incidents`` and ``report`` on a parent CLI."""
-    inc = subparsers.add_parser("incidents", help="list or show incidents (masked)", epilog=INCIDENTS_EXIT,
+    inc = subparsers.add_parser("incidents", help="list or show incidents (masked)", epilog=epilog("incidents"),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     inc.add_argument("action", nargs="?", choices=("list", "show"), default="list")
     inc.add_argument("id", nargs="?", type=int, help="incident id (for show)")
     inc.add_argument("--json", action="store_true", help="JSON Lines: one object per incident")
     _journal_options(inc)
     inc.set_defaults(func=_cmd_incidents)
-    rep = subparsers.add_parser("report", help="error statistics from the incidents", epilog=REPORT_EXIT,
+    rep = subparsers.add_parser("report", help="error statistics from the incidents", epilog=epilog("report"),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     rep.add_argument("--since", type=_parse_date, metavar="DATE", help="YYYY-MM-DD (UTC)")
     rep.add_argument("--json", action="store_true", help="the report as one JSON line")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from posguard.cli.exits import epilog
 from posguard.config import DEFAULT_CONFIG
 from posguard.logs import LEVELS
 from posguard.service import run as service
@@ -14,7 +15,8 @@ __all__ = ["add_run_command"]
 
 def add_run_command(sub: Any) -> None:
     p = sub.add_parser("run", help="the terminal service (reader, engine, host link, flows, operator interface)",
-                       description=service.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       description=service.__doc__, epilog=epilog("run"),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default=DEFAULT_CONFIG)
     p.add_argument("--stdin", action="store_true", help="operator commands on stdin (answers on stdout)")
     p.add_argument("--record", metavar="FILE", help="write a sanitised capture of the session")

@@ -11,6 +11,7 @@ UNIX socket (``operator.socket``) or on stdin (``operator.socket = "stdin"`` or 
     wrong_card TXN               read the card the customer meant, correct the charge
     wrong_amount TXN AMOUNT      AMOUNT is the order total that should have been charged
     dispute TXN                  the customer says the void/refund never arrived
+    cancel                       stop waiting for the card (the sale in progress ends; nothing is sent)
     settle | flush | status | help | quit
 
 Every line is checked before anything acts (:mod:`posguard.service.commands`): a bad one is refused with the
@@ -19,7 +20,11 @@ a refusal carries ``error``. The socket serves many clients at once (:mod:`posgu
 credentials checked, line and idle limits); ``status`` answers at once, even while a sale waits for the host.
 
 Only one service runs on a journal (a lock beside it; a second start names the holder's pid). Logs are JSON
-lines on stdout (``ts``, ``level``, ``event``, ``msg``) with card data masked.
+lines on stdout through stdlib :mod:`logging` (:mod:`posguard.logs`: ``ts``, ``level``, ``event``, ``msg`` and
+the event's fields), at ``--log-level`` and above, with journald priorities under systemd and card numbers
+masked. The card reader is opened when it appears (:mod:`posguard.service.reader_slot`); a sale waits
+``reader.card_wait`` seconds for the card, and ``cancel`` (answered at once on the socket) or SIGTERM ends
+the wait.
 
 Exit status: 0 after ``quit``, SIGTERM or SIGINT (the command in progress finishes, every client is closed,
 the journal is closed) or the end of stdin in ``--stdin`` mode; 2 when the configuration has problems or the
