@@ -163,3 +163,27 @@ def test_the_card_wait_ends_on_cancel_and_on_sigterm(tmp_path: Path, host: HostS
     events = [r["event"] for r in _events(out)]
     assert events.count("card.cancelled") == 2 and events[-1] == "service.stopped"
     assert host.ledger.find(kind="sale") == []  # a cancelled wait sends nothing
+
+
+def test_a_sale_the_host_never_saw_is_a_warning_with_its_fields(tmp_path: Path) -> None:
+    """The host is down: the sale's event and the link's failure are warnings, not info."""
+    with HostSimulator(SimConfig(dialect="iso87ascii")) as gone:
+        dead_port = gone.port  # nothing listens there any more
+    link = tmp_path / "ttyTwin"
+    twin = SimProcess("twin_reader", ["--link", str(link), "--profile", "visa_credit_sig"])
+    twin.start()
+    proc, sock = _service(tmp_path, dead_port, f'kind = "twin"\nserial_port = "{link}"\n')
+    op = Op(sock)
+    try:
+        sale = op.ask("sale 1250")
+    finally:
+        op.close()
+        out, err = _stop(proc)
+        twin.stop()
+    assert proc.returncode == 0, err
+    events = _events(out)
+    [sold] = [r for r in events if r["event"].startswith("sale.")]
+    assert sold["event"] == f"sale.{sale['state']}" and sold["level"] == "warning", sold
+    assert sold["txn"] == sale["txn"] and "stan" in sold
+    failures = [r for r in events if r["event"].startswith("link.")]
+    assert failures and {r["level"] for r in failures} == {"warning"}, failures
