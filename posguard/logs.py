@@ -11,7 +11,7 @@ plain ``log.debug(...)`` from a library module gets its logger's area as its eve
 goes through :func:`posguard.sensitive.scrub`, which masks exactly the Luhn-valid 13-19 digit runs (a card
 number) and keeps RRNs, STANs and amounts readable — what the capture sanitiser does.
 
-Under systemd (``JOURNAL_STREAM`` is set) each line starts with the syslog priority journald reads
+Under systemd (``JOURNAL_STREAM`` names the device and inode of our stream) each line starts with the syslog priority journald reads
 (``<3>`` error ... ``<7>`` debug), so ``journalctl -p warning`` means something.
 
 Why not structlog: posguard must not add a run-time dependency for this (and ``posguard.emv`` and the
@@ -21,6 +21,7 @@ engine already log through stdlib :mod:`logging`); a formatter of forty lines is
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import os
@@ -29,7 +30,7 @@ from typing import IO, Any, Final
 
 from posguard.sensitive import scrub
 
-__all__ = ["JsonFormatter", "LineHandler", "LEVELS", "event", "setup_logging"]
+__all__ = ["JsonFormatter", "LineHandler", "LEVELS", "event", "is_journal", "setup_logging"]
 
 #: the names ``--log-level`` takes, lowest first
 LEVELS: Final = ("debug", "info", "warning", "error")
@@ -113,19 +114,32 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
                     sys.stderr.write(f"posguard: the log stream broke ({type(exc).__name__}); logging stops\n")
 
 
+def is_journal(stream: IO[str]) -> bool:
+    """Is ``stream`` the journal's stream systemd gave us (``JOURNAL_STREAM=device:inode``)?"""
+    dev, _, ino = os.environ.get("JOURNAL_STREAM", "").partition(":")
+    if not (dev.isdigit() and ino.isdigit()):
+        return False
+    try:
+        st = os.fstat(stream.fileno())
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        return False
+    return (st.st_dev, st.st_ino) == (int(dev), int(ino))
+
+
 def setup_logging(level: str = "info", stream: IO[str] | None = None, *,
                   journald: bool | None = None) -> LineHandler:
     """Send every ``posguard.*`` logger at ``level`` or above to ``stream`` (stdout) as JSON lines.
 
-    ``journald`` None: on when systemd connected stdout to the journal (``JOURNAL_STREAM``). Calling it again
-    replaces the handler it installed before.
+    ``journald`` None: on when systemd connected ``stream`` to the journal (``JOURNAL_STREAM`` is its
+    ``device:inode``). Calling it again replaces the handler it installed before.
     """
     name = level.lower()
     if name not in LEVELS:
         raise ValueError(f"log level {level!r} unknown: choose {', '.join(LEVELS)}")
+    stream = stream or sys.stdout
     if journald is None:
-        journald = bool(os.environ.get("JOURNAL_STREAM"))
-    handler = LineHandler(stream or sys.stdout)
+        journald = is_journal(stream)
+    handler = LineHandler(stream)
     handler.setFormatter(JsonFormatter(journald=journald))
     root = logging.getLogger("posguard")
     for old in [h for h in root.handlers if isinstance(h, LineHandler)]:

@@ -6,11 +6,13 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from posguard.logs import event, setup_logging
+from posguard.logs import event, is_journal, setup_logging
 
 PAN = "4761739001010119"  # Luhn-valid test PAN
 RRN = "318220000001"
@@ -64,3 +66,12 @@ def test_journald_prefixes_follow_the_level() -> None:
 def test_an_unknown_level_is_refused_by_name() -> None:
     with pytest.raises(ValueError, match="log level 'loud' unknown: choose debug, info, warning, error"):
         setup_logging("loud")
+
+
+def test_journald_is_detected_from_journal_stream(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with open(tmp_path / "journal", "w") as journal, open(tmp_path / "other", "w") as other:
+        st = os.fstat(journal.fileno())
+        monkeypatch.setenv("JOURNAL_STREAM", f"{st.st_dev}:{st.st_ino}")
+        assert is_journal(journal) and not is_journal(other) and not is_journal(io.StringIO())
+        monkeypatch.delenv("JOURNAL_STREAM")
+        assert not is_journal(journal)
