@@ -23,7 +23,7 @@ EXITS: Final[dict[str, dict[int, str]]] = {
                 3: "no reader found and a problem stopped the search (pcscd down, pyscard missing)"},
     "engine chart": {0: "printed", 2: _ARGS},
     "engine journal": {0: "the journal's integrity check is ok", 1: "the integrity check found problems",
-                       2: _ARGS},
+                       2: "neither PATH nor --config, or " + _ARGS},
     "incidents": {0: "printed", 1: "the journal cannot be read (missing, damaged, newer schema) or no such "
                   "incident", 2: "show without an ID, or " + _ARGS},
     "report": {0: "printed", 1: "the journal cannot be read (missing, damaged, newer schema)",

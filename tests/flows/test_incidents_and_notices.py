@@ -133,3 +133,4 @@ def test_config_names_the_journal_and_journal_wins(day: Desk, capsys: pytest.Cap
     assert len(rows) >= 3 and all(json.loads(r)["id"] for r in rows)  # JSON Lines: one incident per line
     with pytest.raises(SystemExit, match=f"no journal at {tmp_path / 'other.db'}"):
         main(["report", "--config", str(config), "--journal", str(tmp_path / "other.db")])
+    assert f"{day.path}: schema" in cli(capsys, "engine", "journal", "--config", str(config))
