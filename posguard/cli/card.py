@@ -19,9 +19,10 @@ import time
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+from posguard.capture.taps import RecordingReader, as_reader
 from posguard.cli.exits import epilog
 from posguard.drivers.errors import ReaderError
-from posguard.drivers.reader import CardEvent, Reader, ReaderInfo
+from posguard.drivers.reader import Reader, ReaderInfo
 from posguard.drivers.waits import wait_for_card
 from posguard.emv.errors import CardSessionError
 from posguard.emv.session import read_card
@@ -88,48 +89,26 @@ def _error(args: argparse.Namespace, exc: Exception, code: int) -> int:
     return code
 
 
-class Watched(Reader):
-    """The reader ``card read`` uses: every APDU kept for ``--trace``, and a progress line on ``out`` about every
-    second while a slow card is being read."""
+class Watched(RecordingReader):
+    """The reader ``card read`` uses: a capture tap keeps every APDU (for ``--trace``), and a progress line goes
+    to ``out`` about every second while a slow card is being read."""
 
     def __init__(self, inner: Reader, out: TextIO, every: float = 1.0) -> None:
-        self.inner, self.out, self.every = inner, out, every
-        self.name = inner.name
-        self.atr = b""
-        self.apdus: list[tuple[bytes, bytes]] = []
+        super().__init__(inner)
+        self.out, self.every = out, every
         self._start = self._told = 0.0
-
-    def card_present(self) -> bool:
-        return self.inner.card_present()
-
-    def wait_for_event(self, timeout: float) -> CardEvent | None:
-        return self.inner.wait_for_event(timeout)
-
-    def wait_for_card(self, timeout: float) -> None:
-        self.inner.wait_for_card(timeout)
-
-    def wait_for_removal(self, timeout: float) -> None:
-        self.inner.wait_for_removal(timeout)
 
     def power_on(self) -> bytes:
         self._start = self._told = time.monotonic()
-        self.atr = bytes(self.inner.power_on())
-        return self.atr
+        return super().power_on()
 
     def transmit_raw(self, apdu: bytes) -> bytes:
-        response = bytes(self.inner.transmit_raw(apdu))
-        self.apdus.append((bytes(apdu), response))
+        response = super().transmit_raw(apdu)
         now = time.monotonic()
         if now - self._told >= self.every:
             self._told = now
             print(f"reading the card: {len(self.apdus)} APDUs, {now - self._start:.1f} s", file=self.out, flush=True)
         return response
-
-    def power_off(self) -> None:
-        self.inner.power_off()
-
-    def close(self) -> None:
-        self.inner.close()
 
     def trace(self) -> list[str]:
         """The exchange as text, sanitised as a capture's ``apdu`` records are."""
@@ -152,9 +131,10 @@ def cmd_card_read(args: argparse.Namespace) -> int:
         print(f"error: --timeout {args.timeout:g}: give the seconds to wait for a card, more than 0", file=sys.stderr)
         return 2
     try:
-        reader = Watched(_open_reader(args), sys.stderr)
+        watched = Watched(_open_reader(args), sys.stderr)
     except ReaderError as e:
         return _error(args, e, EXIT_READER)
+    reader = as_reader(watched)
     try:
         print(f"waiting up to {args.timeout:g} s for a card in {reader.name} ...", file=sys.stderr, flush=True)
         wait_for_card(reader, args.timeout, progress=lambda s: print(
@@ -167,7 +147,7 @@ def cmd_card_read(args: argparse.Namespace) -> int:
         return _error(args, e, EXIT_CARD)
     finally:
         if args.trace:
-            for line in reader.trace():
+            for line in watched.trace():
                 print(f"trace {line}", file=sys.stderr)
         reader.close()
     result = session.to_dict()
