@@ -22,6 +22,7 @@ from posguard.engine.detectors import Detection
 from posguard.engine.engine import TransactionEngine, TxnResult
 from posguard.engine.errors import EngineError, IllegalTransition
 from posguard.engine.observe import Exchange
+from posguard.engine.ports import HostTimeout, InvalidResponse
 from posguard.flows import FlowContext, FlowRequest, run_flow
 from posguard.incidents import IncidentReport
 from posguard.iso8583.message import Message
@@ -93,8 +94,8 @@ class Till:
             self.sent.append(exchange.request)
         elif exchange.event == "failed" and exchange.error is not None:
             err = exchange.error
-            what = "timeout" if type(err).__name__ == "HostTimeout" else (
-                "invalid_response" if type(err).__name__ == "InvalidResponse" else "error")
+            what = ("timeout" if isinstance(err, HostTimeout) else
+                    "invalid_response" if isinstance(err, InvalidResponse) else "error")
             req = exchange.request
             self._tell(f"link.{what}", f"{req.mti} stan {req.stan}: {type(err).__name__}: {err}",
                        logging.WARNING, mti=req.mti, stan=req.stan, error=type(err).__name__)
