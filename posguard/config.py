@@ -19,6 +19,7 @@ go; the service refuses to start while any remains. Keys live in their own files
     name = "Virtual PCD"                  # pcsc: reader name or prefix ("" = first reader)
     serial_port = "/dev/ttyUSB0"          # twin
     magstripe_port = ""                   # a serial swipe reader for "swipe AMOUNT" ("" = none)
+    card_wait = 30.0                      # seconds a sale waits for the card (operator "cancel" ends it early)
 
     [host]
     address = "10.1.2.3"
@@ -79,6 +80,7 @@ class Config:
     reader_name: str = ""
     serial_port: str = ""
     magstripe_port: str = ""
+    card_wait: float = 30.0
     host: str = ""
     port: int = 0
     framing: str = "binary2"
@@ -100,7 +102,7 @@ _SCHEMA: dict[str, dict[str, tuple[str, type]]] = {
                  "tmk_file": ("tmk_file", str),
                  "max_amount": ("max_amount", int)},
     "reader": {"kind": ("reader_kind", str), "name": ("reader_name", str), "serial_port": ("serial_port", str),
-               "magstripe_port": ("magstripe_port", str)},
+               "magstripe_port": ("magstripe_port", str), "card_wait": ("card_wait", float)},
     "host": {"address": ("host", str), "port": ("port", int), "framing": ("framing", str),
              "timeout": ("timeout", float)},
     "journal": {"path": ("journal", str)},
@@ -202,6 +204,8 @@ def load_config(path: str | os.PathLike[str] = DEFAULT_CONFIG, *, read_keys: boo
         problems.append(ConfigProblem("reader.kind", "choose pcsc, twin or none"))
     if cfg.reader_kind == "twin" and not cfg.serial_port:
         problems.append(ConfigProblem("reader.serial_port", "required when reader.kind = \"twin\""))
+    if not 0 < cfg.card_wait <= 600:
+        problems.append(ConfigProblem("reader.card_wait", "seconds a sale waits for the card, between 0 and 600"))
     if not cfg.host:
         problems.append(ConfigProblem("host.address", "missing: the acquirer's host name or IP address"))
     if not 0 < cfg.port < 65536:

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from posguard.capture.sanitize import Sanitiser, blank_names
+from posguard.capture.sanitize import Sanitiser, blank_names, blank_verify
 from posguard.clock import Clock, SystemClock
 from posguard.sensitive import mask_digits_in_text
 
@@ -257,7 +257,7 @@ class CaptureWriter:
     def apdu(self, command: bytes, response: bytes) -> None:
         """One APDU pair; a VERIFY (INS 20: the PIN block) keeps its header and loses its data."""
         self.sanitiser.learn_from_response(response)
-        self.record("apdu", c=_blank_verify(command).hex().upper(), r=blank_names(response).hex().upper())
+        self.record("apdu", c=blank_verify(command).hex().upper(), r=blank_names(response).hex().upper())
 
     def frame(self, direction: str, raw: bytes, *, at: float | None = None) -> None:
         """A raw GemPC Twin frame (``03 06 <CCID> LRC``), sanitised like an ``apdu`` record: see
@@ -332,13 +332,6 @@ def _hex_or_none(value: object) -> bytes | None:
         return None
 
 
-def _blank_verify(command: bytes) -> bytes:
-    """A VERIFY (INS 20) keeps its header and loses its data (the PIN block)."""
-    if len(command) > 5 and command[1] == 0x20:
-        return command[:5] + bytes(len(command) - 5)
-    return command
-
-
 def sanitise_frame(raw: bytes, sanitiser: Sanitiser) -> bytes:
     """A Twin frame with its APDU sanitised like an ``apdu`` record, and its LRC recomputed.
 
@@ -359,7 +352,7 @@ def sanitise_frame(raw: bytes, sanitiser: Sanitiser) -> bytes:
     ccid = raw[2:-1]
     header, payload = ccid[:CCID_HEADER], ccid[CCID_HEADER:]
     if header[0] == PC_TO_RDR_XFR_BLOCK:
-        payload = _blank_verify(payload)
+        payload = blank_verify(payload)
     elif header[0] == RDR_TO_PC_DATA_BLOCK:
         sanitiser.learn_from_response(payload)
     if payload:

@@ -16,7 +16,7 @@ import secrets
 
 from posguard.sensitive import luhn_check_digit
 
-__all__ = ["Sanitiser", "substitute_pan", "blank_names", "NAME_TAGS"]
+__all__ = ["Sanitiser", "substitute_pan", "blank_names", "blank_verify", "sanitise_apdu", "NAME_TAGS"]
 
 _PAN_RE = re.compile(r"(?<![0-9])([2-6][0-9]{12,18})(?![0-9])")
 
@@ -46,6 +46,22 @@ def blank_names(data: bytes) -> bytes:
             if low <= n <= high and len(value) == n and all(0x20 <= b < 0x7F for b in value):
                 out[i + 3:i + 3 + n] = b" " * n
     return bytes(out)
+
+
+def blank_verify(command: bytes) -> bytes:
+    """A VERIFY (INS 20) keeps its header and loses its data (the PIN block)."""
+    if len(command) > 5 and command[1] == 0x20:
+        return command[:5] + bytes(len(command) - 5)
+    return command
+
+
+def sanitise_apdu(command: bytes, response: bytes, sanitiser: Sanitiser) -> tuple[str, str]:
+    """One APDU exchange as a capture's ``apdu`` record holds it, as hex: the PIN block of a VERIFY zeroed, the
+    cardholder's name blanked, every PAN (learnt from this and earlier responses) replaced by its test PAN."""
+    sanitiser.learn_from_response(response)
+    c = sanitiser.text(blank_verify(command).hex().upper())
+    r = sanitiser.text(blank_names(response).hex().upper())
+    return c, r
 
 
 def substitute_pan(pan: str, salt: bytes) -> str:

@@ -8,12 +8,14 @@ import sys
 from typing import Any
 
 from posguard.cli.demo import DIALECT_CHOICES
+from posguard.cli.exits import epilog
 
 __all__ = ["add_capture_commands"]
 
 
 def add_capture_commands(sub: Any) -> None:
-    rec = sub.add_parser("record", help="record the demo day into a capture file (quietly)")
+    rec = sub.add_parser("record", help="record the demo day into a capture file (quietly)", epilog=epilog("record"),
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
     rec.add_argument("file")
     rec.add_argument("--dialect", choices=DIALECT_CHOICES, default="cup")
     rec.add_argument("--reader", choices=("auto", "pcsc", "twin"), default="auto")
@@ -22,7 +24,8 @@ def add_capture_commands(sub: Any) -> None:
     rep = sub.add_parser("replay", help="replay a capture: the incidents it holds and the corrections they get",
                          description="Deterministic (virtual time, no network) dry run: nothing is sent; the "
                          "corrections run on a scratch journal against the recorded answers. Exit 0 when the "
-                         "capture replays, 1 when it cannot be read (the line is named).")
+                         "capture replays, 1 when it cannot be read (the line is named).",
+                         epilog=epilog("replay"), formatter_class=argparse.RawDescriptionHelpFormatter)
     rep.add_argument("file")
     rep.add_argument("--json", action="store_true", help="one JSON object per incident")
     rep.add_argument("--verbose", "-v", action="store_true", help="also print the replayed till's log")
@@ -30,7 +33,8 @@ def add_capture_commands(sub: Any) -> None:
 
     cap = sub.add_parser("capture", help="capture file tools")
     capsub = cap.add_subparsers(dest="capture_command", metavar="COMMAND")
-    imp = capsub.add_parser("import-pcap", help="turn a pcap of the host link (TCP) into a capture")
+    imp = capsub.add_parser("import-pcap", help="turn a pcap of the host link (TCP) into a capture",
+                            epilog=epilog("capture import-pcap"), formatter_class=argparse.RawDescriptionHelpFormatter)
     imp.add_argument("pcap")
     imp.add_argument("output")
     imp.add_argument("--dialect", choices=("cup", "iso87ascii", "iso87", "iso87bcd"), default="cup")

@@ -1,7 +1,10 @@
 """``posguard card read`` and ``posguard readers``: read a chip card, list readers.
 
 The lead's CLI calls :func:`add_card_commands`; ``python -m posguard.cli.card ...`` runs standalone.
-Output is masked: PAN as 476173******0119, a keyed token instead of the PAN, never track data.
+Output is masked: PAN as 476173******0119, a keyed token instead of the PAN, never track data. While it waits
+for a card and while a slow card is read, ``card read`` prints progress lines on stderr; ``--trace`` prints the
+APDU exchange on stderr afterwards (also when the read failed), sanitised as a capture is: PANs replaced by test
+PANs, the PIN block of a VERIFY zeroed, the cardholder's name blanked.
 """
 
 from __future__ import annotations
@@ -12,11 +15,15 @@ import json
 import os
 import secrets
 import sys
+import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TextIO
 
+from posguard.capture.taps import RecordingReader, as_reader
+from posguard.cli.exits import epilog
 from posguard.drivers.errors import ReaderError
 from posguard.drivers.reader import Reader, ReaderInfo
+from posguard.drivers.waits import wait_for_card
 from posguard.emv.errors import CardSessionError
 from posguard.emv.session import read_card
 from posguard.emv.terminal import EmvTerminal, Transaction
@@ -32,17 +39,22 @@ def add_card_commands(subparsers: Any) -> None:
     """Register ``card read`` and ``readers`` on an argparse subparsers object."""
     card = subparsers.add_parser("card", help="chip card operations")
     card_sub = card.add_subparsers(dest="card_command", required=True)
-    read = card_sub.add_parser("read", help="wait for a card, run the EMV session, print the masked result")
+    read = card_sub.add_parser("read", help="wait for a card, run the EMV session, print the masked result",
+                               epilog=epilog("card read"), formatter_class=argparse.RawDescriptionHelpFormatter)
     src = read.add_mutually_exclusive_group()
     src.add_argument("--reader", metavar="NAME", help="PC/SC reader name or prefix (default: first reader)")
     src.add_argument("--serial", metavar="PATH", help="GemPC Twin on this serial port (no pcscd)")
-    read.add_argument("--json", action="store_true", help="print JSON")
+    read.add_argument("--json", action="store_true", help="print the result (or the error) as one JSON line")
+    read.add_argument("--trace", action="store_true",
+                      help="print the APDU trace on stderr, card data masked as in captures")
     read.add_argument("--timeout", type=float, default=30.0, metavar="S", help="seconds to wait for a card")
     read.add_argument("--amount", type=int, default=0, help="amount in minor units for GPO/GENERATE AC")
     read.set_defaults(func=cmd_card_read)
 
-    readers = subparsers.add_parser("readers", help="list PC/SC readers and GemPC Twin serial readers")
-    readers.add_argument("--json", action="store_true", help="print JSON")
+    readers = subparsers.add_parser("readers", help="list PC/SC readers and GemPC Twin serial readers",
+                                    epilog=epilog("readers"), formatter_class=argparse.RawDescriptionHelpFormatter)
+    readers.add_argument("--json", action="store_true",
+                         help='JSON Lines: one object per reader, then one {"problem": ...} per problem')
     readers.add_argument("--serial", metavar="PATH", action="append", default=[],
                          help="also probe this serial port for a GemPC Twin (repeatable)")
     readers.add_argument("--no-scan", action="store_true", help="do not probe /dev/ttyS*, ttyUSB*, ttyACM*")
@@ -78,17 +90,56 @@ def _error(args: argparse.Namespace, exc: Exception, code: int) -> int:
     return code
 
 
+class Watched(RecordingReader):
+    """The reader ``card read`` uses: a capture tap keeps every APDU (for ``--trace``), and a progress line goes
+    to ``out`` about every second while a slow card is being read."""
+
+    def __init__(self, inner: Reader, out: TextIO, every: float = 1.0) -> None:
+        super().__init__(inner)
+        self.out, self.every = out, every
+        self._start = self._told = 0.0
+
+    def power_on(self) -> bytes:
+        self._start = self._told = time.monotonic()
+        return super().power_on()
+
+    def transmit_raw(self, apdu: bytes) -> bytes:
+        response = super().transmit_raw(apdu)
+        now = time.monotonic()
+        if now - self._told >= self.every:
+            self._told = now
+            print(f"reading the card: {len(self.apdus)} APDUs, {now - self._start:.1f} s", file=self.out, flush=True)
+        return response
+
+    def trace(self) -> list[str]:
+        """The exchange as text, sanitised as a capture's ``apdu`` records are."""
+        from posguard.capture.sanitize import Sanitiser, sanitise_apdu
+
+        sanitiser = Sanitiser()
+        for _c, r in self.apdus:  # learn every PAN first, so one read in a later answer is replaced everywhere
+            sanitiser.learn_from_response(r)
+        lines = [f"atr {self.atr.hex().upper()}"] if self.atr else []
+        for c, r in self.apdus:
+            ch, rh = sanitise_apdu(c, r, sanitiser)
+            lines += [f"> {ch}", f"< {rh}"]
+        return lines
+
+
 def cmd_card_read(args: argparse.Namespace) -> int:
     key, stable = _token_key()
     cfg = EmvTerminal(pan_token_key=key)
+    if not args.timeout > 0:
+        print(f"error: --timeout {args.timeout:g}: give the seconds to wait for a card, more than 0", file=sys.stderr)
+        return 2
     try:
-        reader = _open_reader(args)
+        watched = Watched(_open_reader(args), sys.stderr)
     except (ReaderError, MissingExtra) as e:
         return _error(args, e, EXIT_READER)
+    reader = as_reader(watched)
     try:
-        if not args.json:
-            print(f"waiting up to {args.timeout:g} s for a card in {reader.name} ...", file=sys.stderr)
-        reader.wait_for_card(args.timeout)
+        print(f"waiting up to {args.timeout:g} s for a card in {reader.name} ...", file=sys.stderr, flush=True)
+        wait_for_card(reader, args.timeout, progress=lambda s: print(
+            f"waiting for a card: {s:.0f} s of {args.timeout:g}", file=sys.stderr, flush=True))
         session = read_card(reader, cfg, Transaction(amount=args.amount))
         reader.power_off()
     except ReaderError as e:
@@ -96,12 +147,15 @@ def cmd_card_read(args: argparse.Namespace) -> int:
     except CardSessionError as e:
         return _error(args, e, EXIT_CARD)
     finally:
+        if args.trace:
+            for line in watched.trace():
+                print(f"trace {line}", file=sys.stderr)
         reader.close()
     result = session.to_dict()
     result["reader"] = reader.name
     result["pan_token_stable"] = stable
     if args.json:
-        print(json.dumps(result, indent=2))
+        print(json.dumps(result))
     else:
         width = max(len(k) for k in result)
         for k, v in result.items():
@@ -138,7 +192,10 @@ def discover(serial_ports: Sequence[str] = (), scan: bool = True) -> tuple[list[
 def cmd_readers(args: argparse.Namespace) -> int:
     found, problems = discover(args.serial, scan=not args.no_scan)
     if args.json:
-        print(json.dumps({"readers": [r.to_dict() for r in found], "problems": problems}, indent=2))
+        for r in found:
+            print(json.dumps(r.to_dict()))
+        for p in problems:
+            print(json.dumps({"problem": p}))
     else:
         if not found:
             print("no readers found")

@@ -6,6 +6,8 @@ import argparse
 import sys
 from typing import Any
 
+from posguard.cli.exits import epilog
+
 __all__ = ["DIALECT_CHOICES", "add_demo_command"]
 
 DIALECT_CHOICES = ("cup", "iso87ascii")
@@ -15,7 +17,8 @@ def add_demo_command(sub: Any) -> None:
     demo = sub.add_parser("demo", help="a scripted trading day against the simulators, with every error kind",
                           description="Start the simulators (card in a private pcscd via vpcd, or the serial "
                           "GemPC Twin; the acquirer host) and run a scripted trading day through the real stack, "
-                          "showing what was detected and corrected, then the day's incident report.")
+                          "showing what was detected and corrected, then the day's incident report.",
+                          epilog=epilog("demo"), formatter_class=argparse.RawDescriptionHelpFormatter)
     demo.add_argument("--dialect", choices=DIALECT_CHOICES, default="cup")
     demo.add_argument("--record", metavar="FILE", help="write a sanitised capture of the day (JSON Lines)")
     demo.add_argument("--reader", choices=("auto", "pcsc", "twin"), default="auto",

@@ -6,6 +6,7 @@ import argparse
 import json
 from typing import Any
 
+from posguard.cli.exits import epilog
 from posguard.diagnose import CHECKS, DiagnoseConfig, exit_status, run_checks
 
 __all__ = ["add_diagnose_command"]
@@ -17,7 +18,8 @@ def add_diagnose_command(sub: Any) -> None:
     p = sub.add_parser("diagnose", help="checks for field technicians (reader, card, host, journal, clock)",
                        description="Each check prints ok/warn/fail, the measured figure and what to do next. "
                        "Exit 0 all ok, 1 a warning, 2 a failure. Settings come from the service config "
-                       "(--config) and can be overridden here.")
+                       "(--config) and can be overridden here.", epilog=epilog("diagnose"),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="the service's TOML file (default /etc/posguard/posguard.toml if present)")
     p.add_argument("--check", action="append", choices=sorted(CHECKS), help="run only this check (repeatable)")
     p.add_argument("--json", action="store_true", help="one JSON object per check")
@@ -41,14 +43,18 @@ def config_from(ns: argparse.Namespace) -> DiagnoseConfig:
     if path:
         svc, _problems = load_config(path, read_keys=False)  # diagnose runs on a half-configured box too
         cfg.reader = svc.reader_name or None if svc.reader_kind == "pcsc" else None
-        cfg.serial_port = svc.serial_port or None
+        cfg.serial_port = (svc.serial_port or None) if svc.reader_kind == "twin" else None
         cfg.host, cfg.port = svc.host or None, svc.port or None
         cfg.dialect, cfg.framing, cfg.tid, cfg.mid = svc.dialect, svc.framing, svc.tid or cfg.tid, svc.mid or cfg.mid
         cfg.journal = svc.journal
+        cfg.reader_kind = svc.reader_kind
+        cfg.service_socket = svc.operator_socket if svc.operator_socket != "stdin" else None
     if ns.reader:
         cfg.reader = ns.reader
     if ns.serial:
         cfg.serial_port = ns.serial
+    if ns.reader or ns.serial:  # a reader named here is the one to check, whatever the configuration says
+        cfg.reader_kind = "auto" if ns.reader and ns.serial else "pcsc" if ns.reader else "twin"
     if ns.host:
         host, _, port = ns.host.rpartition(":") if ":" in ns.host else (ns.host, "", "")
         cfg.host, cfg.port = host, int(port) if port else cfg.port

@@ -9,6 +9,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from posguard.cli.exits import epilog
 from posguard.engine.chart import KINDS, render_dot, render_table
 
 __all__ = ["add_engine_commands", "main"]
@@ -22,6 +23,14 @@ def _cmd_chart(args: argparse.Namespace) -> int:
 def _cmd_journal(args: argparse.Namespace) -> int:
     from posguard.engine.journal import Journal
 
+    if args.path is None:
+        if not args.config:
+            print("posguard engine journal: give the journal's PATH or --config FILE", file=sys.stderr)
+            return 2
+        from posguard.config import load_config
+
+        cfg, _problems = load_config(args.config, read_keys=False)  # only journal.path is needed here
+        args.path = cfg.journal
     with Journal(args.path) as journal:
         problems = journal.integrity_check()
         print(f"{args.path}: schema {journal.schema_version()}, journal_mode={journal.pragma('journal_mode')}, "
@@ -36,12 +45,15 @@ def _cmd_journal(args: argparse.Namespace) -> int:
 
 
 def _build(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    chart = sub.add_parser("chart", help="print the transaction state chart")
+    chart = sub.add_parser("chart", help="print the transaction state chart", epilog=epilog("engine chart"),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     chart.add_argument("--dot", action="store_true", help="Graphviz dot instead of a text table")
     chart.add_argument("--kind", choices=KINDS, help="only this transaction kind")
     chart.set_defaults(func=_cmd_chart)
-    journal = sub.add_parser("journal", help="check a journal file and list its transactions (masked)")
-    journal.add_argument("path")
+    journal = sub.add_parser("journal", help="check a journal file and list its transactions (masked)",
+                             epilog=epilog("engine journal"), formatter_class=argparse.RawDescriptionHelpFormatter)
+    journal.add_argument("path", nargs="?", help="the journal (wins over --config)")
+    journal.add_argument("--config", metavar="FILE", help="the service's TOML file: read its journal.path")
     journal.set_defaults(func=_cmd_journal)
 
 

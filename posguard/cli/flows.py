@@ -1,4 +1,8 @@
-"""``posguard incidents [list|show ID] [--json]`` and ``posguard report [--since DATE] [--json]``."""
+"""``posguard incidents [list|show ID] [--json]`` and ``posguard report [--since DATE] [--json]``.
+
+Both read the journal: ``--journal PATH``, else the ``journal.path`` of ``--config FILE``, else
+``$POSGUARD_JOURNAL`` or ``posguard-journal.db``. ``--json`` prints JSON Lines (one object per line).
+"""
 
 from __future__ import annotations
 
@@ -10,9 +14,25 @@ import sys
 import time
 from collections.abc import Sequence
 
+from posguard.cli.exits import epilog
+
 __all__ = ["add_flow_commands", "main", "DEFAULT_JOURNAL"]
 
 DEFAULT_JOURNAL = os.environ.get("POSGUARD_JOURNAL", "posguard-journal.db")
+
+
+def journal_path(args: argparse.Namespace) -> str:
+    """``--journal`` wins; else the configuration's ``journal.path`` (``--config``); else the default."""
+    if args.journal:
+        return str(args.journal)
+    if getattr(args, "config", None):
+        from posguard.config import load_config
+
+        if not os.path.exists(args.config):
+            raise SystemExit(f"posguard: no configuration at {args.config}; pass --config FILE or --journal PATH")
+        cfg, _problems = load_config(args.config, read_keys=False)  # only journal.path is needed here
+        return cfg.journal
+    return DEFAULT_JOURNAL
 
 
 def _open(path: str) -> object:
@@ -20,7 +40,8 @@ def _open(path: str) -> object:
     from posguard.engine.journal import Journal, JournalError
 
     if not os.path.exists(path):
-        raise SystemExit(f"posguard: no journal at {path}; pass --journal PATH or set POSGUARD_JOURNAL")
+        raise SystemExit(f"posguard: no journal at {path}; pass --journal PATH or --config FILE, or set "
+                         "POSGUARD_JOURNAL")
     try:
         return Journal(path)
     except JournalError as exc:
@@ -32,7 +53,7 @@ def _cmd_incidents(args: argparse.Namespace) -> int:
     from posguard.engine.journal import Journal, JournalError
     from posguard.incidents import get_incident, load_incidents, render_incident, render_list
 
-    journal = _open(args.journal)
+    journal = _open(journal_path(args))
     assert isinstance(journal, Journal)
     with journal:
         if args.action == "show":
@@ -44,12 +65,12 @@ def _cmd_incidents(args: argparse.Namespace) -> int:
             except JournalError as exc:
                 print(f"posguard: {exc}", file=sys.stderr)
                 return 1
-            sys.stdout.write(json.dumps(inc.to_dict(), ensure_ascii=False, indent=2) + "\n" if args.json
+            sys.stdout.write(json.dumps(inc.to_dict(), ensure_ascii=False) + "\n" if args.json
                              else render_incident(inc))
             return 0
         incidents = load_incidents(journal)
         if args.json:
-            sys.stdout.write(json.dumps([i.to_dict() for i in incidents], ensure_ascii=False, indent=2) + "\n")
+            sys.stdout.write("".join(json.dumps(i.to_dict(), ensure_ascii=False) + "\n" for i in incidents))
         else:
             sys.stdout.write(render_list(incidents))
     return 0
@@ -66,27 +87,35 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from posguard.engine.journal import Journal
     from posguard.report import build_report, render_report
 
-    journal = _open(args.journal)
+    journal = _open(journal_path(args))
     assert isinstance(journal, Journal)
     with journal:
         report = build_report(journal, since=args.since)
-    sys.stdout.write(json.dumps(report, ensure_ascii=False, indent=2) + "\n" if args.json else render_report(report))
+    sys.stdout.write(json.dumps(report, ensure_ascii=False) + "\n" if args.json else render_report(report))
     return 0
 
 
 def add_flow_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``incidents`` and ``report`` on a parent CLI."""
-    inc = subparsers.add_parser("incidents", help="list or show incidents (masked)")
+    inc = subparsers.add_parser("incidents", help="list or show incidents (masked)", epilog=epilog("incidents"),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     inc.add_argument("action", nargs="?", choices=("list", "show"), default="list")
     inc.add_argument("id", nargs="?", type=int, help="incident id (for show)")
-    inc.add_argument("--json", action="store_true")
-    inc.add_argument("--journal", default=DEFAULT_JOURNAL, metavar="PATH")
+    inc.add_argument("--json", action="store_true", help="JSON Lines: one object per incident")
+    _journal_options(inc)
     inc.set_defaults(func=_cmd_incidents)
-    rep = subparsers.add_parser("report", help="error statistics from the incidents")
+    rep = subparsers.add_parser("report", help="error statistics from the incidents", epilog=epilog("report"),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     rep.add_argument("--since", type=_parse_date, metavar="DATE", help="YYYY-MM-DD (UTC)")
-    rep.add_argument("--json", action="store_true")
-    rep.add_argument("--journal", default=DEFAULT_JOURNAL, metavar="PATH")
+    rep.add_argument("--json", action="store_true", help="the report as one JSON line")
+    _journal_options(rep)
     rep.set_defaults(func=_cmd_report)
+
+
+def _journal_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--journal", metavar="PATH", help="the journal (wins over --config; default $POSGUARD_JOURNAL "
+                   "or posguard-journal.db)")
+    p.add_argument("--config", metavar="FILE", help="the service's TOML file: read its journal.path")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable, Iterable, Iterator
 from typing import TextIO
 
+from posguard.cli.exits import epilog
 from posguard.iso8583 import Iso8583Error, Message, get_dialect
 from posguard.iso8583.spec import Dialect
 
@@ -23,7 +24,8 @@ def add_iso8583_commands(sub: argparse._SubParsersAction) -> None:  # type: igno
     p = sub.add_parser("iso8583", help="decode, encode and inspect ISO 8583 messages")
     s = p.add_subparsers(dest="iso_cmd", required=True)
 
-    d = s.add_parser("decode", help="decode hex messages (one per line) to text or JSON lines")
+    d = s.add_parser("decode", help="decode hex messages (one per line) to text or JSON lines",
+                     epilog=epilog("iso8583 decode"), formatter_class=argparse.RawDescriptionHelpFormatter)
     d.add_argument("messages", nargs="*", help="hex messages; standard input when none")
     d.add_argument("--dialect", "-d", default="iso87ascii",
                    help="iso87ascii, iso87, iso87bcd, cup, a .json/.toml file, or module:ATTR")
@@ -33,14 +35,16 @@ def add_iso8583_commands(sub: argparse._SubParsersAction) -> None:  # type: igno
     d.add_argument("--validate", action="store_true", help="also report rule violations per message")
     d.set_defaults(func=cmd_decode)
 
-    e = s.add_parser("encode", help="encode JSON lines (pyiso8583-style dicts) to hex lines")
+    e = s.add_parser("encode", help="encode JSON lines (pyiso8583-style dicts) to hex lines",
+                     epilog=epilog("iso8583 encode"), formatter_class=argparse.RawDescriptionHelpFormatter)
     e.add_argument("messages", nargs="*", help="JSON objects; standard input when none")
     e.add_argument("--dialect", "-d", default="iso87ascii")
     e.set_defaults(func=cmd_encode)
 
-    sp = s.add_parser("spec", help="print a dialect's field table")
+    sp = s.add_parser("spec", help="print a dialect's field table",
+                      epilog=epilog("iso8583 spec"), formatter_class=argparse.RawDescriptionHelpFormatter)
     sp.add_argument("--dialect", "-d", default="iso87ascii")
-    sp.add_argument("--json", action="store_true", help="the dialect as JSON data (loadable as a dialect file)")
+    sp.add_argument("--json", action="store_true", help="the dialect as one JSON line (loadable as a dialect file)")
     sp.set_defaults(func=cmd_spec)
 
 
@@ -112,7 +116,7 @@ def cmd_spec(ns: argparse.Namespace) -> int:
     if dialect is None:
         return EXIT_BAD_INPUT
     if ns.json:
-        print(dialect.to_json(), file=stdout)
+        print(json.dumps(dialect.to_data(), ensure_ascii=False), file=stdout)  # one JSON line
         return 0
     print(format_spec(dialect), file=stdout)
     return 0

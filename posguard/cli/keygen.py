@@ -31,6 +31,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from posguard.cli.exits import epilog
 from posguard.engine.mac import key_check_value
 
 __all__ = ["KEY_KINDS", "add_keygen_command", "kcv", "make_tmk", "odd_parity", "write_key_file"]
@@ -122,7 +123,8 @@ def _owner(name: str | None) -> tuple[int, int] | None:
 
 def add_keygen_command(sub: Any) -> None:
     p = sub.add_parser("keygen", help="make the terminal's key files (token, data, terminal master key)",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       description=__doc__, epilog=epilog("keygen"),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("directory", metavar="DIR", help="where to write the key files (e.g. /etc/posguard)")
     p.add_argument("--only", action="append", choices=sorted(KEY_KINDS), metavar="KIND",
                    help="write only this key (token, data or tmk); may be repeated")

@@ -12,6 +12,7 @@ import json
 import sys
 from typing import Any
 
+from posguard.cli.exits import epilog
 from posguard.config import DEFAULT_CONFIG
 
 __all__ = ["add_op_command"]
@@ -19,7 +20,7 @@ __all__ = ["add_op_command"]
 
 def add_op_command(sub: Any) -> None:
     p = sub.add_parser("op", help="send operator commands to the running service (posguard run)",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       description=__doc__, epilog=epilog("op"), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("words", nargs="*", metavar="COMMAND", help="one command, e.g. `status` or `sale 1250`")
     p.add_argument("--socket", metavar="PATH", help="the operator socket (default: operator.socket of --config)")
     p.add_argument("--config", default=DEFAULT_CONFIG)

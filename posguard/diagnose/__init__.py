@@ -11,6 +11,11 @@ journal    SQLite integrity check, pending reversals/advices, age of the open ba
 clock      drift between this machine and the host's time in the echo answer (field 7, or 12/13)
 =========  ==========================================================================================
 
+The reader checks follow the configuration's ``reader.kind`` (``twin``: the serial check, no PC/SC check;
+``pcsc``: the PC/SC check, no serial check; ``none``: neither, nor the card check). When the running service
+answers on its operator socket, it holds the reader: diagnose asks it (``status``) instead of opening the
+reader, and reports the reader as the service sees it (``open``, or ``waiting for ... since ...``).
+
 Verdicts: ``ok``, ``warn``, ``fail`` (``skip`` when the check has nothing configured). Exit status: 0 when all
 are ok or skipped, 1 with a warning, 2 with a failure.
 """

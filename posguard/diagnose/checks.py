@@ -27,6 +27,10 @@ class DiagnoseConfig:
     tid: str = "POSGRD01"
     mid: str = "MERCHANT0000001"
     journal: str | None = None
+    #: reader.kind: pcsc, twin or none; auto (no configuration): check whatever is given
+    reader_kind: str = "auto"
+    #: the running service's operator socket: when it answers, the service holds the reader and is asked
+    service_socket: str | None = None
     apdu_samples: int = 20
     apdu_timeout: float = 3.0
     soak_seconds: float = 1.0
@@ -314,11 +318,13 @@ def run_checks(cfg: DiagnoseConfig, names: list[str] | None = None) -> list[Chec
         raise ValueError(f"unknown check(s) {', '.join(unknown)}; known: {', '.join(CHECKS)}")
     if "clock" in wanted and "host" not in wanted:
         wanted = ["host", *wanted]  # the clock is read from the host's echo
+    service = service_status(cfg) if any(n in wanted for n in _READER_CHECKS) else None
     results = []
     for name in CHECKS:  # fixed order
         if name in wanted:
             try:
-                results.append(CHECKS[name](cfg))
+                gated = _reader_gate(cfg, name, service) if name in _READER_CHECKS else None
+                results.append(gated or CHECKS[name](cfg))
             except Exception as exc:  # noqa: BLE001 - a broken check is a failure, never a crash
                 results.append(CheckResult(name, "fail", f"check crashed: {type(exc).__name__}: {exc}",
                                            "report this to posguard support with the output of --json"))
@@ -326,3 +332,49 @@ def run_checks(cfg: DiagnoseConfig, names: list[str] | None = None) -> list[Chec
         results = [r for r in results if r.name != "host"]
     return results
 
+
+
+# -- the reader as the configuration and the running service see it ------------------------------------------
+_READER_CHECKS = ("pcsc", "serial", "card")
+#: which reader check belongs to which reader.kind
+_CHECK_KIND = {"pcsc": "pcsc", "serial": "twin"}
+
+
+def service_status(cfg: DiagnoseConfig) -> dict[str, Any] | None:
+    """The running service's ``status`` over its operator socket; None when no service answers."""
+    if not cfg.service_socket or not Path(cfg.service_socket).exists():
+        return None
+    from posguard.service.operator import OperatorClient
+
+    client = OperatorClient(cfg.service_socket, timeout=3.0)
+    try:
+        answer = client.ask("status")
+    except (ConnectionError, OSError, ValueError):
+        return None
+    finally:
+        client.close()
+    return answer if answer.get("ok") else None
+
+
+def _reader_gate(cfg: DiagnoseConfig, name: str, service: dict[str, Any] | None) -> CheckResult | None:
+    """A result for a reader check that must not open the reader itself: a kind the configuration does not
+    use, or a reader the running service holds (then its own view is the answer). None: run the check."""
+    kind = cfg.reader_kind
+    if kind == "none":
+        return CheckResult(name, "skip", 'reader.kind = "none": no card reader configured', "")
+    if kind != "auto" and _CHECK_KIND.get(name, kind) != kind:
+        other = "the GemPC Twin on its serial port" if kind == "twin" else "PC/SC (pcscd)"
+        return CheckResult(name, "skip", f'reader.kind = "{kind}": the reader is driven through {other}', "")
+    if service is None:
+        return None
+    state = str(service.get("reader", "?"))
+    where = f"the running service ({cfg.service_socket})"
+    if name == "card":
+        return CheckResult(name, "skip", f"{where} holds the reader; not opened here",
+                           "read a card through the service: posguard op sale AMOUNT (or stop it and diagnose)",
+                           {"service_reader": state})
+    if state == "open":
+        return CheckResult(name, "ok", f"{where} holds the reader: open", "", {"service_reader": state})
+    return CheckResult(name, "fail", f"{where} reports the reader {state}",
+                       "plug the reader in / check its cable and power; the service opens it when it appears",
+                       {"service_reader": state})

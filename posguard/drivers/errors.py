@@ -54,6 +54,12 @@ class ReaderUnplugged(ReaderError):
     default_hint = "check the reader's USB/serial cable and power; it will be reopened when it returns"
 
 
+class WaitCancelled(ReaderError):
+    """The wait for a card was cancelled (the operator's ``cancel``, or the service stopping)."""
+
+    default_hint = "start the sale again when the customer is ready"
+
+
 class ReaderBusy(ReaderError):
     """Another program holds the reader exclusively."""
 

@@ -234,6 +234,15 @@ class PcscReader(Reader):
             self.name = found
         return found
 
+    def connected(self) -> bool:
+        """Is our reader listed by pcscd now? (Constructed by name, the reader may not be plugged in yet; a
+        pcscd that is down or restarting counts as not listed.)"""
+        try:
+            return self._resolve() is not None
+        except ServiceUnavailable:
+            self._drop_context()
+            return False
+
     # -- events ----------------------------------------------------------------------------------------
     def _state(self, timeout: float, known: int) -> tuple[int, int, bytes]:
         """(hresult, event state, ATR) for our reader after at most ``timeout`` s of waiting."""

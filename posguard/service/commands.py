@@ -49,6 +49,7 @@ VERBS: Final[dict[str, Verb]] = {v.name: v for v in (
     Verb("dispute", ("txn",), "the customer says the void/refund of TXN never arrived"),
     Verb("settle", (), "close the batch with the host"),
     Verb("flush", (), "send queued reversals and advices now"),
+    Verb("cancel", (), "stop waiting for the card: the sale in progress ends, nothing is sent"),
     Verb("status", (), "batch, states, what is pending, the reader and the journal"),
     Verb("help", (), "this list"),
     Verb("quit", (), "stop the service"),

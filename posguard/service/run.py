@@ -11,6 +11,7 @@ UNIX socket (``operator.socket``) or on stdin (``operator.socket = "stdin"`` or 
     wrong_card TXN               read the card the customer meant, correct the charge
     wrong_amount TXN AMOUNT      AMOUNT is the order total that should have been charged
     dispute TXN                  the customer says the void/refund never arrived
+    cancel                       stop waiting for the card (the sale in progress ends; nothing is sent)
     settle | flush | status | help | quit
 
 Every line is checked before anything acts (:mod:`posguard.service.commands`): a bad one is refused with the
@@ -19,7 +20,11 @@ a refusal carries ``error``. The socket serves many clients at once (:mod:`posgu
 credentials checked, line and idle limits); ``status`` answers at once, even while a sale waits for the host.
 
 Only one service runs on a journal (a lock beside it; a second start names the holder's pid). Logs are JSON
-lines on stdout (``ts``, ``level``, ``event``, ``msg``) with card data masked.
+lines on stdout through stdlib :mod:`logging` (:mod:`posguard.logs`: ``ts``, ``level``, ``event``, ``msg`` and
+the event's fields), at ``--log-level`` and above, with journald priorities under systemd and card numbers
+masked. The card reader is opened when it appears (:mod:`posguard.service.reader_slot`); a sale waits
+``reader.card_wait`` seconds for the card, and ``cancel`` (answered at once on the socket) or SIGTERM ends
+the wait.
 
 Exit status: 0 after ``quit``, SIGTERM or SIGINT (the command in progress finishes, every client is closed,
 the journal is closed) or the end of stdin in ``--stdin`` mode; 2 when the configuration has problems or the
@@ -28,8 +33,8 @@ journal is held by another service; 1 on any other stop, so that ``Restart=on-fa
 
 from __future__ import annotations
 
-import contextlib
 import json
+import logging
 import queue
 import signal
 import sys
@@ -39,6 +44,7 @@ from concurrent.futures import Future
 from typing import IO, Any
 
 from posguard.config import DEFAULT_CONFIG, Config, load_config
+from posguard.logs import LineHandler, event, setup_logging
 from posguard.sensitive import mask_digits_in_text
 from posguard.service.commands import VERBS, Command, CommandError, parse, usage
 from posguard.service.notify import Heartbeat, Notifier, Watchdog, watchdog_interval
@@ -46,32 +52,15 @@ from posguard.service.notify import Heartbeat, Notifier, Watchdog, watchdog_inte
 __all__ = ["Service", "serve"]
 
 
-class JsonLog:
-    """JSON lines on a stream, one writer at a time. A stream that breaks (the reader went away) is reported once
-    on stderr and then left alone: losing the log never stops the terminal."""
+class EventLog:
+    """The service's named events on the ``posguard.service`` logger (:mod:`posguard.logs` formats them):
+    ``log("service.started", "terminal ...", level="warning", key=value)``."""
 
-    def __init__(self, stream: IO[str] | None = None) -> None:
-        self.stream = stream or sys.stdout
-        self._lock = threading.Lock()
-        self.broken = False
+    def __init__(self, name: str = "posguard.service") -> None:
+        self.logger = logging.getLogger(name)
 
-    def __call__(self, event: str, msg: str = "", level: str = "info", **fields: Any) -> None:
-        rec = {"ts": round(time.time(), 3), "level": level, "event": event, "msg": mask_digits_in_text(msg)}
-        rec.update({k: mask_digits_in_text(v) if isinstance(v, str) else v for k, v in fields.items()})
-        self.line(json.dumps(rec, sort_keys=True))
-
-    def line(self, text: str) -> None:
-        """Write one whole line (answers on stdout share the log's stream and its lock)."""
-        with self._lock:
-            if self.broken:
-                return
-            try:
-                self.stream.write(text + "\n")
-                self.stream.flush()
-            except (OSError, ValueError) as exc:
-                self.broken = True
-                with contextlib.suppress(OSError, ValueError):
-                    sys.stderr.write(f"posguard: the log stream broke ({type(exc).__name__}); logging stops\n")
+    def __call__(self, name: str, msg: str = "", level: str = "info", **fields: Any) -> None:
+        event(self.logger, name, msg, level=getattr(logging, level.upper()), **fields)
 
 
 class Service:
@@ -81,7 +70,7 @@ class Service:
     notifier = Notifier()  # systemd's (serve() sets it from $NOTIFY_SOCKET); silent by default
     heartbeat: Heartbeat | None = None  # beaten by run_loop when a watchdog watches it
 
-    def __init__(self, cfg: Config, log: JsonLog, *, record: str | None = None) -> None:
+    def __init__(self, cfg: Config, log: EventLog, *, record: str | None = None) -> None:
         from posguard.capture.format import CaptureWriter
         from posguard.clock import SystemClock
         from posguard.engine.detectors import Detectors
@@ -116,8 +105,13 @@ class Service:
         except BaseException:
             self.lock.release()
             raise
-        self.till = Till(self.engine, dialect=cfg.dialect, say=lambda line: log("till", line), writer=self.writer)
-        self.reader: Any = None
+        self.till = Till(self.engine, dialect=cfg.dialect, writer=self.writer)  # its events: posguard.till
+        from posguard.service.reader_slot import ReaderSlot
+
+        self.slot = ReaderSlot(cfg.reader_kind, name=cfg.reader_name, serial_port=cfg.serial_port,
+                               on_open=self._reader_opened)
+        self._cancel = threading.Event()  # the operator's "cancel": ends the wait for a card
+        self.waiting_for_card = False
         self.magstripe: Any = None
         self._tap: Any = None  # the Twin link's frame observer when recording
         self._cards = 0
@@ -129,46 +123,42 @@ class Service:
     # -- life cycle ------------------------------------------------------------------------------
     def start(self) -> None:
         report = self.engine.recover()
-        self.log("recovered", "start-up recovery done", abandoned=len(report.abandoned),
+        self.log("service.recovered", "start-up recovery done", abandoned=len(report.abandoned),
                  reversals=len(report.reversals_released), advices=len(report.advices_released),
                  still_pending=len(report.still_pending), quarantined=len(report.quarantined))
         for txn_id in report.quarantined:
-            self.log("quarantined", f"{txn_id} could not be recovered and was left as it is; see `posguard "
+            self.log("journal.quarantined", f"{txn_id} could not be recovered and was left as it is; see `posguard "
                                     "incidents`", level="error", txn=txn_id)
-        self.reader = self._open_reader()
-        if self.writer is not None and self.reader is not None:
-            from posguard.capture.taps import tap_frames
-
-            self._tap = tap_frames(self.reader, self.writer)
+        self.slot.poll(force=True)  # a reader missing now is opened when it appears (run_loop tends it)
         if self.cfg.magstripe_port:
             from posguard.drivers.magstripe import MagstripeReader
 
             try:
                 self.magstripe = MagstripeReader(self.cfg.magstripe_port)
             except Exception as exc:  # noqa: BLE001 - the service runs without a swipe reader and says so
-                self.log("magstripe_unavailable", f"{type(exc).__name__}: {exc}", level="error",
+                self.log("magstripe.unavailable", f"{type(exc).__name__}: {exc}", level="error",
                          hint=str(getattr(exc, "hint", "")))
         self._refresh_status()
 
-    def _open_reader(self) -> Any:
-        if self.cfg.reader_kind == "none":
-            return None
-        try:
-            if self.cfg.reader_kind == "twin":
-                from posguard.drivers.twin.reader import TwinReader
+    @property
+    def reader(self) -> Any:
+        return self.slot.reader
 
-                return TwinReader(self.cfg.serial_port)
-            from posguard.drivers.pcsc import PcscReader
+    def _reader_opened(self, reader: Any) -> None:
+        if self.writer is not None:
+            from posguard.capture.taps import tap_frames
 
-            return PcscReader(self.cfg.reader_name or None)
-        except Exception as exc:  # noqa: BLE001 - the service runs without a reader and says so
-            self.log("reader_unavailable", f"{type(exc).__name__}: {exc}", level="error",
-                     hint=str(getattr(exc, "hint", "")))
-            return None
+            if self._tap is not None:
+                self._tap.flush()
+            self._tap = tap_frames(reader, self.writer)
+
+    def _tend_reader(self) -> None:
+        """Idle: open a reader that was missing, if it is due (hot-plug)."""
+        if self.slot.kind != "none" and self.slot.reader is None and self.slot.poll() is not None:
+            self._refresh_status()
 
     def close(self) -> None:
-        if self.reader is not None:
-            self.reader.close()
+        self.slot.close()
         if self._tap is not None:
             self._tap.flush()
         if self.magstripe is not None:
@@ -179,7 +169,7 @@ class Service:
         if self.writer is not None:
             self.writer.close()
         self.lock.release()
-        self.log("stopped", "journal closed")
+        self.log("service.stopped", "journal closed")
 
     # -- the one thread that acts ------------------------------------------------------------------
     def submit(self, line: str) -> Future[dict[str, Any]]:
@@ -204,6 +194,7 @@ class Service:
             try:
                 line, done = self._work.get(timeout=0.2)
             except queue.Empty:
+                self._tend_reader()
                 continue
             done.set_result(self.handle(line))
         self.notifier.stopping(f"terminal {self.cfg.tid}: stopping")
@@ -216,22 +207,44 @@ class Service:
 
     # -- commands ----------------------------------------------------------------------------------
     def read_card(self) -> str:
+        from posguard.drivers import errors as rerr
+        from posguard.drivers.waits import wait_for_card
         from posguard.emv.engine_card import card_data
         from posguard.emv.session import read_card
         from posguard.emv.terminal import EmvTerminal, Transaction
 
-        if self.reader is None:
-            raise CommandError("no card reader: check reader.* in the configuration (posguard diagnose)")
-        self.reader.wait_for_card(30.0)
-        session = read_card(self.reader, EmvTerminal(pan_token_key=self.terminal.token_key,
-                                                     terminal_id=self.terminal.terminal_id), Transaction(amount=0))
-        self.reader.power_off()
+        reader = self.slot.poll(force=True)
+        if reader is None:
+            where = ('reader.kind is "none"' if self.slot.kind == "none" else self.slot.state())
+            raise CommandError(f"no card reader: {where}; check reader.* in the configuration (posguard diagnose)")
+        self._cancel.clear()
+        self.waiting_for_card = True
+        try:
+            wait_for_card(reader, self.cfg.card_wait,
+                          cancelled=lambda: self._cancel.is_set() or self.stopping.is_set(),
+                          progress=lambda s: self.log("card.waiting", f"waiting for a card: {s:.0f} s of "
+                                                      f"{self.cfg.card_wait:g}", level="debug"))
+            self.waiting_for_card = False
+            session = read_card(reader, EmvTerminal(pan_token_key=self.terminal.token_key,
+                                                    terminal_id=self.terminal.terminal_id), Transaction(amount=0))
+            reader.power_off()
+        except rerr.WaitCancelled:
+            self.log("card.cancelled", "the wait for a card was cancelled; nothing was sent", level="info")
+            raise CommandError("cancelled: no card was read and nothing was sent") from None
+        except rerr.NoCard:
+            raise CommandError(f"no card inserted within {self.cfg.card_wait:g} s (reader.card_wait); nothing was "
+                               "sent") from None
+        except (rerr.ReaderUnplugged, rerr.NoReader, rerr.ServiceUnavailable) as exc:
+            self.slot.lost(str(exc))
+            raise CommandError(f"card reader lost: {exc}") from None
+        finally:
+            self.waiting_for_card = False
         self._cards += 1
         ref = f"c{self._cards}"
         self.till.add_card(ref, card_data(session))
         if self._tap is not None:
             self._tap.flush()  # the PAN is known now: the card read's frames can be sanitised
-        self.log("card_read", f"{session.label} {session.masked_pan}", cvm=session.cvm_required)
+        self.log("card.read", f"{session.label} {session.masked_pan}", cvm=session.cvm_required)
         return ref
 
     def read_swipe(self) -> str:
@@ -246,7 +259,7 @@ class Service:
         if self.writer is not None:
             self.writer.swipe(data.track2_data(), ref=ref, has_track1=data.has_track1)
         self.till.add_card(ref, card, source="magstripe")
-        self.log("card_swiped", f"{card.pan_masked}", entry_mode=card.entry_mode, service_code=data.service_code)
+        self.log("card.swiped", f"{card.pan_masked}", entry_mode=card.entry_mode, service_code=data.service_code)
         return ref
 
     def handle(self, line: str) -> dict[str, Any]:
@@ -265,7 +278,7 @@ class Service:
         except CommandError as exc:
             return {"ok": False, "error": str(exc)}
         except Exception as exc:  # noqa: BLE001 - an operator command never takes the service down
-            self.log("command_failed", f"{command.verb}: {type(exc).__name__}: {exc}", level="warning")
+            self.log("command.failed", f"{command.verb}: {type(exc).__name__}: {exc}", level="warning")
             return {"ok": False, "error": mask_digits_in_text(f"{type(exc).__name__}: {exc}")}
         finally:
             self._refresh_status()
@@ -298,6 +311,8 @@ class Service:
             return {"pending": len(left)}
         elif c.verb == "status":
             return self.status()
+        elif c.verb == "cancel":
+            return {"cancelled": False}  # nothing was waiting for a card (a wait is cancelled by quick())
         elif c.verb == "help":
             return {"commands": {v.name: f"{usage(v)} — {v.help}" for v in VERBS.values()}}
         elif c.verb == "quit":
@@ -313,17 +328,24 @@ class Service:
             "pending": len(self.journal.saf_items(["queued", "sent"])),
             "journal": "failing: " + self.engine.write_failure if self.engine.write_failure else "ok",
             "owed_reversals": sorted(self.engine.owed_reversals),
-            "reader": "none" if self.reader is None else "open",
+            "reader": self.slot.state(),
             "at": round(time.time(), 3),
         }
 
     def status(self) -> dict[str, Any]:
-        """What the service last knew (refreshed after every command): safe from any thread."""
-        return dict(self._status)
+        """What the service last knew (refreshed after every command and when the reader opens), with the
+        reader's state now: safe from any thread."""
+        return {**self._status, "reader": self.slot.state(), "waiting_for_card": self.waiting_for_card}
 
     def quick(self, line: str, _peer: Any = None) -> dict[str, Any]:
-        """``status`` and ``help`` for the socket, answered without waiting for a command in progress."""
+        """``status``, ``help`` and ``cancel`` for the socket, answered without waiting for a command in
+        progress (``cancel`` ends the wait for a card of the sale in progress)."""
         verb = line.split(None, 1)[0].lower() if line.strip() else ""
+        if verb == "cancel":
+            waiting = self.waiting_for_card
+            if waiting:
+                self._cancel.set()
+            return {"ok": True, "cancelled": waiting, "incidents": []}
         if verb == "status":
             return {"ok": True, **self.status(), "incidents": []}
         return {"ok": True, "commands": {v.name: f"{usage(v)} — {v.help}" for v in VERBS.values()}}
@@ -338,8 +360,9 @@ class Service:
                     break
                 if line.strip():
                     answer = self.ask(line)
-                    if out is self.log.stream:
-                        self.log.line(json.dumps({"answer": answer}, sort_keys=True))
+                    shared = _handler_on(out)
+                    if shared is not None:  # the log writes to the same stream: one whole line at a time
+                        shared.line(json.dumps({"answer": answer}, sort_keys=True))
                     else:
                         out.write(json.dumps({"answer": answer}, sort_keys=True) + "\n")
                         out.flush()
@@ -353,13 +376,21 @@ class Service:
         from posguard.service.operator import OperatorServer
 
         server = OperatorServer(path, lambda line, _peer: self.ask(line), quick=self.quick,
+                                quick_verbs=("status", "help", "cancel"),
                                 allow_uids=self.cfg.allow_uids, allow_groups=self.cfg.allow_groups)
         server.open()
-        self.log("listening", f"operator socket {path}")
+        self.log("operator.listening", f"operator socket {path}")
         try:
             self.run_loop()
         finally:
             server.stop(timeout=5.0)
+
+
+def _handler_on(stream: IO[str]) -> LineHandler | None:
+    for h in logging.getLogger("posguard").handlers:
+        if isinstance(h, LineHandler) and h.stream is stream:
+            return h
+    return None
 
 
 def _txn(res: Any) -> dict[str, Any]:
@@ -369,34 +400,35 @@ def _txn(res: Any) -> dict[str, Any]:
 
 
 def serve(config: str = DEFAULT_CONFIG, *, stdin: bool = False, record: str | None = None,
-          check_config: bool = False) -> int:
+          check_config: bool = False, log_level: str = "info") -> int:
     """``posguard run`` (:mod:`posguard.cli.run` parses its arguments); exit status as the module says."""
     from posguard.engine.instance_lock import JournalInUse
     from posguard.engine.journal import JournalError
     from posguard.service.operator import SocketRefused
 
-    log = JsonLog()
+    setup_logging(log_level, sys.stdout)
+    log = EventLog()
     cfg, problems = load_config(config)
     for problem in problems:
-        log("config_problem", str(problem), level="error", key=problem.key)
+        log("config.problem", str(problem), level="error", key=problem.key)
     if problems:
-        log("not_started", f"{len(problems)} configuration problem(s) in {config}; fix them all and start "
+        log("service.not_started", f"{len(problems)} configuration problem(s) in {config}; fix them all and start "
                            "again", level="error")
         return 2
     if check_config:
-        log("config_ok", f"{config} is usable")
+        log("config.ok", f"{config} is usable")
         return 0
     try:
         service = Service(cfg, log, record=record)
     except JournalInUse as exc:
-        log("not_started", str(exc), level="error", holder_pid=exc.pid)
+        log("service.not_started", str(exc), level="error", holder_pid=exc.pid)
         return 2
     except JournalError as exc:
-        log("not_started", str(exc), level="error")
+        log("service.not_started", str(exc), level="error")
         return 2
 
     def _stop(signum: int, _frame: Any) -> None:
-        log("signal", f"{signal.Signals(signum).name}: stopping")
+        log("service.signal", f"{signal.Signals(signum).name}: stopping")
         service.requested_stop = True
         service.stopping.set()
 
@@ -411,16 +443,16 @@ def serve(config: str = DEFAULT_CONFIG, *, stdin: bool = False, record: str | No
         watchdog = Watchdog(service.notifier, interval, service.heartbeat.alive).start()
     try:
         service.start()
-        log("started", f"terminal {cfg.tid} {cfg.dialect} host {cfg.host}:{cfg.port}")
+        log("service.started", f"terminal {cfg.tid} {cfg.dialect} host {cfg.host}:{cfg.port}")
         if stdin or cfg.operator_socket == "stdin":
             service.serve_stdin(sys.stdin, sys.stdout)
         else:
             service.serve_socket(cfg.operator_socket)
     except SocketRefused as exc:
-        log("not_started", str(exc), level="error")
+        log("service.not_started", str(exc), level="error")
         return 2
     except Exception as exc:  # noqa: BLE001 - say why, and exit non-zero so the supervisor restarts it
-        log("crashed", f"{type(exc).__name__}: {exc}", level="critical")
+        log("service.crashed", f"{type(exc).__name__}: {exc}", level="critical")
         return 1
     finally:
         if watchdog is not None:

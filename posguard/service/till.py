@@ -11,6 +11,7 @@ till only watches the engine (an exchange listener) and never stands in its host
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -21,16 +22,25 @@ from posguard.engine.detectors import Detection
 from posguard.engine.engine import TransactionEngine, TxnResult
 from posguard.engine.errors import EngineError, IllegalTransition
 from posguard.engine.observe import Exchange
+from posguard.engine.ports import HostTimeout, InvalidResponse
 from posguard.flows import FlowContext, FlowRequest, run_flow
 from posguard.incidents import IncidentReport
 from posguard.iso8583.message import Message
 from posguard.iso8583.redaction import evidence_image
+from posguard.logs import event
 from posguard.sensitive import mask_digits_in_text
 
 if TYPE_CHECKING:
     from posguard.capture.format import CaptureWriter
 
 __all__ = ["Op", "Till", "OPS"]
+
+_log = logging.getLogger("posguard.till")
+#: transaction states whose event is a warning (the host was not reached, or the outcome is in doubt) or an
+#: error (a person must follow it up)
+_WARN_STATES = frozenset({"not_sent", "timed_out", "response_invalid", "reversal_pending", "reversed", "sent",
+                          "request_journaled"})
+_ERROR_STATES = frozenset({"reversal_failed", "unresolved"})
 
 #: operator actions the till understands (the ``op`` of an ``op`` record) and their arguments
 OPS: dict[str, str] = {
@@ -82,6 +92,18 @@ class Till:
     def _on_exchange(self, exchange: Exchange) -> None:
         if exchange.event == "sent":
             self.sent.append(exchange.request)
+        elif exchange.event == "failed" and exchange.error is not None:
+            err = exchange.error
+            what = ("timeout" if isinstance(err, HostTimeout) else
+                    "invalid_response" if isinstance(err, InvalidResponse) else "error")
+            req = exchange.request
+            self._tell(f"link.{what}", f"{req.mti} stan {req.stan}: {type(err).__name__}: {err}",
+                       logging.WARNING, mti=req.mti, stan=req.stan, error=type(err).__name__)
+
+    def _tell(self, name: str, msg: str, level: int = logging.INFO, **fields: Any) -> None:
+        """One thing the till did or saw: a line for whoever watches (``say``) and a named log event."""
+        self.say(msg)
+        event(_log, name, msg, level=level, **fields)
 
     def close(self) -> None:
         """Stop watching the engine."""
@@ -111,56 +133,65 @@ class Till:
             return handler(**args)
         except (EngineError, IllegalTransition) as exc:  # a refusal: nothing was sent; the operator is told why
             self.refusal = mask_digits_in_text(str(exc))
-            self.say(f"refused: {self.refusal}")
+            self._tell(f"{op}.refused", f"refused: {self.refusal}", **{k: v for k, v in args.items()
+                                                                      if k in ("txn", "amount")})
             return None
 
-    def _note(self, result: TxnResult, what: str) -> TxnResult:
+    def _note(self, result: TxnResult, what: str, action: str) -> TxnResult:
         self.results.append(result)
         rc = f" rc {result.response_code}" if result.response_code else ""
-        self.say(f"{what}: {result.txn_id} {result.state}{rc} stan {result.stan} rrn {result.rrn or '-'}")
+        level = (logging.ERROR if result.state in _ERROR_STATES else
+                 logging.WARNING if result.state in _WARN_STATES else logging.INFO)
+        self._tell(f"{action}.{result.state}",
+                   f"{what}: {result.txn_id} {result.state}{rc} stan {result.stan} rrn {result.rrn or '-'}", level,
+                   txn=result.txn_id, stan=result.stan, rc=result.response_code, rrn=result.rrn,
+                   auth=result.auth_code)
         self._handle(result.detections)
         return result
 
     def _op_sale(self, card: str, amount: int, order: str | None = None) -> TxnResult:
         result = self.engine.sale(self.cards[card], int(amount), order_ref=order)
         self.txn_cards[result.txn_id] = card
-        self._note(result, f"sale {amount / 100:.2f} on {self.cards[card].pan_masked}")
+        self._note(result, f"sale {amount / 100:.2f} on {self.cards[card].pan_masked}", "sale")
         if result.state == "reversed":
             self._record_auto("reversal", "outcome_unknown", [result.txn_id],
                               "no valid answer in time: the engine reversed the sale (0400 acknowledged)")
         return result
 
     def _op_sign(self, txn: str) -> TxnResult:
-        return self._note(self.engine.sign(txn), "signature captured")
+        return self._note(self.engine.sign(txn), "signature captured", "sign")
 
     def _op_signature_refused(self, txn: str) -> None:
-        self.say(f"customer left without signing {txn}")
+        self._tell("signature.refused", f"customer left without signing {txn}", txn=txn)
         self._correct("unsigned", "signature_refused", (txn,), customer_present=False)
 
     def _op_void(self, txn: str) -> TxnResult:
-        result = self._note(self.engine.void(txn), f"void of {txn}")
+        result = self._note(self.engine.void(txn), f"void of {txn}", "void")
         if result.state in ("reversed", "reversal_pending", "timed_out"):
-            self.say(f"the void of {txn} got no answer: the engine reverses the void, the charge stands")
+            self._tell("void.unanswered", f"the void of {txn} got no answer: the engine reverses the void, the "
+                       "charge stands", logging.WARNING, txn=txn)
         return result
 
     def _op_refund(self, txn: str, amount: int) -> TxnResult:
-        return self._note(self.engine.refund(txn, int(amount)), f"refund {amount / 100:.2f} of {txn}")
+        return self._note(self.engine.refund(txn, int(amount)), f"refund {amount / 100:.2f} of {txn}", "refund")
 
     def _op_wrong_card(self, txn: str, card: str) -> None:
-        self.say(f"customer: {txn} went on the wrong card, meant {self.cards[card].pan_masked}")
+        self._tell("claim.wrong_card", f"customer: {txn} went on the wrong card, meant {self.cards[card].pan_masked}",
+                   txn=txn)
         self._correct("wrong_card", "customer_claim", (txn,), right_card=self.cards[card],
                       original_card=self._card_of(txn), operator_confirmed=True)
 
     def _op_wrong_amount(self, txn: str, amount: int) -> None:
-        self.say(f"customer: {txn} should have been {int(amount) / 100:.2f}")
+        self._tell("claim.wrong_amount", f"customer: {txn} should have been {int(amount) / 100:.2f}", txn=txn,
+                   amount=int(amount))
         card = self._card_of(txn)
         self._correct("wrong_amount", "customer_claim", (txn,), intended_amount=int(amount), right_card=card,
                       original_card=card, operator_confirmed=True)
 
     def _op_dispute(self, txn: str) -> None:
-        self.say(f"customer: the void of {txn} never arrived")
+        self._tell("claim.dispute", f"customer: the void of {txn} never arrived", txn=txn)
         verdict = self.engine.detectors.void_mismatch.customer_claim(txn, self.engine.journal)
-        self.say(f"journal says: {verdict.explanation}")
+        self._tell("claim.verdict", f"journal says: {verdict.explanation}", txn=txn, refunded=verdict.refunded)
         found = self.engine.detectors.void_mismatch.check_chain(txn, self.engine.journal)
         rule = found[0].rule if found else ("proof" if verdict.refunded else "no_void")
         ids = found[0].txn_ids if found else (txn,)
@@ -173,15 +204,18 @@ class Till:
 
     def _op_flush(self) -> None:
         left = self.engine.flush(wait=True)
-        self.say(f"queue sent; {len(left)} still pending")
+        self._tell("saf.flushed", f"queue sent; {len(left)} still pending",
+                   logging.WARNING if left else logging.INFO, pending=len(left))
 
     def _op_settle(self) -> None:
         result = self.engine.settle()
         t = result.totals
-        self.say(f"settlement batch {result.batch_no}: {t['debit_count']} sale(s) {t['debit_minor'] / 100:.2f}, "
+        self._tell("settle.balanced" if result.balanced else "settle.unbalanced",
+                   f"settlement batch {result.batch_no}: {t['debit_count']} sale(s) {t['debit_minor'] / 100:.2f}, "
                  f"{t['credit_count']} refund(s) {t['credit_minor'] / 100:.2f}, "
                  f"{'balanced' if result.balanced else 'UNBALANCED rc ' + str(result.response_code)}; "
-                 f"{result.uploaded} detail(s) uploaded")
+                 f"{result.uploaded} detail(s) uploaded", logging.INFO if result.balanced else logging.WARNING,
+                   batch=result.batch_no, rc=result.response_code, uploaded=result.uploaded)
         self._handle(result.detections)
 
     # -- incidents ------------------------------------------------------------------------------------
@@ -191,8 +225,9 @@ class Till:
             if key in self._seen:
                 continue
             self._seen.add(key)
-            self.say(f"DETECTED {d.kind} [{d.rule}] {', '.join(d.txn_ids)}: "
-                     f"{mask_digits_in_text(str(d.evidence.get('action', '')))}")
+            self._tell("incident.detected", f"DETECTED {d.kind} [{d.rule}] {', '.join(d.txn_ids)}: "
+                       f"{mask_digits_in_text(str(d.evidence.get('action', '')))}", logging.WARNING,
+                       kind=d.kind, rule=d.rule, txns=list(d.txn_ids))
             self._correct(d.kind, d.rule, tuple(t for t in d.txn_ids if t),
                           cause="network" if d.rule == "resend_after_timeout" else None)
 
@@ -201,7 +236,7 @@ class Till:
         inc = IncidentReport(kind, rule, txn_ids, "engine", [evidence_image(m) for m in sent], "reversed", detail,
                              [m.mti for m in sent])
         self.incidents.append(inc)
-        self.say(inc.line())
+        self._incident(inc)
 
     def _correct(self, kind: str, rule: str, txn_ids: tuple[str, ...], **request: Any) -> IncidentReport:
         """Hand the incident to its correction flow and report what it did."""
@@ -214,5 +249,9 @@ class Till:
         inc = IncidentReport(kind, rule, list(txn_ids), kind, messages, outcome.outcome, outcome.reason,
                              [m.mti for m in sent], incident_id=outcome.incident_id)
         self.incidents.append(inc)
-        self.say(inc.line())
+        self._incident(inc)
         return inc
+
+    def _incident(self, inc: IncidentReport) -> None:
+        self._tell("incident.recorded", inc.line(), logging.WARNING, kind=inc.kind, rule=inc.rule,
+                   txns=list(inc.transactions), outcome=inc.outcome, incident=inc.incident_id)

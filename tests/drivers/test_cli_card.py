@@ -64,7 +64,8 @@ def test_readers_lists_pcsc_and_twin(visa_card: VpcdCard, twin_sim: Callable[...
     sim = twin_sim("unionpay_debit_pin")
     code, out, _ = run(capsys, "readers", "--json", "--no-scan", "--serial", str(sim.link))
     assert code == 0
-    readers: list[dict[str, Any]] = json.loads(out)["readers"]
+    lines: list[dict[str, Any]] = [json.loads(line) for line in out.splitlines()]  # JSON Lines
+    readers = [r for r in lines if "problem" not in r]
     by_name = {r["name"]: r for r in readers}
     assert by_name["Virtual PCD 00 00"]["card_present"] is True
     assert by_name["Virtual PCD 00 00"]["atr"] == visa_card.atr.hex().upper()
@@ -77,3 +78,30 @@ def test_standalone_module(visa_card: VpcdCard) -> None:
                           env=pcsc_env(), capture_output=True, text=True, timeout=30, check=False)
     assert proc.returncode == 0, proc.stderr
     assert "Virtual PCD 00 00: card present, ATR " + visa_card.atr.hex().upper() in proc.stdout
+
+
+def test_card_read_trace_is_masked_like_a_capture(visa_card: VpcdCard, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "card", "read", "--reader", "Virtual PCD 00 00", "--json", "--trace",
+                         "--timeout", "5")
+    assert code == 0 and json.loads(out)["masked_pan"] == "476173******0119"
+    trace = [line for line in err.splitlines() if line.startswith("trace ")]
+    assert trace[0].startswith("trace atr 3B") and trace[1].startswith("trace > 00A40400")
+    assert sum(line.startswith("trace < ") for line in trace) > 5
+    assert any(line.startswith("trace > 80AE") for line in trace)  # GENERATE AC
+    assert VISA_PAN not in out + err and VISA_PAN.encode().hex() not in err.lower()
+
+
+def test_card_read_waiting_shows_progress(card_factory: Callable[..., VpcdCard],
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    card_factory("visa_credit_sig", inserted=False)
+    code, _, err = run(capsys, "card", "read", "--reader", "Virtual PCD 00 00", "--timeout", "1.5", "--trace")
+    assert code == 3 and "NoCard" in err
+    assert "waiting for a card: 1 s of 1.5" in err
+
+
+def test_a_failed_card_read_still_prints_its_trace(card_factory: Callable[..., VpcdCard],
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    card_factory("visa_credit_sig", first_gac="aac")
+    code, _, err = run(capsys, "card", "read", "--reader", "Virtual PCD 00 00", "--timeout", "5", "--trace")
+    assert code == 2 and "CardDeclined" in err
+    assert "trace > 80AE" in err and VISA_PAN not in err

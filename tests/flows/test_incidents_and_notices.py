@@ -40,7 +40,7 @@ def cli(capsys: pytest.CaptureFixture[str], *args: str) -> str:
 def test_incidents_list_and_show(day: Desk, capsys: pytest.CaptureFixture[str]) -> None:
     listing = cli(capsys, "incidents", "list", "--journal", str(day.path))
     assert "wrong_card" in listing and "duplicate_charge" in listing and "awaiting_confirmation" in listing
-    rows = json.loads(cli(capsys, "incidents", "--json", "--journal", str(day.path)))
+    rows = [json.loads(line) for line in cli(capsys, "incidents", "--json", "--journal", str(day.path)).splitlines()]
     flows = [r for r in rows if r["source"] == "flow"]
     assert [r["kind"] for r in flows] == ["wrong_card", "duplicate_charge", "unsigned"]
     assert [r["status"] for r in flows] == ["closed", "open", "closed"]
@@ -121,3 +121,16 @@ def test_notice_texts_in_both_languages(tmp_path: Path) -> None:
         assert "金额错误" in zh and "1至10个清算日" in zh and "参考号 " + (sale.rrn or "") in zh
         assert "Wrong amount" in en and "CNY 12.00" in en and "CNY 2.00" in en and "476173******0119" in en
         assert all(width(line) <= 32 for line in out.notice.slips["zh"].splitlines())
+
+
+def test_config_names_the_journal_and_journal_wins(day: Desk, capsys: pytest.CaptureFixture[str],
+                                                    tmp_path: Path) -> None:
+    config = tmp_path / "posguard.toml"
+    config.write_text(f'[journal]\npath = "{day.path}"\n')
+    report = json.loads(cli(capsys, "report", "--json", "--config", str(config)))
+    assert report["by_kind"] == {"duplicate_charge": 1, "unsigned": 1, "wrong_card": 1}
+    rows = cli(capsys, "incidents", "--json", "--config", str(config)).splitlines()
+    assert len(rows) >= 3 and all(json.loads(r)["id"] for r in rows)  # JSON Lines: one incident per line
+    with pytest.raises(SystemExit, match=f"no journal at {tmp_path / 'other.db'}"):
+        main(["report", "--config", str(config), "--journal", str(tmp_path / "other.db")])
+    assert f"{day.path}: schema" in cli(capsys, "engine", "journal", "--config", str(config))

@@ -123,4 +123,4 @@ socket = "{op_socket}"
                 proc.kill()
                 proc.wait()
     assert proc.returncode == 0, err
-    assert '"event": "stopped"' in out
+    assert '"event": "service.stopped"' in out

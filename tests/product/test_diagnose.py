@@ -138,3 +138,55 @@ def test_cli_json_and_exit_status(tmp_path: Path) -> None:
     assert res.returncode == 2
     [obj] = [json.loads(line) for line in res.stdout.splitlines()]
     assert obj["check"] == "host" and obj["verdict"] == "fail" and obj["next"]
+
+
+def _diagnose_cli(*args: str) -> tuple[int, dict[str, dict[str, object]]]:
+    res = subprocess.run([sys.executable, "-m", "posguard.cli", "diagnose", "--json", *args], capture_output=True,
+                         text=True, cwd=ROOT, check=False)
+    assert res.stderr == "", res.stderr
+    return res.returncode, {o["check"]: o for o in (json.loads(line) for line in res.stdout.splitlines())}
+
+
+def test_a_healthy_twin_box_follows_reader_kind(tmp_path: Path) -> None:
+    """reader.kind = "twin": no PC/SC check to fail (no pcscd on this box), the serial check runs."""
+    config = tmp_path / "posguard.toml"
+    config.write_text(f'[reader]\nkind = "twin"\nserial_port = "{tmp_path / "twin"}"\n')
+    sim = _twin(tmp_path)
+    try:
+        status, results = _diagnose_cli("--config", str(config), "--check", "pcsc", "--check", "serial")
+    finally:
+        sim.stop()
+    assert results["pcsc"]["verdict"] == "skip" and 'reader.kind = "twin"' in str(results["pcsc"]["figure"])
+    assert results["serial"]["verdict"] == "ok" and status == 0, results
+    config.write_text('[reader]\nkind = "none"\n')
+    status, results = _diagnose_cli("--config", str(config), "--check", "pcsc", "--check", "serial",
+                                    "--check", "card")
+    assert {r["verdict"] for r in results.values()} == {"skip"} and status == 0
+
+
+def test_the_running_service_is_asked_about_the_reader_it_holds(tmp_path: Path, host: HostSimulator) -> None:
+    import os
+
+    from tests.product.test_reader_hotplug import Op, _service, _stop, _until
+
+    port = tmp_path / "ttyPOS"
+    proc, sock = _service(tmp_path, host.port, f'kind = "twin"\nserial_port = "{port}"\n')
+    config = tmp_path / "posguard.toml"
+    sim = SimProcess("twin_reader", ["--link", str(tmp_path / "twin"), "--profile", "visa_credit_sig"])
+    op = Op(sock)
+    try:
+        status, missing = _diagnose_cli("--config", str(config), "--check", "serial", "--check", "card")
+        assert status == 2 and missing["serial"]["verdict"] == "fail", missing
+        assert f"reports the reader waiting for {port}" in str(missing["serial"]["figure"])
+        sim.start()
+        os.symlink(os.readlink(tmp_path / "twin"), port)
+        _until(op, lambda s: s["reader"] == "open", "the Twin was never opened")
+        status, held = _diagnose_cli("--config", str(config), "--check", "serial", "--check", "card")
+        assert held["serial"]["verdict"] == "ok" and "holds the reader: open" in str(held["serial"]["figure"])
+        assert held["card"]["verdict"] == "skip" and status == 0, held
+        assert op.ask("sale 1250")["ok"]  # the service still owns a working reader: diagnose never opened it
+    finally:
+        op.close()
+        _stop(proc)
+        sim.stop()
+    assert proc.returncode == 0

@@ -69,7 +69,7 @@ def test_every_config_problem_is_listed(tmp_path: Path) -> None:
                          text=True, cwd=ROOT, check=False)
     assert res.returncode == 2
     logs = [json.loads(line) for line in res.stdout.splitlines()]
-    assert len([r for r in logs if r["event"] == "config_problem"]) == len(problems)
+    assert len([r for r in logs if r["event"] == "config.problem"]) == len(problems)
 
 
 def _ask(proc: subprocess.Popen[str], line: str, timeout: float = 20.0) -> dict[str, Any]:
@@ -128,9 +128,13 @@ def test_service_session_over_stdin(tmp_path: Path, host: HostSimulator) -> None
     assert proc.returncode == 0, err
     logs = [json.loads(line) for line in LOGS + out.splitlines() if line.strip()]
     events = [r["event"] for r in logs]
-    assert events[0] == "recovered" and "started" in events and events[-1] == "stopped"
-    assert "signal" in events
+    assert events[0] == "service.recovered" and "service.started" in events and events[-1] == "service.stopped"
+    assert "service.signal" in events
     assert all({"ts", "level", "event", "msg"} <= set(r) for r in logs)
+    charged = [r for r in logs if r["event"] == "sale.signature_pending"]
+    assert charged and charged[0]["txn"] == sale["txn"] and charged[0]["rrn"] == sale["rrn"]  # RRN readable
+    assert {"stan", "rc"} <= set(charged[0])
+    assert any(r["event"] == "incident.recorded" and r["level"] == "warning" for r in logs)
     written = "".join(LOGS).encode() + out.encode() + err.encode() + capture.read_bytes()
     for f in tmp_path.glob("journal.db*"):
         written += f.read_bytes()
@@ -170,4 +174,4 @@ def test_operator_socket_and_quit(tmp_path: Path, host: HostSimulator) -> None:
     assert status["ok"] and status["batch"] == 1 and status["pending"] == 0
     assert not sale["ok"] and "no card reader" in sale["error"]
     assert proc.returncode == 0 and not sock_path.exists()
-    assert '"event": "stopped"' in out
+    assert '"event": "service.stopped"' in out

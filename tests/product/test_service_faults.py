@@ -126,7 +126,7 @@ def test_clients_that_misbehave_never_stop_the_service(tmp_path: Path, host: Hos
             proc.kill()
             proc.wait()
     assert code == 0, err
-    assert "Traceback" not in err and '"event": "stopped"' in out
+    assert "Traceback" not in err and '"event": "service.stopped"' in out
     assert host.received == []  # nothing above reached the host
     assert clear_pan_hits(out.encode() + err.encode()) == []
     for f in tmp_path.glob("journal.db*"):
@@ -143,7 +143,7 @@ def test_a_second_service_on_the_same_journal_refuses(tmp_path: Path, host: Host
         out, _err = second.communicate(timeout=30)  # it stops by itself
         code = second.returncode
         assert code == 2
-        refusal = [json.loads(line) for line in out.splitlines() if '"not_started"' in line]
+        refusal = [json.loads(line) for line in out.splitlines() if '"service.not_started"' in line]
         assert refusal and refusal[0]["holder_pid"] == first.pid and str(first.pid) in refusal[0]["msg"]
         assert _ask(_client(sock), "status")["ok"]  # the first one goes on
     finally:
@@ -300,5 +300,5 @@ def test_run_on_a_damaged_journal_is_one_line_and_exit_2(tmp_path: Path, host: H
     res = subprocess.run([sys.executable, "-m", "posguard.cli", "run", "--config", str(config)], cwd=ROOT,
                          capture_output=True, text=True, timeout=60, check=False)
     assert res.returncode == 2 and "Traceback" not in res.stderr
-    [line] = [json.loads(x) for x in res.stdout.splitlines() if '"not_started"' in x]
+    [line] = [json.loads(x) for x in res.stdout.splitlines() if '"service.not_started"' in x]
     assert "is damaged" in line["msg"] and line["level"] == "error"
