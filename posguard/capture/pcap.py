@@ -53,6 +53,7 @@ _PCAP_MAGICS = {b"\xd4\xc3\xb2\xa1": (pcap.LEFileHdr, pcap.LEPktHdr, 1e-6),
                 b"\x4d\x3c\xb2\xa1": (pcap.LEFileHdr, pcap.LEPktHdr, 1e-9),
                 b"\xa1\xb2\x3c\x4d": (pcap.FileHdr, pcap.PktHdr, 1e-9)}
 _NG_SHB = b"\x0a\x0d\x0d\x0a"
+_YEAR_10000 = 253_402_300_800  # seconds since 1970
 #: what dpkt raises on bytes it cannot parse
 _PARSE_ERRORS = (dpkt.Error, struct.error, ValueError, IndexError, KeyError, TypeError)
 
@@ -191,6 +192,8 @@ def read_tcp_segments(data: bytes) -> list[Segment]:
     """Every TCP segment (IPv4 or IPv6) of a pcap or pcapng file, in file order."""
     out: list[Segment] = []
     for n, ts, linktype, pkt in read_packets(data):
+        if not 0 <= ts < _YEAR_10000:
+            raise PcapError(f"packet {n}: time stamp {ts:.0f} s is not a date (before 1970 or after 9999)")
         found = _tcp_of(pkt, linktype, n)
         if found is not None:
             src, dst, seg = found

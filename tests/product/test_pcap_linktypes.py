@@ -252,3 +252,16 @@ def test_the_stream_keeps_the_longest_copy_and_drops_what_it_delivered() -> None
     assert s.data(2, b"CD") == [] and not s.syn((1 << 32) - 1)  # an old retransmission, a resent SYN
     assert s.syn(77) and s.next_seq == 78 and not s.pending
 
+
+
+def test_a_time_stamp_beyond_any_date_is_named(tmp_path: Path) -> None:
+    """An IDB's if_tsoffset of 2**62 s: one PcapError, not an overflow from the capture's clock."""
+    idb = pcapng.InterfaceDescriptionBlockLE(linktype=1, snaplen=65535, opts=[
+        pcapng.PcapngOptionLE(code=pcapng.PCAPNG_OPT_IF_TSOFFSET, data=(1 << 62).to_bytes(8, "little")),
+        pcapng.PcapngOptionLE(code=pcapng.PCAPNG_OPT_ENDOFOPT)])
+    buf = io.BytesIO()
+    pcapng.Writer(buf, idb=idb).writepkt(_link(1, 4, Conn().handshake()[0]), ts=1.0)
+    src = tmp_path / "t.pcapng"
+    src.write_bytes(buf.getvalue())
+    with pytest.raises(PcapError, match="packet 1: time stamp .* is not a date"):
+        import_pcap(src, tmp_path / "t.jsonl", dialect="cup")
