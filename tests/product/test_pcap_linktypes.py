@@ -265,3 +265,19 @@ def test_a_time_stamp_beyond_any_date_is_named(tmp_path: Path) -> None:
     src.write_bytes(buf.getvalue())
     with pytest.raises(PcapError, match="packet 1: time stamp .* is not a date"):
         import_pcap(src, tmp_path / "t.jsonl", dialect="cup")
+
+
+def test_the_cli_imports_a_pcapng_and_names_a_bad_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from posguard.cli import main
+
+    messages = _messages()
+    src, out = tmp_path / "cli.pcapng", tmp_path / "cli.jsonl"
+    _write(src, [_link(276, 4, p) for p in _day_packets(Conn(), "binary2", messages)], 276, ng=True)
+    assert main(["capture", "import-pcap", str(src), str(out), "--dialect", "iso87ascii"]) == 0
+    assert capsys.readouterr().out == f"{out}: {len(messages)} message(s) imported\n"
+    assert read_capture(out).tid == "POSGRD01"
+    src.write_bytes(src.read_bytes()[:-10])  # the last block cut short
+    assert main(["capture", "import-pcap", str(src), str(out), "--dialect", "iso87ascii"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("posguard capture import-pcap: pcapng block ") and err.count("\n") == 1
+    assert "does not fit the file" in err
