@@ -256,6 +256,7 @@ class TcpStream:
 class _Direction:
     stream: TcpStream = field(default_factory=TcpStream)
     decoder: StreamDecoder | None = None
+    gap_at: int = 0  # the first packet waiting behind a gap (0: none waits)
 
 
 def import_pcap(pcap: str | Path, output: str | Path, *, dialect: str, framing: str = "binary2",
@@ -297,9 +298,10 @@ def _messages(segments: list[Segment], host_port: int, framing: Framing) -> list
         flow = flows.setdefault((seg.src, seg.dst), _Direction())
         if seg.flags & _SYN:
             if flow.stream.syn(seg.seq):  # a new connection on the same ports starts a new stream
-                flow.decoder = None
+                flow.decoder, flow.gap_at = None, 0
             continue
         chunks = flow.stream.data(seg.seq, seg.payload)
+        flow.gap_at = (flow.gap_at or seg.n) if flow.stream.pending else 0
         if not chunks:
             continue
         if flow.decoder is None:
@@ -312,6 +314,12 @@ def _messages(segments: list[Segment], host_port: int, framing: Framing) -> list
                 raise PcapError(f"packet {seg.n} ({direction}, {_addr(seg.src)} -> {_addr(seg.dst)}): "
                                 f"{exc}") from None
             out.extend((seg.ts, direction, p) for p in payloads)
+    for (src, dst), flow in flows.items():
+        if flow.gap_at:
+            direction = "out" if dst[1] == host_port else "in"
+            raise PcapError(f"packet {flow.gap_at} ({direction}, {_addr(src)} -> {_addr(dst)}): bytes before it "
+                            "were never captured, so the messages after them cannot be framed (packets lost by "
+                            "the capture?)")
     return out
 
 

@@ -281,3 +281,15 @@ def test_the_cli_imports_a_pcapng_and_names_a_bad_one(tmp_path: Path, capsys: py
     err = capsys.readouterr().err
     assert err.startswith("posguard capture import-pcap: pcapng block ") and err.count("\n") == 1
     assert "does not fit the file" in err
+
+
+def test_a_segment_the_capture_lost_is_one_error_naming_the_packet_after_it(tmp_path: Path) -> None:
+    messages = _messages()
+    packets = _day_packets(Conn(), "binary2", messages)
+    del packets[4]  # the first half of the answer to the first request (packets 3-4 carry the request)
+    src, out = tmp_path / "lost.pcap", tmp_path / "lost.jsonl"
+    _write(src, [_link(1, 4, p) for p in packets], 1)
+    with pytest.raises(PcapError) as err:
+        import_pcap(src, out, dialect="iso87ascii")
+    assert str(err.value).startswith("packet 5 (in, 10.0.0.1:5000 -> 10.0.0.2:40000): bytes before it were never")
+    assert not out.exists()  # nothing written
