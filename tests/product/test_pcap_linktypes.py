@@ -293,3 +293,22 @@ def test_a_segment_the_capture_lost_is_one_error_naming_the_packet_after_it(tmp_
         import_pcap(src, out, dialect="iso87ascii")
     assert str(err.value).startswith("packet 5 (in, 10.0.0.1:5000 -> 10.0.0.2:40000): bytes before it were never")
     assert not out.exists()  # nothing written
+
+
+def test_a_cup_day_in_sll2_over_ipv6_names_its_terminal(tmp_path: Path) -> None:
+    """CUP (TPDU before the MTI): the duplicate charge day; tid/mid from the requests, the incident found."""
+    from posguard.capture.replay import replay
+    from posguard.service.till import Till
+
+    messages = _messages("cup-duplicate_charge")
+    src, out = tmp_path / "cup.pcapng", tmp_path / "cup.jsonl"
+    _write(src, [_link(276, 6, p) for p in _day_packets(Conn(6), "binary2", messages)], 276, ng=True)
+    assert import_pcap(src, out, dialect="cup") == len(messages)
+    cap = read_capture(out)
+    assert (cap.tid, cap.mid) == ("POSGRD01", "MERCHANT0000001")
+    assert clear_pan_hits(out.read_bytes()) == []
+    result = replay(out, desk=Till.for_replay, journal_path=tmp_path / "j.db")
+    try:
+        assert "duplicate_charge" in [i.kind for i in result.incidents]
+    finally:
+        result.journal.close()
