@@ -33,16 +33,20 @@ def add_capture_commands(sub: Any) -> None:
 
     cap = sub.add_parser("capture", help="capture file tools")
     capsub = cap.add_subparsers(dest="capture_command", metavar="COMMAND")
-    imp = capsub.add_parser("import-pcap", help="turn a pcap of the host link (TCP) into a capture",
+    imp = capsub.add_parser("import-pcap", help="turn a pcap or pcapng of the host link (TCP) into a capture",
+                            description="Reads pcap and pcapng (Wireshark's default), link types Ethernet, Linux "
+                            "cooked SLL and SLL2 (tcpdump -i any), loopback/null and raw IP, IPv4 and IPv6; each "
+                            "TCP connection to the host port is reassembled (retransmissions dropped, out-of-order "
+                            "segments put back in order). Exit 1 with one line naming the packet when it cannot.",
                             epilog=epilog("capture import-pcap"), formatter_class=argparse.RawDescriptionHelpFormatter)
-    imp.add_argument("pcap")
+    imp.add_argument("pcap", help="the .pcap or .pcapng file")
     imp.add_argument("output")
     imp.add_argument("--dialect", choices=("cup", "iso87ascii", "iso87", "iso87bcd"), default="cup")
     imp.add_argument("--framing", choices=("binary2", "ascii4", "bcd2"), default="binary2")
     imp.add_argument("--host-port", type=int, default=None,
                      help="the acquirer's TCP port (default: the port the first SYN went to)")
-    imp.add_argument("--tid", default="")
-    imp.add_argument("--mid", default="")
+    imp.add_argument("--tid", default="", help="terminal id of the capture (default: field 41 of the first request)")
+    imp.add_argument("--mid", default="", help="merchant id of the capture (default: field 42 of the first request)")
     imp.set_defaults(func=_import_pcap)
     cap.set_defaults(func=lambda ns: (cap.print_help(), 2)[1])
 
