@@ -21,6 +21,9 @@ go; the service refuses to start while any remains. Keys live in their own files
     magstripe_port = ""                   # a serial swipe reader for "swipe AMOUNT" ("" = none)
     card_wait = 30.0                      # seconds a sale waits for the card (operator "cancel" ends it early)
 
+    [pinpad]
+    port = ""                             # the encrypting PIN pad's serial port ("" = no PIN pad)
+
     [host]
     address = "10.1.2.3"
     port = 5000
@@ -80,6 +83,7 @@ class Config:
     reader_name: str = ""
     serial_port: str = ""
     magstripe_port: str = ""
+    pinpad_port: str = ""
     card_wait: float = 30.0
     host: str = ""
     port: int = 0
@@ -103,6 +107,7 @@ _SCHEMA: dict[str, dict[str, tuple[str, type]]] = {
                  "max_amount": ("max_amount", int)},
     "reader": {"kind": ("reader_kind", str), "name": ("reader_name", str), "serial_port": ("serial_port", str),
                "magstripe_port": ("magstripe_port", str), "card_wait": ("card_wait", float)},
+    "pinpad": {"port": ("pinpad_port", str)},
     "host": {"address": ("host", str), "port": ("port", int), "framing": ("framing", str),
              "timeout": ("timeout", float)},
     "journal": {"path": ("journal", str)},

@@ -25,6 +25,7 @@ def add_diagnose_command(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="one JSON object per check")
     p.add_argument("--reader", help="PC/SC reader name or prefix")
     p.add_argument("--serial", help="serial reader device (GemPC Twin)")
+    p.add_argument("--pinpad", help="encrypting PIN pad serial device")
     p.add_argument("--host", help="acquirer host[:port]")
     p.add_argument("--dialect", choices=("cup", "iso87ascii", "iso87", "iso87bcd"))
     p.add_argument("--framing", choices=("binary2", "ascii4", "bcd2"))
@@ -47,12 +48,15 @@ def config_from(ns: argparse.Namespace) -> DiagnoseConfig:
         cfg.host, cfg.port = svc.host or None, svc.port or None
         cfg.dialect, cfg.framing, cfg.tid, cfg.mid = svc.dialect, svc.framing, svc.tid or cfg.tid, svc.mid or cfg.mid
         cfg.journal = svc.journal
+        cfg.pinpad_port = svc.pinpad_port or None
         cfg.reader_kind = svc.reader_kind
         cfg.service_socket = svc.operator_socket if svc.operator_socket != "stdin" else None
     if ns.reader:
         cfg.reader = ns.reader
     if ns.serial:
         cfg.serial_port = ns.serial
+    if ns.pinpad:
+        cfg.pinpad_port = ns.pinpad
     if ns.reader or ns.serial:  # a reader named here is the one to check, whatever the configuration says
         cfg.reader_kind = "auto" if ns.reader and ns.serial else "pcsc" if ns.reader else "twin"
     if ns.host:

@@ -20,6 +20,7 @@ __all__ = ["CHECKS", "DiagnoseConfig", "run_checks"]
 class DiagnoseConfig:
     reader: str | None = None  # PC/SC reader name or prefix; None: the first reader
     serial_port: str | None = None  # GemPC Twin serial device
+    pinpad_port: str | None = None  # the encrypting PIN pad's serial device
     host: str | None = None
     port: int | None = None
     dialect: str = "cup"
@@ -143,6 +144,35 @@ def check_serial(cfg: DiagnoseConfig) -> CheckResult:
                            _hint(exc) or "power-cycle the reader; check it is a GemPC Twin at 115200 baud")
     finally:
         reader.close()
+
+
+# -- PIN pad ------------------------------------------------------------------------------------------
+def check_pinpad(cfg: DiagnoseConfig) -> CheckResult:
+    if not cfg.pinpad_port:
+        return CheckResult("pinpad", "skip", "no PIN pad configured", "set pinpad.port to check one (without it "
+                           "the terminal must not offer online PIN)")
+    from posguard.drivers.pinpad import PinPadError, open_pin_pad
+
+    try:
+        pad = open_pin_pad(cfg.pinpad_port)
+    except PinPadError as exc:
+        return CheckResult("pinpad", "fail", str(exc), exc.hint)
+    try:
+        t0 = time.perf_counter()
+        info = pad.info()
+        ms = (time.perf_counter() - t0) * 1000
+        keys = info.get("keys", "-")
+        figure = (f"{cfg.pinpad_port}: {info.get('model', '?')} serial {info.get('serial', '?')}, working keys in "
+                  f"slot(s) {keys}; answered in {ms:.0f} ms")
+        data = {"info": info, "ms": round(ms, 1), "counters": pad.counters.__dict__}
+        if keys in ("", "-"):
+            return CheckResult("pinpad", "warn", figure, "no working PIN key loaded: sign on (the keys come with "
+                               "the sign-on answer)", data)
+        return CheckResult("pinpad", "ok", figure, "", data)
+    except PinPadError as exc:
+        return CheckResult("pinpad", "fail", f"{cfg.pinpad_port}: the PIN pad does not answer: {exc}", exc.hint)
+    finally:
+        pad.close()
 
 
 # -- card --------------------------------------------------------------------------------------------
@@ -304,6 +334,7 @@ def _host_time(response: Any, near: float) -> float | None:
 CHECKS: dict[str, Callable[[DiagnoseConfig], CheckResult]] = {
     "pcsc": check_pcsc,
     "serial": check_serial,
+    "pinpad": check_pinpad,
     "card": check_card,
     "host": check_host,
     "journal": check_journal,

@@ -190,3 +190,18 @@ def test_the_running_service_is_asked_about_the_reader_it_holds(tmp_path: Path, 
         _stop(proc)
         sim.stop()
     assert proc.returncode == 0
+
+
+def test_the_pin_pad_check(tmp_path: Path) -> None:
+    """Issue 14 item 5: diagnose follows the configuration's PIN pad (issue 12's EPP): found and answering, no
+    working key yet (warn), absent (fail), not configured (skip)."""
+    from firmware_sim.rig.sims import pin_pad
+
+    assert by_name(run_checks(DiagnoseConfig(), ["pinpad"]))["pinpad"].verdict == "skip"
+    with pin_pad() as pad:
+        result = by_name(run_checks(DiagnoseConfig(pinpad_port=str(pad.link)), ["pinpad"]))["pinpad"]
+        assert result.verdict == "warn" and "POSGUARD-EPP-SIM" in result.figure and "sign on" in result.advice
+        code, checks = _diagnose_cli("--check", "pinpad", "--pinpad", str(pad.link))
+        assert code == 1 and checks["pinpad"]["verdict"] == "warn"
+    gone = by_name(run_checks(DiagnoseConfig(pinpad_port=str(tmp_path / "ttyPin")), ["pinpad"]))["pinpad"]
+    assert gone.verdict == "fail" and "pinpad.port" in gone.advice
