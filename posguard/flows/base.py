@@ -87,6 +87,7 @@ class FlowPolicies:
     outbox: str | None = None  # notices go nowhere unless the merchant configured an outbox
     printer_columns: int = 32
     languages: tuple[str, ...] = ("zh", "en")
+    timezone: str | None = None  # terminal.timezone (IANA); None: the box's local zone. The journal stays UTC.
 
     def is_automatic(self, key: str) -> bool:
         return key in self.automatic or key.split(":")[0] in self.automatic
@@ -368,6 +369,18 @@ class Flow:
     def settled(ctx: FlowContext, txn: TxnRecord) -> bool:
         """After settlement only a refund is possible (the terminal's void list is cleared)."""
         return txn.state == "settled" or txn.settled_at is not None or txn.batch_no != ctx.journal.current_batch()
+
+    @staticmethod
+    def standing(txn: TxnRecord) -> int:
+        """What of ``txn`` still stands at the host: the original less approved refunds (a void or a reversal
+        leaves nothing). Every correction gives back, and charges again, this amount, never the original's."""
+        return txn.amount_minor - txn.refunded_minor if txn.state in CHARGE_STANDS else 0
+
+    @staticmethod
+    def can_void(ctx: FlowContext, txn: TxnRecord) -> bool:
+        """A void is for the full amount of an untouched charge of the open batch; once part of it was
+        refunded (or the batch settled) only a refund gives the rest back."""
+        return not Flow.settled(ctx, txn) and txn.refunded_minor == 0
 
     @staticmethod
     def planned_message(ctx: FlowContext, kind: str, original: TxnRecord | None, amount: int,
