@@ -9,6 +9,7 @@ go; the service refuses to start while any remains. Keys live in their own files
     tid = "POSGRD01"
     mid = "MERCHANT0000001"
     currency = "156"                      # ISO 4217 numeric
+    timezone = "Asia/Shanghai"            # IANA name for times on notices ("" = the box's local zone)
     dialect = "cup"                       # cup | iso87ascii | iso87 | iso87bcd
     token_key_file = "/etc/posguard/token.key"
     data_key_file = "/etc/posguard/data.key"
@@ -48,6 +49,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 __all__ = ["DEFAULT_CONFIG", "Config", "ConfigProblem", "load_config"]
 
@@ -70,6 +72,7 @@ class Config:
     tid: str = ""
     mid: str = ""
     currency: str = "156"
+    timezone: str = ""
     dialect: str = "cup"
     token_key_file: str = ""
     data_key_file: str = ""
@@ -95,7 +98,7 @@ class Config:
 _SCHEMA: dict[str, dict[str, tuple[str, type]]] = {
     "terminal": {"tid": ("tid", str), "mid": ("mid", str), "currency": ("currency", str), "dialect": ("dialect", str),
                  "token_key_file": ("token_key_file", str), "data_key_file": ("data_key_file", str),
-                 "max_amount": ("max_amount", int)},
+                 "max_amount": ("max_amount", int), "timezone": ("timezone", str)},
     "reader": {"kind": ("reader_kind", str), "name": ("reader_name", str), "serial_port": ("serial_port", str),
                "magstripe_port": ("magstripe_port", str)},
     "host": {"address": ("host", str), "port": ("port", int), "framing": ("framing", str),
@@ -105,6 +108,14 @@ _SCHEMA: dict[str, dict[str, tuple[str, type]]] = {
                  "allow_groups": ("allow_groups", list)},
     "capture": {"record": ("record", str)},
 }
+
+
+def _is_zone(name: str) -> bool:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
 
 
 def _read_key(path: str, key: str, problems: list[ConfigProblem]) -> bytes:
@@ -193,6 +204,9 @@ def load_config(path: str | os.PathLike[str] = DEFAULT_CONFIG, *, read_keys: boo
         problems.append(ConfigProblem("terminal.mid", "must be 15 characters (field 42)"))
     if not (cfg.currency.isdigit() and len(cfg.currency) == 3):
         problems.append(ConfigProblem("terminal.currency", "must be the 3-digit ISO 4217 code, e.g. \"156\""))
+    if cfg.timezone and not _is_zone(cfg.timezone):
+        problems.append(ConfigProblem("terminal.timezone", f"{cfg.timezone!r} is not an IANA time zone name, "
+                                                           "e.g. \"Asia/Shanghai\" (\"\" = the box's local zone)"))
     if cfg.dialect not in DIALECTS:
         problems.append(ConfigProblem("terminal.dialect", f"{cfg.dialect!r}; choose one of {', '.join(DIALECTS)}"))
     if cfg.reader_kind not in ("pcsc", "twin", "none"):

@@ -86,6 +86,7 @@ class Service:
         from posguard.engine.instance_lock import JournalLock
         from posguard.engine.journal import Journal
         from posguard.engine.saf import SafPolicy
+        from posguard.flows import FlowPolicies
         from posguard.service.till import Till
 
         self.cfg, self.log = cfg, log
@@ -109,7 +110,8 @@ class Service:
         except BaseException:
             self.lock.release()
             raise
-        self.till = Till(self.engine, dialect=cfg.dialect, say=lambda line: log("till", line), writer=self.writer)
+        self.till = Till(self.engine, dialect=cfg.dialect, say=lambda line: log("till", line), writer=self.writer,
+                         policies=FlowPolicies(timezone=cfg.timezone or None))
         self.reader: Any = None
         self.magstripe: Any = None
         self._tap: Any = None  # the Twin link's frame observer when recording

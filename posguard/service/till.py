@@ -21,10 +21,11 @@ from posguard.engine.detectors import Detection
 from posguard.engine.engine import TransactionEngine, TxnResult
 from posguard.engine.errors import EngineError, IllegalTransition
 from posguard.engine.observe import Exchange
-from posguard.flows import FlowContext, FlowRequest, run_flow
+from posguard.flows import FlowContext, FlowPolicies, FlowRequest, run_flow
 from posguard.incidents import IncidentReport
 from posguard.iso8583.message import Message
 from posguard.iso8583.redaction import evidence_image
+from posguard.notices import Notice, reversal_notice
 from posguard.sensitive import mask_digits_in_text
 
 if TYPE_CHECKING:
@@ -55,8 +56,12 @@ class Till:
     """Runs :class:`Op` s. ``cards`` maps a card reference (``c1``) to the :class:`CardData` read for it."""
 
     def __init__(self, engine: TransactionEngine, *, dialect: str, say: Callable[[str], None] | None = None,
-                 writer: CaptureWriter | None = None, dry_run_flows: bool = False) -> None:
+                 writer: CaptureWriter | None = None, dry_run_flows: bool = False,
+                 policies: FlowPolicies | None = None) -> None:
         self.engine = engine
+        self.policies = policies or FlowPolicies()
+        #: notices the till produced itself (automatic reversals), in order; flows' notices are on their incidents
+        self.notices: list[Notice] = []
         self.dialect = dialect
         self.say = say or (lambda _line: None)
         self.writer = writer
@@ -128,7 +133,15 @@ class Till:
         if result.state == "reversed":
             self._record_auto("reversal", "outcome_unknown", [result.txn_id],
                               "no valid answer in time: the engine reversed the sale (0400 acknowledged)")
+            self._notify_reversal(result.txn_id)
         return result
+
+    def _notify_reversal(self, txn_id: str) -> None:
+        """Tell the customer an automatic reversal cancelled the charge (any hold is released by their bank)."""
+        p = self.policies
+        notice = reversal_notice(self.engine.journal.get_txn(txn_id), languages=p.languages,
+                                 columns=p.printer_columns, timezone_name=p.timezone)
+        self.notices.append(notice)
 
     def _op_sign(self, txn: str) -> TxnResult:
         return self._note(self.engine.sign(txn), "signature captured")
@@ -207,7 +220,7 @@ class Till:
         """Hand the incident to its correction flow and report what it did."""
         if self.writer is not None:
             self.writer.record("link", event="flow", kind=kind, rule=rule, txn_ids=list(txn_ids))
-        ctx = FlowContext(self.engine, self.engine.journal, self.dialect, clock=self.engine.clock)
+        ctx = FlowContext(self.engine, self.engine.journal, self.dialect, self.policies, clock=self.engine.clock)
         with self.engine.recording() as sent:
             outcome = run_flow(ctx, FlowRequest(kind, txn_ids, **request), dry_run=self.dry_run_flows)
         messages = list(outcome.messages) if self.dry_run_flows else [evidence_image(m) for m in sent]

@@ -54,3 +54,14 @@ def test_amount_ceiling_uids_and_groups_are_checked(tmp_path: Path) -> None:
     assert "between 1 and" in problems["terminal.max_amount"]
     assert "numeric user ids" in problems["operator.allow_uids"]
     assert "no-such-group-x" in problems["operator.allow_groups"]
+
+
+def test_terminal_timezone_is_an_iana_name(tmp_path: Path) -> None:
+    path = write_config(tmp_path, 5000)
+    good = path.read_text().replace('currency = "156"', 'currency = "156"\ntimezone = "Asia/Shanghai"')
+    path.write_text(good)
+    cfg, problems = load_config(path)
+    assert problems == [] and cfg.timezone == "Asia/Shanghai"
+    path.write_text(good.replace("Asia/Shanghai", "Asia/Atlantis"))
+    problems_by_key = _keys(load_config(path)[1])
+    assert "'Asia/Atlantis' is not an IANA time zone name" in problems_by_key["terminal.timezone"]
