@@ -38,6 +38,10 @@ go; the service refuses to start while any remains. Keys live in their own files
 
     [capture]
     record = ""                           # a capture file to append the day to ("" = none)
+
+    [supervisor]                          # void, refund and corrections that give money back need it
+    id = "S01"
+    credential = "scrypt$32768$8$1$..."   # `posguard supervisor-hash` makes it; never the secret itself
 """
 
 from __future__ import annotations
@@ -90,6 +94,8 @@ class Config:
     allow_groups: list[str] = field(default_factory=list)
     max_amount: int = 10_000_000
     record: str = ""
+    supervisor_id: str = ""
+    supervisor_credential: str = field(default="", repr=False)
     source: str = ""
     token_key: bytes = field(default=b"", repr=False)
     data_key: bytes = field(default=b"", repr=False)
@@ -107,6 +113,7 @@ _SCHEMA: dict[str, dict[str, tuple[str, type]]] = {
     "operator": {"socket": ("operator_socket", str), "allow_uids": ("allow_uids", list),
                  "allow_groups": ("allow_groups", list)},
     "capture": {"record": ("record", str)},
+    "supervisor": {"id": ("supervisor_id", str), "credential": ("supervisor_credential", str)},
 }
 
 
@@ -207,6 +214,14 @@ def load_config(path: str | os.PathLike[str] = DEFAULT_CONFIG, *, read_keys: boo
     if cfg.timezone and not _is_zone(cfg.timezone):
         problems.append(ConfigProblem("terminal.timezone", f"{cfg.timezone!r} is not an IANA time zone name, "
                                                            "e.g. \"Asia/Shanghai\" (\"\" = the box's local zone)"))
+    if cfg.supervisor_credential:
+        from posguard.service.supervisor import check_stored
+
+        weak = check_stored(cfg.supervisor_credential)
+        if weak is not None:
+            problems.append(ConfigProblem("supervisor.credential", weak))
+        if not cfg.supervisor_id:
+            problems.append(ConfigProblem("supervisor.id", "required with supervisor.credential (who approved)"))
     if cfg.dialect not in DIALECTS:
         problems.append(ConfigProblem("terminal.dialect", f"{cfg.dialect!r}; choose one of {', '.join(DIALECTS)}"))
     if cfg.reader_kind not in ("pcsc", "twin", "none"):

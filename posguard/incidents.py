@@ -46,6 +46,7 @@ class Incident:
     reason: str = ""
     amount_at_risk: int = 0
     source: str = "flow"  # flow | engine
+    operator: str | None = None  # who asked for or approved the correction (e.g. "supervisor S01")
 
     def to_dict(self) -> dict[str, Any]:
         d = {
@@ -53,7 +54,7 @@ class Incident:
             "status": self.status, "outcome": self.outcome, "message": self.message, "txn_ids": self.txn_ids,
             "transactions": self.transactions, "messages": self.messages, "steps": self.steps,
             "notice": self.notice, "reason": self.reason, "amount_at_risk": self.amount_at_risk,
-            "source": self.source,
+            "source": self.source, "operator": self.operator,
         }
         return json.loads(scrub(json.dumps(d, ensure_ascii=False)))  # type: ignore[no-any-return]
 
@@ -133,7 +134,7 @@ def _build(journal: Journal, row: Any, with_detail: bool) -> Incident:
         status = "open" if result in OPEN_OUTCOMES else "closed"
         inc = Incident(iid, float(row["at"]), kind[5:], str(detail.get("cause", "unknown")), status, result,
                        str(row["message"]), txn_ids, steps=list(steps.values()), notice=outcome.get("notice"),
-                       reason=str(outcome.get("reason", "")))
+                       reason=str(outcome.get("reason", "")), operator=request.get("operator"))
     else:
         txn_ids = [row["txn_id"]] if row["txn_id"] else []
         inc = Incident(int(row["id"]), float(row["at"]), kind, ENGINE_CAUSES.get(kind, "unknown"), "recorded",

@@ -19,7 +19,24 @@ def add_run_command(sub: Any) -> None:
     p.add_argument("--record", metavar="FILE", help="write a sanitised capture of the session")
     p.add_argument("--check-config", action="store_true", help="only list the configuration's problems")
     p.set_defaults(func=_run)
+    h = sub.add_parser("supervisor-hash", help="read the supervisor's credential on stdin; print the scrypt line "
+                                               "for supervisor.credential")
+    h.set_defaults(func=_supervisor_hash)
 
 
 def _run(ns: argparse.Namespace) -> int:
     return service.serve(ns.config, stdin=ns.stdin, record=ns.record, check_config=ns.check_config)
+
+
+def _supervisor_hash(_ns: argparse.Namespace) -> int:
+    import getpass
+    import sys
+
+    from posguard.service.supervisor import hash_credential
+
+    secret = getpass.getpass("supervisor credential: ") if sys.stdin.isatty() else sys.stdin.readline().rstrip("\n")
+    if not secret:
+        print("posguard supervisor-hash: the credential is empty; nothing printed", file=sys.stderr)
+        return 2
+    print(hash_credential(secret))
+    return 0

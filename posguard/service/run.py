@@ -112,6 +112,9 @@ class Service:
             raise
         self.till = Till(self.engine, dialect=cfg.dialect, say=lambda line: log("till", line), writer=self.writer,
                          policies=FlowPolicies(timezone=cfg.timezone or None))
+        from posguard.service.supervisor import SupervisorGate
+
+        self.supervisor = SupervisorGate(cfg.supervisor_id, cfg.supervisor_credential, self.clock)
         self.reader: Any = None
         self.magstripe: Any = None
         self._tap: Any = None  # the Twin link's frame observer when recording
@@ -248,6 +251,8 @@ class Service:
             return {"ok": False, "error": str(exc)}
         try:
             before = len(self.till.incidents)
+            if VERBS[command.verb].gives_money_back:  # guide 001: a supervisor reviews money going back
+                self.till.supervisor = self.supervisor.approve(command.supervisor, command.verb)
             result = self._dispatch(command)
             incidents = [i.to_dict() for i in self.till.incidents[before:]]
             if self.till.refusal is not None:
@@ -259,6 +264,7 @@ class Service:
             self.log("command_failed", f"{command.verb}: {type(exc).__name__}: {exc}", level="warning")
             return {"ok": False, "error": mask_digits_in_text(f"{type(exc).__name__}: {exc}")}
         finally:
+            self.till.supervisor = None
             self._refresh_status()
 
     def _dispatch(self, c: Command) -> dict[str, Any]:

@@ -62,6 +62,8 @@ class Till:
         self.policies = policies or FlowPolicies()
         #: notices the till produced itself (automatic reversals), in order; flows' notices are on their incidents
         self.notices: list[Notice] = []
+        #: the supervisor who approved the action in progress (set by the service for money going back)
+        self.supervisor: str | None = None
         self.dialect = dialect
         self.say = say or (lambda _line: None)
         self.writer = writer
@@ -150,13 +152,22 @@ class Till:
         self.say(f"customer left without signing {txn}")
         self._correct("unsigned", "signature_refused", (txn,), customer_present=False)
 
+    def _approved_by(self, action: str, txn: str) -> None:
+        """Journal who approved money going back (the supervisor's id, never the credential)."""
+        if self.supervisor is not None:
+            with self.engine.journal.atomic("supervisor_approval"):
+                self.engine.journal.record_event("supervisor_approval", txn_id=txn,
+                                                 detail={"action": action, "supervisor": self.supervisor})
+
     def _op_void(self, txn: str) -> TxnResult:
+        self._approved_by("void", txn)
         result = self._note(self.engine.void(txn), f"void of {txn}")
         if result.state in ("reversed", "reversal_pending", "timed_out"):
             self.say(f"the void of {txn} got no answer: the engine reverses the void, the charge stands")
         return result
 
     def _op_refund(self, txn: str, amount: int) -> TxnResult:
+        self._approved_by("refund", txn)
         return self._note(self.engine.refund(txn, int(amount)), f"refund {amount / 100:.2f} of {txn}")
 
     def _op_wrong_card(self, txn: str, card: str) -> None:
@@ -220,6 +231,8 @@ class Till:
         """Hand the incident to its correction flow and report what it did."""
         if self.writer is not None:
             self.writer.record("link", event="flow", kind=kind, rule=rule, txn_ids=list(txn_ids))
+        if self.supervisor is not None:
+            request.setdefault("operator", f"supervisor {self.supervisor}")
         ctx = FlowContext(self.engine, self.engine.journal, self.dialect, self.policies, clock=self.engine.clock)
         with self.engine.recording() as sent:
             outcome = run_flow(ctx, FlowRequest(kind, txn_ids, **request), dry_run=self.dry_run_flows)
