@@ -409,6 +409,12 @@ class Journal:
     def children(self, original_id: str) -> list[TxnRecord]:
         return self.find_txns("original_id = ?", (original_id,))
 
+    def sales_for_order(self, order_ref: str, states: Iterable[str]) -> list[TxnRecord]:
+        """Sales carrying ``order_ref`` in one of ``states`` (duplicate prevention: is this order paid?)."""
+        st = list(states)
+        return self.find_txns(f"kind = 'sale' AND order_ref = ? AND state IN ({','.join('?' * len(st))})",
+                              [order_ref, *st])
+
     # -- history, messages, incidents, events, detections ---------------------------------------------
     def record_transition(
         self, entity: str, entity_id: str, kind: str, from_state: str, event: str, to_state: str | None,

@@ -331,7 +331,7 @@ class Flow:
                              runner.planned if dry_run else [evidence_image(m) for m in sent], outcome, None, reason)
         if not dry_run and incident_id is not None:
             result.notice = notice_for(ctx, result, request)
-            self._close(ctx, runner, result)
+            self._close(ctx, runner, result, by=request.operator)
         return result
 
     def resume(self, ctx: FlowContext, incident_id: int, request: FlowRequest | None = None) -> FlowOutcome:
@@ -400,14 +400,14 @@ class Flow:
         ctx.kill("flow.after:open_incident")
         return iid
 
-    def _close(self, ctx: FlowContext, runner: StepRunner, result: FlowOutcome) -> None:
+    def _close(self, ctx: FlowContext, runner: StepRunner, result: FlowOutcome, *, by: str | None = None) -> None:
         notice = result.notice.to_dict() if result.notice else None
         ctx.kill("flow.before:close_incident")
         with ctx.journal.atomic("flow_outcome"):
             ctx.journal.record_event("flow_outcome", txn_id=None, detail={
                 "incident": result.incident_id, "outcome": result.outcome,
                 "reason": scrub(result.reason), "messages": len(result.messages),
-                "notice": notice})
+                "notice": notice, **({"by": by} if by else {})})
         ctx.kill("flow.after:close_incident")
         if notice is not None and ctx.policies.outbox and result.notice is not None:
             FileOutbox(ctx.policies.outbox).deliver(result.incident_id or 0, result.notice)

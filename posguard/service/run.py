@@ -269,7 +269,9 @@ class Service:
 
     def _dispatch(self, c: Command) -> dict[str, Any]:
         t = self.till
-        order = {"order": c.order} if c.order else {}
+        order: dict[str, Any] = {"order": c.order} if c.order else {}
+        if c.override:
+            order["override"] = True
         if c.verb == "sale":
             return _txn(t.do("sale", card=self.read_card(), amount=c.amount, **order))
         if c.verb == "swipe":
@@ -288,6 +290,8 @@ class Service:
             t.do("wrong_amount", txn=c.txn, amount=c.amount)
         elif c.verb == "dispute":
             t.do("dispute", txn=c.txn)
+        elif c.verb in ("confirm", "decline"):
+            t.do(c.verb, incident=c.incident)
         elif c.verb == "settle":
             t.do("settle")
         elif c.verb == "flush":

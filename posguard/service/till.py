@@ -17,12 +17,14 @@ from typing import TYPE_CHECKING, Any
 
 from posguard.capture.sanitize import blank_names
 from posguard.card import CardData
+from posguard.engine.chart import CHARGE_STANDS
 from posguard.engine.detectors import Detection
 from posguard.engine.engine import TransactionEngine, TxnResult
-from posguard.engine.errors import EngineError, IllegalTransition
+from posguard.engine.errors import CorrectionRefused, EngineError, IllegalTransition
+from posguard.engine.journal import JournalError
 from posguard.engine.observe import Exchange
-from posguard.flows import FlowContext, FlowPolicies, FlowRequest, run_flow
-from posguard.incidents import IncidentReport
+from posguard.flows import FLOWS, FlowContext, FlowPolicies, FlowRequest, Outcome, run_flow
+from posguard.incidents import IncidentReport, close_incident, get_incident, resolve_by_hand
 from posguard.iso8583.message import Message
 from posguard.iso8583.redaction import evidence_image
 from posguard.notices import Notice, reversal_notice
@@ -35,7 +37,7 @@ __all__ = ["Op", "Till", "OPS"]
 
 #: operator actions the till understands (the ``op`` of an ``op`` record) and their arguments
 OPS: dict[str, str] = {
-    "sale": "card, amount[, order]",
+    "sale": "card, amount[, order][, override] (override: charge an order that is already paid)",
     "sign": "txn",
     "signature_refused": "txn",
     "void": "txn",
@@ -43,6 +45,8 @@ OPS: dict[str, str] = {
     "wrong_card": "txn, card (the card the customer meant)",
     "wrong_amount": "txn, amount (the order total that should have been charged)",
     "dispute": "txn (the customer says the void/refund never arrived)",
+    "confirm": "incident (awaiting confirmation: run its correction)",
+    "decline": "incident (awaiting confirmation: nothing to correct; close it)",
     "flush": "",
     "settle": "",
 }
@@ -128,7 +132,14 @@ class Till:
         self._handle(result.detections)
         return result
 
-    def _op_sale(self, card: str, amount: int, order: str | None = None) -> TxnResult:
+    def _op_sale(self, card: str, amount: int, order: str | None = None, override: bool = False) -> TxnResult | None:
+        if order and not override:  # a second charge for a paid order is refused before the wire
+            paid = self.engine.journal.sales_for_order(order, CHARGE_STANDS)
+            if paid:
+                self.refusal = (f"order {order} is already paid by {paid[0].id} ({paid[0].amount_minor / 100:.2f} on "
+                                f"{paid[0].pan_masked}); nothing was sent. Charge it again only with override")
+                self.say(f"refused: {self.refusal}")
+                return None
         result = self.engine.sale(self.cards[card], int(amount), order_ref=order)
         self.txn_cards[result.txn_id] = card
         self._note(result, f"sale {amount / 100:.2f} on {self.cards[card].pan_masked}")
@@ -162,13 +173,50 @@ class Till:
     def _op_void(self, txn: str) -> TxnResult:
         self._approved_by("void", txn)
         result = self._note(self.engine.void(txn), f"void of {txn}")
+        self._resolved_by_hand(txn)
         if result.state in ("reversed", "reversal_pending", "timed_out"):
             self.say(f"the void of {txn} got no answer: the engine reverses the void, the charge stands")
         return result
 
     def _op_refund(self, txn: str, amount: int) -> TxnResult:
         self._approved_by("refund", txn)
-        return self._note(self.engine.refund(txn, int(amount)), f"refund {amount / 100:.2f} of {txn}")
+        result = self._note(self.engine.refund(txn, int(amount)), f"refund {amount / 100:.2f} of {txn}")
+        self._resolved_by_hand(txn)
+        return result
+
+    def _resolved_by_hand(self, txn: str) -> None:
+        for iid in resolve_by_hand(self.engine.journal, txn, by=self.supervisor):
+            self.say(f"incident {iid} closed: {txn} was corrected by hand")
+
+    def _awaiting(self, incident: int) -> tuple[str, Any]:
+        try:
+            inc = get_incident(self.engine.journal, int(incident))
+        except JournalError as exc:
+            raise CorrectionRefused(str(exc)) from None
+        if inc.source != "flow" or inc.outcome != Outcome.AWAITING_CONFIRMATION:
+            raise CorrectionRefused(f"incident {incident} is {inc.outcome or inc.status}, not awaiting "
+                                    "confirmation; see `posguard incidents show`")
+        return inc.kind, inc
+
+    def _op_confirm(self, incident: int) -> IncidentReport:
+        kind, inc = self._awaiting(incident)
+        self.say(f"operator confirms incident {incident} ({kind})")
+        ctx = FlowContext(self.engine, self.engine.journal, self.dialect, self.policies, clock=self.engine.clock)
+        with self.engine.recording() as sent:
+            outcome = FLOWS[kind]().resume(ctx, int(incident), FlowRequest(
+                kind, operator_confirmed=True, operator=f"supervisor {self.supervisor}" if self.supervisor else None))
+        report = IncidentReport(kind, "operator_confirmed", list(inc.txn_ids), kind,
+                                [evidence_image(m) for m in sent], outcome.outcome, outcome.reason,
+                                [m.mti for m in sent], incident_id=int(incident))
+        self.incidents.append(report)
+        self.say(report.line())
+        return report
+
+    def _op_decline(self, incident: int) -> None:
+        kind, _inc = self._awaiting(incident)
+        close_incident(self.engine.journal, int(incident), Outcome.DECLINED_BY_OPERATOR,
+                       "the operator found nothing to correct; nothing was sent", by=self.supervisor)
+        self.say(f"incident {incident} ({kind}) declined by the operator: closed, nothing sent")
 
     def _op_wrong_card(self, txn: str, card: str) -> None:
         self.say(f"customer: {txn} went on the wrong card, meant {self.cards[card].pan_masked}")

@@ -121,3 +121,20 @@ def test_cli_prints_a_line_the_config_accepts() -> None:
                           capture_output=True, text=True, check=True)
     line = done.stdout.strip()
     assert check_stored(line) is None and verify(SECRET, line) and SECRET not in done.stdout + done.stderr
+
+
+def test_confirm_and_decline_on_the_operator_channel(service: tuple[Service, io.StringIO]) -> None:
+    svc, _log = service
+    a = svc.till.do("sale", card="c1", amount=20_00)
+    b = svc.till.do("sale", card="c1", amount=20_00)
+    assert a is not None and b is not None
+    (inc,) = svc.till.incidents
+    assert inc.outcome == "awaiting_confirmation" and inc.incident_id is not None
+    refused = svc.handle(f"confirm {inc.incident_id}")
+    assert not refused["ok"] and "add the supervisor's credential" in refused["error"]
+    done = svc.handle(f"confirm {inc.incident_id} sup={SECRET}")
+    assert done["ok"], done
+    assert [i["outcome"] for i in done["incidents"]] == ["voided"]
+    assert get_incident(svc.journal, inc.incident_id).operator == "supervisor S01"
+    again = svc.handle(f"decline {inc.incident_id}")
+    assert not again["ok"] and "not awaiting confirmation" in again["error"]
