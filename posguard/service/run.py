@@ -272,6 +272,11 @@ class Service:
         order: dict[str, Any] = {"order": c.order} if c.order else {}
         if c.override:
             order["override"] = True
+        if c.verb in ("sale", "swipe") and c.order and not c.override:
+            refusal = t.paid_order(c.order)  # before the card is read: nothing reaches the reader or the wire
+            if refusal is not None:
+                t.refusal = refusal
+                return {}
         if c.verb == "sale":
             return _txn(t.do("sale", card=self.read_card(), amount=c.amount, **order))
         if c.verb == "swipe":

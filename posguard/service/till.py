@@ -132,14 +132,17 @@ class Till:
         self._handle(result.detections)
         return result
 
-    def _op_sale(self, card: str, amount: int, order: str | None = None, override: bool = False) -> TxnResult | None:
-        if order and not override:  # a second charge for a paid order is refused before the wire
-            paid = self.engine.journal.sales_for_order(order, CHARGE_STANDS)
-            if paid:
-                self.refusal = (f"order {order} is already paid by {paid[0].id} ({paid[0].amount_minor / 100:.2f} on "
-                                f"{paid[0].pan_masked}); nothing was sent. Charge it again only with override")
-                self.say(f"refused: {self.refusal}")
-                return None
+    def paid_order(self, order: str) -> str | None:
+        """Why a new sale for ``order`` is refused (it is already paid), or None. The service asks before the card
+        is read, so a second charge for a paid order never reaches the wire unless the operator overrides."""
+        paid = self.engine.journal.sales_for_order(order, CHARGE_STANDS)
+        if not paid:
+            return None
+        return (f"order {order} is already paid by {paid[0].id} ({paid[0].amount_minor / 100:.2f} on "
+                f"{paid[0].pan_masked}); nothing was sent. Charge it again only with override=yes")
+
+    def _op_sale(self, card: str, amount: int, order: str | None = None, override: bool = False) -> TxnResult:
+        # override: the operator charged a paid order on purpose (recorded in the capture's op record)
         result = self.engine.sale(self.cards[card], int(amount), order_ref=order)
         self.txn_cards[result.txn_id] = card
         self._note(result, f"sale {amount / 100:.2f} on {self.cards[card].pan_masked}")

@@ -138,3 +138,15 @@ def test_confirm_and_decline_on_the_operator_channel(service: tuple[Service, io.
     assert get_incident(svc.journal, inc.incident_id).operator == "supervisor S01"
     again = svc.handle(f"decline {inc.incident_id}")
     assert not again["ok"] and "not awaiting confirmation" in again["error"]
+
+
+def test_a_sale_for_a_paid_order_is_refused_before_the_reader(service: tuple[Service, io.StringIO]) -> None:
+    svc, _log = service
+    paid = svc.till.do("sale", card="c1", amount=20_00, order="A-1042")
+    assert paid is not None and paid.approved
+    refused = svc.handle("sale 2000 order=A-1042")
+    assert not refused["ok"] and f"order A-1042 is already paid by {paid.txn_id}" in refused["error"]
+    assert [t.kind for t in svc.journal.find_txns()] == ["sale"]
+    # with the override, the line goes on to the card reader (none is configured here)
+    assert "no card reader" in svc.handle("sale 2000 order=A-1042 override=yes")["error"]
+    assert "no card reader" in svc.handle("sale 2000 order=A-1043")["error"]
