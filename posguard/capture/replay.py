@@ -228,6 +228,8 @@ def replay(source: str | Path | Capture, *, desk: DeskFactory, journal_path: str
             elif kind == "op":
                 cursor.at(rec)
                 args = {k: v for k, v in rec.items() if k not in ("t", "k", "op")}
+                if "txn" in args:
+                    args["txn"] = _named_txn(journal, args["txn"], cursor.line(index))
                 try:
                     till.do(str(rec["op"]), **args)
                 except _Restarted:
@@ -246,6 +248,27 @@ def replay(source: str | Path | Capture, *, desk: DeskFactory, journal_path: str
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
         raise
+
+
+def _named_txn(journal: Journal, value: Any, line: int) -> str:
+    """An ``op`` record's ``txn``: a transaction id, its STAN (a number, or digits), or ``"last"`` (the latest
+    sale) — so a test author can write a capture by hand without knowing the ids the replay will allocate."""
+    if value == "last":
+        found = journal.latest_txn("sale")
+        if found is None:
+            raise CaptureError(line, "op names txn \"last\" but no sale was rung up before it")
+        return found.id
+    if isinstance(value, int) and not isinstance(value, bool) or isinstance(value, str) and value.isdigit():
+        stan = int(value)
+        if not 1 <= stan <= 999_999:
+            raise CaptureError(line, f"op names STAN {value!r}; a STAN is 1 to 999999 (field 11)")
+        found = journal.latest_txn(stan=stan)
+        if found is None:
+            raise CaptureError(line, f"op names STAN {stan:06d} but the replay holds no transaction with it")
+        return found.id
+    if not isinstance(value, str):
+        raise CaptureError(line, f"op txn must be a transaction id, a STAN or \"last\", not {type(value).__name__}")
+    return value
 
 
 def _policies(data: dict[str, Any]) -> EnginePolicies:

@@ -117,3 +117,46 @@ def test_replay_cli_json_and_exit_codes(tmp_path: Path) -> None:
     bad.write_text('{"posguard_capture": 1, "dialect": "cup", "terminal": {"tid": "T"}}\n{"t": 0}\n')
     res = subprocess.run([*cli, str(bad)], capture_output=True, text=True, cwd=ROOT, check=False)
     assert res.returncode == 1 and "line 2" in res.stderr
+
+
+def _rewritten(name: str, tmp_path: Path, txn: Any) -> Path:
+    """The capture with every ``op`` record's ``txn`` rewritten by ``txn(id)`` (a hand-written capture's spelling)."""
+    lines = []
+    for line in (CAPTURES / name).read_text().splitlines():
+        rec = json.loads(line) if line.startswith("{") else None
+        if rec is not None and rec.get("k") == "op" and "txn" in rec:
+            rec["txn"] = txn(rec["txn"])
+            line = json.dumps(rec)
+        lines.append(line)
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    out = tmp_path / name
+    out.write_text("\n".join(lines) + "\n")
+    return out
+
+
+@pytest.mark.parametrize("name", ["cup-wrong_amount.jsonl", "iso87ascii-wrong_amount.jsonl"])
+def test_op_records_may_name_a_transaction_by_stan_or_as_last(name: str, tmp_path: Path,
+                                                              posguard_replay: Any) -> None:
+    by_id = posguard_replay(CAPTURES / name)
+    stans = {t.id: t.stan for t in by_id.journal.find_txns()}
+    as_number = posguard_replay(_rewritten(name, tmp_path / "n", lambda i: stans[i]))
+    as_digits = posguard_replay(_rewritten(name, tmp_path / "d", lambda i: f"{stans[i]:06d}"))
+    as_last = posguard_replay(_rewritten(name, tmp_path / "l", lambda i: "last"))  # each names the latest sale
+    expected = by_id.incident_dicts()
+    assert expected and as_number.incident_dicts() == expected == as_digits.incident_dicts() == \
+        as_last.incident_dicts()
+
+
+@pytest.mark.parametrize(("txn", "what"), [("last", 'txn "last" but no sale was rung up before it'),
+                                           (424242, "STAN 424242 but the replay holds no transaction"),
+                                           (0, "a STAN is 1 to 999999"),
+                                           ([1], "not list")])
+def test_a_txn_the_replay_cannot_name_is_one_line(txn: Any, what: str, tmp_path: Path,
+                                                  posguard_replay: Any) -> None:
+    lines = (CAPTURES / "cup-wrong_amount.jsonl").read_text().splitlines()
+    header = lines[0]
+    path = tmp_path / "bad.jsonl"
+    path.write_text(header + "\n" + json.dumps({"t": 1.0, "k": "op", "op": "sign", "txn": txn}) + "\n")
+    with pytest.raises(CaptureError, match=r"^line 2: op (names|txn) .*") as exc:
+        posguard_replay(path)
+    assert what in str(exc.value)
