@@ -5,7 +5,7 @@ and the configured ceiling, a card number keyed where an amount belongs refused 
 stored) — so a bad line is refused with a reason *before* the card reader or the host is touched.
 
 >>> parse("sale 1250 order=A-17", max_amount=100000)
-Command(verb='sale', amount=1250, txn=None, order='A-17')
+Command(verb='sale', amount=1250, txn=None, order='A-17', incident=None, override=False)
 >>> parse("refund POSGRD01-00000003", max_amount=100000)
 Traceback (most recent call last):
 ...
