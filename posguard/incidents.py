@@ -28,7 +28,9 @@ __all__ = ["Incident", "IncidentReport", "load_incidents", "get_incident", "rend
 OPEN_OUTCOMES: frozenset[str | None] = frozenset({*LEAVES_OPEN, None})
 #: engine incident kind -> cause
 ENGINE_CAUSES = {"outcome_unknown": "network", "recovered_in_flight": "device_fault",
-                 "settlement_failed": "network", "upload_failed": "host"}
+                 "settlement_failed": "network", "upload_failed": "host",
+                 "reversal_or_advice_pending": "network", "reversal_or_advice_expired": "network",
+                 "batch_not_closed": "operator_input"}
 
 
 @dataclass

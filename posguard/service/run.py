@@ -195,10 +195,14 @@ class Service:
 
     def run_loop(self) -> None:
         """Run queued commands one at a time until :attr:`stopping`; then answer what is left."""
+        next_tick = 0.0
         while not self.stopping.is_set():
             try:
                 line, done = self._work.get(timeout=0.2)
             except queue.Empty:
+                if time.monotonic() >= next_tick:  # idle: the time-driven detectors, on the engine's clock
+                    next_tick = time.monotonic() + self.TICK_EVERY
+                    self._tick()
                 continue
             done.set_result(self.handle(line))
         while True:
@@ -207,6 +211,15 @@ class Service:
             except queue.Empty:
                 break
             done.set_result({"ok": False, "error": "the service is stopping"})
+
+    #: seconds between idle ticks of the time-driven detectors (signature deadlines, queue age, batch age)
+    TICK_EVERY = 5.0
+
+    def _tick(self) -> None:
+        try:
+            self.till.tick()
+        except Exception as exc:  # noqa: BLE001 - a detector never takes the service down
+            self.log("tick_failed", f"{type(exc).__name__}: {exc}", level="warning")
 
     # -- commands ----------------------------------------------------------------------------------
     def read_card(self) -> str:

@@ -11,6 +11,7 @@ till only watches the engine (an exchange listener) and never stands in its host
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -34,6 +35,15 @@ if TYPE_CHECKING:
     from posguard.capture.format import CaptureWriter
 
 __all__ = ["Op", "Till", "OPS"]
+
+#: what the idle tick tells the operator (and records) for each time-driven detection
+_TICK_MESSAGES: dict[str, str] = {
+    "reversal_or_advice_pending": "a reversal/advice has waited too long for the host's acknowledgement; it is "
+                                  "retried: check the link and call the acquirer if it stays",
+    "reversal_or_advice_expired": "a reversal/advice expired unacknowledged: call the acquirer with its STAN and "
+                                  "amount",
+    "batch_not_closed": "the batch has been open too long: run settlement; funds do not move until it is closed",
+}
 
 #: operator actions the till understands (the ``op`` of an ``op`` record) and their arguments
 OPS: dict[str, str] = {
@@ -84,6 +94,7 @@ class Till:
         if writer is not None:
             engine.add_exchange_listener(writer.on_exchange)
         self._seen: set[tuple[str, tuple[str, ...]]] = set()
+        self._ticked: set[str] = set()  # time-driven incidents already raised (also looked up in the journal)
 
     @classmethod
     def for_replay(cls, engine: TransactionEngine, dialect: str, say: Callable[[str], None]) -> Till:
@@ -258,6 +269,41 @@ class Till:
                  f"{'balanced' if result.balanced else 'UNBALANCED rc ' + str(result.response_code)}; "
                  f"{result.uploaded} detail(s) uploaded")
         self._handle(result.detections)
+
+    # -- the service's idle tick ----------------------------------------------------------------------
+    #: a queued reversal/advice older than this (engine clock) is an incident: the host has not acknowledged it
+    pending_reversal_age: float = 300.0
+
+    def tick(self) -> list[str]:
+        """What the service runs when idle, on the engine's clock: signature deadlines (each overdue sale goes to
+        its flow), reversals/advices pending too long and a batch left open (each recorded once, in the
+        journal, so a restart does not raise it again). Returns the lines said."""
+        said: list[str] = []
+        before = len(self.incidents)
+        self._handle(self.engine.check_signatures())
+        said += [i.line() for i in self.incidents[before:]]
+        journal, now = self.engine.journal, self.engine.clock.now()
+        queued = {q.id: q for q in journal.saf_items(["queued", "sent", "expired"])}
+        for d in self.engine.detectors.reconciliation.check(journal):
+            if d.rule == "reversal_or_advice_pending":
+                item = queued.get(int(d.evidence.get("saf_id", 0)))
+                if item is None or now - item.created_at < self.pending_reversal_age:
+                    continue
+            key = f"{d.rule}:{d.evidence.get('saf_id', d.evidence.get('batch_no', ''))}"
+            if key in self._ticked or any(json.loads(r["detail"] or "{}").get("key") == key
+                                          for r in journal.incidents(d.rule)):
+                self._ticked.add(key)
+                continue
+            self._ticked.add(key)
+            txn = d.txn_ids[0] if d.txn_ids and d.txn_ids[0] else None
+            with journal.atomic("detector_tick"):
+                journal.record_incident(d.rule, _TICK_MESSAGES[d.rule], txn_id=txn,
+                                        detail={"key": key, **{k: v for k, v in d.evidence.items()
+                                                               if isinstance(v, (str, int, float)) or v is None}})
+            line = f"INCIDENT {d.rule} {txn or '-'}: {_TICK_MESSAGES[d.rule]}"
+            self.say(line)
+            said.append(line)
+        return said
 
     # -- incidents ------------------------------------------------------------------------------------
     def _handle(self, detections: tuple[Detection, ...]) -> None:
