@@ -9,6 +9,7 @@ go; the service refuses to start while any remains. Keys live in their own files
     tid = "POSGRD01"
     mid = "MERCHANT0000001"
     currency = "156"                      # ISO 4217 numeric
+    timezone = "Asia/Shanghai"            # IANA name for times on notices ("" = the box's local zone)
     dialect = "cup"                       # cup | iso87ascii | iso87 | iso87bcd
     token_key_file = "/etc/posguard/token.key"
     data_key_file = "/etc/posguard/data.key"
@@ -42,6 +43,10 @@ go; the service refuses to start while any remains. Keys live in their own files
 
     [capture]
     record = ""                           # a capture file to append the day to ("" = none)
+
+    [supervisor]                          # void, refund and corrections that give money back need it
+    id = "S01"
+    credential = "scrypt$32768$8$1$..."   # `posguard supervisor-hash` makes it; never the secret itself
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 __all__ = ["DEFAULT_CONFIG", "Config", "ConfigProblem", "load_config"]
 
@@ -75,6 +81,7 @@ class Config:
     tid: str = ""
     mid: str = ""
     currency: str = "156"
+    timezone: str = ""
     dialect: str = "cup"
     token_key_file: str = ""
     data_key_file: str = ""
@@ -95,6 +102,8 @@ class Config:
     allow_groups: list[str] = field(default_factory=list)
     max_amount: int = 10_000_000
     record: str = ""
+    supervisor_id: str = ""
+    supervisor_credential: str = field(default="", repr=False)
     source: str = ""
     token_key: bytes = field(default=b"", repr=False)
     data_key: bytes = field(default=b"", repr=False)
@@ -104,7 +113,7 @@ _SCHEMA: dict[str, dict[str, tuple[str, type]]] = {
     "terminal": {"tid": ("tid", str), "mid": ("mid", str), "currency": ("currency", str), "dialect": ("dialect", str),
                  "token_key_file": ("token_key_file", str), "data_key_file": ("data_key_file", str),
                  "tmk_file": ("tmk_file", str),
-                 "max_amount": ("max_amount", int)},
+                 "max_amount": ("max_amount", int), "timezone": ("timezone", str)},
     "reader": {"kind": ("reader_kind", str), "name": ("reader_name", str), "serial_port": ("serial_port", str),
                "magstripe_port": ("magstripe_port", str), "card_wait": ("card_wait", float)},
     "pinpad": {"port": ("pinpad_port", str)},
@@ -114,7 +123,16 @@ _SCHEMA: dict[str, dict[str, tuple[str, type]]] = {
     "operator": {"socket": ("operator_socket", str), "allow_uids": ("allow_uids", list),
                  "allow_groups": ("allow_groups", list)},
     "capture": {"record": ("record", str)},
+    "supervisor": {"id": ("supervisor_id", str), "credential": ("supervisor_credential", str)},
 }
+
+
+def _is_zone(name: str) -> bool:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
 
 
 def _read_key(path: str, key: str, problems: list[ConfigProblem]) -> bytes:
@@ -203,6 +221,17 @@ def load_config(path: str | os.PathLike[str] = DEFAULT_CONFIG, *, read_keys: boo
         problems.append(ConfigProblem("terminal.mid", "must be 15 characters (field 42)"))
     if not (cfg.currency.isdigit() and len(cfg.currency) == 3):
         problems.append(ConfigProblem("terminal.currency", "must be the 3-digit ISO 4217 code, e.g. \"156\""))
+    if cfg.timezone and not _is_zone(cfg.timezone):
+        problems.append(ConfigProblem("terminal.timezone", f"{cfg.timezone!r} is not an IANA time zone name, "
+                                                           "e.g. \"Asia/Shanghai\" (\"\" = the box's local zone)"))
+    if cfg.supervisor_credential:
+        from posguard.service.supervisor import check_stored
+
+        weak = check_stored(cfg.supervisor_credential)
+        if weak is not None:
+            problems.append(ConfigProblem("supervisor.credential", weak))
+        if not cfg.supervisor_id:
+            problems.append(ConfigProblem("supervisor.id", "required with supervisor.credential (who approved)"))
     if cfg.dialect not in DIALECTS:
         problems.append(ConfigProblem("terminal.dialect", f"{cfg.dialect!r}; choose one of {', '.join(DIALECTS)}"))
     if cfg.reader_kind not in ("pcsc", "twin", "none"):

@@ -15,18 +15,22 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from posguard.engine.chart import CHARGE_STANDS
 from posguard.engine.journal import Journal, JournalError
 from posguard.flows.outcomes import LEAVES_OPEN
 from posguard.sensitive import mask_digits_in_text, scrub
 
 __all__ = ["Incident", "IncidentReport", "load_incidents", "get_incident", "render_incident", "render_list", "OPEN_OUTCOMES",
+           "close_incident", "resolve_by_hand",
            "ENGINE_CAUSES"]
 
 #: outcomes that leave the incident open (someone still has to act); no outcome yet leaves it open too
 OPEN_OUTCOMES: frozenset[str | None] = frozenset({*LEAVES_OPEN, None})
 #: engine incident kind -> cause
 ENGINE_CAUSES = {"outcome_unknown": "network", "recovered_in_flight": "device_fault",
-                 "settlement_failed": "network", "upload_failed": "host"}
+                 "settlement_failed": "network", "upload_failed": "host",
+                 "reversal_or_advice_pending": "network", "reversal_or_advice_expired": "network",
+                 "batch_not_closed": "operator_input"}
 
 
 @dataclass
@@ -46,6 +50,7 @@ class Incident:
     reason: str = ""
     amount_at_risk: int = 0
     source: str = "flow"  # flow | engine
+    operator: str | None = None  # who asked for or approved the correction (e.g. "supervisor S01")
 
     def to_dict(self) -> dict[str, Any]:
         d = {
@@ -53,7 +58,7 @@ class Incident:
             "status": self.status, "outcome": self.outcome, "message": self.message, "txn_ids": self.txn_ids,
             "transactions": self.transactions, "messages": self.messages, "steps": self.steps,
             "notice": self.notice, "reason": self.reason, "amount_at_risk": self.amount_at_risk,
-            "source": self.source,
+            "source": self.source, "operator": self.operator,
         }
         return json.loads(scrub(json.dumps(d, ensure_ascii=False)))  # type: ignore[no-any-return]
 
@@ -133,7 +138,7 @@ def _build(journal: Journal, row: Any, with_detail: bool) -> Incident:
         status = "open" if result in OPEN_OUTCOMES else "closed"
         inc = Incident(iid, float(row["at"]), kind[5:], str(detail.get("cause", "unknown")), status, result,
                        str(row["message"]), txn_ids, steps=list(steps.values()), notice=outcome.get("notice"),
-                       reason=str(outcome.get("reason", "")))
+                       reason=str(outcome.get("reason", "")), operator=outcome.get("by") or request.get("operator"))
     else:
         txn_ids = [row["txn_id"]] if row["txn_id"] else []
         inc = Incident(int(row["id"]), float(row["at"]), kind, ENGINE_CAUSES.get(kind, "unknown"), "recorded",
@@ -148,6 +153,28 @@ def _build(journal: Journal, row: Any, with_detail: bool) -> Incident:
                 inc.messages.append({"txn_id": t, "direction": m["direction"], "mti": m["mti"], "stan": m["stan"],
                                      "time": _iso(float(m["at"])), "fields": json.loads(m["masked"])})
     return inc
+
+
+def close_incident(journal: Journal, incident_id: int, outcome: str, reason: str, *, by: str | None = None) -> None:
+    """Close an open flow incident by the operator's word or a correction done outside its flow."""
+    with journal.atomic("incident_closed"):
+        journal.record_event("flow_outcome", txn_id=None, detail={
+            "incident": incident_id, "outcome": outcome, "reason": scrub(reason), "messages": 0, "notice": None,
+            "by": by})
+
+
+def resolve_by_hand(journal: Journal, txn_id: str, *, by: str | None = None) -> list[int]:
+    """Close every open incident naming ``txn_id`` once its charge no longer stands (the operator voided or
+    refunded it in full); returns the incidents closed."""
+    if journal.get_txn(txn_id).state in CHARGE_STANDS:
+        return []
+    closed = []
+    for inc in load_incidents(journal):
+        if inc.source == "flow" and inc.status == "open" and txn_id in inc.txn_ids:
+            close_incident(journal, inc.id, "resolved_by_operator",
+                           f"{txn_id} was corrected by hand ({journal.get_txn(txn_id).state})", by=by)
+            closed.append(inc.id)
+    return closed
 
 
 def load_incidents(journal: Journal, *, since: float | None = None, with_detail: bool = False) -> list[Incident]:

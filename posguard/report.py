@@ -17,6 +17,7 @@ def build_report(journal: Journal, *, since: float | None = None) -> dict[str, A
     by_kind = Counter(i.kind for i in incidents)
     by_cause = Counter(i.cause for i in incidents)
     open_ = [i for i in incidents if i.status == "open"]
+    by_status = Counter(i.status for i in incidents)
     per_day: dict[str, Counter[str]] = {}
     for i in incidents:
         per_day.setdefault(time.strftime("%Y-%m-%d", time.gmtime(i.at)), Counter())[i.kind] += 1
@@ -26,6 +27,7 @@ def build_report(journal: Journal, *, since: float | None = None) -> dict[str, A
         "by_kind": dict(sorted(by_kind.items())),
         "by_cause": dict(sorted(by_cause.items())),
         "top_causes": [{"cause": c, "count": n} for c, n in by_cause.most_common(3)],
+        "open_closed": {"open": by_status["open"], "closed": by_status["closed"], "recorded": by_status["recorded"]},
         "open": [{"id": i.id, "kind": i.kind, "outcome": i.outcome, "amount_at_risk": i.amount_at_risk}
                  for i in open_],
         "amount_at_risk": sum(i.amount_at_risk for i in open_),
@@ -39,6 +41,8 @@ def render_report(report: dict[str, Any]) -> str:
     lines.append("by kind:  " + (", ".join(f"{k} {n}" for k, n in report["by_kind"].items()) or "-"))
     lines.append("by cause: " + (", ".join(f"{k} {n}" for k, n in report["by_cause"].items()) or "-"))
     lines.append("top causes: " + (", ".join(f"{t['cause']} ({t['count']})" for t in report["top_causes"]) or "-"))
+    oc = report["open_closed"]
+    lines.append(f"status: {oc['open']} open, {oc['closed']} closed, {oc['recorded']} recorded by the engine")
     lines.append(f"open: {len(report['open'])}, amount at risk {report['amount_at_risk'] / 100:.2f}")
     for o in report["open"]:
         lines.append(f"  #{o['id']} {o['kind']} {o['outcome'] or 'in progress'} {o['amount_at_risk'] / 100:.2f}")

@@ -18,8 +18,10 @@ from typing import Any, Protocol
 from posguard.capture.format import Capture, CaptureError, read_capture
 from posguard.card import CardData
 from posguard.clock import VirtualClock
+from posguard.engine.chart import UNRESOLVED
 from posguard.engine.detectors import Detectors
 from posguard.engine.engine import EnginePolicies, TerminalConfig, TransactionEngine
+from posguard.engine.hostlink import LinkEvent, LinkEventKind
 from posguard.engine.journal import Journal, JournalError
 from posguard.engine.ports import HostLinkError, HostTimeout, InvalidResponse
 from posguard.engine.saf import SafPolicy
@@ -75,6 +77,13 @@ class ReplayLink:
         self.cursor = cursor
         self.dialect = dialect
         self.exchanges = 0
+        #: recorded answers that came after their request's timeout: delivered later as late answers
+        self._late: set[int] = set()
+        self.late_answers: list[LinkEvent] = []
+
+    def _deliver_late(self, rec: dict[str, Any]) -> None:
+        self.cursor.at(rec)
+        self.late_answers.append(_late_event(rec, self.dialect, self.cursor.clock.now()))
 
     def exchange(self, request: Message, *, timeout: float) -> Message:
         c = self.cursor
@@ -86,6 +95,8 @@ class ReplayLink:
             if rec["k"] == "start":  # the live terminal stopped here: the replay stops as it did
                 raise _Restarted(c.line(c.pos))
             c.pos += 1
+            if c.pos - 1 in self._late:
+                self._deliver_late(rec)
             if rec["k"] == "iso" and rec["dir"] == "out":
                 break
         else:
@@ -99,6 +110,12 @@ class ReplayLink:
             raise HostTimeout("no answer recorded")
         nxt = c.records[c.pos]
         if nxt["k"] == "iso" and nxt["dir"] == "in":
+            waited = float(nxt["t"]) - float(out["t"])
+            if waited > timeout:  # as live: the terminal stopped waiting; the answer arrives later, as a late one
+                c.clock.advance(max(0.0, c.base + float(out["t"]) + timeout - c.clock.monotonic()))
+                self._late.add(c.pos)
+                raise HostTimeout(f"the recorded answer came {waited:.3f} s after the {request.mti}, later than its "
+                                  f"{timeout:g} s timeout")
             c.pos += 1
             c.at(nxt)
             if not nxt["hex"]:
@@ -146,6 +163,8 @@ class ReplayResult:
     skipped: dict[str, int] = field(default_factory=dict)
     #: the scratch directory of a journal the replay made itself (removed by :meth:`close`)
     scratch: Path | None = None
+    #: recorded answers that came after their request's timeout, heard late as a live terminal hears them
+    late_answers: list[LinkEvent] = field(default_factory=list)
 
     def close(self) -> None:
         """Close the journal; remove it when the replay made it (nothing is left in /tmp)."""
@@ -159,6 +178,18 @@ class ReplayResult:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _late_event(rec: dict[str, Any], dialect: str, at: float) -> LinkEvent:
+    try:
+        msg: Message | None = Message.decode(bytes.fromhex(str(rec["hex"])), dialect) if rec.get("hex") else None
+    except Exception:  # noqa: BLE001 - an undecodable late answer is still reported, without its fields
+        msg = None
+    approved = msg is not None and msg.get("39") == "00"
+    return LinkEvent(LinkEventKind.LATE_RESPONSE, at, mti=str(rec.get("mti") or "") or None, stan=rec.get("stan"),
+                     response_code=msg.get("39") if msg is not None else None, approved=approved,
+                     detail="late approval after a timeout: the reversal must go ahead" if approved
+                     else "late response after a timeout", message=msg)
 
 
 def _same_message(recorded: str, sent: str) -> bool:
@@ -228,6 +259,8 @@ def replay(source: str | Path | Capture, *, desk: DeskFactory, journal_path: str
             elif kind == "op":
                 cursor.at(rec)
                 args = {k: v for k, v in rec.items() if k not in ("t", "k", "op")}
+                if "txn" in args:
+                    args["txn"] = _named_txn(journal, args["txn"], cursor.line(index))
                 try:
                     till.do(str(rec["op"]), **args)
                 except _Restarted:
@@ -240,12 +273,53 @@ def replay(source: str | Path | Capture, *, desk: DeskFactory, journal_path: str
                 except (KeyError, TypeError, ValueError) as exc:
                     raise CaptureError(cursor.line(index), f"operator action {rec['op']!r} cannot be replayed: "
                                                            f"{type(exc).__name__}: {exc}") from None
-        return ReplayResult(capture, till.incidents, till, journal, list(till.sent), log, skipped, scratch)
+        owed = owed_at_the_end(journal)
+        for inc in owed:
+            _say(inc.line())
+        for event in link.late_answers:
+            _say(f"late answer: {event.mti} STAN {event.stan} rc {event.response_code}: {event.detail}")
+        return ReplayResult(capture, [*till.incidents, *owed], till, journal, list(till.sent), log, skipped, scratch,
+                            list(link.late_answers))
     except BaseException:
         journal.close()
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
         raise
+
+
+def owed_at_the_end(journal: Journal) -> list[IncidentReport]:
+    """The capture ended while these transactions' outcomes were unknown: the live terminal owes the host their
+    reversal (or, for an advice-only request such as a CUP refund, the advice) — one incident each."""
+    out = []
+    for txn in journal.txns_in_states(UNRESOLVED):
+        queued = journal.saf_items(txn_id=txn.id)
+        what = "reversal" if any(q.kind == "reversal" for q in queued) or not queued else queued[-1].kind
+        out.append(IncidentReport(
+            "reversal" if what == "reversal" else "outcome_unknown", "capture_ended", [txn.id], None, [],
+            f"{what}_owed", f"the capture ends while the outcome of {txn.kind} {txn.id} (STAN {txn.stan}) is "
+            f"unknown ({txn.state}): the {what} is owed to the host"))
+    return out
+
+
+def _named_txn(journal: Journal, value: Any, line: int) -> str:
+    """An ``op`` record's ``txn``: a transaction id, its STAN (a number, or digits), or ``"last"`` (the latest
+    sale) — so a test author can write a capture by hand without knowing the ids the replay will allocate."""
+    if value == "last":
+        found = journal.latest_txn("sale")
+        if found is None:
+            raise CaptureError(line, "op names txn \"last\" but no sale was rung up before it")
+        return found.id
+    if isinstance(value, int) and not isinstance(value, bool) or isinstance(value, str) and value.isdigit():
+        stan = int(value)
+        if not 1 <= stan <= 999_999:
+            raise CaptureError(line, f"op names STAN {value!r}; a STAN is 1 to 999999 (field 11)")
+        found = journal.latest_txn(stan=stan)
+        if found is None:
+            raise CaptureError(line, f"op names STAN {stan:06d} but the replay holds no transaction with it")
+        return found.id
+    if not isinstance(value, str):
+        raise CaptureError(line, f"op txn must be a transaction id, a STAN or \"last\", not {type(value).__name__}")
+    return value
 
 
 def _policies(data: dict[str, Any]) -> EnginePolicies:

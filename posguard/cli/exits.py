@@ -40,6 +40,8 @@ EXITS: Final[dict[str, dict[int, str]]] = {
     "op": {0: "every answer was ok", 1: "the service refused a command", 2: "the service cannot be reached, or "
            + _ARGS},
     "diagnose": {0: "every check ok (or skipped)", 1: "a warning", 2: "a failure, or " + _ARGS},
+    "supervisor-hash": {0: "the scrypt line for supervisor.credential was printed",
+                        2: "the credential read was empty (nothing printed), or " + _ARGS},
     "keygen": {0: "every key file written (0600)", 1: "a file could not be written (the path is named)",
                2: "refused: a key file exists (no --force), an unknown --owner, a directory others may write to, "
                "or " + _ARGS},

@@ -24,8 +24,26 @@ def add_run_command(sub: Any) -> None:
     p.add_argument("--log-level", choices=LEVELS, default="info",
                    help="the lowest level logged (default info; link failures are warnings)")
     p.set_defaults(func=_run)
+    h = sub.add_parser("supervisor-hash", help="read the supervisor's credential on stdin; print the scrypt line "
+                                               "for supervisor.credential", epilog=epilog("supervisor-hash"),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    h.set_defaults(func=_supervisor_hash)
 
 
 def _run(ns: argparse.Namespace) -> int:
     return service.serve(ns.config, stdin=ns.stdin, record=ns.record, check_config=ns.check_config,
                          log_level=ns.log_level)
+
+
+def _supervisor_hash(_ns: argparse.Namespace) -> int:
+    import getpass
+    import sys
+
+    from posguard.service.supervisor import hash_credential
+
+    secret = getpass.getpass("supervisor credential: ") if sys.stdin.isatty() else sys.stdin.readline().rstrip("\n")
+    if not secret:
+        print("posguard supervisor-hash: the credential is empty; nothing printed", file=sys.stderr)
+        return 2
+    print(hash_credential(secret))
+    return 0

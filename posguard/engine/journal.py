@@ -409,6 +409,25 @@ class Journal:
     def children(self, original_id: str) -> list[TxnRecord]:
         return self.find_txns("original_id = ?", (original_id,))
 
+    def latest_txn(self, kind: str | None = None, stan: int | None = None) -> TxnRecord | None:
+        """The newest transaction (of ``kind``, with ``stan``), or None: how a hand-written capture names one."""
+        where: list[str] = ["1=1"]
+        params: list[Any] = []
+        if kind is not None:
+            where.append("kind = ?")
+            params.append(kind)
+        if stan is not None:
+            where.append("stan = ?")
+            params.append(stan)
+        rows = self.find_txns(" AND ".join(where), params)
+        return rows[-1] if rows else None
+
+    def sales_for_order(self, order_ref: str, states: Iterable[str]) -> list[TxnRecord]:
+        """Sales carrying ``order_ref`` in one of ``states`` (duplicate prevention: is this order paid?)."""
+        st = list(states)
+        return self.find_txns(f"kind = 'sale' AND order_ref = ? AND state IN ({','.join('?' * len(st))})",
+                              [order_ref, *st])
+
     # -- history, messages, incidents, events, detections ---------------------------------------------
     def record_transition(
         self, entity: str, entity_id: str, kind: str, from_state: str, event: str, to_state: str | None,
@@ -520,7 +539,8 @@ class Journal:
         return SafRecord(**{c: row[c] for c in _SAF_COLUMNS})
 
     def saf_items(self, states: Iterable[str] | None = None, txn_id: str | None = None) -> list[SafRecord]:
-        where, params = ["1=1"], []
+        where: list[str] = ["1=1"]
+        params: list[Any] = []
         if states is not None:
             st = list(states)
             where.append(f"state IN ({','.join('?' * len(st))})")

@@ -87,6 +87,7 @@ class FlowPolicies:
     outbox: str | None = None  # notices go nowhere unless the merchant configured an outbox
     printer_columns: int = 32
     languages: tuple[str, ...] = ("zh", "en")
+    timezone: str | None = None  # terminal.timezone (IANA); None: the box's local zone. The journal stays UTC.
 
     def is_automatic(self, key: str) -> bool:
         return key in self.automatic or key.split(":")[0] in self.automatic
@@ -330,7 +331,7 @@ class Flow:
                              runner.planned if dry_run else [evidence_image(m) for m in sent], outcome, None, reason)
         if not dry_run and incident_id is not None:
             result.notice = notice_for(ctx, result, request)
-            self._close(ctx, runner, result)
+            self._close(ctx, runner, result, by=request.operator)
         return result
 
     def resume(self, ctx: FlowContext, incident_id: int, request: FlowRequest | None = None) -> FlowOutcome:
@@ -370,6 +371,18 @@ class Flow:
         return txn.state == "settled" or txn.settled_at is not None or txn.batch_no != ctx.journal.current_batch()
 
     @staticmethod
+    def standing(txn: TxnRecord) -> int:
+        """What of ``txn`` still stands at the host: the original less approved refunds (a void or a reversal
+        leaves nothing). Every correction gives back, and charges again, this amount, never the original's."""
+        return txn.amount_minor - txn.refunded_minor if txn.state in CHARGE_STANDS else 0
+
+    @staticmethod
+    def can_void(ctx: FlowContext, txn: TxnRecord) -> bool:
+        """A void is for the full amount of an untouched charge of the open batch; once part of it was
+        refunded (or the batch settled) only a refund gives the rest back."""
+        return not Flow.settled(ctx, txn) and txn.refunded_minor == 0
+
+    @staticmethod
     def planned_message(ctx: FlowContext, kind: str, original: TxnRecord | None, amount: int,
                         card: CardData | None = None) -> str:
         """The wire image (card data removed) of the request the engine would send now."""
@@ -387,14 +400,14 @@ class Flow:
         ctx.kill("flow.after:open_incident")
         return iid
 
-    def _close(self, ctx: FlowContext, runner: StepRunner, result: FlowOutcome) -> None:
+    def _close(self, ctx: FlowContext, runner: StepRunner, result: FlowOutcome, *, by: str | None = None) -> None:
         notice = result.notice.to_dict() if result.notice else None
         ctx.kill("flow.before:close_incident")
         with ctx.journal.atomic("flow_outcome"):
             ctx.journal.record_event("flow_outcome", txn_id=None, detail={
                 "incident": result.incident_id, "outcome": result.outcome,
                 "reason": scrub(result.reason), "messages": len(result.messages),
-                "notice": notice})
+                "notice": notice, **({"by": by} if by else {})})
         ctx.kill("flow.after:close_incident")
         if notice is not None and ctx.policies.outbox and result.notice is not None:
             FileOutbox(ctx.policies.outbox).deliver(result.incident_id or 0, result.notice)

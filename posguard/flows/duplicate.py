@@ -59,8 +59,8 @@ class DuplicateChargeFlow(Flow):
             pending = ctx.engine.flush()
             steps.note("flush_queue", f"queued reversals/advices sent; {len(pending)} still pending")
 
-        # 4. void before settlement, refund after
-        if not self.settled(ctx, extra):
+        # 4. void before settlement, refund what stands of it after (or once part of it was refunded)
+        if self.can_void(ctx, extra):
             steps.online("void_extra_leg", kind="void", mti=ctx.engine.profile.spec("void").mti,
                          would=f"void {extra.id} for {extra.amount_minor}",
                          action=lambda: ctx.engine.void(extra.id),
@@ -68,7 +68,7 @@ class DuplicateChargeFlow(Flow):
                          planned=lambda: self.planned_message(ctx, "void", extra, extra.amount_minor))
             outcome = Outcome.VOIDED
         else:
-            left = extra.amount_minor - extra.refunded_minor
+            left = self.standing(extra)
             steps.online("refund_extra_leg", kind="refund", mti=ctx.engine.profile.spec("refund").mti,
                          would=f"refund {left} of {extra.id}", action=lambda: ctx.engine.refund(extra.id, left),
                          match=lambda t: t.original_id == extra.id,

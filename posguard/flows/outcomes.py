@@ -33,6 +33,8 @@ class Outcome(StrEnum):
     PENDING = "pending"
     FAILED = "failed"
     REFUSED = "refused"
+    DECLINED_BY_OPERATOR = "declined_by_operator"  # the operator found nothing to correct (e.g. a genuine purchase)
+    RESOLVED_BY_OPERATOR = "resolved_by_operator"  # the operator corrected it by hand (a void or refund)
     # what a dry run says instead
     WOULD_VOID = "would_void"
     WOULD_REFUND = "would_refund"

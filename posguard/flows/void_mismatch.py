@@ -67,7 +67,7 @@ class VoidMismatchFlow(Flow):
             steps.note("await_confirmation", "the charge stands again: confirm to void again or refund",
                        status="pending")
             return Outcome.AWAITING_CONFIRMATION, "operator confirmation required"
-        if not self.settled(ctx, sale):
+        if self.can_void(ctx, sale):
             last = steps.online("void_again", kind="void", mti=engine.profile.spec("void").mti,
                                 would=f"void {sale.id} again for {sale.amount_minor}",
                                 action=lambda: engine.void(sale.id, request.original_card),
@@ -75,7 +75,7 @@ class VoidMismatchFlow(Flow):
                                 planned=lambda: self.planned_message(ctx, "void", sale, sale.amount_minor))
             outcome = Outcome.VOIDED
         else:
-            left = sale.amount_minor - sale.refunded_minor
+            left = self.standing(sale)
             last = steps.online("refund_instead", kind="refund", mti=engine.profile.spec("refund").mti,
                                 would=f"refund {left} of {sale.id}", action=lambda: engine.refund(sale.id, left),
                                 match=lambda t: t.original_id == sale.id,

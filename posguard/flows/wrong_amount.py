@@ -5,7 +5,8 @@ Procedure:
 1. find the original and compare what stands (amount minus refunds) with the intended total;
 2. overcharge before settlement: void in full (UnionPay voids must be full), then a new sale for the right
    amount on the card presented again;
-   overcharge after settlement: refund the difference (refunds may repeat; their total never exceeds the
+   overcharge after settlement, or on a charge already partly refunded (a void must be full and would give
+   back the refunded part twice): refund the difference (refunds may repeat; their total never exceeds the
    original);
    undercharge: a new sale for the difference;
 3. record the incident; the customer notice gives both legs and when the money shows.
@@ -32,9 +33,10 @@ class WrongAmountFlow(Flow):
         if intended is None or intended <= 0:
             raise FlowRefused("give the intended order total (intended_amount, minor units, > 0)")
         checked = steps.done_before("check_amount")  # resuming: the checks passed before the first send
-        standing = original.amount_minor - original.refunded_minor
+        standing = self.standing(original)
         diff = int(checked["difference"]) if checked else standing - intended
         after = bool(checked["after"]) if checked else self.settled(ctx, original)
+        by_refund = bool(checked.get("by_refund", after)) if checked else not self.can_void(ctx, original)
         if not checked and original.state not in CHARGE_STANDS:
             raise FlowRefused(f"{original.id} is {original.state}: there is no standing charge to correct")
         if not checked and diff == 0:
@@ -43,7 +45,8 @@ class WrongAmountFlow(Flow):
         steps.note("check_amount", f"{original.id}: charged {original.amount_minor}, refunded "
                    f"{original.refunded_minor}, intended {intended}: "
                    f"{'over' if diff > 0 else 'under'}charge of {abs(diff)}, "
-                   f"{'after' if after else 'before'} settlement", txn_id=original.id, difference=diff, after=after)
+                   f"{'after' if after else 'before'} settlement", txn_id=original.id, difference=diff, after=after,
+                   by_refund=by_refund)
 
         if diff < 0:  # 2c. undercharge
             if card is None:
@@ -55,7 +58,7 @@ class WrongAmountFlow(Flow):
                 match=lambda t: t.pan_token == card.pan_token and t.amount_minor == owed,
                 planned=lambda: self.planned_message(ctx, "sale", None, owed)), Outcome.CORRECTED)
 
-        if after:  # 2b. overcharge after settlement: partial refund
+        if by_refund:  # 2b. overcharge after settlement (or on a partly refunded charge): refund the difference
             return self._final(steps, steps.online(
                 "refund_difference", kind="refund", mti=engine.profile.spec("refund").mti,
                 would=f"refund {diff} of {original.id}", action=lambda: engine.refund(original.id, diff),

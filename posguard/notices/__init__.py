@@ -7,9 +7,10 @@ journal. Slips for 32/42/48-column printers come from :mod:`posguard.notices.sli
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, tzinfo
 from typing import TYPE_CHECKING, Any, Final
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from posguard.notices.slip import render_slip
 from posguard.sensitive import mask_contact, scrub
@@ -18,7 +19,8 @@ if TYPE_CHECKING:
     from posguard.engine.journal import TxnRecord
     from posguard.flows.base import FlowContext, FlowOutcome, FlowRequest
 
-__all__ = ["Notice", "TEMPLATES", "POSTING", "notice_for", "render_notice", "money"]
+__all__ = ["Notice", "TEMPLATES", "POSTING", "CURRENCIES", "ROLES", "notice_for", "reversal_notice", "render_notice",
+           "money", "local_time", "terminal_zone"]
 
 #: when the money shows, per correction that was done
 POSTING: Final[dict[str, dict[str, str]]] = {
@@ -57,14 +59,16 @@ TEMPLATES: Final[dict[str, dict[str, tuple[str, str]]]] = {
                                        "batch."),
     },
     "reversal": {
-        "zh": ("交易冲正通知", "交易未能完成，系统已自动冲正，您的卡不会被扣款。"),
-        "en": ("Payment reversed", "The payment did not complete and was reversed; your card will not be charged."),
+        "zh": ("交易冲正通知", "交易未能完成，本次扣款已取消；如有预留金额，将由您的发卡银行释放。"),
+        "en": ("Payment reversed", "The payment did not complete: the charge was cancelled; any hold is released by "
+                                   "your bank."),
     },
     "unsigned": {
         "zh": ("签名补录通知", "交易需要您的签名。"),
         "en": ("Signature", "This payment needs your signature."),
     },
 }
+_COLON = {"zh": "：", "en": ": "}
 _SORRY = {"zh": "非常抱歉给您带来不便。", "en": "We are sorry for the inconvenience."}
 _LABELS = {
     "zh": {"card": "卡号", "rrn": "参考号", "auth": "授权码", "amount": "金额", "time": "时间", "done": "处理结果",
@@ -74,12 +78,78 @@ _LABELS = {
 }
 
 
-def money(minor: int, currency: str = "CNY") -> str:
-    return f"{currency} {minor // 100}.{minor % 100:02d}"
+#: ISO 4217: numeric code -> (alphabetic code, minor-unit digits, the symbol a local customer reads)
+CURRENCIES: Final[dict[str, tuple[str, int, str | None]]] = {
+    "156": ("CNY", 2, "¥"), "344": ("HKD", 2, "HK$"), "446": ("MOP", 2, "MOP$"), "901": ("TWD", 2, "NT$"),
+    "392": ("JPY", 0, "JP¥"), "410": ("KRW", 0, "₩"), "702": ("SGD", 2, "S$"), "840": ("USD", 2, "US$"),
+    "978": ("EUR", 2, "€"), "826": ("GBP", 2, "£"), "036": ("AUD", 2, "A$"), "124": ("CAD", 2, "C$"),
+    "048": ("BHD", 3, None), "414": ("KWD", 3, None),
+}
+_BY_ALPHA: Final = {alpha: num for num, (alpha, _d, _s) in CURRENCIES.items()}
+
+#: what each leg is called on a notice
+ROLES: Final[dict[str, dict[str, str]]] = {
+    "original": {"zh": "原交易", "en": "original"},
+    "sale": {"zh": "消费", "en": "sale"},
+    "void": {"zh": "撤销", "en": "void"},
+    "refund": {"zh": "退货", "en": "refund"},
+    "reversal": {"zh": "冲正", "en": "reversal"},
+    "preauth": {"zh": "预授权", "en": "pre-authorisation"},
+    "completion": {"zh": "预授权完成", "en": "completion"},
+}
 
 
-def _time(at: float | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(at)) if at else "-"
+def money(minor: int, currency: str = "156", lang: str = "en") -> str:
+    """An amount as a customer reads it: ISO 4217 decimals; the symbol in Chinese, the code in English.
+
+    >>> money(4200, "156", "zh"), money(4200, "CNY"), money(1200, "392", "zh"), money(1234, "048")
+    ('¥42.00', 'CNY 42.00', 'JP¥1200', 'BHD 1.234')
+    """
+    num = currency if currency in CURRENCIES else _BY_ALPHA.get(currency)
+    alpha, digits, symbol = CURRENCIES[num] if num is not None else (currency, 2, None)
+    sign, minor = ("-", -minor) if minor < 0 else ("", minor)
+    value = f"{minor // 10 ** digits}.{minor % 10 ** digits:0{digits}d}" if digits else str(minor)
+    if lang == "zh" and symbol is not None:
+        return f"{sign}{symbol}{value}"
+    return f"{sign}{alpha} {value}"
+
+
+def terminal_zone(name: str | None) -> tzinfo | None:
+    """The terminal's time zone (``terminal.timezone``, an IANA name); None means the box's local zone.
+
+    >>> terminal_zone("Mars/Olympus")
+    Traceback (most recent call last):
+    ...
+    ValueError: terminal.timezone: 'Mars/Olympus' is not an IANA time zone name (e.g. "Asia/Shanghai")
+    """
+    if not name:
+        return None
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"terminal.timezone: {name!r} is not an IANA time zone name (e.g. \"Asia/Shanghai\")"
+                         ) from None
+
+
+def local_time(at: float | None, zone: tzinfo | None = None) -> str:
+    """A journal time (UTC seconds) in the terminal's zone, with its offset so it is never ambiguous.
+
+    >>> local_time(1_700_000_000.0, terminal_zone("Asia/Shanghai"))
+    '2023-11-15 06:13:20 +0800'
+    """
+    if not at:
+        return "-"
+    when = datetime.fromtimestamp(at, UTC)
+    return (when.astimezone(zone) if zone is not None else when.astimezone()).strftime("%Y-%m-%d %H:%M:%S %z")
+
+
+def _time(at: float | None, zone: tzinfo | None = None) -> str:
+    return local_time(at, zone)
+
+
+def _utc(at: float | None) -> str:
+    """What the journal keeps: UTC, as before."""
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S") if at else "-"
 
 
 @dataclass(frozen=True)
@@ -104,7 +174,7 @@ class Evidence:
     def to_dict(self) -> dict[str, Any]:
         return {"role": self.role, "txn_id": self.txn_id, "pan_masked": self.pan_masked, "rrn": self.rrn,
                 "auth_code": self.auth_code, "amount_minor": self.amount_minor, "currency": self.currency,
-                "time": _time(self.at), "response_code": self.response_code}
+                "time": _utc(self.at), "response_code": self.response_code}
 
 
 @dataclass
@@ -124,28 +194,34 @@ class Notice:
                 "slips": dict(self.slips), "contact": self.contact_masked}
 
 
-def render_notice(kind: str, lang: str, evidence: list[Evidence], done: str, posting: str) -> str:
+def _role(role: str, lang: str) -> str:
+    return ROLES.get(role, {}).get(lang, role)
+
+
+def render_notice(kind: str, lang: str, evidence: list[Evidence], done: str, posting: str,
+                  zone: tzinfo | None = None) -> str:
     title, happened = TEMPLATES[kind][lang]
     lab = _LABELS[lang]
-    lines = [title, "", _SORRY[lang], happened, "", f"{lab['done']}: {done}", ""]
+    c = _COLON.get(lang, ": ")
+    lines = [title, "", _SORRY[lang], happened, "", f"{lab['done']}{c}{done}", ""]
     for e in evidence:
-        lines.append(f"[{e.role}] {lab['card']} {e.pan_masked or '-'}  {lab['amount']} "
-                     f"{money(e.amount_minor, e.currency)}  {lab['rrn']} {e.rrn or '-'}  {lab['auth']} "
-                     f"{e.auth_code or '-'}  {lab['time']} {_time(e.at)}")
-    lines += ["", f"{lab['when']}: {POSTING[posting][lang]}"]
+        lines.append(f"[{_role(e.role, lang)}] {lab['card']} {e.pan_masked or '-'}  {lab['amount']} "
+                     f"{money(e.amount_minor, e.currency, lang)}  {lab['rrn']} {e.rrn or '-'}  {lab['auth']} "
+                     f"{e.auth_code or '-'}  {lab['time']} {_time(e.at, zone)}")
+    lines += ["", f"{lab['when']}{c}{POSTING[posting][lang]}"]
     return scrub("\n".join(lines)) + "\n"
 
 
 def render_evidence_slip(kind: str, lang: str, evidence: list[Evidence], done: str, posting: str,
-                         columns: int) -> str:
+                         columns: int, zone: tzinfo | None = None) -> str:
     title, _ = TEMPLATES[kind][lang]
     lab = _LABELS[lang]
     rows: list[tuple[str, str]] = []
     for e in evidence:
-        rows += [(f"[{e.role}]", e.txn_id), (lab["card"], e.pan_masked or "-"),
-                 (lab["amount"], money(e.amount_minor, e.currency)), (lab["rrn"], e.rrn or "-"),
-                 (lab["auth"], e.auth_code or "-"), (lab["time"], _time(e.at))]
-    return scrub(render_slip(title, rows, [f"{lab['done']}: {done}", POSTING[posting][lang]],
+        rows += [(f"[{_role(e.role, lang)}]", e.txn_id), (lab["card"], e.pan_masked or "-"),
+                 (lab["amount"], money(e.amount_minor, e.currency, lang)), (lab["rrn"], e.rrn or "-"),
+                 (lab["auth"], e.auth_code or "-"), (lab["time"], _time(e.at, zone))]
+    return scrub(render_slip(title, rows, [f"{lab['done']}{_COLON.get(lang, ': ')}{done}", POSTING[posting][lang]],
                                            columns))
 
 
@@ -157,6 +233,8 @@ _DONE: Final[dict[str, dict[str, str]]] = {
     "void_stands": {"zh": "撤销有效，无需再处理", "en": "the void stands; nothing more to do"},
     "settled": {"zh": "已结算", "en": "settled"},
     "signed": {"zh": "已签名", "en": "signed"},
+    "settled_after_upload": {"zh": "已补传明细并结算", "en": "details uploaded and settled"},
+    "nothing_to_do": {"zh": "无需处理", "en": "nothing to do"},
 }
 
 
@@ -182,9 +260,23 @@ def notice_for(ctx: FlowContext, outcome: FlowOutcome, request: FlowRequest) -> 
     done_key = outcome.outcome if outcome.outcome in _DONE else "corrected"
     notice = Notice(outcome.kind, outcome.outcome, posting, evidence,
                     contact_masked=mask_contact(request.contact) if request.contact else None)
-    for lang in ctx.policies.languages:
+    _fill(notice, done_key, ctx.policies.languages, ctx.policies.printer_columns,
+          terminal_zone(ctx.policies.timezone))
+    return notice
+
+
+def _fill(notice: Notice, done_key: str, languages: tuple[str, ...], columns: int, zone: tzinfo | None) -> None:
+    for lang in languages:
         done = _DONE[done_key][lang]
-        notice.texts[lang] = render_notice(outcome.kind, lang, evidence, done, posting)
-        notice.slips[lang] = render_evidence_slip(outcome.kind, lang, evidence, done, posting,
-                                                  ctx.policies.printer_columns)
+        notice.texts[lang] = render_notice(notice.kind, lang, notice.evidence, done, notice.posting, zone)
+        notice.slips[lang] = render_evidence_slip(notice.kind, lang, notice.evidence, done, notice.posting,
+                                                  columns, zone)
+
+
+def reversal_notice(txn: TxnRecord, *, languages: tuple[str, ...] = ("zh", "en"), columns: int = 32,
+                    timezone_name: str | None = None) -> Notice:
+    """The notice for a sale the engine reversed on its own (no valid answer in time, or the card declined
+    at the 2nd GENERATE AC): the charge was cancelled; any hold is released by the customer's bank."""
+    notice = Notice("reversal", "reversed", "reversal", [Evidence.of("original", txn)])
+    _fill(notice, "reversed", languages, columns, terminal_zone(timezone_name))
     return notice

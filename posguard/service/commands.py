@@ -5,17 +5,17 @@ and the configured ceiling, a card number keyed where an amount belongs refused 
 stored) — so a bad line is refused with a reason *before* the card reader or the host is touched.
 
 >>> parse("sale 1250 order=A-17", max_amount=100000)
-Command(verb='sale', amount=1250, txn=None, order='A-17')
+Command(verb='sale', amount=1250, txn=None, order='A-17', incident=None, override=False)
 >>> parse("refund POSGRD01-00000003", max_amount=100000)
 Traceback (most recent call last):
 ...
-posguard.service.commands.CommandError: refund needs AMOUNT: usage: refund TXN AMOUNT
+posguard.service.commands.CommandError: refund needs AMOUNT: usage: refund TXN AMOUNT sup=CREDENTIAL
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from posguard.sensitive import luhn_ok
@@ -35,18 +35,22 @@ class Verb:
     help: str
     reads_card: bool = False
     takes_order: bool = False
+    gives_money_back: bool = False  # needs the supervisor's credential (sup=...)
 
 
 VERBS: Final[dict[str, Verb]] = {v.name: v for v in (
-    Verb("sale", ("amount",), "read the card and charge AMOUNT (minor units: 1250 = 12.50)", True, True),
+    Verb("sale", ("amount",), "read the card and charge AMOUNT (minor units: 1250 = 12.50); an order already "
+         "paid is refused unless override=yes", True, True),
     Verb("swipe", ("amount",), "read a swipe on the magstripe reader and charge AMOUNT", True, True),
-    Verb("void", ("txn",), "void TXN before settlement"),
-    Verb("refund", ("txn", "amount"), "refund AMOUNT of TXN"),
+    Verb("void", ("txn",), "void TXN before settlement", gives_money_back=True),
+    Verb("refund", ("txn", "amount"), "refund AMOUNT of TXN", gives_money_back=True),
     Verb("sign", ("txn",), "the customer signed TXN"),
     Verb("refuse", ("txn",), "the customer left without signing TXN"),
-    Verb("wrong_card", ("txn",), "TXN went on the wrong card: read the right one"),
-    Verb("wrong_amount", ("txn", "amount"), "TXN should have been AMOUNT"),
-    Verb("dispute", ("txn",), "the customer says the void/refund of TXN never arrived"),
+    Verb("wrong_card", ("txn",), "TXN went on the wrong card: read the right one", gives_money_back=True),
+    Verb("wrong_amount", ("txn", "amount"), "TXN should have been AMOUNT", gives_money_back=True),
+    Verb("dispute", ("txn",), "the customer says the void/refund of TXN never arrived", gives_money_back=True),
+    Verb("confirm", ("incident",), "run the correction of INCIDENT, which awaits confirmation", gives_money_back=True),
+    Verb("decline", ("incident",), "INCIDENT needs no correction (e.g. a genuine second purchase): close it"),
     Verb("settle", (), "close the batch with the host"),
     Verb("flush", (), "send queued reversals and advices now"),
     Verb("cancel", (), "stop waiting for the card: the sale in progress ends, nothing is sent"),
@@ -66,10 +70,15 @@ class Command:
     amount: int | None = None
     txn: str | None = None
     order: str | None = None
+    incident: int | None = None
+    override: bool = False
+    supervisor: str | None = field(default=None, repr=False)  # the credential as typed: never shown or stored
 
 
 def usage(verb: Verb) -> str:
-    words = [verb.name] + [a.upper() for a in verb.args] + (["[order=REF]"] if verb.takes_order else [])
+    words = ([verb.name] + [a.upper() for a in verb.args]
+             + (["[order=REF]", "[override=yes]"] if verb.takes_order else [])
+             + (["sup=CREDENTIAL"] if verb.gives_money_back else []))
     return " ".join(words)
 
 
@@ -84,7 +93,8 @@ def parse(line: str, *, max_amount: int) -> Command:
         raise CommandError(f"unknown command {_shown(words[0])!r}; known: {', '.join(VERBS)}")
     positional = [w for w in words[1:] if "=" not in w]
     options = dict(w.split("=", 1) for w in words[1:] if "=" in w)
-    unknown = sorted(set(options) - ({"order"} if verb.takes_order else set()))
+    allowed = ({"order", "override"} if verb.takes_order else set()) | ({"sup"} if verb.gives_money_back else set())
+    unknown = sorted(set(options) - allowed)
     if unknown:
         raise CommandError(f"{name} takes no option {_shown(unknown[0])!r}: usage: {usage(verb)}")
     if len(positional) < len(verb.args):
@@ -94,11 +104,17 @@ def parse(line: str, *, max_amount: int) -> Command:
         raise CommandError(f"{name} takes {len(verb.args)} argument(s), got {len(positional)}: usage: {usage(verb)}")
     values: dict[str, object] = {}
     for kind, word in zip(verb.args, positional, strict=True):
-        values[kind] = _amount(word, max_amount) if kind == "amount" else _txn(word)
+        values[kind] = (_amount(word, max_amount) if kind == "amount" else _incident(word) if kind == "incident"
+                        else _txn(word))
     order = options.get("order")
     if order is not None and not _ORDER.fullmatch(order):
         raise CommandError("order=REF: 1 to 40 ASCII letters, digits or . _ : / -")
-    return Command(name, amount=values.get("amount"), txn=values.get("txn"), order=order)  # type: ignore[arg-type]
+    override = options.get("override")
+    if override is not None and override != "yes":
+        raise CommandError("override=yes is the only way to write it (charge an order that is already paid)")
+    return Command(name, amount=values.get("amount"), txn=values.get("txn"), order=order,  # type: ignore[arg-type]
+                   incident=values.get("incident"), override=override == "yes",  # type: ignore[arg-type]
+                   supervisor=options.get("sup"))
 
 
 def _amount(word: str, max_amount: int) -> int:
@@ -113,6 +129,12 @@ def _amount(word: str, max_amount: int) -> int:
     if not 1 <= value <= ceiling:
         raise CommandError(f"amount must be from 1 to {ceiling} minor units (terminal.max_amount), not {_shown(word)}")
     return value
+
+
+def _incident(word: str) -> int:
+    if not (word.isascii() and word.isdigit() and 1 <= len(word) <= 9):
+        raise CommandError(f"{_shown(word)!r} is not an incident number (see `posguard incidents list`)")
+    return int(word)
 
 
 def _txn(word: str) -> str:

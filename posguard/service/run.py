@@ -80,6 +80,7 @@ class Service:
         from posguard.engine.journal import Journal
         from posguard.engine.keys import load_tmk
         from posguard.engine.saf import SafPolicy
+        from posguard.flows import FlowPolicies
         from posguard.service.till import Till
 
         self.cfg, self.log = cfg, log
@@ -105,7 +106,11 @@ class Service:
         except BaseException:
             self.lock.release()
             raise
-        self.till = Till(self.engine, dialect=cfg.dialect, writer=self.writer)  # its events: posguard.till
+        self.till = Till(self.engine, dialect=cfg.dialect, writer=self.writer,  # its events: posguard.till
+                         policies=FlowPolicies(timezone=cfg.timezone or None))
+        from posguard.service.supervisor import SupervisorGate
+
+        self.supervisor = SupervisorGate(cfg.supervisor_id, cfg.supervisor_credential, self.clock)
         from posguard.service.reader_slot import ReaderSlot
 
         self.slot = ReaderSlot(cfg.reader_kind, name=cfg.reader_name, serial_port=cfg.serial_port,
@@ -188,6 +193,7 @@ class Service:
     def run_loop(self) -> None:
         """Run queued commands one at a time until :attr:`stopping`; then answer what is left."""
         self.notifier.ready(f"terminal {self.cfg.tid}: serving")
+        next_tick = 0.0
         while not self.stopping.is_set():
             if self.heartbeat is not None:
                 self.heartbeat.beat()
@@ -195,6 +201,9 @@ class Service:
                 line, done = self._work.get(timeout=0.2)
             except queue.Empty:
                 self._tend_reader()
+                if time.monotonic() >= next_tick:  # idle: the time-driven detectors, on the engine's clock
+                    next_tick = time.monotonic() + self.TICK_EVERY
+                    self._tick()
                 continue
             done.set_result(self.handle(line))
         self.notifier.stopping(f"terminal {self.cfg.tid}: stopping")
@@ -204,6 +213,15 @@ class Service:
             except queue.Empty:
                 break
             done.set_result({"ok": False, "error": "the service is stopping"})
+
+    #: seconds between idle ticks of the time-driven detectors (signature deadlines, queue age, batch age)
+    TICK_EVERY = 5.0
+
+    def _tick(self) -> None:
+        try:
+            self.till.tick()
+        except Exception as exc:  # noqa: BLE001 - a detector never takes the service down
+            self.log("tick_failed", f"{type(exc).__name__}: {exc}", level="warning")
 
     # -- commands ----------------------------------------------------------------------------------
     def read_card(self) -> str:
@@ -270,6 +288,8 @@ class Service:
             return {"ok": False, "error": str(exc)}
         try:
             before = len(self.till.incidents)
+            if VERBS[command.verb].gives_money_back:  # guide 001: a supervisor reviews money going back
+                self.till.supervisor = self.supervisor.approve(command.supervisor, command.verb)
             result = self._dispatch(command)
             incidents = [i.to_dict() for i in self.till.incidents[before:]]
             if self.till.refusal is not None:
@@ -281,11 +301,19 @@ class Service:
             self.log("command.failed", f"{command.verb}: {type(exc).__name__}: {exc}", level="warning")
             return {"ok": False, "error": mask_digits_in_text(f"{type(exc).__name__}: {exc}")}
         finally:
+            self.till.supervisor = None
             self._refresh_status()
 
     def _dispatch(self, c: Command) -> dict[str, Any]:
         t = self.till
-        order = {"order": c.order} if c.order else {}
+        order: dict[str, Any] = {"order": c.order} if c.order else {}
+        if c.override:
+            order["override"] = True
+        if c.verb in ("sale", "swipe") and c.order and not c.override:
+            refusal = t.paid_order(c.order)  # before the card is read: nothing reaches the reader or the wire
+            if refusal is not None:
+                t.refusal = refusal
+                return {}
         if c.verb == "sale":
             return _txn(t.do("sale", card=self.read_card(), amount=c.amount, **order))
         if c.verb == "swipe":
@@ -304,6 +332,8 @@ class Service:
             t.do("wrong_amount", txn=c.txn, amount=c.amount)
         elif c.verb == "dispute":
             t.do("dispute", txn=c.txn)
+        elif c.verb in ("confirm", "decline"):
+            t.do(c.verb, incident=c.incident)
         elif c.verb == "settle":
             t.do("settle")
         elif c.verb == "flush":

@@ -11,6 +11,7 @@ till only watches the engine (an exchange listener) and never stands in its host
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,16 +19,19 @@ from typing import TYPE_CHECKING, Any
 
 from posguard.capture.sanitize import blank_names
 from posguard.card import CardData
+from posguard.engine.chart import CHARGE_STANDS
 from posguard.engine.detectors import Detection
 from posguard.engine.engine import TransactionEngine, TxnResult
-from posguard.engine.errors import EngineError, IllegalTransition
+from posguard.engine.errors import CorrectionRefused, EngineError, IllegalTransition
+from posguard.engine.journal import JournalError
 from posguard.engine.observe import Exchange
 from posguard.engine.ports import HostTimeout, InvalidResponse
-from posguard.flows import FlowContext, FlowRequest, run_flow
-from posguard.incidents import IncidentReport
+from posguard.flows import FLOWS, FlowContext, FlowPolicies, FlowRequest, Outcome, run_flow
+from posguard.incidents import IncidentReport, close_incident, get_incident, resolve_by_hand
 from posguard.iso8583.message import Message
 from posguard.iso8583.redaction import evidence_image
 from posguard.logs import event
+from posguard.notices import Notice, reversal_notice
 from posguard.sensitive import mask_digits_in_text
 
 if TYPE_CHECKING:
@@ -41,10 +45,18 @@ _log = logging.getLogger("posguard.till")
 _WARN_STATES = frozenset({"not_sent", "timed_out", "response_invalid", "reversal_pending", "reversed", "sent",
                           "request_journaled"})
 _ERROR_STATES = frozenset({"reversal_failed", "unresolved"})
+#: what the idle tick tells the operator (and records) for each time-driven detection
+_TICK_MESSAGES: dict[str, str] = {
+    "reversal_or_advice_pending": "a reversal/advice has waited too long for the host's acknowledgement; it is "
+                                  "retried: check the link and call the acquirer if it stays",
+    "reversal_or_advice_expired": "a reversal/advice expired unacknowledged: call the acquirer with its STAN and "
+                                  "amount",
+    "batch_not_closed": "the batch has been open too long: run settlement; funds do not move until it is closed",
+}
 
 #: operator actions the till understands (the ``op`` of an ``op`` record) and their arguments
 OPS: dict[str, str] = {
-    "sale": "card, amount[, order]",
+    "sale": "card, amount[, order][, override] (override: charge an order that is already paid)",
     "sign": "txn",
     "signature_refused": "txn",
     "void": "txn",
@@ -52,6 +64,8 @@ OPS: dict[str, str] = {
     "wrong_card": "txn, card (the card the customer meant)",
     "wrong_amount": "txn, amount (the order total that should have been charged)",
     "dispute": "txn (the customer says the void/refund never arrived)",
+    "confirm": "incident (awaiting confirmation: run its correction)",
+    "decline": "incident (awaiting confirmation: nothing to correct; close it)",
     "flush": "",
     "settle": "",
 }
@@ -65,8 +79,14 @@ class Till:
     """Runs :class:`Op` s. ``cards`` maps a card reference (``c1``) to the :class:`CardData` read for it."""
 
     def __init__(self, engine: TransactionEngine, *, dialect: str, say: Callable[[str], None] | None = None,
-                 writer: CaptureWriter | None = None, dry_run_flows: bool = False) -> None:
+                 writer: CaptureWriter | None = None, dry_run_flows: bool = False,
+                 policies: FlowPolicies | None = None) -> None:
         self.engine = engine
+        self.policies = policies or FlowPolicies()
+        #: notices the till produced itself (automatic reversals), in order; flows' notices are on their incidents
+        self.notices: list[Notice] = []
+        #: the supervisor who approved the action in progress (set by the service for money going back)
+        self.supervisor: str | None = None
         self.dialect = dialect
         self.say = say or (lambda _line: None)
         self.writer = writer
@@ -83,6 +103,7 @@ class Till:
         if writer is not None:
             engine.add_exchange_listener(writer.on_exchange)
         self._seen: set[tuple[str, tuple[str, ...]]] = set()
+        self._ticked: set[str] = set()  # time-driven incidents already raised (also looked up in the journal)
 
     @classmethod
     def for_replay(cls, engine: TransactionEngine, dialect: str, say: Callable[[str], None]) -> Till:
@@ -149,14 +170,32 @@ class Till:
         self._handle(result.detections)
         return result
 
-    def _op_sale(self, card: str, amount: int, order: str | None = None) -> TxnResult:
+    def paid_order(self, order: str) -> str | None:
+        """Why a new sale for ``order`` is refused (it is already paid), or None. The service asks before the card
+        is read, so a second charge for a paid order never reaches the wire unless the operator overrides."""
+        paid = self.engine.journal.sales_for_order(order, CHARGE_STANDS)
+        if not paid:
+            return None
+        return (f"order {order} is already paid by {paid[0].id} ({paid[0].amount_minor / 100:.2f} on "
+                f"{paid[0].pan_masked}); nothing was sent. Charge it again only with override=yes")
+
+    def _op_sale(self, card: str, amount: int, order: str | None = None, override: bool = False) -> TxnResult:
+        # override: the operator charged a paid order on purpose (recorded in the capture's op record)
         result = self.engine.sale(self.cards[card], int(amount), order_ref=order)
         self.txn_cards[result.txn_id] = card
         self._note(result, f"sale {amount / 100:.2f} on {self.cards[card].pan_masked}", "sale")
         if result.state == "reversed":
             self._record_auto("reversal", "outcome_unknown", [result.txn_id],
                               "no valid answer in time: the engine reversed the sale (0400 acknowledged)")
+            self._notify_reversal(result.txn_id)
         return result
+
+    def _notify_reversal(self, txn_id: str) -> None:
+        """Tell the customer an automatic reversal cancelled the charge (any hold is released by their bank)."""
+        p = self.policies
+        notice = reversal_notice(self.engine.journal.get_txn(txn_id), languages=p.languages,
+                                 columns=p.printer_columns, timezone_name=p.timezone)
+        self.notices.append(notice)
 
     def _op_sign(self, txn: str) -> TxnResult:
         return self._note(self.engine.sign(txn), "signature captured", "sign")
@@ -165,15 +204,61 @@ class Till:
         self._tell("signature.refused", f"customer left without signing {txn}", txn=txn)
         self._correct("unsigned", "signature_refused", (txn,), customer_present=False)
 
+    def _approved_by(self, action: str, txn: str) -> None:
+        """Journal who approved money going back (the supervisor's id, never the credential)."""
+        if self.supervisor is not None:
+            with self.engine.journal.atomic("supervisor_approval"):
+                self.engine.journal.record_event("supervisor_approval", txn_id=txn,
+                                                 detail={"action": action, "supervisor": self.supervisor})
+
     def _op_void(self, txn: str) -> TxnResult:
+        self._approved_by("void", txn)
         result = self._note(self.engine.void(txn), f"void of {txn}", "void")
+        self._resolved_by_hand(txn)
         if result.state in ("reversed", "reversal_pending", "timed_out"):
             self._tell("void.unanswered", f"the void of {txn} got no answer: the engine reverses the void, the "
                        "charge stands", logging.WARNING, txn=txn)
         return result
 
     def _op_refund(self, txn: str, amount: int) -> TxnResult:
-        return self._note(self.engine.refund(txn, int(amount)), f"refund {amount / 100:.2f} of {txn}", "refund")
+        self._approved_by("refund", txn)
+        result = self._note(self.engine.refund(txn, int(amount)), f"refund {amount / 100:.2f} of {txn}", "refund")
+        self._resolved_by_hand(txn)
+        return result
+
+    def _resolved_by_hand(self, txn: str) -> None:
+        for iid in resolve_by_hand(self.engine.journal, txn, by=self.supervisor):
+            self.say(f"incident {iid} closed: {txn} was corrected by hand")
+
+    def _awaiting(self, incident: int) -> tuple[str, Any]:
+        try:
+            inc = get_incident(self.engine.journal, int(incident))
+        except JournalError as exc:
+            raise CorrectionRefused(str(exc)) from None
+        if inc.source != "flow" or inc.outcome != Outcome.AWAITING_CONFIRMATION:
+            raise CorrectionRefused(f"incident {incident} is {inc.outcome or inc.status}, not awaiting "
+                                    "confirmation; see `posguard incidents show`")
+        return inc.kind, inc
+
+    def _op_confirm(self, incident: int) -> IncidentReport:
+        kind, inc = self._awaiting(incident)
+        self.say(f"operator confirms incident {incident} ({kind})")
+        ctx = FlowContext(self.engine, self.engine.journal, self.dialect, self.policies, clock=self.engine.clock)
+        with self.engine.recording() as sent:
+            outcome = FLOWS[kind]().resume(ctx, int(incident), FlowRequest(
+                kind, operator_confirmed=True, operator=f"supervisor {self.supervisor}" if self.supervisor else None))
+        report = IncidentReport(kind, "operator_confirmed", list(inc.txn_ids), kind,
+                                [evidence_image(m) for m in sent], outcome.outcome, outcome.reason,
+                                [m.mti for m in sent], incident_id=int(incident))
+        self.incidents.append(report)
+        self.say(report.line())
+        return report
+
+    def _op_decline(self, incident: int) -> None:
+        kind, _inc = self._awaiting(incident)
+        close_incident(self.engine.journal, int(incident), Outcome.DECLINED_BY_OPERATOR,
+                       "the operator found nothing to correct; nothing was sent", by=self.supervisor)
+        self.say(f"incident {incident} ({kind}) declined by the operator: closed, nothing sent")
 
     def _op_wrong_card(self, txn: str, card: str) -> None:
         self._tell("claim.wrong_card", f"customer: {txn} went on the wrong card, meant {self.cards[card].pan_masked}",
@@ -218,6 +303,41 @@ class Till:
                    batch=result.batch_no, rc=result.response_code, uploaded=result.uploaded)
         self._handle(result.detections)
 
+    # -- the service's idle tick ----------------------------------------------------------------------
+    #: a queued reversal/advice older than this (engine clock) is an incident: the host has not acknowledged it
+    pending_reversal_age: float = 300.0
+
+    def tick(self) -> list[str]:
+        """What the service runs when idle, on the engine's clock: signature deadlines (each overdue sale goes to
+        its flow), reversals/advices pending too long and a batch left open (each recorded once, in the
+        journal, so a restart does not raise it again). Returns the lines said."""
+        said: list[str] = []
+        before = len(self.incidents)
+        self._handle(self.engine.check_signatures())
+        said += [i.line() for i in self.incidents[before:]]
+        journal, now = self.engine.journal, self.engine.clock.now()
+        queued = {q.id: q for q in journal.saf_items(["queued", "sent", "expired"])}
+        for d in self.engine.detectors.reconciliation.check(journal):
+            if d.rule == "reversal_or_advice_pending":
+                item = queued.get(int(d.evidence.get("saf_id", 0)))
+                if item is None or now - item.created_at < self.pending_reversal_age:
+                    continue
+            key = f"{d.rule}:{d.evidence.get('saf_id', d.evidence.get('batch_no', ''))}"
+            if key in self._ticked or any(json.loads(r["detail"] or "{}").get("key") == key
+                                          for r in journal.incidents(d.rule)):
+                self._ticked.add(key)
+                continue
+            self._ticked.add(key)
+            txn = d.txn_ids[0] if d.txn_ids and d.txn_ids[0] else None
+            with journal.atomic("detector_tick"):
+                journal.record_incident(d.rule, _TICK_MESSAGES[d.rule], txn_id=txn,
+                                        detail={"key": key, **{k: v for k, v in d.evidence.items()
+                                                               if isinstance(v, (str, int, float)) or v is None}})
+            line = f"INCIDENT {d.rule} {txn or '-'}: {_TICK_MESSAGES[d.rule]}"
+            self.say(line)
+            said.append(line)
+        return said
+
     # -- incidents ------------------------------------------------------------------------------------
     def _handle(self, detections: tuple[Detection, ...]) -> None:
         for d in detections:
@@ -242,7 +362,9 @@ class Till:
         """Hand the incident to its correction flow and report what it did."""
         if self.writer is not None:
             self.writer.record("link", event="flow", kind=kind, rule=rule, txn_ids=list(txn_ids))
-        ctx = FlowContext(self.engine, self.engine.journal, self.dialect, clock=self.engine.clock)
+        if self.supervisor is not None:
+            request.setdefault("operator", f"supervisor {self.supervisor}")
+        ctx = FlowContext(self.engine, self.engine.journal, self.dialect, self.policies, clock=self.engine.clock)
         with self.engine.recording() as sent:
             outcome = run_flow(ctx, FlowRequest(kind, txn_ids, **request), dry_run=self.dry_run_flows)
         messages = list(outcome.messages) if self.dry_run_flows else [evidence_image(m) for m in sent]

@@ -117,3 +117,90 @@ def test_replay_cli_json_and_exit_codes(tmp_path: Path) -> None:
     bad.write_text('{"posguard_capture": 1, "dialect": "cup", "terminal": {"tid": "T"}}\n{"t": 0}\n')
     res = subprocess.run([*cli, str(bad)], capture_output=True, text=True, cwd=ROOT, check=False)
     assert res.returncode == 1 and "line 2" in res.stderr
+
+
+def _rewritten(name: str, tmp_path: Path, txn: Any) -> Path:
+    """The capture with every ``op`` record's ``txn`` rewritten by ``txn(id)`` (a hand-written capture's spelling)."""
+    lines = []
+    for line in (CAPTURES / name).read_text().splitlines():
+        rec = json.loads(line) if line.startswith("{") else None
+        if rec is not None and rec.get("k") == "op" and "txn" in rec:
+            rec["txn"] = txn(rec["txn"])
+            line = json.dumps(rec)
+        lines.append(line)
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    out = tmp_path / name
+    out.write_text("\n".join(lines) + "\n")
+    return out
+
+
+@pytest.mark.parametrize("name", ["cup-wrong_amount.jsonl", "iso87ascii-wrong_amount.jsonl"])
+def test_op_records_may_name_a_transaction_by_stan_or_as_last(name: str, tmp_path: Path,
+                                                              posguard_replay: Any) -> None:
+    by_id = posguard_replay(CAPTURES / name)
+    stans = {t.id: t.stan for t in by_id.journal.find_txns()}
+    as_number = posguard_replay(_rewritten(name, tmp_path / "n", lambda i: stans[i]))
+    as_digits = posguard_replay(_rewritten(name, tmp_path / "d", lambda i: f"{stans[i]:06d}"))
+    as_last = posguard_replay(_rewritten(name, tmp_path / "l", lambda i: "last"))  # each names the latest sale
+    expected = by_id.incident_dicts()
+    assert expected and as_number.incident_dicts() == expected == as_digits.incident_dicts() == \
+        as_last.incident_dicts()
+
+
+@pytest.mark.parametrize(("txn", "what"), [("last", 'txn "last" but no sale was rung up before it'),
+                                           (424242, "STAN 424242 but the replay holds no transaction"),
+                                           (0, "a STAN is 1 to 999999"),
+                                           ([1], "not list")])
+def test_a_txn_the_replay_cannot_name_is_one_line(txn: Any, what: str, tmp_path: Path,
+                                                  posguard_replay: Any) -> None:
+    lines = (CAPTURES / "cup-wrong_amount.jsonl").read_text().splitlines()
+    header = lines[0]
+    path = tmp_path / "bad.jsonl"
+    path.write_text(header + "\n" + json.dumps({"t": 1.0, "k": "op", "op": "sign", "txn": txn}) + "\n")
+    with pytest.raises(CaptureError, match=r"^line 2: op (names|txn) .*") as exc:
+        posguard_replay(path)
+    assert what in str(exc.value)
+
+
+def _records(name: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (CAPTURES / name).read_text().splitlines() if line.strip()]
+
+
+def _write(path: Path, records: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def test_an_answer_recorded_after_the_timeout_is_a_timeout_then_a_late_answer(tmp_path: Path,
+                                                                                posguard_replay: Any) -> None:
+    """Hand-written: the host approved the sale, but 2.5 s after it was sent (the terminal waits 1.5 s). A live
+    terminal reverses it and then hears the approval late; so does the replay."""
+    recs = _records("iso87ascii-reversal.jsonl")
+    cut = next(i for i, r in enumerate(recs) if r.get("k") == "link" and r.get("event") == "timeout")
+    sale_out = recs[cut - 1]
+    assert sale_out["k"] == "iso" and sale_out["mti"] == "0200"
+    template = next(r for r in recs if r.get("k") == "iso" and r.get("dir") == "in" and r.get("mti") == "0210")
+    answer = Message.decode(bytes.fromhex(template["hex"]), "iso87ascii")
+    answer["4"] = Message.decode(bytes.fromhex(sale_out["hex"]), "iso87ascii")["4"]
+    answer["11"] = f"{sale_out['stan']:06d}"
+    late = {"t": sale_out["t"] + 2.5, "k": "iso", "dir": "in", "mti": "0210", "stan": sale_out["stan"],
+            "hex": answer.encode().hex()}
+    assert answer["39"] == "00"
+    day = posguard_replay(_write(tmp_path / "late.jsonl", [*recs[:cut], late, *recs[cut + 1:]]))
+    assert day.incident_dicts() == posguard_replay(CAPTURES / "iso87ascii-reversal.jsonl").incident_dicts()
+    assert [i.kind for i in day.incidents] == ["reversal"] and day.incidents[0].outcome == "reversed"
+    (event,) = day.result.late_answers
+    assert event.kind == "late_response" and event.approved and "reversal must go ahead" in event.detail
+    assert event.stan == sale_out["stan"] and any(line.startswith("late answer: 0210") for line in day.log)
+
+
+def test_a_capture_cut_while_the_outcome_is_unknown_reports_the_owed_reversal(tmp_path: Path,
+                                                                              posguard_replay: Any) -> None:
+    recs = _records("cup-reversal.jsonl")
+    cut = next(i for i, r in enumerate(recs) if r.get("k") == "link" and r.get("event") == "timeout")
+    day = posguard_replay(_write(tmp_path / "cut.jsonl", recs[:cut]))  # the file ends after the sale was sent
+    (inc,) = day.incidents
+    assert inc.kind == "reversal" and inc.rule == "capture_ended" and inc.outcome == "reversal_owed"
+    (txn,) = inc.transactions
+    assert day.states()[txn] == "reversal_pending"
+    assert "the reversal is owed to the host" in inc.detail and f"STAN {recs[cut - 1]['stan']}" in inc.detail

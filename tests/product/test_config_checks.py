@@ -66,3 +66,14 @@ def test_the_terminal_master_key_file_is_checked(tmp_path: Path) -> None:
     os.chmod(tmk, 0o600)
     cfg, problems = load_config(path)
     assert problems == [] and cfg.tmk_file == str(tmk)
+
+
+def test_terminal_timezone_is_an_iana_name(tmp_path: Path) -> None:
+    path = write_config(tmp_path, 5000)
+    good = path.read_text().replace('currency = "156"', 'currency = "156"\ntimezone = "Asia/Shanghai"')
+    path.write_text(good)
+    cfg, problems = load_config(path)
+    assert problems == [] and cfg.timezone == "Asia/Shanghai"
+    path.write_text(good.replace("Asia/Shanghai", "Asia/Atlantis"))
+    problems_by_key = _keys(load_config(path)[1])
+    assert "'Asia/Atlantis' is not an IANA time zone name" in problems_by_key["terminal.timezone"]
