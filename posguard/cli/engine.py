@@ -21,17 +21,17 @@ def _cmd_chart(args: argparse.Namespace) -> int:
 
 
 def _cmd_journal(args: argparse.Namespace) -> int:
+    from posguard.cli.flows import journal_path, open_journal
     from posguard.engine.journal import Journal
 
     if args.path is None:
         if not args.config:
             print("posguard engine journal: give the journal's PATH or --config FILE", file=sys.stderr)
             return 2
-        from posguard.config import load_config
-
-        cfg, _problems = load_config(args.config, read_keys=False)  # only journal.path is needed here
-        args.path = cfg.journal
-    with Journal(args.path) as journal:
+        args.path = journal_path(argparse.Namespace(journal=None, config=args.config))
+    journal = open_journal(args.path)  # a damaged journal is one line, exit 1
+    assert isinstance(journal, Journal)
+    with journal:
         problems = journal.integrity_check()
         print(f"{args.path}: schema {journal.schema_version()}, journal_mode={journal.pragma('journal_mode')}, "
               f"synchronous={journal.pragma('synchronous')}, integrity: {'; '.join(problems)}")

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from posguard.cli.exits import epilog
 
-__all__ = ["add_flow_commands", "main", "DEFAULT_JOURNAL"]
+__all__ = ["add_flow_commands", "main", "DEFAULT_JOURNAL", "journal_path", "open_journal"]
 
 DEFAULT_JOURNAL = os.environ.get("POSGUARD_JOURNAL", "posguard-journal.db")
 
@@ -35,7 +35,7 @@ def journal_path(args: argparse.Namespace) -> str:
     return DEFAULT_JOURNAL
 
 
-def _open(path: str) -> object:
+def open_journal(path: str) -> object:
     """The journal, or a one-line error (exit 1) saying what is wrong with it."""
     from posguard.engine.journal import Journal, JournalError
 
@@ -53,7 +53,7 @@ def _cmd_incidents(args: argparse.Namespace) -> int:
     from posguard.engine.journal import Journal, JournalError
     from posguard.incidents import get_incident, load_incidents, render_incident, render_list
 
-    journal = _open(journal_path(args))
+    journal = open_journal(journal_path(args))
     assert isinstance(journal, Journal)
     with journal:
         if args.action == "show":
@@ -87,7 +87,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from posguard.engine.journal import Journal
     from posguard.report import build_report, render_report
 
-    journal = _open(journal_path(args))
+    journal = open_journal(journal_path(args))
     assert isinstance(journal, Journal)
     with journal:
         report = build_report(journal, since=args.since)

@@ -284,10 +284,12 @@ def test_posguard_op_is_the_operators_client(tmp_path: Path, host: HostSimulator
 
 
 def test_incidents_and_report_on_a_damaged_journal_are_one_line(tmp_path: Path) -> None:
-    """Finding "tracebacks instead of one-line errors": ``incidents``/``report`` on a corrupt journal."""
+    """Finding "tracebacks instead of one-line errors": ``incidents``/``report``/``engine journal`` on a corrupt
+    journal."""
     journal = tmp_path / "journal.db"
     journal.write_bytes(b"garbage" * 1000)
-    for cmd in (("incidents", "--journal", str(journal)), ("report", "--journal", str(journal))):
+    for cmd in (("incidents", "--journal", str(journal)), ("report", "--journal", str(journal)),
+                ("engine", "journal", str(journal))):
         res = _posguard(*cmd)
         assert res.returncode == 1 and "Traceback" not in res.stderr
         assert res.stderr.count("\n") == 1 and "is damaged" in res.stderr, res.stderr
