@@ -308,8 +308,8 @@ class CaptureWriter:
             del msg[f]
         icc = msg.get("55")
         raw55 = icc if isinstance(icc, bytes) else _hex_or_none(icc)
-        if raw55 is not None and blank_names(raw55) != raw55:  # the cardholder's name never reaches a capture
-            clean55 = blank_names(raw55)
+        clean55 = blank_names(raw55) if raw55 is not None else None
+        if clean55 is not None and clean55 != raw55:  # the cardholder's name never reaches a capture
             msg["55"] = clean55 if isinstance(icc, bytes) else clean55.hex().upper()
             removed.append("55.name")
         track2 = msg.get("35")

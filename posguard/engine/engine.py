@@ -365,7 +365,7 @@ class TransactionEngine:
             txn = self._create(kind, card, amount, currency, order_ref, original, now)
             stan = self.journal.allocate_stan()
             fields = self._request_fields(kind, card, amount, currency, stan, txn.batch_no or 0, now, original)
-            self._encodable(kind, spec.mti, fields)  # raises before the commit: nothing journaled, nothing armed
+            request = self._encodable(kind, spec.mti, fields)  # raises before the commit: nothing journaled or armed
             self.journal.record_message(direction="out", mti=spec.mti, masked=masked_json(spec.mti, fields, self.profile.dialect),
                                         stan=stan, txn_id=txn.id)
             if spec.reversible:
@@ -374,7 +374,6 @@ class TransactionEngine:
             else:
                 saf_id = self.saf.arm("advice", txn.id, spec.mti, fields)
             self._fire(txn, "journal_request", stan=stan)
-        request = self.profile.message(spec.mti, fields)
         with self._atomic("sent"):
             self._fire(txn, "send", sent_at=self.clock.now())
         self._kill(f"host.before_send:{spec.mti}")
@@ -428,14 +427,16 @@ class TransactionEngine:
         self.owed_reversals.clear()
         self.write_failure = None
 
-    def _encodable(self, kind: str, mti: str, fields: Fields) -> None:
-        """Refuse a request (or the reversal it arms) that the dialect cannot encode: it could never be sent,
-        and a reversal that can never be sent would block the terminal for good."""
+    def _encodable(self, kind: str, mti: str, fields: Fields) -> Message:
+        """The request, once it is known to encode — refused (with the reversal it arms) when the dialect cannot
+        encode it: it could never be sent, and a reversal that can never be sent would block the terminal."""
         try:
-            self.profile.message(mti, fields).encode()
+            request = self.profile.message(mti, fields)
+            request.encode()
             if self.profile.spec(kind).reversible:
                 rev = self.profile.reversal_fields(mti, fields, reason=_REASON_TIMEOUT, stan=None)
                 self.profile.message("0400", rev).encode()
+            return request
         except Iso8583Error as exc:
             raise RequestRefused(f"{kind} refused before sending: {exc.reason} (field {exc.path or '?'}); "
                                  "nothing was journaled or sent — check the amount and card data entered",
