@@ -14,6 +14,11 @@ Starts its own private pcscd (firmware_sim.rig) and simulated cards, and prints:
 (c) EMV: ``read_card`` per card profile through the PC/SC driver: APDU count and wall time, and the count
     checked against what the profile's directory and AFL require (SELECT PSE + PSE records + the
     6A83 that ends the directory + SELECT AID + GPO + AFL records + GENERATE AC): OK or MISMATCH.
+(d) The EMV transaction (issue 11): reset + ``read_card`` + ``complete`` (first and second GENERATE AC) through
+    the PC/SC driver, against the raw pyscard round trips of the same command sequence (the exact
+    ``SCardTransmit`` commands one posguard transaction sent, GET RESPONSE included, after the same
+    ``SCardReconnect`` reset) on the same card handle; interleaved, ratio posguard/raw of the best rounds
+    (target <= 1.25).
 
 pcscd and the simulators are stopped on exit, Ctrl-C and SIGTERM included. Exit status 1 on a MISMATCH.
 """
@@ -225,6 +230,61 @@ def bench_emv(seconds: float) -> bool:
     return ok
 
 
+# -- (d) the EMV transaction ------------------------------------------------------------------------------
+def bench_emv_transaction(seconds: float) -> None:
+    from smartcard.scard import _scard
+
+    import posguard.drivers.pcsc as pcsc_driver
+    from posguard.emv import complete
+
+    name = "unionpay_debit_pin" if "unionpay_debit_pin" in PROFILES else PROFILES[0]
+    with vpcd_card(name), contextlib.closing(PcscReader(VPCD_READER, apdu_timeout=2.0)) as r:
+        r.wait_for_card(5)
+        r.power_on()
+
+        def transaction() -> None:
+            session = read_card(r, CFG, TXN)  # powers the card on (a reset of the connected card)
+            complete(r, session, host_approved=True, response_code="00")
+
+        # record the exact commands one transaction puts on the wire (GET RESPONSE included)
+        sent: list[list[int]] = []
+        real = pcsc_driver._transmit
+
+        def recording(hcard: int, pci: object, apdu: list[int]) -> object:
+            sent.append(list(apdu))
+            return real(hcard, pci, apdu)
+
+        pcsc_driver._transmit = recording  # type: ignore[assignment]
+        try:
+            transaction()
+        finally:
+            pcsc_driver._transmit = real
+        hcard, share, pci = r._hcard, r._share, r._pci
+        protocols = _scard.SCARD_PROTOCOL_T0 | _scard.SCARD_PROTOCOL_T1
+
+        def raw_transaction() -> None:
+            hr, _ = _scard.SCardReconnect(hcard, share, protocols, _scard.SCARD_RESET_CARD)
+            if hr != 0:
+                raise SystemExit(f"raw reconnect failed: {hr:#x}")
+            _scard.SCardStatus(hcard)  # the driver reads the ATR after a reset; so does the peer
+            for apdu in sent:
+                hr, _answer = _scard.SCardTransmit(hcard, pci, apdu)
+                if hr != 0:
+                    raise SystemExit(f"raw transmit failed: {hr:#x}")
+
+        def raw_loop(n: int) -> None:
+            for _ in range(n):
+                raw_transaction()
+
+        def ours_loop(n: int) -> None:
+            for _ in range(n):
+                transaction()
+
+        rounds = _interleaved({"raw pyscard sequence": raw_loop, "read_card + complete": ours_loop}, 5, seconds)
+    _report(f"(d) EMV transaction on {name} via vpcd: reset, {len(sent)} APDUs (GENERATE AC twice)",
+            rounds, "raw pyscard sequence", "read_card + complete", 1.25)
+
+
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -244,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         bench_pcsc(args.seconds)
         bench_twin(args.seconds)
         ok = bench_emv(args.seconds)
+        bench_emv_transaction(args.seconds)
     except KeyboardInterrupt:
         print("interrupted: stopping pcscd and simulators", file=sys.stderr)
         return 130
