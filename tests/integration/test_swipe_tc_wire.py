@@ -181,3 +181,27 @@ def test_a_swiped_sale_has_no_card_result(d: Desk) -> None:
     sale = d.engine.sale(swipe(), 10_00)
     with pytest.raises(CardResultRefused, match="not read by its chip"):
         d.engine.record_card_result(sale.txn_id, TC)
+
+
+# -- captures: the tracks are sanitised as the capture rules say ------------------------------------------
+def test_a_capture_of_a_swiped_sale_keeps_tracks_sanitised(d: Desk, tmp_path: Path) -> None:
+    from posguard.capture.format import CaptureWriter, read_capture
+
+    path = tmp_path / "day.jsonl"
+    writer = CaptureWriter(path, dialect=d.dialect, tid="TERM0001", mid="MERCHANT0000001", clock=d.clock)
+    d.engine.add_exchange_listener(writer.on_exchange)
+    try:
+        d.engine.sale(swipe(track3=True), 19_99)
+    finally:
+        d.engine.remove_exchange_listener(writer.on_exchange)
+        writer.close()
+    raw = path.read_text()
+    for secret in (STRIPE_PAN, STRIPE_PAN.encode().hex(), "1234567890123", "1560000000000000000000000000000000"):
+        assert secret not in raw and secret.upper() not in raw
+    [out] = [r for r in read_capture(path).of_kind("iso") if r["dir"] == "out"]
+    assert out["removed"] == ["35.discretionary", "36.discretionary"]
+    msg = Message.decode(bytes.fromhex(out["hex"]), d.dialect)
+    test_pan = str(msg["2"])
+    assert test_pan != STRIPE_PAN and test_pan[:6] == STRIPE_PAN[:6]
+    assert str(msg["35"]) == f"{test_pan}D2812101" + "0" * 13
+    assert str(msg["36"]) == f"01{test_pan}D" + "0" * (len(TRACK3) - 19)

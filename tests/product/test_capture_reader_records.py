@@ -143,6 +143,7 @@ def test_service_swipe_is_recorded_and_replays_as_a_swiped_sale(tmp_path: Path) 
         assert result.skipped == {"swipe": 1}
         [sent] = [m for m in result.sent if m.mti == "0200"]
         assert sent["22"] == "901" and sent.pan is not None and sent.pan.reveal() == card["pan"]
+        assert sent["35"] == swipe["track2"].replace("=", "D")  # the swipe's sanitised track 2 is sent again
         states = {t.id: t.state for t in result.journal.find_txns()}
         assert states == {sale["txn"]: "signed"}
     finally:
