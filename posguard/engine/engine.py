@@ -372,7 +372,9 @@ class TransactionEngine:
                 saf_id = self.saf.arm("reversal", txn.id, "0400",
                                       self._reversal_from_request(spec.mti, fields), _REASON_TIMEOUT)
             else:
-                saf_id = self.saf.arm("advice", txn.id, spec.mti, fields)
+                # the repeat copy keeps no track data or PIN block (kept sealed, sent after the authorisation)
+                saf_id = self.saf.arm("advice", txn.id, spec.mti,
+                                      {k: v for k, v in fields.items() if k not in self.profile.reversal_strip})
             self._fire(txn, "journal_request", stan=stan)
         with self._atomic("sent"):
             self._fire(txn, "send", sent_at=self.clock.now())

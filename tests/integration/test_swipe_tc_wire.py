@@ -205,3 +205,15 @@ def test_a_capture_of_a_swiped_sale_keeps_tracks_sanitised(d: Desk, tmp_path: Pa
     assert test_pan != STRIPE_PAN and test_pan[:6] == STRIPE_PAN[:6]
     assert str(msg["35"]) == f"{test_pan}D2812101" + "0" * 13
     assert str(msg["36"]) == f"01{test_pan}D" + "0" * (len(TRACK3) - 19)
+
+
+def test_an_advice_keeps_no_track_data_for_its_repeats(d: Desk) -> None:
+    sale = d.engine.sale(swipe(), 50_00)
+    d.engine.sign(sale.txn_id)
+    refund_card = swipe()  # the customer's card swiped again for the refund
+    with d.engine.recording() as out:
+        d.engine.refund(sale.txn_id, 10_00, card=refund_card)
+    [req] = [oracle(m, d.dialect) for m in out]
+    assert "35" in req  # the refund itself carried the swipe
+    for item in d.journal.saf_items():
+        assert "35" not in d.engine.saf.fields_of(item) and "36" not in d.engine.saf.fields_of(item)
