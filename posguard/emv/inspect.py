@@ -28,6 +28,7 @@ from posguard.emv.session import (
     SENSITIVE_TAGS,
     SW_OK,
     _card_identity,
+    _cardholder_verification,
     _gpo,
     _parse_gac,
     _read_records,
@@ -131,11 +132,7 @@ def inspect_card(reader: Reader, terminal: EmvTerminal, txn: Transaction, *, gen
         raise CardDataError("mandatory tag 5F24 missing from the records", stage="READ RECORD", path="5F24")
     pan, track2 = _card_identity(card)
     atc = get_atc(ch)
-    ctx = cvm.CvmContext(amount=txn.amount, transaction_currency=terminal.currency_code,
-                         application_currency=card["9F42"].hex() if "9F42" in card else None,
-                         transaction_type=txn.type, unattended=terminal.unattended,
-                         capabilities=terminal.capabilities)
-    outcome = cvm.evaluate(card.get("8E"), ctx, None)
+    outcome = _cardholder_verification(ch, card, terminal, txn, None)  # decided, never performed: no PIN asked
     gac: dict[str, Any] | None = None
     if generate_ac:
         gac = _first_generate_ac(ch, card, term, outcome, txn)
