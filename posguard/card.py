@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from posguard.sensitive import Pan, mask_pan, pan_token
+from posguard.sensitive import Pan, TrackData, mask_pan, pan_token
 
 __all__ = ["CardData", "Pan", "SIGNATURE_CVM_CODES", "is_signature_cvm", "scheme_of"]
 
@@ -40,15 +40,21 @@ class CardData:
     cvm_required: bool = False
     entry_mode: str = "chip"  # chip | contactless | swipe | manual | fallback
     scheme: str | None = None  # visa | mastercard | unionpay | ...
+    #: a swipe's track 2 / track 3 (self-masking; sent in fields 35 / 36, never journaled in clear)
+    track2: TrackData | None = None
+    track3: TrackData | None = None
+    pan_sequence: str | None = None  # 5F34 of a chip card, two digits (field 23)
 
     @classmethod
     def from_pan(
         cls, pan: str | Pan, token_key: bytes, *, expiry: str | None = None, field55: bytes = b"",
         cvm_results: bytes | None = None, cvm_required: bool = False, entry_mode: str = "chip",
-        scheme: str | None = None,
+        scheme: str | None = None, track2: TrackData | None = None, track3: TrackData | None = None,
+        pan_sequence: str | None = None,
     ) -> CardData:
         p = pan if isinstance(pan, Pan) else Pan(pan)
-        return cls(p, pan_token(p.reveal(), token_key), expiry, field55, cvm_results, cvm_required, entry_mode, scheme)
+        return cls(p, pan_token(p.reveal(), token_key), expiry, field55, cvm_results, cvm_required, entry_mode, scheme,
+                   track2, track3, pan_sequence)
 
     @property
     def pan_masked(self) -> str:

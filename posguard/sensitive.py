@@ -24,6 +24,7 @@ from typing import Any, Final, Literal
 
 __all__ = [
     "Pan",
+    "TrackData",
     "Sensitivity",
     "SENSITIVITY_CLASSES",
     "Treatment",
@@ -256,6 +257,56 @@ class Pan:
 
     def __reduce__(self) -> Any:  # pickling would carry the clear value: refuse
         raise TypeError("Pan values are not picklable; store a token or the masked form")
+
+
+class TrackData:
+    """Magnetic stripe track 2 or 3 as the reader gave it (between the sentinels), printing masked everywhere.
+
+    Only :meth:`field_value` (the ISO 8583 field 35/36 image: ``=`` written as ``D``, ISO 7813 / pos-flows.md
+    section B) and :meth:`reveal` give the clear data; ``str``/``repr``/f-strings show :func:`mask_track2`.
+    """
+
+    __slots__ = ("_value", "track_no")
+
+    def __init__(self, value: str, *, track_no: int = 2) -> None:
+        if track_no not in (2, 3):
+            raise ValueError(f"track {track_no}: only tracks 2 and 3 travel in ISO 8583 (fields 35, 36)")
+        self._value = str(value)
+        self.track_no = track_no
+
+    def reveal(self) -> str:
+        return self._value
+
+    def field_value(self) -> str:
+        """The value of field 35 (track 2) or 36 (track 3): the track with the separator ``=`` as ``D``."""
+        return self._value.replace("=", "D")
+
+    @property
+    def masked(self) -> str:
+        return mask_track2(self._value)
+
+    def __str__(self) -> str:
+        return self.masked
+
+    def __repr__(self) -> str:
+        return f"TrackData({self.track_no}, {self.masked!r})"
+
+    def __format__(self, spec: str) -> str:
+        return format(self.masked, spec)
+
+    def __json__(self) -> str:
+        return self.masked
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, TrackData):
+            return self.track_no == other.track_no and hmac.compare_digest(self._value, other._value)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(("TrackData", self.track_no, self._value))
+
+    def __reduce__(self) -> Any:  # pickling would carry the clear value: refuse
+        raise TypeError("track data is not picklable")
 
 
 def mask_contact(contact: str) -> str:

@@ -28,6 +28,7 @@ from posguard.engine.saf import SafPolicy
 from posguard.incidents import IncidentReport
 from posguard.iso8583.message import Message
 from posguard.iso8583.redaction import evidence_image
+from posguard.sensitive import TrackData
 
 __all__ = ["Desk", "DeskFactory", "ReplayDiverged", "ReplayLink", "ReplayResult", "replay", "REPLAY_TOKEN_KEY"]
 
@@ -198,13 +199,15 @@ def _same_message(recorded: str, sent: str) -> bool:
     return recorded == sent or (recorded[:3] == sent[:3] and {recorded[3:], sent[3:]} <= {"0", "1"})
 
 
-def card_from_record(rec: dict[str, Any]) -> CardData:
+def card_from_record(rec: dict[str, Any], track2: str | None = None) -> CardData:
+    """The card a ``card`` record describes; ``track2``: the sanitised track 2 of its ``swipe`` record (field 35)."""
     cvm = rec.get("cvm_results")
     return CardData.from_pan(str(rec["pan"]), REPLAY_TOKEN_KEY, expiry=rec.get("expiry"),
                              field55=bytes.fromhex(rec.get("field55") or ""),
                              cvm_results=bytes.fromhex(cvm) if cvm else None,
                              entry_mode=str(rec.get("entry_mode") or "chip"), scheme=rec.get("scheme"),
-                             cvm_required=bool(rec.get("cvm_required", False)))
+                             cvm_required=bool(rec.get("cvm_required", False)),
+                             track2=TrackData(track2) if track2 else None)
 
 
 def replay(source: str | Path | Capture, *, desk: DeskFactory, journal_path: str | Path | None = None,
@@ -244,13 +247,14 @@ def replay(source: str | Path | Capture, *, desk: DeskFactory, journal_path: str
                 skipped[r["k"]] = skipped.get(r["k"], 0) + 1
         if not any(r["k"] == "op" for r in capture.records):
             return ReplayResult(capture, wire_incidents(capture), till, journal, [], log, skipped, scratch)
+        swiped = {str(r["ref"]): str(r["track2"]) for r in capture.records if r["k"] == "swipe" and "ref" in r}
         while cursor.pos < len(cursor.records):
             index = cursor.pos
             rec = cursor.records[index]
             cursor.pos += 1
             kind = rec["k"]
             if kind == "card":
-                till.cards[str(rec["ref"])] = card_from_record(rec)
+                till.cards[str(rec["ref"])] = card_from_record(rec, swiped.get(str(rec["ref"])))
             elif kind == "start":  # the live service restarted here: it recovered before anything else
                 cursor.at(rec)
                 report = engine.recover()

@@ -372,7 +372,9 @@ class TransactionEngine:
                 saf_id = self.saf.arm("reversal", txn.id, "0400",
                                       self._reversal_from_request(spec.mti, fields), _REASON_TIMEOUT)
             else:
-                saf_id = self.saf.arm("advice", txn.id, spec.mti, fields)
+                # the repeat copy keeps no track data or PIN block (kept sealed, sent after the authorisation)
+                saf_id = self.saf.arm("advice", txn.id, spec.mti,
+                                      {k: v for k, v in fields.items() if k not in self.profile.reversal_strip})
             self._fire(txn, "journal_request", stan=stan)
         with self._atomic("sent"):
             self._fire(txn, "send", sent_at=self.clock.now())
@@ -464,7 +466,8 @@ class TransactionEngine:
         txn_id = self.journal.next_txn_id(self.terminal.terminal_id)
         sealed = None
         if card is not None:
-            sealed = self.sealer.seal({"pan": card.pan.reveal(), "expiry": card.expiry}, f"card:{txn_id}")
+            sealed = self.sealer.seal({"pan": card.pan.reveal(), "expiry": card.expiry,
+                                       **({"psn": card.pan_sequence} if card.pan_sequence else {})}, f"card:{txn_id}")
         txn = TxnRecord(
             id=txn_id, kind=kind, state="created", amount_minor=amount, currency=currency,
             terminal_id=self.terminal.terminal_id, merchant_id=self.terminal.merchant_id, created_at=now,
@@ -666,6 +669,18 @@ class TransactionEngine:
             "quarantined", f"{txn.kind} {txn.id} ({txn.state}) could not be recovered ({why}); it is left as it is "
             "and the terminal goes on. Call the acquirer with its STAN/RRN to learn whether the charge stands",
             severity="critical", txn_id=txn.id, detail={"state": txn.state, "kind": txn.kind, "error": why})
+
+    # -- the card's final decision (posguard.engine.card_results) ---------------------------------------
+    def record_card_result(self, txn_id: str, field55_final: bytes, script_results: bytes | None = None) -> None:
+        """Keep the card's answer to the second GENERATE AC of ``txn_id`` for the settlement uploads: the sale
+        tag set with the final cryptogram (9F26 with 9F27 = 40 for a TC) and the issuer script results (9F5B
+        value), sealed. Raises :class:`~posguard.engine.card_results.CardResultRefused` for a transaction
+        that is not a card payment or field 55 without a cryptogram."""
+        from posguard.engine.card_results import record_card_result
+
+        with self._atomic("card_result"):
+            record_card_result(self.journal, self.sealer, self.journal.get_txn(txn_id), field55_final,
+                               script_results)
 
     # -- settlement (posguard.engine.settlement) -------------------------------------------------------
     def batch_totals(self, batch_no: int | None = None) -> dict[str, int]:

@@ -28,9 +28,6 @@ CURRENCY_NUMERIC: Final[Mapping[str, str]] = {
     "CNY": "156", "EUR": "978", "USD": "840", "GBP": "826", "HKD": "344", "JPY": "392", "SGD": "702",
     "CHF": "756", "AUD": "036", "CAD": "124",
 }
-ENTRY_MODE: Final[Mapping[str, str]] = {
-    "chip": "051", "contactless": "071", "swipe": "021", "manual": "012", "fallback": "801",
-}
 
 
 class UnknownProfile(KeyError):
@@ -103,8 +100,6 @@ class Profile:
         f["13"] = time.strftime("%m%d", tm)
         if card is not None and card.expiry:
             f["14"] = card.expiry
-        if card is not None:
-            f["22"] = ENTRY_MODE.get(card.entry_mode, "000")
         f["25"] = spec.cond
         if spec.references_original and original is not None:
             if original.rrn:
@@ -121,7 +116,31 @@ class Profile:
             if spec.references_original and original is not None:
                 mmdd = time.strftime("%m%d", time.gmtime(original.created_at)) if kind == "refund" else ""
                 f["61"] = f"{original.batch_no or 0:06d}{original.stan or 0:06d}{mmdd}"
+        if card is not None:
+            self.card_entry_fields(f, card)
         return f
+
+    def card_entry_fields(self, f: Fields, card: CardData) -> None:
+        """How the card came in, added to the request ``f``: 22 (entry mode; the CUP PIN digit reads whether
+        ``f`` already carries a PIN block in 52), 23 (5F34 of a chip read), 35/36 (the swipe's tracks 2/3, ``=``
+        as ``D``; the reversal copy strips them) and, for CUP, 60.4/60.5 (read capability, fallback flag).
+        See :mod:`posguard.engine.pos_entry` for the codes and their sources."""
+        from posguard.engine import pos_entry
+
+        family = pos_entry.family_of(self.uses_field_60)
+        if card.entry_mode in pos_entry.ENTRY_MODES:
+            f["22"] = pos_entry.pos_entry_mode(family, card.entry_mode, pin_included="52" in f)
+        else:
+            f["22"] = "000"  # ISO 8583: 00 = PAN entry mode unknown
+        psn = pos_entry.card_sequence_number(card.entry_mode, card.pan_sequence)
+        if psn is not None:
+            f["23"] = psn
+        if card.track2 is not None:
+            f["35"] = card.track2.field_value()
+        if card.track3 is not None:
+            f["36"] = card.track3.field_value()
+        if self.uses_field_60 and "60" in f and card.entry_mode in pos_entry.ENTRY_MODES:
+            f["60"] = _text(f["60"])[:11] + pos_entry.cup_read_flags(card.entry_mode)
 
     def reversal_fields(self, request_mti: str, request: Fields, *, reason: str, stan: int | None) -> Fields:
         """The 0400: a copy of the request without 35/36/52/53, field 55 cut to the reversal tags."""
@@ -179,8 +198,13 @@ class Profile:
 
     def upload_fields(
         self, *, purpose: str, stan: int, batch_no: int, terminal_id: str, merchant_id: str, txn: TxnRecord,
+        pan: str | None = None, pan_sequence: str | None = None, icc: bytes | None = None,
     ) -> Fields:
-        """A 0320 for one transaction. CUP 60.3: 203 TC upload, 205 chip detail, 201 other detail."""
+        """A 0320 for one transaction. CUP 60.3: 203 TC upload, 205 chip detail, 201 other detail.
+
+        What the acquirer matches the upload on (``emv-keys.md`` A.10): the PAN (2, from the sealed card), the
+        entry mode (22), the card sequence number (23, chip) and field 55 with the final cryptogram and the
+        script results (``icc``: :meth:`posguard.engine.card_results.CardResult.upload_icc`)."""
         spec = self.spec("upload")
         original = self.spec(txn.kind) if txn.kind in self.kinds else spec
         # a detail names the original: its processing code (3); CUP: its type (60.1) and batch + trace (61);
@@ -191,6 +215,7 @@ class Profile:
             f["37"] = txn.rrn
         if txn.auth_code:
             f["38"] = txn.auth_code
+        self._upload_card_fields(f, txn, pan=pan, pan_sequence=pan_sequence, icc=icc)
         if self.uses_field_60:
             chip = txn.entry_mode in ("chip", "contactless")
             code = "203" if purpose == "tc" else ("205" if chip else "201")
@@ -200,6 +225,20 @@ class Profile:
         else:
             f["60"] = f"{original.mti}{txn.stan or 0:06d}"
         return f
+
+    def _upload_card_fields(self, f: Fields, txn: TxnRecord, *, pan: str | None, pan_sequence: str | None,
+                            icc: bytes | None) -> None:
+        from posguard.engine import pos_entry
+
+        if pan:
+            f["2"] = pan
+        if txn.entry_mode in pos_entry.ENTRY_MODES:
+            f["22"] = pos_entry.pos_entry_mode(pos_entry.family_of(self.uses_field_60), txn.entry_mode)
+            psn = pos_entry.card_sequence_number(txn.entry_mode, pan_sequence)
+            if psn is not None:
+                f["23"] = psn
+        if icc:
+            f["55"] = icc if self.binary_icc else icc.hex().upper()
 
     def batch_end_fields(self, *, stan: int, batch_no: int, terminal_id: str, merchant_id: str, count: int,
                          after: str) -> Fields:

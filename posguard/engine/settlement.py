@@ -15,7 +15,7 @@ terminal, clock, policies, detectors, the engine's watched link, kill points); t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from posguard.engine.chart import CHART
 from posguard.engine.detectors import Detection
@@ -164,6 +164,23 @@ class Settlement:
             txns = [t for t in txns if t.entry_mode in ("chip", "contactless") and t.kind != "refund"]
         return txns
 
+    def _upload_card(self, txn: TxnRecord) -> dict[str, Any]:
+        """What an upload of ``txn`` carries from the card, opened from the journal's sealed values: the PAN and
+        5F34 (sealed with the transaction) and field 55 of the card's final decision
+        (:mod:`posguard.engine.card_results`)."""
+        from posguard.engine.card_results import card_result
+
+        engine = self.engine
+        out: dict[str, Any] = {}
+        if txn.card_sealed is not None:
+            card = engine.sealer.open(txn.card_sealed, f"card:{txn.id}")
+            out["pan"] = card.get("pan")
+            out["pan_sequence"] = card.get("psn")
+        result = card_result(engine.journal, engine.sealer, txn.id)
+        if result is not None:
+            out["icc"] = result.upload_icc()
+        return out
+
     def _upload_all(self, batch: int, purpose: str, txns: list[TxnRecord]) -> tuple[int, list[str]]:
         """Upload each transaction (0320), retrying failures in rounds; returns (count, ids the host lacked)."""
         engine = self.engine
@@ -195,7 +212,8 @@ class Settlement:
             stan = engine.journal.allocate_stan()
             fields = engine.profile.upload_fields(purpose=purpose, stan=stan, batch_no=batch,
                                                   terminal_id=engine.terminal.terminal_id,
-                                                  merchant_id=engine.terminal.merchant_id, txn=txn)
+                                                  merchant_id=engine.terminal.merchant_id, txn=txn,
+                                                  **self._upload_card(txn))
             engine.journal.record_message(direction="out", mti=spec.mti, masked=masked_json(spec.mti, fields, engine.profile.dialect),
                                           stan=stan, txn_id=txn.id)
             engine.journal.upload_record(batch, txn.id, purpose, state="sent", attempt=True)

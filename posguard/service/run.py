@@ -228,6 +228,7 @@ class Service:
         from posguard.drivers import errors as rerr
         from posguard.drivers.waits import wait_for_card
         from posguard.emv.engine_card import card_data
+        from posguard.emv.errors import CardSessionError
         from posguard.emv.session import read_card
         from posguard.emv.terminal import EmvTerminal, Transaction
 
@@ -255,6 +256,9 @@ class Service:
         except (rerr.ReaderUnplugged, rerr.NoReader, rerr.ServiceUnavailable) as exc:
             self.slot.lost(str(exc))
             raise CommandError(f"card reader lost: {exc}") from None
+        except (CardSessionError, rerr.CardMute, rerr.CardReset, rerr.TransportError) as exc:
+            self.till.chip_failed(exc)  # the chip did not work: its stripe may be swiped now (fallback)
+            raise
         finally:
             self.waiting_for_card = False
         self._cards += 1
@@ -266,12 +270,16 @@ class Service:
         return ref
 
     def read_swipe(self) -> str:
-        from posguard.drivers.magstripe import swiped_card
+        from posguard.card_entry import InsertChipCard
 
         if self.magstripe is None:
             raise CommandError("no magstripe reader: set reader.magstripe_port in the configuration")
         data = self.magstripe.read_swipe(30.0)
-        card = swiped_card(data, self.terminal.token_key)
+        try:
+            card = self.till.swiped(data)  # a chip card's stripe only after its chip read failed (card_entry)
+        except InsertChipCard as exc:
+            self.log("card.insert_chip", str(exc), level="warning", service_code=f"{data.service_code[:1]}xx")
+            raise CommandError(f"{exc}; nothing was sent") from None
         self._cards += 1
         ref = f"c{self._cards}"
         if self.writer is not None:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from posguard.capture.sanitize import blank_names
 from posguard.card import CardData
+from posguard.card_entry import FallbackWindow
 from posguard.engine.chart import CHARGE_STANDS
 from posguard.engine.detectors import Detection
 from posguard.engine.engine import TransactionEngine, TxnResult
@@ -104,6 +105,8 @@ class Till:
             engine.add_exchange_listener(writer.on_exchange)
         self._seen: set[tuple[str, tuple[str, ...]]] = set()
         self._ticked: set[str] = set()  # time-driven incidents already raised (also looked up in the journal)
+        #: a failed chip read lets the next swipe of a chip card through as a fallback (posguard.card_entry)
+        self.fallback = FallbackWindow(engine.clock)
 
     @classmethod
     def for_replay(cls, engine: TransactionEngine, dialect: str, say: Callable[[str], None]) -> Till:
@@ -135,12 +138,35 @@ class Till:
     # -- cards ---------------------------------------------------------------------------------------
     def add_card(self, ref: str, card: CardData, **evidence: Any) -> None:
         self.cards[ref] = card
+        if card.entry_mode in ("chip", "contactless"):
+            self.fallback.chip_read()
         if self.writer is not None:
             test_pan = self.writer.learn_pan(card.pan.reveal())
             self.writer.record("card", ref=ref, pan=test_pan, expiry=card.expiry, entry_mode=card.entry_mode,
                                scheme=card.scheme, cvm_results=card.cvm_results.hex().upper()
                                if card.cvm_results else None, field55=blank_names(card.field55).hex().upper(),
                                **({"cvm_required": True} if card.cvm_required else {}), **evidence)
+
+    def chip_failed(self, exc: BaseException) -> None:
+        """A chip read ended in ``exc``: a technical failure (not a card decline) opens the fallback window."""
+        from posguard.emv.errors import CardDeclined
+
+        if isinstance(exc, CardDeclined):
+            return
+        self.fallback.chip_failed(type(exc).__name__)
+        self._tell("card.chip_failed", f"chip read failed ({type(exc).__name__}): the card's stripe may be swiped "
+                   "now (fallback)", logging.WARNING, error=type(exc).__name__)
+
+    def swiped(self, data: Any) -> CardData:
+        """The card of a swipe (:class:`~posguard.drivers.magstripe.SwipeData`) as the card-entry policy allows it:
+        a stripe-only card, or a chip card's stripe right after its chip read failed (fallback); else
+        :class:`~posguard.card_entry.InsertChipCard` ("insert the card")."""
+        from posguard.drivers.magstripe import swiped_card
+        from posguard.sensitive import pan_token
+
+        key = self.engine.terminal.token_key
+        mode = self.fallback.entry_mode(data.service_code, pan_token(data.pan.reveal(), key))
+        return swiped_card(data, key, fallback=mode == "fallback")
 
     # -- operator actions ----------------------------------------------------------------------------
     def do(self, op: str, **args: Any) -> Any:

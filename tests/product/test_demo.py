@@ -16,6 +16,7 @@ import pytest
 from posguard.capture import read_capture
 from posguard.capture.replay import replay
 from posguard.drivers.twin.frames import lrc
+from posguard.iso8583.message import Message
 from posguard.service.till import Till
 from tests.product.conftest import ROOT, clear_pan_hits
 
@@ -74,6 +75,13 @@ def test_demo_day_detects_and_corrects_every_error_kind(dialect: str, reader: st
     [swipe] = list(capture.of_kind("swipe"))
     swiped = [c for c in capture.of_kind("card") if c["ref"] == swipe["ref"]]
     assert swiped and swiped[0]["entry_mode"] == "swipe" and swipe["track2"].startswith(swiped[0]["pan"] + "=")
+    swipe_ops = [o for o in capture.of_kind("op") if o["op"] == "sale" and o.get("card") == swipe["ref"]]
+    sales_out = [Message.decode(bytes.fromhex(r["hex"]), dialect) for r in capture.of_kind("iso")
+                 if r["dir"] == "out" and r["mti"] == "0200"]
+    with_track = [m for m in sales_out if "35" in m]  # a swiped sale carries its (sanitised) track 2
+    assert swipe_ops and len(with_track) == len(swipe_ops)
+    assert all(str(m["35"]) == swipe["track2"].replace("=", "D") and m["22"] == ("022" if dialect == "cup" else "901")
+               for m in with_track)
     frames = list(capture.of_kind("frame"))
     if "GemPC Twin" in out:
         assert {f["dir"] for f in frames} == {"out", "in"}
