@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 
 from posguard.engine.chart import CHARGE_STANDS
+from posguard.engine.detectors import operator_override
 from posguard.engine.journal import TxnRecord
 from posguard.flows.base import Flow, FlowContext, FlowRefused, FlowRequest, StepRunner
 from posguard.flows.outcomes import Outcome, unfinished
@@ -104,6 +105,8 @@ class DuplicateChargeFlow(Flow):
     def _classify(ctx: FlowContext, first: TxnRecord, extra: TxnRecord) -> str:
         if first.stan is not None and first.stan == extra.stan:
             return "retransmission"
+        if operator_override(ctx.journal, extra) is not None:
+            return "operator_override"  # charged again on purpose: only the operator's confirmation undoes it
         if first.order_ref and first.order_ref == extra.order_ref:
             return "duplicate_order"
         for row in ctx.journal.detections("duplicate_charge"):
