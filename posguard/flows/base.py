@@ -94,6 +94,13 @@ class FlowPolicies:
     languages: tuple[str, ...] = ("zh", "en")
     timezone: str | None = None  # terminal.timezone (IANA); None: the box's local zone. The journal stays UTC.
 
+    def __post_init__(self) -> None:
+        if self.unsigned_customer_gone not in ("follow_up", "keep"):
+            raise ValueError(f"unsigned_customer_gone {self.unsigned_customer_gone!r}: follow_up or keep (a void "
+                             "needs the customer's consent: follow_up='voided_with_consent')")
+        if self.follow_up_deadline <= 0:
+            raise ValueError("follow_up_deadline: seconds, more than 0")
+
     def is_automatic(self, key: str) -> bool:
         return key in self.automatic or key.split(":")[0] in self.automatic
 

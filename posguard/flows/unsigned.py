@@ -122,10 +122,13 @@ class UnsignedFlow(Flow):
     _had_outcome: Outcome | None = None
 
     def _close(self, ctx: FlowContext, runner: StepRunner, result: FlowOutcome, *, by: str | None = None) -> None:
-        """A refused action on a sale's incident is a step; the incident keeps the outcome it had."""
+        """A refused action on a sale's incident is a step; the incident keeps the outcome it had. A notice goes out
+        only when the outcome moves."""
         if result.outcome == Outcome.REFUSED and self._had_outcome not in (None, Outcome.REFUSED):
             runner.note(runner.fresh_name("refused"), result.reason, status="refused")
             return
+        if result.outcome == self._had_outcome:
+            result.notice = None  # the customer was told already (a contact attempt, a second claim)
         super()._close(ctx, runner, result, by=by)
 
     # -- the follow-up ---------------------------------------------------------------------------------
