@@ -80,6 +80,10 @@ OPS: dict[str, str] = {
     "flush": "",
     "settle": "",
 }
+#: operator arguments a capture records as null: the customer's contact, the path of an e-signature file
+_NOT_CAPTURED = frozenset({"contact", "esig"})
+
+
 @dataclass(frozen=True)
 class Op:
     op: str
@@ -158,8 +162,8 @@ class Till:
         if op not in OPS:
             raise ValueError(f"unknown operator action {op!r}; known: {', '.join(OPS)}")
         self.refusal = None
-        if self.writer is not None:
-            self.writer.record("op", op=op, **args)
+        if self.writer is not None:  # a capture keeps no customer contact and no local file path
+            self.writer.record("op", op=op, **{k: (None if k in _NOT_CAPTURED else v) for k, v in args.items()})
         handler: Callable[..., Any] = getattr(self, f"_op_{op}")
         try:
             return handler(**args)

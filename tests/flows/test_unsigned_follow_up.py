@@ -218,3 +218,28 @@ def test_the_tills_reversal_notice_is_written_to_the_outbox(tmp_path: Path) -> N
         assert "交易冲正通知" in text and "Payment reversed" in text and "¥19.00" in text and "CNY 19.00" in text
         assert VISA_PAN not in text and "476173******0119" in text
         assert not [p for p in outbox.iterdir() if p.name.startswith(".")]  # nothing half-written left
+
+
+def test_a_capture_keeps_neither_the_contact_nor_the_signature_files_path(tmp_path: Path) -> None:
+    from posguard.capture.format import CaptureWriter
+
+    with desk_for("cup", tmp_path) as desk:
+        writer = CaptureWriter(tmp_path / "day.jsonl", dialect="cup", tid="TERM0001", mid="MERCHANT0000001",
+                               clock=desk.clock)
+        till = Till(desk.engine, dialect="cup", writer=writer)
+        till.add_card("c1", card(signature=True))
+        sale = till.do("sale", card="c1", amount=15_00)
+        assert sale is not None
+        till.do("signature_refused", txn=sale.txn_id, contact=f"phone:{PHONE}")
+        pad = tmp_path / "pad.png"
+        pad.write_bytes(b"strokes")
+        till.do("sign", txn=sale.txn_id, esig=str(pad))
+        till.close()
+        writer.close()
+        assert get_incident(desk.journal, unsigned_incidents(desk)[0]).outcome == "signed_later"
+    ops = [json.loads(line) for line in (tmp_path / "day.jsonl").read_text().splitlines()
+           if json.loads(line).get("k") == "op"]
+    assert [(o["op"], o.get("contact", "-"), o.get("esig", "-")) for o in ops] == [
+        ("sale", "-", "-"), ("signature_refused", None, "-"), ("sign", "-", None)]
+    text = (tmp_path / "day.jsonl").read_text()
+    assert PHONE not in text and str(pad) not in text
