@@ -15,11 +15,12 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from hashlib import sha256
 from typing import TYPE_CHECKING, Any
 
 from posguard.capture.sanitize import blank_names
 from posguard.card import CardData
-from posguard.engine.chart import CHARGE_STANDS
+from posguard.engine.chart import CHARGE_STANDS, CHART
 from posguard.engine.detectors import Detection
 from posguard.engine.engine import TransactionEngine, TxnResult
 from posguard.engine.errors import CorrectionRefused, EngineError, IllegalTransition
@@ -32,6 +33,7 @@ from posguard.flows.unsigned_follow_up import (
     incident_for_sale,
     overdue,
     read_signature_file,
+    store_signature,
 )
 from posguard.incidents import IncidentReport, close_incident, get_incident, resolve_by_hand
 from posguard.iso8583.message import Message
@@ -238,13 +240,27 @@ class Till:
                 image = read_signature_file(esig)
             except SignatureFileError as exc:
                 raise CorrectionRefused(str(exc)) from None
-        if incident_for_sale(self.engine.journal, txn) is None and image is None:
+        if incident_for_sale(self.engine.journal, txn) is None:  # signed in time: evidence, no incident
+            sale = self.engine.journal.get_txn(txn)
+            if image is not None and CHART.allows(sale.kind, sale.state, "sign"):  # else sign() says why not
+                self._keep_e_signature(txn, image)
             return self._note(self.engine.sign(txn), "signature captured", "sign")
-        # an e-signature to keep as evidence, or a sale whose signature was already missed: its incident moves
+        # a sale whose signature was missed (deadline, or the customer had left): its incident moves
         self._correct("unsigned", "signature_captured", (txn,), customer_present=True, signature=image,
                       signature_source="pad" if image is not None else "paper",
                       operator=self._who() if paper or image is None else None)
         return None
+
+    def _keep_e_signature(self, txn: str, image: bytes) -> None:
+        """The pad's e-signature of a sale signed in time: stored (when a signature directory is configured) and
+        its SHA-256 journaled on the sale; not an incident."""
+        folder = self.policies.signature_dir
+        try:
+            where, digest = store_signature(folder, txn, image) if folder else (None, sha256(image).hexdigest())
+        except SignatureFileError as exc:
+            raise CorrectionRefused(str(exc)) from None
+        with self.engine.journal.atomic("e_signature"):
+            self.engine.journal.record_event("e_signature", txn_id=txn, detail={"sha256": digest, "path": where})
 
     def _who(self) -> str:
         return f"supervisor {self.supervisor}" if self.supervisor else "operator"

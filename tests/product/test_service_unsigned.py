@@ -5,6 +5,7 @@ customer's phone number nor a card number is written anywhere in clear."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import signal
 import subprocess
@@ -52,7 +53,7 @@ def test_unsigned_follow_up_over_the_service(tmp_path: Path, host: object) -> No
             assert kept["incidents"][0]["outcome"] == "kept_at_merchant_risk" and kept["state"] == "signature_pending"
             back = _ask(proc, "sale 2250")
             signed = _ask(proc, f"sign {back['txn']} esig={pad}")
-            assert signed["ok"] and signed["state"] == "signed" and signed["incidents"][0]["outcome"] == "signed"
+            assert signed["ok"] and signed["state"] == "signed" and signed["incidents"] == []  # in time: no incident
             proc.send_signal(signal.SIGTERM)
             out, err = proc.communicate(timeout=15)
         finally:
@@ -63,7 +64,7 @@ def test_unsigned_follow_up_over_the_service(tmp_path: Path, host: object) -> No
     sigs = list((data / "signatures").iterdir())
     assert [p.read_bytes() for p in sigs] == [pad.read_bytes()] and sigs[0].name.startswith(back["txn"])
     notices = sorted(p.name for p in (data / "outbox").iterdir())
-    assert notices == [f"incident-{iid:06d}-unsigned-follow_up.txt", f"incident-{iid + 1:06d}-unsigned-signed.txt"]
+    assert notices == [f"incident-{iid:06d}-unsigned-follow_up.txt"]
     ask = (data / "outbox" / notices[0]).read_text(encoding="utf-8")
     assert "to: phone *******5678" in ask and "请您补签" in ask and "please sign" in ask
     show = subprocess.run([sys.executable, "-m", "posguard.cli", "incidents", "show", str(iid), "--config",
@@ -71,7 +72,13 @@ def test_unsigned_follow_up_over_the_service(tmp_path: Path, host: object) -> No
     assert "outcome  kept_at_merchant_risk" in show and "contact: phone *******5678" in show and "contacted: 1" in show
     report = json.loads(subprocess.run([sys.executable, "-m", "posguard.cli", "report", "--json", "--config",
                                         str(config)], capture_output=True, text=True, cwd=ROOT, check=True).stdout)
-    assert report["by_kind"] == {"unsigned": 2} and report["unsigned"] == {"kept_at_merchant_risk": 1, "signed": 1}
+    assert report["by_kind"] == {"unsigned": 1} and report["unsigned"] == {"kept_at_merchant_risk": 1}
+    from posguard.engine.journal import Journal
+
+    with Journal(tmp_path / "journal.db") as journal:
+        (ev,) = journal.query("SELECT txn_id, detail FROM events WHERE kind = 'e_signature'")
+    assert ev["txn_id"] == back["txn"] and json.loads(ev["detail"]) == {
+        "sha256": hashlib.sha256(pad.read_bytes()).hexdigest(), "path": str(sigs[0])}
     written = out.encode() + err.encode() + b"".join(p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()
                                                      and p.suffix != ".key" and p != pad)
     assert PHONE.encode() not in written and clear_pan_hits(written) == []
