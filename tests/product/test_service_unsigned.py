@@ -103,3 +103,32 @@ def test_follow_ups_cli_lists_open_tasks(tmp_path: Path) -> None:
                            str(tmp_path / "journal.db")], capture_output=True, text=True, cwd=ROOT, check=True)
     (row,) = [json.loads(line) for line in rows.stdout.splitlines()]
     assert row["txn_id"] == sale.txn_id and row["contact"] == "email w***@example.cn" and row["outcome"] == "follow_up"
+
+
+def test_config_checks_the_unsigned_follow_up_and_the_data_dir(tmp_path: Path) -> None:
+    from posguard.config import data_dir, load_config
+    from posguard.service.run import _flow_policies
+
+    config = write_config(tmp_path, 5000)
+    base = config.read_text()
+    config.write_text(base + '\n[unsigned]\ncustomer_gone = "void"\nfollow_up_hours = 0\n')
+    _cfg, problems = load_config(config)
+    assert {p.key for p in problems} == {"unsigned.customer_gone", "unsigned.follow_up_hours"}
+    config.write_text(base.replace("[journal]\n", f'[journal]\ndata_dir = "{tmp_path / "nowhere" / "data"}"\n'))
+    _cfg, problems = load_config(config)
+    assert [p.key for p in problems] == ["journal.data_dir"]
+    config.write_text(base + '\n[unsigned]\ncustomer_gone = "keep"\nfollow_up_hours = 2.5\n')
+    cfg, problems = load_config(config)
+    assert problems == [] and data_dir(cfg) == tmp_path  # "" = the journal's directory
+    policies = _flow_policies(cfg)
+    assert (policies.outbox, policies.signature_dir) == (str(tmp_path / "outbox"), str(tmp_path / "signatures"))
+    assert (policies.unsigned_customer_gone, policies.follow_up_deadline) == ("keep", 9000.0)
+
+
+def test_an_override_takes_the_supervisor_who_approves_it() -> None:
+    from posguard.service.commands import CommandError, parse
+
+    c = parse("sale 2500 order=A-17 override=yes sup=secret", max_amount=10_000)
+    assert c.override and c.supervisor == "secret" and "secret" not in repr(c)
+    with pytest.raises(CommandError, match="sale takes no option 'sup' without override=yes"):
+        parse("sale 2500 sup=secret", max_amount=10_000)
