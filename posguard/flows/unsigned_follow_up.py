@@ -25,13 +25,13 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 from posguard.engine.journal import Journal
-from posguard.sensitive import luhn_ok, mask_contact
+from posguard.private_files import write_private
+from posguard.sensitive import luhn_ok, mask_contact, scrub
 
 __all__ = ["Contact", "ContactError", "SignatureFileError", "FollowUp", "CONTACT_WAYS", "parse_contact",
            "store_signature", "read_signature_file", "follow_ups", "overdue", "incident_for_sale",
@@ -42,7 +42,6 @@ CONTACT_WAYS: Final = ("phone", "email")
 MAX_SIGNATURE_BYTES: Final = 1 << 20
 _PHONE = re.compile(r"\+?[0-9][0-9 -]{5,23}")
 _EMAIL = re.compile(r"[^@\s:]{1,64}@[A-Za-z0-9.-]{1,190}\.[A-Za-z]{2,24}")
-_DIGIT_RUN = re.compile(rb"[0-9]{13,19}")
 
 
 class ContactError(ValueError):
@@ -99,14 +98,16 @@ def read_signature_file(path: str | os.PathLike[str]) -> bytes:
 
 
 def _card_data_at(image: bytes) -> int | None:
-    """The byte offset of a 13-19 digit Luhn-valid run (a card number) in ``image``, or None."""
-    for m in _DIGIT_RUN.finditer(image):
-        run = m.group().decode()
-        for n in range(19, 12, -1):
-            for start in range(len(run) - n + 1):
-                if luhn_ok(run[start:start + n]):
-                    return m.start() + start
-    return None
+    """The byte offset of the first digit run in ``image`` that :func:`~posguard.sensitive.scrub` would mask (a
+    13-19 digit Luhn-valid run, or any longer run), or None."""
+    text = image.decode("latin-1")  # one character per byte: offsets stay byte offsets
+    masked = scrub(text)
+    if masked == text:
+        return None
+    at = next(i for i, (a, b) in enumerate(zip(text, masked, strict=True)) if a != b)
+    while at > 0 and text[at - 1].isdigit():
+        at -= 1
+    return at
 
 
 def store_signature(directory: str | os.PathLike[str], txn_id: str, image: bytes) -> tuple[str, str]:
@@ -122,20 +123,7 @@ def store_signature(directory: str | os.PathLike[str], txn_id: str, image: bytes
         raise SignatureFileError(f"e-signature: byte offset {at} holds what looks like a card number; it was not "
                                  "stored. Export the signature image alone")
     digest = hashlib.sha256(image).hexdigest()
-    folder = Path(directory)
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    final = folder / f"{txn_id}-{digest[:12]}.sig"
-    fd, tmp = tempfile.mkstemp(prefix=".sig-", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(image)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, final)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    final = write_private(Path(directory) / f"{txn_id}-{digest[:12]}.sig", image)
     return str(final), digest
 
 

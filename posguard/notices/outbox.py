@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from posguard.private_files import write_private
 from posguard.sensitive import scrub
 
 if TYPE_CHECKING:
@@ -65,17 +65,4 @@ class FileOutbox:
         return self._write(name, notice_file_text(notice, f"transaction {txn_id}"))
 
     def _write(self, name: str, text: str) -> str:
-        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        final = self.directory / _SAFE.sub("_", name)
-        fd, tmp = tempfile.mkstemp(prefix=".notice-", suffix=".tmp", dir=self.directory)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(text)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.chmod(tmp, 0o600)
-            os.replace(tmp, final)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return str(final)
+        return str(write_private(self.directory / _SAFE.sub("_", name), text.encode("utf-8")))
