@@ -407,6 +407,27 @@ class Flow:
         refunded (or the batch settled) only a refund gives the rest back."""
         return not Flow.settled(ctx, txn) and txn.refunded_minor == 0
 
+    def give_back(self, ctx: FlowContext, steps: StepRunner, txn: TxnRecord, *, void_step: str, refund_step: str,
+                  card: CardData | None = None, again: bool = False) -> tuple[Outcome, Step]:
+        """Give back what stands of ``txn``: a full void while it can be voided, else a refund of what stands
+        (pos-flows.md A: a void before settlement, a refund after). Returns the outcome it aims at (the dry-run
+        word in a dry run) and the online step, whose status says whether it got there."""
+        engine = ctx.engine
+        if self.can_void(ctx, txn):
+            step = steps.online(void_step, kind="void", mti=engine.profile.spec("void").mti,
+                                would=f"void {txn.id}{' again' if again else ''} for {txn.amount_minor}",
+                                action=lambda: engine.void(txn.id, card), match=lambda t: t.original_id == txn.id,
+                                planned=lambda: self.planned_message(ctx, "void", txn, txn.amount_minor))
+            outcome = Outcome.VOIDED
+        else:
+            left = self.standing(txn)
+            step = steps.online(refund_step, kind="refund", mti=engine.profile.spec("refund").mti,
+                                would=f"refund {left} of {txn.id}", action=lambda: engine.refund(txn.id, left),
+                                match=lambda t: t.original_id == txn.id,
+                                planned=lambda: self.planned_message(ctx, "refund", txn, left))
+            outcome = Outcome.REFUNDED
+        return (outcome.would if steps.dry_run else outcome), step
+
     @staticmethod
     def planned_message(ctx: FlowContext, kind: str, original: TxnRecord | None, amount: int,
                         card: CardData | None = None) -> str:

@@ -61,23 +61,9 @@ class DuplicateChargeFlow(Flow):
             steps.note("flush_queue", f"queued reversals/advices sent; {len(pending)} still pending")
 
         # 4. void before settlement, refund what stands of it after (or once part of it was refunded)
-        if self.can_void(ctx, extra):
-            steps.online("void_extra_leg", kind="void", mti=ctx.engine.profile.spec("void").mti,
-                         would=f"void {extra.id} for {extra.amount_minor}",
-                         action=lambda: ctx.engine.void(extra.id),
-                         match=lambda t: t.original_id == extra.id,
-                         planned=lambda: self.planned_message(ctx, "void", extra, extra.amount_minor))
-            outcome = Outcome.VOIDED
-        else:
-            left = self.standing(extra)
-            steps.online("refund_extra_leg", kind="refund", mti=ctx.engine.profile.spec("refund").mti,
-                         would=f"refund {left} of {extra.id}", action=lambda: ctx.engine.refund(extra.id, left),
-                         match=lambda t: t.original_id == extra.id,
-                         planned=lambda: self.planned_message(ctx, "refund", extra, left))
-            outcome = Outcome.REFUNDED
+        outcome, last = self.give_back(ctx, steps, extra, void_step="void_extra_leg", refund_step="refund_extra_leg")
         if steps.dry_run:
-            return outcome.would, ""
-        last = steps.steps[-1]
+            return outcome, ""
         if last.status != "done":
             return unfinished(last.status, last.detail)
         return outcome, ""

@@ -204,26 +204,12 @@ class UnsignedFlow(Flow):
         if not request.operator:
             raise FlowRefused("a void with the customer's consent gives money back: a supervisor approves it "
                               "(sup=...)")
-        engine = ctx.engine
         steps.note("customer_consent", f"the customer agreed to cancel {sale.id} rather than sign; approved by "
                    f"{request.operator}", txn_id=sale.id, operator=request.operator)
-        if self.can_void(ctx, sale):
-            last = steps.online("void_unsigned", kind="void", mti=engine.profile.spec("void").mti,
-                                would=f"void {sale.id} for {sale.amount_minor}", action=lambda: engine.void(sale.id),
-                                match=lambda t: t.original_id == sale.id,
-                                planned=lambda: self.planned_message(ctx, "void", sale, sale.amount_minor))
-            outcome = Outcome.VOIDED
-        else:
-            left = self.standing(sale)
-            last = steps.online("refund_unsigned", kind="refund", mti=engine.profile.spec("refund").mti,
-                                would=f"refund {left} of {sale.id}", action=lambda: engine.refund(sale.id, left),
-                                match=lambda t: t.original_id == sale.id,
-                                planned=lambda: self.planned_message(ctx, "refund", sale, left))
-            outcome = Outcome.REFUNDED
-        if steps.dry_run:
-            return outcome.would, ""
-        return (outcome, "with the customer's consent") if last.status == "done" else unfinished(last.status,
-                                                                                                  last.detail)
+        outcome, last = self.give_back(ctx, steps, sale, void_step="void_unsigned", refund_step="refund_unsigned")
+        if steps.dry_run or last.status == "done":
+            return outcome, "" if steps.dry_run else "with the customer's consent"
+        return unfinished(last.status, last.detail)
 
     @staticmethod
     def _previous(ctx: FlowContext, steps: StepRunner) -> Outcome | None:
