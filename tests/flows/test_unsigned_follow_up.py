@@ -243,3 +243,19 @@ def test_a_capture_keeps_neither_the_contact_nor_the_signature_files_path(tmp_pa
         ("sale", "-", "-"), ("signature_refused", None, "-"), ("sign", "-", None)]
     text = (tmp_path / "day.jsonl").read_text()
     assert PHONE not in text and str(pad) not in text
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_a_dry_run_of_the_consent_void_sends_and_writes_nothing(dialect: str, tmp_path: Path) -> None:
+    from posguard.flows import FlowRequest
+    from posguard.iso8583.message import Message
+
+    with desk_for(dialect, tmp_path) as desk:
+        sale = desk.engine.sale(card(signature=True), 20_00)
+        out = desk.run(FlowRequest("unsigned", (sale.txn_id,), follow_up="voided_with_consent",
+                                   operator="supervisor S01"), dry_run=True)
+        assert out.outcome == "would_void" and out.incident_id is None
+        (planned,) = [Message.decode(bytes.fromhex(m), dialect) for m in out.messages]
+        assert (planned.mti, planned["3"]) == ("0200", "200000" if dialect == "cup" else "020000")
+        assert len(desk.ledger()) == 1 and unsigned_incidents(desk) == []
+        assert desk.journal.get_txn(sale.txn_id).state == "signature_pending"
