@@ -35,6 +35,12 @@ go; the service refuses to start while any remains. Keys live in their own files
 
     [journal]
     path = "/var/lib/posguard/journal.db"
+    data_dir = ""                         # e-signatures (signatures/) and the notice outbox (outbox/);
+                                          # "" = the journal's directory
+
+    [unsigned]                            # guide 004: a sale the customer left without signing
+    customer_gone = "follow_up"           # follow_up (contact them to sign afterwards) | keep (merchant's risk)
+    follow_up_hours = 24.0                # then the sale is kept at the merchant's risk (one clearing day)
 
     [operator]
     socket = "/run/posguard/operator.sock"   # or "stdin"
@@ -60,7 +66,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-__all__ = ["DEFAULT_CONFIG", "Config", "ConfigProblem", "load_config"]
+__all__ = ["DEFAULT_CONFIG", "Config", "ConfigProblem", "load_config", "data_dir"]
 
 DEFAULT_CONFIG = "/etc/posguard/posguard.toml"
 DIALECTS = ("cup", "iso87ascii", "iso87", "iso87bcd")
@@ -97,6 +103,9 @@ class Config:
     framing: str = "binary2"
     timeout: float = 30.0
     journal: str = "/var/lib/posguard/journal.db"
+    data_dir: str = ""
+    unsigned_customer_gone: str = "follow_up"
+    follow_up_hours: float = 24.0
     operator_socket: str = "/run/posguard/operator.sock"
     allow_uids: list[int] = field(default_factory=list)
     allow_groups: list[str] = field(default_factory=list)
@@ -119,12 +128,19 @@ _SCHEMA: dict[str, dict[str, tuple[str, type]]] = {
     "pinpad": {"port": ("pinpad_port", str)},
     "host": {"address": ("host", str), "port": ("port", int), "framing": ("framing", str),
              "timeout": ("timeout", float)},
-    "journal": {"path": ("journal", str)},
+    "journal": {"path": ("journal", str), "data_dir": ("data_dir", str)},
+    "unsigned": {"customer_gone": ("unsigned_customer_gone", str), "follow_up_hours": ("follow_up_hours", float)},
     "operator": {"socket": ("operator_socket", str), "allow_uids": ("allow_uids", list),
                  "allow_groups": ("allow_groups", list)},
     "capture": {"record": ("record", str)},
     "supervisor": {"id": ("supervisor_id", str), "credential": ("supervisor_credential", str)},
 }
+
+
+def data_dir(cfg: Config) -> Path:
+    """Where the service keeps e-signatures and the notice outbox: ``journal.data_dir``, else the journal's
+    directory."""
+    return Path(cfg.data_dir) if cfg.data_dir else Path(cfg.journal).parent
 
 
 def _is_zone(name: str) -> bool:
@@ -269,6 +285,14 @@ def load_config(path: str | os.PathLike[str] = DEFAULT_CONFIG, *, read_keys: boo
         else:  # the service creates it (0750): its parent must let it
             _check_place(sock_dir.parent, "operator.socket", f"must let the service create {sock_dir}", problems,
                          write=True)
+    if cfg.unsigned_customer_gone not in ("follow_up", "keep"):
+        problems.append(ConfigProblem("unsigned.customer_gone", "choose follow_up or keep"))
+    if not 0 < cfg.follow_up_hours <= 24 * 90:
+        problems.append(ConfigProblem("unsigned.follow_up_hours", "hours, between 0 and 2160 (90 days)"))
+    if cfg.data_dir:
+        place = Path(cfg.data_dir)
+        _check_place(place if place.exists() else place.parent, "journal.data_dir",
+                     "holds e-signatures and the notice outbox", problems, write=True)
     if cfg.record:
         _check_place(Path(cfg.record).parent, "capture.record", "holds the capture", problems, write=True)
     for key_file, key in ((cfg.token_key_file, "terminal.token_key_file"), (cfg.data_key_file, "terminal.data_key_file")):

@@ -31,6 +31,8 @@ def build_report(journal: Journal, *, since: float | None = None) -> dict[str, A
         "open": [{"id": i.id, "kind": i.kind, "outcome": i.outcome, "amount_at_risk": i.amount_at_risk}
                  for i in open_],
         "amount_at_risk": sum(i.amount_at_risk for i in open_),
+        # guide 004: one incident per unsigned sale, by where it stands (follow_up = still open)
+        "unsigned": dict(sorted(Counter(i.outcome or "open" for i in incidents if i.kind == "unsigned").items())),
         "trend": [{"day": d, "total": sum(c.values()), "by_kind": dict(sorted(c.items()))}
                   for d, c in sorted(per_day.items())],
     }
@@ -46,6 +48,8 @@ def render_report(report: dict[str, Any]) -> str:
     lines.append(f"open: {len(report['open'])}, amount at risk {report['amount_at_risk'] / 100:.2f}")
     for o in report["open"]:
         lines.append(f"  #{o['id']} {o['kind']} {o['outcome'] or 'in progress'} {o['amount_at_risk'] / 100:.2f}")
+    if report.get("unsigned"):
+        lines.append("unsigned sales: " + ", ".join(f"{k} {n}" for k, n in report["unsigned"].items()))
     lines.append("trend:")
     for t in report["trend"]:
         lines.append(f"  {t['day']} {t['total']:>4}  " + ", ".join(f"{k} {n}" for k, n in t["by_kind"].items()))

@@ -310,7 +310,15 @@ class TrackData:
 
 
 def mask_contact(contact: str) -> str:
-    """Contact details are protected like card data: show only enough to recognise them."""
+    """Contact details are protected like card data: show only enough to recognise them. A ``phone:`` or
+    ``email:`` prefix (how the merchant gave it) is kept as a word.
+
+    >>> mask_contact("phone:13912345678"), mask_contact("li.lei@example.cn")
+    ('phone *******5678', 'l***@example.cn')
+    """
+    how, sep, rest = contact.partition(":")
+    if sep and how.strip().lower() in ("phone", "email"):
+        return f"{how.strip().lower()} {mask_contact(rest.strip())}"
     if "@" in contact:
         name, _, domain = contact.partition("@")
         return (name[:1] + "***@" + domain) if name else "***@" + domain

@@ -160,6 +160,12 @@ class DuplicateChargeDetector:
             if d.txn_ids not in seen:
                 seen.add(d.txn_ids)
                 unique.append(d)
+        override = operator_override(journal, txn) if unique and journal is not None else None
+        if override is not None:  # charged again on purpose: recorded as overridden, not a duplicate to correct
+            return [Detection("duplicate_override", "operator_override", d.txn_ids, {
+                **d.evidence, "overridden_rule": d.rule, "classification": "operator_override",
+                "approved_by": override.get("by"), "action": "recorded: the operator charged it again on purpose; "
+                                                          "nothing to correct"}) for d in unique]
         return unique
 
     def warm(self, journal: Journal) -> int:
@@ -175,6 +181,19 @@ class DuplicateChargeDetector:
             if t.order_ref:
                 self._add("_orders", t.order_ref, (at, t.id), at)
         return len(rows)
+
+
+def operator_override(journal: Journal, txn: TxnRecord) -> dict[str, Any] | None:
+    """The operator's override journaled for ``txn`` before it was sent (``sale ... override=yes``), or None."""
+    rows = journal.query("SELECT detail FROM events WHERE kind = 'operator_override' AND "
+                         "json_extract(detail, '$.txn') = ? ORDER BY id DESC LIMIT 1", (txn.id,))
+    if not rows:
+        return None
+    detail: dict[str, Any] = json.loads(rows[0]["detail"])
+    if detail.get("order_ref") not in (None, txn.order_ref) or detail.get("amount_minor") not in (None,
+                                                                                                  txn.amount_minor):
+        return None  # the override was for another sale (that one was refused before it was created)
+    return detail
 
 
 # ---------------------------------------------------------------------------------------------------

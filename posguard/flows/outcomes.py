@@ -26,6 +26,8 @@ class Outcome(StrEnum):
     SETTLED = "settled"
     SETTLED_AFTER_UPLOAD = "settled_after_upload"
     SIGNED = "signed"
+    SIGNED_LATER = "signed_later"  # guide 004: the customer came back (or was reached) and signed afterwards (补签)
+    FOLLOW_UP = "follow_up"  # guide 004: the customer left unsigned; contact them by the deadline
     KEPT_AT_MERCHANT_RISK = "kept_at_merchant_risk"
     VOID_STANDS = "void_stands"
     NOTHING_TO_DO = "nothing_to_do"
@@ -60,7 +62,7 @@ _WOULD: Final[dict[Outcome, Outcome]] = {
 }
 
 #: outcomes after which someone still has to act: the incident stays open
-LEAVES_OPEN: Final = frozenset({Outcome.PENDING, Outcome.AWAITING_CONFIRMATION, Outcome.FAILED})
+LEAVES_OPEN: Final = frozenset({Outcome.PENDING, Outcome.AWAITING_CONFIRMATION, Outcome.FAILED, Outcome.FOLLOW_UP})
 
 
 def unfinished(status: str, detail: str) -> tuple[Outcome, str]:

@@ -233,6 +233,9 @@ _DONE: Final[dict[str, dict[str, str]]] = {
     "void_stands": {"zh": "撤销有效，无需再处理", "en": "the void stands; nothing more to do"},
     "settled": {"zh": "已结算", "en": "settled"},
     "signed": {"zh": "已签名", "en": "signed"},
+    "signed_later": {"zh": "已补签", "en": "signed afterwards"},
+    "follow_up": {"zh": "请您补签：请回到商户签名，或回复商户的联系", "en": "please sign: come back to the merchant, or "
+                  "answer the merchant's call or e-mail"},
     "settled_after_upload": {"zh": "已补传明细并结算", "en": "details uploaded and settled"},
     "nothing_to_do": {"zh": "无需处理", "en": "nothing to do"},
 }

@@ -7,7 +7,9 @@ UNIX socket (``operator.socket``) or on stdin (``operator.socket = "stdin"`` or 
     sale AMOUNT [order=REF]      read the card in the reader, charge AMOUNT (minor units)
     swipe AMOUNT [order=REF]     read a swipe on the magstripe reader (reader.magstripe_port), charge AMOUNT
     void TXN | refund TXN AMOUNT
-    sign TXN | refuse TXN        the signature was captured / refused (the customer left)
+    sign TXN [esig=PATH|paper=yes]   the signature was captured (the pad's file kept as evidence / re-signed copy)
+    refuse TXN [contact=phone:N|email:A]   the customer left unsigned: a follow-up task (guide 004)
+    contacted TXN | keep TXN | consent_void TXN sup=.. | pad_fault TXN   the follow-up's contact and outcomes
     wrong_card TXN               read the card the customer meant, correct the charge
     wrong_amount TXN AMOUNT      AMOUNT is the order total that should have been charged
     dispute TXN                  the customer says the void/refund never arrived
@@ -80,7 +82,6 @@ class Service:
         from posguard.engine.journal import Journal
         from posguard.engine.keys import load_tmk
         from posguard.engine.saf import SafPolicy
-        from posguard.flows import FlowPolicies
         from posguard.service.till import Till
 
         self.cfg, self.log = cfg, log
@@ -107,7 +108,7 @@ class Service:
             self.lock.release()
             raise
         self.till = Till(self.engine, dialect=cfg.dialect, writer=self.writer,  # its events: posguard.till
-                         policies=FlowPolicies(timezone=cfg.timezone or None))
+                         policies=_flow_policies(cfg))
         from posguard.service.supervisor import SupervisorGate
 
         self.supervisor = SupervisorGate(cfg.supervisor_id, cfg.supervisor_credential, self.clock)
@@ -298,6 +299,8 @@ class Service:
             before = len(self.till.incidents)
             if VERBS[command.verb].gives_money_back:  # guide 001: a supervisor reviews money going back
                 self.till.supervisor = self.supervisor.approve(command.supervisor, command.verb)
+            elif command.override and command.supervisor is not None:  # who approved charging a paid order again
+                self.till.supervisor = self.supervisor.approve(command.supervisor, "override")
             result = self._dispatch(command)
             incidents = [i.to_dict() for i in self.till.incidents[before:]]
             if self.till.refusal is not None:
@@ -330,10 +333,8 @@ class Service:
             return _txn(t.do("void", txn=c.txn))
         if c.verb == "refund":
             return _txn(t.do("refund", txn=c.txn, amount=c.amount))
-        if c.verb == "sign":
-            return _txn(t.do("sign", txn=c.txn))
-        if c.verb == "refuse":
-            t.do("signature_refused", txn=c.txn)
+        if c.verb in _UNSIGNED_OPS:  # guide 004: each moves the sale's one unsigned incident
+            return _unsigned(t, c)
         elif c.verb == "wrong_card":
             t.do("wrong_card", txn=c.txn, card=self.read_card())
         elif c.verb == "wrong_amount":
@@ -424,11 +425,39 @@ class Service:
             server.stop(timeout=5.0)
 
 
+def _flow_policies(cfg: Config) -> Any:
+    """The flows' policies from the configuration: notices to ``<data dir>/outbox``, e-signatures to
+    ``<data dir>/signatures``, the unsigned follow-up (guide 004) as configured."""
+    from posguard.config import data_dir
+    from posguard.flows import FlowPolicies
+
+    base = data_dir(cfg)
+    return FlowPolicies(timezone=cfg.timezone or None, outbox=str(base / "outbox"),
+                        signature_dir=str(base / "signatures"), unsigned_customer_gone=cfg.unsigned_customer_gone,
+                        follow_up_deadline=cfg.follow_up_hours * 3600.0)
+
+
 def _handler_on(stream: IO[str]) -> LineHandler | None:
     for h in logging.getLogger("posguard").handlers:
         if isinstance(h, LineHandler) and h.stream is stream:
             return h
     return None
+
+
+#: operator verb -> till operation for an unsigned sale (guide 004)
+_UNSIGNED_OPS = {"sign": "sign", "refuse": "signature_refused", "contacted": "unsigned_contacted",
+                 "keep": "unsigned_keep", "consent_void": "unsigned_void", "pad_fault": "unsigned_escalate"}
+
+
+def _unsigned(till: Any, c: Command) -> dict[str, Any]:
+    args: dict[str, Any] = {k: v for k, v in c.options if k != "paper"}
+    if c.option("paper") == "yes":
+        args["paper"] = True
+    res = till.do(_UNSIGNED_OPS[c.verb], txn=c.txn, **args)
+    if res is not None or till.refusal is not None:
+        return _txn(res)
+    txn = till.engine.journal.get_txn(c.txn)
+    return {"txn": txn.id, "state": txn.state, "signature": txn.signature}
 
 
 def _txn(res: Any) -> dict[str, Any]:

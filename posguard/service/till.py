@@ -15,12 +15,13 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from hashlib import sha256
 from typing import TYPE_CHECKING, Any
 
 from posguard.capture.sanitize import blank_names
 from posguard.card import CardData
 from posguard.card_entry import FallbackWindow
-from posguard.engine.chart import CHARGE_STANDS
+from posguard.engine.chart import CHARGE_STANDS, CHART
 from posguard.engine.detectors import Detection
 from posguard.engine.engine import TransactionEngine, TxnResult
 from posguard.engine.errors import CorrectionRefused, EngineError, IllegalTransition
@@ -28,11 +29,19 @@ from posguard.engine.journal import JournalError
 from posguard.engine.observe import Exchange
 from posguard.engine.ports import HostTimeout, InvalidResponse
 from posguard.flows import FLOWS, FlowContext, FlowPolicies, FlowRequest, Outcome, run_flow
+from posguard.flows.unsigned_follow_up import (
+    SignatureFileError,
+    incident_for_sale,
+    overdue,
+    read_signature_file,
+    store_signature,
+)
 from posguard.incidents import IncidentReport, close_incident, get_incident, resolve_by_hand
 from posguard.iso8583.message import Message
 from posguard.iso8583.redaction import evidence_image
 from posguard.logs import event
 from posguard.notices import Notice, reversal_notice
+from posguard.notices.outbox import FileOutbox
 from posguard.sensitive import mask_digits_in_text
 
 if TYPE_CHECKING:
@@ -58,8 +67,12 @@ _TICK_MESSAGES: dict[str, str] = {
 #: operator actions the till understands (the ``op`` of an ``op`` record) and their arguments
 OPS: dict[str, str] = {
     "sale": "card, amount[, order][, override] (override: charge an order that is already paid)",
-    "sign": "txn",
-    "signature_refused": "txn",
+    "sign": "txn[, esig (path of the e-signature file)][, paper (the operator saw the merchant copy re-signed)]",
+    "signature_refused": "txn[, contact (phone:NUMBER or email:ADDRESS)] (the customer left: a follow-up task)",
+    "unsigned_contacted": "txn[, contact] (the customer was contacted about signing)",
+    "unsigned_keep": "txn (the merchant keeps the unsigned sale at its own risk)",
+    "unsigned_void": "txn (the customer agreed to cancel instead of signing: void, or refund after settlement)",
+    "unsigned_escalate": "txn (a system fault, e.g. the signature pad failed: escalated to the bank)",
     "void": "txn",
     "refund": "txn, amount",
     "wrong_card": "txn, card (the card the customer meant)",
@@ -70,6 +83,10 @@ OPS: dict[str, str] = {
     "flush": "",
     "settle": "",
 }
+#: operator arguments a capture records as null: the customer's contact, the path of an e-signature file
+_NOT_CAPTURED = frozenset({"contact", "esig"})
+
+
 @dataclass(frozen=True)
 class Op:
     op: str
@@ -173,8 +190,8 @@ class Till:
         if op not in OPS:
             raise ValueError(f"unknown operator action {op!r}; known: {', '.join(OPS)}")
         self.refusal = None
-        if self.writer is not None:
-            self.writer.record("op", op=op, **args)
+        if self.writer is not None:  # a capture keeps no customer contact and no local file path
+            self.writer.record("op", op=op, **{k: (None if k in _NOT_CAPTURED else v) for k, v in args.items()})
         handler: Callable[..., Any] = getattr(self, f"_op_{op}")
         try:
             return handler(**args)
@@ -206,7 +223,10 @@ class Till:
                 f"{paid[0].pan_masked}); nothing was sent. Charge it again only with override=yes")
 
     def _op_sale(self, card: str, amount: int, order: str | None = None, override: bool = False) -> TxnResult:
-        # override: the operator charged a paid order on purpose (recorded in the capture's op record)
+        # override: the operator charged a paid order on purpose (recorded in the capture's op record and the
+        # journal, so the duplicate detector records it instead of correcting it)
+        if override:
+            self._record_override(order, amount)
         result = self.engine.sale(self.cards[card], int(amount), order_ref=order)
         self.txn_cards[result.txn_id] = card
         self._note(result, f"sale {amount / 100:.2f} on {self.cards[card].pan_masked}", "sale")
@@ -222,13 +242,74 @@ class Till:
         notice = reversal_notice(self.engine.journal.get_txn(txn_id), languages=p.languages,
                                  columns=p.printer_columns, timezone_name=p.timezone)
         self.notices.append(notice)
+        if p.outbox:
+            where = FileOutbox(p.outbox).deliver_for_txn(txn_id, notice)
+            self._tell("notice.delivered", f"reversal notice for {txn_id} in the outbox: {where}", txn=txn_id)
 
-    def _op_sign(self, txn: str) -> TxnResult:
-        return self._note(self.engine.sign(txn), "signature captured", "sign")
+    def _record_override(self, order: str | None, amount: int) -> None:
+        """Journal the operator's override before the sale: the duplicate detector reads it (the next
+        transaction id) and records the pair as overridden, with who approved, instead of correcting it."""
+        journal = self.engine.journal
+        nxt = f"{self.engine.terminal.terminal_id}-{journal.peek_counter('txn') + 1:08d}"
+        by = f"supervisor {self.supervisor}" if self.supervisor else "operator"
+        with journal.atomic("operator_override"):
+            journal.record_event("operator_override", txn_id=None, detail={
+                "txn": nxt, "order_ref": order, "amount_minor": int(amount), "by": by})
+        self._tell("sale.override", f"order {order or '-'} charged again on purpose (approved by {by})",
+                   logging.WARNING, order=order, by=by)
 
-    def _op_signature_refused(self, txn: str) -> None:
+    # -- unsigned sales (guide 004): one incident per sale, moved by each of these --------------------
+    def _op_sign(self, txn: str, esig: str | None = None, paper: bool = False) -> TxnResult | None:
+        image = None
+        if esig is not None:
+            try:
+                image = read_signature_file(esig)
+            except SignatureFileError as exc:
+                raise CorrectionRefused(str(exc)) from None
+        if incident_for_sale(self.engine.journal, txn) is None:  # signed in time: evidence, no incident
+            sale = self.engine.journal.get_txn(txn)
+            if image is not None and CHART.allows(sale.kind, sale.state, "sign"):  # else sign() says why not
+                self._keep_e_signature(txn, image)
+            return self._note(self.engine.sign(txn), "signature captured", "sign")
+        # a sale whose signature was missed (deadline, or the customer had left): its incident moves
+        self._correct("unsigned", "signature_captured", (txn,), customer_present=True, signature=image,
+                      signature_source="pad" if image is not None else "paper",
+                      operator=self._who() if paper or image is None else None)
+        return None
+
+    def _keep_e_signature(self, txn: str, image: bytes) -> None:
+        """The pad's e-signature of a sale signed in time: stored (when a signature directory is configured) and
+        its SHA-256 journaled on the sale; not an incident."""
+        folder = self.policies.signature_dir
+        try:
+            where, digest = store_signature(folder, txn, image) if folder else (None, sha256(image).hexdigest())
+        except SignatureFileError as exc:
+            raise CorrectionRefused(str(exc)) from None
+        with self.engine.journal.atomic("e_signature"):
+            self.engine.journal.record_event("e_signature", txn_id=txn, detail={"sha256": digest, "path": where})
+
+    def _who(self) -> str:
+        return f"supervisor {self.supervisor}" if self.supervisor else "operator"
+
+    def _op_signature_refused(self, txn: str, contact: str | None = None) -> None:
         self._tell("signature.refused", f"customer left without signing {txn}", txn=txn)
-        self._correct("unsigned", "signature_refused", (txn,), customer_present=False)
+        self._correct("unsigned", "signature_refused", (txn,), customer_present=False, contact=contact)
+
+    def _op_unsigned_contacted(self, txn: str, contact: str | None = None) -> None:
+        self._correct("unsigned", "follow_up", (txn,), customer_present=False, follow_up="contacted",
+                      contact=contact, operator=self._who())
+
+    def _op_unsigned_keep(self, txn: str) -> None:
+        self._correct("unsigned", "follow_up", (txn,), customer_present=False, follow_up="kept_at_risk",
+                      operator=self._who())
+
+    def _op_unsigned_void(self, txn: str) -> None:
+        self._approved_by("void_unsigned", txn)
+        self._correct("unsigned", "follow_up", (txn,), customer_present=False, follow_up="voided_with_consent")
+
+    def _op_unsigned_escalate(self, txn: str) -> None:
+        self._correct("unsigned", "system_fault", (txn,), follow_up="escalate", cause="device_fault",
+                      claim="the signature pad failed", operator=self._who())
 
     def _approved_by(self, action: str, txn: str) -> None:
         """Journal who approved money going back (the supervisor's id, never the credential)."""
@@ -340,6 +421,7 @@ class Till:
         said: list[str] = []
         before = len(self.incidents)
         self._handle(self.engine.check_signatures())
+        self._follow_ups_due()
         said += [i.line() for i in self.incidents[before:]]
         journal, now = self.engine.journal, self.engine.clock.now()
         queued = {q.id: q for q in journal.saf_items(["queued", "sent", "expired"])}
@@ -364,6 +446,11 @@ class Till:
             said.append(line)
         return said
 
+    def _follow_ups_due(self) -> None:
+        """Unsigned follow-ups past their deadline (engine clock) end kept at the merchant's risk (guide 004)."""
+        for f in overdue(self.engine.journal, self.engine.clock.now()):
+            self._correct("unsigned", "follow_up_deadline", (f.txn_id,), customer_present=False, follow_up="deadline")
+
     # -- incidents ------------------------------------------------------------------------------------
     def _handle(self, detections: tuple[Detection, ...]) -> None:
         for d in detections:
@@ -371,6 +458,11 @@ class Till:
             if key in self._seen:
                 continue
             self._seen.add(key)
+            if d.kind == "duplicate_override":  # the operator charged it again on purpose: recorded, not corrected
+                self._tell("incident.overridden", f"{', '.join(d.txn_ids)}: same card and amount/order, charged "
+                           f"again on purpose (approved by {d.evidence.get('approved_by')}); recorded, not "
+                           "corrected", kind=d.kind, rule=d.rule, txns=list(d.txn_ids))
+                continue
             self._tell("incident.detected", f"DETECTED {d.kind} [{d.rule}] {', '.join(d.txn_ids)}: "
                        f"{mask_digits_in_text(str(d.evidence.get('action', '')))}", logging.WARNING,
                        kind=d.kind, rule=d.rule, txns=list(d.txn_ids))
