@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from posguard.card import CardData
 from posguard.clock import Clock
+from posguard.engine.acquirer_report import SettlementReport
 from posguard.engine.chart import CHARGE_STANDS, IN_DOUBT
 from posguard.engine.detectors import LedgerEntry
 from posguard.engine.errors import CorrectionRefused, TransactionsBlocked
@@ -132,6 +133,8 @@ class FlowRequest:
     contact: str | None = None  # customer contact (masked wherever shown)
     incident_id: int | None = None  # set to resume an incident
     host_ledger: tuple[LedgerEntry, ...] | None = None  # unsettled: the acquirer's report, when the merchant has it
+    batch_no: int | None = None  # unsettled: the batch to reconcile (default: the open batch)
+    settlement_report: SettlementReport | None = None  # unsettled: the acquirer's settlement report (imported)
 
     def describe(self) -> dict[str, Any]:
         """The request as journaled: masked, JSON-safe, enough to resume."""
@@ -143,6 +146,9 @@ class FlowRequest:
             "claim": scrub(self.claim) if self.claim else None, "reason": self.reason,
             "signature_source": self.signature_source, "operator": self.operator, "cause": self.cause,
             "contact": mask_contact(self.contact) if self.contact else None,
+            **({"batch_no": self.batch_no} if self.batch_no is not None else {}),
+            **({"report": {"path": self.settlement_report.source, "sha256": self.settlement_report.digest}}
+               if self.settlement_report is not None else {}),
         }
 
     def __repr__(self) -> str:
@@ -350,7 +356,8 @@ class Flow:
                          operator_confirmed=base.operator_confirmed or bool(stored.get("operator_confirmed")),
                          reason=base.reason or stored.get("reason"), claim=base.claim or stored.get("claim"),
                          signature_source=base.signature_source or stored.get("signature_source"),
-                         operator=base.operator or stored.get("operator"), cause=base.cause or stored.get("cause"))
+                         operator=base.operator or stored.get("operator"), cause=base.cause or stored.get("cause"),
+                         batch_no=base.batch_no if base.batch_no is not None else stored.get("batch_no"))
         return self.run(ctx, merged)
 
     # -- the procedure ---------------------------------------------------------------------------

@@ -27,9 +27,11 @@ class FileOutbox:
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         self.directory = Path(directory)
 
-    def deliver(self, incident_id: int, notice: Notice) -> str:
+    def deliver(self, incident_id: int, notice: Notice, part: str | None = None) -> str:
+        """Write the notice; ``part`` (e.g. the transaction id) tells apart several notices of one incident."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        path = self.directory / f"incident-{incident_id:06d}-{notice.kind}.json"
+        tail = f"-{''.join(c for c in part if c.isalnum() or c in '-_')}" if part else ""
+        path = self.directory / f"incident-{incident_id:06d}-{notice.kind}{tail}.json"
         fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(notice.to_dict(), fh, ensure_ascii=False, indent=2, sort_keys=True)

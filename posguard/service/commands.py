@@ -52,6 +52,8 @@ VERBS: Final[dict[str, Verb]] = {v.name: v for v in (
     Verb("confirm", ("incident",), "run the correction of INCIDENT, which awaits confirmation", gives_money_back=True),
     Verb("decline", ("incident",), "INCIDENT needs no correction (e.g. a genuine second purchase): close it"),
     Verb("settle", (), "close the batch with the host"),
+    Verb("reconcile", ("report",), "compare the acquirer's settlement report (a CSV/JSON file on this box) with the "
+         "journal, both ways; each batch's reconciliation incident is raised once"),
     Verb("flush", (), "send queued reversals and advices now"),
     Verb("cancel", (), "stop waiting for the card: the sale in progress ends, nothing is sent"),
     Verb("status", (), "batch, states, what is pending, the reader and the journal"),
@@ -73,6 +75,7 @@ class Command:
     incident: int | None = None
     override: bool = False
     supervisor: str | None = field(default=None, repr=False)  # the credential as typed: never shown or stored
+    report: str | None = field(default=None, repr=False)  # reconcile: the settlement report's path
 
 
 def usage(verb: Verb) -> str:
@@ -105,7 +108,7 @@ def parse(line: str, *, max_amount: int) -> Command:
     values: dict[str, object] = {}
     for kind, word in zip(verb.args, positional, strict=True):
         values[kind] = (_amount(word, max_amount) if kind == "amount" else _incident(word) if kind == "incident"
-                        else _txn(word))
+                        else _report_path(word) if kind == "report" else _txn(word))
     order = options.get("order")
     if order is not None and not _ORDER.fullmatch(order):
         raise CommandError("order=REF: 1 to 40 ASCII letters, digits or . _ : / -")
@@ -114,7 +117,7 @@ def parse(line: str, *, max_amount: int) -> Command:
         raise CommandError("override=yes is the only way to write it (charge an order that is already paid)")
     return Command(name, amount=values.get("amount"), txn=values.get("txn"), order=order,  # type: ignore[arg-type]
                    incident=values.get("incident"), override=override == "yes",  # type: ignore[arg-type]
-                   supervisor=options.get("sup"))
+                   supervisor=options.get("sup"), report=values.get("report"))  # type: ignore[arg-type]
 
 
 def _amount(word: str, max_amount: int) -> int:
@@ -135,6 +138,17 @@ def _incident(word: str) -> int:
     if not (word.isascii() and word.isdigit() and 1 <= len(word) <= 9):
         raise CommandError(f"{_shown(word)!r} is not an incident number (see `posguard incidents list`)")
     return int(word)
+
+
+_REPORT_PATH = re.compile(r"[A-Za-z0-9._/+@-]{1,1024}")
+
+
+def _report_path(word: str) -> str:
+    """A settlement report's path: plain ASCII (letters, digits, ``. _ / + @ -``), at most 1024 characters."""
+    if not _REPORT_PATH.fullmatch(word) or word.endswith("/"):
+        raise CommandError(f"{_shown(word)!r} is not a report file path (ASCII letters, digits, . _ / + @ -), e.g. "
+                           "/var/lib/posguard/reports/2026-11-30.csv")
+    return word
 
 
 def _txn(word: str) -> str:
