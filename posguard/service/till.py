@@ -320,6 +320,11 @@ class Till:
         if not batches:
             raise CorrectionRefused(f"{report}: no closed batch to compare (the report names none of this terminal's "
                                     "closed batches); settle first, or name the batch")
+        for b in batches:  # an import never settles: a report is compared with closed batches only
+            row = self.engine.journal.batch(b)
+            if row is None or row["state"] != "closed":
+                raise CorrectionRefused(f"batch {b} is {'open' if row is not None else 'unknown'}: a settlement "
+                                        "report is compared with closed batches only; settle first")
         out = []
         for b in batches:
             inc = self.reconcile(b, loaded)
