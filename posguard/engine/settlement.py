@@ -77,20 +77,19 @@ class Settlement:
         credit = engine.journal.query(
             "SELECT COUNT(*), COALESCE(SUM(amount_minor), 0) FROM transactions WHERE batch_no = ? AND "
             "kind = 'refund' AND state IN ('approved', 'uploaded')", (batch,))[0]
-        totals = {"debit_count": int(debit[0]), "debit_minor": int(debit[1]),
-                  "credit_count": int(credit[0]), "credit_minor": int(credit[1])}
-        totals.update(self.foreign_totals(batch))
-        return totals
+        return {"debit_count": int(debit[0]), "debit_minor": int(debit[1]),
+                "credit_count": int(credit[0]), "credit_minor": int(credit[1])}
 
     def foreign_totals(self, batch_no: int) -> dict[str, int]:
         """The foreign-card part of the totals (pos-flows.md §B field 48: CUP counts domestic (UnionPay) and
-        foreign cards (Visa, Mastercard, ...) in two groups), by the card's scheme recorded in the journal."""
+        foreign cards (Visa, Mastercard, ...) in two groups), by the card's scheme recorded in the journal. A
+        closed batch counts what it settled (its transactions are ``settled`` then)."""
         out = {"foreign_debit_count": 0, "foreign_debit_minor": 0, "foreign_credit_count": 0,
                "foreign_credit_minor": 0}
         for t in self.engine.journal.find_txns(
                 "batch_no = ? AND ((kind IN ('sale', 'completion') AND state IN ('approved','signature_pending',"
-                "'signed','unsigned','uploaded','refunded_partial','refunded')) OR (kind = 'refund' AND state IN "
-                "('approved', 'uploaded')))", (batch_no,)):
+                "'signed','unsigned','uploaded','refunded_partial','refunded','settled')) OR (kind = 'refund' AND "
+                "state IN ('approved', 'uploaded', 'settled')))", (batch_no,)):
             if card_side(t) == "foreign":
                 side = "credit" if t.kind == "refund" else "debit"
                 out[f"foreign_{side}_count"] += 1
@@ -172,7 +171,8 @@ class Settlement:
         with engine._atomic("settlement_journaled"):
             stan = engine.journal.allocate_stan()
             fields = engine.profile.settlement_fields(stan=stan, batch_no=batch, terminal_id=engine.terminal.terminal_id,
-                                                      merchant_id=engine.terminal.merchant_id, totals=totals,
+                                                      merchant_id=engine.terminal.merchant_id,
+                                                      totals={**totals, **self.foreign_totals(batch)},
                                                       currency=engine.terminal.currency,
                                                       close_after_upload=close_after_upload)
             engine.journal.record_message(direction="out", mti="0500", masked=masked_json("0500", fields, engine.profile.dialect), stan=stan)

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from posguard.engine.detectors import FINDING_RULES, Detection
 from posguard.engine.errors import SettlementBlocked
+from posguard.engine.settlement import Settlement
 from posguard.flows.base import Flow, FlowContext, FlowRefused, FlowRequest, StepRunner
 from posguard.flows.outcomes import Outcome
 from posguard.notices import Evidence, Notice, finding_notice, money
@@ -217,6 +218,11 @@ class UnsettledFlow(Flow):
                  f"{ctx.engine.terminal.merchant_id}",
                  f"totals sent: {sent['debit_count']} sale(s) {money(sent['debit_minor'], cur)}, "
                  f"{sent['credit_count']} refund(s) {money(sent['credit_minor'], cur)}"]
+        if ctx.engine.profile.uses_field_60:  # CUP: the foreign-card group of field 48
+            f = Settlement(ctx.engine).foreign_totals(batch_no)
+            lines.append(f"  of which foreign cards: {f['foreign_debit_count']} sale(s) "
+                         f"{money(f['foreign_debit_minor'], cur)}, {f['foreign_credit_count']} refund(s) "
+                         f"{money(f['foreign_credit_minor'], cur)}")
         if settled.get("flags"):
             lines.append(f"host's balance flags: {_flags(settled['flags'])} (1 balanced, 2 unbalanced, 3 error)")
         if settled.get("host_lacked"):
@@ -277,6 +283,4 @@ def _flags(flags: dict[str, str]) -> str:
 
 
 def _totals(t: dict[str, int]) -> str:
-    return (f"{t['debit_count']} sale(s) {t['debit_minor']}, {t['credit_count']} refund(s) {t['credit_minor']}"
-            + (f" (foreign {t['foreign_debit_count']} sale(s) {t['foreign_debit_minor']})"
-               if t.get("foreign_debit_count") else ""))
+    return f"{t['debit_count']} sale(s) {t['debit_minor']}, {t['credit_count']} refund(s) {t['credit_minor']}"
