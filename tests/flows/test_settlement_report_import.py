@@ -15,6 +15,8 @@ from firmware_sim.host.report import to_csv, to_json
 from posguard.cli import main as cli_main
 from posguard.engine.acquirer_report import COLUMNS, FORMAT, ReportError, load_report, parse_report
 from posguard.engine.instance_lock import JournalLock
+from posguard.engine.journal import Journal
+from posguard.incidents import get_incident, load_incidents
 from posguard.service.commands import CommandError, parse
 from tests.engine.conftest import DATA_KEY, TOKEN_KEY, UNIONPAY_PAN, VISA_PAN, card
 from tests.flows.conftest import TID, Desk, desk_for
@@ -199,3 +201,40 @@ def test_the_operator_line_is_checked_before_anything_acts() -> None:
         parse("reconcile", max_amount=100_000)
     with pytest.raises(CommandError, match=r"is not a report file path"):
         parse("reconcile /tmp/a;rm", max_amount=100_000)
+
+
+def _service_session(config: Path, lines: list[str]) -> list[dict[str, object]]:
+    """``posguard run --stdin``: one JSON answer per line, then the end of stdin stops the service."""
+    import subprocess
+    import sys
+
+    text = config.read_text().replace('kind = "pcsc"', 'kind = "none"')
+    config.write_text(text)
+    res = subprocess.run([sys.executable, "-m", "posguard.cli", "run", "--config", str(config), "--stdin"],
+                         input="".join(line + "\n" for line in lines), capture_output=True, text=True, timeout=60,
+                         cwd=Path(__file__).resolve().parents[2], check=False)
+    assert res.returncode == 0, res.stderr[-2000:]
+    answers = [json.loads(line)["answer"] for line in res.stdout.splitlines() if '"answer"' in line]
+    assert len(answers) == len(lines), res.stdout[-2000:]
+    return answers
+
+
+def test_the_service_verb_runs_the_reconciliation_once_across_a_restart(tmp_path: Path) -> None:
+    with desk_for("iso87ascii", tmp_path) as desk:
+        declined = _unbalanced_batch(desk)
+        report = tmp_path / "acquirer.csv"
+        report.write_text(to_csv(desk.sim.ledger, "iso87ascii", TID))
+        journal = desk.path
+        config = _config(tmp_path, journal, "iso87ascii")
+        first, again, bad = _service_session(config, [f"reconcile {report}", f"reconcile {report}",
+                                                      f"reconcile {tmp_path / 'missing.csv'}"])
+        assert first["ok"] and first["reconciled"] == [1], first
+        [inc] = first["incidents"]  # type: ignore[misc]
+        assert inc["outcome"] == "acquirer_contact_needed" and inc["incident_id"] == 1
+        assert again["ok"] and again["reconciled"] == [] and again["incidents"] == []
+        assert not bad["ok"] and "missing.csv: cannot be read" in str(bad["error"])
+        [after_restart] = _service_session(config, [f"reconcile {report}"])
+        assert after_restart["ok"] and after_restart["reconciled"] == []
+    with Journal(journal) as j:
+        assert [i.id for i in load_incidents(j) if i.kind == "unsettled"] == [1]
+        assert declined in json.dumps(get_incident(j, 1).to_dict())
