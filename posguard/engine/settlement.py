@@ -154,7 +154,8 @@ class Settlement:
                                                "until their detail upload: " + ", ".join(lacked),
                                                detail={"batch": batch, "txn_ids": lacked})
             new_batch = engine.journal.close_batch(totals, result)
-            engine.journal.record_event("batch_closed", detail={"batch": batch, "next": new_batch, "result": result})
+            engine.journal.record_event("batch_closed", detail={"batch": batch, "next": new_batch, "result": result,
+                                                                "balanced": balanced, "flags": flags})
         return SettlementResult(batch, balanced, rc, totals, uploaded, new_batch, engine._record(detections),
                                 flag=flag, host_lacked=tuple(lacked), tc_uploaded=tc_uploaded, flags=flags)
 

@@ -175,11 +175,11 @@ class UnsettledFlow(Flow):
         result = str(batch["host_result"] or "")
         uploads = [r for r in ctx.journal.uploads(batch_no, "detail") if r["state"] == "acknowledged"]
         lacked = [str(r["txn_id"]) for r in uploads if r["host_had"] == 0]
-        flags = {side: value for part in result.split() if "=" in part
-                 for side, value in [part.split("=", 1)] if side in ("flag", "foreign")}
+        closed = ctx.journal.query("SELECT detail FROM events WHERE kind = 'batch_closed' AND "
+                                   "json_extract(detail, '$.batch') = ? ORDER BY id DESC LIMIT 1", (batch_no,))
+        flags = dict(json.loads(closed[0]["detail"]).get("flags") or {}) if closed else {}
         steps.note("settle", f"batch {batch_no} closed at settlement: {result or '-'}; {len(uploads)} detail(s) "
-                   "uploaded; nothing more is sent", balanced=result == "balanced",
-                   flags={"domestic" if k == "flag" else k: v for k, v in flags.items()}, host_lacked=lacked,
+                   "uploaded; nothing more is sent", balanced=result == "balanced", flags=flags, host_lacked=lacked,
                    uploaded=len(uploads))
 
     def _notify(self, ctx: FlowContext, steps: StepRunner, compared: str, found: list[Detection]) -> int:

@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+import subprocess
+import sys
+from pathlib import Path
 
 from firmware_sim.host import ControlClient, HostSimulator, SimConfig
 
@@ -53,3 +57,27 @@ def test_the_report_lists_every_booking_with_its_side() -> None:
         ("000001", "1000", "approved", "CUP", "domestic", "000001"), ("000002", "2000", "approved", "VIS", "foreign",
                                                                       "000001")]
     assert PAN not in text and VISA not in text and rows[1]["pan_masked"] == "476173******0119"
+
+
+def test_the_program_writes_the_report_on_exit(tmp_path: Path) -> None:
+    out = tmp_path / "report.json"
+    proc = subprocess.Popen([sys.executable, "-m", "firmware_sim.host", "--dialect", "cup", "--port", "0",
+                             "--control-port", "0", "--settlement-report", str(out)],
+                            cwd=Path(__file__).resolve().parents[2], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        info = json.loads(proc.stdout.readline())
+        client = WireClient(("127.0.0.1", info["port"]), "cup")
+        assert client.exchange(cup_sale(1, 1500, pan=VISA))["39"] == "00"
+        client.close()
+        with ControlClient(("127.0.0.1", info["control_port"])) as ctl:
+            ctl.stop()
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    doc = json.loads(out.read_text())
+    assert doc["format"] == "posguard-settlement-report/1"
+    assert [(r["stan"], r["amount_minor"], r["card_org"], r["side"]) for r in doc["rows"]] == [
+        ("000001", "1500", "VIS", "foreign")]
