@@ -348,8 +348,6 @@ class Till:
             if not diffs and batch is not None and str(batch["host_result"]) == "balanced":
                 self._tell("reconcile.matched", f"batch {batch_no}: the acquirer's report and the journal agree")
                 return None
-        request = FlowRequest("unsettled", (), batch_no=batch_no, settlement_report=report,
-                              cause="host" if report is not None else "network")
         if found is None:
             self._tell("incident.detected", f"DETECTED unsettled [totals_unbalanced] batch {batch_no}"
                        if report is None else f"DETECTED unsettled [report_import] batch {batch_no}",
@@ -359,7 +357,8 @@ class Till:
                                  cause="host" if report is not None else "network")
         ctx = FlowContext(self.engine, journal, self.dialect, self.policies, clock=self.engine.clock)
         with self.engine.recording() as sent:
-            outcome = FLOWS["unsettled"]().resume(ctx, found[0], request)
+            outcome = FLOWS["unsettled"]().resume(ctx, found[0], FlowRequest("unsettled", (), batch_no=batch_no,
+                                                                             settlement_report=report))
         inc = IncidentReport("unsettled", "report_import", [], "unsettled", [evidence_image(m) for m in sent],
                              outcome.outcome, outcome.reason, [m.mti for m in sent], incident_id=found[0])
         self.incidents.append(inc)

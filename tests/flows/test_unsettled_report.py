@@ -221,3 +221,29 @@ def test_cup_unionpay_and_foreign_cards_balance_on_their_own_sides(desk: Desk, t
     # the host answers each sale's card organisation in field 63
     orgs = [str(e.card_org) for e in desk.ledger(kind="sale")]
     assert orgs == ["CUP", "VIS"]
+
+
+def test_a_balanced_batch_whose_report_agrees_raises_nothing_and_a_booking_unknown_to_the_terminal_is_named(
+        desk: Desk, tmp_path: Path) -> None:
+    said: list[str] = []
+    till = new_till(desk, tmp_path, said)
+    till.do("sale", card="up1", amount=10_00)
+    till.do("settle")
+    agreeing = report_without(desk, None, tmp_path / "agreeing.csv")
+    assert till.do("reconcile", report=str(agreeing)) == []
+    assert said[-1] == "batch 1: the acquirer's report and the journal agree"
+    assert [i for i in load_incidents(desk.journal) if i.kind == "unsettled"] == []
+    # the acquirer's next report holds a booking the terminal never made (another terminal's sale booked here)
+    lines = agreeing.read_text().splitlines()
+    extra = lines[-1].split(",")
+    extra[2], extra[3], extra[4], extra[7] = "000777", "999999000777", "777777", "4400"
+    unknown = tmp_path / "unknown.csv"
+    unknown.write_text("\n".join([*lines, ",".join(extra)]) + "\n")
+    [inc] = till.do("reconcile", report=str(unknown))
+    assert inc.outcome == "acquirer_contact_needed"
+    assert findings(desk.journal, inc.incident_id or 0) == [("host_booked_unknown", None, None)]
+    record = get_incident(desk.journal, inc.incident_id or 0)
+    [compared] = [s for s in record.steps if s["name"].startswith("compare:")]
+    batch = "1" if desk.dialect == "cup" else "-"  # ISO dialects carry no batch number to the host
+    assert (f"host_booked_unknown: (not in the journal; report line 4) sale stan 777 rrn 999999000777 batch {batch} "
+            "card 621700*********1234 CNY 44.00; terminal -, host approved") in compared["detail"]
