@@ -238,3 +238,12 @@ def test_the_service_verb_runs_the_reconciliation_once_across_a_restart(tmp_path
     with Journal(journal) as j:
         assert [i.id for i in load_incidents(j) if i.kind == "unsettled"] == [1]
         assert declined in json.dumps(get_incident(j, 1).to_dict())
+
+
+@pytest.mark.parametrize("module", ["posguard.engine.acquirer_report", "posguard.engine.profiles"])
+def test_docstring_examples(module: str) -> None:
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module))
+    assert result.attempted > 0 and result.failed == 0
