@@ -140,12 +140,10 @@ class UnsettledFlow(Flow):
         found = engine.detectors.reconciliation.compare(journal, report, terminal_id=engine.terminal.terminal_id,
                                                         batches=(batch_no,),
                                                         card_hash=lambda t: _card_hash(ctx, t))
-        prev = steps.done_before(step)
-        if prev is None:
-            steps.note(step, f"acquirer report {report.source} (sha256 {report.digest[:16]}..., {len(report.rows)} "
-                       f"row(s)): {len(found)} finding(s)" + "".join(f"\n  {finding_line(d)}" for d in found),
-                       report_path=report.source, report_sha256=report.digest,
-                       findings=[{"rule": d.rule, **d.evidence} for d in found])
+        steps.note(step, f"acquirer report {report.source} (sha256 {report.digest[:16]}..., {len(report.rows)} "
+                   f"row(s)): {len(found)} finding(s)" + "".join(f"\n  {finding_line(d)}" for d in found),
+                   report_path=report.source, report_sha256=report.digest,
+                   findings=[{"rule": d.rule, **d.evidence} for d in found])  # once: a resumed run keeps the first
 
         # 4. only the customers concerned
         notices = self._notify(ctx, steps, step, found)
