@@ -247,3 +247,30 @@ def test_a_balanced_batch_whose_report_agrees_raises_nothing_and_a_booking_unkno
     batch = "1" if desk.dialect == "cup" else "-"  # ISO dialects carry no batch number to the host
     assert (f"host_booked_unknown: (not in the journal; report line 4) sale stan 777 rrn 999999000777 batch {batch} "
             "card 621700*********1234 CNY 44.00; terminal -, host approved") in compared["detail"]
+
+
+@pytest.mark.parametrize("point", ["flow.after:compare", "flow.after:notify_customers"])
+def test_a_crash_during_the_comparison_resumes_and_tells_each_customer_once(desk: Desk, tmp_path: Path,
+                                                                           point: str) -> None:
+    from posguard.engine.acquirer_report import load_report
+    from posguard.flows import FlowRequest
+    from posguard.flows.base import FlowCrash
+
+    day = trading_day(desk, tmp_path)
+    desk.engine.settle()  # the engine alone: no incident yet
+    report = load_report(report_without(desk, desk.journal.get_txn(day.missing).rrn, tmp_path / "acquirer.csv"))
+    desk.policies = FlowPolicies(outbox=str(tmp_path / "outbox"), timezone=SHANGHAI)
+    desk.crash_at = f"{point}:{report.digest[:16]}"
+    with pytest.raises(FlowCrash):
+        desk.run(FlowRequest("unsettled", batch_no=1, settlement_report=report))
+    iid = desk.open_incident()
+    desk.restart()
+    out = desk.resume(iid, FlowRequest("unsettled", settlement_report=report))
+    assert out.outcome == "acquirer_contact_needed" and len(desk.wire(out)) == 0
+    assert sorted(f["rule"] for f in [json.loads(r["detail"]) for r in desk.journal.flow_events(iid, outcome=False)
+                                      if json.loads(r["detail"])["step"].startswith("compare:")][-1]["findings"]) == [
+        "approval_missing_at_host", "host_booked_not_approved", "host_booked_not_approved"]
+    told = [json.loads(r["detail"]) for r in desk.journal.flow_events(iid, outcome=False)
+            if json.loads(r["detail"])["step"].startswith("notify_customers:")]
+    assert [t["count"] for t in told] == [3]  # each customer concerned, told once across the crash
+    assert len(list((tmp_path / "outbox").iterdir())) == 3
