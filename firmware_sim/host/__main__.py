@@ -27,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mac-padding", type=int, choices=(1, 2), default=1)
     p.add_argument("--rules", default=None, help="approval rules JSON file")
     p.add_argument("--ledger-dump", default=None, help="write the ledger as JSON here on exit")
+    p.add_argument("--settlement-report", default=None, metavar="FILE",
+                   help="write the acquirer's settlement report here on exit (.json: JSON, else CSV)")
     p.add_argument("--print-dialect", choices=sorted(DIALECTS), default=None)
     args = p.parse_args(argv)
 
@@ -58,6 +60,10 @@ def main(argv: list[str] | None = None) -> int:
             break
     if args.ledger_dump:
         sim.ledger.dump_json(args.ledger_dump)
+    if args.settlement_report:
+        from .report import write_report
+
+        write_report(sim.ledger, args.dialect, args.settlement_report)
     sim.stop()
     return 0
 

@@ -276,7 +276,7 @@ class Processor:
         extra, rrn, code = self._approve_fields(rc)
         entry = self.ledger.add(**self._base(req, kind, rc, rrn=rrn, auth_code=code, note=rule))
         if self.dialect == "cup" and rc == "00":
-            extra["63"] = "CUP"
+            extra["63"] = entry.card_org or "CUP"  # the card organisation code
         return Outcome(self._respond(req, rc, **extra), entry)
 
     def _do_sale(self, req: Doc) -> Outcome:
@@ -428,6 +428,20 @@ class Processor:
         base.update(stan=stan, mti=req["t"])
         self.ledger.add(**base)
 
+    def _settle_sides(self, groups: list[dict[str, int]], tid: str | None) -> tuple[list[dict[str, int]], bool]:
+        """CUP 48: each group (domestic = CUP cards, then foreign = every other organisation) against the books'
+        totals of that side; each answered with its own flag (1 balanced, 2 unbalanced). A missing foreign group
+        counts as zero."""
+        books = self.ledger.totals_by_side(tid)
+        out = []
+        for side, g in zip(("domestic", "foreign"), groups + [dict.fromkeys(groups[0], 0)] * (2 - len(groups)),
+                           strict=False):
+            t = books[side]
+            agrees = (g["debit_amount"], g["debit_count"], g["credit_amount"], g["credit_count"]) == (
+                t.sale_amount, t.sale_count, t.refund_amount, t.refund_count)
+            out.append(dict(g, flag=1 if agrees else 2))
+        return out, all(g["flag"] == 1 for g in out)
+
     def _do_settlement(self, req: Doc) -> Outcome:
         tid = req.get("41")
         totals = self.ledger.totals(tid)
@@ -435,13 +449,10 @@ class Processor:
             groups = parse_48(req.get("48", ""))
             if not groups:
                 return Outcome(self._respond(req, "30"))
-            dom = groups[0]
-            balanced = (dom["debit_amount"], dom["debit_count"], dom["credit_amount"], dom["credit_count"]) == (
-                totals.sale_amount, totals.sale_count, totals.refund_amount, totals.refund_count)
-            out_groups = [dict(g, flag=1) for g in groups]
-            out_groups[0]["flag"] = 1 if balanced else 2
+            out_groups, balanced = self._settle_sides(groups, tid)
             rc = "00"
             extra = {"48": build_48(out_groups)}
+            why = ", ".join(side for side, g in zip(("domestic", "foreign"), out_groups, strict=False) if g["flag"] != 1)
         else:
             if req.get("3", "").startswith("96"):
                 self.ledger.close_batch(tid)
@@ -451,9 +462,11 @@ class Processor:
             balanced = got == (totals.sale_count, totals.sale_amount, totals.refund_count, totals.refund_amount)
             rc = "00" if balanced else "95"
             extra = {}
+            why = "totals"
         if balanced:
             self.ledger.close_batch(tid)
-        entry = self.ledger.add(**self._base(req, "settlement", rc, note="balanced" if balanced else "unbalanced"))
+        entry = self.ledger.add(**self._base(req, "settlement", rc,
+                                             note="balanced" if balanced else f"unbalanced: {why} differ from the books"))
         seq = self._next_seq()
         extra["37"] = self._rrn(seq)
         return Outcome(self._respond(req, rc, **extra), entry)

@@ -455,6 +455,13 @@ class HostSimulator:
             return {"ok": True, "port": self.port, "dialect": self.config.dialect}
         if name == "ledger":
             return {"ok": True, "entries": self.ledger.to_list()}
+        if name == "report":  # the acquirer's settlement report (docs/settlement-report.md)
+            from .report import to_csv, to_json
+
+            tid = cmd.get("tid")
+            as_json = cmd.get("format", "csv") == "json"
+            text = (to_json if as_json else to_csv)(self.ledger, self.config.dialect, tid)
+            return {"ok": True, "format": "json" if as_json else "csv", "text": text}
         if name == "reset_ledger":
             self.ledger.reset()
             return {"ok": True}

@@ -175,6 +175,11 @@ class Rig:
         with ControlClient(("127.0.0.1", self.control_port)) as ctl:
             ctl.add_fault(kind, **kw)
 
+    def settlement_report(self, tid: str | None = None, fmt: str = "csv") -> str:
+        """The host's settlement report as text (docs/settlement-report.md)."""
+        with ControlClient(("127.0.0.1", self.control_port)) as ctl:
+            return ctl.report(tid, fmt)
+
     def ledger(self) -> list[dict[str, Any]]:
         with ControlClient(("127.0.0.1", self.control_port)) as ctl:
             return ctl.ledger()

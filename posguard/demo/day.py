@@ -63,7 +63,8 @@ SEGMENTS: dict[str, tuple[Step, ...]] = {
         ("op", {"op": "signature_refused", "txn": "$last"}),
     ),
     "unsettled": (
-        ("say", {"text": "the host booked a sale it answered 51 for: the batch will not balance"}),
+        ("say", {"text": "the host booked a sale it answered 51 for: the batch will not balance; after the detail "
+                         "upload nothing more is sent, and the acquirer's settlement report names the sale"}),
         ("fault", {"kind": "wrong_rc", "txn": "sale", "rc": "51"}),
         ("op", {"op": "sale", "card": "c3", "amount": 15_00}),
     ),

@@ -103,7 +103,7 @@ def run_demo(dialect: str = "cup", *, record: str | Path | None = None, out: Tex
                 link.close()
                 if tap is not None:
                     tap.flush()  # the power-off and close frames: no card data
-            _report(till, engine, say)
+            _report(till, engine, say, rig)
             result.incidents = [i.to_dict() for i in till.incidents]
     finally:
         journal.close()
@@ -207,9 +207,25 @@ def _resolve(value: Any, sales: list[str]) -> Any:
     return value
 
 
-def _report(till: Any, engine: Any, say: Callable[[str], None]) -> None:
+def _report(till: Any, engine: Any, say: Callable[[str], None], rig: Any = None) -> None:
     say("== incident report")
     for n, inc in enumerate(till.incidents, 1):
         say(f"{n:2}. {inc.kind:17} {inc.rule:28} {', '.join(inc.transactions):40} -> {inc.outcome}"
             f" ({len(inc.messages)} message(s))")
+    if rig is not None and any(i.kind == "unsettled" for i in till.incidents):  # what the acquirer's report shows
+        _acquirer_findings(engine, say, rig)
     say("journal: " + ", ".join(f"{r['state']} {r['count']}" for r in engine.journal.state_counts()))
+
+
+def _acquirer_findings(engine: Any, say: Callable[[str], None], rig: Any) -> None:
+    """The acquirer's settlement report (from the simulator's books) against the journal, both ways."""
+    from posguard.engine.acquirer_report import parse_report
+    from posguard.flows.unsettled import finding_line, reconcilable_batches
+
+    tid = engine.terminal.terminal_id
+    report = parse_report(rig.settlement_report(tid), source="the acquirer's settlement report")
+    for batch in reconcilable_batches(engine.journal, report, tid):
+        found = engine.detectors.reconciliation.compare(engine.journal, report, terminal_id=tid, batches=(batch,))
+        say(f"{report.source}, batch {batch}: {len(found)} finding(s)")
+        for d in found:
+            say(f"    {finding_line(d)}")

@@ -176,8 +176,7 @@ class Profile:
         f: Fields = {"11": f"{stan:06d}", "41": terminal_id, "42": merchant_id}
         if self.uses_field_60:
             f["3"] = self.settlement_proc
-            f["48"] = (f"{totals['debit_minor']:012d}{totals['debit_count']:03d}"
-                       f"{totals['credit_minor']:012d}{totals['credit_count']:03d}0" + "0" * 31)
+            f["48"] = cup_totals_48(totals)
             f["60"] = f"00{batch_no:06d}201"
         else:
             f["3"] = self.settlement_close_proc if close_after_upload else self.settlement_proc
@@ -187,6 +186,13 @@ class Profile:
             f["88"] = f"{totals['debit_minor']:016d}"
         f["49"] = currency_numeric(currency)
         return f
+
+    def settlement_flags(self, response: Message) -> dict[str, str]:
+        """CUP: the 0510's field 48 flags per group, ``{"domestic": "1", "foreign": "2"}`` (1 balanced,
+        2 unbalanced, 3 error); a group the host did not answer is left out."""
+        value = response.get("48")
+        text = _text(value) if value is not None else ""
+        return {side: text[end - 1] for side, end in (("domestic", 31), ("foreign", 62)) if len(text) >= end}
 
     def settlement_flag(self, response: Message) -> str | None:
         """CUP: the domestic balance flag of the 0510's field 48 ('1' balanced, '2' unbalanced, '3' error)."""
@@ -298,6 +304,26 @@ def network_fields(code: str, *, in_field_60: bool, stan: int, batch_no: int, te
         f["7"] = time.strftime("%m%d%H%M%S", time.gmtime(now))
         f["70"] = code
     return f
+
+
+def cup_totals_48(totals: Mapping[str, int]) -> str:
+    """CUP 0500 field 48 (pos-flows.md §B): the domestic group (UnionPay cards), then the foreign group (Visa,
+    Mastercard, ...), each debit amount n12, debit count n3, credit amount n12, credit count n3, flag n1 (0 in a
+    request). ``totals`` holds the whole batch and its ``foreign_*`` part; domestic is the rest.
+
+    >>> cup_totals_48({"debit_count": 3, "debit_minor": 6000, "credit_count": 0, "credit_minor": 0,
+    ...                "foreign_debit_count": 1, "foreign_debit_minor": 1000})
+    '00000000500000200000000000000000000000010000010000000000000000'
+    """
+    groups = []
+    for prefix in ("", "foreign_"):
+        g = {k: int(totals.get(prefix + k, 0)) for k in ("debit_minor", "debit_count", "credit_minor",
+                                                         "credit_count")}
+        groups.append(g)
+    dom, foreign = groups
+    dom = {k: dom[k] - foreign[k] for k in dom}
+    return "".join(f"{g['debit_minor']:012d}{g['debit_count']:03d}{g['credit_minor']:012d}{g['credit_count']:03d}0"
+                   for g in (dom, foreign))
 
 
 def _text(value: str | bytes) -> str:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from posguard.card import CardData
 from posguard.clock import Clock
+from posguard.engine.acquirer_report import SettlementReport
 from posguard.engine.chart import CHARGE_STANDS, IN_DOUBT
 from posguard.engine.detectors import LedgerEntry
 from posguard.engine.errors import CorrectionRefused, TransactionsBlocked
@@ -146,6 +147,8 @@ class FlowRequest:
     host_ledger: tuple[LedgerEntry, ...] | None = None  # unsettled: the acquirer's report, when the merchant has it
     #: unsigned, guide 004: signed_later | kept_at_risk | voided_with_consent | escalate | contacted | deadline
     follow_up: str | None = None
+    batch_no: int | None = None  # unsettled: the batch to reconcile (default: the open batch)
+    settlement_report: SettlementReport | None = None  # unsettled: the acquirer's settlement report (imported)
 
     def describe(self) -> dict[str, Any]:
         """The request as journaled: masked, JSON-safe, enough to resume."""
@@ -158,6 +161,9 @@ class FlowRequest:
             "signature_source": self.signature_source, "operator": self.operator, "cause": self.cause,
             "contact": mask_contact(self.contact) if self.contact else None,
             **({"follow_up": self.follow_up} if self.follow_up else {}),
+            **({"batch_no": self.batch_no} if self.batch_no is not None else {}),
+            **({"report": {"path": self.settlement_report.source, "sha256": self.settlement_report.digest}}
+               if self.settlement_report is not None else {}),
         }
 
     def __repr__(self) -> str:
@@ -375,7 +381,8 @@ class Flow:
                          reason=base.reason or stored.get("reason"), claim=base.claim or stored.get("claim"),
                          signature_source=base.signature_source or stored.get("signature_source"),
                          operator=base.operator or stored.get("operator"), cause=base.cause or stored.get("cause"),
-                         follow_up=base.follow_up or stored.get("follow_up"))
+                         follow_up=base.follow_up or stored.get("follow_up"),
+                         batch_no=base.batch_no if base.batch_no is not None else stored.get("batch_no"))
         return self.run(ctx, merged)
 
     # -- the procedure ---------------------------------------------------------------------------

@@ -37,6 +37,8 @@ class Outcome(StrEnum):
     REFUSED = "refused"
     DECLINED_BY_OPERATOR = "declined_by_operator"  # the operator found nothing to correct (e.g. a genuine purchase)
     RESOLVED_BY_OPERATOR = "resolved_by_operator"  # the operator corrected it by hand (a void or refund)
+    ACQUIRER_CONTACT_NEEDED = "acquirer_contact_needed"  # unsettled: the merchant takes the list to the acquirer
+    RECONCILED = "reconciled"  # unsettled: the acquirer's report and the journal agree both ways
     # what a dry run says instead
     WOULD_VOID = "would_void"
     WOULD_REFUND = "would_refund"
@@ -62,7 +64,8 @@ _WOULD: Final[dict[Outcome, Outcome]] = {
 }
 
 #: outcomes after which someone still has to act: the incident stays open
-LEAVES_OPEN: Final = frozenset({Outcome.PENDING, Outcome.AWAITING_CONFIRMATION, Outcome.FAILED, Outcome.FOLLOW_UP})
+LEAVES_OPEN: Final = frozenset({Outcome.PENDING, Outcome.AWAITING_CONFIRMATION, Outcome.FAILED, Outcome.FOLLOW_UP,
+                               Outcome.ACQUIRER_CONTACT_NEEDED})
 
 
 def unfinished(status: str, detail: str) -> tuple[Outcome, str]:

@@ -32,8 +32,9 @@ _LANGUAGE_NAMES = {"zh": "中文", "en": "English"}
 
 
 class Outbox(Protocol):
-    def deliver(self, incident_id: int, notice: Notice) -> str:
-        """Hand the notice of a flow incident over; returns where it went."""
+    def deliver(self, incident_id: int, notice: Notice, part: str | None = None) -> str:
+        """Hand the notice of a flow incident over (``part`` tells apart several of one incident); returns where
+        it went."""
         ...
 
     def deliver_for_txn(self, txn_id: str, notice: Notice) -> str:
@@ -56,8 +57,10 @@ class FileOutbox:
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         self.directory = Path(directory)
 
-    def deliver(self, incident_id: int, notice: Notice) -> str:
-        name = f"incident-{incident_id:06d}-{notice.kind}-{notice.outcome}.txt"
+    def deliver(self, incident_id: int, notice: Notice, part: str | None = None) -> str:
+        """Write the notice; ``part`` (e.g. the transaction id) tells apart several notices of one incident."""
+        tail = f"-{part}" if part else f"-{notice.outcome}"
+        name = f"incident-{incident_id:06d}-{notice.kind}{tail}.txt"
         return self._write(name, notice_file_text(notice, f"incident {incident_id}"))
 
     def deliver_for_txn(self, txn_id: str, notice: Notice) -> str:

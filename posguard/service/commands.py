@@ -61,6 +61,8 @@ VERBS: Final[dict[str, Verb]] = {v.name: v for v in (
     Verb("confirm", ("incident",), "run the correction of INCIDENT, which awaits confirmation", gives_money_back=True),
     Verb("decline", ("incident",), "INCIDENT needs no correction (e.g. a genuine second purchase): close it"),
     Verb("settle", (), "close the batch with the host"),
+    Verb("reconcile", ("report",), "compare the acquirer's settlement report (a CSV/JSON file on this box) with the "
+         "journal, both ways; each batch's reconciliation incident is raised once"),
     Verb("flush", (), "send queued reversals and advices now"),
     Verb("cancel", (), "stop waiting for the card: the sale in progress ends, nothing is sent"),
     Verb("status", (), "batch, states, what is pending, the reader and the journal"),
@@ -82,6 +84,7 @@ class Command:
     incident: int | None = None
     override: bool = False
     supervisor: str | None = field(default=None, repr=False)  # the credential as typed: never shown or stored
+    report: str | None = field(default=None, repr=False)  # reconcile: the settlement report's path
     options: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # the verb's own options, checked
 
     def option(self, name: str) -> str | None:
@@ -120,7 +123,7 @@ def parse(line: str, *, max_amount: int) -> Command:
     values: dict[str, object] = {}
     for kind, word in zip(verb.args, positional, strict=True):
         values[kind] = (_amount(word, max_amount) if kind == "amount" else _incident(word) if kind == "incident"
-                        else _txn(word))
+                        else _report_path(word) if kind == "report" else _txn(word))
     order = options.get("order")
     if order is not None and not _ORDER.fullmatch(order):
         raise CommandError("order=REF: 1 to 40 ASCII letters, digits or . _ : / -")
@@ -132,7 +135,8 @@ def parse(line: str, *, max_amount: int) -> Command:
     own = tuple((k, _option(k, options[k])) for k in verb.options if k in options)
     return Command(name, amount=values.get("amount"), txn=values.get("txn"), order=order,  # type: ignore[arg-type]
                    incident=values.get("incident"), override=override == "yes",  # type: ignore[arg-type]
-                   supervisor=options.get("sup"), options=own)
+                   supervisor=options.get("sup"), options=own,
+                   report=values.get("report"))  # type: ignore[arg-type]
 
 
 def _option(name: str, value: str) -> str:
@@ -169,6 +173,17 @@ def _incident(word: str) -> int:
     if not (word.isascii() and word.isdigit() and 1 <= len(word) <= 9):
         raise CommandError(f"{_shown(word)!r} is not an incident number (see `posguard incidents list`)")
     return int(word)
+
+
+_REPORT_PATH = re.compile(r"[A-Za-z0-9._/+@-]{1,1024}")
+
+
+def _report_path(word: str) -> str:
+    """A settlement report's path: plain ASCII (letters, digits, ``. _ / + @ -``), at most 1024 characters."""
+    if not _REPORT_PATH.fullmatch(word) or word.endswith("/"):
+        raise CommandError(f"{_shown(word)!r} is not a report file path (ASCII letters, digits, . _ / + @ -), e.g. "
+                           "/var/lib/posguard/reports/2026-11-30.csv")
+    return word
 
 
 def _txn(word: str) -> str:

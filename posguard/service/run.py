@@ -15,6 +15,7 @@ UNIX socket (``operator.socket``) or on stdin (``operator.socket = "stdin"`` or 
     dispute TXN                  the customer says the void/refund never arrived
     cancel                       stop waiting for the card (the sale in progress ends; nothing is sent)
     settle | flush | status | help | quit
+    reconcile FILE               compare the acquirer's settlement report with the journal (docs/settlement-report.md)
 
 Every line is checked before anything acts (:mod:`posguard.service.commands`): a bad one is refused with the
 reason, and the card reader and the host are never touched for it. Each answer is one JSON line with ``ok``;
@@ -345,6 +346,9 @@ class Service:
             t.do(c.verb, incident=c.incident)
         elif c.verb == "settle":
             t.do("settle")
+        elif c.verb == "reconcile":
+            found = t.do("reconcile", report=c.report) or []
+            return {"reconciled": [i.incident_id for i in found]}
         elif c.verb == "flush":
             left = self.engine.flush()
             return {"pending": len(left)}

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from posguard.capture.sanitize import blank_names
 from posguard.card import CardData
 from posguard.card_entry import FallbackWindow
+from posguard.engine.acquirer_report import ReportError, SettlementReport, load_report
 from posguard.engine.chart import CHARGE_STANDS, CHART
 from posguard.engine.detectors import Detection
 from posguard.engine.engine import TransactionEngine, TxnResult
@@ -29,6 +30,7 @@ from posguard.engine.journal import JournalError
 from posguard.engine.observe import Exchange
 from posguard.engine.ports import HostTimeout, InvalidResponse
 from posguard.flows import FLOWS, FlowContext, FlowPolicies, FlowRequest, Outcome, run_flow
+from posguard.flows.unsettled import reconcilable_batches, reconciliation_incident
 from posguard.flows.unsigned_follow_up import (
     SignatureFileError,
     incident_for_sale,
@@ -82,6 +84,7 @@ OPS: dict[str, str] = {
     "decline": "incident (awaiting confirmation: nothing to correct; close it)",
     "flush": "",
     "settle": "",
+    "reconcile": "report (path of the acquirer's settlement report)[, batch]",
 }
 #: operator arguments a capture records as null: the customer's contact, the path of an e-signature file
 _NOT_CAPTURED = frozenset({"contact", "esig"})
@@ -405,10 +408,69 @@ class Till:
         self._tell("settle.balanced" if result.balanced else "settle.unbalanced",
                    f"settlement batch {result.batch_no}: {t['debit_count']} sale(s) {t['debit_minor'] / 100:.2f}, "
                  f"{t['credit_count']} refund(s) {t['credit_minor'] / 100:.2f}, "
-                 f"{'balanced' if result.balanced else 'UNBALANCED rc ' + str(result.response_code)}; "
+                 f"{'balanced' if result.balanced else 'UNBALANCED rc ' + str(result.response_code)}"
+                 f"{' (' + ', '.join(result.unbalanced_sides) + ' cards)' if result.unbalanced_sides else ''}; "
                  f"{result.uploaded} detail(s) uploaded", logging.INFO if result.balanced else logging.WARNING,
                    batch=result.batch_no, rc=result.response_code, uploaded=result.uploaded)
-        self._handle(result.detections)
+        self._handle(tuple(d for d in result.detections if d.rule != "totals_unbalanced"))
+        if not result.balanced:  # details uploaded, nothing more is sent: the reconciliation incident, once
+            self.reconcile(result.batch_no)
+
+    # -- reconciliation (pos-flows.md §A "Not arrived"), at settlement and on report import ------------------
+    def _op_reconcile(self, report: str, batch: int | None = None) -> list[IncidentReport]:
+        try:
+            loaded = load_report(report)
+        except ReportError as exc:
+            raise CorrectionRefused(f"settlement report: {exc}") from None
+        batches = [int(batch)] if batch is not None else reconcilable_batches(self.engine.journal, loaded,
+                                                                               self.engine.terminal.terminal_id)
+        if not batches:
+            raise CorrectionRefused(f"{report}: no closed batch to compare (the report names none of this terminal's "
+                                    "closed batches); settle first, or name the batch")
+        for b in batches:  # an import never settles: a report is compared with closed batches only
+            row = self.engine.journal.batch(b)
+            if row is None or row["state"] != "closed":
+                raise CorrectionRefused(f"batch {b} is {'open' if row is not None else 'unknown'}: a settlement "
+                                        "report is compared with closed batches only; settle first")
+        out = []
+        for b in batches:
+            inc = self.reconcile(b, loaded)
+            if inc is not None:
+                out.append(inc)
+        return out
+
+    def reconcile(self, batch_no: int, report: SettlementReport | None = None) -> IncidentReport | None:
+        """The reconciliation of one batch: its incident is raised once (the journal keys it by batch, and each
+        report by its SHA-256), resumed when a new report arrives, and closes when the report matches."""
+        journal = self.engine.journal
+        found = reconciliation_incident(journal, batch_no)
+        if found is not None and (report is None or report.digest in found[1]):
+            self.say(f"batch {batch_no}: reconciliation is incident {found[0]} already"
+                     + (" (this report was compared)" if report is not None else ""))
+            return None
+        if found is None and report is not None:
+            diffs = self.engine.detectors.reconciliation.compare(journal, report, batches=(batch_no,),
+                                                                 terminal_id=self.engine.terminal.terminal_id)
+            batch = journal.batch(batch_no)
+            if not diffs and batch is not None and str(batch["host_result"]) == "balanced":
+                self._tell("reconcile.matched", f"batch {batch_no}: the acquirer's report and the journal agree")
+                return None
+        if found is None:
+            self._tell("incident.detected", f"DETECTED unsettled [totals_unbalanced] batch {batch_no}"
+                       if report is None else f"DETECTED unsettled [report_import] batch {batch_no}",
+                       logging.WARNING, kind="unsettled", batch=batch_no)
+            return self._correct("unsettled", "totals_unbalanced" if report is None else "report_import", (),
+                                 batch_no=batch_no, settlement_report=report,
+                                 cause="host" if report is not None else "network")
+        ctx = FlowContext(self.engine, journal, self.dialect, self.policies, clock=self.engine.clock)
+        with self.engine.recording() as sent:
+            outcome = FLOWS["unsettled"]().resume(ctx, found[0], FlowRequest("unsettled", (), batch_no=batch_no,
+                                                                             settlement_report=report))
+        inc = IncidentReport("unsettled", "report_import", [], "unsettled", [evidence_image(m) for m in sent],
+                             outcome.outcome, outcome.reason, [m.mti for m in sent], incident_id=found[0])
+        self.incidents.append(inc)
+        self._incident(inc)
+        return inc
 
     # -- the service's idle tick ----------------------------------------------------------------------
     #: a queued reversal/advice older than this (engine clock) is an incident: the host has not acknowledged it

@@ -178,8 +178,10 @@ def test_unsettled_names_exactly_what_the_host_report_lacks(desk: Desk) -> None:
     b = desk.engine.sale(card(OTHER_PAN), 20_00)
     report = (LedgerEntry(a.rrn or "", "sale", 10_00),)  # the acquirer's report shows only the first
     out = desk.run(FlowRequest("unsettled", host_ledger=report))
-    assert out.outcome in ("settled", "settled_after_upload"), out.reason
-    assert out.steps[-1].name == "report" and out.steps[-1].detail.endswith(f"1 transaction(s): {b.txn_id}")
+    assert out.outcome == "acquirer_contact_needed", out.reason
+    [compared] = [s for s in out.steps if s.name.startswith("compare:")]
+    assert compared.detail.splitlines()[1].startswith(f"  approval_missing_at_host: {b.txn_id} sale")
+    assert f"{a.txn_id} " not in compared.detail
 
 
 def test_unsettled_names_what_the_host_lacked_from_its_answers_to_the_uploads(desk: Desk) -> None:
@@ -189,10 +191,11 @@ def test_unsettled_names_what_the_host_lacked_from_its_answers_to_the_uploads(de
     lost = desk.engine.sale(card("4000000000000002"), 25_00)
     assert lost.approved
     out = desk.run(FlowRequest("unsettled"))
-    assert out.outcome == "settled_after_upload", out.reason
-    report = out.steps[-1]
-    assert report.name == "report" and f"the host lacked 1 transaction(s): {lost.txn_id};" in report.detail
-    assert kept.txn_id not in report.detail.split("uploaded:")[0]
+    assert out.outcome == "acquirer_contact_needed", out.reason  # no report yet: the incident waits for one
+    contact = out.steps[-1]
+    assert contact.name == "acquirer_contact"
+    assert f"the host held 1 transaction(s) only from their detail upload: {lost.txn_id}\n" in contact.detail
+    assert kept.txn_id not in contact.detail
 
 
 def test_unsettled_is_refused_while_the_host_is_down(desk: Desk) -> None:
