@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -81,6 +82,12 @@ def findings(journal: Journal, incident_id: int) -> list[tuple[str, str | None, 
     return sorted((f["rule"], f["txn_id"], f["terminal_state"]) for f in compared[-1]["findings"])
 
 
+def told(journal: Journal, incident_id: int) -> list[dict[str, Any]]:
+    """The customer notices the flow journaled (and delivered) for its incident, in order."""
+    steps = [json.loads(r["detail"]) for r in journal.flow_events(incident_id, outcome=False)]
+    return [n for s in steps for n in s.get("notices", [])]
+
+
 # -- item 1: send nothing more after the upload; both directions; only the customers concerned -----------------
 def test_unbalanced_settlement_uploads_details_then_sends_nothing_more(desk: Desk, tmp_path: Path) -> None:
     day = trading_day(desk, tmp_path)
@@ -93,7 +100,7 @@ def test_unbalanced_settlement_uploads_details_then_sends_nothing_more(desk: Des
     [inc] = [i for i in load_incidents(desk.journal) if i.kind == "unsettled"]
     assert (inc.status, inc.outcome) == ("open", "acquirer_contact_needed")
     assert inc.txn_ids == []  # no cardholder is named before the acquirer's report says who is concerned
-    assert not (tmp_path / "outbox").exists()
+    assert _findings_told(tmp_path) == []  # the automatic reversal's own notice is the till's, not the flow's
     # the next batch is empty and stays open: the flow did not settle it
     assert desk.journal.current_batch() == 2 and desk.journal.batch(2)["state"] == "open"  # type: ignore[index]
     # the tick and a second reconciliation send nothing either
@@ -117,8 +124,12 @@ def test_the_report_import_names_both_directions_and_tells_only_those_customers(
         ("host_booked_not_approved", day.reversed, "reversed"),
     ])
     # the notices: one per customer concerned, none for the customer both sides agree on
-    files = sorted((tmp_path / "outbox").iterdir())
-    notices = [json.loads(f.read_text()) for f in files]
+    files = _findings_told(tmp_path)
+    notices = told(desk.journal, inc.incident_id or 0)
+    assert len(files) == len(notices)  # each notice the flow journaled was delivered as one outbox file
+    for n in notices:
+        [text] = [f.read_text() for f in files if n["evidence"][0]["txn_id"] in f.name]
+        assert n["texts"]["en"].rstrip() in text and n["texts"]["zh"].rstrip() in text
     assert sorted((n["kind"], n["evidence"][0]["txn_id"]) for n in notices) == sorted([
         ("unsettled_missing", day.missing), ("unsettled_charged", day.declined),
         ("unsettled_charged", day.reversed)])
@@ -184,7 +195,7 @@ def test_the_incident_is_raised_once_across_a_restart_and_closes_when_a_report_m
     closed = get_incident(desk.journal, inc.incident_id or 0)
     assert (closed.status, closed.outcome) == ("closed", "reconciled")
     assert findings(desk.journal, inc.incident_id or 0) == []
-    assert len(list((tmp_path / "outbox").iterdir())) == 2  # the first report's two findings: nobody told twice
+    assert len(_findings_told(tmp_path)) == 2  # the first report's two findings: nobody told twice
 
 
 # -- item 4: CUP balance flags per card organisation ----------------------------------------------------------
@@ -273,4 +284,10 @@ def test_a_crash_during_the_comparison_resumes_and_tells_each_customer_once(desk
     told = [json.loads(r["detail"]) for r in desk.journal.flow_events(iid, outcome=False)
             if json.loads(r["detail"])["step"].startswith("notify_customers:")]
     assert [t["count"] for t in told] == [3]  # each customer concerned, told once across the crash
-    assert len(list((tmp_path / "outbox").iterdir())) == 3
+    assert len(_findings_told(tmp_path)) == 3
+
+
+def _findings_told(tmp_path: Path) -> list[Path]:
+    """The notices the unsettled flow wrote to the outbox (not the till's automatic-reversal notices)."""
+    outbox = tmp_path / "outbox"
+    return sorted(outbox.glob("incident-*")) if outbox.exists() else []
