@@ -283,6 +283,8 @@ class Processor:
             rc, rule = verdict.rc, verdict.reason  # the issuer declined, and says why (ledger note)
         else:
             rc, rule = self.rules.decide(kind=kind, pan=pan_of(req), amount=amount, tid=req.get("41"))
+            if verdict is not None and verdict.reason:
+                rule = f"{verdict.reason}; {rule}" if rule else verdict.reason
         extra, rrn, code = self._approve_fields(rc)
         entry = self.ledger.add(**self._base(req, kind, rc, rrn=rrn, auth_code=code, note=rule))
         if self.dialect == "cup" and rc == "00":
