@@ -495,6 +495,9 @@ class HostSimulator:
             return {"ok": True, **self.stats()}
         if name == "received":
             return {"ok": True, "received": self.received, "sent": self.sent, "errors": self.errors}
+        if name == "issuer":
+            issuer = self.processor.issuer
+            return {"ok": True, "enabled": issuer is not None, "log": list(issuer.log) if issuer else []}
         if name == "stop":
             threading.Thread(target=self.stop, daemon=True).start()
             return {"ok": True, "stopping": True}

@@ -189,3 +189,11 @@ def test_iso_dialects_verify_the_arqc_and_answer_91(dialect: str) -> None:
             swiped = iso_sale(2, 100, pan=VISA) | {"22": "901", "35": VISA + SWIPED_T2}
             assert client.exchange(swiped)["39"] == "12"
             assert client.exchange(iso_sale(3, 1234, pan=VISA) | {"55": read.field55()})["39"] == "05"
+
+
+def test_the_control_channel_shows_the_issuer_log_masked(cup: tuple[HostSimulator, WireClient]) -> None:
+    sim, client = cup
+    client.exchange(cup_sale(1, 1000, pan=UP) | {"22": "021"})
+    reply = sim.control({"cmd": "issuer"})
+    assert reply["ok"] and reply["enabled"]
+    assert reply["log"] == ["625094******0014 30 issuer: swiped entry (22=021) without field 35"]
