@@ -14,6 +14,9 @@ the issuer in ``firmware_sim/host/issuer.py`` implements the same method indepen
   is taken from the CDOL data the terminal sent, so the AC changes with the amount, the unpredictable number,
   the ATC and the card's own verdict (CVR, the last 4 bytes of the IAD 9F10);
 * ARPC method 1 (EMV Book 2 8.2.1): ``ARPC = 3DES(SK_ATC, ARQC XOR (ARC || 00*6))``;
+* the CVN: every profile uses this one method (call it the simulator's CVN; it is EMV CCD-like: Option A
+  ICC MK, common session key, Table 26 data, ARPC method 1). The DKI/CVN bytes of a profile's
+  ``iad_prefix`` only make 9F10 look like that scheme's IAD; neither card nor issuer interprets them;
 * issuer script MAC (EMV Book 2 9.2.3, simplified): MAC_alg3 over ``CLA INS P1 P2 Lc || ATC || ARQC ||
   data`` under ``SK_SM``, the common session key derived with R = ARQC (Book 2 A1.3.1) from the same ICC MK
   (a real card has separate SMI/SMC master keys; one key is the documented simplification here).

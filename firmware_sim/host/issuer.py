@@ -6,6 +6,11 @@ Independent of the card simulator's code (it never imports ``firmware_sim.card``
 number, the issuer master key it was personalised under, the service code, the PIN (for online PIN checks)
 and an optional issuer script — plus, in memory, the last ATC seen per card.
 
+**Why a card file and not the card profiles.** The issuer and the card are two parties that share only what
+personalisation gave both; the issuer reading ``firmware_sim.card.profiles`` would let a card bug and an issuer
+bug agree. So the issuer loads its own JSON (the card's PAN, PSN, service code, PIN; the issuer master key
+name) and derives the key itself; ``tests/firmware_sim/test_issuer.py`` checks the two records agree.
+
 **Keys.** The issuer holds issuer master keys only and derives each card's ICC master key with EMV Option A
 (EMV Book 2 A1.4.1: 3DES of PAN||PSN and its complement); the card profiles carry the same derived keys
 (a test checks the two agree). Session key: EMV common session key (Book 2 A1.3.1, R = ATC || 00*6).
@@ -148,6 +153,11 @@ class Issuer:
         self.log: list[str] = []  # one line per decision on a known card (masked PAN, never card data)
         self._lock = threading.Lock()
 
+    def pin_of(self, pan: str) -> str | None:
+        """The card's PIN as the issuer knows it (for an online PIN check), or None for an unknown card."""
+        card = self.cards.get(pan)
+        return card.pin if card else None
+
     # -- the request -------------------------------------------------------------------------------
     def authorise(self, req: Doc, pan: str | None, *, fault: Any = None) -> Verdict:
         """Check a sale/pre-authorisation request. ``fault`` is a host fault of an issuer kind (or None)."""
@@ -155,7 +165,7 @@ class Issuer:
             card = self.cards.get(pan or "")
             if card is None:
                 if self.strict_unknown and pan:
-                    return self._decline("unknown_card", "PAN not in the issuer's card file", None, pan)
+                    return self._decline("unknown_card", "PAN not in the issuer's card file", None)
                 return Verdict()
             verdict = self._check(req, card, fault)
             if verdict.rc is None:
@@ -215,7 +225,7 @@ class Issuer:
                                  f"without the fallback entry mode (22={req.get('22')}): insert the card", card)
         return Verdict(card=card, reason="issuer: swiped card checked")
 
-    def _decline(self, key: str, why: str, card: CardRecord | None, pan: str | None = None) -> Verdict:
+    def _decline(self, key: str, why: str, card: CardRecord | None) -> Verdict:
         rc = DECLINE_RC[self.family][key]
         return Verdict(rc=rc, reason=f"issuer: {why}", card=card)
 

@@ -206,3 +206,9 @@ def test_declined_requests_get_an_arpc_with_the_decline_code_and_no_script() -> 
     assert issuer_data is not None and issuer_data[8:] == b"51"
     assert emv.tlv_find(bytes.fromhex(answer), "72") is None  # scripts ride on approvals only
     assert read.second_gac(issuer_data, arc="51", p1=0x00) == b"\x00"
+
+
+def test_the_issuer_knows_each_cards_pin_for_online_pin_checks() -> None:
+    issuer = Issuer("cup")
+    assert issuer.pin_of(PANS["unionpay_debit_pin"]) == get_profile("unionpay_debit_pin")["pin"]
+    assert issuer.pin_of("6222021234567890123") is None
