@@ -14,7 +14,8 @@ What the applet checks, as a real card does (EMV Book 3 6.5, Book 2 8):
   fails). At the second GENERATE AC a failed ARPC makes the card answer AAC when the profile's
   ``issuer_auth_failure`` is ``decline``; no issuer authentication at all (91 absent or all zeros) is
   tolerated unless ``issuer_auth_missing`` is ``decline``; an ARC in 91 that is not an approval
-  (00/10/11) also gives an AAC. Both outcomes are kept in the CVR (byte 3: 0x80 issuer authentication
+  (00/10/11) also gives an AAC, and so does a TC request whose 8A is not an approval (Y3/Z3 "unable to go
+  online" excepted). Both outcomes are kept in the CVR (byte 3: 0x80 issuer authentication
   failed, 0x40 not performed after an online authorisation).
 * Issuer scripts (Book 3 10.10, Book 2 9): commands with CLA 84 (or 04) after the first GENERATE AC of the
   power-up: PIN UNBLOCK ``84 24 00 00``, PUT DATA ``84 DA``, UPDATE RECORD ``84 DC``, APPLICATION BLOCK
@@ -310,6 +311,9 @@ class EmvApplet:
                 s.log.append("GAC2 the issuer's ARC is not an approval")
                 return False
         approve = self.profile["second_gac"] == "approve"
+        if online and arc not in APPROVAL_ARCS:
+            s.log.append(f"GAC2 TC asked for, but the authorisation response code 8A is {arc!r}")
+            return False
         if self._issuer_auth_supported and online:
             self.memory.issuer_auth_failed = s.issuer_auth == "failed"
             if s.issuer_auth == "failed" and self.profile["issuer_auth_failure"] == "decline":

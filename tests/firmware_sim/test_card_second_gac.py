@@ -186,6 +186,15 @@ def test_an_arc_that_is_not_an_approval_makes_the_card_decline_a_tc_request() ->
     assert answer["9F27"] == b"\x00"
 
 
+def test_a_tc_request_with_a_declining_8a_gets_aac_but_unable_to_go_online_may_approve() -> None:
+    t = Terminal(Card("mastercard_nocvm"))
+    t.gac1()
+    assert t.gac2(arc=b"51")[0]["9F27"] == b"\x00"
+    offline = Terminal(Card("mastercard_nocvm"))
+    offline.gac1()
+    assert offline.gac2(arc=b"Z3")[0]["9F27"] == b"\x40"
+
+
 def test_card_decline_at_the_second_gac_after_a_host_approval() -> None:
     t = Terminal(Card("unionpay_debit_pin", second_gac="decline"))
     t.gac1()
