@@ -47,6 +47,15 @@ def test_option_a_icc_master_key_vector() -> None:
     assert bytes(b & 0xFE for b in raw) == bytes(b & 0xFE for b in icc_mk)
 
 
+def test_option_a_against_eftlabs_published_udk() -> None:
+    """EFTlab, "Cryptographic Calculator - EMV menu" tutorial (www.eftlab.com/tutorials/cryptographic-calculator-
+    emv-menu), UDK derivation: MDK 0123456789ABCDEF0123456789ABCDEF, PAN 43219876543210987, PSN 00, Option A,
+    right odd parity -> UDK C8B507136D921FD05864C81F79F2D30B, KCV 0DA897."""
+    udk = emv_kd.derive_icc_mk_a(bytes.fromhex("0123456789ABCDEF0123456789ABCDEF"), pan="43219876543210987", psn="00")
+    assert udk.hex().upper() == "C8B507136D921FD05864C81F79F2D30B"
+    assert _tdes(udk, bytes(8))[:3].hex().upper() == "0DA897"
+
+
 def test_common_session_key_vector_and_the_card_agrees() -> None:
     mk, r = IMK, bytes.fromhex("001C000000000000")
     sk = emv_kd.derive_common_sk(mk, r)
