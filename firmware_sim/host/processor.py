@@ -36,6 +36,10 @@ Response codes used: 00 approved, 12 invalid transaction / original not approved
 14 invalid card (void/refund on another PAN), 22 related transaction in a wrong state (already voided),
 25 original not found, 30 format error, 94 duplicate transmission, 95 reconcile error, A0 MAC error, plus
 whatever the approval rules return.
+
+Sales and pre-authorisations are first put to the card issuer (:mod:`.issuer`, when the simulator has one): for a
+card in its card file it may decline (its RC, its reason in the ledger note); otherwise the rules decide, and the
+answer carries the issuer's field 55 (91 ARPC || ARC, issuer scripts 71/72).
 """
 
 from __future__ import annotations
