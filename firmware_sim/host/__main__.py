@@ -30,6 +30,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--settlement-report", default=None, metavar="FILE",
                    help="write the acquirer's settlement report here on exit (.json: JSON, else CSV)")
     p.add_argument("--print-dialect", choices=sorted(DIALECTS), default=None)
+    p.add_argument("--no-issuer", action="store_true", help="no card issuer: the approval rules decide alone")
+    p.add_argument("--card-file", default=None, help="the issuer's card file (default: host/cardfile.json)")
+    p.add_argument("--issuer-strict-unknown", action="store_true",
+                   help="decline (RC 14) sales on cards not in the card file")
     args = p.parse_args(argv)
 
     if args.print_dialect:
@@ -48,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
         mac_algorithm=args.mac_algorithm,
         mac_key=bytes.fromhex(args.mac_key) if args.mac_key else None,
         mac_padding=args.mac_padding,
+        issuer=not args.no_issuer,
+        issuer_card_file=args.card_file,
+        issuer_strict_unknown=args.issuer_strict_unknown,
     )
     sim = HostSimulator(config, rules=rules).start()
     done = threading.Event()

@@ -36,6 +36,10 @@ Response codes used: 00 approved, 12 invalid transaction / original not approved
 14 invalid card (void/refund on another PAN), 22 related transaction in a wrong state (already voided),
 25 original not found, 30 format error, 94 duplicate transmission, 95 reconcile error, A0 MAC error, plus
 whatever the approval rules return.
+
+Sales and pre-authorisations are first put to the card issuer (:mod:`.issuer`, when the simulator has one): for a
+card in its card file it may decline (its RC, its reason in the ledger note); otherwise the rules decide, and the
+answer carries the issuer's field 55 (91 ARPC || ARC, issuer scripts 71/72).
 """
 
 from __future__ import annotations
@@ -45,6 +49,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .faults import ISSUER_KINDS
+from .issuer import Issuer
 from .ledger import Entry, Ledger, pan_hash
 from .rules import DEFAULT_RULES, RuleSet
 
@@ -110,6 +116,9 @@ class Processor:
     #: Demand a new sign-on until one arrives: "rc" answers every other request RC 77 without processing it;
     #: "header" (CUP) processes requests but sets the response header's processing requirement to 3.
     sign_on_demand: str | None = None
+    #: The card issuer (``issuer.py``): asked before a sale/pre-auth is booked; None = approval rules only.
+    issuer: Issuer | None = None
+    _issuer_fault: Any = None
     _seq: int = 0
 
     # -- classification ----------------------------------------------------------------------------
@@ -146,8 +155,9 @@ class Processor:
         return "unknown"
 
     # -- entry point -------------------------------------------------------------------------------
-    def handle(self, req: Doc, *, mac_ok: bool | None = None) -> Outcome:
+    def handle(self, req: Doc, *, mac_ok: bool | None = None, fault: Any = None) -> Outcome:
         kind = self.classify(req)
+        self._issuer_fault = fault if getattr(fault, "kind", None) in ISSUER_KINDS else None
         if mac_ok is False:
             return Outcome(self._respond(req, "A0"), kind=kind)
         network = kind in ("signon", "signoff", "echo", "netmgmt")
@@ -272,11 +282,20 @@ class Processor:
         if self._is_duplicate(req):
             return Outcome(self._respond(req, "94"))
         amount = int(req["4"]) if req.get("4") else None
-        rc, rule = self.rules.decide(kind=kind, pan=pan_of(req), amount=amount, tid=req.get("41"))
+        verdict = self.issuer.authorise(req, pan_of(req), fault=self._issuer_fault) if self.issuer else None
+        if verdict is not None and verdict.rc is not None:
+            rc, rule = verdict.rc, verdict.reason  # the issuer declined, and says why (ledger note)
+        else:
+            rc, rule = self.rules.decide(kind=kind, pan=pan_of(req), amount=amount, tid=req.get("41"))
+            if verdict is not None and verdict.reason:
+                rule = f"{verdict.reason}; {rule}" if rule else verdict.reason
         extra, rrn, code = self._approve_fields(rc)
         entry = self.ledger.add(**self._base(req, kind, rc, rrn=rrn, auth_code=code, note=rule))
         if self.dialect == "cup" and rc == "00":
             extra["63"] = entry.card_org or "CUP"  # the card organisation code
+        icc = self.issuer.response_55(verdict, rc) if self.issuer and verdict is not None else None
+        if icc:
+            extra["55"] = icc  # 91 (ARPC || ARC) and issuer scripts 71/72
         return Outcome(self._respond(req, rc, **extra), entry)
 
     def _do_sale(self, req: Doc) -> Outcome:

@@ -28,6 +28,7 @@ from . import mac as sim_mac
 from .dialects import BINARY_IS_RAW, HEADER_LEN, get_spec
 from .faults import Fault, FaultPlan
 from .framing import Deframer, frame
+from .issuer import Issuer
 from .ledger import Ledger, mask_pan
 from .processor import Doc, Processor
 from .rules import DEFAULT_RULES, RuleSet
@@ -66,6 +67,9 @@ class SimConfig:
     mac_padding: int = 1
     require_mac: bool = False  # answer A0 to requests that carry no MAC
     working_keys_62: str = ""  # hex of field 62 in a CUP sign-on response
+    issuer: bool = True  # the card issuer (issuer.py) checks sales/pre-auths of the cards in its card file
+    issuer_card_file: str | None = None  # None: firmware_sim/host/cardfile.json
+    issuer_strict_unknown: bool = False  # decline (RC 14) sales/pre-auths on PANs not in the card file
 
 
 def masked_doc(doc: Doc) -> dict[str, str]:
@@ -130,6 +134,9 @@ class HostSimulator:
             now=self.scheduler.now,
             working_keys_62=self.config.working_keys_62,
         )
+        if self.config.issuer:
+            self.processor.issuer = Issuer(self.config.dialect, card_file=self.config.issuer_card_file,
+                                           strict_unknown=self.config.issuer_strict_unknown)
         self.received: list[dict[str, str]] = []  # masked requests, in arrival order
         self.sent: list[dict[str, str]] = []  # masked responses actually sent (before faults that mangle bytes)
         self.errors: list[str] = []
@@ -360,7 +367,7 @@ class HostSimulator:
         if fault is not None and fault.kind == "drop":
             return
         mac_ok = self._verify_mac(payload, req)
-        outcome = self.processor.handle(req, mac_ok=mac_ok)
+        outcome = self.processor.handle(req, mac_ok=mac_ok, fault=fault)
         resp = outcome.response
         if resp is None:
             return
@@ -495,6 +502,9 @@ class HostSimulator:
             return {"ok": True, **self.stats()}
         if name == "received":
             return {"ok": True, "received": self.received, "sent": self.sent, "errors": self.errors}
+        if name == "issuer":
+            issuer = self.processor.issuer
+            return {"ok": True, "enabled": issuer is not None, "log": list(issuer.log) if issuer else []}
         if name == "stop":
             threading.Thread(target=self.stop, daemon=True).start()
             return {"ok": True, "stopping": True}
