@@ -29,6 +29,7 @@ from .dialects import BINARY_IS_RAW, HEADER_LEN, get_spec
 from .faults import Fault, FaultPlan
 from .framing import Deframer, frame
 from .ledger import Ledger, mask_pan
+from .pin import PinChecker, card_pin_table
 from .processor import Doc, Processor
 from .rules import DEFAULT_RULES, RuleSet
 
@@ -66,6 +67,13 @@ class SimConfig:
     mac_padding: int = 1
     require_mac: bool = False  # answer A0 to requests that carry no MAC
     working_keys_62: str = ""  # hex of field 62 in a CUP sign-on response
+    # -- PIN and local time (firmware_sim.host.pin) --
+    pin_key: bytes | None = field(default=None, repr=False)  # clear test PIN key until sign-on issues one
+    card_pins: dict[str, str] = field(default_factory=dict, repr=False)  # PAN -> PIN (the cards' PINs)
+    pin_tries: int = 3  # wrong PINs in a row before RC 75
+    require_pin_block: bool = False  # refuse a PIN CVM (22.3 = 1, 9F34 = 02) that carries no field 52
+    terminal_timezone: str = ""  # "" = Asia/Shanghai for CUP, UTC for ISO: the answers' 12/13/15
+    date_window: float | None = None  # seconds; refuse 13 + 12 further than this from the host's local now
 
 
 def masked_doc(doc: Doc) -> dict[str, str]:
@@ -130,6 +138,7 @@ class HostSimulator:
             now=self.scheduler.now,
             working_keys_62=self.config.working_keys_62,
         )
+        self._install_pin_checks()
         self.received: list[dict[str, str]] = []  # masked requests, in arrival order
         self.sent: list[dict[str, str]] = []  # masked responses actually sent (before faults that mangle bytes)
         self.errors: list[str] = []
@@ -147,6 +156,20 @@ class HostSimulator:
         self.frames_in = 0
         self.frames_handled = 0
         self.connections_accepted = 0
+
+    def _install_pin_checks(self) -> None:
+        """PIN verification and the local-date check (firmware_sim.host.pin) from the configuration. The PIN
+        key is the one the host issued at sign-on (``processor.working_keys.pin_key``) when there is one."""
+        cfg, proc = self.config, self.processor
+
+        def pin_key() -> bytes | None:
+            issued = getattr(getattr(proc, "working_keys", None), "pin_key", None)
+            return issued if isinstance(issued, bytes) else cfg.pin_key
+
+        proc.pin = PinChecker(cfg.dialect, pin_key, card_pin_table(cfg.card_pins), tries_allowed=cfg.pin_tries,
+                              require_pin_block=cfg.require_pin_block)
+        proc.terminal_timezone = cfg.terminal_timezone
+        proc.date_window = cfg.date_window
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> HostSimulator:

@@ -37,4 +37,5 @@ def card_data(session: CardSession, *, entry_mode: str = "chip") -> CardData:
         cvm_required=False,
         entry_mode=entry_mode,
         scheme=session.scheme,
+        pin_block=session.pin_block,
     )

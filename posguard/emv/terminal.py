@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, tzinfo
+from zoneinfo import ZoneInfo
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +39,28 @@ DEFAULT_AIDS: tuple[AidConfig, ...] = (
 )
 
 
+#: 9F33 (EMV Book 4 Annex A2): byte 1 E0 = manual key entry, magnetic stripe, IC with contacts; byte 2 CVM
+#: capability: 80 plaintext PIN for ICC verification, 40 enciphered PIN for online verification, 20 signature,
+#: 10 enciphered PIN for offline verification, 08 no CVM required; byte 3 00 = no offline data authentication.
+CAPABILITIES_WITH_PIN_PAD = bytes.fromhex("E06800")  # online PIN (the pad), signature, no CVM
+CAPABILITIES_WITHOUT_PIN_PAD = bytes.fromhex("E02800")  # signature, no CVM: no PIN of any kind announced
+
+
+def terminal_capabilities(*, pin_pad: bool) -> bytes:
+    """9F33 for a terminal with or without an encrypting PIN pad configured (``pinpad.port``).
+
+    Without a pad the terminal must announce neither online nor offline enciphered PIN, so the card's CVM list
+    falls through to what it allows without a PIN (signature); with the pad, online PIN. Offline plaintext PIN
+    is not announced: a PCI PIN pad would send VERIFY to the card itself, which this pad does not.
+    """
+    return CAPABILITIES_WITH_PIN_PAD if pin_pad else CAPABILITIES_WITHOUT_PIN_PAD
+
+
+def local_zone(name: str | None) -> tzinfo | None:
+    """``terminal.timezone`` as a zone (IANA name; empty/None: the box's local zone)."""
+    return ZoneInfo(name) if name else None
+
+
 @dataclass(frozen=True)
 class EmvTerminal:
     """The terminal as the EMV card session sees it: its static EMV parameters (not the engine's
@@ -63,6 +86,8 @@ class EmvTerminal:
     acquirer_id: str = "000000"
     floor_limit: int = 0
     aids: tuple[AidConfig, ...] = DEFAULT_AIDS
+    #: terminal.timezone (IANA): 9A and 9F21 are the terminal's local date and time (emv-keys.md §F)
+    timezone: str = ""
 
     @property
     def unattended(self) -> bool:
@@ -106,9 +131,20 @@ def bcd(value: int | str, nbytes: int) -> bytes:
     return bytes.fromhex(digits.rjust(nbytes * 2, "0"))
 
 
+def local_when(cfg: EmvTerminal, txn: Transaction) -> datetime:
+    """The transaction's time on the terminal's clock face: an aware ``txn.when`` is converted to
+    ``cfg.timezone`` (a naive one is taken as already local); none: now in that zone."""
+    zone = local_zone(cfg.timezone)
+    if txn.when is None:
+        return datetime.now(zone) if zone else datetime.now()
+    if txn.when.tzinfo is not None:
+        return txn.when.astimezone(zone) if zone else txn.when.astimezone()
+    return txn.when
+
+
 def terminal_data(cfg: EmvTerminal, txn: Transaction, aid: AidConfig | None = None) -> dict[str, bytes]:
     """Tag -> value of everything the terminal itself knows (TVR/TSI start at zero)."""
-    when = txn.when or datetime.now()
+    when = local_when(cfg, txn)
     un = txn.unpredictable_number or secrets.token_bytes(4)
     return {
         "9F02": bcd(txn.amount, 6),

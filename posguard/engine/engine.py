@@ -42,6 +42,7 @@ from posguard.engine.errors import (
 )
 from posguard.engine.journal import Journal, SafRecord, TxnRecord
 from posguard.engine.keys import TerminalMasterKey, WorkingKeys
+from posguard.engine.localtime import host_date_of
 from posguard.engine.observe import Exchange, ExchangeListener, Observers
 from posguard.engine.ports import HostError, HostLink, HostTimeout, InvalidResponse
 from posguard.engine.profiles import Fields, Profile, get_profile
@@ -75,6 +76,8 @@ class TerminalConfig:
     host_timeout: float = 30.0
     #: the terminal master key: with it, the working keys of a sign-on are verified and kept (sealed)
     tmk: TerminalMasterKey | None = None
+    #: terminal.timezone (IANA; "" = the box's zone): fields 12/13 in local time, the journal stays UTC
+    timezone: str = ""
 
     def __repr__(self) -> str:
         return f"TerminalConfig(terminal_id={self.terminal_id!r}, merchant_id={self.merchant_id!r}, keys=<hidden>)"
@@ -448,7 +451,8 @@ class TransactionEngine:
         return self.profile.request_fields(
             kind, card=card, amount_minor=amount, currency=currency, stan=stan, batch_no=batch_no,
             terminal_id=self.terminal.terminal_id, merchant_id=self.terminal.merchant_id, now=now,
-            original=original)
+            original=original, timezone=self.terminal.timezone or None,
+            original_host_date=host_date_of(self.journal, original.id) if original is not None else None)
 
     def preview(self, kind: str, amount_minor: int, *, original: TxnRecord | None = None,
                 card: CardData | None = None, currency: str | None = None) -> Message:
@@ -490,7 +494,8 @@ class TransactionEngine:
         fields = self.profile.request_fields(
             txn.kind, card=self._card_of(txn), amount_minor=txn.amount_minor, currency=txn.currency,
             stan=txn.stan or 0, batch_no=txn.batch_no or 0, terminal_id=txn.terminal_id,
-            merchant_id=txn.merchant_id or self.terminal.merchant_id, now=txn.created_at, original=original)
+            merchant_id=txn.merchant_id or self.terminal.merchant_id, now=txn.created_at, original=original,
+            timezone=self.terminal.timezone or None)
         if txn.rrn:
             fields["37"] = txn.rrn
         if txn.auth_code:

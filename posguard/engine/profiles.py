@@ -33,6 +33,26 @@ ENTRY_MODE: Final[Mapping[str, str]] = {
 }
 
 
+@dataclass(frozen=True)
+class PinFields:
+    """How a dialect carries an online PIN (``../shared/reference/emv-keys.md`` §C), declared as data.
+
+    ``security_control`` is field 53 (n16). CUP (UnionPay POS terminal specification, field 53): 53.1 PIN format
+    2 = ISO 9564 format 0 (ANSI X9.8, with the PAN), 53.2 encryption algorithm 6 = double-length TDES working key,
+    53.3 fourteen reserved zeros. ISO 8583:1987 leaves 53's layout private; the international profiles use the
+    Visa BASE I one: 20 security format (zone encryption), 01 ANSI DES, 01 ISO format 0, 01 key index (the PIN
+    pad's slot), then zeros. ``capture_code`` is field 26, the most PIN characters the terminal accepts (ISO
+    8583:1987 field 26; CUP sends it with every PIN). ``entry_mode_digit``: CUP field 22's third digit says
+    whether a PIN is included (1) or not (2); ISO's third digit is the terminal's PIN entry capability and is
+    left as it is.
+    """
+
+    security_control: str
+    capture_code: str | None = "12"
+    entry_mode_digit: bool = False
+    kinds: frozenset[str] = frozenset({"sale", "preauth"})  # the requests a PIN block travels in
+
+
 class UnknownProfile(KeyError):
     """No host profile of that name."""
 
@@ -72,6 +92,7 @@ class Profile:
     repeat_mti: Mapping[str, str] = field(
         default_factory=lambda: {"0400": "0401", "0420": "0421", "0220": "0221", "0200": "0201", "0320": "0321"}
     )
+    pin: PinFields = PinFields("2001010100000000")
 
     @property
     def dialect(self) -> Dialect:
@@ -88,7 +109,12 @@ class Profile:
     def request_fields(
         self, kind: str, *, card: CardData | None, amount_minor: int, currency: str, stan: int, batch_no: int,
         terminal_id: str, merchant_id: str, now: float, original: TxnRecord | None = None,
+        timezone: str | None = None, original_host_date: str | None = None,
     ) -> Fields:
+        """The request of ``kind``. 12/13 are local time in ``timezone`` (terminal.timezone; 7 stays GMT);
+        ``original_host_date`` (MMDD, the host's date in the original's answer) goes to a CUP refund's 61.3."""
+        from posguard.engine.localtime import local_fields, local_time
+
         spec = self.spec(kind)
         tm = time.gmtime(now)
         f: Fields = {}
@@ -99,12 +125,12 @@ class Profile:
         if not self.uses_field_60:
             f["7"] = time.strftime("%m%d%H%M%S", tm)
         f["11"] = f"{stan:06d}"
-        f["12"] = time.strftime("%H%M%S", tm)
-        f["13"] = time.strftime("%m%d", tm)
+        f["12"], f["13"] = local_fields(now, timezone)
         if card is not None and card.expiry:
             f["14"] = card.expiry
         if card is not None:
             f["22"] = ENTRY_MODE.get(card.entry_mode, "000")
+            f.update(self.pin_fields(kind, card))
         f["25"] = spec.cond
         if spec.references_original and original is not None:
             if original.rrn:
@@ -119,8 +145,23 @@ class Profile:
         if self.uses_field_60:
             f["60"] = f"{spec.type_code or '00'}{batch_no:06d}000"
             if spec.references_original and original is not None:
-                mmdd = time.strftime("%m%d", time.gmtime(original.created_at)) if kind == "refund" else ""
+                mmdd = ""
+                if kind == "refund":
+                    mmdd = original_host_date or local_time(original.created_at, timezone).strftime("%m%d")
                 f["61"] = f"{original.batch_no or 0:06d}{original.stan or 0:06d}{mmdd}"
+        return f
+
+    def pin_fields(self, kind: str, card: CardData) -> Fields:
+        """52 (the pad's encrypted block), 53, 26 and CUP 22's PIN digit; the entry mode alone without a PIN."""
+        block = getattr(card, "pin_block", None) if kind in self.pin.kinds else None
+        f: Fields = {}
+        if self.pin.entry_mode_digit:
+            f["22"] = ENTRY_MODE.get(card.entry_mode, "000")[:2] + ("1" if block is not None else "2")
+        if block is not None:
+            f["52"] = block.reveal()
+            f["53"] = self.pin.security_control
+            if self.pin.capture_code:
+                f["26"] = self.pin.capture_code
         return f
 
     def reversal_fields(self, request_mti: str, request: Fields, *, reason: str, stan: int | None) -> Fields:
@@ -300,7 +341,8 @@ PROFILES: Final[Mapping[str, Profile]] = {
     "iso87": Profile("iso87", "iso87", _INTERNATIONAL, binary_icc=True, reversal_keeps_stan=False,
                      reversal_reason_in_39=False, uses_field_60=False),
     "cup": Profile("cup", "cup", _CUP, binary_icc=True, reversal_keeps_stan=True, reversal_reason_in_39=True,
-                   uses_field_60=True, settlement_proc="000000", sign_on_code="003"),
+                   uses_field_60=True, settlement_proc="000000", sign_on_code="003",
+                   pin=PinFields("2600000000000000", entry_mode_digit=True)),
 }
 
 
