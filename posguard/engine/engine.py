@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 from posguard.card import CardData
 from posguard.clock import Clock, SystemClock
 from posguard.engine.chart import APPROVED_OPEN, CHART, IN_DOUBT, IllegalTransition
+from posguard.engine.declines import decline_message
 from posguard.engine.detectors import Detection, Detectors
 from posguard.engine.errors import (
     CorrectionRefused,
@@ -555,7 +556,7 @@ class TransactionEngine:
         elif rc == self.profile.sign_on_rc:
             message = f"declined (RC {rc}): the host requires a new sign-on; it is done before the next transaction"
         else:
-            message = f"declined (RC {rc})"
+            message = decline_message(rc, self.profile.codec_dialect)
         return self._result(txn, message, self._record(detections))
 
     def _after_approval(self, txn: TxnRecord, card: CardData | None, original: TxnRecord | None) -> None:
