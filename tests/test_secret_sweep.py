@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -48,3 +52,29 @@ def test_registered_values_are_swept_and_short_ones_refused() -> None:
     assert NEVER_WRITTEN in secrets()
     with pytest.raises(ValueError):
         register_secret(b"123")
+
+
+PLANT_ENV = "POSGUARD_SWEEP_PLANT"
+LEFT_BEHIND = bytes.fromhex("7D1E4B2A90C3F56817E2D4C6B8A09F31")
+
+
+@pytest.mark.skipif(not os.environ.get(PLANT_ENV), reason="the inner run of the next test")
+def test_leave_a_secret_behind(tmp_path: Path) -> None:
+    register_secret(LEFT_BEHIND)
+    (tmp_path / "service.log").write_text(f"loaded key {LEFT_BEHIND.hex()}\n")
+
+
+def test_the_session_fails_when_a_secret_is_left_behind() -> None:
+    """The session-end hook itself: an inner pytest run that leaves a registered key in a log exits 1."""
+    base = Path(tempfile.mkdtemp(prefix="posguard-sweep-proof-"))  # outside this session's base directory
+    try:
+        inner = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--basetemp={base / 'run'}",
+             f"{Path(__file__).resolve()}::test_leave_a_secret_behind"],
+            env={**os.environ, PLANT_ENV: "1"}, capture_output=True, text=True, timeout=120,
+            cwd=Path(__file__).resolve().parents[1])
+        assert inner.returncode == 1, inner.stdout + inner.stderr
+        assert "1 passed" in inner.stdout and "secret sweep" in inner.stdout and "service.log" in inner.stdout
+        assert LEFT_BEHIND.hex() not in inner.stdout.lower()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
