@@ -3,9 +3,14 @@ tests wrote under the session's base temporary directory; a key, PIN block or cl
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.secret_sweep import sweep
+
+#: the captures the tests keep in the repository (re-recorded by some tests): swept too
+CAPTURES = Path(__file__).resolve().parent / "captures"
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -16,7 +21,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         base = factory.getbasetemp()
     except (OSError, ValueError):
         return
-    hits = sweep(base)
+    hits = sweep(base) + sweep(CAPTURES)
     if hits:
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         text = "secret sweep: test keys / PIN data found in files the tests wrote:\n  " + "\n  ".join(hits)
