@@ -158,7 +158,7 @@ class Profile:
         if self.pin.entry_mode_digit:
             f["22"] = ENTRY_MODE.get(card.entry_mode, "000")[:2] + ("1" if block is not None else "2")
         if block is not None:
-            f["52"] = block.reveal()
+            f["52"] = block.reveal() if self.binary_icc else block.reveal().hex().upper()  # ASCII dialect: hex
             f["53"] = self.pin.security_control
             if self.pin.capture_code:
                 f["26"] = self.pin.capture_code

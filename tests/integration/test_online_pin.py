@@ -147,7 +147,7 @@ def keys(pin: str) -> Callable[[PinPadSim], object]:
     return lambda p: p.key_pin(pin)
 
 
-@pytest.fixture(params=["cup", "iso87"])
+@pytest.fixture(params=["cup", "iso87", "iso87ascii"])
 def t(request: pytest.FixtureRequest, tmp_path: Path, card_factory: Callable[..., VpcdCard]) -> Iterator[Lane]:
     card = card_factory("unionpay_debit_pin")
     with lane(request.param, tmp_path, card) as t:
