@@ -7,7 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.secret_sweep import sweep
+from posguard.demo.day import CARD_PIN, PIN_PAD_KEY, PIN_PAD_TMK
+from tests.secret_sweep import register_secret, sweep
+
+register_secret(PIN_PAD_TMK, PIN_PAD_KEY, CARD_PIN.encode())  # the demo day's PIN pad keys and card PIN
 
 #: the captures the tests keep in the repository (re-recorded by some tests): swept too
 CAPTURES = Path(__file__).resolve().parent / "captures"
