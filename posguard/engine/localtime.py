@@ -11,25 +11,17 @@ another zone, they differ. The journal stays UTC; the host's answer is journaled
 from __future__ import annotations
 
 import json
-import time
-from datetime import UTC, datetime, tzinfo
-from functools import lru_cache
-from zoneinfo import ZoneInfo
+from datetime import UTC, datetime
 
 from posguard.engine.journal import Journal
+from posguard.notices import terminal_zone
 
-__all__ = ["zone", "local_time", "local_fields", "host_date_of"]
-
-
-@lru_cache(maxsize=16)
-def zone(name: str | None) -> tzinfo | None:
-    """The zone of ``terminal.timezone`` (IANA name); None/empty: the box's local zone."""
-    return ZoneInfo(name) if name else None
+__all__ = ["local_time", "local_fields", "host_date_of"]
 
 
 def local_time(now: float, timezone_name: str | None) -> datetime:
-    """``now`` (epoch seconds, UTC) on the terminal's clock face."""
-    tz = zone(timezone_name)
+    """``now`` (epoch seconds, UTC) on the terminal's clock face (the zone as the notices read it)."""
+    tz = terminal_zone(timezone_name)
     utc = datetime.fromtimestamp(now, UTC)
     return utc.astimezone(tz) if tz is not None else utc.astimezone()
 
@@ -38,11 +30,6 @@ def local_fields(now: float, timezone_name: str | None) -> tuple[str, str]:
     """(field 12 hhmmss, field 13 MMDD) in the terminal's zone."""
     t = local_time(now, timezone_name)
     return t.strftime("%H%M%S"), t.strftime("%m%d")
-
-
-def gmt_field_7(now: float) -> str:
-    """Field 7 (MMDDhhmmss), always GMT."""
-    return time.strftime("%m%d%H%M%S", time.gmtime(now))
 
 
 def host_date_of(journal: Journal, txn_id: str) -> str | None:
