@@ -120,6 +120,7 @@ class Service:
 
         self.pinpad = PinPadSlot(cfg.pinpad_port, log)  # online PIN (pinpad.port); none: no PIN announced
         self.waiting_for_card = False
+        self.waiting_for_pin = False  # the cardholder is at the PIN pad: "cancel" cancels the entry
         self.magstripe: Any = None
         self._tap: Any = None  # the Twin link's frame observer when recording
         self._cards = 0
@@ -249,6 +250,7 @@ class Service:
                                                       f"{self.cfg.card_wait:g}", level="debug"))
             self.waiting_for_card = False
             online_pin = self.pinpad.entry(self.engine, cancel=self._cancel)
+            self.waiting_for_pin = online_pin is not None
             session = read_card(reader, EmvTerminal(pan_token_key=self.terminal.token_key,
                                                     terminal_id=self.terminal.terminal_id,
                                                     capabilities=terminal_capabilities(pin_pad=online_pin is not None),
@@ -268,7 +270,7 @@ class Service:
             self.slot.lost(str(exc))
             raise CommandError(f"card reader lost: {exc}") from None
         finally:
-            self.waiting_for_card = False
+            self.waiting_for_card = self.waiting_for_pin = False
         self._cards += 1
         ref = f"c{self._cards}"
         self.till.add_card(ref, card_data(session))
@@ -384,7 +386,7 @@ class Service:
         progress (``cancel`` ends the wait for a card of the sale in progress)."""
         verb = line.split(None, 1)[0].lower() if line.strip() else ""
         if verb == "cancel":
-            waiting = self.waiting_for_card
+            waiting = self.waiting_for_card or self.waiting_for_pin
             if waiting:
                 self._cancel.set()
             return {"ok": True, "cancelled": waiting, "incidents": []}

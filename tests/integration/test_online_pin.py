@@ -267,3 +267,13 @@ def test_a_block_under_another_key_is_a_pin_format_error(t: Lane) -> None:
     assert "working key is not the host's" in sale.operator_message
     [charge] = t.host_sales()
     assert "not an ISO 9564 format-0 block under the host's PIN key" in (charge.note or "")
+
+
+def test_the_operators_cancel_ends_the_pin_entry_and_sends_nothing(t: Lane) -> None:
+    """The service's ``cancel`` sets the event the entry watches: the pad is told to cancel (by the terminal)."""
+    cancel = threading.Event()
+    cardholder(t.pad_sim, lambda _p: cancel.set())
+    with pytest.raises(PinEntryAborted) as caught:
+        t.read(online_pin=OnlinePin(t.pad, cancel=cancel))
+    assert caught.value.reason == "cancelled" and "by the terminal" in str(caught.value)
+    assert not [m for m in t.sim.received if m["t"] in ("0200", "0100")]
