@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, field
-from datetime import datetime, tzinfo
-from zoneinfo import ZoneInfo
+from datetime import datetime
+
+from posguard.notices import terminal_zone
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,11 +55,6 @@ def terminal_capabilities(*, pin_pad: bool) -> bytes:
     is not announced: a PCI PIN pad would send VERIFY to the card itself, which this pad does not.
     """
     return CAPABILITIES_WITH_PIN_PAD if pin_pad else CAPABILITIES_WITHOUT_PIN_PAD
-
-
-def local_zone(name: str | None) -> tzinfo | None:
-    """``terminal.timezone`` as a zone (IANA name; empty/None: the box's local zone)."""
-    return ZoneInfo(name) if name else None
 
 
 @dataclass(frozen=True)
@@ -134,7 +130,7 @@ def bcd(value: int | str, nbytes: int) -> bytes:
 def local_when(cfg: EmvTerminal, txn: Transaction) -> datetime:
     """The transaction's time on the terminal's clock face: an aware ``txn.when`` is converted to
     ``cfg.timezone`` (a naive one is taken as already local); none: now in that zone."""
-    zone = local_zone(cfg.timezone)
+    zone = terminal_zone(cfg.timezone)  # terminal.timezone as the notices read it
     if txn.when is None:
         return datetime.now(zone) if zone else datetime.now()
     if txn.when.tzinfo is not None:
