@@ -43,6 +43,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from .ledger import Entry, Ledger, pan_hash
@@ -467,14 +468,12 @@ class Processor:
         return Outcome(self._respond(req, rc, **extra), entry)
 
     # -- security checks (PIN, local date): firmware_sim.host.pin ---------------------------------------
-    def _local_now(self) -> Any:
+    def _local_now(self) -> datetime:
         return local_now(self.now(), terminal_zone(self.dialect, self.terminal_timezone))
 
     def _security_refusal(self, kind: str, req: Doc) -> Refusal | None:
         """Why the host refuses this request before authorising it: its local date, then its PIN."""
         if self.date_window is not None and kind in DATED_KINDS:
-            from datetime import timedelta
-
             refusal = check_local_date(req, now=self.now(), zone=terminal_zone(self.dialect, self.terminal_timezone),
                                        dialect=self.dialect, window=timedelta(seconds=self.date_window))
             if refusal is not None:
