@@ -128,3 +128,16 @@ def test_the_date_check_is_off_unless_configured(tmp_path: Path) -> None:
 def test_local_fields_follow_the_zone_across_midnight() -> None:
     assert local_fields(UTC_1630 - 1, SHANGHAI) == ("002959", "0502")
     assert local_fields(UTC_1630 - 30 * 60 - 1, SHANGHAI) == ("235959", "0501")
+
+
+def test_the_report_counts_incidents_on_the_terminals_local_days(tmp_path: Path) -> None:
+    from posguard.report import build_report
+
+    journal = Journal(tmp_path / "report.db", clock=VirtualClock(start=UTC_1630))
+    try:
+        with journal.atomic("incident"):
+            journal.record_incident("outcome_unknown", "sale T-1: no answer; reversal queued", severity="warning")
+        assert [t["day"] for t in build_report(journal, timezone=SHANGHAI)["trend"]] == ["2026-05-02"]
+        assert [t["day"] for t in build_report(journal)["trend"]] == ["2026-05-01"]  # no zone: UTC days
+    finally:
+        journal.close()
