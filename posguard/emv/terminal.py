@@ -63,7 +63,9 @@ class EmvTerminal:
     :class:`posguard.engine.engine.TerminalConfig`). Codes are ISO 4217/3166 numeric, 4 digits (``"0156"``).
 
     ``capabilities`` (9F33) default E0 68 00: IC/magstripe/manual entry; online PIN, signature, no CVM
-    (no offline PIN: there is no PIN pad attached to the card session); no offline data authentication.
+    (no offline PIN); no offline data authentication. A terminal built from its configuration uses
+    :func:`terminal_capabilities` (online PIN only with a PIN pad) and passes the pad as ``read_card``'s
+    ``online_pin``; with this default and no pad, online PIN is chosen with no PIN block (the host refuses it).
     ``pan_token_key`` keys :func:`posguard.sensitive.pan_token` and must be set.
     """
 
