@@ -277,3 +277,20 @@ def test_the_operators_cancel_ends_the_pin_entry_and_sends_nothing(t: Lane) -> N
         t.read(online_pin=OnlinePin(t.pad, cancel=cancel))
     assert caught.value.reason == "cancelled" and "by the terminal" in str(caught.value)
     assert not [m for m in t.sim.received if m["t"] in ("0200", "0100")]
+
+
+def test_a_pin_sale_without_an_answer_is_reversed_without_the_pin_block(t: Lane) -> None:
+    """The saved reversal is the request less 52/53 (pos-flows.md): on the wire and in the journal's SAF copy."""
+    cardholder(t.pad_sim, keys(CARD_PIN))
+    session = t.read(online_pin=OnlinePin(t.pad))
+    t.sim.add_fault("no_response", mti="0200")
+    sale = t.sale(session)
+    assert sale.state == "reversed", sale.operator_message
+    [request] = [m for m in t.sim.received if m["t"] == "0200"]
+    [reversal] = [m for m in t.sim.received if m["t"] == "0400"]
+    assert "52" in request and "52" not in reversal and "53" not in reversal
+    assert session.pin_block is not None
+    block = session.pin_block.reveal()
+    stored = [v if isinstance(v, bytes) else str(v).encode() for row in t.engine.journal.query(
+        "SELECT * FROM saf_queue") for v in row]
+    assert stored and not [v for v in stored if block in v or block.hex().upper().encode() in v.upper()]
