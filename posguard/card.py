@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from posguard.sensitive import Pan, TrackData, mask_pan, pan_token
+from posguard.sensitive import Pan, PinBlock, TrackData, mask_pan, pan_token
 
 __all__ = ["CardData", "Pan", "SIGNATURE_CVM_CODES", "is_signature_cvm", "scheme_of"]
 
@@ -44,6 +44,8 @@ class CardData:
     track2: TrackData | None = None
     track3: TrackData | None = None
     pan_sequence: str | None = None  # 5F34 of a chip card, two digits (field 23)
+    #: the encrypted online PIN block from the PIN pad (field 52); never printed, pickled or journaled
+    pin_block: PinBlock | None = None
 
     @classmethod
     def from_pan(
@@ -68,7 +70,8 @@ class CardData:
         cvm = self.cvm_results.hex().upper() if self.cvm_results else None
         return (
             f"CardData(pan={self.pan_masked!r}, token={self.pan_token[:8]}…, entry_mode={self.entry_mode!r}, "
-            f"scheme={self.scheme!r}, 9F34={cvm}, field55={len(self.field55)} bytes)"
+            f"scheme={self.scheme!r}, 9F34={cvm}, field55={len(self.field55)} bytes"
+            f"{', online PIN block' if self.pin_block is not None else ''})"
         )
 
     __str__ = __repr__

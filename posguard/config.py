@@ -9,7 +9,7 @@ go; the service refuses to start while any remains. Keys live in their own files
     tid = "POSGRD01"
     mid = "MERCHANT0000001"
     currency = "156"                      # ISO 4217 numeric
-    timezone = "Asia/Shanghai"            # IANA name for times on notices ("" = the box's local zone)
+    timezone = "Asia/Shanghai"            # IANA: fields 12/13, tags 9A/9F21, notices ("" = the box's zone)
     dialect = "cup"                       # cup | iso87ascii | iso87 | iso87bcd
     token_key_file = "/etc/posguard/token.key"
     data_key_file = "/etc/posguard/data.key"
@@ -23,7 +23,7 @@ go; the service refuses to start while any remains. Keys live in their own files
     card_wait = 30.0                      # seconds a sale waits for the card (operator "cancel" ends it early)
 
     [pinpad]
-    port = ""                             # the encrypting PIN pad's serial port ("" = no PIN pad)
+    port = ""                             # the encrypting PIN pad's serial port ("" = none: 9F33 has no PIN)
 
     [host]
     address = "10.1.2.3"

@@ -12,7 +12,8 @@ from posguard.incidents import load_incidents
 __all__ = ["build_report", "render_report"]
 
 
-def build_report(journal: Journal, *, since: float | None = None) -> dict[str, Any]:
+def build_report(journal: Journal, *, since: float | None = None, timezone: str | None = None) -> dict[str, Any]:
+    """``timezone`` (terminal.timezone): the trend's days are the terminal's local days (None: UTC days)."""
     incidents = load_incidents(journal, since=since)
     by_kind = Counter(i.kind for i in incidents)
     by_cause = Counter(i.cause for i in incidents)
@@ -20,7 +21,7 @@ def build_report(journal: Journal, *, since: float | None = None) -> dict[str, A
     by_status = Counter(i.status for i in incidents)
     per_day: dict[str, Counter[str]] = {}
     for i in incidents:
-        per_day.setdefault(time.strftime("%Y-%m-%d", time.gmtime(i.at)), Counter())[i.kind] += 1
+        per_day.setdefault(_day(i.at, timezone), Counter())[i.kind] += 1
     return {
         "since": time.strftime("%Y-%m-%d", time.gmtime(since)) if since else None,
         "total": len(incidents),
@@ -36,6 +37,14 @@ def build_report(journal: Journal, *, since: float | None = None) -> dict[str, A
         "trend": [{"day": d, "total": sum(c.values()), "by_kind": dict(sorted(c.items()))}
                   for d, c in sorted(per_day.items())],
     }
+
+
+def _day(at: float, timezone: str | None) -> str:
+    if not timezone:
+        return time.strftime("%Y-%m-%d", time.gmtime(at))
+    from posguard.engine.localtime import local_time
+
+    return local_time(at, timezone).strftime("%Y-%m-%d")
 
 
 def render_report(report: dict[str, Any]) -> str:

@@ -25,6 +25,7 @@ from typing import Any, Final, Literal
 __all__ = [
     "Pan",
     "TrackData",
+    "PinBlock",
     "Sensitivity",
     "SENSITIVITY_CLASSES",
     "Treatment",
@@ -307,6 +308,39 @@ class TrackData:
 
     def __reduce__(self) -> Any:  # pickling would carry the clear value: refuse
         raise TypeError("track data is not picklable")
+class PinBlock:
+    """An encrypted PIN block (ISO 9564, field 52) as the PIN pad gave it: prints as ``PinBlock(<8 bytes>)``.
+
+    The terminal never holds the clear PIN, but the block is still PIN data (PCI PIN): not logged, not
+    journaled, not captured, not picklable. Only :meth:`reveal` gives the bytes (building field 52).
+    """
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: bytes) -> None:
+        if not isinstance(value, bytes) or len(value) != 8:
+            raise ValueError("a PIN block is 8 bytes")
+        self._value = value
+
+    def reveal(self) -> bytes:
+        """The 8 encrypted bytes, for field 52 only."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "PinBlock(<8 bytes>)"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, PinBlock):
+            return hmac.compare_digest(self._value, other._value)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(("PinBlock", self._value))
+
+    def __reduce__(self) -> Any:
+        raise TypeError("PIN blocks are not picklable: they are never stored")
 
 
 def mask_contact(contact: str) -> str:

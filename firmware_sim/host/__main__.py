@@ -34,6 +34,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--card-file", default=None, help="the issuer's card file (default: host/cardfile.json)")
     p.add_argument("--issuer-strict-unknown", action="store_true",
                    help="decline (RC 14) sales on cards not in the card file")
+    p.add_argument("--pin-key", default=None, help="the host's clear working PIN key in hex (test keys only)")
+    p.add_argument("--card-pin", action="append", default=[], metavar="PAN=PIN", help="a card's PIN (repeatable)")
+    p.add_argument("--pin-tries", type=int, default=3, help="wrong PINs in a row before RC 75")
+    p.add_argument("--require-pin-block", action="store_true", help="refuse a PIN CVM that carries no field 52")
+    p.add_argument("--terminal-timezone", default="", help="IANA zone of the terminals (default CUP: Asia/Shanghai)")
+    p.add_argument("--date-window", type=float, default=None, help="refuse a local date further off (seconds)")
     args = p.parse_args(argv)
 
     if args.print_dialect:
@@ -55,6 +61,12 @@ def main(argv: list[str] | None = None) -> int:
         issuer=not args.no_issuer,
         issuer_card_file=args.card_file,
         issuer_strict_unknown=args.issuer_strict_unknown,
+        pin_key=bytes.fromhex(args.pin_key) if args.pin_key else None,
+        card_pins=dict(item.split("=", 1) for item in args.card_pin),
+        pin_tries=args.pin_tries,
+        require_pin_block=args.require_pin_block,
+        terminal_timezone=args.terminal_timezone,
+        date_window=args.date_window,
     )
     sim = HostSimulator(config, rules=rules).start()
     done = threading.Event()

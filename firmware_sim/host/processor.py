@@ -47,11 +47,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from .faults import ISSUER_KINDS
 from .issuer import Issuer
 from .ledger import Entry, Ledger, pan_hash
+from .pin import DATED_KINDS, PIN_KINDS, PinChecker, Refusal, check_local_date, local_now, terminal_zone
 from .rules import DEFAULT_RULES, RuleSet
 
 Doc = dict[str, str]
@@ -119,6 +121,12 @@ class Processor:
     #: The card issuer (``issuer.py``): asked before a sale/pre-auth is booked; None = approval rules only.
     issuer: Issuer | None = None
     _issuer_fault: Any = None
+    #: online PIN verification (firmware_sim.host.pin); None: field 52 is not looked at
+    pin: PinChecker | None = None
+    #: the terminal's zone (IANA; "" = Asia/Shanghai for CUP, else UTC): the answer's 12/13/15 are local there
+    terminal_timezone: str = ""
+    #: refuse a request whose local date/time (13 + 12) is more than this many seconds from the host's own
+    date_window: float | None = None
     _seq: int = 0
 
     # -- classification ----------------------------------------------------------------------------
@@ -168,7 +176,8 @@ class Processor:
             repeat.kind = kind
             return repeat
         handler: Callable[[Doc], Outcome] = getattr(self, f"_do_{kind}", self._do_unknown)
-        out = handler(req)
+        refusal = self._security_refusal(kind, req)
+        out = self._refuse(req, kind, refusal) if refusal is not None else handler(req)
         out.kind = kind
         if kind == "signon":
             self.sign_on_demand = None
@@ -211,7 +220,7 @@ class Processor:
         return f"{(seq * 7919 + 100003) % 1_000_000:06d}"
 
     def _respond(self, req: Doc, rc: str, **extra: str) -> Doc:
-        t = time.gmtime(self.now())
+        t = self._local_now().timetuple()  # 12/13: local time in the terminal's zone
         resp: Doc = {"t": response_mti(req["t"])}
         if self.dialect == "cup" and "h" in req:
             h = req["h"]
@@ -252,7 +261,7 @@ class Processor:
             code = auth or self._auth_code(seq)
             extra["38"] = code
         if self.dialect == "cup":
-            extra["15"] = time.strftime("%m%d", time.gmtime(self.now()))
+            extra["15"] = self._local_now().strftime("%m%d")  # settlement date: the host's local date
         return extra, rrn, code
 
     # -- network management ------------------------------------------------------------------------
@@ -489,3 +498,24 @@ class Processor:
         seq = self._next_seq()
         extra["37"] = self._rrn(seq)
         return Outcome(self._respond(req, rc, **extra), entry)
+
+    # -- security checks (PIN, local date): firmware_sim.host.pin ---------------------------------------
+    def _local_now(self) -> datetime:
+        return local_now(self.now(), terminal_zone(self.dialect, self.terminal_timezone))
+
+    def _security_refusal(self, kind: str, req: Doc) -> Refusal | None:
+        """Why the host refuses this request before authorising it: its local date, then its PIN."""
+        if self.date_window is not None and kind in DATED_KINDS:
+            refusal = check_local_date(req, now=self.now(), zone=terminal_zone(self.dialect, self.terminal_timezone),
+                                       dialect=self.dialect, window=timedelta(seconds=self.date_window))
+            if refusal is not None:
+                return refusal
+        if self.pin is not None and kind in PIN_KINDS:
+            return self.pin.check(req, pan_of(req))
+        return None
+
+    def _refuse(self, req: Doc, kind: str, refusal: Refusal) -> Outcome:
+        """Decline with ``refusal.rc``; the booking's note says why (no PIN, block or key in it)."""
+        extra, rrn, _code = self._approve_fields(refusal.rc)
+        entry = self.ledger.add(**self._base(req, kind, refusal.rc, rrn=rrn, note=refusal.reason))
+        return Outcome(self._respond(req, refusal.rc, **extra), entry)

@@ -30,6 +30,7 @@ from .faults import Fault, FaultPlan
 from .framing import Deframer, frame
 from .issuer import Issuer
 from .ledger import Ledger, mask_pan
+from .pin import PinChecker, card_pin_table
 from .processor import Doc, Processor
 from .rules import DEFAULT_RULES, RuleSet
 
@@ -70,6 +71,13 @@ class SimConfig:
     issuer: bool = True  # the card issuer (issuer.py) checks sales/pre-auths of the cards in its card file
     issuer_card_file: str | None = None  # None: firmware_sim/host/cardfile.json
     issuer_strict_unknown: bool = False  # decline (RC 14) sales/pre-auths on PANs not in the card file
+    # -- PIN and local time (firmware_sim.host.pin) --
+    pin_key: bytes | None = field(default=None, repr=False)  # clear test PIN key until sign-on issues one
+    card_pins: dict[str, str] = field(default_factory=dict, repr=False)  # PAN -> PIN (the cards' PINs)
+    pin_tries: int = 3  # wrong PINs in a row before RC 75
+    require_pin_block: bool = False  # refuse a PIN CVM (22.3 = 1, 9F34 = 02) that carries no field 52
+    terminal_timezone: str = ""  # "" = Asia/Shanghai for CUP, UTC for ISO: the answers' 12/13/15
+    date_window: float | None = None  # seconds; refuse 13 + 12 further than this from the host's local now
 
 
 def masked_doc(doc: Doc) -> dict[str, str]:
@@ -137,6 +145,7 @@ class HostSimulator:
         if self.config.issuer:
             self.processor.issuer = Issuer(self.config.dialect, card_file=self.config.issuer_card_file,
                                            strict_unknown=self.config.issuer_strict_unknown)
+        self._install_pin_checks()
         self.received: list[dict[str, str]] = []  # masked requests, in arrival order
         self.sent: list[dict[str, str]] = []  # masked responses actually sent (before faults that mangle bytes)
         self.errors: list[str] = []
@@ -154,6 +163,27 @@ class HostSimulator:
         self.frames_in = 0
         self.frames_handled = 0
         self.connections_accepted = 0
+
+    def _install_pin_checks(self) -> None:
+        """PIN verification and the local-date check (firmware_sim.host.pin) from the configuration. The PIN
+        key is the one the host issued at sign-on (``processor.working_keys.pin_key``) when there is one."""
+        cfg, proc = self.config, self.processor
+
+        def pin_key() -> bytes | None:
+            issued = getattr(getattr(proc, "working_keys", None), "pin_key", None)
+            return issued if isinstance(issued, bytes) else cfg.pin_key
+
+        table = card_pin_table(cfg.card_pins)
+        issuer = proc.issuer
+
+        def pin_of(pan: str) -> str | None:  # the issuer's card file first; the configured table for other cards
+            known = issuer.pin_of(pan) if issuer is not None else None
+            return known if known is not None else table(pan)
+
+        proc.pin = PinChecker(cfg.dialect, pin_key, pin_of, tries_allowed=cfg.pin_tries,
+                              require_pin_block=cfg.require_pin_block)
+        proc.terminal_timezone = cfg.terminal_timezone
+        proc.date_window = cfg.date_window
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> HostSimulator:

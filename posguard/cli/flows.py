@@ -36,6 +36,15 @@ def journal_path(args: argparse.Namespace) -> str:
     return DEFAULT_JOURNAL
 
 
+def _config_timezone(args: argparse.Namespace) -> str | None:
+    """``terminal.timezone`` of ``--config`` (the report's days are local days), else None (UTC days)."""
+    if not getattr(args, "config", None) or not os.path.exists(args.config):
+        return None
+    from posguard.config import load_config
+
+    return load_config(args.config, read_keys=False)[0].timezone or None
+
+
 def open_journal(path: str) -> object:
     """The journal, or a one-line error (exit 1) saying what is wrong with it."""
     from posguard.engine.journal import Journal, JournalError
@@ -111,7 +120,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     journal = open_journal(journal_path(args))
     assert isinstance(journal, Journal)
     with journal:
-        report = build_report(journal, since=args.since)
+        report = build_report(journal, since=args.since, timezone=_config_timezone(args))
     sys.stdout.write(json.dumps(report, ensure_ascii=False) + "\n" if args.json else render_report(report))
     return 0
 

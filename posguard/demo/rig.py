@@ -44,7 +44,8 @@ class DemoRig(Protocol):
 
 
 class RigFactory(Protocol):
-    def __call__(self, dialect: str, *, profile: str, reader: str, magstripe: bool) -> DemoRig: ...
+    def __call__(self, dialect: str, *, profile: str, reader: str, magstripe: bool,
+                 pin_pad: dict[str, Any] | None = None) -> DemoRig: ...
 
 
 class SimulatorsMissing(RuntimeError):

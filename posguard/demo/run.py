@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from posguard.capture.taps import FrameTap, RecordingReader, as_reader, tap_frames
-from posguard.demo.day import CARDS, DAY, SWIPES, Step
+from posguard.demo.day import CARD_PIN, CARDS, DAY, PIN_CARDS, PIN_PAD, PIN_PAD_KEY, PIN_PAD_TMK, SWIPES, Step
 
 __all__ = ["DemoResult", "run_demo", "DEMO_TERMINAL", "demo_policies"]
 
@@ -65,7 +65,8 @@ def run_demo(dialect: str = "cup", *, record: str | Path | None = None, out: Tex
 
     clock = SystemClock()
     token_key, data_key = secrets.token_bytes(32), secrets.token_bytes(32)
-    terminal = TerminalConfig(DEMO_TID, DEMO_MID, token_key, data_key, currency="156", host_timeout=DEMO_TIMEOUT)
+    terminal = TerminalConfig(DEMO_TID, DEMO_MID, token_key, data_key, currency="156", host_timeout=DEMO_TIMEOUT,
+                              timezone="Asia/Shanghai")
     scratch = None if journal_dir else Path(tempfile.mkdtemp(prefix="posguard-demo-journal-"))
     workdir = Path(journal_dir) if journal_dir else scratch
     assert workdir is not None
@@ -80,7 +81,8 @@ def run_demo(dialect: str = "cup", *, record: str | Path | None = None, out: Tex
     tap: FrameTap | None = None
     try:
         make_rig, _ = load_simulators()
-        with make_rig(dialect, profile=CARDS[0][1], reader=reader_kind, magstripe=bool(swiped)) as rig:
+        with make_rig(dialect, profile=CARDS[0][1], reader=reader_kind, magstripe=bool(swiped),
+                      pin_pad=PIN_PAD) as rig:
             result.reader = rig.reader_kind
             say(f"simulators up: acquirer host ({dialect}) on port {rig.host_port}, "
                 f"{'pcscd + vpcd card' if rig.reader_kind == 'pcsc' else 'GemPC Twin on a pty'}")
@@ -92,14 +94,17 @@ def run_demo(dialect: str = "cup", *, record: str | Path | None = None, out: Tex
             till = Till(engine, dialect=dialect, say=say, writer=writer)
             reader = _open_reader(rig)
             tap = tap_frames(reader, writer)
+            pad = _demo_pin_pad(rig, say)
             try:
                 for ref, profile in CARDS:
-                    _read_card(rig, reader, till, ref, profile, terminal, say, writer, tap)
+                    _read_card(rig, reader, till, ref, profile, terminal, say, writer, tap, pad=pad)
                 for ref, profile, overrides in swiped:
                     _swipe_card(rig, till, ref, profile, overrides, terminal, say, writer)
                 _run_steps(day, rig, till, engine, say)
             finally:
                 reader.close()
+                if pad is not None:
+                    pad.close()
                 link.close()
                 if tap is not None:
                     tap.flush()  # the power-off and close frames: no card data
@@ -126,12 +131,42 @@ def _open_reader(rig: Any) -> Any:
     return TwinReader(str(rig.twin_path))
 
 
+def _demo_pin_pad(rig: Any, say: Callable[[str], None]) -> Any:
+    """The rig's encrypting PIN pad with the working PIN key loaded under its TMK (as a sign-on brings it)."""
+    if getattr(rig, "pad", None) is None:
+        return None
+    from posguard.drivers.pinpad import open_pin_pad
+    from posguard.engine.keys import kcv4
+    from posguard.engine.mac import des_ecb
+
+    pad = open_pin_pad(str(rig.pad.link))
+    key = PIN_PAD_KEY
+    pad.load_working_key(des_ecb(PIN_PAD_TMK, key), kcv4(key))
+    say(f"PIN pad {pad.info().get('model', '?')}: working PIN key loaded under its TMK (check value "
+        f"{kcv4(key).hex().upper()})")
+    return pad
+
+
+def _cardholder_keys_pin(rig: Any, pin: str) -> None:
+    """The customer at the pad: waits for "enter PIN", keys the PIN (on the simulator's control channel)."""
+    import threading
+
+    def run() -> None:
+        deadline = time.monotonic() + 10
+        while not rig.pad.pad_status()["pending"] and time.monotonic() < deadline:
+            time.sleep(0.02)
+        rig.pad.key_pin(pin)
+
+    threading.Thread(target=run, daemon=True).start()
+
+
 def _read_card(rig: Any, reader: Any, till: Any, ref: str, profile: str, terminal: Any,
-               say: Callable[[str], None], writer: Any, tap: FrameTap | None = None) -> None:
+               say: Callable[[str], None], writer: Any, tap: FrameTap | None = None, *, pad: Any = None) -> None:
     from posguard.drivers.errors import ReaderError
     from posguard.emv.engine_card import card_data
+    from posguard.emv.online_pin import OnlinePin
     from posguard.emv.session import read_card
-    from posguard.emv.terminal import EmvTerminal, Transaction
+    from posguard.emv.terminal import EmvTerminal, Transaction, terminal_capabilities
 
     rig.swap(profile)
     reader.wait_for_card(10.0)
@@ -146,9 +181,14 @@ def _read_card(rig: Any, reader: Any, till: Any, ref: str, profile: str, termina
                 raise
             time.sleep(0.1)
     started = time.monotonic()
+    online_pin = OnlinePin(pad) if pad is not None else None
+    if online_pin is not None and profile in PIN_CARDS:
+        _cardholder_keys_pin(rig, CARD_PIN)
     session = read_card(as_reader(rec), EmvTerminal(pan_token_key=terminal.token_key,
-                                                     terminal_id=terminal.terminal_id),
-                        Transaction(amount=0), atr=atr)
+                                                     terminal_id=terminal.terminal_id,
+                                                     capabilities=terminal_capabilities(pin_pad=pad is not None),
+                                                     timezone=terminal.timezone),
+                        Transaction(amount=0), atr=atr, online_pin=online_pin)
     ms = (time.monotonic() - started) * 1000
     reader.power_off()
     card = card_data(session, entry_mode="chip")
@@ -161,7 +201,8 @@ def _read_card(rig: Any, reader: Any, till: Any, ref: str, profile: str, termina
             writer.apdu(c, r)
     till.add_card(ref, card, source=rig.reader_kind, label=session.label, aid=session.aid)
     say(f"card {ref}: {session.label or session.aid} {session.masked_pan}, CVM {session.cvm_required}, "
-        f"9F34 {session.cvm_results.hex().upper()}, {session.apdu_count} APDUs in {ms:.0f} ms")
+        f"9F34 {session.cvm_results.hex().upper()}, {session.apdu_count} APDUs in {ms:.0f} ms"
+        + (", PIN entered on the PIN pad (encrypted block for field 52)" if session.pin_block else ""))
 
 
 def _swipe_card(rig: Any, till: Any, ref: str, profile: str, overrides: dict[str, str], terminal: Any,

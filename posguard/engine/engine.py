@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 from posguard.card import CardData
 from posguard.clock import Clock, SystemClock
 from posguard.engine.chart import APPROVED_OPEN, CHART, IN_DOUBT, IllegalTransition
+from posguard.engine.declines import decline_message
 from posguard.engine.detectors import Detection, Detectors
 from posguard.engine.errors import (
     CorrectionRefused,
@@ -42,6 +43,7 @@ from posguard.engine.errors import (
 )
 from posguard.engine.journal import Journal, SafRecord, TxnRecord
 from posguard.engine.keys import TerminalMasterKey, WorkingKeys
+from posguard.engine.localtime import host_date_of
 from posguard.engine.observe import Exchange, ExchangeListener, Observers
 from posguard.engine.ports import HostError, HostLink, HostTimeout, InvalidResponse
 from posguard.engine.profiles import Fields, Profile, get_profile
@@ -75,6 +77,8 @@ class TerminalConfig:
     host_timeout: float = 30.0
     #: the terminal master key: with it, the working keys of a sign-on are verified and kept (sealed)
     tmk: TerminalMasterKey | None = None
+    #: terminal.timezone (IANA; "" = the box's zone): fields 12/13 in local time, the journal stays UTC
+    timezone: str = ""
 
     def __repr__(self) -> str:
         return f"TerminalConfig(terminal_id={self.terminal_id!r}, merchant_id={self.merchant_id!r}, keys=<hidden>)"
@@ -450,7 +454,8 @@ class TransactionEngine:
         return self.profile.request_fields(
             kind, card=card, amount_minor=amount, currency=currency, stan=stan, batch_no=batch_no,
             terminal_id=self.terminal.terminal_id, merchant_id=self.terminal.merchant_id, now=now,
-            original=original)
+            original=original, timezone=self.terminal.timezone or None,
+            original_host_date=host_date_of(self.journal, original.id) if original is not None else None)
 
     def preview(self, kind: str, amount_minor: int, *, original: TxnRecord | None = None,
                 card: CardData | None = None, currency: str | None = None) -> Message:
@@ -493,7 +498,8 @@ class TransactionEngine:
         fields = self.profile.request_fields(
             txn.kind, card=self._card_of(txn), amount_minor=txn.amount_minor, currency=txn.currency,
             stan=txn.stan or 0, batch_no=txn.batch_no or 0, terminal_id=txn.terminal_id,
-            merchant_id=txn.merchant_id or self.terminal.merchant_id, now=txn.created_at, original=original)
+            merchant_id=txn.merchant_id or self.terminal.merchant_id, now=txn.created_at, original=original,
+            timezone=self.terminal.timezone or None)
         if txn.rrn:
             fields["37"] = txn.rrn
         if txn.auth_code:
@@ -553,7 +559,7 @@ class TransactionEngine:
         elif rc == self.profile.sign_on_rc:
             message = f"declined (RC {rc}): the host requires a new sign-on; it is done before the next transaction"
         else:
-            message = f"declined (RC {rc})"
+            message = decline_message(rc, self.profile.codec_dialect)
         return self._result(txn, message, self._record(detections))
 
     def _after_approval(self, txn: TxnRecord, card: CardData | None, original: TxnRecord | None) -> None:

@@ -30,6 +30,24 @@ CURRENCY_NUMERIC: Final[Mapping[str, str]] = {
 }
 
 
+@dataclass(frozen=True)
+class PinFields:
+    """How a dialect carries an online PIN (``../shared/reference/emv-keys.md`` §C), declared as data.
+
+    ``security_control`` is field 53 (n16). CUP (UnionPay POS terminal specification, field 53): 53.1 PIN format
+    2 = ISO 9564 format 0 (ANSI X9.8, with the PAN), 53.2 encryption algorithm 6 = double-length TDES working key,
+    53.3 fourteen reserved zeros. ISO 8583:1987 leaves 53's layout private; the international profiles use the
+    Visa BASE I one: 20 security format (zone encryption), 01 ANSI DES, 01 ISO format 0, 01 key index (the PIN
+    pad's slot), then zeros. ``capture_code`` is field 26, the most PIN characters the terminal accepts (ISO
+    8583:1987 field 26; CUP sends it with every PIN). CUP field 22's third digit (PIN included 1 / not 2) is
+    written with the entry mode by :mod:`posguard.engine.pos_entry`.
+    """
+
+    security_control: str
+    capture_code: str | None = "12"
+    kinds: frozenset[str] = frozenset({"sale", "preauth"})  # the requests a PIN block travels in
+
+
 class UnknownProfile(KeyError):
     """No host profile of that name."""
 
@@ -69,6 +87,7 @@ class Profile:
     repeat_mti: Mapping[str, str] = field(
         default_factory=lambda: {"0400": "0401", "0420": "0421", "0220": "0221", "0200": "0201", "0320": "0321"}
     )
+    pin: PinFields = PinFields("2001010100000000")
 
     @property
     def dialect(self) -> Dialect:
@@ -85,7 +104,12 @@ class Profile:
     def request_fields(
         self, kind: str, *, card: CardData | None, amount_minor: int, currency: str, stan: int, batch_no: int,
         terminal_id: str, merchant_id: str, now: float, original: TxnRecord | None = None,
+        timezone: str | None = None, original_host_date: str | None = None,
     ) -> Fields:
+        """The request of ``kind``. 12/13 are local time in ``timezone`` (terminal.timezone; 7 stays GMT);
+        ``original_host_date`` (MMDD, the host's date in the original's answer) goes to a CUP refund's 61.3."""
+        from posguard.engine.localtime import local_fields, local_time
+
         spec = self.spec(kind)
         tm = time.gmtime(now)
         f: Fields = {}
@@ -96,10 +120,11 @@ class Profile:
         if not self.uses_field_60:
             f["7"] = time.strftime("%m%d%H%M%S", tm)
         f["11"] = f"{stan:06d}"
-        f["12"] = time.strftime("%H%M%S", tm)
-        f["13"] = time.strftime("%m%d", tm)
+        f["12"], f["13"] = local_fields(now, timezone)
         if card is not None and card.expiry:
             f["14"] = card.expiry
+        if card is not None:
+            f.update(self.pin_fields(kind, card))  # before card_entry_fields: CUP 22's PIN digit reads 52
         f["25"] = spec.cond
         if spec.references_original and original is not None:
             if original.rrn:
@@ -114,7 +139,9 @@ class Profile:
         if self.uses_field_60:
             f["60"] = f"{spec.type_code or '00'}{batch_no:06d}000"
             if spec.references_original and original is not None:
-                mmdd = time.strftime("%m%d", time.gmtime(original.created_at)) if kind == "refund" else ""
+                mmdd = ""
+                if kind == "refund":
+                    mmdd = original_host_date or local_time(original.created_at, timezone).strftime("%m%d")
                 f["61"] = f"{original.batch_no or 0:06d}{original.stan or 0:06d}{mmdd}"
         if card is not None:
             self.card_entry_fields(f, card)
@@ -141,6 +168,17 @@ class Profile:
             f["36"] = card.track3.field_value()
         if self.uses_field_60 and "60" in f and card.entry_mode in pos_entry.ENTRY_MODES:
             f["60"] = _text(f["60"])[:11] + pos_entry.cup_read_flags(card.entry_mode)
+
+    def pin_fields(self, kind: str, card: CardData) -> Fields:
+        """52 (the pad's encrypted block), 53 and 26 (CUP 22's PIN digit follows from 52: card_entry_fields)."""
+        block = getattr(card, "pin_block", None) if kind in self.pin.kinds else None
+        f: Fields = {}  # CUP 22's PIN digit is written by card_entry_fields, which reads whether 52 is here
+        if block is not None:
+            f["52"] = block.reveal() if self.binary_icc else block.reveal().hex().upper()  # ASCII dialect: hex
+            f["53"] = self.pin.security_control
+            if self.pin.capture_code:
+                f["26"] = self.pin.capture_code
+        return f
 
     def reversal_fields(self, request_mti: str, request: Fields, *, reason: str, stan: int | None) -> Fields:
         """The 0400: a copy of the request without 35/36/52/53, field 55 cut to the reversal tags."""
@@ -365,7 +403,8 @@ PROFILES: Final[Mapping[str, Profile]] = {
     "iso87": Profile("iso87", "iso87", _INTERNATIONAL, binary_icc=True, reversal_keeps_stan=False,
                      reversal_reason_in_39=False, uses_field_60=False),
     "cup": Profile("cup", "cup", _CUP, binary_icc=True, reversal_keeps_stan=True, reversal_reason_in_39=True,
-                   uses_field_60=True, settlement_proc="000000", sign_on_code="003"),
+                   uses_field_60=True, settlement_proc="000000", sign_on_code="003",
+                   pin=PinFields("2600000000000000")),
 }
 
 

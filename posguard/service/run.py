@@ -91,7 +91,7 @@ class Service:
             self.clock = SystemClock()
             tmk = load_tmk(cfg.tmk_file) if cfg.tmk_file else None
             self.terminal = TerminalConfig(cfg.tid, cfg.mid, cfg.token_key, cfg.data_key, currency=cfg.currency,
-                                           host_timeout=cfg.timeout, tmk=tmk)
+                                           host_timeout=cfg.timeout, tmk=tmk, timezone=cfg.timezone)
             self.journal = Journal(cfg.journal, clock=self.clock)
             reversal_timeout = min(cfg.timeout, 15.0)
             self.link = TcpHostLink(HostLinkConfig(cfg.host, cfg.port, dialect=cfg.dialect, framing=cfg.framing,
@@ -118,7 +118,11 @@ class Service:
         self.slot = ReaderSlot(cfg.reader_kind, name=cfg.reader_name, serial_port=cfg.serial_port,
                                on_open=self._reader_opened)
         self._cancel = threading.Event()  # the operator's "cancel": ends the wait for a card
+        from posguard.service.pin_pad import PinPadSlot
+
+        self.pinpad = PinPadSlot(cfg.pinpad_port, log)  # online PIN (pinpad.port); none: no PIN announced
         self.waiting_for_card = False
+        self.waiting_for_pin = False  # the cardholder is at the PIN pad: "cancel" cancels the entry
         self.magstripe: Any = None
         self._tap: Any = None  # the Twin link's frame observer when recording
         self._cards = 0
@@ -170,6 +174,7 @@ class Service:
             self._tap.flush()
         if self.magstripe is not None:
             self.magstripe.close()
+        self.pinpad.close()
         self.till.close()
         self.link.close()
         self.journal.close()
@@ -231,8 +236,9 @@ class Service:
         from posguard.drivers.waits import wait_for_card
         from posguard.emv.engine_card import card_data
         from posguard.emv.errors import CardSessionError
+        from posguard.emv.online_pin import PinEntryAborted
         from posguard.emv.session import read_card
-        from posguard.emv.terminal import EmvTerminal, Transaction
+        from posguard.emv.terminal import EmvTerminal, Transaction, terminal_capabilities
 
         reader = self.slot.poll(force=True)
         if reader is None:
@@ -246,9 +252,17 @@ class Service:
                           progress=lambda s: self.log("card.waiting", f"waiting for a card: {s:.0f} s of "
                                                       f"{self.cfg.card_wait:g}", level="debug"))
             self.waiting_for_card = False
+            online_pin = self.pinpad.entry(self.engine, cancel=self._cancel)
+            self.waiting_for_pin = online_pin is not None
             session = read_card(reader, EmvTerminal(pan_token_key=self.terminal.token_key,
-                                                    terminal_id=self.terminal.terminal_id), Transaction(amount=0))
+                                                    terminal_id=self.terminal.terminal_id,
+                                                    capabilities=terminal_capabilities(pin_pad=online_pin is not None),
+                                                    timezone=self.cfg.timezone), Transaction(amount=0),
+                                online_pin=online_pin)
             reader.power_off()
+        except PinEntryAborted as exc:
+            self.log("card.pin_aborted", str(exc), level="info", reason=exc.reason)
+            raise CommandError(f"no sale: {exc}") from None
         except rerr.WaitCancelled:
             self.log("card.cancelled", "the wait for a card was cancelled; nothing was sent", level="info")
             raise CommandError("cancelled: no card was read and nothing was sent") from None
@@ -262,7 +276,7 @@ class Service:
             self.till.chip_failed(exc)  # the chip did not work: its stripe may be swiped now (fallback)
             raise
         finally:
-            self.waiting_for_card = False
+            self.waiting_for_card = self.waiting_for_pin = False
         self._cards += 1
         ref = f"c{self._cards}"
         self.till.add_card(ref, card_data(session))
@@ -385,7 +399,7 @@ class Service:
         progress (``cancel`` ends the wait for a card of the sale in progress)."""
         verb = line.split(None, 1)[0].lower() if line.strip() else ""
         if verb == "cancel":
-            waiting = self.waiting_for_card
+            waiting = self.waiting_for_card or self.waiting_for_pin
             if waiting:
                 self._cancel.set()
             return {"ok": True, "cancelled": waiting, "incidents": []}
