@@ -176,9 +176,9 @@ class HostSimulator:
         table = card_pin_table(cfg.card_pins)
         issuer = proc.issuer
 
-        def pin_of(pan: str) -> str | None:  # the issuer's card file first; the configured table for other cards
-            known = issuer.pin_of(pan) if issuer is not None else None
-            return known if known is not None else table(pan)
+        def pin_of(pan: str) -> str | None:  # a PIN configured for the card (a re-PINned card), else the card file's
+            configured = table(pan)
+            return configured if configured is not None else issuer.pin_of(pan) if issuer is not None else None
 
         proc.pin = PinChecker(cfg.dialect, pin_key, pin_of, tries_allowed=cfg.pin_tries,
                               require_pin_block=cfg.require_pin_block)

@@ -15,7 +15,9 @@ from firmware_sim.host import ControlClient, HostSimulator, SimConfig
 
 from .wire import PAN, WireClient, cup_sale
 
-VISA = "4761739001010119"
+#: a Visa card of an issuer the simulator does not play (not in its card file): its magstripe-less test sales are
+#: approved by the rules, so these tests are about the books, not about authorisation
+VISA = "4111111111111111"
 
 
 def settlement(groups: list[tuple[int, int]], stan: int = 9) -> dict[str, str]:
@@ -56,7 +58,7 @@ def test_the_report_lists_every_booking_with_its_side() -> None:
     assert [(r["stan"], r["amount_minor"], r["status"], r["card_org"], r["side"], r["batch"]) for r in rows] == [
         ("000001", "1000", "approved", "CUP", "domestic", "000001"), ("000002", "2000", "approved", "VIS", "foreign",
                                                                       "000001")]
-    assert PAN not in text and VISA not in text and rows[1]["pan_masked"] == "476173******0119"
+    assert PAN not in text and VISA not in text and rows[1]["pan_masked"] == "411111******1111"
 
 
 def test_the_program_writes_the_report_on_exit(tmp_path: Path) -> None:
