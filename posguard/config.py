@@ -14,6 +14,7 @@ go; the service refuses to start while any remains. Keys live in their own files
     token_key_file = "/etc/posguard/token.key"
     data_key_file = "/etc/posguard/data.key"
     tmk_file = "/etc/posguard/tmk.key"    # the terminal master key ("" = none: no sign-on keys, no PIN, no MAC)
+    key_max_age = 86400.0                 # with a TMK: sign on again for fresh working keys after this many seconds
 
     [reader]
     kind = "pcsc"                         # pcsc | twin | none
@@ -86,6 +87,7 @@ class Config:
     token_key_file: str = ""
     data_key_file: str = ""
     tmk_file: str = ""
+    key_max_age: float = 86400.0
     reader_kind: str = "pcsc"
     reader_name: str = ""
     serial_port: str = ""
@@ -112,7 +114,7 @@ class Config:
 _SCHEMA: dict[str, dict[str, tuple[str, type]]] = {
     "terminal": {"tid": ("tid", str), "mid": ("mid", str), "currency": ("currency", str), "dialect": ("dialect", str),
                  "token_key_file": ("token_key_file", str), "data_key_file": ("data_key_file", str),
-                 "tmk_file": ("tmk_file", str),
+                 "tmk_file": ("tmk_file", str), "key_max_age": ("key_max_age", float),
                  "max_amount": ("max_amount", int), "timezone": ("timezone", str)},
     "reader": {"kind": ("reader_kind", str), "name": ("reader_name", str), "serial_port": ("serial_port", str),
                "magstripe_port": ("magstripe_port", str), "card_wait": ("card_wait", float)},
@@ -221,6 +223,9 @@ def load_config(path: str | os.PathLike[str] = DEFAULT_CONFIG, *, read_keys: boo
         problems.append(ConfigProblem("terminal.mid", "must be 15 characters (field 42)"))
     if not (cfg.currency.isdigit() and len(cfg.currency) == 3):
         problems.append(ConfigProblem("terminal.currency", "must be the 3-digit ISO 4217 code, e.g. \"156\""))
+    if cfg.key_max_age <= 0:
+        problems.append(ConfigProblem("terminal.key_max_age", f"must be a positive number of seconds, got "
+                                                              f"{cfg.key_max_age:g}"))
     if cfg.timezone and not _is_zone(cfg.timezone):
         problems.append(ConfigProblem("terminal.timezone", f"{cfg.timezone!r} is not an IANA time zone name, "
                                                            "e.g. \"Asia/Shanghai\" (\"\" = the box's local zone)"))

@@ -45,6 +45,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .keys import IssuedKeys, KeyStore
 from .ledger import Entry, Ledger, pan_hash
 from .rules import DEFAULT_RULES, RuleSet
 
@@ -110,6 +111,8 @@ class Processor:
     #: Demand a new sign-on until one arrives: "rc" answers every other request RC 77 without processing it;
     #: "header" (CUP) processes requests but sets the response header's processing requirement to 3.
     sign_on_demand: str | None = None
+    #: the working keys it issues at sign-on (:mod:`.keys`); None = no keys in the sign-on answer
+    keys: KeyStore | None = None
     _seq: int = 0
 
     # -- classification ----------------------------------------------------------------------------
@@ -166,6 +169,10 @@ class Processor:
             h = out.response["h"]  # TPDU (10) + header (12): processing requirement is header digit 6
             out.response["h"] = h[:15] + "3" + h[16:]
         return out
+
+    def refuse(self, req: Doc, rc: str) -> Outcome:
+        """An answer without processing (the security gate of the server: A0 bad MAC, 77 sign on first)."""
+        return Outcome(self._respond(req, rc), kind=self.classify(req))
 
     # -- repeats -----------------------------------------------------------------------------------
     def _answer_repeat(self, req: Doc) -> Outcome | None:
@@ -246,9 +253,39 @@ class Processor:
         return extra, rrn, code
 
     # -- network management ------------------------------------------------------------------------
+    def working_keys(self, tid: str | None = None) -> IssuedKeys | None:
+        """The keys (clear, host side: ``.pin_key``, ``.mac_key``) of ``tid``'s last sign-on; None if signed off."""
+        return self.keys.current(tid) if self.keys is not None else None
+
+    def _issue_keys(self, req: Doc, extra: Doc) -> None:
+        """Fresh working keys under the terminal's TMK (:mod:`.keys`): CUP in 62 with the host's batch in 60.2,
+        ISO in 48 as hex text."""
+        assert self.keys is not None
+        tid = req.get("41", "")
+        if self.dialect == "cup":
+            f60 = req.get("60", "")
+            code = f60[8:11]
+            block: bytes | None
+            if self.working_keys_62:  # a fixed key block from the configuration: the host learns its keys
+                fixed = bytes.fromhex(self.working_keys_62)
+                self.keys.adopt(tid, fixed)
+                block = fixed
+            else:
+                block = self.keys.issue(tid, key_length=8 if code == "001" else 16, track=code == "004")
+            if block is not None:
+                extra["62"] = block.hex().upper()
+            if len(f60) >= 8 and f60[2:8].isdigit():
+                extra["60"] = f60[:2] + f"{self.keys.batch_for(tid, int(f60[2:8])):06d}" + f60[8:]
+        else:
+            block = self.keys.issue(tid)
+            if block is not None:
+                extra["48"] = block.hex().upper()
+
     def _do_signon(self, req: Doc) -> Outcome:
         extra: Doc = {}
-        if self.dialect == "cup" and self.working_keys_62:
+        if self.keys is not None:
+            self._issue_keys(req, extra)
+        elif self.dialect == "cup" and self.working_keys_62:
             extra["62"] = self.working_keys_62
         entry = self.ledger.add(**self._base(req, "signon", "00"))
         seq = self._next_seq()
@@ -256,6 +293,8 @@ class Processor:
         return Outcome(self._respond(req, "00", **extra), entry)
 
     def _do_signoff(self, req: Doc) -> Outcome:
+        if self.keys is not None:
+            self.keys.sign_off(req.get("41", ""))
         return Outcome(self._respond(req, "00"))
 
     def _do_echo(self, req: Doc) -> Outcome:

@@ -87,6 +87,7 @@ class EnginePolicies:
     signature_deadline: float = 300.0  # seconds after approval
     void_same_batch_only: bool = True
     sign_on_at_start: bool = False  # sign on (0800) before the first message of each engine start
+    key_max_age: float | None = None  # with a TMK: sign on again when the working keys are this many seconds old
     upload_attempts: int = 3  # settlement: tries per 0320 upload before settlement stops (batch stays open)
 
 
@@ -256,6 +257,10 @@ class TransactionEngine:
     def sign_on(self, *, reason: str = "operator", before: str = "") -> SignOnResult:
         """Send a 0800 sign-on and journal it; raise :class:`SignOnFailed` unless the host answers 00."""
         return self._signon.sign_on(reason=reason, before=before)
+
+    def sign_off(self, *, reason: str = "shutdown") -> SignOnResult | None:
+        """The sign-off at a clean shutdown (see :mod:`posguard.engine.signon`); None when not signed on."""
+        return self._signon.sign_off(reason=reason)
 
     def _host_demands_sign_on(self, response: Message) -> None:
         """Any response may say "sign on again" (RC 77, CUP header 3): journal it durably."""

@@ -19,9 +19,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
+    from posguard.engine.mac import MacScheme
     from posguard.iso8583.message import Message
 
-__all__ = ["HostLink", "HostLinkError", "HostTimeout", "InvalidResponse", "HostError"]
+__all__ = ["HostLink", "HostLinkError", "HostTimeout", "InvalidResponse", "HostError", "KeyedLink"]
 
 
 class HostError(Exception):
@@ -73,4 +74,13 @@ class HostLink(Protocol):
 
         Raises :class:`HostTimeout`, :class:`HostLinkError` or :class:`InvalidResponse`.
         """
+        ...
+
+
+@runtime_checkable
+class KeyedLink(Protocol):
+    """A link that MACs with the working MAC key of the last good sign-on (``TcpHostLink``)."""
+
+    def use_mac_key(self, scheme: MacScheme | None) -> None:
+        """MAC every message that needs one with ``scheme`` from now on; None forgets the key."""
         ...

@@ -96,7 +96,8 @@ class Service:
                                                    response_timeout=cfg.timeout, reversal_timeout=reversal_timeout),
                                     clock=self.clock)
             # with a master key the terminal signs on at every start, for fresh working keys
-            policies = EnginePolicies(saf=SafPolicy(timeout=reversal_timeout), sign_on_at_start=tmk is not None)
+            policies = EnginePolicies(saf=SafPolicy(timeout=reversal_timeout), sign_on_at_start=tmk is not None,
+                                      key_max_age=cfg.key_max_age if tmk is not None else None)
             self.engine = TransactionEngine(self.journal, self.link, cfg.dialect, self.terminal, self.clock,
                                             Detectors.default(self.clock), policies)
             path = record or cfg.record
@@ -162,7 +163,19 @@ class Service:
         if self.slot.kind != "none" and self.slot.reader is None and self.slot.poll() is not None:
             self._refresh_status()
 
+    def _sign_off(self) -> None:
+        """A clean stop signs off (CUP 0820 / ISO 0800/70 = 002) and forgets the working keys (issue 12)."""
+        try:
+            result = self.engine.sign_off(reason="shutdown")
+        except Exception as exc:  # the stop goes on: the next start signs on anyway
+            self.log("service.sign_off_failed", f"sign-off at shutdown failed: {exc}", level="warning")
+            return
+        if result is not None:
+            self.log("service.signed_off", "signed off", rc=result.response_code, stan=result.stan)
+
     def close(self) -> None:
+        if self.requested_stop:
+            self._sign_off()
         self.slot.close()
         if self._tap is not None:
             self._tap.flush()

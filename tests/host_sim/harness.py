@@ -13,8 +13,18 @@ from dataclasses import replace
 from typing import Any
 
 from firmware_sim.host import HostSimulator, SimConfig
+from firmware_sim.host.keys import TEST_TMK
 from posguard.clock import VirtualClock
+from posguard.engine.engine import TerminalConfig
 from posguard.engine.hostlink import HostLinkConfig, LinkEvent, TcpHostLink, VirtualWaiter
+from posguard.engine.keys import TerminalMasterKey
+
+
+def keyed(terminal: TerminalConfig, tmk: str = TEST_TMK) -> TerminalConfig:
+    """``terminal`` with the test master key the simulator knows by default: an engine built with it signs on
+    for working keys before its first message and MACs what needs a MAC, like a real terminal (the simulator's
+    strict default refuses anything less)."""
+    return replace(terminal, tmk=TerminalMasterKey(bytes.fromhex(tmk)))
 
 
 @contextmanager
