@@ -5,7 +5,8 @@ upper-case hex text). The routing tables below are the documented behaviour:
 
 CUP (UnionPay) — by MTI, 60.1 (message type code) and 60.3 (network management code)::
 
-    0800/0820  60.3 001|003 sign-on (0810 carries working keys in 62), 002 sign-off, 301 echo
+    0800/0820  60.3 001|003|004 sign-on (0810 carries fresh working keys in 62, see keys.py), 002 sign-off,
+               301 echo
     0200       60.1 22 sale, 23 void (original by 37 RRN), 01 balance
     0220       60.1 25 refund (original by 37 RRN), anything else: advice (offline sale books a sale)
     0100       pre-authorisation
@@ -17,7 +18,8 @@ CUP (UnionPay) — by MTI, 60.1 (message type code) and 60.3 (network management
 
 ISO dialects (iso87ascii, iso87, iso87bcd) — by MTI, processing code (3) and field 70::
 
-    0800       70 001 sign-on, 002 sign-off, 301 echo (or 3 = 990000 echo, PAX)
+    0800       70 001 sign-on (0810 carries fresh working keys in 48, see keys.py), 002 sign-off, 301 echo
+               (or 3 = 990000 echo, PAX)
     0200       3 = 00xxxx sale, 02xxxx void (original by 37 RRN), 20xxxx refund, 31xxxx balance
     0100       pre-authorisation
     0220/0221  advice (3 = 00xxxx books an offline sale)
@@ -126,7 +128,8 @@ class Processor:
             code = m60_3 if cup else req.get("70", "")
             if proc.startswith("99"):
                 return "echo"
-            return {"001": "signon", "003": "signon", "002": "signoff", "301": "echo"}.get(code, "netmgmt")
+            return {"001": "signon", "003": "signon", "004": "signon", "002": "signoff", "301": "echo"}.get(code,
+                                                                                                          "netmgmt")
         if mti in ("0400", "0401", "0420", "0421"):
             return "reversal"
         if mti == "0500":

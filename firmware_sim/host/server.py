@@ -420,9 +420,9 @@ class HostSimulator:
         resp = self._mutate(resp, fault)
         strict_maced = self.config.security == "strict" and sim_mac.required(req.get("t", ""))
         mac_response = self._mac_field(req) in req or self.config.require_mac or strict_maced
-        if resp.get("t", "")[:2] == "08" or refused is not None:
-            # network management carries no MAC; a refusal (77, A0) is not MACed with a key the request did not
-            # prove (a real host cannot MAC for a terminal whose MAC it could not verify)
+        if resp.get("t", "")[:2] == "08" or (refused is not None and not self.config.mac_key):
+            # network management carries no MAC; a refusal (77, A0) is not MACed with issued keys the request did
+            # not prove (a static-key host MACs its A0 with the static key, as before)
             mac_response = False
         # the response key is the one in force when the request arrived (a sign-on does not MAC itself)
         raw = self._encode(resp, scheme=scheme if mac_response else None,
