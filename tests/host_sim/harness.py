@@ -83,7 +83,7 @@ def linked(
     """A simulator and a link on one virtual clock. Like a real terminal the link is signed on (terminal
     ``TERM0001``, the test TMK) before the test starts, when the simulator is strict (its default), uses no
     static MAC key and ``signed_on`` is true; the sign-on is then cleared from ``sim.received``/``sim.sent`` and
-    the events, and its connection closed."""
+    the events and the ledger, and its connection closed."""
     clock = VirtualClock(start=1_700_000_000.0)
     config = SimConfig(dialect=dialect, framing=framing, **(sim_config or {}))
     events: list[LinkEvent] = []
@@ -102,6 +102,7 @@ def linked(
             link.close()  # a fresh connection for the test (the keys stay with the link)
             before["frames"] = link.stats.frames_sent
             link.stats = LinkStats()
+            sim.ledger.reset()  # the books start empty, as the tests expect (the keys stay issued)
             sim.received.clear()
             sim.sent.clear()
             events.clear()
