@@ -258,3 +258,10 @@ def test_no_working_key_in_clear_anywhere(dialect: str, tmp_path: Path, caplog: 
                     assert all(form not in t for t in texts), "a working key in clear in a log/repr/wire record"
                     assert form.encode() not in blob
                 assert key not in blob, "a working key in clear in the journal"
+
+
+def test_the_demo_terminal_holds_the_tmk_the_simulator_knows() -> None:
+    from firmware_sim.host.keys import TEST_TMK
+    from posguard.demo.run import DEMO_TMK
+
+    assert DEMO_TMK == TEST_TMK
