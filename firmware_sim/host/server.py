@@ -28,7 +28,7 @@ from . import mac as sim_mac
 from .dialects import BINARY_IS_RAW, HEADER_LEN, get_spec
 from .faults import Fault, FaultPlan
 from .framing import Deframer, frame
-from .keys import TEST_TMK, KeyStore
+from .keys import TEST_TMK, KeyStore, kcv4
 from .ledger import Ledger, mask_pan
 from .processor import Doc, Processor
 from .rules import DEFAULT_RULES, RuleSet
@@ -547,6 +547,7 @@ class HostSimulator:
             tid = cmd.get("tid", "")
             keys = self.keys.current(tid)
             return {"ok": True, "state": self.keys.state(tid), "serial": keys.serial if keys else None,
+                    "mac_kcv": kcv4(keys.mac_key).hex().upper() if keys else None,
                     "refusals": [list(r) for r in self.refusals]}
         if name == "stats":
             return {"ok": True, **self.stats()}
