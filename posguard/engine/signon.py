@@ -150,6 +150,7 @@ class SignOn:
                                                                  "keys_received": "62" in response})
                 if keys is not None:  # in the same commit: after a crash the terminal is signed on with them
                     engine.journal.record_event("working_keys", detail=self._sealed(keys, stan))
+                self._adopt_batch(response)
             else:
                 engine.journal.record_incident("sign_on_failed", f"sign-on ({reason}) answered RC {rc}",
                                                detail={"stan": stan, "rc": rc})
@@ -197,6 +198,18 @@ class SignOn:
         self._install(None, None)
         engine._signed_on = False
         return SignOnResult(rc, stan, reason)
+
+    def _adopt_batch(self, response: Message) -> None:
+        """CUP: the sign-on answer's 60.2 is the acquirer's batch number for this terminal (``emv-keys.md`` §D);
+        the terminal takes it when it is ahead of an empty open batch (see :meth:`Journal.adopt_batch`)."""
+        engine = self.engine
+        f60 = response.get("60") if engine.profile.uses_field_60 else None
+        text = f60.decode("ascii", "replace") if isinstance(f60, bytes) else f60
+        if not text or len(text) < 8 or not text[2:8].isdigit():
+            return
+        before = engine.journal.current_batch()
+        if engine.journal.adopt_batch(int(text[2:8])):
+            engine.journal.record_event("batch_from_sign_on", detail={"was": before, "now": int(text[2:8])})
 
     def _working_keys(self, response: Message) -> tuple[WorkingKeys | None, str | None]:
         """The verified working keys of an approved answer, or why they cannot be used (None, None: no keys, or

@@ -265,3 +265,18 @@ def test_the_demo_terminal_holds_the_tmk_the_simulator_knows() -> None:
     from posguard.demo.run import DEMO_TMK
 
     assert DEMO_TMK == TEST_TMK
+
+
+def test_cup_takes_the_batch_number_from_the_sign_on(tmp_path: Path) -> None:
+    """The acquirer's books put this terminal at batch 7 (its journal was replaced): the 0810's 60.2 says so and
+    the empty open batch takes the number; a batch with transactions keeps its own."""
+    with desk("cup", tmp_path) as d:
+        d.sim.keys.set_batch(TID, 7)
+        assert d.engine.sale(card(), 1_00).approved
+        assert d.engine.journal.current_batch() == 7
+        [sale] = d.sim.ledger.find(kind="sale", tid=TID)
+        assert sale.batch == "000007"
+        assert d.events("batch_from_sign_on") == [{"was": 1, "now": 7}]
+        d.sim.keys.set_batch(TID, 9)
+        d.engine.sign_on()
+        assert d.engine.journal.current_batch() == 7  # not empty: it stays until settlement
