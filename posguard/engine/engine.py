@@ -43,7 +43,7 @@ from posguard.engine.errors import (
 from posguard.engine.journal import Journal, SafRecord, TxnRecord
 from posguard.engine.keys import TerminalMasterKey, WorkingKeys
 from posguard.engine.observe import Exchange, ExchangeListener, Observers
-from posguard.engine.ports import HostError, HostLink, HostTimeout, InvalidResponse
+from posguard.engine.ports import HostError, HostLink, InvalidResponse
 from posguard.engine.profiles import Fields, Profile, get_profile
 from posguard.engine.redact import masked_json, masked_message
 from posguard.engine.saf import SafPolicy, StoreAndForward
@@ -511,7 +511,7 @@ class TransactionEngine:
                 self.journal.record_event("link_failed", txn_id=txn.id, detail={"error": str(exc)})
             return self._result(txn, f"not sent ({exc}); nothing was charged, try again")
         event = "invalid_response" if isinstance(exc, InvalidResponse) else "timeout"
-        reason = _REASON_TIMEOUT if isinstance(exc, HostTimeout) else _REASON_INCOMPLETE
+        reason = exc.reversal_reason  # 98 timeout, A0 bad MAC, 96 otherwise
         with self._atomic("outcome_unknown"):
             self._fire(txn, event)
             if reversible:

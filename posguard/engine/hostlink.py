@@ -100,6 +100,8 @@ class ResponseMismatch(InvalidResponse):
 class MacFailure(InvalidResponse):
     """The response's MAC is missing or wrong. Never an approval: reverse with reason A0."""
 
+    reversal_reason = "A0"
+
 
 class UndecodableResponse(InvalidResponse):
     """A frame arrived while waiting that the codec cannot decode (it may have been the answer)."""

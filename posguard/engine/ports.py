@@ -32,6 +32,9 @@ class HostError(Exception):
     maybe_sent: bool = True
     #: the word captures and logs use for this failure
     event: str = "error"
+    #: the CUP reversal reason (field 39 of the 0400) when this failure leaves the outcome unknown
+    #: (``pos-flows.md`` §B: 98 timeout, 96 could not complete, A0 bad MAC)
+    reversal_reason: str = "96"
 
 
 class HostTimeout(HostError):
@@ -39,6 +42,7 @@ class HostTimeout(HostError):
 
     maybe_sent = True
     event = "timeout"
+    reversal_reason = "98"
 
 
 class HostLinkError(HostError):

@@ -133,7 +133,7 @@ def test_every_message_of_a_short_day_is_maced_and_verified(dialect: str, tmp_pa
         assert result is not None
         assert not d.sim.refusals, d.sim.refusals
         maced = {r["t"] for r in d.requests() if r["t"] in MACED_MTIS}
-        want = {"0200", "0400", "0100", "0500", "0320"} | ({"0220"} if True else set())
+        want = {"0200", "0400", "0100", "0220", "0500", "0320"}  # sale/void, reversal, preauth, advice, settlement
         assert want <= maced, maced
         for r in d.requests():
             if r["t"] in MACED_MTIS:
@@ -165,6 +165,20 @@ def test_a_bad_mac_is_answered_a0_and_nothing_is_booked(dialect: str, tmp_path: 
         assert answer.response_code == "A0"
         assert d.sim.refusals[-1][3] == "A0" and d.sim.refusals[-1][4].startswith("no MAC in field")
         assert [e.amount for e in d.sim.ledger.find(kind="sale", tid=TID)] == [1_00]
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_a_bad_mac_on_an_approval_is_reversed_under_the_sign_on_key(dialect: str, tmp_path: Path) -> None:
+    with desk(dialect, tmp_path) as d:
+        d.sim.add_fault("corrupt_mac", mti="0200", times=1)
+        res = d.engine.sale(card(), 4_00)
+        assert not res.approved and "MacFailure" in res.operator_message
+        [rev] = d.requests("0400")
+        assert _mac_field(rev) is not None and not d.sim.refusals  # the reversal itself MACed and accepted
+        if dialect == "cup":
+            assert rev["39"] == "A0"  # CUP reversal reason: bad MAC
+        [sale] = d.sim.ledger.find(kind="sale", tid=TID)
+        assert sale.status == "reversed"
 
 
 @pytest.mark.parametrize("dialect", DIALECTS)
