@@ -31,6 +31,9 @@ go; the service refuses to start while any remains. Keys live in their own files
     port = 5000
     framing = "binary2"                   # binary2 | ascii4 | bcd2
     timeout = 30.0
+    mac_key_file = ""                     # a static MAC key (0600, 32 hex) for an acquirer that uses one; "" = the
+                                          # MAC key of each sign-on (needs terminal.tmk_file)
+    mac_algorithm = ""                    # x919 | cbc | cup-ecb; "" = the dialect's (CUP cup-ecb, ISO x919)
 
     max_amount = 10000000                 # the largest sale, refund or correction in minor units (100000.00)
 
@@ -98,6 +101,8 @@ class Config:
     port: int = 0
     framing: str = "binary2"
     timeout: float = 30.0
+    mac_key_file: str = ""
+    mac_algorithm: str = ""
     journal: str = "/var/lib/posguard/journal.db"
     operator_socket: str = "/run/posguard/operator.sock"
     allow_uids: list[int] = field(default_factory=list)
@@ -120,13 +125,32 @@ _SCHEMA: dict[str, dict[str, tuple[str, type]]] = {
                "magstripe_port": ("magstripe_port", str), "card_wait": ("card_wait", float)},
     "pinpad": {"port": ("pinpad_port", str)},
     "host": {"address": ("host", str), "port": ("port", int), "framing": ("framing", str),
-             "timeout": ("timeout", float)},
+             "timeout": ("timeout", float), "mac_key_file": ("mac_key_file", str),
+             "mac_algorithm": ("mac_algorithm", str)},
     "journal": {"path": ("journal", str)},
     "operator": {"socket": ("operator_socket", str), "allow_uids": ("allow_uids", list),
                  "allow_groups": ("allow_groups", list)},
     "capture": {"record": ("record", str)},
     "supervisor": {"id": ("supervisor_id", str), "credential": ("supervisor_credential", str)},
 }
+
+
+def _check_mac(cfg: Config, problems: list[ConfigProblem], *, read_keys: bool) -> None:
+    """``host.mac_algorithm`` and ``host.mac_key_file`` (issue 12: a static MAC key where the acquirer uses one)."""
+    from posguard.engine.mac import ALGORITHMS
+
+    if cfg.mac_algorithm and cfg.mac_algorithm not in ALGORITHMS:
+        problems.append(ConfigProblem("host.mac_algorithm", f"{cfg.mac_algorithm!r} is not one of "
+                                                            f"{', '.join(ALGORITHMS)} (or \"\" for the dialect's)"))
+    if cfg.mac_key_file:
+        _check_place(Path(cfg.mac_key_file).parent, "host.mac_key_file", "holds a key", problems, write=False)
+        if read_keys:
+            from posguard.engine.keys import KeyFileError, load_static_mac_key
+
+            try:
+                load_static_mac_key(cfg.mac_key_file)
+            except KeyFileError as exc:
+                problems.append(ConfigProblem("host.mac_key_file", str(exc)))
 
 
 def _is_zone(name: str) -> bool:
@@ -288,6 +312,7 @@ def load_config(path: str | os.PathLike[str] = DEFAULT_CONFIG, *, read_keys: boo
                 load_tmk(cfg.tmk_file)
             except KeyFileError as exc:
                 problems.append(ConfigProblem("terminal.tmk_file", str(exc)))
+    _check_mac(cfg, problems, read_keys=read_keys)
     if read_keys:
         cfg.token_key = _read_key(cfg.token_key_file, "terminal.token_key_file", problems)
         cfg.data_key = _read_key(cfg.data_key_file, "terminal.data_key_file", problems)

@@ -93,7 +93,8 @@ class Service:
             self.journal = Journal(cfg.journal, clock=self.clock)
             reversal_timeout = min(cfg.timeout, 15.0)
             self.link = TcpHostLink(HostLinkConfig(cfg.host, cfg.port, dialect=cfg.dialect, framing=cfg.framing,
-                                                   response_timeout=cfg.timeout, reversal_timeout=reversal_timeout),
+                                                   response_timeout=cfg.timeout, reversal_timeout=reversal_timeout,
+                                                   **_static_mac(cfg)),
                                     clock=self.clock)
             # with a master key the terminal signs on at every start, for fresh working keys
             policies = EnginePolicies(saf=SafPolicy(timeout=reversal_timeout), sign_on_at_start=tmk is not None,
@@ -427,6 +428,18 @@ class Service:
             self.run_loop()
         finally:
             server.stop(timeout=5.0)
+
+
+def _static_mac(cfg: Config) -> dict[str, Any]:
+    """The link's MAC settings for ``host.mac_key_file`` (a static key the sign-on's keys do not replace)."""
+    if not cfg.mac_key_file:
+        return {}
+    from posguard.engine.keys import load_static_mac_key
+    from posguard.engine.mac import ALGORITHMS, MacScheme
+    from posguard.engine.profiles import get_profile
+
+    algorithm = next((a for a in ALGORITHMS if a == cfg.mac_algorithm), get_profile(cfg.dialect).mac_algorithm)
+    return {"mac": MacScheme(algorithm, load_static_mac_key(cfg.mac_key_file)), "mac_key_source": "static"}
 
 
 def _handler_on(stream: IO[str]) -> LineHandler | None:

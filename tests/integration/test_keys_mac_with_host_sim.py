@@ -181,6 +181,24 @@ def test_a_bad_mac_on_an_approval_is_reversed_under_the_sign_on_key(dialect: str
         assert sale.status == "reversed"
 
 
+@pytest.mark.parametrize("source,approved", [("static", True), ("sign_on", False)])
+def test_a_host_with_a_static_key_keeps_it_when_the_link_says_static(source: str, approved: bool,
+                                                                     tmp_path: Path) -> None:
+    """``HostLinkConfig.mac_key_source``: "static" keeps the configured key after a sign-on brings keys (for an
+    acquirer that MACs with a fixed key); the default "sign_on" MACs with the sign-on's key."""
+    static = bytes.fromhex("89ABCDEF0123456776543210FEDCBA98")
+    with linked(dialect="iso87ascii", sim_config={"mac_algorithm": "x919", "mac_key": static},
+                link_config={"mac": MacScheme("x919", MacKey(static)), "mac_key_source": source}) as (
+            sim, link, clock, _events):
+        engine = TransactionEngine(Journal(tmp_path / "journal.db", clock=clock), link, "iso87ascii",
+                                   keyed(TERMINAL), clock, Detectors.default(clock))
+        res = engine.sale(card(), 1_00)  # signs on first (the TMK terminal has no keys yet)
+        assert engine.working_keys is not None and res.approved is approved
+        # the host refused the sign-on key's MAC (A0, its answer MACed with the static key): nothing booked
+        assert [e.status for e in sim.ledger.find(kind="sale")] == (["approved"] if approved else [])
+        engine.journal.close()
+
+
 @pytest.mark.parametrize("dialect", DIALECTS)
 def test_stale_keys_get_77_then_the_terminal_signs_on_again_and_goes_on(dialect: str, tmp_path: Path) -> None:
     with desk(dialect, tmp_path, key_life=600.0) as d:
