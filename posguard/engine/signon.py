@@ -70,8 +70,8 @@ class SignOn:
         if engine.policies.sign_on_at_start and not engine._signed_on:
             return "engine start"
         if engine.terminal.tmk is not None:
-            if engine.working_keys is None and not self.restore():
-                return "no working keys"
+            if engine.working_keys is None and not self.restore() and not engine._signed_on:
+                return "no working keys"  # (a host that signs on without keys is not asked again and again)
             max_age = engine.policies.key_max_age
             if max_age is not None and self.keys_at is not None and engine.clock.now() - self.keys_at >= max_age:
                 return f"working keys older than {max_age:g} s"
