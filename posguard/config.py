@@ -142,15 +142,22 @@ def _check_mac(cfg: Config, problems: list[ConfigProblem], *, read_keys: bool) -
     if cfg.mac_algorithm and cfg.mac_algorithm not in ALGORITHMS:
         problems.append(ConfigProblem("host.mac_algorithm", f"{cfg.mac_algorithm!r} is not one of "
                                                             f"{', '.join(ALGORITHMS)} (or \"\" for the dialect's)"))
-    if cfg.mac_key_file:
-        _check_place(Path(cfg.mac_key_file).parent, "host.mac_key_file", "holds a key", problems, write=False)
-        if read_keys:
-            from posguard.engine.keys import KeyFileError, load_static_mac_key
+    _check_key_file(cfg.mac_key_file, "host.mac_key_file", "static MAC key", problems, read_keys=read_keys)
 
-            try:
-                load_static_mac_key(cfg.mac_key_file)
-            except KeyFileError as exc:
-                problems.append(ConfigProblem("host.mac_key_file", str(exc)))
+
+def _check_key_file(path: str, key: str, what: str, problems: list[ConfigProblem], *, read_keys: bool) -> None:
+    """A TDES key file (the TMK, a static MAC key): its directory, and with ``read_keys`` the file itself
+    (0600, 32 hex digits: :func:`posguard.engine.keys.read_key_file`)."""
+    if not path:
+        return
+    _check_place(Path(path).parent, key, "holds a key", problems, write=False)
+    if read_keys:
+        from posguard.engine.keys import KeyFileError, read_key_file
+
+        try:
+            read_key_file(path, what)
+        except KeyFileError as exc:
+            problems.append(ConfigProblem(key, str(exc)))
 
 
 def _is_zone(name: str) -> bool:
@@ -303,15 +310,7 @@ def load_config(path: str | os.PathLike[str] = DEFAULT_CONFIG, *, read_keys: boo
     for key_file, key in ((cfg.token_key_file, "terminal.token_key_file"), (cfg.data_key_file, "terminal.data_key_file")):
         if key_file:
             _check_place(Path(key_file).parent, key, "holds a key", problems, write=False)
-    if cfg.tmk_file:
-        _check_place(Path(cfg.tmk_file).parent, "terminal.tmk_file", "holds a key", problems, write=False)
-        if read_keys:
-            from posguard.engine.keys import KeyFileError, load_tmk
-
-            try:
-                load_tmk(cfg.tmk_file)
-            except KeyFileError as exc:
-                problems.append(ConfigProblem("terminal.tmk_file", str(exc)))
+    _check_key_file(cfg.tmk_file, "terminal.tmk_file", "terminal master key", problems, read_keys=read_keys)
     _check_mac(cfg, problems, read_keys=read_keys)
     if read_keys:
         cfg.token_key = _read_key(cfg.token_key_file, "terminal.token_key_file", problems)

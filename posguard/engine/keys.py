@@ -24,7 +24,7 @@ from pathlib import Path
 from posguard.engine.mac import MacKey, des_ecb, key_check_value
 
 __all__ = ["KeyError_", "KeyFileError", "KeyCheckMismatch", "TerminalMasterKey", "WorkingKeys", "load_tmk",
-           "load_static_mac_key", "parse_cup_keys", "kcv4"]
+           "load_static_mac_key", "read_key_file", "parse_cup_keys", "kcv4"]
 
 
 class KeyError_(ValueError):  # noqa: N801 - "KeyError" is the builtin's name
@@ -72,16 +72,18 @@ class TerminalMasterKey:
 
 def load_tmk(path: str | os.PathLike[str]) -> TerminalMasterKey:
     """The TMK from ``path``; :class:`KeyFileError` says what is wrong with the file."""
-    return TerminalMasterKey(_read_key_file(path, "terminal master key", "tmk"))
+    return TerminalMasterKey(read_key_file(path, "terminal master key", "tmk"))
 
 
 def load_static_mac_key(path: str | os.PathLike[str]) -> MacKey:
     """A static MAC key (``host.mac_key_file``, for an acquirer that MACs with a fixed key instead of the
     sign-on's): the same file format as the TMK."""
-    return MacKey(_read_key_file(path, "static MAC key", "tmk"))
+    return MacKey(read_key_file(path, "static MAC key", "tmk"))
 
 
-def _read_key_file(path: str | os.PathLike[str], what: str, kind: str) -> bytes:
+def read_key_file(path: str | os.PathLike[str], what: str, kind: str = "tmk") -> bytes:
+    """A TDES key file (mode 0600, 32 or 48 hex digits); :class:`KeyFileError` names ``what`` is wrong with it
+    (``kind``: the ``posguard keygen --only`` that writes one)."""
     p = Path(path)
     try:
         st = p.stat()
