@@ -411,9 +411,7 @@ class HostSimulator:
             self.refusals.append((req.get("t", ""), req.get("11", ""), req.get("41", ""), *refused))
             outcome = self.processor.refuse(req, refused[0])
         else:
-            mac_ok = self._verify_mac(payload, req, scheme) if self._mac_field(req) in req or \
-                self.config.require_mac else None
-            outcome = self.processor.handle(req, mac_ok=mac_ok)
+            outcome = self.processor.handle(req, mac_ok=self._verify_mac(payload, req, scheme))
         resp = outcome.response
         if resp is None:
             return

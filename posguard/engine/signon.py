@@ -147,7 +147,7 @@ class SignOn:
             elif rc == "00":
                 engine.journal.set_sign_on_required(False)
                 engine.journal.record_event("signed_on", detail={"reason": reason, "stan": stan,
-                                                                 "keys_received": "62" in response})
+                                                                 "keys_received": engine.profile.keys_field in response})
                 if keys is not None:  # in the same commit: after a crash the terminal is signed on with them
                     engine.journal.record_event("working_keys", detail=self._sealed(keys, stan))
                 self._adopt_batch(response)
