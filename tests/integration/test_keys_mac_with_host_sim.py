@@ -32,7 +32,7 @@ from posguard.iso8583.message import Message
 from tests.engine.conftest import TERMINAL, card
 from tests.host_sim.harness import keyed, linked
 
-DIALECTS = ["iso87ascii", "cup"]
+DIALECTS = ["iso87ascii", "iso87", "cup"]
 TID = TERMINAL.terminal_id
 OTHER_TMK = "1111111111111111FEDCBA9876543210"
 
