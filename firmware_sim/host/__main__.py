@@ -25,6 +25,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mac-algorithm", choices=ALGORITHMS, default=None)
     p.add_argument("--mac-key", default=None, help="MAC key in hex (test keys only)")
     p.add_argument("--mac-padding", type=int, choices=(1, 2), default=1)
+    p.add_argument("--security", choices=("strict", "open"), default="strict",
+                   help="strict (default): sign-on, fresh working keys and a MAC required; open: for tests of other "
+                        "concerns")
+    p.add_argument("--tmk", action="append", default=[], metavar="TID=HEX",
+                   help="a terminal's master key (repeatable); others get the test TMK")
+    p.add_argument("--key-life", type=float, default=24 * 3600.0, help="seconds a sign-on's keys stay good")
     p.add_argument("--rules", default=None, help="approval rules JSON file")
     p.add_argument("--ledger-dump", default=None, help="write the ledger as JSON here on exit")
     p.add_argument("--settlement-report", default=None, metavar="FILE",
@@ -67,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
         require_pin_block=args.require_pin_block,
         terminal_timezone=args.terminal_timezone,
         date_window=args.date_window,
+        security=args.security,
+        terminal_keys=dict(item.split("=", 1) for item in args.tmk),
+        key_life=args.key_life,
     )
     sim = HostSimulator(config, rules=rules).start()
     done = threading.Event()

@@ -1,7 +1,7 @@
 """The acquirer checks online PINs and the terminal's local date, as a real host does.
 
 **PIN** (ISO 9564-1, ``../shared/reference/emv-keys.md`` §C): field 52 is decrypted with the host's working PIN
-key (TDES ECB, ``psec``) — the key the host issued at sign-on (``processor.working_keys.pin_key`` once the host
+key (TDES ECB, ``psec``) — the key the host issued at sign-on (``processor.working_keys(tid).pin_key`` once the host
 generates them) or, until then, the configured test key — and the format-0 block is decoded against the PAN.
 The PIN is compared with the card's PIN (:func:`card_pin`; today a table by PAN in the simulator's config, kept
 behind that one function so the issuer's card file can answer instead). A try counter per card:
@@ -106,7 +106,7 @@ class PinChecker:
 
     dialect: str
     #: the host's clear working PIN key, or None (then any PIN block is unverifiable)
-    pin_key: Callable[[], bytes | None]
+    pin_key: Callable[[str], bytes | None]  # terminal id -> the PIN key the host shares with it
     #: the card's PIN by PAN (one function: the issuer's card file can answer instead of the config table)
     card_pin: Callable[[str], str | None]
     tries_allowed: int = 3
@@ -131,7 +131,7 @@ class PinChecker:
             return None
         if not pan:
             return Refusal(RC_PIN_FORMAT[fam], "field 52 without a PAN to decode it against")
-        key = self.pin_key()
+        key = self.pin_key(req.get("41", ""))
         if key is None:
             return Refusal(RC_PIN_FORMAT[fam], "no PIN working key on the host: sign on first")
         who = _hash(pan)

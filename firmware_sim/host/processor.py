@@ -5,7 +5,8 @@ upper-case hex text). The routing tables below are the documented behaviour:
 
 CUP (UnionPay) — by MTI, 60.1 (message type code) and 60.3 (network management code)::
 
-    0800/0820  60.3 001|003 sign-on (0810 carries working keys in 62), 002 sign-off, 301 echo
+    0800/0820  60.3 001|003|004 sign-on (0810 carries fresh working keys in 62, see keys.py), 002 sign-off,
+               301 echo
     0200       60.1 22 sale, 23 void (original by 37 RRN), 01 balance
     0220       60.1 25 refund (original by 37 RRN), anything else: advice (offline sale books a sale)
     0100       pre-authorisation
@@ -17,7 +18,8 @@ CUP (UnionPay) — by MTI, 60.1 (message type code) and 60.3 (network management
 
 ISO dialects (iso87ascii, iso87, iso87bcd) — by MTI, processing code (3) and field 70::
 
-    0800       70 001 sign-on, 002 sign-off, 301 echo (or 3 = 990000 echo, PAX)
+    0800       70 001 sign-on (0810 carries fresh working keys in 48, see keys.py), 002 sign-off, 301 echo
+               (or 3 = 990000 echo, PAX)
     0200       3 = 00xxxx sale, 02xxxx void (original by 37 RRN), 20xxxx refund, 31xxxx balance
     0100       pre-authorisation
     0220/0221  advice (3 = 00xxxx books an offline sale)
@@ -52,6 +54,7 @@ from typing import Any
 
 from .faults import ISSUER_KINDS
 from .issuer import Issuer
+from .keys import IssuedKeys, KeyStore
 from .ledger import Entry, Ledger, pan_hash
 from .pin import DATED_KINDS, PIN_KINDS, PinChecker, Refusal, check_local_date, local_now, terminal_zone
 from .rules import DEFAULT_RULES, RuleSet
@@ -127,6 +130,8 @@ class Processor:
     terminal_timezone: str = ""
     #: refuse a request whose local date/time (13 + 12) is more than this many seconds from the host's own
     date_window: float | None = None
+    #: the working keys it issues at sign-on (:mod:`.keys`); None = no keys in the sign-on answer
+    keys: KeyStore | None = None
     _seq: int = 0
 
     # -- classification ----------------------------------------------------------------------------
@@ -140,7 +145,8 @@ class Processor:
             code = m60_3 if cup else req.get("70", "")
             if proc.startswith("99"):
                 return "echo"
-            return {"001": "signon", "003": "signon", "002": "signoff", "301": "echo"}.get(code, "netmgmt")
+            return {"001": "signon", "003": "signon", "004": "signon", "002": "signoff", "301": "echo"}.get(code,
+                                                                                                          "netmgmt")
         if mti in ("0400", "0401", "0420", "0421"):
             return "reversal"
         if mti == "0500":
@@ -185,6 +191,10 @@ class Processor:
             h = out.response["h"]  # TPDU (10) + header (12): processing requirement is header digit 6
             out.response["h"] = h[:15] + "3" + h[16:]
         return out
+
+    def refuse(self, req: Doc, rc: str) -> Outcome:
+        """An answer without processing (the security gate of the server: A0 bad MAC, 77 sign on first)."""
+        return Outcome(self._respond(req, rc), kind=self.classify(req))
 
     # -- repeats -----------------------------------------------------------------------------------
     def _answer_repeat(self, req: Doc) -> Outcome | None:
@@ -265,9 +275,39 @@ class Processor:
         return extra, rrn, code
 
     # -- network management ------------------------------------------------------------------------
+    def working_keys(self, tid: str | None = None) -> IssuedKeys | None:
+        """The keys (clear, host side: ``.pin_key``, ``.mac_key``) of ``tid``'s last sign-on; None if signed off."""
+        return self.keys.current(tid) if self.keys is not None else None
+
+    def _issue_keys(self, req: Doc, extra: Doc) -> None:
+        """Fresh working keys under the terminal's TMK (:mod:`.keys`): CUP in 62 with the host's batch in 60.2,
+        ISO in 48 as hex text."""
+        assert self.keys is not None
+        tid = req.get("41", "")
+        if self.dialect == "cup":
+            f60 = req.get("60", "")
+            code = f60[8:11]
+            block: bytes | None
+            if self.working_keys_62:  # a fixed key block from the configuration: the host learns its keys
+                fixed = bytes.fromhex(self.working_keys_62)
+                self.keys.adopt(tid, fixed)
+                block = fixed
+            else:
+                block = self.keys.issue(tid, key_length=8 if code == "001" else 16, track=code == "004")
+            if block is not None:
+                extra["62"] = block.hex().upper()
+            if len(f60) >= 8 and f60[2:8].isdigit():
+                extra["60"] = f60[:2] + f"{self.keys.batch_for(tid, int(f60[2:8])):06d}" + f60[8:]
+        else:
+            block = self.keys.issue(tid)
+            if block is not None:
+                extra["48"] = block.hex().upper()
+
     def _do_signon(self, req: Doc) -> Outcome:
         extra: Doc = {}
-        if self.dialect == "cup" and self.working_keys_62:
+        if self.keys is not None:
+            self._issue_keys(req, extra)
+        elif self.dialect == "cup" and self.working_keys_62:
             extra["62"] = self.working_keys_62
         entry = self.ledger.add(**self._base(req, "signon", "00"))
         seq = self._next_seq()
@@ -275,6 +315,8 @@ class Processor:
         return Outcome(self._respond(req, "00", **extra), entry)
 
     def _do_signoff(self, req: Doc) -> Outcome:
+        if self.keys is not None:
+            self.keys.sign_off(req.get("41", ""))
         return Outcome(self._respond(req, "00"))
 
     def _do_echo(self, req: Doc) -> Outcome:

@@ -87,6 +87,27 @@ class ReplayLink:
         self.late_answers.append(_late_event(rec, self.dialect, self.cursor.clock.now()))
 
     def exchange(self, request: Message, *, timeout: float) -> Message:
+        self._find_out(request)
+        return self._answer(request, timeout)
+
+    def _skip_network(self, request: Message) -> bool:
+        """A recorded sign-on/sign-off (08xx) where the replay sends something else: the live terminal's keys
+        (issue 12), which the replay, holding no master key, neither has nor needs. Skip it and its answer."""
+        c = self.cursor
+        out = c.records[c.pos - 1]
+        if not str(out.get("mti", "")).startswith("08") or request.mti.startswith("08"):
+            return False
+        if c.pos < len(c.records) and c.records[c.pos]["k"] == "iso" and c.records[c.pos]["dir"] == "in":
+            c.pos += 1
+        return True
+
+    def _find_out(self, request: Message) -> None:
+        while True:
+            self._next_out(request)
+            if not self._skip_network(request):
+                return
+
+    def _next_out(self, request: Message) -> None:
         c = self.cursor
         while c.pos < len(c.records):
             rec = c.records[c.pos]
@@ -102,6 +123,9 @@ class ReplayLink:
                 break
         else:
             raise HostLinkError("the capture ends here: nothing more was sent")
+
+    def _answer(self, request: Message, timeout: float) -> Message:
+        c = self.cursor
         out = c.records[c.pos - 1]
         c.at(out)
         if out.get("mti") and not _same_message(str(out["mti"]), request.mti):

@@ -18,6 +18,9 @@ __all__ = ["DemoResult", "run_demo", "DEMO_TERMINAL", "demo_policies"]
 
 DEMO_TID, DEMO_MID = "POSGRD01", "MERCHANT0000001"
 DEMO_TIMEOUT = 1.5  # seconds the terminal waits for the host in the demo (30 s in production)
+#: the demo terminal's master key: the test TMK the acquirer simulator holds for terminals it has no other key for
+#: (``firmware_sim/host/keys.py`` TEST_TMK; a test checks they agree). The demo signs on for working keys under it.
+DEMO_TMK = "0123456789ABCDEFFEDCBA9876543210"
 DEMO_TERMINAL = {"tid": DEMO_TID, "mid": DEMO_MID}
 DEMO_POLICY_DATA = {"saf_timeout": 1.0, "block_new_transactions": True, "backoff_initial": 0.2,
                     "send_reversal_immediately": True}
@@ -65,8 +68,10 @@ def run_demo(dialect: str = "cup", *, record: str | Path | None = None, out: Tex
 
     clock = SystemClock()
     token_key, data_key = secrets.token_bytes(32), secrets.token_bytes(32)
+    from posguard.engine.keys import TerminalMasterKey
+
     terminal = TerminalConfig(DEMO_TID, DEMO_MID, token_key, data_key, currency="156", host_timeout=DEMO_TIMEOUT,
-                              timezone="Asia/Shanghai")
+                              timezone="Asia/Shanghai", tmk=TerminalMasterKey(bytes.fromhex(DEMO_TMK)))
     scratch = None if journal_dir else Path(tempfile.mkdtemp(prefix="posguard-demo-journal-"))
     workdir = Path(journal_dir) if journal_dir else scratch
     assert workdir is not None

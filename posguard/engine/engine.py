@@ -45,7 +45,7 @@ from posguard.engine.journal import Journal, SafRecord, TxnRecord
 from posguard.engine.keys import TerminalMasterKey, WorkingKeys
 from posguard.engine.localtime import host_date_of
 from posguard.engine.observe import Exchange, ExchangeListener, Observers
-from posguard.engine.ports import HostError, HostLink, HostTimeout, InvalidResponse
+from posguard.engine.ports import HostError, HostLink, InvalidResponse
 from posguard.engine.profiles import Fields, Profile, get_profile
 from posguard.engine.redact import masked_json, masked_message
 from posguard.engine.saf import SafPolicy, StoreAndForward
@@ -91,6 +91,7 @@ class EnginePolicies:
     signature_deadline: float = 300.0  # seconds after approval
     void_same_batch_only: bool = True
     sign_on_at_start: bool = False  # sign on (0800) before the first message of each engine start
+    key_max_age: float | None = None  # with a TMK: sign on again when the working keys are this many seconds old
     upload_attempts: int = 3  # settlement: tries per 0320 upload before settlement stops (batch stays open)
 
 
@@ -260,6 +261,10 @@ class TransactionEngine:
     def sign_on(self, *, reason: str = "operator", before: str = "") -> SignOnResult:
         """Send a 0800 sign-on and journal it; raise :class:`SignOnFailed` unless the host answers 00."""
         return self._signon.sign_on(reason=reason, before=before)
+
+    def sign_off(self, *, reason: str = "shutdown") -> SignOnResult | None:
+        """The sign-off at a clean shutdown (see :mod:`posguard.engine.signon`); None when not signed on."""
+        return self._signon.sign_off(reason=reason)
 
     def _host_demands_sign_on(self, response: Message) -> None:
         """Any response may say "sign on again" (RC 77, CUP header 3): journal it durably."""
@@ -515,7 +520,7 @@ class TransactionEngine:
                 self.journal.record_event("link_failed", txn_id=txn.id, detail={"error": str(exc)})
             return self._result(txn, f"not sent ({exc}); nothing was charged, try again")
         event = "invalid_response" if isinstance(exc, InvalidResponse) else "timeout"
-        reason = _REASON_TIMEOUT if isinstance(exc, HostTimeout) else _REASON_INCOMPLETE
+        reason = exc.reversal_reason  # 98 timeout, A0 bad MAC, 96 otherwise
         with self._atomic("outcome_unknown"):
             self._fire(txn, event)
             if reversible:

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
+from posguard.engine.mac import MacAlgorithm
 from posguard.iso8583.dialects import get_dialect
 from posguard.iso8583.spec import Dialect
 
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
     from posguard.iso8583.message import Message
 
 __all__ = ["KindSpec", "Profile", "PROFILES", "get_profile", "CURRENCY_NUMERIC", "UnknownProfile", "Fields",
-           "network_fields", "SIGN_ON_CODE", "SIGN_ON_CODE_DOUBLE_KEYS", "ECHO_CODE"]
+           "network_fields", "SIGN_ON_CODE", "SIGN_ON_CODE_DOUBLE_KEYS", "SIGN_OFF_CODE", "ECHO_CODE"]
 
 Fields = dict[str, "str | bytes"]
 
@@ -80,6 +81,11 @@ class Profile:
     settlement_close_proc: str = "960000"  # international: 0500 after the batch upload that followed RC 95
     sign_on_code: str = "001"  # CUP 60.3 (001 single-length keys, 003 double-length); ISO field 70 is 001
     sign_on_rc: str = "77"  # response code that demands a new sign-on
+    #: the MAC (64/128) the acquirer wants with the sign-on's MAC key (``emv-keys.md`` §E): ISO X9.19, CUP "ECB"
+    mac_algorithm: MacAlgorithm = "x919"
+    #: where the sign-on answer carries the working keys: CUP 62 (binary); ISO 48 as hex text (the key exchange
+    #: declared in ``firmware_sim/host/keys.py``: ISO 8583:1987 leaves 48 to private agreement)
+    keys_field: str = "48"
     reversal_done_codes: frozenset[str] = frozenset({"00", "12", "25"})
     advice_done_codes: frozenset[str] = frozenset({"00"})
     reversal_icc_tags: tuple[str, ...] = ("95", "9F10", "9F1E", "9F36", "DF31")
@@ -299,6 +305,13 @@ class Profile:
         return network_fields(code, in_field_60=self.uses_field_60, stan=stan, batch_no=batch_no,
                               terminal_id=terminal_id, merchant_id=merchant_id, now=now, operator=operator)
 
+    def sign_off_message(self, *, stan: int, batch_no: int, terminal_id: str, merchant_id: str,
+                         now: float) -> tuple[str, Fields]:
+        """The sign-off (``pos-flows.md`` §B): CUP 0820 with 60.3 = 002; ISO 0800 with field 70 = 002."""
+        fields = network_fields(SIGN_OFF_CODE, in_field_60=self.uses_field_60, stan=stan, batch_no=batch_no,
+                                terminal_id=terminal_id, merchant_id=merchant_id, now=now)
+        return ("0820" if self.uses_field_60 else "0800"), fields
+
     def sign_on_demanded(self, response: Message) -> str | None:
         """Why the host wants a new sign-on, or None: RC 77, or (CUP) processing requirement 3 in the header."""
         if response.response_code == self.sign_on_rc:
@@ -323,6 +336,7 @@ class Profile:
 #: Network management codes of the 0800 (ISO field 70; CUP-style dialects put them in 60.3).
 SIGN_ON_CODE = "001"
 SIGN_ON_CODE_DOUBLE_KEYS = "003"  # CUP 60.3: sign-on with double-length working keys
+SIGN_OFF_CODE = "002"
 ECHO_CODE = "301"
 
 
@@ -403,8 +417,8 @@ PROFILES: Final[Mapping[str, Profile]] = {
     "iso87": Profile("iso87", "iso87", _INTERNATIONAL, binary_icc=True, reversal_keeps_stan=False,
                      reversal_reason_in_39=False, uses_field_60=False),
     "cup": Profile("cup", "cup", _CUP, binary_icc=True, reversal_keeps_stan=True, reversal_reason_in_39=True,
-                   uses_field_60=True, settlement_proc="000000", sign_on_code="003",
-                   pin=PinFields("2600000000000000")),
+                   uses_field_60=True, settlement_proc="000000", sign_on_code="003", mac_algorithm="cup-ecb",
+                   keys_field="62", pin=PinFields("2600000000000000")),
 }
 
 

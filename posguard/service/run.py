@@ -95,10 +95,12 @@ class Service:
             self.journal = Journal(cfg.journal, clock=self.clock)
             reversal_timeout = min(cfg.timeout, 15.0)
             self.link = TcpHostLink(HostLinkConfig(cfg.host, cfg.port, dialect=cfg.dialect, framing=cfg.framing,
-                                                   response_timeout=cfg.timeout, reversal_timeout=reversal_timeout),
+                                                   response_timeout=cfg.timeout, reversal_timeout=reversal_timeout,
+                                                   **_static_mac(cfg)),
                                     clock=self.clock)
             # with a master key the terminal signs on at every start, for fresh working keys
-            policies = EnginePolicies(saf=SafPolicy(timeout=reversal_timeout), sign_on_at_start=tmk is not None)
+            policies = EnginePolicies(saf=SafPolicy(timeout=reversal_timeout), sign_on_at_start=tmk is not None,
+                                      key_max_age=cfg.key_max_age if tmk is not None else None)
             self.engine = TransactionEngine(self.journal, self.link, cfg.dialect, self.terminal, self.clock,
                                             Detectors.default(self.clock), policies)
             path = record or cfg.record
@@ -168,7 +170,19 @@ class Service:
         if self.slot.kind != "none" and self.slot.reader is None and self.slot.poll() is not None:
             self._refresh_status()
 
+    def _sign_off(self) -> None:
+        """A clean stop signs off (CUP 0820 / ISO 0800/70 = 002) and forgets the working keys (issue 12)."""
+        try:
+            result = self.engine.sign_off(reason="shutdown")
+        except Exception as exc:  # the stop goes on: the next start signs on anyway
+            self.log("service.sign_off_failed", f"sign-off at shutdown failed: {exc}", level="warning")
+            return
+        if result is not None:
+            self.log("service.signed_off", "signed off", rc=result.response_code, stan=result.stan)
+
     def close(self) -> None:
+        if self.requested_stop:
+            self._sign_off()
         self.slot.close()
         if self._tap is not None:
             self._tap.flush()
@@ -453,6 +467,18 @@ def _flow_policies(cfg: Config) -> Any:
     return FlowPolicies(timezone=cfg.timezone or None, outbox=str(base / "outbox"),
                         signature_dir=str(base / "signatures"), unsigned_customer_gone=cfg.unsigned_customer_gone,
                         follow_up_deadline=cfg.follow_up_hours * 3600.0)
+
+
+def _static_mac(cfg: Config) -> dict[str, Any]:
+    """The link's MAC settings for ``host.mac_key_file`` (a static key the sign-on's keys do not replace)."""
+    if not cfg.mac_key_file:
+        return {}
+    from posguard.engine.keys import load_static_mac_key
+    from posguard.engine.mac import ALGORITHMS, MacScheme
+    from posguard.engine.profiles import get_profile
+
+    algorithm = next((a for a in ALGORITHMS if a == cfg.mac_algorithm), get_profile(cfg.dialect).mac_algorithm)
+    return {"mac": MacScheme(algorithm, load_static_mac_key(cfg.mac_key_file)), "mac_key_source": "static"}
 
 
 def _handler_on(stream: IO[str]) -> LineHandler | None:

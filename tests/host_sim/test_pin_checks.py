@@ -31,7 +31,7 @@ def _block(pin: str, key: bytes = KEY, pan: str = PAN) -> str:
 
 
 def _checker(dialect: str = "cup", *, key: bytes | None = KEY, tries: int = 3, require: bool = True) -> PinChecker:
-    return PinChecker(dialect, lambda: key, card_pin_table({PAN: PIN}), tries_allowed=tries, require_pin_block=require)
+    return PinChecker(dialect, lambda _tid: key, card_pin_table({PAN: PIN}), tries_allowed=tries, require_pin_block=require)
 
 
 def _sale(**fields: str) -> dict[str, str]:
