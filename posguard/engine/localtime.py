@@ -33,7 +33,9 @@ def local_fields(now: float, timezone_name: str | None) -> tuple[str, str]:
 
 
 def host_date_of(journal: Journal, txn_id: str) -> str | None:
-    """MMDD the host gave the transaction's answer: its field 15, else 13; None when no answer carries one."""
+    """MMDD the host gave the transaction in its answer: field 13 (the date it booked, what the slip prints and the
+    cardholder's statement shows), else 15 (its settlement date, which moves to the next day after the
+    acquirer's cut-off); None when no answer carries one."""
     for row in reversed(journal.messages(txn_id)):
         if row["direction"] != "in":
             continue
@@ -41,7 +43,7 @@ def host_date_of(journal: Journal, txn_id: str) -> str | None:
             doc = json.loads(row["masked"])
         except (TypeError, ValueError):
             continue
-        for key in ("15", "13"):
+        for key in ("13", "15"):
             value = doc.get(key)
             if isinstance(value, str) and len(value) == 4 and value.isdigit():
                 return value

@@ -18,9 +18,12 @@ from tests.engine.fakehost import FakeHost
 
 TOKEN_KEY = b"T" * 32
 DATA_KEY = bytes(range(32))
-VISA_PAN = "4761739001010119"
+#: The fixture cards are CardData with invented chip data (not card sessions): their PANs are cards of issuers the
+#: simulated acquirer does not play (not in firmware_sim/host/cardfile.json), so its issuer does not check their
+#: cryptograms and the approval rules decide. Card sessions the issuer checks: tests/firmware_sim, tests/product.
+VISA_PAN = "4761739001010127"
 UNIONPAY_PAN = "6228480402564890018"
-OTHER_PAN = "5413330089010434"
+OTHER_PAN = "5413330089010442"
 MONDAY_0900 = 1_700_470_800.0  # 2023-11-20 09:00:00 UTC
 
 TERMINAL = TerminalConfig(terminal_id="TERM0001", merchant_id="MERCHANT0000001", token_key=TOKEN_KEY,

@@ -60,8 +60,7 @@ def till(dialect: str, tmp_path: Path, *, terminal_clock_offset: float = 0.0, **
          ) -> Iterator[tuple[TransactionEngine, HostSimulator, VirtualClock]]:
     """Engine + real TCP host; the host's clock is the harness clock set to 16:30 UTC, the terminal's may be
     ``terminal_clock_offset`` seconds off it."""
-    with linked(dialect=dialect, sim_config=sim) as (host, link, clock, _events):
-        clock.set(UTC_1630)
+    with linked(dialect=dialect, sim_config=sim, start=UTC_1630) as (host, link, clock, _events):
         terminal_clock = clock if not terminal_clock_offset else VirtualClock(start=UTC_1630 + terminal_clock_offset)
         journal = Journal(tmp_path / f"journal-{dialect}.db", clock=terminal_clock)
         try:

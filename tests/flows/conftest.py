@@ -90,8 +90,8 @@ class Desk:
 
 
 @contextmanager
-def desk_for(dialect: str, tmp_path: Path, **kw: Any) -> Iterator[Desk]:
-    with linked(dialect=dialect) as (sim, link, clock, _events):
+def desk_for(dialect: str, tmp_path: Path, *, sim_config: dict[str, Any] | None = None, **kw: Any) -> Iterator[Desk]:
+    with linked(dialect=dialect, sim_config=sim_config) as (sim, link, clock, _events):
         desk = Desk(dialect, tmp_path / "journal.db", sim, link, clock, **kw)
         try:
             yield desk

@@ -30,7 +30,7 @@ def test_a_paid_order_is_named_before_anything_is_sent(dialect: str, tmp_path: P
         first = till.do("sale", card="c1", amount=25_00, order="A-17")
         assert first is not None and first.approved
         refusal = till.paid_order("A-17") or ""
-        assert f"order A-17 is already paid by {first.txn_id} (25.00 on 476173******0119)" in refusal
+        assert f"order A-17 is already paid by {first.txn_id} (25.00 on 476173******0127)" in refusal
         assert "override=yes" in refusal and till.paid_order("A-18") is None
         # the operator's override: a second, different charge on the same order (a delivery fee)
         again = till.do("sale", card="c1", amount=10_00, order="A-17", override=True)

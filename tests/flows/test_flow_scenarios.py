@@ -27,8 +27,8 @@ from tests.engine.conftest import OTHER_PAN, VISA_PAN, card
 from tests.flows.conftest import DIALECTS, Desk, desk_for
 
 Doc = dict[str, str]
-VISA_MASKED = "476173******0119"
-OTHER_MASKED = "541333******0434"
+VISA_MASKED = "476173******0127"
+OTHER_MASKED = "541333******0442"
 ZONE = "Asia/Shanghai"
 
 #: pos-flows.md (B): MTI, processing code and CUP 60.1 per transaction kind and dialect family
@@ -83,8 +83,10 @@ def check_leg(desk: Desk, doc: Doc, kind: str, *, amount: int, batch: int, origi
         return
     txn = desk.journal.find_txns("stan = ? AND kind IN ('sale', 'void')", (int(original["11"]),))[0]
     assert (doc["37"], doc["38"]) == (txn.rrn, txn.auth_code)  # 37/38 of the original
-    if desk.dialect == "cup":  # 61: original batch + trace (+ MMDD for a refund, from the original's field 13)
-        assert doc["61"] == f"{original_batch:06d}{original['11']}" + (original["13"] if with_date else "")
+    if desk.dialect == "cup":  # 61: original batch + trace (+ MMDD for a refund: the host's date of the original,
+        # the 13 of its answer, emv-keys.md F — not the terminal's own date)
+        answer = [m for m in desk.sim.sent if m.get("11") == original["11"] and m["t"] == "0210"][0]
+        assert doc["61"] == f"{original_batch:06d}{original['11']}" + (answer["13"] if with_date else "")
 
 
 def outbox_text(desk: Desk, name: str) -> str:

@@ -123,7 +123,7 @@ def test_void_that_stands_sends_nothing_and_gives_proof(desk: Desk) -> None:
     assert out.outcome == "void_stands" and out.messages == [] and len(desk.ledger()) == before
     assert out.notice is not None
     en = out.notice.texts["en"]
-    assert void.rrn is not None and void.rrn in en and (void.auth_code or "") in en and "476173******0119" in en
+    assert void.rrn is not None and void.rrn in en and (void.auth_code or "") in en and "476173******0127" in en
     assert "same or the next clearing day" in en and VISA_PAN not in en
 
 

@@ -94,7 +94,7 @@ def test_no_outbox_configured_sends_nothing(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("columns", COLUMNS)
 def test_slips_fit_the_printer_with_cjk_double_width(columns: int) -> None:
-    slip = render_slip("撤销凭条 VOID SLIP", [("卡号 Card", "476173******0119"), ("参考号 RRN", "318220000001"),
+    slip = render_slip("撤销凭条 VOID SLIP", [("卡号 Card", "476173******0127"), ("参考号 RRN", "318220000001"),
                                               ("金额", "CNY 100.00")],
                        ["撤销款项通常当天或下一个清算日退回您的账户。A void posts the same or the next clearing day."],
                        columns)
@@ -119,7 +119,7 @@ def test_notice_texts_in_both_languages(tmp_path: Path) -> None:
         assert out.notice is not None and out.notice.posting == "refund"
         zh, en = out.notice.texts["zh"], out.notice.texts["en"]
         assert "金额错误" in zh and "1至10个清算日" in zh and "参考号 " + (sale.rrn or "") in zh
-        assert "Wrong amount" in en and "CNY 12.00" in en and "CNY 2.00" in en and "476173******0119" in en
+        assert "Wrong amount" in en and "CNY 12.00" in en and "CNY 2.00" in en and "476173******0127" in en
         assert all(width(line) <= 32 for line in out.notice.slips["zh"].splitlines())
 
 

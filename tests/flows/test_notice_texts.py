@@ -26,16 +26,16 @@ from tests.engine.conftest import card
 from tests.flows.conftest import desk_for
 
 SHANGHAI = terminal_zone("Asia/Shanghai")
-SALE = Evidence("original", "TERM0001-00000001", "476173******0119", "318220000001", "A1B2C3", 4200, "156",
+SALE = Evidence("original", "TERM0001-00000001", "476173******0127", "318220000001", "A1B2C3", 4200, "156",
                 1_700_000_000.0, "00")
-REFUND = Evidence("refund", "TERM0001-00000002", "476173******0119", "318220000002", None, 1250, "156",
+REFUND = Evidence("refund", "TERM0001-00000002", "476173******0127", "318220000002", None, 1250, "156",
                   1_700_000_060.0, "00")
 
-ZH_SALE = "[原交易] 卡号 476173******0119  金额 ¥42.00  参考号 318220000001  授权码 A1B2C3  时间 2023-11-15 06:13:20 +0800"
-ZH_REFUND = "[退货] 卡号 476173******0119  金额 ¥12.50  参考号 318220000002  授权码 -  时间 2023-11-15 06:14:20 +0800"
-EN_SALE = ("[original] Card 476173******0119  Amount CNY 42.00  RRN 318220000001  Auth code A1B2C3  "
+ZH_SALE = "[原交易] 卡号 476173******0127  金额 ¥42.00  参考号 318220000001  授权码 A1B2C3  时间 2023-11-15 06:13:20 +0800"
+ZH_REFUND = "[退货] 卡号 476173******0127  金额 ¥12.50  参考号 318220000002  授权码 -  时间 2023-11-15 06:14:20 +0800"
+EN_SALE = ("[original] Card 476173******0127  Amount CNY 42.00  RRN 318220000001  Auth code A1B2C3  "
            "Time 2023-11-15 06:13:20 +0800")
-EN_REFUND = ("[refund] Card 476173******0119  Amount CNY 12.50  RRN 318220000002  Auth code -  "
+EN_REFUND = ("[refund] Card 476173******0127  Amount CNY 12.50  RRN 318220000002  Auth code -  "
              "Time 2023-11-15 06:14:20 +0800")
 
 #: kind -> language -> (what happened, what was done), each line as a native reader signs it off
@@ -137,6 +137,6 @@ def test_automatic_reversal_tells_the_customer_the_charge_was_cancelled() -> Non
         zh, en = notice.texts["zh"], notice.texts["en"]
         assert "交易未能完成，本次扣款已取消；如有预留金额，将由您的发卡银行释放。" in zh and "处理结果：已冲正" in zh
         assert "the charge was cancelled; any hold is released by your bank." in en and "Done: reversed" in en
-        assert f"[original] Card 476173******0119  Amount CNY 42.00  RRN {txn.rrn or '-'}" in en
-        assert "+0800" in en and "4761739001010119" not in zh + en
+        assert f"[original] Card 476173******0127  Amount CNY 42.00  RRN {txn.rrn or '-'}" in en
+        assert "+0800" in en and "4761739001010127" not in zh + en
         assert reversal_notice(txn, timezone_name="Asia/Shanghai").texts == notice.texts

@@ -109,7 +109,7 @@ def test_the_simulators_report_is_the_documented_format(tmp_path: Path) -> None:
         assert [r.to_dict() | {"line": 0} for r in csv_report.rows] == [r.to_dict() | {"line": 0}
                                                                        for r in json_report.rows]
         assert [(r.stan, r.amount_minor, r.card_org, r.side, r.batch, r.pan_masked) for r in csv_report.rows] == [
-            (1, 12_00, "CUP", "domestic", 1, "622848*********0018"), (2, 34_00, "VIS", "foreign", 1, "476173******0119")]
+            (1, 12_00, "CUP", "domestic", 1, "622848*********0018"), (2, 34_00, "VIS", "foreign", 1, "476173******0127")]
         assert all(r.pan_hash and len(r.pan_hash) == 32 for r in csv_report.rows)
 
 

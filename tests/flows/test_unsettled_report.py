@@ -153,7 +153,7 @@ def test_the_report_import_names_both_directions_and_tells_only_those_customers(
     [late] = [n for n in notices if n["kind"] == "unsettled_missing"]
     assert late["texts"]["en"].splitlines()[3] == ("Your payment has not reached the bank yet. We are checking it "
                                                    "with the acquirer; it may show on your account later.")
-    assert "476173******0119  Amount CNY 20.00" in late["texts"]["en"] and "¥20.00" in late["texts"]["zh"]
+    assert "476173******0127  Amount CNY 20.00" in late["texts"]["en"] and "¥20.00" in late["texts"]["zh"]
     # the merchant's list and the acquirer contact: batch, totals, flags, the list, the report's digest
     record = get_incident(desk.journal, inc.incident_id or 0)
     [contact] = [s for s in record.steps if s["name"].startswith("acquirer_contact:")]

@@ -30,8 +30,8 @@ def test_wrong_card_before_settlement_is_voided_and_recharged(desk: Desk) -> Non
     # books: the wrong card is voided on both sides, the right card charged
     assert desk.journal.get_txn(sale.txn_id).state == "voided"
     host = {(e.kind, e.pan_masked): e.status for e in desk.ledger()}
-    assert host == {("sale", "476173******0119"): "voided", ("void", "476173******0119"): "approved",
-                    ("sale", "541333******0434"): "approved"}
+    assert host == {("sale", "476173******0127"): "voided", ("void", "476173******0127"): "approved",
+                    ("sale", "541333******0442"): "approved"}
     # one incident links both legs
     inc = get_incident(desk.journal, out.incident_id or 0)
     assert inc.kind == "wrong_card" and inc.status == "closed" and inc.cause == "operator_input"

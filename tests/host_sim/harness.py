@@ -79,12 +79,13 @@ def linked(
     sim_config: dict[str, Any] | None = None,
     link_config: dict[str, Any] | None = None,
     signed_on: bool = True,
+    start: float = 1_700_000_000.0,
 ) -> Iterator[tuple[HostSimulator, TcpHostLink, VirtualClock, list[LinkEvent]]]:
     """A simulator and a link on one virtual clock. Like a real terminal the link is signed on (terminal
     ``TERM0001``, the test TMK) before the test starts, when the simulator is strict (its default), uses no
     static MAC key and ``signed_on`` is true; the sign-on is then cleared from ``sim.received``/``sim.sent`` and
     the events and the ledger, and its connection closed."""
-    clock = VirtualClock(start=1_700_000_000.0)
+    clock = VirtualClock(start=start)
     config = SimConfig(dialect=dialect, framing=framing, **(sim_config or {}))
     events: list[LinkEvent] = []
     with HostSimulator(config, scheduler=clock) as sim:

@@ -35,8 +35,7 @@ from posguard.emv.terminal import EmvTerminal, Transaction, terminal_capabilitie
 from posguard.engine.detectors import Detectors
 from posguard.engine.engine import TransactionEngine, TxnResult
 from posguard.engine.journal import Journal
-from posguard.engine.keys import TerminalMasterKey, WorkingKeys, kcv4
-from posguard.engine.mac import MacKey
+from posguard.engine.keys import TerminalMasterKey, kcv4
 from posguard.iso8583.tlv import parse_tlv
 from tests.engine.conftest import TERMINAL
 from tests.host_sim.harness import linked
@@ -50,13 +49,11 @@ with warnings.catch_warnings():
 pytestmark = pytest.mark.pcscd
 
 TMK = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")  # the pad's (and this terminal's) test master key
-PIN_KEY = bytes.fromhex("6B2A1F4C9D3E5A7086B5C4D3E2F10A19")  # the host's working PIN key (test)
-MAC_KEY = bytes.fromhex("1F2E3D4C5B6A79880F1E2D3C4B5A6978")
 OTHER_KEY = bytes.fromhex("A1A2A3A4A5A6A7A8B1B2B3B4B5B6B7B8")  # a PIN key the host does not have
 PAN = "6250947000000014"  # firmware_sim.card profile unionpay_debit_pin
 CARD_PIN = "842917"
 WRONG_PIN = "550371"
-for _secret in (TMK, PIN_KEY, MAC_KEY, OTHER_KEY):
+for _secret in (TMK, OTHER_KEY):
     register_secret(_secret)
 register_secret(CARD_PIN.encode(), WRONG_PIN.encode())
 
@@ -67,11 +64,7 @@ def _tdes(key: bytes, data: bytes) -> bytes:
         return bytes(psec.des.encrypt_tdes_ecb(key, data))
 
 
-def _under_tmk(key: bytes) -> bytes:
-    return _tdes(TMK, key) + kcv4(key)
 
-
-FIELD_62 = (_under_tmk(PIN_KEY) + _under_tmk(MAC_KEY)).hex().upper()  # CUP 60.3 = 003: 40 bytes
 
 
 @dataclass
@@ -105,23 +98,24 @@ class Lane:
 
 @contextmanager
 def lane(dialect: str, tmp_path: Path, card: VpcdCard, **sim_config: Any) -> Iterator[Lane]:
-    config: dict[str, Any] = {"pin_key": PIN_KEY, "card_pins": {PAN: CARD_PIN}, "require_pin_block": True,
-                              "date_window": 86_400.0, "pin_tries": 3, **sim_config}
-    if dialect == "cup":
-        config["working_keys_62"] = FIELD_62
-    terminal = replace(TERMINAL, tmk=TerminalMasterKey(TMK) if dialect == "cup" else None, timezone="Asia/Shanghai")
+    # the host issues fresh working keys at every sign-on, under this terminal's TMK (CUP field 62, ISO 0800/70
+    # field 48); the PIN key goes to the pad as it came, and the host checks field 52 with the key it issued
+    config: dict[str, Any] = {"terminal_keys": {TERMINAL.terminal_id: TMK.hex().upper()}, "card_pins": {PAN: CARD_PIN},
+                              "require_pin_block": True, "date_window": 86_400.0, "pin_tries": 3, **sim_config}
+    terminal = replace(TERMINAL, tmk=TerminalMasterKey(TMK), timezone="Asia/Shanghai")
     with pin_pad(TMK) as pad_sim, linked(dialect=dialect, sim_config=config) as (sim, link, clock, _events):
         journal = Journal(tmp_path / "journal.db", clock=clock)
         pad = open_pin_pad(str(pad_sim.link))
         reader = PcscReader("Virtual PCD 00 00", apdu_timeout=0.5)
         try:
             engine = TransactionEngine(journal, link, dialect, terminal, clock, Detectors.default(clock))
-            if dialect == "cup":  # the sign-on brings the PIN key under the TMK; it goes to the pad as it came
-                engine.sign_on()
-                assert engine.working_keys is not None
-                load_pin_key(pad, engine.working_keys)
-            else:  # the ISO 0800/70 key exchange is not built yet: the same key, loaded as a sign-on would
-                load_pin_key(pad, WorkingKeys(_tdes(TMK, PIN_KEY), kcv4(PIN_KEY), MacKey(MAC_KEY)))
+            engine.sign_on()
+            assert engine.working_keys is not None
+            issued = sim.processor.working_keys(TERMINAL.terminal_id)
+            assert issued is not None
+            for key in (issued.pin_key, issued.mac_key):
+                register_secret(key)  # the sweep looks for the keys this sign-on issued in every file written
+            load_pin_key(pad, engine.working_keys)
             yield Lane(dialect, engine, sim, clock, pad, pad_sim, reader)
         finally:
             reader.close()
