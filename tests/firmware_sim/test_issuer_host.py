@@ -24,6 +24,7 @@ SWIPED_T2 = "D28122011000000000000"  # YYMM 2812, service code 201 (chip card), 
 def cup() -> Iterator[tuple[HostSimulator, WireClient]]:
     with HostSimulator(SimConfig(dialect="cup")) as sim:
         client = WireClient(sim.address, "cup")
+        client.sign_on()  # a strict acquirer: working keys first, every request MACed with them
         yield sim, client
         client.close()
 
@@ -166,21 +167,21 @@ def test_preauth_is_checked_like_a_sale(cup: tuple[HostSimulator, WireClient]) -
 def test_unknown_cards_keep_the_rules_unless_strict() -> None:
     sale = cup_sale(1, 1000)  # the host_sim tests' PAN, not in the card file: no field 55 needed
     with HostSimulator(SimConfig(dialect="cup")) as sim:
-        with closing(WireClient(sim.address, "cup")) as client:
+        with closing(_signed_on(sim, "cup")) as client:
             assert client.exchange(sale)["39"] == "00"
     with HostSimulator(SimConfig(dialect="cup", issuer_strict_unknown=True)) as sim:
-        with closing(WireClient(sim.address, "cup")) as client:
+        with closing(_signed_on(sim, "cup")) as client:
             assert client.exchange(sale)["39"] == "14"
         assert "not in the issuer's card file" in sim.ledger.find(kind="sale")[0].note
     with HostSimulator(SimConfig(dialect="cup", issuer=False)) as sim:
-        with closing(WireClient(sim.address, "cup")) as client:
+        with closing(_signed_on(sim, "cup")) as client:
             assert client.exchange(cup_sale(1, 1000, pan=UP))["39"] == "00"  # no issuer: rules only
 
 
 @pytest.mark.parametrize("dialect", ["iso87ascii", "iso87", "iso87bcd"])
 def test_iso_dialects_verify_the_arqc_and_answer_91(dialect: str) -> None:
     with HostSimulator(SimConfig(dialect=dialect)) as sim:
-        with closing(WireClient(sim.address, dialect)) as client:
+        with closing(_signed_on(sim, dialect)) as client:
             read = ChipRead.at(Card("visa_credit_sig"), 1234)
             req = iso_sale(1, 1234, pan=VISA) | {"55": read.field55()}
             resp = client.exchange(req)
@@ -197,3 +198,10 @@ def test_the_control_channel_shows_the_issuer_log_masked(cup: tuple[HostSimulato
     reply = sim.control({"cmd": "issuer"})
     assert reply["ok"] and reply["enabled"]
     assert reply["log"] == ["625094******0014 30 issuer: swiped entry (22=021) without field 35"]
+
+
+def _signed_on(sim: HostSimulator, dialect: str) -> WireClient:
+    """A client of a strict acquirer: signed on, its requests MACed with the issued key."""
+    client = WireClient(sim.address, dialect)
+    client.sign_on()
+    return client

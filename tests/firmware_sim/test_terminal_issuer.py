@@ -71,4 +71,6 @@ def test_the_amount_zero_read_of_today_is_declined_by_the_issuer() -> None:
 
 
 def _client(sim: HostSimulator) -> WireClient:
-    return WireClient(sim.address, "cup")
+    client = WireClient(sim.address, "cup")
+    client.sign_on()  # a strict acquirer: working keys first, every request MACed with them
+    return client

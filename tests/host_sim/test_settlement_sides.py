@@ -47,6 +47,7 @@ def test_each_side_is_compared_with_its_own_books(cup_sim: HostSimulator, cup_cl
 def test_the_report_lists_every_booking_with_its_side() -> None:
     with HostSimulator(SimConfig(dialect="cup", control_port=0)) as sim:
         client = WireClient(sim.address, "cup")
+        client.sign_on()  # a strict acquirer: working keys first, every request MACed with them
         client.exchange(cup_sale(1, 1000))
         sim.add_fault("wrong_rc", rc="51")
         assert client.exchange(cup_sale(2, 2000, pan=VISA))["39"] == "51"  # the host booked it all the same
@@ -70,6 +71,7 @@ def test_the_program_writes_the_report_on_exit(tmp_path: Path) -> None:
         assert proc.stdout is not None
         info = json.loads(proc.stdout.readline())
         client = WireClient(("127.0.0.1", info["port"]), "cup")
+        client.sign_on()
         assert client.exchange(cup_sale(1, 1500, pan=VISA))["39"] == "00"
         client.close()
         with ControlClient(("127.0.0.1", info["control_port"])) as ctl:
