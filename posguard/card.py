@@ -40,6 +40,10 @@ class CardData:
     cvm_required: bool = False
     entry_mode: str = "chip"  # chip | contactless | swipe | manual | fallback
     scheme: str | None = None  # visa | mastercard | unionpay | ...
+    #: a chip card still in the reader, waiting for the terminal's second GENERATE AC after the host answers
+    #: (EMV Book 3 §10, ``emv-keys.md`` (A) 8): the engine keeps the sale's reversal armed until the card's
+    #: answer is known (:meth:`~posguard.engine.engine.TransactionEngine.card_completed` / ``card_declined``)
+    second_gac: bool = False
 
     @classmethod
     def from_pan(
