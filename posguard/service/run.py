@@ -33,6 +33,7 @@ journal is held by another service; 1 on any other stop, so that ``Restart=on-fa
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import queue
@@ -108,6 +109,7 @@ class Service:
             raise
         self.till = Till(self.engine, dialect=cfg.dialect, writer=self.writer,  # its events: posguard.till
                          policies=FlowPolicies(timezone=cfg.timezone or None))
+        self.till.presenter = _ServicePresenter(self)  # every charge reads the card at its amount
         from posguard.service.supervisor import SupervisorGate
 
         self.supervisor = SupervisorGate(cfg.supervisor_id, cfg.supervisor_credential, self.clock)
@@ -224,12 +226,40 @@ class Service:
             self.log("tick_failed", f"{type(exc).__name__}: {exc}", level="warning")
 
     # -- commands ----------------------------------------------------------------------------------
-    def read_card(self) -> str:
+    def next_card_ref(self) -> str:
+        """The reference of the next card presented (``c1``, ``c2``...): what the capture's op record names."""
+        self._cards += 1
+        return f"c{self._cards}"
+
+    def present_card(self, request: Any) -> Any:
+        """The till's card presenter (:class:`posguard.presenting.CardPresenter`): wait for the card in the
+        reader, then read it for ``request`` (a new EMV session at the request's amount, kept open for the
+        second GENERATE AC). Raises :class:`posguard.presenting.CardNotPresented` with the reason."""
+        from posguard.emv.presenter import present_chip
+        from posguard.emv.terminal import EmvTerminal
+        from posguard.presenting import CardNotPresented
+
+        try:
+            reader = self._wait_for_card()
+        except CommandError as exc:
+            raise CardNotPresented(str(exc)) from None
+        try:
+            shown = present_chip(reader, EmvTerminal(pan_token_key=self.terminal.token_key,
+                                                     terminal_id=self.terminal.terminal_id), request,
+                                 evidence={"source": self.slot.kind})
+        except Exception:
+            with contextlib.suppress(Exception):
+                reader.power_off()
+            raise
+        if self._tap is not None:
+            self._tap.flush()  # the PAN is known now: the card read's frames can be sanitised
+        self.log("card.read", f"{shown.session.label} {shown.session.masked_pan} for {request.amount / 100:.2f}",
+                 cvm=shown.session.cvm_required, atc=shown.session.atc)
+        return shown
+
+    def _wait_for_card(self) -> Any:
         from posguard.drivers import errors as rerr
         from posguard.drivers.waits import wait_for_card
-        from posguard.emv.engine_card import card_data
-        from posguard.emv.session import read_card
-        from posguard.emv.terminal import EmvTerminal, Transaction
 
         reader = self.slot.poll(force=True)
         if reader is None:
@@ -243,9 +273,6 @@ class Service:
                           progress=lambda s: self.log("card.waiting", f"waiting for a card: {s:.0f} s of "
                                                       f"{self.cfg.card_wait:g}", level="debug"))
             self.waiting_for_card = False
-            session = read_card(reader, EmvTerminal(pan_token_key=self.terminal.token_key,
-                                                    terminal_id=self.terminal.terminal_id), Transaction(amount=0))
-            reader.power_off()
         except rerr.WaitCancelled:
             self.log("card.cancelled", "the wait for a card was cancelled; nothing was sent", level="info")
             raise CommandError("cancelled: no card was read and nothing was sent") from None
@@ -257,13 +284,7 @@ class Service:
             raise CommandError(f"card reader lost: {exc}") from None
         finally:
             self.waiting_for_card = False
-        self._cards += 1
-        ref = f"c{self._cards}"
-        self.till.add_card(ref, card_data(session))
-        if self._tap is not None:
-            self._tap.flush()  # the PAN is known now: the card read's frames can be sanitised
-        self.log("card.read", f"{session.label} {session.masked_pan}", cvm=session.cvm_required)
-        return ref
+        return reader
 
     def read_swipe(self) -> str:
         from posguard.drivers.magstripe import swiped_card
@@ -272,8 +293,7 @@ class Service:
             raise CommandError("no magstripe reader: set reader.magstripe_port in the configuration")
         data = self.magstripe.read_swipe(30.0)
         card = swiped_card(data, self.terminal.token_key)
-        self._cards += 1
-        ref = f"c{self._cards}"
+        ref = self.next_card_ref()
         if self.writer is not None:
             self.writer.swipe(data.track2_data(), ref=ref, has_track1=data.has_track1)
         self.till.add_card(ref, card, source="magstripe")
@@ -314,8 +334,8 @@ class Service:
             if refusal is not None:
                 t.refusal = refusal
                 return {}
-        if c.verb == "sale":
-            return _txn(t.do("sale", card=self.read_card(), amount=c.amount, **order))
+        if c.verb == "sale":  # the card is read inside the sale, at its amount (Service.present_card)
+            return _txn(t.do("sale", card=self.next_card_ref(), amount=c.amount, **order))
         if c.verb == "swipe":
             return _txn(t.do("sale", card=self.read_swipe(), amount=c.amount, **order))
         if c.verb == "void":
@@ -327,7 +347,7 @@ class Service:
         if c.verb == "refuse":
             t.do("signature_refused", txn=c.txn)
         elif c.verb == "wrong_card":
-            t.do("wrong_card", txn=c.txn, card=self.read_card())
+            t.do("wrong_card", txn=c.txn, card=self.next_card_ref())
         elif c.verb == "wrong_amount":
             t.do("wrong_amount", txn=c.txn, amount=c.amount)
         elif c.verb == "dispute":
@@ -414,6 +434,16 @@ class Service:
             self.run_loop()
         finally:
             server.stop(timeout=5.0)
+
+
+class _ServicePresenter:
+    """The till's card presenter in the service: the card in the reader (:meth:`Service.present_card`)."""
+
+    def __init__(self, service: Service) -> None:
+        self._service = service
+
+    def present(self, request: Any) -> Any:
+        return self._service.present_card(request)
 
 
 def _handler_on(stream: IO[str]) -> LineHandler | None:
