@@ -24,13 +24,13 @@ import json
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from posguard.card import CardData
 from posguard.clock import Clock, SystemClock
 from posguard.engine.chart import APPROVED_OPEN, CHART, IN_DOUBT, IllegalTransition
-from posguard.engine.cryptograms import CryptogramLedger
+from posguard.engine.cryptograms import CryptogramLedger, chip_facts
 from posguard.engine.detectors import Detection, Detectors
 from posguard.engine.errors import (
     CorrectionRefused,
@@ -810,11 +810,16 @@ class TransactionEngine:
                         scheme=txn.scheme)
 
     def _same_card(self, original: TxnRecord, card: CardData | None) -> CardData | None:
+        """The card presented for a void/refund of ``original`` (it proves the card; a chip cryptogram it carries
+        that was already sent is left out: an AC is never sent twice), or the sealed card of the original."""
         if card is None:
             return self._card_of(original)
         if original.pan_token and card.pan_token != original.pan_token:
             raise WrongCard(f"card {card.pan_masked} is not the card of {original.id} ({original.pan_masked}); "
                             "present the original card (the host would answer RC 14)")
+        facts = chip_facts(card.field55) if card.field55 else None
+        if facts is not None and facts.cryptogram is not None and self.cryptograms.used_by(card, facts) is not None:
+            return replace(card, field55=b"", second_gac=False)
         return card
 
     def _result(self, txn: TxnRecord, message: str, detections: tuple[Detection, ...] = ()) -> TxnResult:

@@ -178,8 +178,8 @@ class Till:
             shown = self.presenter.present(CardRequest(ref, int(amount), kind))
         elif ref in self.cards:
             shown = StoredCard(self.cards[ref], dict(self._evidence.get(ref, {})))
-        if shown is None:
-            raise CardNotPresented(f"no card {ref!r} was presented; nothing was sent")
+        if shown is None:  # no presenter: the till knows only its stored cards; naming another is an error
+            raise KeyError(f"no card {ref!r}: the till holds {', '.join(self.cards) or 'no card'}")
         self._presentations += 1
         if self.writer is not None:
             card = shown.card

@@ -16,6 +16,7 @@ from posguard.engine.detectors import Detectors
 from posguard.engine.engine import EnginePolicies, TerminalConfig, TransactionEngine
 from posguard.engine.journal import Journal
 from posguard.iso8583.tlv import build_tlv
+from posguard.presenting import CardNotPresented, CardRequest, StoredCard
 from tests.engine.fakehost import FakeHost
 
 TOKEN_KEY = b"T" * 32
@@ -90,3 +91,16 @@ def make_engine(clock: VirtualClock, journal_path: Path, host: FakeHost) -> Any:
 def engine(make_engine: Any) -> TransactionEngine:
     eng: TransactionEngine = make_engine()
     return eng
+
+
+class FreshCards:
+    """A card presenter for tests (:mod:`posguard.presenting`): each presentation of a reference is a new card
+    read (a fresh cryptogram), as a customer's card inserted again for each charge."""
+
+    def __init__(self, **makers: Callable[[], CardData]) -> None:
+        self.makers = makers
+
+    def present(self, request: CardRequest) -> StoredCard:
+        if request.ref not in self.makers:
+            raise CardNotPresented(f"no card {request.ref!r} in this test")
+        return StoredCard(self.makers[request.ref]())
