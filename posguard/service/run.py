@@ -229,6 +229,8 @@ class Service:
     def next_card_ref(self) -> str:
         """The reference of the next card presented (``c1``, ``c2``...): what the capture's op record names."""
         self._cards += 1
+        while f"c{self._cards}" in self.till.cards:  # a reference already holding a stored card (a swipe)
+            self._cards += 1
         return f"c{self._cards}"
 
     def present_card(self, request: Any) -> Any:
