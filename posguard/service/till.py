@@ -67,12 +67,13 @@ _TICK_MESSAGES: dict[str, str] = {
 
 #: operator actions the till understands (the ``op`` of an ``op`` record) and their arguments
 OPS: dict[str, str] = {
-    "sale": "card, amount[, order][, override] (override: charge an order that is already paid)",
+    "sale": "card, amount[, order][, override] (card: the card the customer presents, read for this sale at its "
+            "amount; override: charge an order that is already paid)",
     "sign": "txn",
     "signature_refused": "txn",
     "void": "txn",
     "refund": "txn, amount",
-    "wrong_card": "txn, card (the card the customer meant)",
+    "wrong_card": "txn, card (the card the customer meant: presented and read for the new sale)",
     "wrong_amount": "txn, amount (the order total that should have been charged)",
     "dispute": "txn (the customer says the void/refund never arrived)",
     "confirm": "incident (awaiting confirmation: run its correction)",
@@ -208,7 +209,15 @@ class Till:
             rc = result.response_code if result.state not in ("timed_out", "reversal_pending", "reversed",
                                                                 "response_invalid", "not_sent") else None
             icc = _icc_bytes(answer.get("55")) if answer is not None and rc is not None else b""
-            outcome = shown.complete(HostAnswer(rc or UNABLE_TO_GO_ONLINE, icc))
+            try:
+                outcome = shown.complete(HostAnswer(rc or UNABLE_TO_GO_ONLINE, icc))
+            except Exception as exc:  # noqa: BLE001 - the card was pulled or failed: it never said yes
+                self._tell("card.failed", f"the card did not complete {result.txn_id} "
+                           f"({type(exc).__name__}: {mask_digits_in_text(str(exc))})", logging.WARNING,
+                           txn=result.txn_id)
+                if self.engine.awaiting_card(result.txn_id):  # approved without the card's TC: reverse it
+                    self._card_declined(result.txn_id)
+                return None
             if outcome is None:
                 return None
             self._record_outcome(shown, outcome)
