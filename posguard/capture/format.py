@@ -23,7 +23,7 @@ __all__ = ["CAPTURE_VERSION", "KINDS", "Capture", "CaptureError", "CaptureWriter
 
 CAPTURE_VERSION = 1
 #: record keys that hold hex (sanitised against learnt PANs only, never pattern-scrubbed)
-HEX_KEYS = frozenset({"hex", "c", "r", "atr", "field55", "cvm_results", "messages"})
+HEX_KEYS = frozenset({"hex", "c", "r", "atr", "field55", "cvm_results", "messages", "script_results"})
 KINDS = ("card", "atr", "apdu", "swipe", "frame", "iso", "link", "op", "start", "card_outcome")
 
 
