@@ -19,10 +19,11 @@ from typing import Any
 import pytest
 
 from posguard.capture.format import CaptureWriter
+from posguard.capture.replay import replay
 from posguard.clock import SystemClock
 from posguard.demo import demo_policies
 from posguard.demo.rig import load_simulators
-from posguard.demo.run import DemoCards, _open_reader
+from posguard.demo.run import DEMO_POLICY_DATA, DemoCards, _open_reader
 from posguard.engine.detectors import Detectors
 from posguard.engine.engine import TerminalConfig, TransactionEngine
 from posguard.engine.errors import CardAmountMismatch, CryptogramReused
@@ -85,6 +86,7 @@ def desk_for(dialect: str, tmp: Path) -> Iterator[Desk]:
         engine = TransactionEngine(journal, link, dialect, terminal, clock, Detectors.default(clock), demo_policies())
         record = tmp / "wire.jsonl"
         writer = CaptureWriter(record, dialect=dialect, tid=TID, mid=MID, clock=clock,
+                               extra={"policies": DEMO_POLICY_DATA},
                                terminal_extra={"currency": "156", "timeout": 3.0})
         lines: list[str] = []
         till = Till(engine, dialect=dialect, say=lines.append, writer=writer)
@@ -141,6 +143,11 @@ def test_host_approves_but_the_card_declines_the_sale_is_reversed(dialect: str, 
         assert [e["status"] for e in desk.host_saw("sale")] == ["reversed"]
         assert desk.till.notices, "the customer is told the charge was cancelled"
         assert any("AAC" in line for line in desk.lines)
+    # the capture replays to the same: the recorded card answers AAC again and the replay's engine reverses
+    with replay(desk.record, desk=Till.for_replay) as replayed:
+        assert [(i.kind, i.rule, i.outcome) for i in replayed.incidents] == [
+            ("reversal", "card_declined_after_approval", "reversed")]
+        assert [m.mti for m in replayed.sent] == ["0200", "0400"]
 
 
 @pytest.mark.parametrize("dialect", DIALECTS)
