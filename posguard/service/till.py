@@ -249,7 +249,7 @@ class Till:
                           "reversed the sale")
         self._notify_reversal(txn_id)
 
-    def _complete_flow_card(self, shown: Presentation) -> None:
+    def _complete_flow_card(self, shown: Presentation, ref: str) -> None:
         """A flow charged the presented card (or did not): find its sale by the cryptogram and complete it."""
         from posguard.engine.cryptograms import chip_facts
 
@@ -259,6 +259,7 @@ class Till:
             shown.close()
             return
         txn = self.engine.journal.get_txn(txn_id)
+        self._charged(txn_id, ref, shown.card)
         self._finish_card(shown, TxnResult(txn.id, txn.kind, txn.state, txn.response_code, txn.stan, txn.rrn,
                                            txn.auth_code, ""))
 
@@ -278,7 +279,7 @@ class Till:
                                                                       if k in ("txn", "amount")})
             return None
 
-    def _note(self, result: TxnResult, what: str, action: str) -> TxnResult:
+    def _note(self, result: TxnResult, what: str, action: str, *, detections: bool = True) -> TxnResult:
         self.results.append(result)
         rc = f" rc {result.response_code}" if result.response_code else ""
         level = (logging.ERROR if result.state in _ERROR_STATES else
@@ -287,7 +288,8 @@ class Till:
                    f"{what}: {result.txn_id} {result.state}{rc} stan {result.stan} rrn {result.rrn or '-'}", level,
                    txn=result.txn_id, stan=result.stan, rc=result.response_code, rrn=result.rrn,
                    auth=result.auth_code)
-        self._handle(result.detections)
+        if detections:
+            self._handle(result.detections)
         return result
 
     def paid_order(self, order: str) -> str | None:
@@ -307,13 +309,14 @@ class Till:
         try:
             result = self.engine.sale(shown.card, int(amount), order_ref=order)
             self._charged(result.txn_id, card, shown.card)
-            self._note(result, f"sale {amount / 100:.2f} on {shown.card.pan_masked}", "sale")
+            self._note(result, f"sale {amount / 100:.2f} on {shown.card.pan_masked}", "sale", detections=False)
         finally:
-            self._finish_card(shown, result)
+            self._finish_card(shown, result)  # the card's final word comes first (EMV), then any correction
         if result.txn_id in self.card_declined:  # the card said no after the host said yes: reversed
             txn = self.engine.journal.get_txn(result.txn_id)
             return TxnResult(txn.id, txn.kind, txn.state, txn.response_code, txn.stan, txn.rrn, txn.auth_code,
                              "card declined after approval: reversed", result.detections)
+        self._handle(result.detections)
         if result.state == "reversed":
             self._record_auto("reversal", "outcome_unknown", [result.txn_id],
                               "no valid answer in time: the engine reversed the sale (0400 acknowledged)")
@@ -400,21 +403,22 @@ class Till:
             self._correct("wrong_card", "customer_claim", (txn,), right_card=shown.card,
                           original_card=self._card_of(txn), operator_confirmed=True)
         finally:
-            self._complete_flow_card(shown)
+            self._complete_flow_card(shown, card)
 
     def _op_wrong_amount(self, txn: str, amount: int) -> None:
         self._tell("claim.wrong_amount", f"customer: {txn} should have been {int(amount) / 100:.2f}", txn=txn,
                    amount=int(amount))
         original_card = self._card_of(txn)
         charge = self._wrong_amount_charge(txn, int(amount))
-        shown = self.present(self.txn_cards.get(txn, ""), charge) if charge else None
+        ref = self.txn_cards.get(txn, "")
+        shown = self.present(ref, charge) if charge else None
         try:
             self._correct("wrong_amount", "customer_claim", (txn,), intended_amount=int(amount),
                           right_card=shown.card if shown is not None else original_card,
                           original_card=original_card, operator_confirmed=True)
         finally:
             if shown is not None:
-                self._complete_flow_card(shown)
+                self._complete_flow_card(shown, ref)
 
     def _wrong_amount_charge(self, txn: str, intended: int) -> int:
         """What the wrong-amount flow will charge on the card presented again (0: nothing, it refunds): the
