@@ -233,7 +233,7 @@ class RecordedPresentation:
 
 class RecordedCards:
     """The replay's card presenter: each presentation of a reference gets the next ``card`` record recorded for
-    it (one per presentation, :attr:`Till.present <posguard.service.till.Till.present>`), and its second
+    it (one per presentation, :meth:`Till.present <posguard.service.till.Till.present>`), and its second
     GENERATE AC the ``card_outcome`` record of the same presentation number."""
 
     def __init__(self, capture: Capture) -> None:
