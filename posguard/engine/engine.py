@@ -397,18 +397,10 @@ class TransactionEngine:
         """
         txn = self.journal.get_txn(txn_id)
         self._check(txn, "card_declined")
-        armed = self.saf.armed_for(txn.id)
         text = why or (f"{txn.kind} {txn.id} STAN {txn.stan}: the host approved (auth {txn.auth_code or '-'}) but "
                        "the card declined at the second GENERATE AC (AAC); the sale is reversed")
         with self._atomic("card_declined"):
-            if armed is not None:
-                self.saf.release(armed.id, reason)
-            else:
-                self.saf.enqueue("reversal", txn.id, "0400", self._reversal_fields_for(txn, reason), reason)
-            self._fire(txn, "card_declined")
-            self.journal.record_event(CARD_COMPLETED, txn_id=txn.id, detail={"cryptogram": "AAC"})
-            self.journal.record_incident("card_declined_after_approval", text, severity="warning", txn_id=txn.id,
-                                         detail={"stan": txn.stan, "reason": reason})
+            self._reverse_for_card(txn, reason, text, cryptogram="AAC")
         self.detectors.unsigned.signed(txn.id)  # a reversed sale owes no signature
         self._flush()
         return self._result(self.journal.get_txn(txn_id), "card declined after approval: reversal "
@@ -763,19 +755,25 @@ class TransactionEngine:
         """Recovery: the host approved ``txn_id`` but the terminal stopped before the card's second GENERATE AC
         was journaled. Without a TC the sale cannot stand: release its armed reversal (as a card decline)."""
         txn = self.journal.get_txn(txn_id)
+        self._reverse_for_card(txn, REASON_CARD_DECLINED, f"{txn.kind} {txn.id} STAN {txn.stan}: approved by the "
+                               "host, but the terminal stopped before the card's second GENERATE AC; without the "
+                               "card's TC the sale is reversed", cryptogram=None, recovered=True)
+        report.reversals_released.append(txn.id)
+
+    def _reverse_for_card(self, txn: TxnRecord, reason: str, text: str, *, cryptogram: str | None,
+                          recovered: bool = False) -> None:
+        """Inside a commit: release the sale's armed reversal (or queue one rebuilt from the journal), move the
+        sale to ``reversal_pending``, journal the card's answer and the incident."""
         armed = self.saf.armed_for(txn.id)
         if armed is not None:
-            self.saf.release(armed.id, REASON_CARD_DECLINED)
+            self.saf.release(armed.id, reason)
         else:
-            self.saf.enqueue("reversal", txn.id, "0400", self._reversal_fields_for(txn, REASON_CARD_DECLINED),
-                             REASON_CARD_DECLINED)
+            self.saf.enqueue("reversal", txn.id, "0400", self._reversal_fields_for(txn, reason), reason)
         self._fire(txn, "card_declined")
-        self.journal.record_event(CARD_COMPLETED, txn_id=txn.id, detail={"cryptogram": None, "recovered": True})
-        self.journal.record_incident(
-            "card_declined_after_approval", f"{txn.kind} {txn.id} STAN {txn.stan}: approved by the host, but the "
-            "terminal stopped before the card's second GENERATE AC; without the card's TC the sale is reversed",
-            severity="warning", txn_id=txn.id, detail={"stan": txn.stan, "recovered": True})
-        report.reversals_released.append(txn.id)
+        extra = {"recovered": True} if recovered else {}
+        self.journal.record_event(CARD_COMPLETED, txn_id=txn.id, detail={"cryptogram": cryptogram, **extra})
+        self.journal.record_incident("card_declined_after_approval", text, severity="warning", txn_id=txn.id,
+                                     detail={"stan": txn.stan, "reason": reason, **extra})
 
     def _quarantine_txn(self, txn: TxnRecord, exc: BaseException, report: RecoveryReport) -> None:
         """A row recovery cannot act on: keep it as it is (the evidence) and tell the operator, once."""

@@ -258,10 +258,13 @@ class Till:
         if txn_id is None:
             shown.close()
             return
-        txn = self.engine.journal.get_txn(txn_id)
         self._charged(txn_id, ref, shown.card)
-        self._finish_card(shown, TxnResult(txn.id, txn.kind, txn.state, txn.response_code, txn.stan, txn.rrn,
-                                           txn.auth_code, ""))
+        self._finish_card(shown, self._as_journaled(txn_id, ""))
+
+    def _as_journaled(self, txn_id: str, message: str) -> TxnResult:
+        """``txn_id`` as the journal holds it now (after the card's answer changed it)."""
+        txn = self.engine.journal.get_txn(txn_id)
+        return TxnResult(txn.id, txn.kind, txn.state, txn.response_code, txn.stan, txn.rrn, txn.auth_code, message)
 
     # -- operator actions ----------------------------------------------------------------------------
     def do(self, op: str, **args: Any) -> Any:
@@ -313,9 +316,7 @@ class Till:
         finally:
             self._finish_card(shown, result)  # the card's final word comes first (EMV), then any correction
         if result.txn_id in self.card_declined:  # the card said no after the host said yes: reversed
-            txn = self.engine.journal.get_txn(result.txn_id)
-            return TxnResult(txn.id, txn.kind, txn.state, txn.response_code, txn.stan, txn.rrn, txn.auth_code,
-                             "card declined after approval: reversed", result.detections)
+            return self._as_journaled(result.txn_id, "card declined after approval: reversed")
         self._handle(result.detections)
         if result.state == "reversed":
             self._record_auto("reversal", "outcome_unknown", [result.txn_id],
