@@ -65,6 +65,10 @@ _TICK_MESSAGES: dict[str, str] = {
     "batch_not_closed": "the batch has been open too long: run settlement; funds do not move until it is closed",
 }
 
+#: host answers the till keeps for the card's second GENERATE AC (the card asks right after its exchange, or after
+#: the few messages of a correction flow)
+_ANSWERS_KEPT = 16
+
 #: operator actions the till understands (the ``op`` of an ``op`` record) and their arguments
 OPS: dict[str, str] = {
     "sale": "card, amount[, order][, override] (card: the card the customer presents, read for this sale at its "
@@ -142,6 +146,8 @@ class Till:
             self.sent.append(exchange.request)
         elif exchange.event == "received" and exchange.response is not None:
             self._answers[(exchange.request.mti, exchange.request.stan)] = exchange.response
+            while len(self._answers) > _ANSWERS_KEPT:  # only the latest answers can still be owed to a card
+                del self._answers[next(iter(self._answers))]
         elif exchange.event == "failed" and exchange.error is not None:
             err = exchange.error
             what = ("timeout" if isinstance(err, HostTimeout) else
