@@ -14,11 +14,11 @@ Starts its own private pcscd (firmware_sim.rig) and simulated cards, and prints:
 (c) EMV: ``read_card`` per card profile through the PC/SC driver: APDU count and wall time, and the count
     checked against what the profile's directory and AFL require (SELECT PSE + PSE records + the
     6A83 that ends the directory + SELECT AID + GPO + AFL records + GENERATE AC): OK or MISMATCH.
-
-(d) EMV transaction: one card session per transaction (issue 11) through ``PcscReader`` —
-    ``present_chip`` (selection, GPO, records, CVM, GENERATE AC 1 -> ARQC) then ``complete`` with the host's
-    answer (GENERATE AC 2 -> TC) — against raw pyscard ``SCardTransmit`` of the same command sequence on the
-    same card handle; interleaved, per transaction, ratio of the best rounds (target <= 1.25).
+(d) The EMV transaction (issue 11): reset + ``read_card`` + ``complete`` (first and second GENERATE AC) through
+    the PC/SC driver, against the raw pyscard round trips of the same command sequence (the exact
+    ``SCardTransmit`` commands one posguard transaction sent, GET RESPONSE included, after the same
+    ``SCardReconnect`` reset) on the same card handle; interleaved, ratio posguard/raw of the best rounds
+    (target <= 1.25).
 
 pcscd and the simulators are stopped on exit, Ctrl-C and SIGTERM included. Exit status 1 on a MISMATCH.
 """
@@ -36,7 +36,6 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -48,9 +47,7 @@ from posguard.drivers.pcsc import PcscReader  # noqa: E402
 from posguard.drivers.twin.frames import CCID_HEADER, PC_TO_RDR_XFR_BLOCK, encode_frame  # noqa: E402
 from posguard.drivers.twin.reader import TwinReader  # noqa: E402
 from posguard.emv import read_card  # noqa: E402
-from posguard.emv.presenter import present_chip  # noqa: E402
 from posguard.emv.terminal import EmvTerminal, Transaction  # noqa: E402
-from posguard.presenting import CardRequest, HostAnswer  # noqa: E402
 
 SELECT_PSE = bytes.fromhex("00A404000E315041592E5359532E444446303100")
 PROFILES = ("visa_credit_sig", "unionpay_debit_pin", "mastercard_nocvm")
@@ -233,47 +230,59 @@ def bench_emv(seconds: float) -> bool:
     return ok
 
 
-# -- (d) EMV transaction: read + GENERATE AC 1 + GENERATE AC 2 --------------------------------------------
+# -- (d) the EMV transaction ------------------------------------------------------------------------------
 def bench_emv_transaction(seconds: float) -> None:
     from smartcard.scard import _scard
 
-    request, approved = CardRequest("c1", 123_45), HostAnswer("00")
-    with vpcd_card(OVERHEAD_PROFILE), contextlib.closing(PcscReader(VPCD_READER, apdu_timeout=2.0)) as r:
+    import posguard.drivers.pcsc as pcsc_driver
+    from posguard.emv import complete
+
+    name = "unionpay_debit_pin" if "unionpay_debit_pin" in PROFILES else PROFILES[0]
+    with vpcd_card(name), contextlib.closing(PcscReader(VPCD_READER, apdu_timeout=2.0)) as r:
         r.wait_for_card(5)
-        atr = r.power_on()
-        hcard, pci = r._hcard, r._pci
-        sent: list[bytes] = []
-        transmit = r.transmit
+        r.power_on()
 
-        def recording(apdu: bytes) -> Any:
-            sent.append(bytes(apdu))
-            return transmit(apdu)
+        def transaction() -> None:
+            session = read_card(r, CFG, TXN)  # powers the card on (a reset of the connected card)
+            complete(r, session, host_approved=True, response_code="00")
 
-        r.transmit = recording  # type: ignore[method-assign]
-        shown = present_chip(r, CFG, request, atr=atr)
-        outcome = shown.complete(approved)
-        del r.transmit  # the driver's own method again
-        if outcome.cryptogram_type != "TC" or not sent:
-            raise SystemExit(f"EMV transaction: expected a TC, got {outcome.cryptogram_type}")
-        commands = [list(c) for c in sent]
-        for c in commands:  # the same sequence answers 9000 raw too (a new transaction on the same card)
-            hr, raw = _scard.SCardTransmit(hcard, pci, c)
-            if hr != 0 or bytes(raw[-2:]) not in (b"\x90\x00", b"\x6a\x83"):
-                raise SystemExit(f"EMV transaction: raw replay failed (hr {hr:#x}, SW {bytes(raw[-2:]).hex()})")
+        # record the exact commands one transaction puts on the wire (GET RESPONSE included)
+        sent: list[list[int]] = []
+        real = pcsc_driver._transmit
+
+        def recording(hcard: int, pci: object, apdu: list[int]) -> object:
+            sent.append(list(apdu))
+            return real(hcard, pci, apdu)
+
+        pcsc_driver._transmit = recording  # type: ignore[assignment]
+        try:
+            transaction()
+        finally:
+            pcsc_driver._transmit = real
+        hcard, share, pci = r._hcard, r._share, r._pci
+        protocols = _scard.SCARD_PROTOCOL_T0 | _scard.SCARD_PROTOCOL_T1
+
+        def raw_transaction() -> None:
+            hr, _ = _scard.SCardReconnect(hcard, share, protocols, _scard.SCARD_RESET_CARD)
+            if hr != 0:
+                raise SystemExit(f"raw reconnect failed: {hr:#x}")
+            _scard.SCardStatus(hcard)  # the driver reads the ATR after a reset; so does the peer
+            for apdu in sent:
+                hr, _answer = _scard.SCardTransmit(hcard, pci, apdu)
+                if hr != 0:
+                    raise SystemExit(f"raw transmit failed: {hr:#x}")
 
         def raw_loop(n: int) -> None:
             for _ in range(n):
-                for c in commands:
-                    _scard.SCardTransmit(hcard, pci, c)
+                raw_transaction()
 
         def ours_loop(n: int) -> None:
             for _ in range(n):
-                present_chip(r, CFG, request, atr=atr).complete(approved)
+                transaction()
 
-        rounds = _interleaved({"raw SCardTransmit sequence": raw_loop, "present_chip + complete": ours_loop}, 5,
-                              seconds)
-    _report(f"(d) EMV transaction ({len(commands)} APDUs: read, GENERATE AC 1, GENERATE AC 2) on {OVERHEAD_PROFILE}"
-            " via vpcd, per transaction", rounds, "raw SCardTransmit sequence", "present_chip + complete", 1.25)
+        rounds = _interleaved({"raw pyscard sequence": raw_loop, "read_card + complete": ours_loop}, 5, seconds)
+    _report(f"(d) EMV transaction on {name} via vpcd: reset, {len(sent)} APDUs (GENERATE AC twice)",
+            rounds, "raw pyscard sequence", "read_card + complete", 1.25)
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:

@@ -15,6 +15,7 @@ pull            card pulled mid-command: no answer, card gone                car
 mute            card never answers the command (``timeout=`` for the Twin)   card transports
 sw              answer the command with status word ``sw=6F00``, no data      card
 corrupt_tlv     READ RECORD answer with the 70 length off by ``delta=+5``     card
+atc_replay      the next first GENERATE AC reuses the last ATC (``ins=AE``)  card
 delay           answer ``seconds=0.5`` later                                 all
 unplug          reader gone: vpcd connection dropped / pty closed            all
 noise           on the reader's output: ``flip= drop= dup= garbage=``         serial readers
@@ -28,7 +29,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-KINDS = ("pull", "mute", "sw", "corrupt_tlv", "delay", "unplug", "noise")
+KINDS = ("pull", "mute", "sw", "corrupt_tlv", "atc_replay", "delay", "unplug", "noise")
 
 
 class FaultSpecError(ValueError):

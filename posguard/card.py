@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from posguard.sensitive import Pan, mask_pan, pan_token
+from posguard.sensitive import Pan, PinBlock, TrackData, mask_pan, pan_token
 
 __all__ = ["CardData", "Pan", "SIGNATURE_CVM_CODES", "is_signature_cvm", "scheme_of"]
 
@@ -40,6 +40,12 @@ class CardData:
     cvm_required: bool = False
     entry_mode: str = "chip"  # chip | contactless | swipe | manual | fallback
     scheme: str | None = None  # visa | mastercard | unionpay | ...
+    #: a swipe's track 2 / track 3 (self-masking; sent in fields 35 / 36, never journaled in clear)
+    track2: TrackData | None = None
+    track3: TrackData | None = None
+    pan_sequence: str | None = None  # 5F34 of a chip card, two digits (field 23)
+    #: the encrypted online PIN block from the PIN pad (field 52); never printed, pickled or journaled
+    pin_block: PinBlock | None = None
     #: a chip card still in the reader, waiting for the terminal's second GENERATE AC after the host answers
     #: (EMV Book 3 §10, ``emv-keys.md`` (A) 8): the engine keeps the sale's reversal armed until the card's
     #: answer is known (:meth:`~posguard.engine.engine.TransactionEngine.card_completed` / ``card_declined``)
@@ -49,10 +55,12 @@ class CardData:
     def from_pan(
         cls, pan: str | Pan, token_key: bytes, *, expiry: str | None = None, field55: bytes = b"",
         cvm_results: bytes | None = None, cvm_required: bool = False, entry_mode: str = "chip",
-        scheme: str | None = None,
+        scheme: str | None = None, track2: TrackData | None = None, track3: TrackData | None = None,
+        pan_sequence: str | None = None,
     ) -> CardData:
         p = pan if isinstance(pan, Pan) else Pan(pan)
-        return cls(p, pan_token(p.reveal(), token_key), expiry, field55, cvm_results, cvm_required, entry_mode, scheme)
+        return cls(p, pan_token(p.reveal(), token_key), expiry, field55, cvm_results, cvm_required, entry_mode, scheme,
+                   track2, track3, pan_sequence)
 
     @property
     def pan_masked(self) -> str:
@@ -66,7 +74,8 @@ class CardData:
         cvm = self.cvm_results.hex().upper() if self.cvm_results else None
         return (
             f"CardData(pan={self.pan_masked!r}, token={self.pan_token[:8]}…, entry_mode={self.entry_mode!r}, "
-            f"scheme={self.scheme!r}, 9F34={cvm}, field55={len(self.field55)} bytes)"
+            f"scheme={self.scheme!r}, 9F34={cvm}, field55={len(self.field55)} bytes"
+            f"{', online PIN block' if self.pin_block is not None else ''})"
         )
 
     __str__ = __repr__

@@ -9,11 +9,12 @@ go; the service refuses to start while any remains. Keys live in their own files
     tid = "POSGRD01"
     mid = "MERCHANT0000001"
     currency = "156"                      # ISO 4217 numeric
-    timezone = "Asia/Shanghai"            # IANA name for times on notices ("" = the box's local zone)
+    timezone = "Asia/Shanghai"            # IANA: fields 12/13, tags 9A/9F21, notices ("" = the box's zone)
     dialect = "cup"                       # cup | iso87ascii | iso87 | iso87bcd
     token_key_file = "/etc/posguard/token.key"
     data_key_file = "/etc/posguard/data.key"
     tmk_file = "/etc/posguard/tmk.key"    # the terminal master key ("" = none: no sign-on keys, no PIN, no MAC)
+    key_max_age = 86400.0                 # with a TMK: sign on again for fresh working keys after this many seconds
 
     [reader]
     kind = "pcsc"                         # pcsc | twin | none
@@ -23,18 +24,27 @@ go; the service refuses to start while any remains. Keys live in their own files
     card_wait = 30.0                      # seconds a sale waits for the card (operator "cancel" ends it early)
 
     [pinpad]
-    port = ""                             # the encrypting PIN pad's serial port ("" = no PIN pad)
+    port = ""                             # the encrypting PIN pad's serial port ("" = none: 9F33 has no PIN)
 
     [host]
     address = "10.1.2.3"
     port = 5000
     framing = "binary2"                   # binary2 | ascii4 | bcd2
     timeout = 30.0
+    mac_key_file = ""                     # a static MAC key (0600, 32 hex) for an acquirer that uses one; "" = the
+                                          # MAC key of each sign-on (needs terminal.tmk_file)
+    mac_algorithm = ""                    # x919 | cbc | cup-ecb; "" = the dialect's (CUP cup-ecb, ISO x919)
 
     max_amount = 10000000                 # the largest sale, refund or correction in minor units (100000.00)
 
     [journal]
     path = "/var/lib/posguard/journal.db"
+    data_dir = ""                         # e-signatures (signatures/) and the notice outbox (outbox/);
+                                          # "" = the journal's directory
+
+    [unsigned]                            # guide 004: a sale the customer left without signing
+    customer_gone = "follow_up"           # follow_up (contact them to sign afterwards) | keep (merchant's risk)
+    follow_up_hours = 24.0                # then the sale is kept at the merchant's risk (one clearing day)
 
     [operator]
     socket = "/run/posguard/operator.sock"   # or "stdin"
@@ -60,7 +70,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-__all__ = ["DEFAULT_CONFIG", "Config", "ConfigProblem", "load_config"]
+__all__ = ["DEFAULT_CONFIG", "Config", "ConfigProblem", "load_config", "data_dir"]
 
 DEFAULT_CONFIG = "/etc/posguard/posguard.toml"
 DIALECTS = ("cup", "iso87ascii", "iso87", "iso87bcd")
@@ -86,6 +96,7 @@ class Config:
     token_key_file: str = ""
     data_key_file: str = ""
     tmk_file: str = ""
+    key_max_age: float = 86400.0
     reader_kind: str = "pcsc"
     reader_name: str = ""
     serial_port: str = ""
@@ -96,7 +107,12 @@ class Config:
     port: int = 0
     framing: str = "binary2"
     timeout: float = 30.0
+    mac_key_file: str = ""
+    mac_algorithm: str = ""
     journal: str = "/var/lib/posguard/journal.db"
+    data_dir: str = ""
+    unsigned_customer_gone: str = "follow_up"
+    follow_up_hours: float = 24.0
     operator_socket: str = "/run/posguard/operator.sock"
     allow_uids: list[int] = field(default_factory=list)
     allow_groups: list[str] = field(default_factory=list)
@@ -112,19 +128,52 @@ class Config:
 _SCHEMA: dict[str, dict[str, tuple[str, type]]] = {
     "terminal": {"tid": ("tid", str), "mid": ("mid", str), "currency": ("currency", str), "dialect": ("dialect", str),
                  "token_key_file": ("token_key_file", str), "data_key_file": ("data_key_file", str),
-                 "tmk_file": ("tmk_file", str),
+                 "tmk_file": ("tmk_file", str), "key_max_age": ("key_max_age", float),
                  "max_amount": ("max_amount", int), "timezone": ("timezone", str)},
     "reader": {"kind": ("reader_kind", str), "name": ("reader_name", str), "serial_port": ("serial_port", str),
                "magstripe_port": ("magstripe_port", str), "card_wait": ("card_wait", float)},
     "pinpad": {"port": ("pinpad_port", str)},
     "host": {"address": ("host", str), "port": ("port", int), "framing": ("framing", str),
-             "timeout": ("timeout", float)},
-    "journal": {"path": ("journal", str)},
+             "timeout": ("timeout", float), "mac_key_file": ("mac_key_file", str),
+             "mac_algorithm": ("mac_algorithm", str)},
+    "journal": {"path": ("journal", str), "data_dir": ("data_dir", str)},
+    "unsigned": {"customer_gone": ("unsigned_customer_gone", str), "follow_up_hours": ("follow_up_hours", float)},
     "operator": {"socket": ("operator_socket", str), "allow_uids": ("allow_uids", list),
                  "allow_groups": ("allow_groups", list)},
     "capture": {"record": ("record", str)},
     "supervisor": {"id": ("supervisor_id", str), "credential": ("supervisor_credential", str)},
 }
+
+
+def data_dir(cfg: Config) -> Path:
+    """Where the service keeps e-signatures and the notice outbox: ``journal.data_dir``, else the journal's
+    directory."""
+    return Path(cfg.data_dir) if cfg.data_dir else Path(cfg.journal).parent
+
+
+def _check_mac(cfg: Config, problems: list[ConfigProblem], *, read_keys: bool) -> None:
+    """``host.mac_algorithm`` and ``host.mac_key_file`` (issue 12: a static MAC key where the acquirer uses one)."""
+    from posguard.engine.mac import ALGORITHMS
+
+    if cfg.mac_algorithm and cfg.mac_algorithm not in ALGORITHMS:
+        problems.append(ConfigProblem("host.mac_algorithm", f"{cfg.mac_algorithm!r} is not one of "
+                                                            f"{', '.join(ALGORITHMS)} (or \"\" for the dialect's)"))
+    _check_key_file(cfg.mac_key_file, "host.mac_key_file", "static MAC key", problems, read_keys=read_keys)
+
+
+def _check_key_file(path: str, key: str, what: str, problems: list[ConfigProblem], *, read_keys: bool) -> None:
+    """A TDES key file (the TMK, a static MAC key): its directory, and with ``read_keys`` the file itself
+    (0600, 32 hex digits: :func:`posguard.engine.keys.read_key_file`)."""
+    if not path:
+        return
+    _check_place(Path(path).parent, key, "holds a key", problems, write=False)
+    if read_keys:
+        from posguard.engine.keys import KeyFileError, read_key_file
+
+        try:
+            read_key_file(path, what)
+        except KeyFileError as exc:
+            problems.append(ConfigProblem(key, str(exc)))
 
 
 def _is_zone(name: str) -> bool:
@@ -221,6 +270,9 @@ def load_config(path: str | os.PathLike[str] = DEFAULT_CONFIG, *, read_keys: boo
         problems.append(ConfigProblem("terminal.mid", "must be 15 characters (field 42)"))
     if not (cfg.currency.isdigit() and len(cfg.currency) == 3):
         problems.append(ConfigProblem("terminal.currency", "must be the 3-digit ISO 4217 code, e.g. \"156\""))
+    if cfg.key_max_age <= 0:
+        problems.append(ConfigProblem("terminal.key_max_age", f"must be a positive number of seconds, got "
+                                                              f"{cfg.key_max_age:g}"))
     if cfg.timezone and not _is_zone(cfg.timezone):
         problems.append(ConfigProblem("terminal.timezone", f"{cfg.timezone!r} is not an IANA time zone name, "
                                                            "e.g. \"Asia/Shanghai\" (\"\" = the box's local zone)"))
@@ -269,20 +321,21 @@ def load_config(path: str | os.PathLike[str] = DEFAULT_CONFIG, *, read_keys: boo
         else:  # the service creates it (0750): its parent must let it
             _check_place(sock_dir.parent, "operator.socket", f"must let the service create {sock_dir}", problems,
                          write=True)
+    if cfg.unsigned_customer_gone not in ("follow_up", "keep"):
+        problems.append(ConfigProblem("unsigned.customer_gone", "choose follow_up or keep"))
+    if not 0 < cfg.follow_up_hours <= 24 * 90:
+        problems.append(ConfigProblem("unsigned.follow_up_hours", "hours, between 0 and 2160 (90 days)"))
+    if cfg.data_dir:
+        place = Path(cfg.data_dir)
+        _check_place(place if place.exists() else place.parent, "journal.data_dir",
+                     "holds e-signatures and the notice outbox", problems, write=True)
     if cfg.record:
         _check_place(Path(cfg.record).parent, "capture.record", "holds the capture", problems, write=True)
     for key_file, key in ((cfg.token_key_file, "terminal.token_key_file"), (cfg.data_key_file, "terminal.data_key_file")):
         if key_file:
             _check_place(Path(key_file).parent, key, "holds a key", problems, write=False)
-    if cfg.tmk_file:
-        _check_place(Path(cfg.tmk_file).parent, "terminal.tmk_file", "holds a key", problems, write=False)
-        if read_keys:
-            from posguard.engine.keys import KeyFileError, load_tmk
-
-            try:
-                load_tmk(cfg.tmk_file)
-            except KeyFileError as exc:
-                problems.append(ConfigProblem("terminal.tmk_file", str(exc)))
+    _check_key_file(cfg.tmk_file, "terminal.tmk_file", "terminal master key", problems, read_keys=read_keys)
+    _check_mac(cfg, problems, read_keys=read_keys)
     if read_keys:
         cfg.token_key = _read_key(cfg.token_key_file, "terminal.token_key_file", problems)
         cfg.data_key = _read_key(cfg.data_key_file, "terminal.data_key_file", problems)

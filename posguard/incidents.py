@@ -51,6 +51,9 @@ class Incident:
     amount_at_risk: int = 0
     source: str = "flow"  # flow | engine
     operator: str | None = None  # who asked for or approved the correction (e.g. "supervisor S01")
+    #: what the steps kept as evidence or as a task: e-signature sha256/path, follow-up deadline and masked contact,
+    #: escalation to the bank
+    evidence: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         d = {
@@ -58,7 +61,7 @@ class Incident:
             "status": self.status, "outcome": self.outcome, "message": self.message, "txn_ids": self.txn_ids,
             "transactions": self.transactions, "messages": self.messages, "steps": self.steps,
             "notice": self.notice, "reason": self.reason, "amount_at_risk": self.amount_at_risk,
-            "source": self.source, "operator": self.operator,
+            "source": self.source, "operator": self.operator, "evidence": self.evidence,
         }
         return json.loads(scrub(json.dumps(d, ensure_ascii=False)))  # type: ignore[no-any-return]
 
@@ -121,6 +124,7 @@ def _build(journal: Journal, row: Any, with_detail: bool) -> Incident:
         events = journal.flow_events(iid)
         steps: dict[str, dict[str, Any]] = {}
         outcome: dict[str, Any] = {}
+        evidence: dict[str, Any] = {}
         for ev in events:
             d = _detail(ev["detail"])
             if ev["kind"] == "flow_outcome":
@@ -129,6 +133,7 @@ def _build(journal: Journal, row: Any, with_detail: bool) -> Incident:
             s = steps.setdefault(d["step"], {"name": d["step"]})
             s.update({k: d[k] for k in ("status", "detail", "txn_id", "rc") if k in d and d[k] is not None})
             s["at"] = _iso(float(ev["at"]))
+            _keep_evidence(evidence, d)
         request = detail.get("request", {})
         txn_ids = list(request.get("txn_ids", []))
         for s in steps.values():
@@ -138,7 +143,8 @@ def _build(journal: Journal, row: Any, with_detail: bool) -> Incident:
         status = "open" if result in OPEN_OUTCOMES else "closed"
         inc = Incident(iid, float(row["at"]), kind[5:], str(detail.get("cause", "unknown")), status, result,
                        str(row["message"]), txn_ids, steps=list(steps.values()), notice=outcome.get("notice"),
-                       reason=str(outcome.get("reason", "")), operator=outcome.get("by") or request.get("operator"))
+                       reason=str(outcome.get("reason", "")), operator=outcome.get("by") or request.get("operator"),
+                       evidence=evidence)
     else:
         txn_ids = [row["txn_id"]] if row["txn_id"] else []
         inc = Incident(int(row["id"]), float(row["at"]), kind, ENGINE_CAUSES.get(kind, "unknown"), "recorded",
@@ -153,6 +159,24 @@ def _build(journal: Journal, row: Any, with_detail: bool) -> Incident:
                 inc.messages.append({"txn_id": t, "direction": m["direction"], "mti": m["mti"], "stan": m["stan"],
                                      "time": _iso(float(m["at"])), "fields": json.loads(m["masked"])})
     return inc
+
+
+def _keep_evidence(evidence: dict[str, Any], step: dict[str, Any]) -> None:
+    """What a step kept for the record (never a sealed value: only what may be shown)."""
+    name = str(step.get("step", ""))
+    if step.get("sha256"):
+        evidence["e_signature_sha256"] = step["sha256"]
+        evidence["e_signature_path"] = step.get("path")
+    if name == "follow_up_opened" and step.get("deadline") is not None:
+        evidence["follow_up_deadline"] = _iso(float(step["deadline"]))
+    if step.get("contact") and step.get("status") == "done":
+        evidence["contact"] = step["contact"]
+    if name.startswith("contacted") and step.get("status") == "done":
+        evidence["contacted"] = int(evidence.get("contacted", 0)) + 1
+    if name == "escalated_to_bank":
+        evidence["escalated_to_bank"] = step.get("detail", True)
+    if name.startswith("record_paper_signature"):
+        evidence["paper_signature_confirmed_by"] = step.get("operator")
 
 
 def close_incident(journal: Journal, incident_id: int, outcome: str, reason: str, *, by: str | None = None) -> None:
@@ -202,6 +226,8 @@ def render_incident(i: Incident) -> str:
     for t in i.transactions:
         lines.append(f"    {t['id']} {t['kind']} {t['state']} {t['amount_minor']} {t['currency']} {t['pan_masked']} "
                      f"STAN {t['stan']} RRN {t['rrn']} auth {t['auth_code']} RC {t['response_code']}")
+    for key, value in i.evidence.items():
+        lines.append(f"  {key.replace('_', ' ')}: {value}")
     lines.append("  steps:")
     for s in i.steps:
         rc = f" RC {s['rc']}" if s.get("rc") else ""

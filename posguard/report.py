@@ -12,7 +12,8 @@ from posguard.incidents import load_incidents
 __all__ = ["build_report", "render_report"]
 
 
-def build_report(journal: Journal, *, since: float | None = None) -> dict[str, Any]:
+def build_report(journal: Journal, *, since: float | None = None, timezone: str | None = None) -> dict[str, Any]:
+    """``timezone`` (terminal.timezone): the trend's days are the terminal's local days (None: UTC days)."""
     incidents = load_incidents(journal, since=since)
     by_kind = Counter(i.kind for i in incidents)
     by_cause = Counter(i.cause for i in incidents)
@@ -20,7 +21,7 @@ def build_report(journal: Journal, *, since: float | None = None) -> dict[str, A
     by_status = Counter(i.status for i in incidents)
     per_day: dict[str, Counter[str]] = {}
     for i in incidents:
-        per_day.setdefault(time.strftime("%Y-%m-%d", time.gmtime(i.at)), Counter())[i.kind] += 1
+        per_day.setdefault(_day(i.at, timezone), Counter())[i.kind] += 1
     return {
         "since": time.strftime("%Y-%m-%d", time.gmtime(since)) if since else None,
         "total": len(incidents),
@@ -31,9 +32,19 @@ def build_report(journal: Journal, *, since: float | None = None) -> dict[str, A
         "open": [{"id": i.id, "kind": i.kind, "outcome": i.outcome, "amount_at_risk": i.amount_at_risk}
                  for i in open_],
         "amount_at_risk": sum(i.amount_at_risk for i in open_),
+        # guide 004: one incident per unsigned sale, by where it stands (follow_up = still open)
+        "unsigned": dict(sorted(Counter(i.outcome or "open" for i in incidents if i.kind == "unsigned").items())),
         "trend": [{"day": d, "total": sum(c.values()), "by_kind": dict(sorted(c.items()))}
                   for d, c in sorted(per_day.items())],
     }
+
+
+def _day(at: float, timezone: str | None) -> str:
+    if not timezone:
+        return time.strftime("%Y-%m-%d", time.gmtime(at))
+    from posguard.engine.localtime import local_time
+
+    return local_time(at, timezone).strftime("%Y-%m-%d")
 
 
 def render_report(report: dict[str, Any]) -> str:
@@ -46,6 +57,8 @@ def render_report(report: dict[str, Any]) -> str:
     lines.append(f"open: {len(report['open'])}, amount at risk {report['amount_at_risk'] / 100:.2f}")
     for o in report["open"]:
         lines.append(f"  #{o['id']} {o['kind']} {o['outcome'] or 'in progress'} {o['amount_at_risk'] / 100:.2f}")
+    if report.get("unsigned"):
+        lines.append("unsigned sales: " + ", ".join(f"{k} {n}" for k, n in report["unsigned"].items()))
     lines.append("trend:")
     for t in report["trend"]:
         lines.append(f"  {t['day']} {t['total']:>4}  " + ", ".join(f"{k} {n}" for k, n in t["by_kind"].items()))

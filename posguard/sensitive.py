@@ -24,6 +24,8 @@ from typing import Any, Final, Literal
 
 __all__ = [
     "Pan",
+    "TrackData",
+    "PinBlock",
     "Sensitivity",
     "SENSITIVITY_CLASSES",
     "Treatment",
@@ -258,8 +260,99 @@ class Pan:
         raise TypeError("Pan values are not picklable; store a token or the masked form")
 
 
+class TrackData:
+    """Magnetic stripe track 2 or 3 as the reader gave it (between the sentinels), printing masked everywhere.
+
+    Only :meth:`field_value` (the ISO 8583 field 35/36 image: ``=`` written as ``D``, ISO 7813 / pos-flows.md
+    section B) and :meth:`reveal` give the clear data; ``str``/``repr``/f-strings show :func:`mask_track2`.
+    """
+
+    __slots__ = ("_value", "track_no")
+
+    def __init__(self, value: str, *, track_no: int = 2) -> None:
+        if track_no not in (2, 3):
+            raise ValueError(f"track {track_no}: only tracks 2 and 3 travel in ISO 8583 (fields 35, 36)")
+        self._value = str(value)
+        self.track_no = track_no
+
+    def reveal(self) -> str:
+        return self._value
+
+    def field_value(self) -> str:
+        """The value of field 35 (track 2) or 36 (track 3): the track with the separator ``=`` as ``D``."""
+        return self._value.replace("=", "D")
+
+    @property
+    def masked(self) -> str:
+        return mask_track2(self._value)
+
+    def __str__(self) -> str:
+        return self.masked
+
+    def __repr__(self) -> str:
+        return f"TrackData({self.track_no}, {self.masked!r})"
+
+    def __format__(self, spec: str) -> str:
+        return format(self.masked, spec)
+
+    def __json__(self) -> str:
+        return self.masked
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, TrackData):
+            return self.track_no == other.track_no and hmac.compare_digest(self._value, other._value)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(("TrackData", self.track_no, self._value))
+
+    def __reduce__(self) -> Any:  # pickling would carry the clear value: refuse
+        raise TypeError("track data is not picklable")
+class PinBlock:
+    """An encrypted PIN block (ISO 9564, field 52) as the PIN pad gave it: prints as ``PinBlock(<8 bytes>)``.
+
+    The terminal never holds the clear PIN, but the block is still PIN data (PCI PIN): not logged, not
+    journaled, not captured, not picklable. Only :meth:`reveal` gives the bytes (building field 52).
+    """
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: bytes) -> None:
+        if not isinstance(value, bytes) or len(value) != 8:
+            raise ValueError("a PIN block is 8 bytes")
+        self._value = value
+
+    def reveal(self) -> bytes:
+        """The 8 encrypted bytes, for field 52 only."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "PinBlock(<8 bytes>)"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, PinBlock):
+            return hmac.compare_digest(self._value, other._value)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(("PinBlock", self._value))
+
+    def __reduce__(self) -> Any:
+        raise TypeError("PIN blocks are not picklable: they are never stored")
+
+
 def mask_contact(contact: str) -> str:
-    """Contact details are protected like card data: show only enough to recognise them."""
+    """Contact details are protected like card data: show only enough to recognise them. A ``phone:`` or
+    ``email:`` prefix (how the merchant gave it) is kept as a word.
+
+    >>> mask_contact("phone:13912345678"), mask_contact("li.lei@example.cn")
+    ('phone *******5678', 'l***@example.cn')
+    """
+    how, sep, rest = contact.partition(":")
+    if sep and how.strip().lower() in ("phone", "email"):
+        return f"{how.strip().lower()} {mask_contact(rest.strip())}"
     if "@" in contact:
         name, _, domain = contact.partition("@")
         return (name[:1] + "***@" + domain) if name else "***@" + domain

@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 SW_OK = 0x9000
+SW_AUTH_FAILED = 0x6300  # EXTERNAL AUTHENTICATE: issuer authentication failed (EMV Book 3 6.5.4)
+SW_SM_MISSING = 0x6987  # expected secure messaging data objects missing
+SW_SM_INCORRECT = 0x6988  # secure messaging data objects incorrect (script MAC wrong)
 SW_WRONG_LENGTH = 0x6700
 SW_SECURITY_NOT_SATISFIED = 0x6982
 SW_AUTH_BLOCKED = 0x6983

@@ -98,6 +98,8 @@ class Card:
             return Outcome(None, pulled=True)
         if self.faults.take("mute", ins):
             return Outcome(None)
+        if self.faults.take("atc_replay", ins):
+            self.applet.replay_atc_next = True
         delay_fault = self.faults.take("delay", ins)
         delay = delay_fault.number("seconds", 0.5) if delay_fault else 0.0
         return Outcome(self._respond(apdu), delay=delay)

@@ -1,7 +1,13 @@
 """Card profiles declared as data, and the card data elements derived from them.
 
 A profile is a plain JSON-able dict: print it with ``python -m firmware_sim.card show NAME``.
-Only test PANs (public test BINs) appear here. ``get_profile(name, **overrides)`` returns a
+Only test PANs (public test BINs) appear here.
+
+``master_key`` is the card's ICC master key as personalisation wrote it: derived with EMV Option A
+(EMV Book 2 A1.4.1; PAN and PAN sequence number ``01``) from the test issuer master key of the scheme in
+the issuer's card file ``firmware_sim/host/cardfile.json`` (the issuer derives it again; a test checks
+both agree). ``issuer_auth_failure`` / ``issuer_auth_missing`` are the card's rule at the second GENERATE
+AC when the ARPC fails / was never presented (see :mod:`firmware_sim.card.applet`). ``get_profile(name, **overrides)`` returns a
 validated deep copy, so a test can ask for ``get_profile("visa_credit_sig", second_gac="decline")``.
 """
 
@@ -30,6 +36,9 @@ _COMMON: Profile = {
     "atc": 16,
     "first_gac": "arqc",
     "second_gac": "approve",
+    # what the card does at the second GENERATE AC when the issuer's ARPC does not verify / is absent
+    "issuer_auth_failure": "decline",
+    "issuer_auth_missing": "approve",
     "auc": "FF00",
     "iac_default": "0000000000",
     "iac_denial": "0000000000",
@@ -57,7 +66,7 @@ PROFILES: dict[str, Profile] = {
         "currency": "0840",
         "app_version": "0096",
         "aip": "1C00",
-        "master_key": "0123456789ABCDEFFEDCBA9876543210",
+        "master_key": "80A89B585BBF64C2F12915BF578FABE0",
         "applications": [{"aid": "A0000000031010", "label": "VISA CREDIT", "priority": 1}],
         "pdol": [["9F02", 6], ["9F1A", 2], ["5F2A", 2], ["9F37", 4]],
         "cdol1": [["9F02", 6], ["9F03", 6], ["9F1A", 2], ["95", 5], ["5F2A", 2], ["9A", 3],
@@ -76,7 +85,7 @@ PROFILES: dict[str, Profile] = {
         "currency": "0156",
         "app_version": "0030",
         "aip": "1C00",
-        "master_key": "00112233445566778899AABBCCDDEEFF",
+        "master_key": "E3B60B9867CE9DB957839DE640451034",
         "applications": [
             {"aid": "A000000333010101", "label": "UnionPay Debit", "priority": 1},
             {"aid": "A000000333010102", "label": "UnionPay Credit", "priority": 2},
@@ -86,6 +95,8 @@ PROFILES: dict[str, Profile] = {
                   ["9C", 1], ["9F37", 4], ["9F21", 3], ["9F4E", 20]],
         "cvm_list": {"x": 0, "y": 0, "rules": [["42", "03"], ["1E", "03"], ["1F", "03"]]},
         "iad_prefix": "07010103",
+        # PBOC style: the issuer authentication data (91: ARPC || ARC) travels inside the CDOL2 data
+        "cdol2": [["91", 10], *_COMMON["cdol2"]],
     },
     "mastercard_nocvm": {
         **_COMMON,
@@ -100,7 +111,7 @@ PROFILES: dict[str, Profile] = {
         "currency": "0826",
         "app_version": "0002",
         "aip": "1800",
-        "master_key": "F0E1D2C3B4A5968778695A4B3C2D1E0F",
+        "master_key": "FE4961328F8C38A4D089089E04574C3E",
         "applications": [{"aid": "A0000000041010", "label": "MASTERCARD", "priority": 1}],
         "pdol": [["9F35", 1], ["9F1A", 2]],
         "cdol1": [["9F02", 6], ["9F03", 6], ["9F1A", 2], ["95", 5], ["5F2A", 2], ["9A", 3],
@@ -175,6 +186,9 @@ def validate(profile: Profile) -> None:
         raise ProfileError(f"profile {name}: protocol must be T=0 or T=1")
     if profile["first_gac"] not in ("arqc", "aac") or profile["second_gac"] not in ("approve", "decline"):
         raise ProfileError(f"profile {name}: first_gac is arqc|aac, second_gac is approve|decline")
+    for rule in ("issuer_auth_failure", "issuer_auth_missing"):
+        if profile[rule] not in ("approve", "decline"):
+            raise ProfileError(f"profile {name}: {rule} is approve|decline")
     if len(bytes.fromhex(profile["master_key"])) != 16:
         raise ProfileError(f"profile {name}: master_key must be 16 bytes of hex")
     if not profile["applications"]:

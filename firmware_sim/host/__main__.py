@@ -25,9 +25,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mac-algorithm", choices=ALGORITHMS, default=None)
     p.add_argument("--mac-key", default=None, help="MAC key in hex (test keys only)")
     p.add_argument("--mac-padding", type=int, choices=(1, 2), default=1)
+    p.add_argument("--security", choices=("strict", "open"), default="strict",
+                   help="strict (default): sign-on, fresh working keys and a MAC required; open: for tests of other "
+                        "concerns")
+    p.add_argument("--tmk", action="append", default=[], metavar="TID=HEX",
+                   help="a terminal's master key (repeatable); others get the test TMK")
+    p.add_argument("--key-life", type=float, default=24 * 3600.0, help="seconds a sign-on's keys stay good")
     p.add_argument("--rules", default=None, help="approval rules JSON file")
     p.add_argument("--ledger-dump", default=None, help="write the ledger as JSON here on exit")
+    p.add_argument("--settlement-report", default=None, metavar="FILE",
+                   help="write the acquirer's settlement report here on exit (.json: JSON, else CSV)")
     p.add_argument("--print-dialect", choices=sorted(DIALECTS), default=None)
+    p.add_argument("--no-issuer", action="store_true", help="no card issuer: the approval rules decide alone")
+    p.add_argument("--card-file", default=None, help="the issuer's card file (default: host/cardfile.json)")
+    p.add_argument("--issuer-strict-unknown", action="store_true",
+                   help="decline (RC 14) sales on cards not in the card file")
+    p.add_argument("--pin-key", default=None, help="the host's clear working PIN key in hex (test keys only)")
+    p.add_argument("--card-pin", action="append", default=[], metavar="PAN=PIN", help="a card's PIN (repeatable)")
+    p.add_argument("--pin-tries", type=int, default=3, help="wrong PINs in a row before RC 75")
+    p.add_argument("--require-pin-block", action="store_true", help="refuse a PIN CVM that carries no field 52")
+    p.add_argument("--terminal-timezone", default="", help="IANA zone of the terminals (default CUP: Asia/Shanghai)")
+    p.add_argument("--date-window", type=float, default=None, help="refuse a local date further off (seconds)")
     args = p.parse_args(argv)
 
     if args.print_dialect:
@@ -46,6 +64,18 @@ def main(argv: list[str] | None = None) -> int:
         mac_algorithm=args.mac_algorithm,
         mac_key=bytes.fromhex(args.mac_key) if args.mac_key else None,
         mac_padding=args.mac_padding,
+        issuer=not args.no_issuer,
+        issuer_card_file=args.card_file,
+        issuer_strict_unknown=args.issuer_strict_unknown,
+        pin_key=bytes.fromhex(args.pin_key) if args.pin_key else None,
+        card_pins=dict(item.split("=", 1) for item in args.card_pin),
+        pin_tries=args.pin_tries,
+        require_pin_block=args.require_pin_block,
+        terminal_timezone=args.terminal_timezone,
+        date_window=args.date_window,
+        security=args.security,
+        terminal_keys=dict(item.split("=", 1) for item in args.tmk),
+        key_life=args.key_life,
     )
     sim = HostSimulator(config, rules=rules).start()
     done = threading.Event()
@@ -58,6 +88,10 @@ def main(argv: list[str] | None = None) -> int:
             break
     if args.ledger_dump:
         sim.ledger.dump_json(args.ledger_dump)
+    if args.settlement_report:
+        from .report import write_report
+
+        write_report(sim.ledger, args.dialect, args.settlement_report)
     sim.stop()
     return 0
 

@@ -42,6 +42,11 @@ class ControlClient:
         entries: list[dict[str, Any]] = self.call("ledger")["entries"]
         return entries
 
+    def report(self, tid: str | None = None, fmt: str = "csv") -> str:
+        """The acquirer's settlement report as text (CSV or JSON; docs/settlement-report.md)."""
+        text: str = self.call("report", tid=tid, format=fmt)["text"]
+        return text
+
     def set_rules(self, rules: dict[str, Any]) -> None:
         self.call("rules", rules=rules)
 

@@ -124,6 +124,7 @@ def _cup() -> Spec:
     spec["23"] = dict(_bcd_fixed(3, "Card sequence number"), right_pad="0")
     del spec["22"]["left_pad"], spec["23"]["left_pad"]
     spec["25"] = _bcd_fixed(2, "POS condition code")
+    spec["36"] = _bcd_var(104, 2, "Track 3 data (BCD, 'D' separators, like field 35)")
     spec["26"] = _bcd_fixed(2, "POS PIN capture code")
     spec["32"] = _bcd_var(11, 1, "Acquiring institution id")
     spec["44"] = _ascii(25, 2, "Additional response data")

@@ -18,6 +18,15 @@ Kinds:
 ``wrong_amount``     the response's field 4 differs from the request.
 ``garbage``          an undecodable frame is sent instead of the response.
 
+Issuer faults (sales and pre-authorisations of a card in the issuer's card file, see ``issuer.py``):
+
+``bad_arpc``         the ARPC in the answer's 91 has a bit flipped (the card's issuer authentication fails).
+``issuer_script``    the approval carries an issuer script: ``template`` 71 (before the second GENERATE AC)
+                     or 72 (after, the default), ``command`` pin_unblock (default), put_data,
+                     application_block or bad_mac (a PIN unblock with a wrong MAC).
+``wrong_9f02``       the issuer sees 9F02 one minor unit off field 4 (as if the terminal sent a wrong amount
+                     in field 55): declined 13.
+
 Hostile hosts (the connection is left open and *stuck*: every later request on it is read and ignored; a new
 connection is served normally):
 
@@ -44,10 +53,15 @@ FAULT_KINDS = (
     "wrong_rc",
     "wrong_amount",
     "garbage",
+    "bad_arpc",
+    "issuer_script",
+    "wrong_9f02",
     "half_then_silence",
     "drip",
     "oversized",
 )
+#: faults the issuer applies (the processor hands them over instead of the server mangling the response)
+ISSUER_KINDS = ("bad_arpc", "issuer_script", "wrong_9f02")
 #: faults after which the connection stays open and ignores every later request
 STUCK_KINDS = ("half_then_silence", "drip", "oversized")
 
@@ -61,12 +75,16 @@ class Fault:
     times: int = 1
     delay: float = 0.0
     rc: str | None = None
+    template: str | None = None  # issuer_script: "71" or "72"
+    command: str | None = None  # issuer_script: pin_unblock, put_data, application_block, bad_mac
 
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {self.kind!r}; choose one of {FAULT_KINDS}")
         if self.kind == "wrong_rc" and not self.rc:
             raise ValueError("a wrong_rc fault needs rc='..'")
+        if self.template is not None and self.template not in ("71", "72"):
+            raise ValueError("an issuer_script template is '71' or '72'")
         if self.times < 0:
             raise ValueError("times must be >= 0 (0 = until cleared)")
 

@@ -24,6 +24,22 @@ def mask_pan(pan: str | None) -> str | None:
     return pan[:6] + "*" * (len(pan) - 10) + pan[-4:]
 
 
+#: card organisation codes (field 63 of a CUP 0210/0510) by the PAN's leading digits; CUP is domestic, the rest
+#: foreign (pos-flows.md §B: field 63 card-organisation code, field 48 domestic then foreign totals)
+CARD_ORGS = (("62", "CUP"), ("4", "VIS"), ("51", "MCC"), ("52", "MCC"), ("53", "MCC"), ("54", "MCC"), ("55", "MCC"),
+             ("2", "MCC"), ("35", "JCB"), ("34", "AMX"), ("37", "AMX"))
+
+
+def card_org(pan: str | None) -> str | None:
+    """The card organisation of ``pan`` (``CUP``, ``VIS``, ``MCC``, ``JCB``, ``AMX``, else ``OTH``)."""
+    if not pan:
+        return None
+    for prefix, org in sorted(CARD_ORGS, key=lambda po: -len(po[0])):
+        if pan.startswith(prefix):
+            return org
+    return "OTH"
+
+
 def pan_hash(pan: str | None) -> str | None:
     if not pan:
         return None
@@ -53,6 +69,11 @@ class Entry:
     batch_closed: bool = False
     time: float = 0.0
     note: str = ""
+    card_org: str | None = None  # CUP (domestic) or VIS/MCC/JCB/AMX/OTH (foreign)
+
+    @property
+    def side(self) -> str:
+        return "domestic" if self.card_org in (None, "CUP") else "foreign"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -76,7 +97,8 @@ class Ledger:
     def add(self, **kw: Any) -> Entry:
         with self._lock:
             pan = kw.pop("pan", None)
-            entry = Entry(id=len(self.entries) + 1, pan_masked=mask_pan(pan), pan_hash=pan_hash(pan), **kw)
+            entry = Entry(id=len(self.entries) + 1, pan_masked=mask_pan(pan), pan_hash=pan_hash(pan),
+                          card_org=kw.pop("card_org", None) or card_org(pan), **kw)
             self.entries.append(entry)
             return entry
 
@@ -144,6 +166,22 @@ class Ledger:
                     t.refund_amount += e.amount or 0
         return t
 
+    def totals_by_side(self, tid: str | None, *, open_only: bool = True) -> dict[str, Totals]:
+        """:meth:`totals` split by card side: ``domestic`` (CUP cards) and ``foreign`` (every other organisation)."""
+        out = {"domestic": Totals(), "foreign": Totals()}
+        with self._lock:
+            for e in self.entries:
+                if e.tid != tid or e.status != "approved" or (open_only and e.batch_closed):
+                    continue
+                t = out[e.side]
+                if e.kind == "sale":
+                    t.sale_count += 1
+                    t.sale_amount += e.amount or 0
+                elif e.kind == "refund":
+                    t.refund_count += 1
+                    t.refund_amount += e.amount or 0
+        return out
+
     def close_batch(self, tid: str | None) -> int:
         n = 0
         with self._lock:
@@ -154,6 +192,10 @@ class Ledger:
         return n
 
     # -- export ------------------------------------------------------------------------------------
+    def to_entries(self) -> list[Entry]:
+        with self._lock:
+            return list(self.entries)
+
     def to_list(self) -> list[dict[str, Any]]:
         with self._lock:
             return [e.to_dict() for e in self.entries]

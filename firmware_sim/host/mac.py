@@ -59,3 +59,22 @@ def compute(algorithm: str, key: bytes, data: bytes, padding: int = 1) -> bytes:
         step = _ede(key, _xor(step, hexed[8:]))
         return step.hex().upper().encode()[:8]
     raise ValueError(f"unknown MAC algorithm {algorithm!r}; choose one of {ALGORITHMS}")
+
+
+# -- what the host requires, per dialect (the strict default of SimConfig.security) --------------------------
+#: The MAC algorithm each dialect's acquirer uses with the working MAC key of the sign-on: CUP the UnionPay POS
+#: "ECB" MAC (cash2one/bank_interface ``unionpaypos.cpp``, ``../shared/reference/emv-keys.md`` §E); the ISO
+#: dialects ANSI X9.19 (ISO 9797-1 algorithm 3) in field 64, or 128 when a secondary bitmap is present.
+DIALECT_ALGORITHM = {"cup": "cup-ecb", "iso87": "x919", "iso87ascii": "x919", "iso87bcd": "x919"}
+
+#: Requests that must carry a MAC (their responses carry one too): the financial requests, pre-authorisations,
+#: advices and refunds (CUP 0220), reversals and reversal advices, batch/TC uploads and settlement, and their
+#: repeats (``../shared/reference/pos-flows.md`` §B: "MAC covers MTI through the end"; openpos sends 64 on all
+#: of these). Network management (08xx) carries none: the keys are what it delivers.
+MACED_MTIS = frozenset({"0100", "0200", "0201", "0220", "0221", "0320", "0321", "0400", "0401", "0420", "0421",
+                        "0500"})
+
+
+def required(mti: str) -> bool:
+    """True when a request of ``mti`` must carry a MAC under the strict default."""
+    return mti in MACED_MTIS

@@ -5,7 +5,8 @@ upper-case hex text). The routing tables below are the documented behaviour:
 
 CUP (UnionPay) — by MTI, 60.1 (message type code) and 60.3 (network management code)::
 
-    0800/0820  60.3 001|003 sign-on (0810 carries working keys in 62), 002 sign-off, 301 echo
+    0800/0820  60.3 001|003|004 sign-on (0810 carries fresh working keys in 62, see keys.py), 002 sign-off,
+               301 echo
     0200       60.1 22 sale, 23 void (original by 37 RRN), 01 balance
     0220       60.1 25 refund (original by 37 RRN), anything else: advice (offline sale books a sale)
     0100       pre-authorisation
@@ -17,7 +18,8 @@ CUP (UnionPay) — by MTI, 60.1 (message type code) and 60.3 (network management
 
 ISO dialects (iso87ascii, iso87, iso87bcd) — by MTI, processing code (3) and field 70::
 
-    0800       70 001 sign-on, 002 sign-off, 301 echo (or 3 = 990000 echo, PAX)
+    0800       70 001 sign-on (0810 carries fresh working keys in 48, see keys.py), 002 sign-off, 301 echo
+               (or 3 = 990000 echo, PAX)
     0200       3 = 00xxxx sale, 02xxxx void (original by 37 RRN), 20xxxx refund, 31xxxx balance
     0100       pre-authorisation
     0220/0221  advice (3 = 00xxxx books an offline sale)
@@ -36,6 +38,10 @@ Response codes used: 00 approved, 12 invalid transaction / original not approved
 14 invalid card (void/refund on another PAN), 22 related transaction in a wrong state (already voided),
 25 original not found, 30 format error, 94 duplicate transmission, 95 reconcile error, A0 MAC error, plus
 whatever the approval rules return.
+
+Sales and pre-authorisations are first put to the card issuer (:mod:`.issuer`, when the simulator has one): for a
+card in its card file it may decline (its RC, its reason in the ledger note); otherwise the rules decide, and the
+answer carries the issuer's field 55 (91 ARPC || ARC, issuer scripts 71/72).
 """
 
 from __future__ import annotations
@@ -43,9 +49,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
+from .faults import ISSUER_KINDS
+from .issuer import Issuer
+from .keys import IssuedKeys, KeyStore
 from .ledger import Entry, Ledger, pan_hash
+from .pin import DATED_KINDS, PIN_KINDS, PinChecker, Refusal, check_local_date, local_now, terminal_zone
 from .rules import DEFAULT_RULES, RuleSet
 
 Doc = dict[str, str]
@@ -110,6 +121,17 @@ class Processor:
     #: Demand a new sign-on until one arrives: "rc" answers every other request RC 77 without processing it;
     #: "header" (CUP) processes requests but sets the response header's processing requirement to 3.
     sign_on_demand: str | None = None
+    #: The card issuer (``issuer.py``): asked before a sale/pre-auth is booked; None = approval rules only.
+    issuer: Issuer | None = None
+    _issuer_fault: Any = None
+    #: online PIN verification (firmware_sim.host.pin); None: field 52 is not looked at
+    pin: PinChecker | None = None
+    #: the terminal's zone (IANA; "" = Asia/Shanghai for CUP, else UTC): the answer's 12/13/15 are local there
+    terminal_timezone: str = ""
+    #: refuse a request whose local date/time (13 + 12) is more than this many seconds from the host's own
+    date_window: float | None = None
+    #: the working keys it issues at sign-on (:mod:`.keys`); None = no keys in the sign-on answer
+    keys: KeyStore | None = None
     _seq: int = 0
 
     # -- classification ----------------------------------------------------------------------------
@@ -123,7 +145,8 @@ class Processor:
             code = m60_3 if cup else req.get("70", "")
             if proc.startswith("99"):
                 return "echo"
-            return {"001": "signon", "003": "signon", "002": "signoff", "301": "echo"}.get(code, "netmgmt")
+            return {"001": "signon", "003": "signon", "004": "signon", "002": "signoff", "301": "echo"}.get(code,
+                                                                                                          "netmgmt")
         if mti in ("0400", "0401", "0420", "0421"):
             return "reversal"
         if mti == "0500":
@@ -146,8 +169,9 @@ class Processor:
         return "unknown"
 
     # -- entry point -------------------------------------------------------------------------------
-    def handle(self, req: Doc, *, mac_ok: bool | None = None) -> Outcome:
+    def handle(self, req: Doc, *, mac_ok: bool | None = None, fault: Any = None) -> Outcome:
         kind = self.classify(req)
+        self._issuer_fault = fault if getattr(fault, "kind", None) in ISSUER_KINDS else None
         if mac_ok is False:
             return Outcome(self._respond(req, "A0"), kind=kind)
         network = kind in ("signon", "signoff", "echo", "netmgmt")
@@ -158,7 +182,8 @@ class Processor:
             repeat.kind = kind
             return repeat
         handler: Callable[[Doc], Outcome] = getattr(self, f"_do_{kind}", self._do_unknown)
-        out = handler(req)
+        refusal = self._security_refusal(kind, req)
+        out = self._refuse(req, kind, refusal) if refusal is not None else handler(req)
         out.kind = kind
         if kind == "signon":
             self.sign_on_demand = None
@@ -166,6 +191,10 @@ class Processor:
             h = out.response["h"]  # TPDU (10) + header (12): processing requirement is header digit 6
             out.response["h"] = h[:15] + "3" + h[16:]
         return out
+
+    def refuse(self, req: Doc, rc: str) -> Outcome:
+        """An answer without processing (the security gate of the server: A0 bad MAC, 77 sign on first)."""
+        return Outcome(self._respond(req, rc), kind=self.classify(req))
 
     # -- repeats -----------------------------------------------------------------------------------
     def _answer_repeat(self, req: Doc) -> Outcome | None:
@@ -201,7 +230,7 @@ class Processor:
         return f"{(seq * 7919 + 100003) % 1_000_000:06d}"
 
     def _respond(self, req: Doc, rc: str, **extra: str) -> Doc:
-        t = time.gmtime(self.now())
+        t = self._local_now().timetuple()  # 12/13: local time in the terminal's zone
         resp: Doc = {"t": response_mti(req["t"])}
         if self.dialect == "cup" and "h" in req:
             h = req["h"]
@@ -242,13 +271,43 @@ class Processor:
             code = auth or self._auth_code(seq)
             extra["38"] = code
         if self.dialect == "cup":
-            extra["15"] = time.strftime("%m%d", time.gmtime(self.now()))
+            extra["15"] = self._local_now().strftime("%m%d")  # settlement date: the host's local date
         return extra, rrn, code
 
     # -- network management ------------------------------------------------------------------------
+    def working_keys(self, tid: str | None = None) -> IssuedKeys | None:
+        """The keys (clear, host side: ``.pin_key``, ``.mac_key``) of ``tid``'s last sign-on; None if signed off."""
+        return self.keys.current(tid) if self.keys is not None else None
+
+    def _issue_keys(self, req: Doc, extra: Doc) -> None:
+        """Fresh working keys under the terminal's TMK (:mod:`.keys`): CUP in 62 with the host's batch in 60.2,
+        ISO in 48 as hex text."""
+        assert self.keys is not None
+        tid = req.get("41", "")
+        if self.dialect == "cup":
+            f60 = req.get("60", "")
+            code = f60[8:11]
+            block: bytes | None
+            if self.working_keys_62:  # a fixed key block from the configuration: the host learns its keys
+                fixed = bytes.fromhex(self.working_keys_62)
+                self.keys.adopt(tid, fixed)
+                block = fixed
+            else:
+                block = self.keys.issue(tid, key_length=8 if code == "001" else 16, track=code == "004")
+            if block is not None:
+                extra["62"] = block.hex().upper()
+            if len(f60) >= 8 and f60[2:8].isdigit():
+                extra["60"] = f60[:2] + f"{self.keys.batch_for(tid, int(f60[2:8])):06d}" + f60[8:]
+        else:
+            block = self.keys.issue(tid)
+            if block is not None:
+                extra["48"] = block.hex().upper()
+
     def _do_signon(self, req: Doc) -> Outcome:
         extra: Doc = {}
-        if self.dialect == "cup" and self.working_keys_62:
+        if self.keys is not None:
+            self._issue_keys(req, extra)
+        elif self.dialect == "cup" and self.working_keys_62:
             extra["62"] = self.working_keys_62
         entry = self.ledger.add(**self._base(req, "signon", "00"))
         seq = self._next_seq()
@@ -256,6 +315,8 @@ class Processor:
         return Outcome(self._respond(req, "00", **extra), entry)
 
     def _do_signoff(self, req: Doc) -> Outcome:
+        if self.keys is not None:
+            self.keys.sign_off(req.get("41", ""))
         return Outcome(self._respond(req, "00"))
 
     def _do_echo(self, req: Doc) -> Outcome:
@@ -272,11 +333,20 @@ class Processor:
         if self._is_duplicate(req):
             return Outcome(self._respond(req, "94"))
         amount = int(req["4"]) if req.get("4") else None
-        rc, rule = self.rules.decide(kind=kind, pan=pan_of(req), amount=amount, tid=req.get("41"))
+        verdict = self.issuer.authorise(req, pan_of(req), fault=self._issuer_fault) if self.issuer else None
+        if verdict is not None and verdict.rc is not None:
+            rc, rule = verdict.rc, verdict.reason  # the issuer declined, and says why (ledger note)
+        else:
+            rc, rule = self.rules.decide(kind=kind, pan=pan_of(req), amount=amount, tid=req.get("41"))
+            if verdict is not None and verdict.reason:
+                rule = f"{verdict.reason}; {rule}" if rule else verdict.reason
         extra, rrn, code = self._approve_fields(rc)
         entry = self.ledger.add(**self._base(req, kind, rc, rrn=rrn, auth_code=code, note=rule))
         if self.dialect == "cup" and rc == "00":
-            extra["63"] = "CUP"
+            extra["63"] = entry.card_org or "CUP"  # the card organisation code
+        icc = self.issuer.response_55(verdict, rc) if self.issuer and verdict is not None else None
+        if icc:
+            extra["55"] = icc  # 91 (ARPC || ARC) and issuer scripts 71/72
         return Outcome(self._respond(req, rc, **extra), entry)
 
     def _do_sale(self, req: Doc) -> Outcome:
@@ -428,6 +498,20 @@ class Processor:
         base.update(stan=stan, mti=req["t"])
         self.ledger.add(**base)
 
+    def _settle_sides(self, groups: list[dict[str, int]], tid: str | None) -> tuple[list[dict[str, int]], bool]:
+        """CUP 48: each group (domestic = CUP cards, then foreign = every other organisation) against the books'
+        totals of that side; each answered with its own flag (1 balanced, 2 unbalanced). A missing foreign group
+        counts as zero."""
+        books = self.ledger.totals_by_side(tid)
+        out = []
+        for side, g in zip(("domestic", "foreign"), groups + [dict.fromkeys(groups[0], 0)] * (2 - len(groups)),
+                           strict=False):
+            t = books[side]
+            agrees = (g["debit_amount"], g["debit_count"], g["credit_amount"], g["credit_count"]) == (
+                t.sale_amount, t.sale_count, t.refund_amount, t.refund_count)
+            out.append(dict(g, flag=1 if agrees else 2))
+        return out, all(g["flag"] == 1 for g in out)
+
     def _do_settlement(self, req: Doc) -> Outcome:
         tid = req.get("41")
         totals = self.ledger.totals(tid)
@@ -435,13 +519,10 @@ class Processor:
             groups = parse_48(req.get("48", ""))
             if not groups:
                 return Outcome(self._respond(req, "30"))
-            dom = groups[0]
-            balanced = (dom["debit_amount"], dom["debit_count"], dom["credit_amount"], dom["credit_count"]) == (
-                totals.sale_amount, totals.sale_count, totals.refund_amount, totals.refund_count)
-            out_groups = [dict(g, flag=1) for g in groups]
-            out_groups[0]["flag"] = 1 if balanced else 2
+            out_groups, balanced = self._settle_sides(groups, tid)
             rc = "00"
             extra = {"48": build_48(out_groups)}
+            why = ", ".join(side for side, g in zip(("domestic", "foreign"), out_groups, strict=False) if g["flag"] != 1)
         else:
             if req.get("3", "").startswith("96"):
                 self.ledger.close_batch(tid)
@@ -451,9 +532,32 @@ class Processor:
             balanced = got == (totals.sale_count, totals.sale_amount, totals.refund_count, totals.refund_amount)
             rc = "00" if balanced else "95"
             extra = {}
+            why = "totals"
         if balanced:
             self.ledger.close_batch(tid)
-        entry = self.ledger.add(**self._base(req, "settlement", rc, note="balanced" if balanced else "unbalanced"))
+        entry = self.ledger.add(**self._base(req, "settlement", rc,
+                                             note="balanced" if balanced else f"unbalanced: {why} differ from the books"))
         seq = self._next_seq()
         extra["37"] = self._rrn(seq)
         return Outcome(self._respond(req, rc, **extra), entry)
+
+    # -- security checks (PIN, local date): firmware_sim.host.pin ---------------------------------------
+    def _local_now(self) -> datetime:
+        return local_now(self.now(), terminal_zone(self.dialect, self.terminal_timezone))
+
+    def _security_refusal(self, kind: str, req: Doc) -> Refusal | None:
+        """Why the host refuses this request before authorising it: its local date, then its PIN."""
+        if self.date_window is not None and kind in DATED_KINDS:
+            refusal = check_local_date(req, now=self.now(), zone=terminal_zone(self.dialect, self.terminal_timezone),
+                                       dialect=self.dialect, window=timedelta(seconds=self.date_window))
+            if refusal is not None:
+                return refusal
+        if self.pin is not None and kind in PIN_KINDS:
+            return self.pin.check(req, pan_of(req))
+        return None
+
+    def _refuse(self, req: Doc, kind: str, refusal: Refusal) -> Outcome:
+        """Decline with ``refusal.rc``; the booking's note says why (no PIN, block or key in it)."""
+        extra, rrn, _code = self._approve_fields(refusal.rc)
+        entry = self.ledger.add(**self._base(req, kind, refusal.rc, rrn=rrn, note=refusal.reason))
+        return Outcome(self._respond(req, refusal.rc, **extra), entry)

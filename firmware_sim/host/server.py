@@ -28,7 +28,10 @@ from . import mac as sim_mac
 from .dialects import BINARY_IS_RAW, HEADER_LEN, get_spec
 from .faults import Fault, FaultPlan
 from .framing import Deframer, frame
+from .issuer import Issuer
+from .keys import TEST_TMK, KeyStore, kcv4
 from .ledger import Ledger, mask_pan
+from .pin import PinChecker, card_pin_table
 from .processor import Doc, Processor
 from .rules import DEFAULT_RULES, RuleSet
 
@@ -66,6 +69,28 @@ class SimConfig:
     mac_padding: int = 1
     require_mac: bool = False  # answer A0 to requests that carry no MAC
     working_keys_62: str = ""  # hex of field 62 in a CUP sign-on response
+    issuer: bool = True  # the card issuer (issuer.py) checks sales/pre-auths of the cards in its card file
+    issuer_card_file: str | None = None  # None: firmware_sim/host/cardfile.json
+    issuer_strict_unknown: bool = False  # decline (RC 14) sales/pre-auths on PANs not in the card file
+    # -- PIN and local time (firmware_sim.host.pin) --
+    pin_key: bytes | None = field(default=None, repr=False)  # clear test PIN key until sign-on issues one
+    card_pins: dict[str, str] = field(default_factory=dict, repr=False)  # PAN -> PIN (the cards' PINs)
+    pin_tries: int = 3  # wrong PINs in a row before RC 75
+    require_pin_block: bool = False  # refuse a PIN CVM (22.3 = 1, 9F34 = 02) that carries no field 52
+    terminal_timezone: str = ""  # "" = Asia/Shanghai for CUP, UTC for ISO: the answers' 12/13/15
+    date_window: float | None = None  # seconds; refuse 13 + 12 further than this from the host's local now
+    #: "strict" (the default, what a real acquirer does): every non-network request needs a sign-on whose keys
+    #: are younger than ``key_life`` (else RC 77, unprocessed) and, where :data:`.mac.MACED_MTIS` says, a MAC
+    #: under the issued MAC key with the dialect's algorithm (missing/bad: RC A0, nothing booked); responses
+    #: are MACed with the same key. "open": none of that — for tests of other concerns that talk raw messages.
+    security: str = "strict"
+    terminal_keys: dict[str, str] = field(default_factory=dict, repr=False)  # terminal id -> TMK hex
+    default_tmk: str | None = field(default=TEST_TMK, repr=False)  # TMK of a terminal not in terminal_keys
+    key_life: float = 24 * 3600.0  # seconds a sign-on's keys stay good on the host
+
+    def __post_init__(self) -> None:
+        if self.security not in ("strict", "open"):
+            raise ValueError(f"SimConfig.security must be 'strict' or 'open', not {self.security!r}")
 
 
 def masked_doc(doc: Doc) -> dict[str, str]:
@@ -123,16 +148,26 @@ class HostSimulator:
         self.scheduler: Scheduler = scheduler or RealScheduler()
         self.ledger = Ledger()
         self.faults = FaultPlan()
+        self.keys = KeyStore(dict(self.config.terminal_keys), self.config.default_tmk, self.config.key_life,
+                             self.scheduler.now)
         self.processor = Processor(
             self.config.dialect,
             ledger=self.ledger,
             rules=rules or RuleSet.from_dict(DEFAULT_RULES.to_dict()),
             now=self.scheduler.now,
             working_keys_62=self.config.working_keys_62,
+            keys=self.keys,
         )
+        if self.config.issuer:
+            self.processor.issuer = Issuer(self.config.dialect, card_file=self.config.issuer_card_file,
+                                           strict_unknown=self.config.issuer_strict_unknown)
+        self._install_pin_checks()
         self.received: list[dict[str, str]] = []  # masked requests, in arrival order
         self.sent: list[dict[str, str]] = []  # masked responses actually sent (before faults that mangle bytes)
         self.errors: list[str] = []
+        self._last_encoded: Doc = {}
+        #: why the security gate refused a request: (mti, stan, tid, rc, reason), in order
+        self.refusals: list[tuple[str, str, str, str, str]] = []
         self.port = 0
         self.control_port: int | None = None
         self._listener: socket.socket | None = None
@@ -147,6 +182,27 @@ class HostSimulator:
         self.frames_in = 0
         self.frames_handled = 0
         self.connections_accepted = 0
+
+    def _install_pin_checks(self) -> None:
+        """PIN verification and the local-date check (firmware_sim.host.pin) from the configuration. The PIN
+        key is the one the host issued at sign-on (``processor.working_keys(tid).pin_key``) when there is one."""
+        cfg, proc = self.config, self.processor
+
+        def pin_key(tid: str) -> bytes | None:  # the key the last sign-on of this terminal issued, else the config's
+            issued = proc.working_keys(tid)
+            return issued.pin_key if issued is not None else cfg.pin_key
+
+        table = card_pin_table(cfg.card_pins)
+        issuer = proc.issuer
+
+        def pin_of(pan: str) -> str | None:  # a PIN configured for the card (a re-PINned card), else the card file's
+            configured = table(pan)
+            return configured if configured is not None else issuer.pin_of(pan) if issuer is not None else None
+
+        proc.pin = PinChecker(cfg.dialect, pin_key, pin_of, tries_allowed=cfg.pin_tries,
+                              require_pin_block=cfg.require_pin_block)
+        proc.terminal_timezone = cfg.terminal_timezone
+        proc.date_window = cfg.date_window
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> HostSimulator:
@@ -316,31 +372,58 @@ class HostSimulator:
     def _mac_field(self, doc: Doc) -> str:
         return "128" if any(k.isdigit() and int(k) > 64 for k in doc) else "64"
 
-    def _mac_bytes(self, raw: bytes, field_len: int) -> bytes:
-        assert self.config.mac_algorithm and self.config.mac_key
+    def _mac_scheme(self, doc: Doc) -> tuple[str, bytes] | None:
+        """(algorithm, key) of the MAC for this terminal: a configured static key, else the key its sign-on was
+        issued (:mod:`.keys`) with the dialect's algorithm; None when there is neither."""
+        if self.config.mac_algorithm and self.config.mac_key:
+            return self.config.mac_algorithm, self.config.mac_key
+        keys = self.keys.current(doc.get("41", ""))
+        if keys is None:
+            return None
+        return self.config.mac_algorithm or sim_mac.DIALECT_ALGORITHM[self.config.dialect], keys.mac_key
+
+    def _mac_bytes(self, raw: bytes, field_len: int, scheme: tuple[str, bytes]) -> bytes:
         data = raw[HEADER_LEN[self.config.dialect] : len(raw) - field_len]
-        return sim_mac.compute(self.config.mac_algorithm, self.config.mac_key, data, self.config.mac_padding)
+        return sim_mac.compute(scheme[0], scheme[1], data, self.config.mac_padding)
 
     def _mac_wire_len(self) -> int:
         return 8 if BINARY_IS_RAW[self.config.dialect] else 16
 
-    def _verify_mac(self, raw: bytes, doc: Doc) -> bool | None:
-        if not (self.config.mac_algorithm and self.config.mac_key):
+    def _verify_mac(self, raw: bytes, doc: Doc, scheme: tuple[str, bytes] | None) -> bool | None:
+        if scheme is None:
             return None
         f = self._mac_field(doc)
         if f not in doc:
             return False if self.config.require_mac else None
-        expected = self._mac_bytes(raw, self._mac_wire_len())
+        expected = self._mac_bytes(raw, self._mac_wire_len(), scheme)
         return doc[f].upper() == expected.hex().upper()
 
-    def _encode(self, doc: Doc, *, with_mac: bool, corrupt_mac: bool = False) -> bytes:
-        doc = dict(doc)
-        mac_on = with_mac and bool(self.config.mac_algorithm and self.config.mac_key)
-        if mac_on or corrupt_mac:
+    def _gate(self, raw: bytes, req: Doc, scheme: tuple[str, bytes] | None) -> tuple[str, str] | None:
+        """The strict default: (RC, why) for a request a real acquirer refuses unprocessed, else None."""
+        if self.config.security != "strict" or self.processor.classify(req) in ("signon", "signoff", "echo",
+                                                                                   "netmgmt"):
+            return None
+        tid = req.get("41", "")
+        state = self.keys.state(tid)
+        if state == "not_signed_on" and not self.config.mac_key:
+            return "77", "not signed on: no working keys issued to this terminal"
+        if state == "stale" and not self.config.mac_key:
+            return "77", f"the working keys are older than the host's key life ({self.config.key_life:g} s)"
+        if not sim_mac.required(req.get("t", "")):
+            return None
+        if self._mac_field(req) not in req:
+            return "A0", f"no MAC in field {self._mac_field(req)}"
+        if scheme is None or not self._verify_mac(raw, req, scheme):
+            return "A0", "the MAC does not verify under the terminal's working MAC key"
+        return None
+
+    def _encode(self, doc: Doc, *, scheme: tuple[str, bytes] | None, corrupt_mac: bool = False) -> bytes:
+        doc = self._last_encoded = dict(doc)
+        if scheme is not None or corrupt_mac:
             f = self._mac_field(doc)
             doc[f] = "0" * 16
             raw, _ = iso8583.encode(dict(doc), self.spec)
-            mac = self._mac_bytes(bytes(raw), self._mac_wire_len()) if mac_on else bytes(8)
+            mac = self._mac_bytes(bytes(raw), self._mac_wire_len(), scheme) if scheme is not None else bytes(8)
             if corrupt_mac:
                 mac = bytes([mac[0] ^ 0x01]) + mac[1:]
             doc[f] = mac.hex().upper()
@@ -359,16 +442,28 @@ class HostSimulator:
         fault = self.faults.take(req.get("t", ""), req.get("3"), req.get("11"))
         if fault is not None and fault.kind == "drop":
             return
-        mac_ok = self._verify_mac(payload, req)
-        outcome = self.processor.handle(req, mac_ok=mac_ok)
+        scheme = self._mac_scheme(req)
+        refused = self._gate(payload, req, scheme)
+        if refused is not None:
+            self.refusals.append((req.get("t", ""), req.get("11", ""), req.get("41", ""), *refused))
+            outcome = self.processor.refuse(req, refused[0])
+        else:
+            outcome = self.processor.handle(req, mac_ok=self._verify_mac(payload, req, scheme),
+                                           fault=fault)
         resp = outcome.response
         if resp is None:
             return
         resp = self._mutate(resp, fault)
-        request_had_mac = self._mac_field(req) in req
-        raw = self._encode(resp, with_mac=request_had_mac or self.config.require_mac,
+        strict_maced = self.config.security == "strict" and sim_mac.required(req.get("t", ""))
+        mac_response = self._mac_field(req) in req or self.config.require_mac or strict_maced
+        if resp.get("t", "")[:2] == "08" or (refused is not None and not self.config.mac_key):
+            # network management carries no MAC; a refusal (77, A0) is not MACed with issued keys the request did
+            # not prove (a static-key host MACs its A0 with the static key, as before)
+            mac_response = False
+        # the response key is the one in force when the request arrived (a sign-on does not MAC itself)
+        raw = self._encode(resp, scheme=scheme if mac_response else None,
                            corrupt_mac=fault is not None and fault.kind == "corrupt_mac")
-        self.sent.append(masked_doc(resp))
+        self.sent.append(masked_doc(self._last_encoded))  # as sent, with its MAC
         self._deliver(conn, frame(self.config.framing, raw), fault)
 
     @staticmethod
@@ -455,6 +550,13 @@ class HostSimulator:
             return {"ok": True, "port": self.port, "dialect": self.config.dialect}
         if name == "ledger":
             return {"ok": True, "entries": self.ledger.to_list()}
+        if name == "report":  # the acquirer's settlement report (docs/settlement-report.md)
+            from .report import to_csv, to_json
+
+            tid = cmd.get("tid")
+            as_json = cmd.get("format", "csv") == "json"
+            text = (to_json if as_json else to_csv)(self.ledger, self.config.dialect, tid)
+            return {"ok": True, "format": "json" if as_json else "csv", "text": text}
         if name == "reset_ledger":
             self.ledger.reset()
             return {"ok": True}
@@ -484,10 +586,19 @@ class HostSimulator:
         if name == "drop_connections":
             self.drop_connections()
             return {"ok": True}
+        if name == "keys":  # who is signed on, with which key check values (never a key)
+            tid = cmd.get("tid", "")
+            keys = self.keys.current(tid)
+            return {"ok": True, "state": self.keys.state(tid), "serial": keys.serial if keys else None,
+                    "mac_kcv": kcv4(keys.mac_key).hex().upper() if keys else None,
+                    "refusals": [list(r) for r in self.refusals]}
         if name == "stats":
             return {"ok": True, **self.stats()}
         if name == "received":
             return {"ok": True, "received": self.received, "sent": self.sent, "errors": self.errors}
+        if name == "issuer":
+            issuer = self.processor.issuer
+            return {"ok": True, "enabled": issuer is not None, "log": list(issuer.log) if issuer else []}
         if name == "stop":
             threading.Thread(target=self.stop, daemon=True).start()
             return {"ok": True, "stopping": True}

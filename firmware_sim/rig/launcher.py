@@ -30,7 +30,7 @@ from firmware_sim.rig.pcscd import (
     pcscd_available,
     process_socket_path,
 )
-from firmware_sim.rig.sims import SimProcess
+from firmware_sim.rig.sims import SimProcess, pin_pad
 
 __all__ = ["HostProcess", "Rig", "RigError", "host_process"]
 
@@ -38,11 +38,12 @@ __all__ = ["HostProcess", "Rig", "RigError", "host_process"]
 class HostProcess:
     """``python -m firmware_sim.host`` on free loopback ports, driven over its JSON control port (``ctl``)."""
 
-    def __init__(self, dialect: str, framing: str = "binary2", *, timeout: float = 10.0) -> None:
+    def __init__(self, dialect: str, framing: str = "binary2", *, timeout: float = 10.0,
+                 extra_args: tuple[str, ...] = ()) -> None:
         self.dialect = dialect
         self.framing = framing
         self.sim = SimProcess("host", ["--dialect", dialect, "--framing", framing, "--port", "0",
-                                       "--control-port", "0"], ready_prefix="", quit_line=None)
+                                       "--control-port", "0", *extra_args], ready_prefix="", quit_line=None)
         try:
             info = self.sim.start(timeout)
             self.port: int = int(info["port"])
@@ -110,8 +111,12 @@ class Rig:
     """Host simulator + card reader simulator (+ magstripe reader). Use as a context manager."""
 
     def __init__(self, dialect: str, *, profile: str = "visa_credit_sig", reader: str = "auto",
-                 magstripe: bool = False) -> None:
+                 magstripe: bool = False, pin_pad: dict[str, Any] | None = None) -> None:
         self.dialect = dialect
+        #: an encrypting PIN pad: {"tmk": bytes, "pin_key": bytes, "card_pins": {PAN: PIN}}; the host checks PINs
+        self.pin_pad_spec = pin_pad
+        self.pad: Any = None  # the PinPadSim (firmware_sim.rig.sims.pin_pad) while the rig runs
+        self._pad_cm: Any = None
         self.with_magstripe = magstripe
         self.mag: SimProcess | None = None
         self.mag_path: Path | None = None
@@ -138,7 +143,14 @@ class Rig:
         self.stop()
 
     def start(self) -> None:
-        self.host = HostProcess(self.dialect)
+        pin_args: tuple[str, ...] = ()
+        if self.pin_pad_spec is not None:
+            spec = self.pin_pad_spec
+            pin_args = ("--pin-key", spec["pin_key"].hex(), "--require-pin-block",
+                        *(a for pan, pin in spec["card_pins"].items() for a in ("--card-pin", f"{pan}={pin}")))
+            self._pad_cm = pin_pad(spec["tmk"])
+            self.pad = self._pad_cm.__enter__()
+        self.host = HostProcess(self.dialect, extra_args=pin_args)
         self.host_port, self.control_port = self.host.port, self.host.control_address[1]
         if self.reader_kind == "pcsc":
             port = free_port_pair()
@@ -176,6 +188,11 @@ class Rig:
         with ControlClient(("127.0.0.1", self.control_port)) as ctl:
             ctl.add_fault(kind, **kw)
 
+    def settlement_report(self, tid: str | None = None, fmt: str = "csv") -> str:
+        """The host's settlement report as text (docs/settlement-report.md)."""
+        with ControlClient(("127.0.0.1", self.control_port)) as ctl:
+            return ctl.report(tid, fmt)
+
     def ledger(self) -> list[dict[str, Any]]:
         with ControlClient(("127.0.0.1", self.control_port)) as ctl:
             return ctl.ledger()
@@ -185,6 +202,10 @@ class Rig:
             if sim is not None:
                 with contextlib.suppress(Exception):
                     sim.stop()
+        if self._pad_cm is not None:
+            with contextlib.suppress(Exception):
+                self._pad_cm.__exit__(None, None, None)
+            self._pad_cm = self.pad = None
         if self.pcscd is not None:
             self.pcscd.stop()
         shutil.rmtree(self.workdir, ignore_errors=True)

@@ -325,6 +325,11 @@ class CaptureWriter:
             cut = next((i for i, c in enumerate(track2) if c in "=D"), len(track2)) + 8
             msg["35"] = track2[:cut] + "0" * max(0, len(track2) - cut)
             removed.append("35.discretionary")
+        track3 = msg.get("36")
+        if isinstance(track3, str):  # keep format code and PAN (replaced below); the rest zeroed
+            cut = next((i for i, c in enumerate(track3) if c in "=D"), len(track3)) + 1
+            msg["36"] = track3[:cut] + "0" * max(0, len(track3) - cut)
+            removed.append("36.discretionary")
         if removed:
             raw = msg.encode()
         self.record("iso", dir=direction, mti=msg.mti, stan=msg.stan, hex=raw.hex().upper(),

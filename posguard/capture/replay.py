@@ -29,6 +29,7 @@ from posguard.incidents import IncidentReport
 from posguard.iso8583.message import Message
 from posguard.iso8583.redaction import evidence_image
 from posguard.presenting import CardNotPresented, CardOutcome, CardRequest, HostAnswer
+from posguard.sensitive import TrackData
 
 __all__ = ["Desk", "DeskFactory", "ReplayDiverged", "ReplayLink", "ReplayResult", "replay", "REPLAY_TOKEN_KEY"]
 
@@ -87,6 +88,27 @@ class ReplayLink:
         self.late_answers.append(_late_event(rec, self.dialect, self.cursor.clock.now()))
 
     def exchange(self, request: Message, *, timeout: float) -> Message:
+        self._find_out(request)
+        return self._answer(request, timeout)
+
+    def _skip_network(self, request: Message) -> bool:
+        """A recorded sign-on/sign-off (08xx) where the replay sends something else: the live terminal's keys
+        (issue 12), which the replay, holding no master key, neither has nor needs. Skip it and its answer."""
+        c = self.cursor
+        out = c.records[c.pos - 1]
+        if not str(out.get("mti", "")).startswith("08") or request.mti.startswith("08"):
+            return False
+        if c.pos < len(c.records) and c.records[c.pos]["k"] == "iso" and c.records[c.pos]["dir"] == "in":
+            c.pos += 1
+        return True
+
+    def _find_out(self, request: Message) -> None:
+        while True:
+            self._next_out(request)
+            if not self._skip_network(request):
+                return
+
+    def _next_out(self, request: Message) -> None:
         c = self.cursor
         while c.pos < len(c.records):
             rec = c.records[c.pos]
@@ -102,6 +124,9 @@ class ReplayLink:
                 break
         else:
             raise HostLinkError("the capture ends here: nothing more was sent")
+
+    def _answer(self, request: Message, timeout: float) -> Message:
+        c = self.cursor
         out = c.records[c.pos - 1]
         c.at(out)
         if out.get("mti") and not _same_message(str(out["mti"]), request.mti):
@@ -200,13 +225,15 @@ def _same_message(recorded: str, sent: str) -> bool:
     return recorded == sent or (recorded[:3] == sent[:3] and {recorded[3:], sent[3:]} <= {"0", "1"})
 
 
-def card_from_record(rec: dict[str, Any]) -> CardData:
+def card_from_record(rec: dict[str, Any], track2: str | None = None) -> CardData:
+    """The card a ``card`` record describes; ``track2``: the sanitised track 2 of its ``swipe`` record (field 35)."""
     cvm = rec.get("cvm_results")
     card = CardData.from_pan(str(rec["pan"]), REPLAY_TOKEN_KEY, expiry=rec.get("expiry"),
                              field55=bytes.fromhex(rec.get("field55") or ""),
                              cvm_results=bytes.fromhex(cvm) if cvm else None,
                              entry_mode=str(rec.get("entry_mode") or "chip"), scheme=rec.get("scheme"),
-                             cvm_required=bool(rec.get("cvm_required", False)))
+                             cvm_required=bool(rec.get("cvm_required", False)),
+                             track2=TrackData(track2) if track2 else None)
     return replace(card, second_gac=True) if rec.get("second_gac") else card
 
 
@@ -236,7 +263,8 @@ class RecordedCards:
     it (one per presentation, :meth:`Till.present <posguard.service.till.Till.present>`), and its second
     GENERATE AC the ``card_outcome`` record of the same presentation number."""
 
-    def __init__(self, capture: Capture) -> None:
+    def __init__(self, capture: Capture, swiped: dict[str, str] | None = None) -> None:
+        self._swiped = swiped or {}  # card reference -> the sanitised track 2 of its swipe record
         self._queues: dict[str, list[dict[str, Any]]] = {}
         self._outcomes: dict[int, dict[str, Any]] = {}
         for rec in capture.records:
@@ -252,7 +280,8 @@ class RecordedCards:
                                    "not read live); nothing was sent")
         rec = queue.pop(0)
         evidence: dict[str, Any] = {k: rec[k] for k in ("source", "label", "aid") if k in rec}
-        return RecordedPresentation(card_from_record(rec), evidence, self._outcomes.get(int(rec["presentation"])))
+        return RecordedPresentation(card_from_record(rec, self._swiped.get(request.ref)), evidence,
+                                    self._outcomes.get(int(rec["presentation"])))
 
 
 def per_presentation(capture: Capture) -> bool:
@@ -293,8 +322,9 @@ def replay(source: str | Path | Capture, *, desk: DeskFactory, journal_path: str
 
         till = desk(engine, capture.dialect, _say)
         presented = per_presentation(capture)
+        swiped = {str(r["ref"]): str(r["track2"]) for r in capture.records if r["k"] == "swipe" and "ref" in r}
         if presented:  # the next card record for a reference at each presentation
-            till.presenter = RecordedCards(capture)
+            till.presenter = RecordedCards(capture, swiped)
         skipped: dict[str, int] = {}
         for r in capture.records:
             if r["k"] in _EVIDENCE_KINDS:
@@ -307,7 +337,7 @@ def replay(source: str | Path | Capture, *, desk: DeskFactory, journal_path: str
             cursor.pos += 1
             kind = rec["k"]
             if kind == "card" and not presented:  # an older capture: each card listed once, before its sales
-                till.cards[str(rec["ref"])] = card_from_record(rec)
+                till.cards[str(rec["ref"])] = card_from_record(rec, swiped.get(str(rec["ref"])))
             elif kind == "start":  # the live service restarted here: it recovered before anything else
                 cursor.at(rec)
                 report = engine.recover()

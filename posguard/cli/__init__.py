@@ -1,7 +1,8 @@
 """The ``posguard`` command: one module per command group in this package.
 
 ``iso8583`` (codec), ``card`` (card read, readers), ``engine`` (chart, journal), ``flows`` (incidents, report),
-``demo``, ``capture`` (record, replay, capture import-pcap), ``run`` (the service), ``op`` (its operator client),
+``reconcile`` (the acquirer's settlement report), ``demo``, ``capture`` (record, replay, capture import-pcap),
+``run`` (the service), ``op`` (its operator client),
 ``diagnose`` and ``keygen`` (the key files).
 """
 
@@ -24,13 +25,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"posguard {__version__}")
     # Imported here rather than at the top so that ``python -m posguard.cli.card`` (a group run standalone) does
     # not find its own module already imported by this package.
-    from posguard.cli import capture, card, demo, diagnose, engine, flows, iso8583, keygen, op, run
+    from posguard.cli import capture, card, demo, diagnose, engine, flows, iso8583, keygen, op, reconcile, run
 
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     iso8583.add_iso8583_commands(sub)
     card.add_card_commands(sub)
     engine.add_engine_commands(sub)
     flows.add_flow_commands(sub)
+    reconcile.add_reconcile_command(sub)
     demo.add_demo_command(sub)
     capture.add_capture_commands(sub)
     run.add_run_command(sub)

@@ -1,5 +1,10 @@
 """``posguard card read`` and ``posguard readers``: read a chip card, list readers.
 
+``card read`` is a technician's read that burns nothing (:mod:`posguard.emv.inspect`): selection, GPO, records,
+the CVM list and the ATC (GET DATA 9F36) — no GENERATE AC, so the card's ATC does not move — unless ``--amount
+MINOR`` asks for the first GENERATE AC at that amount, whose request data (CDOL1 with 9F02 = MINOR, the CVM
+decision at that amount) and answer are printed under ``generate_ac``.
+
 The lead's CLI calls :func:`add_card_commands`; ``python -m posguard.cli.card ...`` runs standalone.
 Output is masked: PAN as 476173******0119, a keyed token instead of the PAN, never track data. While it waits
 for a card and while a slow card is read, ``card read`` prints progress lines on stderr; ``--trace`` prints the
@@ -25,7 +30,7 @@ from posguard.drivers.errors import ReaderError
 from posguard.drivers.reader import Reader, ReaderInfo
 from posguard.drivers.waits import wait_for_card
 from posguard.emv.errors import CardSessionError
-from posguard.emv.session import read_card
+from posguard.emv.inspect import inspect_card
 from posguard.emv.terminal import EmvTerminal, Transaction
 from posguard.extras import MissingExtra
 
@@ -39,7 +44,7 @@ def add_card_commands(subparsers: Any) -> None:
     """Register ``card read`` and ``readers`` on an argparse subparsers object."""
     card = subparsers.add_parser("card", help="chip card operations")
     card_sub = card.add_subparsers(dest="card_command", required=True)
-    read = card_sub.add_parser("read", help="wait for a card, run the EMV session, print the masked result",
+    read = card_sub.add_parser("read", help="wait for a card, read it without spending it, print the masked result",
                                epilog=epilog("card read"), formatter_class=argparse.RawDescriptionHelpFormatter)
     src = read.add_mutually_exclusive_group()
     src.add_argument("--reader", metavar="NAME", help="PC/SC reader name or prefix (default: first reader)")
@@ -48,7 +53,10 @@ def add_card_commands(subparsers: Any) -> None:
     read.add_argument("--trace", action="store_true",
                       help="print the APDU trace on stderr, card data masked as in captures")
     read.add_argument("--timeout", type=float, default=30.0, metavar="S", help="seconds to wait for a card")
-    read.add_argument("--amount", type=int, default=0, help="amount in minor units for GPO/GENERATE AC")
+    read.add_argument("--amount", type=int, default=None, metavar="MINOR",
+                      help="run the first GENERATE AC at this amount (minor units) and print the ARQC request data "
+                           "(CDOL1, the CVM decision at that amount); without it nothing is generated and the "
+                           "card's ATC does not move")
     read.set_defaults(func=cmd_card_read)
 
     readers = subparsers.add_parser("readers", help="list PC/SC readers and GemPC Twin serial readers",
@@ -128,6 +136,10 @@ class Watched(RecordingReader):
 def cmd_card_read(args: argparse.Namespace) -> int:
     key, stable = _token_key()
     cfg = EmvTerminal(pan_token_key=key)
+    if args.amount is not None and not 0 <= args.amount <= 999_999_999_999:
+        print(f"error: --amount {args.amount}: give the amount in minor units, 0 to 999999999999 (n12)",
+              file=sys.stderr)
+        return 2
     if not args.timeout > 0:
         print(f"error: --timeout {args.timeout:g}: give the seconds to wait for a card, more than 0", file=sys.stderr)
         return 2
@@ -140,7 +152,8 @@ def cmd_card_read(args: argparse.Namespace) -> int:
         print(f"waiting up to {args.timeout:g} s for a card in {reader.name} ...", file=sys.stderr, flush=True)
         wait_for_card(reader, args.timeout, progress=lambda s: print(
             f"waiting for a card: {s:.0f} s of {args.timeout:g}", file=sys.stderr, flush=True))
-        session = read_card(reader, cfg, Transaction(amount=args.amount))
+        session = inspect_card(reader, cfg, Transaction(amount=args.amount or 0),
+                               generate_ac=args.amount is not None)
         reader.power_off()
     except ReaderError as e:
         return _error(args, e, EXIT_READER)

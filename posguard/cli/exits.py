@@ -42,6 +42,12 @@ EXITS: Final[dict[str, dict[int, str]]] = {
     "diagnose": {0: "every check ok (or skipped)", 1: "a warning", 2: "a failure, or " + _ARGS},
     "supervisor-hash": {0: "the scrypt line for supervisor.credential was printed",
                         2: "the credential read was empty (nothing printed), or " + _ARGS},
+    "reconcile": {0: "the acquirer's report and the journal agree on every batch compared (its incident closed)",
+                  1: "differences found: the list and the acquirer-contact step are printed, the incident stays "
+                  "open (acquirer_contact_needed)",
+                  2: "the report cannot be read (the line and column are named), or " + _ARGS,
+                  3: "the configuration or the journal cannot be used (the running service holds it: send "
+                  "`reconcile FILE` with `posguard op`), or no closed batch to compare"},
     "keygen": {0: "every key file written (0600)", 1: "a file could not be written (the path is named)",
                2: "refused: a key file exists (no --force), an unknown --owner, a directory others may write to, "
                "or " + _ARGS},

@@ -1,4 +1,4 @@
-"""``posguard incidents [list|show ID] [--json]`` and ``posguard report [--since DATE] [--json]``.
+"""``posguard incidents [list|show ID|follow-ups] [--json]`` and ``posguard report [--since DATE] [--json]``.
 
 Both read the journal: ``--journal PATH``, else the ``journal.path`` of ``--config FILE``, else
 ``$POSGUARD_JOURNAL`` or ``posguard-journal.db``. ``--json`` prints JSON Lines (one object per line).
@@ -13,6 +13,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from posguard.cli.exits import epilog
 
@@ -33,6 +34,15 @@ def journal_path(args: argparse.Namespace) -> str:
         cfg, _problems = load_config(args.config, read_keys=False)  # only journal.path is needed here
         return cfg.journal
     return DEFAULT_JOURNAL
+
+
+def _config_timezone(args: argparse.Namespace) -> str | None:
+    """``terminal.timezone`` of ``--config`` (the report's days are local days), else None (UTC days)."""
+    if not getattr(args, "config", None) or not os.path.exists(args.config):
+        return None
+    from posguard.config import load_config
+
+    return load_config(args.config, read_keys=False)[0].timezone or None
 
 
 def open_journal(path: str) -> object:
@@ -68,11 +78,31 @@ def _cmd_incidents(args: argparse.Namespace) -> int:
             sys.stdout.write(json.dumps(inc.to_dict(), ensure_ascii=False) + "\n" if args.json
                              else render_incident(inc))
             return 0
+        if args.action == "follow-ups":
+            return _follow_ups(journal, args.json)
         incidents = load_incidents(journal)
         if args.json:
             sys.stdout.write("".join(json.dumps(i.to_dict(), ensure_ascii=False) + "\n" for i in incidents))
         else:
             sys.stdout.write(render_list(incidents))
+    return 0
+
+
+def _follow_ups(journal: Any, as_json: bool) -> int:
+    """``posguard incidents follow-ups``: unsigned sales whose customer is to be contacted (guide 004)."""
+    from posguard.flows.unsigned_follow_up import follow_ups
+
+    now = time.time()
+    tasks = [f for f in follow_ups(journal) if f.open]
+    if as_json:
+        sys.stdout.write("".join(json.dumps(f.to_dict(), ensure_ascii=False) + "\n" for f in tasks))
+        return 0
+    lines = [f"{'incident':>8}  {'transaction':<20} {'deadline (UTC)':<20} {'contact':<24} contacted"]
+    for f in tasks:
+        due = time.strftime("%Y-%m-%d %H:%M", time.gmtime(f.deadline)) + (" !" if now >= f.deadline else "")
+        lines.append(f"{f.incident_id:>8}  {f.txn_id:<20} {due:<20} {f.contact or '-':<24} {f.contacted}"
+                     + ("  escalated to the bank" if f.escalated else ""))
+    sys.stdout.write("\n".join(lines) + "\n")
     return 0
 
 
@@ -90,7 +120,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     journal = open_journal(journal_path(args))
     assert isinstance(journal, Journal)
     with journal:
-        report = build_report(journal, since=args.since)
+        report = build_report(journal, since=args.since, timezone=_config_timezone(args))
     sys.stdout.write(json.dumps(report, ensure_ascii=False) + "\n" if args.json else render_report(report))
     return 0
 
@@ -99,7 +129,8 @@ def add_flow_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
     """Register ``incidents`` and ``report`` on a parent CLI."""
     inc = subparsers.add_parser("incidents", help="list or show incidents (masked)", epilog=epilog("incidents"),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    inc.add_argument("action", nargs="?", choices=("list", "show"), default="list")
+    inc.add_argument("action", nargs="?", choices=("list", "show", "follow-ups"), default="list",
+                     help="follow-ups: unsigned sales whose customer is to be contacted (guide 004)")
     inc.add_argument("id", nargs="?", type=int, help="incident id (for show)")
     inc.add_argument("--json", action="store_true", help="JSON Lines: one object per incident")
     _journal_options(inc)

@@ -15,6 +15,15 @@ CARDS = (("c1", "visa_credit_sig"), ("c2", "unionpay_debit_pin"), ("c3", "master
 #: code 101 is a stripe-only card (a swipe, not a chip fallback)
 SWIPES: tuple[tuple[str, str, dict[str, str]], ...] = (("s1", "visa_credit_sig", {"service_code": "101"}),)
 
+#: the encrypting PIN pad of the demo (test keys only): the pad's TMK (its key injection), the acquirer's working PIN
+#: key — loaded into the pad under the TMK as a sign-on brings it — and the UnionPay debit card's PIN, keyed on the
+#: pad simulator's control channel (the cardholder); the host checks the block against it
+PIN_PAD_TMK = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
+PIN_PAD_KEY = bytes.fromhex("5B6A79880F1E2D3C4B5A69781F2E3D4C")
+CARD_PIN = "246800"
+PIN_PAD: dict[str, Any] = {"tmk": PIN_PAD_TMK, "pin_key": PIN_PAD_KEY, "card_pins": {"6250947000000014": CARD_PIN}}
+PIN_CARDS = frozenset({"unionpay_debit_pin"})  # the profiles whose CVM list asks for online PIN first
+
 #: the day in segments: normal trading, then one segment per error kind (the captures in tests/captures are
 #: recorded from "normal" + one segment each)
 SEGMENTS: dict[str, tuple[Step, ...]] = {
@@ -63,7 +72,8 @@ SEGMENTS: dict[str, tuple[Step, ...]] = {
         ("op", {"op": "signature_refused", "txn": "$last"}),
     ),
     "unsettled": (
-        ("say", {"text": "the host booked a sale it answered 51 for: the batch will not balance"}),
+        ("say", {"text": "the host booked a sale it answered 51 for: the batch will not balance; after the detail "
+                         "upload nothing more is sent, and the acquirer's settlement report names the sale"}),
         ("fault", {"kind": "wrong_rc", "txn": "sale", "rc": "51"}),
         ("op", {"op": "sale", "card": "c3", "amount": 15_00}),
     ),

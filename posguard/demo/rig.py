@@ -40,9 +40,12 @@ class DemoRig(Protocol):
 
     def ledger(self) -> list[dict[str, Any]]: ...
 
+    def settlement_report(self, tid: str | None = None, fmt: str = "csv") -> str: ...
+
 
 class RigFactory(Protocol):
-    def __call__(self, dialect: str, *, profile: str, reader: str, magstripe: bool) -> DemoRig: ...
+    def __call__(self, dialect: str, *, profile: str, reader: str, magstripe: bool,
+                 pin_pad: dict[str, Any] | None = None) -> DemoRig: ...
 
 
 class SimulatorsMissing(RuntimeError):

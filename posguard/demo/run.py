@@ -12,12 +12,15 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from posguard.capture.taps import FrameTap, RecordingReader, as_reader, tap_frames
-from posguard.demo.day import CARDS, DAY, SWIPES, Step
+from posguard.demo.day import CARD_PIN, CARDS, DAY, PIN_CARDS, PIN_PAD, PIN_PAD_KEY, PIN_PAD_TMK, SWIPES, Step
 
 __all__ = ["DemoResult", "run_demo", "DEMO_TERMINAL", "demo_policies"]
 
 DEMO_TID, DEMO_MID = "POSGRD01", "MERCHANT0000001"
 DEMO_TIMEOUT = 1.5  # seconds the terminal waits for the host in the demo (30 s in production)
+#: the demo terminal's master key: the test TMK the acquirer simulator holds for terminals it has no other key for
+#: (``firmware_sim/host/keys.py`` TEST_TMK; a test checks they agree). The demo signs on for working keys under it.
+DEMO_TMK = "0123456789ABCDEFFEDCBA9876543210"
 DEMO_TERMINAL = {"tid": DEMO_TID, "mid": DEMO_MID}
 DEMO_POLICY_DATA = {"saf_timeout": 1.0, "block_new_transactions": True, "backoff_initial": 0.2,
                     "send_reversal_immediately": True}
@@ -65,7 +68,10 @@ def run_demo(dialect: str = "cup", *, record: str | Path | None = None, out: Tex
 
     clock = SystemClock()
     token_key, data_key = secrets.token_bytes(32), secrets.token_bytes(32)
-    terminal = TerminalConfig(DEMO_TID, DEMO_MID, token_key, data_key, currency="156", host_timeout=DEMO_TIMEOUT)
+    from posguard.engine.keys import TerminalMasterKey
+
+    terminal = TerminalConfig(DEMO_TID, DEMO_MID, token_key, data_key, currency="156", host_timeout=DEMO_TIMEOUT,
+                              timezone="Asia/Shanghai", tmk=TerminalMasterKey(bytes.fromhex(DEMO_TMK)))
     scratch = None if journal_dir else Path(tempfile.mkdtemp(prefix="posguard-demo-journal-"))
     workdir = Path(journal_dir) if journal_dir else scratch
     assert workdir is not None
@@ -80,7 +86,8 @@ def run_demo(dialect: str = "cup", *, record: str | Path | None = None, out: Tex
     tap: FrameTap | None = None
     try:
         make_rig, _ = load_simulators()
-        with make_rig(dialect, profile=CARDS[0][1], reader=reader_kind, magstripe=bool(swiped)) as rig:
+        with make_rig(dialect, profile=CARDS[0][1], reader=reader_kind, magstripe=bool(swiped),
+                      pin_pad=PIN_PAD) as rig:
             result.reader = rig.reader_kind
             say(f"simulators up: acquirer host ({dialect}) on port {rig.host_port}, "
                 f"{'pcscd + vpcd card' if rig.reader_kind == 'pcsc' else 'GemPC Twin on a pty'}")
@@ -92,18 +99,21 @@ def run_demo(dialect: str = "cup", *, record: str | Path | None = None, out: Tex
             till = Till(engine, dialect=dialect, say=say, writer=writer)
             reader = _open_reader(rig)
             tap = tap_frames(reader, writer)
+            pad = _demo_pin_pad(rig, say)
             # every sale reads its card at its amount: one EMV session per transaction (DemoCards)
-            till.presenter = DemoCards(rig, reader, dict(CARDS), terminal, say, writer, tap)
+            till.presenter = DemoCards(rig, reader, dict(CARDS), terminal, say, writer, tap, pad=pad)
             try:
                 for ref, profile, overrides in swiped:
                     _swipe_card(rig, till, ref, profile, overrides, terminal, say, writer)
                 _run_steps(day, rig, till, engine, say)
             finally:
                 reader.close()
+                if pad is not None:
+                    pad.close()
                 link.close()
                 if tap is not None:
                     tap.flush()  # the power-off and close frames: no card data
-            _report(till, engine, say)
+            _report(till, engine, say, rig)
             result.incidents = [i.to_dict() for i in till.incidents]
     finally:
         journal.close()
@@ -126,22 +136,52 @@ def _open_reader(rig: Any) -> Any:
     return TwinReader(str(rig.twin_path))
 
 
+def _demo_pin_pad(rig: Any, say: Callable[[str], None]) -> Any:
+    """The rig's encrypting PIN pad with the working PIN key loaded under its TMK (as a sign-on brings it)."""
+    if getattr(rig, "pad", None) is None:
+        return None
+    from posguard.drivers.pinpad import open_pin_pad
+    from posguard.engine.keys import kcv4
+    from posguard.engine.mac import des_ecb
+
+    pad = open_pin_pad(str(rig.pad.link))
+    key = PIN_PAD_KEY
+    pad.load_working_key(des_ecb(PIN_PAD_TMK, key), kcv4(key))
+    say(f"PIN pad {pad.info().get('model', '?')}: working PIN key loaded under its TMK (check value "
+        f"{kcv4(key).hex().upper()})")
+    return pad
+
+
+def _cardholder_keys_pin(rig: Any, pin: str) -> None:
+    """The customer at the pad: waits for "enter PIN", keys the PIN (on the simulator's control channel)."""
+    import threading
+
+    def run() -> None:
+        deadline = time.monotonic() + 10
+        while not rig.pad.pad_status()["pending"] and time.monotonic() < deadline:
+            time.sleep(0.02)
+        rig.pad.key_pin(pin)
+
+    threading.Thread(target=run, daemon=True).start()
+
+
 class DemoCards:
     """The demo's card presenter (:class:`posguard.presenting.CardPresenter`): the card a reference names
     (``c1`` -> its simulator profile) goes into the reader and is read for this sale, at its amount; the
     session stays open for the second GENERATE AC. The capture gets the ATR and APDUs of each read."""
 
     def __init__(self, rig: Any, reader: Any, profiles: dict[str, str], terminal: Any, say: Callable[[str], None],
-                 writer: Any = None, tap: FrameTap | None = None) -> None:
+                 writer: Any = None, tap: FrameTap | None = None, *, pad: Any = None) -> None:
         self.rig, self.reader, self.profiles, self.terminal = rig, reader, profiles, terminal
-        self.say, self.writer, self.tap = say, writer, tap
+        self.say, self.writer, self.tap, self.pad = say, writer, tap, pad
         self.reads = 0
         self.atc: dict[str, int] = {}  # card reference -> the ATC of its last GENERATE AC
 
     def present(self, request: Any) -> Any:
         from posguard.drivers.errors import ReaderError
+        from posguard.emv.online_pin import OnlinePin
         from posguard.emv.presenter import present_chip
-        from posguard.emv.terminal import EmvTerminal
+        from posguard.emv.terminal import EmvTerminal, terminal_capabilities
         from posguard.presenting import CardNotPresented
 
         profile = self.profiles.get(request.ref)
@@ -162,6 +202,9 @@ class DemoCards:
                     raise
                 time.sleep(0.1)
         started = time.monotonic()
+        online_pin = OnlinePin(self.pad) if self.pad is not None else None
+        if online_pin is not None and profile in PIN_CARDS:
+            _cardholder_keys_pin(self.rig, CARD_PIN)
         written = 0
 
         def write_apdus() -> None:
@@ -173,8 +216,10 @@ class DemoCards:
                     self.writer.apdu(c, r)
             written = len(rec.apdus)
 
-        shown = present_chip(as_reader(rec), EmvTerminal(pan_token_key=self.terminal.token_key,
-                                                         terminal_id=self.terminal.terminal_id), request, atr=atr,
+        emv_terminal = EmvTerminal(pan_token_key=self.terminal.token_key, terminal_id=self.terminal.terminal_id,
+                                   capabilities=terminal_capabilities(pin_pad=self.pad is not None),
+                                   timezone=self.terminal.timezone)
+        shown = present_chip(as_reader(rec), emv_terminal, request, atr=atr, online_pin=online_pin,
                              evidence={"source": self.rig.reader_kind}, after_complete=write_apdus)
         ms = (time.monotonic() - started) * 1000
         session = shown.session
@@ -187,7 +232,8 @@ class DemoCards:
         self.say(f"card read for sale {self.reads} ({request.ref}, {request.amount / 100:.2f}): "
                  f"{session.label or session.aid} {session.masked_pan}, CVM {session.cvm_required}, "
                  f"9F34 {session.cvm_results.hex().upper()}, {session.cryptogram_type} atc={session.atc}, "
-                 f"{session.apdu_count} APDUs in {ms:.0f} ms")
+                 f"{session.apdu_count} APDUs in {ms:.0f} ms"
+                 + (", PIN entered on the PIN pad (encrypted block for field 52)" if session.pin_block else ""))
         return shown
 
 
@@ -234,9 +280,25 @@ def _resolve(value: Any, sales: list[str]) -> Any:
     return value
 
 
-def _report(till: Any, engine: Any, say: Callable[[str], None]) -> None:
+def _report(till: Any, engine: Any, say: Callable[[str], None], rig: Any = None) -> None:
     say("== incident report")
     for n, inc in enumerate(till.incidents, 1):
         say(f"{n:2}. {inc.kind:17} {inc.rule:28} {', '.join(inc.transactions):40} -> {inc.outcome}"
             f" ({len(inc.messages)} message(s))")
+    if rig is not None and any(i.kind == "unsettled" for i in till.incidents):  # what the acquirer's report shows
+        _acquirer_findings(engine, say, rig)
     say("journal: " + ", ".join(f"{r['state']} {r['count']}" for r in engine.journal.state_counts()))
+
+
+def _acquirer_findings(engine: Any, say: Callable[[str], None], rig: Any) -> None:
+    """The acquirer's settlement report (from the simulator's books) against the journal, both ways."""
+    from posguard.engine.acquirer_report import parse_report
+    from posguard.flows.unsettled import finding_line, reconcilable_batches
+
+    tid = engine.terminal.terminal_id
+    report = parse_report(rig.settlement_report(tid), source="the acquirer's settlement report")
+    for batch in reconcilable_batches(engine.journal, report, tid):
+        found = engine.detectors.reconciliation.compare(engine.journal, report, terminal_id=tid, batches=(batch,))
+        say(f"{report.source}, batch {batch}: {len(found)} finding(s)")
+        for d in found:
+            say(f"    {finding_line(d)}")

@@ -20,7 +20,7 @@ from posguard.drivers.errors import (
     SwipeChecksumError,
     SwipeError,
 )
-from posguard.sensitive import Pan, luhn_ok, mask_track1, mask_track2
+from posguard.sensitive import Pan, TrackData, luhn_ok, mask_track1, mask_track2
 
 __all__ = ["SwipeData", "parse_swipe", "parse_frame", "track_lrc", "MagstripeReader", "swiped_card", "STX", "ETX"]
 
@@ -28,6 +28,7 @@ STX = 0x02
 ETX = 0x03
 TRACK1_MAX = 79
 TRACK2_MAX = 40
+TRACK3_MAX = 107  # ISO 4909: 107 characters including the sentinels
 #: With ``bcc=None`` (auto), how long to wait after ETX for a BCC byte before deciding there is none.
 BCC_GRACE_S = 0.05
 
@@ -54,6 +55,19 @@ class SwipeData:
     name: str = ""
     _track1: str | None = field(default=None, compare=False)
     _track2: str | None = field(default=None, compare=False)
+    _track3: str | None = field(default=None, compare=False)
+
+    @property
+    def has_track3(self) -> bool:
+        return self._track3 is not None
+
+    def track2(self) -> TrackData:
+        """Track 2 as a self-masking value (field 35)."""
+        return TrackData(self.track2_data(), track_no=2)
+
+    def track3(self) -> TrackData | None:
+        """Track 3 as a self-masking value (field 36), when the reader read it."""
+        return TrackData(self._track3, track_no=3) if self._track3 is not None else None
 
     @property
     def has_track1(self) -> bool:
@@ -129,7 +143,7 @@ def _split_track(raw: str, start: str, track_no: int, *, offset: int) -> tuple[s
     body = raw[1:end]
     if body[:1] == "E" and len(body) <= 1:
         raise PartialSwipe(f"{where}: reader reported the track unreadable")
-    limit = TRACK1_MAX if track_no == 1 else TRACK2_MAX
+    limit = {1: TRACK1_MAX, 2: TRACK2_MAX}.get(track_no, TRACK3_MAX)
     if end + 1 > limit:
         raise SwipeError(f"{where}: {end + 1} characters, longer than the ISO 7813 maximum {limit}")
     consumed = end + 1
@@ -145,6 +159,7 @@ def parse_swipe(text: str) -> SwipeData:
     """Parse the tracks of one swipe (``%...?`` and/or ``;...?``, optional LRCs, CR/LF ignored)."""
     track1: str | None = None
     track2: str | None = None
+    track3: str | None = None
     pos = 0
     n = len(text)
     while pos < n:
@@ -156,6 +171,9 @@ def parse_swipe(text: str) -> SwipeData:
             pos += used
         elif ch == ";" and track2 is None:
             track2, used = _split_track(text[pos:], ";", 2, offset=pos)
+            pos += used
+        elif ch == ";" and track3 is None:  # ISO 4909 track 3 has the same start sentinel, after track 2
+            track3, used = _split_track(text[pos:], ";", 3, offset=pos)
             pos += used
         else:
             raise PartialSwipe(f"unexpected character at offset {pos} (expected a start sentinel % or ;)")
@@ -183,7 +201,19 @@ def parse_swipe(text: str) -> SwipeData:
         elif pan1 != pan or exp1 != expiry or svc1 != service:
             raise SwipeError("track 1 and track 2 disagree (card number, expiry or service code)")
     assert pan is not None
-    return SwipeData(pan=pan, expiry=expiry, service_code=service, name=name, _track1=track1, _track2=track2)
+    if track3 is not None:
+        _check_track3(track3, pan)
+    return SwipeData(pan=pan, expiry=expiry, service_code=service, name=name, _track1=track1, _track2=track2,
+                     _track3=track3)
+
+
+def _check_track3(track3: str, pan: Pan) -> None:
+    """ISO 4909 track 3: format code (2 digits), PAN, ``=``, then the rest; digits and separators only."""
+    if not all(c.isdigit() or c == "=" for c in track3):
+        raise SwipeError("track 3: characters other than digits and '=' (misread)")
+    head = track3.partition("=")[0]
+    if head[2:] != pan.reveal():
+        raise SwipeError("track 3 and track 2 disagree (card number)")
 
 
 def parse_frame(frame: bytes, *, bcc: bool | None = None) -> SwipeData:
@@ -290,8 +320,19 @@ class MagstripeReader:
             pass
 
 
-def swiped_card(data: SwipeData, token_key: bytes) -> CardData:
-    """The engine's card for a good swipe: entry mode ``swipe`` (``fallback`` for a chip card's stripe, service
-    code 2xx/6xx), and a signature (there is no 9F34 and no PIN pad in this terminal)."""
+def swiped_card(data: SwipeData, token_key: bytes, *, fallback: bool = False) -> CardData:
+    """The engine's card for a good swipe: entry mode ``swipe``, or ``fallback`` when the card-entry policy
+    (:mod:`posguard.card_entry`) allowed a chip card's stripe after a failed chip read; a signature is due
+    (there is no 9F34). Track 2 (and track 3 when read) ride along as self-masking values for fields 35/36.
+
+    A chip card (service code 2xx/6xx) without ``fallback`` is refused with
+    :class:`~posguard.card_entry.InsertChipCard`: it must be read by its chip.
+    """
+    from posguard.card_entry import InsertChipCard
+
+    if data.chip_card and not fallback:
+        raise InsertChipCard(data.service_code)
+    track2 = data.track2()  # field 35 is what the acquirer authorises a swipe on: no track 2, swipe again
     return CardData.from_pan(data.pan, token_key, expiry=data.expiry, cvm_required=True,
-                             entry_mode="fallback" if data.chip_card else "swipe", scheme=scheme_of(data.pan.reveal()))
+                             entry_mode="fallback" if fallback and data.chip_card else "swipe", scheme=scheme_of(data.pan.reveal()),
+                             track2=track2, track3=data.track3())

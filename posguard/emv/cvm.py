@@ -158,9 +158,14 @@ class CvmOutcome:
 PinPerformer = Callable[[CvmRule], tuple[bool, int]]
 
 
-def evaluate(cvm_list: bytes | None, ctx: CvmContext, perform_offline_pin: PinPerformer | None = None
-             ) -> CvmOutcome:
-    """Walk the CVM list and decide. Offline PIN counts as supported only with ``perform_offline_pin``."""
+def evaluate(cvm_list: bytes | None, ctx: CvmContext, perform_offline_pin: PinPerformer | None = None,
+             perform_online_pin: PinPerformer | None = None) -> CvmOutcome:
+    """Walk the CVM list and decide. Offline PIN counts as supported only with ``perform_offline_pin``.
+
+    ``perform_online_pin`` (the PIN pad, :mod:`posguard.emv.online_pin`) asks for the enciphered PIN when the
+    list selects online PIN; it fails on a bypass (TVR byte 3 "PIN not entered"), so the next rule applies
+    (EMV Book 3 §10.5.2). Without it, online PIN is decided and left to the caller (as before).
+    """
     if not cvm_list:
         return CvmOutcome("none", bytes((NO_CVM_PERFORMED, 0x00, 0x00)), tvr1=TVR1_ICC_DATA_MISSING,
                           performed=False, trace=("no CVM list on the card",))
@@ -185,6 +190,13 @@ def evaluate(cvm_list: bytes | None, ctx: CvmContext, perform_offline_pin: PinPe
             if method.offline_pin or rule.method == ONLINE_PIN:
                 tvr3 |= TVR3_NO_PINPAD
             trace.append(f"{label}: {method.name} not supported by the terminal")
+        elif rule.method == ONLINE_PIN and perform_online_pin is not None:
+            ok, bits = perform_online_pin(rule)
+            tvr3 |= bits
+            trace.append(f"{label}: online PIN {'entered' if ok else 'not entered'}")
+            if ok:  # verified by the issuer: result "unknown" (EMV Book 3 §10.5)
+                return CvmOutcome(method.name, bytes((rule.code, rule.condition, RESULT_UNKNOWN)), tvr3=tvr3,
+                                  trace=tuple(trace))
         elif method.offline_pin:
             assert perform_offline_pin is not None
             ok, bits = perform_offline_pin(rule)

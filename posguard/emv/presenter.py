@@ -19,6 +19,7 @@ from typing import Any
 from posguard.drivers.reader import Reader
 from posguard.emv.engine_card import card_data
 from posguard.emv.issuer import parse_issuer_data
+from posguard.emv.online_pin import OnlinePin
 from posguard.emv.session import CardSession, PinEntry, complete, read_card
 from posguard.emv.terminal import EmvTerminal, Transaction
 from posguard.presenting import CardOutcome, CardRequest, HostAnswer
@@ -70,8 +71,10 @@ class EmvPresentation:
 
 
 def present_chip(reader: Reader, terminal: EmvTerminal, request: CardRequest, *, atr: bytes | None = None,
-                 pin_entry: PinEntry | None = None, when: datetime | None = None, **kw: Any) -> EmvPresentation:
-    """Read the inserted card for ``request`` (its amount, its type); ``kw`` goes to :class:`EmvPresentation`."""
+                 pin_entry: PinEntry | None = None, online_pin: OnlinePin | None = None,
+                 when: datetime | None = None, **kw: Any) -> EmvPresentation:
+    """Read the inserted card for ``request`` (its amount, its type); ``online_pin`` (the PIN pad) enciphers the
+    PIN when the card asks for online PIN; ``kw`` goes to :class:`EmvPresentation`."""
     txn = Transaction(amount=request.amount, type=TRANSACTION_TYPES.get(request.kind, 0x00), when=when)
-    session = read_card(reader, terminal, txn, pin_entry=pin_entry, atr=atr)
+    session = read_card(reader, terminal, txn, pin_entry=pin_entry, atr=atr, online_pin=online_pin)
     return EmvPresentation(reader, session, **kw)

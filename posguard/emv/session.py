@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import date
 from typing import Any
 
 from posguard.drivers.reader import Reader
@@ -34,10 +33,11 @@ from posguard.emv.issuer import (
     IssuerScript,
     run_scripts,
 )
+from posguard.emv.online_pin import OnlinePin
 from posguard.emv.selection import SelectedApp, Selector
-from posguard.emv.terminal import EmvTerminal, Transaction, terminal_data
+from posguard.emv.terminal import EmvTerminal, Transaction, local_when, terminal_data
 from posguard.iso8583.tlv import build_tlv, find_tag
-from posguard.sensitive import Pan, mask_track2, pan_token
+from posguard.sensitive import Pan, PinBlock, mask_track2, pan_token
 
 __all__ = [
     "CardSession",
@@ -134,6 +134,7 @@ class CardSession:
     cvm_trace: tuple[str, ...] = ()
     pan: Pan = field(repr=False, compare=False, default_factory=lambda: Pan(""))
     track2: Track2Equivalent | None = field(repr=False, compare=False, default=None)
+    pin_block: PinBlock | None = field(repr=False, compare=False, default=None)  # online PIN (field 52)
     _ctx: _Context | None = field(repr=False, compare=False, default=None)
 
     @property
@@ -305,11 +306,13 @@ def _card_identity(card: dict[str, bytes]) -> tuple[Pan, Track2Equivalent | None
 
 
 def read_card(reader: Reader, terminal: EmvTerminal, txn: Transaction, *,
-              pin_entry: PinEntry | None = None, atr: bytes | None = None) -> CardSession:
+              pin_entry: PinEntry | None = None, atr: bytes | None = None,
+              online_pin: OnlinePin | None = None) -> CardSession:
     """Run the EMV contact flow up to the ARQC on a present card.
 
     Powers the card on unless ``atr`` (from an earlier ``power_on``) is given. ``pin_entry`` returns the
-    digits for an offline PIN CVM; without it offline PIN counts as "PIN pad not present".
+    digits for an offline PIN CVM; without it offline PIN counts as "PIN pad not present". ``online_pin``
+    (the PIN pad, :mod:`posguard.emv.online_pin`) enciphers the PIN when the card asks for online PIN.
     """
     if not terminal.pan_token_key:
         raise ValueError("EmvTerminal.pan_token_key is empty: configure the tokenisation key")
@@ -332,7 +335,7 @@ def read_card(reader: Reader, terminal: EmvTerminal, txn: Transaction, *,
     tvr = bytearray(5)
     tsi = bytearray(2)
     _set(tvr, 1, 0x80)  # offline data authentication was not performed (not implemented here)
-    today = (txn.when.date() if txn.when else date.today()).strftime("%y%m%d")
+    today = local_when(terminal, txn).date().strftime("%y%m%d")
     if card["5F24"].hex() < today:
         _set(tvr, 2, 0x40)  # expired application
     if "5F25" in card and card["5F25"].hex() > today:
@@ -343,7 +346,8 @@ def read_card(reader: Reader, terminal: EmvTerminal, txn: Transaction, *,
         _set(tvr, 4, 0x80)  # transaction exceeds floor limit
     tsi[0] |= 0x08  # terminal risk management was performed
 
-    outcome = _cardholder_verification(ch, card, terminal, txn, pin_entry)
+    outcome = _cardholder_verification(ch, card, terminal, txn, pin_entry,
+                                       (lambda rule: online_pin.perform(pan, rule)) if online_pin else None)
     tvr[0] |= outcome.tvr1
     tvr[2] |= outcome.tvr3
     if outcome.performed:
@@ -388,12 +392,14 @@ def read_card(reader: Reader, terminal: EmvTerminal, txn: Transaction, *,
         cvm_trace=outcome.trace,
         pan=pan,
         track2=track2,
+        pin_block=online_pin.block if online_pin and outcome.method == "online_pin" else None,
         _ctx=ctx,
     )
 
 
 def _cardholder_verification(ch: CardChannel, card: dict[str, bytes], terminal: EmvTerminal, txn: Transaction,
-                             pin_entry: PinEntry | None) -> cvm.CvmOutcome:
+                             pin_entry: PinEntry | None, online_pin: cvm.PinPerformer | None = None
+                             ) -> cvm.CvmOutcome:
     ctx = cvm.CvmContext(
         amount=txn.amount,
         transaction_currency=terminal.currency_code,
@@ -417,7 +423,7 @@ def _cardholder_verification(ch: CardChannel, card: dict[str, bytes], terminal: 
                 return False, cvm.TVR3_PIN_LIMIT_EXCEEDED
             return False, 0
 
-    return cvm.evaluate(card.get("8E"), ctx, performer)
+    return cvm.evaluate(card.get("8E"), ctx, performer, online_pin)
 
 
 def complete(reader: Reader, session: CardSession, *, host_approved: bool, response_code: str = "00",

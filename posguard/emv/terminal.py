@@ -9,6 +9,8 @@ import secrets
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from posguard.notices import terminal_zone
+
 
 @dataclass(frozen=True, slots=True)
 class AidConfig:
@@ -38,13 +40,32 @@ DEFAULT_AIDS: tuple[AidConfig, ...] = (
 )
 
 
+#: 9F33 (EMV Book 4 Annex A2): byte 1 E0 = manual key entry, magnetic stripe, IC with contacts; byte 2 CVM
+#: capability: 80 plaintext PIN for ICC verification, 40 enciphered PIN for online verification, 20 signature,
+#: 10 enciphered PIN for offline verification, 08 no CVM required; byte 3 00 = no offline data authentication.
+CAPABILITIES_WITH_PIN_PAD = bytes.fromhex("E06800")  # online PIN (the pad), signature, no CVM
+CAPABILITIES_WITHOUT_PIN_PAD = bytes.fromhex("E02800")  # signature, no CVM: no PIN of any kind announced
+
+
+def terminal_capabilities(*, pin_pad: bool) -> bytes:
+    """9F33 for a terminal with or without an encrypting PIN pad configured (``pinpad.port``).
+
+    Without a pad the terminal must announce neither online nor offline enciphered PIN, so the card's CVM list
+    falls through to what it allows without a PIN (signature); with the pad, online PIN. Offline plaintext PIN
+    is not announced: a PCI PIN pad would send VERIFY to the card itself, which this pad does not.
+    """
+    return CAPABILITIES_WITH_PIN_PAD if pin_pad else CAPABILITIES_WITHOUT_PIN_PAD
+
+
 @dataclass(frozen=True)
 class EmvTerminal:
     """The terminal as the EMV card session sees it: its static EMV parameters (not the engine's
     :class:`posguard.engine.engine.TerminalConfig`). Codes are ISO 4217/3166 numeric, 4 digits (``"0156"``).
 
     ``capabilities`` (9F33) default E0 68 00: IC/magstripe/manual entry; online PIN, signature, no CVM
-    (no offline PIN: there is no PIN pad attached to the card session); no offline data authentication.
+    (no offline PIN); no offline data authentication. A terminal built from its configuration uses
+    :func:`terminal_capabilities` (online PIN only with a PIN pad) and passes the pad as ``read_card``'s
+    ``online_pin``; with this default and no pad, online PIN is chosen with no PIN block (the host refuses it).
     ``pan_token_key`` keys :func:`posguard.sensitive.pan_token` and must be set.
     """
 
@@ -63,6 +84,8 @@ class EmvTerminal:
     acquirer_id: str = "000000"
     floor_limit: int = 0
     aids: tuple[AidConfig, ...] = DEFAULT_AIDS
+    #: terminal.timezone (IANA): 9A and 9F21 are the terminal's local date and time (emv-keys.md §F)
+    timezone: str = ""
 
     @property
     def unattended(self) -> bool:
@@ -106,9 +129,20 @@ def bcd(value: int | str, nbytes: int) -> bytes:
     return bytes.fromhex(digits.rjust(nbytes * 2, "0"))
 
 
+def local_when(cfg: EmvTerminal, txn: Transaction) -> datetime:
+    """The transaction's time on the terminal's clock face: an aware ``txn.when`` is converted to
+    ``cfg.timezone`` (a naive one is taken as already local); none: now in that zone."""
+    zone = terminal_zone(cfg.timezone)  # terminal.timezone as the notices read it
+    if txn.when is None:
+        return datetime.now(zone) if zone else datetime.now()
+    if txn.when.tzinfo is not None:
+        return txn.when.astimezone(zone) if zone else txn.when.astimezone()
+    return txn.when
+
+
 def terminal_data(cfg: EmvTerminal, txn: Transaction, aid: AidConfig | None = None) -> dict[str, bytes]:
     """Tag -> value of everything the terminal itself knows (TVR/TSI start at zero)."""
-    when = txn.when or datetime.now()
+    when = local_when(cfg, txn)
     un = txn.unpredictable_number or secrets.token_bytes(4)
     return {
         "9F02": bcd(txn.amount, 6),

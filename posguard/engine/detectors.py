@@ -10,7 +10,9 @@ Each detector keeps an index for its lookups and only as much memory as its wind
   minus configured exemptions (UnionPay contactless <= CNY 1000).
 * :class:`VoidMismatchDetector` — void chains that do not do what the customer was told.
 * :class:`ReconciliationDetector` — money that has not arrived: unbalanced totals, transactions missing from
-  the host's ledger, reversals/advices still pending, a batch never closed.
+  the host's ledger, reversals/advices still pending, a batch never closed; and, given the acquirer's
+  settlement report, the two-way comparison (:meth:`ReconciliationDetector.compare`): approvals the host lacks
+  and host bookings the terminal does not hold as approved.
 """
 
 from __future__ import annotations
@@ -18,11 +20,12 @@ from __future__ import annotations
 import heapq
 import json
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from posguard.clock import Clock
+from posguard.engine.acquirer_report import ReportRow, SettlementReport
 from posguard.engine.chart import CHARGE_STANDS, UNRESOLVED
 from posguard.engine.journal import Journal, TxnRecord
 
@@ -37,7 +40,27 @@ __all__ = [
     "ClaimVerdict",
     "ReconciliationDetector",
     "LedgerEntry",
+    "HELD_APPROVED",
+    "FINDING_RULES",
 ]
+
+#: per kind, the terminal states in which the terminal holds the booking as approved money at the host (a sale
+#: refunded later was still approved: its refund is a booking of its own)
+HELD_APPROVED: dict[str, frozenset[str]] = {
+    "sale": CHARGE_STANDS | {"refunded"},
+    "completion": CHARGE_STANDS | {"refunded"},
+    "preauth": CHARGE_STANDS | {"completed"},
+    "refund": frozenset({"approved", "uploaded", "settled"}),
+    "void": frozenset({"approved", "settled"}),
+}
+#: what each two-way finding means, for the merchant's list and the acquirer contact
+FINDING_RULES: dict[str, str] = {
+    "approval_missing_at_host": "the terminal holds it approved; the acquirer's report has no approved booking",
+    "host_booked_not_approved": "the acquirer booked it approved; the terminal holds it as not approved",
+    "host_booked_unknown": "the acquirer booked it approved; the terminal's journal has no such transaction",
+    "amount_differs": "both hold it approved, for different amounts",
+    "card_differs": "both hold it approved, on different cards",
+}
 
 
 
@@ -160,6 +183,12 @@ class DuplicateChargeDetector:
             if d.txn_ids not in seen:
                 seen.add(d.txn_ids)
                 unique.append(d)
+        override = operator_override(journal, txn) if unique and journal is not None else None
+        if override is not None:  # charged again on purpose: recorded as overridden, not a duplicate to correct
+            return [Detection("duplicate_override", "operator_override", d.txn_ids, {
+                **d.evidence, "overridden_rule": d.rule, "classification": "operator_override",
+                "approved_by": override.get("by"), "action": "recorded: the operator charged it again on purpose; "
+                                                          "nothing to correct"}) for d in unique]
         return unique
 
     def warm(self, journal: Journal) -> int:
@@ -175,6 +204,19 @@ class DuplicateChargeDetector:
             if t.order_ref:
                 self._add("_orders", t.order_ref, (at, t.id), at)
         return len(rows)
+
+
+def operator_override(journal: Journal, txn: TxnRecord) -> dict[str, Any] | None:
+    """The operator's override journaled for ``txn`` before it was sent (``sale ... override=yes``), or None."""
+    rows = journal.query("SELECT detail FROM events WHERE kind = 'operator_override' AND "
+                         "json_extract(detail, '$.txn') = ? ORDER BY id DESC LIMIT 1", (txn.id,))
+    if not rows:
+        return None
+    detail: dict[str, Any] = json.loads(rows[0]["detail"])
+    if detail.get("order_ref") not in (None, txn.order_ref) or detail.get("amount_minor") not in (None,
+                                                                                                  txn.amount_minor):
+        return None  # the override was for another sale (that one was refused before it was created)
+    return detail
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -338,14 +380,17 @@ class ReconciliationDetector:
         self.max_batch_age = max_batch_age
 
     def on_settlement(self, batch_no: int, totals: dict[str, int], balanced: bool, rc: str | None,
-                      journal: Journal) -> list[Detection]:
+                      journal: Journal, *, flags: dict[str, str] | None = None) -> list[Detection]:
+        """An unbalanced batch: one detection naming the batch (no transactions: which of them are concerned is
+        known only from the acquirer's report). CUP ``flags`` say which side (domestic/foreign) disagreed."""
         if balanced:
             return []
-        txns = [t.id for t in journal.find_txns("batch_no = ? AND state IN ('approved','signed','unsigned',"
-                                                "'signature_pending')", (batch_no,))]
-        return [Detection("unsettled", "totals_unbalanced", tuple(txns), {
-            "batch_no": batch_no, "terminal_totals": totals, "host_rc": rc,
-            "action": "details were uploaded; compare the acquirer's report with the journal"})]
+        unbalanced = [side for side, f in (flags or {}).items() if f in ("2", "3")]
+        return [Detection("unsettled", "totals_unbalanced", (), {
+            "batch_no": batch_no, "terminal_totals": totals, "host_rc": rc, "flags": dict(flags or {}),
+            "unbalanced_sides": unbalanced,
+            "action": "details were uploaded and nothing more is sent; compare the acquirer's settlement report "
+                      "with the journal (posguard reconcile --report FILE)"})]
 
     def check(self, journal: Journal, ledger: Iterable[LedgerEntry] | None = None) -> list[Detection]:
         now = self.clock.now()
@@ -371,6 +416,62 @@ class ReconciliationDetector:
         return out
 
 
+    def compare(self, journal: Journal, report: SettlementReport, *, terminal_id: str,
+                batches: Iterable[int] | None = None,
+                card_hash: Callable[[TxnRecord], str | None] | None = None) -> list[Detection]:
+        """The acquirer's settlement report against the journal, both ways (pos-flows.md §A "Not arrived").
+
+        Scope: the rows of ``terminal_id``; the journal's transactions of ``batches`` (default: every batch the
+        report's rows name). A row without a batch (ISO dialects) is in scope when it matches a transaction in
+        scope, or matches none at all (then the terminal has never seen it). Matching: by RRN and kind, else by
+        STAN + batch + amount + kind. ``card_hash`` (the PAN hash of a journal transaction, from its sealed
+        card) confirms the card when both sides have one; masked PANs are compared otherwise.
+
+        Findings (rule, one transaction each): ``approval_missing_at_host``, ``host_booked_not_approved`` (the
+        terminal state says which: declined, reversed, voided, timed out...), ``host_booked_unknown``,
+        ``amount_differs``, ``card_differs``.
+        """
+        rows = [r for r in report.for_terminal(terminal_id) if r.kind in HELD_APPROVED]
+        scope = set(batches) if batches is not None else {r.batch for r in rows if r.batch is not None}
+        marks = ",".join("?" for _ in scope)
+        txns = journal.find_txns(f"terminal_id = ? AND batch_no IN ({marks}) AND kind IN ('sale','completion',"
+                                 "'preauth','refund','void')", (terminal_id, *sorted(scope))) if scope else []
+        everyone = journal.find_txns("terminal_id = ? AND kind IN ('sale','completion','preauth','refund','void')",
+                                     (terminal_id,))
+        by_rrn = {(t.kind, t.rrn): t for t in everyone if t.rrn}
+        by_key = {(t.kind, t.stan, t.batch_no, t.amount_minor): t for t in everyone if t.stan is not None}
+        by_stan = {(t.kind, t.stan, t.amount_minor): t for t in everyone if t.stan is not None}
+        in_scope = {t.id for t in txns}
+        matched: dict[str, list[ReportRow]] = {}
+        out: list[Detection] = []
+        for row in rows:
+            txn = (by_rrn.get((row.kind, row.rrn)) if row.rrn else None) or (
+                by_key.get((row.kind, row.stan, row.batch, row.amount_minor)) if row.batch is not None
+                else by_stan.get((row.kind, row.stan, row.amount_minor)))
+            if txn is None:
+                if row.booked and (row.batch is None or row.batch in scope):
+                    out.append(Detection("unsettled", "host_booked_unknown", (), _row_evidence(row, None)))
+                continue
+            if txn.id not in in_scope:
+                continue
+            matched.setdefault(txn.id, []).append(row)
+        for txn in txns:
+            found = matched.get(txn.id, [])
+            booked = [r for r in found if r.booked]
+            held = txn.state in HELD_APPROVED.get(txn.kind, frozenset())
+            if held and not booked:
+                out.append(Detection("unsettled", "approval_missing_at_host", (txn.id,),
+                                     _row_evidence(found[0] if found else None, txn)))
+            elif booked and not held:
+                out.append(Detection("unsettled", "host_booked_not_approved", (txn.id,), _row_evidence(booked[0], txn)))
+            elif booked and held:
+                row = booked[0]
+                if row.amount_minor != txn.amount_minor:
+                    out.append(Detection("unsettled", "amount_differs", (txn.id,), _row_evidence(row, txn)))
+                elif _other_card(row, txn, card_hash):
+                    out.append(Detection("unsettled", "card_differs", (txn.id,), _row_evidence(row, txn)))
+        return out
+
 # ---------------------------------------------------------------------------------------------------
 @dataclass
 class Detectors:
@@ -390,3 +491,34 @@ class Detectors:
         if txn.kind == "void" and txn.original_id:
             found += self.void_mismatch.check_chain(txn.original_id, journal)
         return found
+
+
+def _other_card(row: ReportRow, txn: TxnRecord, card_hash: Callable[[TxnRecord], str | None] | None) -> bool:
+    ours = card_hash(txn) if card_hash is not None and row.pan_hash else None
+    if ours is not None and row.pan_hash is not None:
+        return ours != row.pan_hash
+    return bool(row.pan_masked and txn.pan_masked and row.pan_masked != txn.pan_masked)
+
+
+def _row_evidence(row: ReportRow | None, txn: TxnRecord | None) -> dict[str, Any]:
+    """One finding's evidence: the transaction named as both sides know it; card data masked only."""
+    ev: dict[str, Any] = {
+        "txn_id": txn.id if txn else None,
+        "stan": txn.stan if txn and txn.stan is not None else (row.stan if row else None),
+        "rrn": (txn.rrn if txn and txn.rrn else None) or (row.rrn if row else None),
+        "batch_no": txn.batch_no if txn else (row.batch if row else None),
+        "pan_masked": (txn.pan_masked if txn else None) or (row.pan_masked if row else None),
+        "amount_minor": txn.amount_minor if txn else (row.amount_minor if row else 0),
+        "currency": txn.currency if txn else (row.currency if row else ""),
+        "kind": txn.kind if txn else (row.kind if row else ""),
+        "auth_code": (txn.auth_code if txn and txn.auth_code else None) or (row.auth_code if row else None),
+        "at": (txn.approved_at or txn.created_at) if txn else None,
+        "terminal_state": txn.state if txn else None,
+        "terminal_rc": txn.response_code if txn else None,
+        "host_status": row.status if row else None,
+        "host_amount_minor": row.amount_minor if row else None,
+        "host_time": f"{row.host_date} {row.host_time}" if row else None,
+        "card_org": row.card_org if row else None,
+        "report_line": row.line if row else None,
+    }
+    return ev

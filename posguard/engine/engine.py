@@ -20,7 +20,6 @@ every journal commit and before and after every send, so a test can crash the pr
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -31,6 +30,7 @@ from posguard.card import CardData
 from posguard.clock import Clock, SystemClock
 from posguard.engine.chart import APPROVED_OPEN, CHART, IN_DOUBT, IllegalTransition
 from posguard.engine.cryptograms import CryptogramLedger, chip_facts
+from posguard.engine.declines import decline_message
 from posguard.engine.detectors import Detection, Detectors
 from posguard.engine.errors import (
     CorrectionRefused,
@@ -44,8 +44,9 @@ from posguard.engine.errors import (
 )
 from posguard.engine.journal import Journal, SafRecord, TxnRecord
 from posguard.engine.keys import TerminalMasterKey, WorkingKeys
+from posguard.engine.localtime import host_date_of
 from posguard.engine.observe import Exchange, ExchangeListener, Observers
-from posguard.engine.ports import HostError, HostLink, HostTimeout, InvalidResponse
+from posguard.engine.ports import HostError, HostLink, InvalidResponse
 from posguard.engine.profiles import Fields, Profile, get_profile
 from posguard.engine.redact import masked_json, masked_message
 from posguard.engine.saf import SafPolicy, StoreAndForward
@@ -83,6 +84,8 @@ class TerminalConfig:
     host_timeout: float = 30.0
     #: the terminal master key: with it, the working keys of a sign-on are verified and kept (sealed)
     tmk: TerminalMasterKey | None = None
+    #: terminal.timezone (IANA; "" = the box's zone): fields 12/13 in local time, the journal stays UTC
+    timezone: str = ""
 
     def __repr__(self) -> str:
         return f"TerminalConfig(terminal_id={self.terminal_id!r}, merchant_id={self.merchant_id!r}, keys=<hidden>)"
@@ -95,6 +98,7 @@ class EnginePolicies:
     signature_deadline: float = 300.0  # seconds after approval
     void_same_batch_only: bool = True
     sign_on_at_start: bool = False  # sign on (0800) before the first message of each engine start
+    key_max_age: float | None = None  # with a TMK: sign on again when the working keys are this many seconds old
     upload_attempts: int = 3  # settlement: tries per 0320 upload before settlement stops (batch stays open)
 
 
@@ -267,6 +271,10 @@ class TransactionEngine:
         """Send a 0800 sign-on and journal it; raise :class:`SignOnFailed` unless the host answers 00."""
         return self._signon.sign_on(reason=reason, before=before)
 
+    def sign_off(self, *, reason: str = "shutdown") -> SignOnResult | None:
+        """The sign-off at a clean shutdown (see :mod:`posguard.engine.signon`); None when not signed on."""
+        return self._signon.sign_off(reason=reason)
+
     def _host_demands_sign_on(self, response: Message) -> None:
         """Any response may say "sign on again" (RC 77, CUP header 3): journal it durably."""
         self._signon.host_demands(response)
@@ -359,8 +367,9 @@ class TransactionEngine:
         """The card answered the second GENERATE AC with a TC: journal it and disarm the sale's reversal.
 
         ``field55`` is the final tag set (the TC and the issuer script results 9F5B) that the TC upload and the
-        batch upload carry (CUP 0320, 60.3 = 203); it is sealed in the journal (event ``card_completed``,
-        :meth:`final_field55`). A declined sale's card answer (AAC) is journaled the same way.
+        batch upload carry (CUP 0320, 60.3 = 203); it is kept sealed as the card result the uploads read
+        (:mod:`posguard.engine.card_results`, :meth:`final_field55`). A declined sale's card answer (AAC) is
+        journaled the same way.
         """
         txn = self.journal.get_txn(txn_id)
         if cryptogram_type == "AAC" and txn.state in APPROVED_OPEN and self.awaiting_card(txn_id):
@@ -369,22 +378,20 @@ class TransactionEngine:
             armed = self.saf.armed_for(txn.id)
             if armed is not None and self.awaiting_card(txn_id):
                 self.saf.disarm(armed.id)
-            sealed = self.sealer.seal({"field55": field55.hex().upper()}, f"icc:{txn.id}").hex() if field55 else None
+            if field55:
+                from posguard.engine.card_results import record_card_result
+
+                record_card_result(self.journal, self.sealer, txn, field55, script_results or None)
             self.journal.record_event(CARD_COMPLETED, txn_id=txn.id, detail={
-                "cryptogram": cryptogram_type, "atc": atc, "script_results": script_results.hex().upper(),
-                "field55_sealed": sealed})
+                "cryptogram": cryptogram_type, "atc": atc, "script_results": script_results.hex().upper()})
         return self._result(txn, f"card answered {cryptogram_type}")
 
     def final_field55(self, txn_id: str) -> bytes | None:
         """The sale's field 55 after the second GENERATE AC (TC, 9F5B), unsealed for a TC/batch upload."""
-        rows = self.journal.query("SELECT detail FROM events WHERE txn_id = ? AND kind = ? ORDER BY id DESC LIMIT 1",
-                                  (txn_id, CARD_COMPLETED))
-        if not rows:
-            return None
-        sealed = json.loads(rows[0]["detail"] or "{}").get("field55_sealed")
-        if not sealed:
-            return None
-        return bytes.fromhex(self.sealer.open(bytes.fromhex(sealed), f"icc:{txn_id}")["field55"])
+        from posguard.engine.card_results import card_result
+
+        result = card_result(self.journal, self.sealer, txn_id)
+        return result.field55 if result is not None else None
 
     def card_declined(self, txn_id: str, *, reason: str = REASON_CARD_DECLINED, why: str | None = None
                       ) -> TxnResult:
@@ -447,7 +454,9 @@ class TransactionEngine:
                 saf_id = self.saf.arm("reversal", txn.id, "0400",
                                       self._reversal_from_request(spec.mti, fields), _REASON_TIMEOUT)
             else:
-                saf_id = self.saf.arm("advice", txn.id, spec.mti, fields)
+                # the repeat copy keeps no track data or PIN block (kept sealed, sent after the authorisation)
+                saf_id = self.saf.arm("advice", txn.id, spec.mti,
+                                      {k: v for k, v in fields.items() if k not in self.profile.reversal_strip})
             self._fire(txn, "journal_request", stan=stan)
         with self._atomic("sent"):
             self._fire(txn, "send", sent_at=self.clock.now())
@@ -523,7 +532,8 @@ class TransactionEngine:
         return self.profile.request_fields(
             kind, card=card, amount_minor=amount, currency=currency, stan=stan, batch_no=batch_no,
             terminal_id=self.terminal.terminal_id, merchant_id=self.terminal.merchant_id, now=now,
-            original=original)
+            original=original, timezone=self.terminal.timezone or None,
+            original_host_date=host_date_of(self.journal, original.id) if original is not None else None)
 
     def preview(self, kind: str, amount_minor: int, *, original: TxnRecord | None = None,
                 card: CardData | None = None, currency: str | None = None) -> Message:
@@ -539,7 +549,8 @@ class TransactionEngine:
         txn_id = self.journal.next_txn_id(self.terminal.terminal_id)
         sealed = None
         if card is not None:
-            sealed = self.sealer.seal({"pan": card.pan.reveal(), "expiry": card.expiry}, f"card:{txn_id}")
+            sealed = self.sealer.seal({"pan": card.pan.reveal(), "expiry": card.expiry,
+                                       **({"psn": card.pan_sequence} if card.pan_sequence else {})}, f"card:{txn_id}")
         txn = TxnRecord(
             id=txn_id, kind=kind, state="created", amount_minor=amount, currency=currency,
             terminal_id=self.terminal.terminal_id, merchant_id=self.terminal.merchant_id, created_at=now,
@@ -565,7 +576,8 @@ class TransactionEngine:
         fields = self.profile.request_fields(
             txn.kind, card=self._card_of(txn), amount_minor=txn.amount_minor, currency=txn.currency,
             stan=txn.stan or 0, batch_no=txn.batch_no or 0, terminal_id=txn.terminal_id,
-            merchant_id=txn.merchant_id or self.terminal.merchant_id, now=txn.created_at, original=original)
+            merchant_id=txn.merchant_id or self.terminal.merchant_id, now=txn.created_at, original=original,
+            timezone=self.terminal.timezone or None)
         if txn.rrn:
             fields["37"] = txn.rrn
         if txn.auth_code:
@@ -581,7 +593,7 @@ class TransactionEngine:
                 self.journal.record_event("link_failed", txn_id=txn.id, detail={"error": str(exc)})
             return self._result(txn, f"not sent ({exc}); nothing was charged, try again")
         event = "invalid_response" if isinstance(exc, InvalidResponse) else "timeout"
-        reason = _REASON_TIMEOUT if isinstance(exc, HostTimeout) else _REASON_INCOMPLETE
+        reason = exc.reversal_reason  # 98 timeout, A0 bad MAC, 96 otherwise
         with self._atomic("outcome_unknown"):
             self._fire(txn, event)
             if reversible:
@@ -630,7 +642,7 @@ class TransactionEngine:
         elif rc == self.profile.sign_on_rc:
             message = f"declined (RC {rc}): the host requires a new sign-on; it is done before the next transaction"
         else:
-            message = f"declined (RC {rc})"
+            message = decline_message(rc, self.profile.codec_dialect)
         return self._result(txn, message, self._record(detections))
 
     def _after_approval(self, txn: TxnRecord, card: CardData | None, original: TxnRecord | None) -> None:
@@ -785,6 +797,18 @@ class TransactionEngine:
             "quarantined", f"{txn.kind} {txn.id} ({txn.state}) could not be recovered ({why}); it is left as it is "
             "and the terminal goes on. Call the acquirer with its STAN/RRN to learn whether the charge stands",
             severity="critical", txn_id=txn.id, detail={"state": txn.state, "kind": txn.kind, "error": why})
+
+    # -- the card's final decision (posguard.engine.card_results) ---------------------------------------
+    def record_card_result(self, txn_id: str, field55_final: bytes, script_results: bytes | None = None) -> None:
+        """Keep the card's answer to the second GENERATE AC of ``txn_id`` for the settlement uploads: the sale
+        tag set with the final cryptogram (9F26 with 9F27 = 40 for a TC) and the issuer script results (9F5B
+        value), sealed. Raises :class:`~posguard.engine.card_results.CardResultRefused` for a transaction
+        that is not a card payment or field 55 without a cryptogram."""
+        from posguard.engine.card_results import record_card_result
+
+        with self._atomic("card_result"):
+            record_card_result(self.journal, self.sealer, self.journal.get_txn(txn_id), field55_final,
+                               script_results)
 
     # -- settlement (posguard.engine.settlement) -------------------------------------------------------
     def batch_totals(self, batch_no: int | None = None) -> dict[str, int]:

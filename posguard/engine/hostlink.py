@@ -100,6 +100,8 @@ class ResponseMismatch(InvalidResponse):
 class MacFailure(InvalidResponse):
     """The response's MAC is missing or wrong. Never an approval: reverse with reason A0."""
 
+    reversal_reason = "A0"
+
 
 class UndecodableResponse(InvalidResponse):
     """A frame arrived while waiting that the codec cannot decode (it may have been the answer)."""
@@ -227,7 +229,10 @@ class HostLinkConfig:
     connect_attempts: int = 3
     net_attempts: int = 3
     backoff: float = 1.0  # seconds before the 2nd attempt, doubled each further attempt
-    mac: MacScheme | None = None
+    mac: MacScheme | None = None  # a static MAC key (a host that uses one); see ``mac_key_source``
+    #: "sign_on": the MAC key of the last good sign-on (:meth:`TcpHostLink.use_mac_key`) replaces ``mac``;
+    #: "static": ``mac`` stays whatever a sign-on brings
+    mac_key_source: str = "sign_on"
     require_response_mac: bool = True  # with a MAC configured, an approval without a MAC is a MacFailure
     close_on_timeout: bool = False  # keep the socket so a late response can still be seen and reported
     remember: int = 64  # finished / timed-out requests remembered to classify late and duplicate answers
@@ -281,6 +286,18 @@ class TcpHostLink:
         self._timed_out: OrderedDict[_Key, Message] = OrderedDict()
         self._finished: OrderedDict[_Key, Message] = OrderedDict()
         self._capture: list[LinkEvent] | None = None
+        self._session_mac: MacScheme | None = None
+
+    def use_mac_key(self, scheme: MacScheme | None) -> None:
+        """MAC from now on with the working MAC key of a sign-on (None: forget it, e.g. after a sign-off)."""
+        self._session_mac = scheme
+
+    @property
+    def mac_scheme(self) -> MacScheme | None:
+        """The MAC in force: the sign-on's key unless the configuration pins a static one."""
+        if self.config.mac_key_source == "static" or self._session_mac is None:
+            return self.config.mac
+        return self._session_mac
 
     def __repr__(self) -> str:
         state = "connected" if self._sock is not None else "idle"
@@ -444,7 +461,7 @@ class TcpHostLink:
         return raw[msg.dialect.header_len : len(raw) - self._mac_wire_len]
 
     def _with_mac(self, request: Message) -> Message:
-        scheme = self.config.mac
+        scheme = self.mac_scheme
         if scheme is None or request.mti in UNMACED_MTIS:
             return request
         msg = request.copy()
@@ -555,7 +572,7 @@ class TcpHostLink:
         self._check_mac(response, raw, request)
 
     def _check_mac(self, response: Message, raw: bytes, request: Message) -> None:
-        scheme = self.config.mac
+        scheme = self.mac_scheme
         if scheme is None or response.mti in UNMACED_MTIS:
             return
         f = self._mac_field(response)

@@ -338,6 +338,18 @@ class Journal:
         return new
 
     # -- sign-on ------------------------------------------------------------------------------------
+    def adopt_batch(self, batch_no: int) -> bool:
+        """Take the acquirer's batch number (CUP sign-on answer, 60.2) when it is ahead of the open batch and that
+        batch holds nothing yet (a batch with transactions keeps its number until settlement); True if taken."""
+        current = self.current_batch()
+        if batch_no <= current or self.query("SELECT 1 FROM transactions WHERE batch_no = ? LIMIT 1", (current,)):
+            return False
+        self._write("UPDATE counters SET value = ? WHERE name = 'batch'", (batch_no,))
+        self._write("DELETE FROM batches WHERE batch_no = ? AND state = 'open'", (current,))
+        self._write("INSERT OR REPLACE INTO batches(batch_no, state, opened_at) VALUES (?, 'open', ?)",
+                    (batch_no, self.clock.now()))
+        return True
+
     def sign_on_required(self) -> bool:
         """True when the host demanded a new sign-on (RC 77 / CUP header) and none has succeeded since."""
         return self.peek_counter("signon_required") != 0

@@ -24,7 +24,7 @@ from pathlib import Path
 from posguard.engine.mac import MacKey, des_ecb, key_check_value
 
 __all__ = ["KeyError_", "KeyFileError", "KeyCheckMismatch", "TerminalMasterKey", "WorkingKeys", "load_tmk",
-           "parse_cup_keys", "kcv4"]
+           "load_static_mac_key", "read_key_file", "parse_cup_keys", "kcv4"]
 
 
 class KeyError_(ValueError):  # noqa: N801 - "KeyError" is the builtin's name
@@ -72,21 +72,32 @@ class TerminalMasterKey:
 
 def load_tmk(path: str | os.PathLike[str]) -> TerminalMasterKey:
     """The TMK from ``path``; :class:`KeyFileError` says what is wrong with the file."""
+    return TerminalMasterKey(read_key_file(path, "terminal master key", "tmk"))
+
+
+def load_static_mac_key(path: str | os.PathLike[str]) -> MacKey:
+    """A static MAC key (``host.mac_key_file``, for an acquirer that MACs with a fixed key instead of the
+    sign-on's): the same file format as the TMK."""
+    return MacKey(read_key_file(path, "static MAC key", "tmk"))
+
+
+def read_key_file(path: str | os.PathLike[str], what: str, kind: str = "tmk") -> bytes:
+    """A TDES key file (mode 0600, 32 or 48 hex digits); :class:`KeyFileError` names ``what`` is wrong with it
+    (``kind``: the ``posguard keygen --only`` that writes one)."""
     p = Path(path)
     try:
         st = p.stat()
         text = p.read_text(encoding="ascii").strip()
     except FileNotFoundError:
-        raise KeyFileError(f"no terminal master key at {p}: inject it with `posguard keygen {p.parent} --only tmk` "
+        raise KeyFileError(f"no {what} at {p}: inject it with `posguard keygen {p.parent} --only {kind}` "
                            "or the acquirer's key ceremony") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise KeyFileError(f"cannot read the terminal master key {p}: {getattr(exc, 'strerror', None) or exc}"
-                           ) from None
+        raise KeyFileError(f"cannot read the {what} {p}: {getattr(exc, 'strerror', None) or exc}") from None
     if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise KeyFileError(f"{p} is readable by others (mode {oct(st.st_mode & 0o777)}): chmod 600 {p}")
     if len(text) not in (32, 48) or any(c not in "0123456789abcdefABCDEF" for c in text):
         raise KeyFileError(f"{p} must hold 32 hex digits (a double-length TDES key), got {len(text)} characters")
-    return TerminalMasterKey(bytes.fromhex(text))
+    return bytes.fromhex(text)
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
+    from posguard.engine.mac import MacScheme
     from posguard.iso8583.message import Message
 
-__all__ = ["HostLink", "HostLinkError", "HostTimeout", "InvalidResponse", "HostError"]
+__all__ = ["HostLink", "HostLinkError", "HostTimeout", "InvalidResponse", "HostError", "KeyedLink"]
 
 
 class HostError(Exception):
@@ -31,6 +32,9 @@ class HostError(Exception):
     maybe_sent: bool = True
     #: the word captures and logs use for this failure
     event: str = "error"
+    #: the CUP reversal reason (field 39 of the 0400) when this failure leaves the outcome unknown
+    #: (``pos-flows.md`` §B: 98 timeout, 96 could not complete, A0 bad MAC)
+    reversal_reason: str = "96"
 
 
 class HostTimeout(HostError):
@@ -38,6 +42,7 @@ class HostTimeout(HostError):
 
     maybe_sent = True
     event = "timeout"
+    reversal_reason = "98"
 
 
 class HostLinkError(HostError):
@@ -73,4 +78,13 @@ class HostLink(Protocol):
 
         Raises :class:`HostTimeout`, :class:`HostLinkError` or :class:`InvalidResponse`.
         """
+        ...
+
+
+@runtime_checkable
+class KeyedLink(Protocol):
+    """A link that MACs with the working MAC key of the last good sign-on (``TcpHostLink``)."""
+
+    def use_mac_key(self, scheme: MacScheme | None) -> None:
+        """MAC every message that needs one with ``scheme`` from now on; None forgets the key."""
         ...

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
+from posguard.engine.mac import MacAlgorithm
 from posguard.iso8583.dialects import get_dialect
 from posguard.iso8583.spec import Dialect
 
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
     from posguard.iso8583.message import Message
 
 __all__ = ["KindSpec", "Profile", "PROFILES", "get_profile", "CURRENCY_NUMERIC", "UnknownProfile", "Fields",
-           "network_fields", "SIGN_ON_CODE", "SIGN_ON_CODE_DOUBLE_KEYS", "ECHO_CODE"]
+           "network_fields", "SIGN_ON_CODE", "SIGN_ON_CODE_DOUBLE_KEYS", "SIGN_OFF_CODE", "ECHO_CODE"]
 
 Fields = dict[str, "str | bytes"]
 
@@ -28,9 +29,24 @@ CURRENCY_NUMERIC: Final[Mapping[str, str]] = {
     "CNY": "156", "EUR": "978", "USD": "840", "GBP": "826", "HKD": "344", "JPY": "392", "SGD": "702",
     "CHF": "756", "AUD": "036", "CAD": "124",
 }
-ENTRY_MODE: Final[Mapping[str, str]] = {
-    "chip": "051", "contactless": "071", "swipe": "021", "manual": "012", "fallback": "801",
-}
+
+
+@dataclass(frozen=True)
+class PinFields:
+    """How a dialect carries an online PIN (``../shared/reference/emv-keys.md`` §C), declared as data.
+
+    ``security_control`` is field 53 (n16). CUP (UnionPay POS terminal specification, field 53): 53.1 PIN format
+    2 = ISO 9564 format 0 (ANSI X9.8, with the PAN), 53.2 encryption algorithm 6 = double-length TDES working key,
+    53.3 fourteen reserved zeros. ISO 8583:1987 leaves 53's layout private; the international profiles use the
+    Visa BASE I one: 20 security format (zone encryption), 01 ANSI DES, 01 ISO format 0, 01 key index (the PIN
+    pad's slot), then zeros. ``capture_code`` is field 26, the most PIN characters the terminal accepts (ISO
+    8583:1987 field 26; CUP sends it with every PIN). CUP field 22's third digit (PIN included 1 / not 2) is
+    written with the entry mode by :mod:`posguard.engine.pos_entry`.
+    """
+
+    security_control: str
+    capture_code: str | None = "12"
+    kinds: frozenset[str] = frozenset({"sale", "preauth"})  # the requests a PIN block travels in
 
 
 class UnknownProfile(KeyError):
@@ -65,6 +81,11 @@ class Profile:
     settlement_close_proc: str = "960000"  # international: 0500 after the batch upload that followed RC 95
     sign_on_code: str = "001"  # CUP 60.3 (001 single-length keys, 003 double-length); ISO field 70 is 001
     sign_on_rc: str = "77"  # response code that demands a new sign-on
+    #: the MAC (64/128) the acquirer wants with the sign-on's MAC key (``emv-keys.md`` §E): ISO X9.19, CUP "ECB"
+    mac_algorithm: MacAlgorithm = "x919"
+    #: where the sign-on answer carries the working keys: CUP 62 (binary); ISO 48 as hex text (the key exchange
+    #: declared in ``firmware_sim/host/keys.py``: ISO 8583:1987 leaves 48 to private agreement)
+    keys_field: str = "48"
     reversal_done_codes: frozenset[str] = frozenset({"00", "12", "25"})
     advice_done_codes: frozenset[str] = frozenset({"00"})
     reversal_icc_tags: tuple[str, ...] = ("95", "9F10", "9F1E", "9F36", "DF31")
@@ -72,6 +93,7 @@ class Profile:
     repeat_mti: Mapping[str, str] = field(
         default_factory=lambda: {"0400": "0401", "0420": "0421", "0220": "0221", "0200": "0201", "0320": "0321"}
     )
+    pin: PinFields = PinFields("2001010100000000")
 
     @property
     def dialect(self) -> Dialect:
@@ -88,7 +110,12 @@ class Profile:
     def request_fields(
         self, kind: str, *, card: CardData | None, amount_minor: int, currency: str, stan: int, batch_no: int,
         terminal_id: str, merchant_id: str, now: float, original: TxnRecord | None = None,
+        timezone: str | None = None, original_host_date: str | None = None,
     ) -> Fields:
+        """The request of ``kind``. 12/13 are local time in ``timezone`` (terminal.timezone; 7 stays GMT);
+        ``original_host_date`` (MMDD, the host's date in the original's answer) goes to a CUP refund's 61.3."""
+        from posguard.engine.localtime import local_fields, local_time
+
         spec = self.spec(kind)
         tm = time.gmtime(now)
         f: Fields = {}
@@ -99,12 +126,11 @@ class Profile:
         if not self.uses_field_60:
             f["7"] = time.strftime("%m%d%H%M%S", tm)
         f["11"] = f"{stan:06d}"
-        f["12"] = time.strftime("%H%M%S", tm)
-        f["13"] = time.strftime("%m%d", tm)
+        f["12"], f["13"] = local_fields(now, timezone)
         if card is not None and card.expiry:
             f["14"] = card.expiry
         if card is not None:
-            f["22"] = ENTRY_MODE.get(card.entry_mode, "000")
+            f.update(self.pin_fields(kind, card))  # before card_entry_fields: CUP 22's PIN digit reads 52
         f["25"] = spec.cond
         if spec.references_original and original is not None:
             if original.rrn:
@@ -119,8 +145,45 @@ class Profile:
         if self.uses_field_60:
             f["60"] = f"{spec.type_code or '00'}{batch_no:06d}000"
             if spec.references_original and original is not None:
-                mmdd = time.strftime("%m%d", time.gmtime(original.created_at)) if kind == "refund" else ""
+                mmdd = ""
+                if kind == "refund":
+                    mmdd = original_host_date or local_time(original.created_at, timezone).strftime("%m%d")
                 f["61"] = f"{original.batch_no or 0:06d}{original.stan or 0:06d}{mmdd}"
+        if card is not None:
+            self.card_entry_fields(f, card)
+        return f
+
+    def card_entry_fields(self, f: Fields, card: CardData) -> None:
+        """How the card came in, added to the request ``f``: 22 (entry mode; the CUP PIN digit reads whether
+        ``f`` already carries a PIN block in 52), 23 (5F34 of a chip read), 35/36 (the swipe's tracks 2/3, ``=``
+        as ``D``; the reversal copy strips them) and, for CUP, 60.4/60.5 (read capability, fallback flag).
+        See :mod:`posguard.engine.pos_entry` for the codes and their sources."""
+        from posguard.engine import pos_entry
+
+        family = pos_entry.family_of(self.uses_field_60)
+        if card.entry_mode in pos_entry.ENTRY_MODES:
+            f["22"] = pos_entry.pos_entry_mode(family, card.entry_mode, pin_included="52" in f)
+        else:
+            f["22"] = "000"  # ISO 8583: 00 = PAN entry mode unknown
+        psn = pos_entry.card_sequence_number(card.entry_mode, card.pan_sequence)
+        if psn is not None:
+            f["23"] = psn
+        if card.track2 is not None:
+            f["35"] = card.track2.field_value()
+        if card.track3 is not None:
+            f["36"] = card.track3.field_value()
+        if self.uses_field_60 and "60" in f and card.entry_mode in pos_entry.ENTRY_MODES:
+            f["60"] = _text(f["60"])[:11] + pos_entry.cup_read_flags(card.entry_mode)
+
+    def pin_fields(self, kind: str, card: CardData) -> Fields:
+        """52 (the pad's encrypted block), 53 and 26 (CUP 22's PIN digit follows from 52: card_entry_fields)."""
+        block = getattr(card, "pin_block", None) if kind in self.pin.kinds else None
+        f: Fields = {}  # CUP 22's PIN digit is written by card_entry_fields, which reads whether 52 is here
+        if block is not None:
+            f["52"] = block.reveal() if self.binary_icc else block.reveal().hex().upper()  # ASCII dialect: hex
+            f["53"] = self.pin.security_control
+            if self.pin.capture_code:
+                f["26"] = self.pin.capture_code
         return f
 
     def reversal_fields(self, request_mti: str, request: Fields, *, reason: str, stan: int | None) -> Fields:
@@ -157,8 +220,7 @@ class Profile:
         f: Fields = {"11": f"{stan:06d}", "41": terminal_id, "42": merchant_id}
         if self.uses_field_60:
             f["3"] = self.settlement_proc
-            f["48"] = (f"{totals['debit_minor']:012d}{totals['debit_count']:03d}"
-                       f"{totals['credit_minor']:012d}{totals['credit_count']:03d}0" + "0" * 31)
+            f["48"] = cup_totals_48(totals)
             f["60"] = f"00{batch_no:06d}201"
         else:
             f["3"] = self.settlement_close_proc if close_after_upload else self.settlement_proc
@@ -168,6 +230,13 @@ class Profile:
             f["88"] = f"{totals['debit_minor']:016d}"
         f["49"] = currency_numeric(currency)
         return f
+
+    def settlement_flags(self, response: Message) -> dict[str, str]:
+        """CUP: the 0510's field 48 flags per group, ``{"domestic": "1", "foreign": "2"}`` (1 balanced,
+        2 unbalanced, 3 error); a group the host did not answer is left out."""
+        value = response.get("48")
+        text = _text(value) if value is not None else ""
+        return {side: text[end - 1] for side, end in (("domestic", 31), ("foreign", 62)) if len(text) >= end}
 
     def settlement_flag(self, response: Message) -> str | None:
         """CUP: the domestic balance flag of the 0510's field 48 ('1' balanced, '2' unbalanced, '3' error)."""
@@ -179,8 +248,13 @@ class Profile:
 
     def upload_fields(
         self, *, purpose: str, stan: int, batch_no: int, terminal_id: str, merchant_id: str, txn: TxnRecord,
+        pan: str | None = None, pan_sequence: str | None = None, icc: bytes | None = None,
     ) -> Fields:
-        """A 0320 for one transaction. CUP 60.3: 203 TC upload, 205 chip detail, 201 other detail."""
+        """A 0320 for one transaction. CUP 60.3: 203 TC upload, 205 chip detail, 201 other detail.
+
+        What the acquirer matches the upload on (``emv-keys.md`` A.10): the PAN (2, from the sealed card), the
+        entry mode (22), the card sequence number (23, chip) and field 55 with the final cryptogram and the
+        script results (``icc``: :meth:`posguard.engine.card_results.CardResult.upload_icc`)."""
         spec = self.spec("upload")
         original = self.spec(txn.kind) if txn.kind in self.kinds else spec
         # a detail names the original: its processing code (3); CUP: its type (60.1) and batch + trace (61);
@@ -191,6 +265,7 @@ class Profile:
             f["37"] = txn.rrn
         if txn.auth_code:
             f["38"] = txn.auth_code
+        self._upload_card_fields(f, txn, pan=pan, pan_sequence=pan_sequence, icc=icc)
         if self.uses_field_60:
             chip = txn.entry_mode in ("chip", "contactless")
             code = "203" if purpose == "tc" else ("205" if chip else "201")
@@ -200,6 +275,20 @@ class Profile:
         else:
             f["60"] = f"{original.mti}{txn.stan or 0:06d}"
         return f
+
+    def _upload_card_fields(self, f: Fields, txn: TxnRecord, *, pan: str | None, pan_sequence: str | None,
+                            icc: bytes | None) -> None:
+        from posguard.engine import pos_entry
+
+        if pan:
+            f["2"] = pan
+        if txn.entry_mode in pos_entry.ENTRY_MODES:
+            f["22"] = pos_entry.pos_entry_mode(pos_entry.family_of(self.uses_field_60), txn.entry_mode)
+            psn = pos_entry.card_sequence_number(txn.entry_mode, pan_sequence)
+            if psn is not None:
+                f["23"] = psn
+        if icc:
+            f["55"] = icc if self.binary_icc else icc.hex().upper()
 
     def batch_end_fields(self, *, stan: int, batch_no: int, terminal_id: str, merchant_id: str, count: int,
                          after: str) -> Fields:
@@ -215,6 +304,13 @@ class Profile:
         code = self.sign_on_code if self.uses_field_60 else SIGN_ON_CODE
         return network_fields(code, in_field_60=self.uses_field_60, stan=stan, batch_no=batch_no,
                               terminal_id=terminal_id, merchant_id=merchant_id, now=now, operator=operator)
+
+    def sign_off_message(self, *, stan: int, batch_no: int, terminal_id: str, merchant_id: str,
+                         now: float) -> tuple[str, Fields]:
+        """The sign-off (``pos-flows.md`` §B): CUP 0820 with 60.3 = 002; ISO 0800 with field 70 = 002."""
+        fields = network_fields(SIGN_OFF_CODE, in_field_60=self.uses_field_60, stan=stan, batch_no=batch_no,
+                                terminal_id=terminal_id, merchant_id=merchant_id, now=now)
+        return ("0820" if self.uses_field_60 else "0800"), fields
 
     def sign_on_demanded(self, response: Message) -> str | None:
         """Why the host wants a new sign-on, or None: RC 77, or (CUP) processing requirement 3 in the header."""
@@ -240,6 +336,7 @@ class Profile:
 #: Network management codes of the 0800 (ISO field 70; CUP-style dialects put them in 60.3).
 SIGN_ON_CODE = "001"
 SIGN_ON_CODE_DOUBLE_KEYS = "003"  # CUP 60.3: sign-on with double-length working keys
+SIGN_OFF_CODE = "002"
 ECHO_CODE = "301"
 
 
@@ -259,6 +356,26 @@ def network_fields(code: str, *, in_field_60: bool, stan: int, batch_no: int, te
         f["7"] = time.strftime("%m%d%H%M%S", time.gmtime(now))
         f["70"] = code
     return f
+
+
+def cup_totals_48(totals: Mapping[str, int]) -> str:
+    """CUP 0500 field 48 (pos-flows.md §B): the domestic group (UnionPay cards), then the foreign group (Visa,
+    Mastercard, ...), each debit amount n12, debit count n3, credit amount n12, credit count n3, flag n1 (0 in a
+    request). ``totals`` holds the whole batch and its ``foreign_*`` part; domestic is the rest.
+
+    >>> cup_totals_48({"debit_count": 3, "debit_minor": 6000, "credit_count": 0, "credit_minor": 0,
+    ...                "foreign_debit_count": 1, "foreign_debit_minor": 1000})
+    '00000000500000200000000000000000000000010000010000000000000000'
+    """
+    groups = []
+    for prefix in ("", "foreign_"):
+        g = {k: int(totals.get(prefix + k, 0)) for k in ("debit_minor", "debit_count", "credit_minor",
+                                                         "credit_count")}
+        groups.append(g)
+    dom, foreign = groups
+    dom = {k: dom[k] - foreign[k] for k in dom}
+    return "".join(f"{g['debit_minor']:012d}{g['debit_count']:03d}{g['credit_minor']:012d}{g['credit_count']:03d}0"
+                   for g in (dom, foreign))
 
 
 def _text(value: str | bytes) -> str:
@@ -300,7 +417,8 @@ PROFILES: Final[Mapping[str, Profile]] = {
     "iso87": Profile("iso87", "iso87", _INTERNATIONAL, binary_icc=True, reversal_keeps_stan=False,
                      reversal_reason_in_39=False, uses_field_60=False),
     "cup": Profile("cup", "cup", _CUP, binary_icc=True, reversal_keeps_stan=True, reversal_reason_in_39=True,
-                   uses_field_60=True, settlement_proc="000000", sign_on_code="003"),
+                   uses_field_60=True, settlement_proc="000000", sign_on_code="003", mac_algorithm="cup-ecb",
+                   keys_field="62", pin=PinFields("2600000000000000")),
 }
 
 

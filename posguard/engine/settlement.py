@@ -14,21 +14,29 @@ terminal, clock, policies, detectors, the engine's watched link, kill points); t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, NoReturn
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, NoReturn
 
+from posguard.card import scheme_of
 from posguard.engine.chart import CHART
 from posguard.engine.detectors import Detection
 from posguard.engine.errors import SettlementBlocked
+from posguard.engine.journal import TxnRecord
 from posguard.engine.ports import HostError
 from posguard.engine.redact import masked_json, masked_message
 
 if TYPE_CHECKING:
     from posguard.engine.engine import TransactionEngine
-    from posguard.engine.journal import TxnRecord
     from posguard.iso8583.message import Message
 
-__all__ = ["Settlement", "SettlementResult"]
+__all__ = ["Settlement", "SettlementResult", "card_side"]
+
+
+def card_side(txn: TxnRecord) -> str:
+    """``domestic`` (UnionPay) or ``foreign`` (every other organisation), by the scheme the journal recorded for
+    the card (the PAN's leading digits when none was)."""
+    scheme = txn.scheme or scheme_of(txn.pan_masked or "") or "unionpay"
+    return "domestic" if scheme == "unionpay" else "foreign"
 
 
 @dataclass(frozen=True)
@@ -43,6 +51,13 @@ class SettlementResult:
     flag: str | None = None  # CUP balance flag of the 0510 (1 balanced, 2 unbalanced, 3 error)
     host_lacked: tuple[str, ...] = ()  # transactions whose detail upload the host did not hold (booked from it)
     tc_uploaded: int = 0
+    #: CUP: the 0510's balance flag per card side of field 48 (``domestic``, ``foreign``)
+    flags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def unbalanced_sides(self) -> tuple[str, ...]:
+        """Which side(s) of the CUP totals the host found unbalanced (flag 2 or 3)."""
+        return tuple(side for side, f in self.flags.items() if f in ("2", "3"))
 
 
 class Settlement:
@@ -65,6 +80,22 @@ class Settlement:
         return {"debit_count": int(debit[0]), "debit_minor": int(debit[1]),
                 "credit_count": int(credit[0]), "credit_minor": int(credit[1])}
 
+    def foreign_totals(self, batch_no: int) -> dict[str, int]:
+        """The foreign-card part of the totals (pos-flows.md §B field 48: CUP counts domestic (UnionPay) and
+        foreign cards (Visa, Mastercard, ...) in two groups), by the card's scheme recorded in the journal. A
+        closed batch counts what it settled (its transactions are ``settled`` then)."""
+        out = {"foreign_debit_count": 0, "foreign_debit_minor": 0, "foreign_credit_count": 0,
+               "foreign_credit_minor": 0}
+        for t in self.engine.journal.find_txns(
+                "batch_no = ? AND ((kind IN ('sale', 'completion') AND state IN ('approved','signature_pending',"
+                "'signed','unsigned','uploaded','refunded_partial','refunded','settled')) OR (kind = 'refund' AND "
+                "state IN ('approved', 'uploaded', 'settled')))", (batch_no,)):
+            if card_side(t) == "foreign":
+                side = "credit" if t.kind == "refund" else "debit"
+                out[f"foreign_{side}_count"] += 1
+                out[f"foreign_{side}_minor"] += t.amount_minor
+        return out
+
     def settle(self) -> SettlementResult:
         """Close the batch as the acquirer's procedure says (see the module docstring).
 
@@ -80,10 +111,11 @@ class Settlement:
         rc = response.response_code
         cup = engine.profile.uses_field_60
         flag = engine.profile.settlement_flag(response) if cup else None
+        flags = engine.profile.settlement_flags(response) if cup else {}
         if cup:
             if rc != "00":
                 self._refused(batch, f"the host answered the 0500 with RC {rc}")
-            balanced = flag == "1"
+            balanced = flag == "1" and flags.get("foreign", "1") in ("0", "1")
         else:
             if rc not in ("00", "95"):
                 self._refused(batch, f"the host answered the 0500 with RC {rc}")
@@ -103,7 +135,8 @@ class Settlement:
             if closing.response_code != "00":
                 self._refused(batch, f"the host answered the closing 0500/"
                                      f"{engine.profile.settlement_close_proc} with RC {closing.response_code}")
-        detections = engine.detectors.reconciliation.on_settlement(batch, totals, balanced, rc, engine.journal)
+        detections = engine.detectors.reconciliation.on_settlement(batch, totals, balanced, rc, engine.journal,
+                                                                   flags=flags)
         detections += engine.detectors.unsigned.at_batch_close(batch, engine.journal)
         with engine._atomic("batch_closed"):
             for txn in engine.journal.find_txns("batch_no = ? AND state IN ('approved','signature_pending','signed',"
@@ -112,7 +145,8 @@ class Settlement:
                     if txn.state == "signature_pending":
                         engine.journal.update_txn(txn.id, signature="missing")
                     engine._fire(txn, "settle", settled_at=engine.clock.now())
-            result = "balanced" if balanced else f"unbalanced rc={rc}" + (f" flag={flag}" if flag else "")
+            result = "balanced" if balanced else f"unbalanced rc={rc}" + (f" flag={flag}" if flag else "") + (
+                f" foreign={flags['foreign']}" if flags.get("foreign") else "")
             if lacked:
                 result += f"; host lacked {len(lacked)}"
                 engine.journal.record_incident("host_lacked_transactions",
@@ -120,9 +154,10 @@ class Settlement:
                                                "until their detail upload: " + ", ".join(lacked),
                                                detail={"batch": batch, "txn_ids": lacked})
             new_batch = engine.journal.close_batch(totals, result)
-            engine.journal.record_event("batch_closed", detail={"batch": batch, "next": new_batch, "result": result})
+            engine.journal.record_event("batch_closed", detail={"batch": batch, "next": new_batch, "result": result,
+                                                                "balanced": balanced, "flags": flags})
         return SettlementResult(batch, balanced, rc, totals, uploaded, new_batch, engine._record(detections),
-                                flag=flag, host_lacked=tuple(lacked), tc_uploaded=tc_uploaded)
+                                flag=flag, host_lacked=tuple(lacked), tc_uploaded=tc_uploaded, flags=flags)
 
     def _refused(self, batch: int, why: str) -> NoReturn:
         engine = self.engine
@@ -137,7 +172,8 @@ class Settlement:
         with engine._atomic("settlement_journaled"):
             stan = engine.journal.allocate_stan()
             fields = engine.profile.settlement_fields(stan=stan, batch_no=batch, terminal_id=engine.terminal.terminal_id,
-                                                      merchant_id=engine.terminal.merchant_id, totals=totals,
+                                                      merchant_id=engine.terminal.merchant_id,
+                                                      totals={**totals, **self.foreign_totals(batch)},
                                                       currency=engine.terminal.currency,
                                                       close_after_upload=close_after_upload)
             engine.journal.record_message(direction="out", mti="0500", masked=masked_json("0500", fields, engine.profile.dialect), stan=stan)
@@ -163,6 +199,23 @@ class Settlement:
         if purpose == "tc":
             txns = [t for t in txns if t.entry_mode in ("chip", "contactless") and t.kind != "refund"]
         return txns
+
+    def _upload_card(self, txn: TxnRecord) -> dict[str, Any]:
+        """What an upload of ``txn`` carries from the card, opened from the journal's sealed values: the PAN and
+        5F34 (sealed with the transaction) and field 55 of the card's final decision
+        (:mod:`posguard.engine.card_results`)."""
+        from posguard.engine.card_results import card_result
+
+        engine = self.engine
+        out: dict[str, Any] = {}
+        if txn.card_sealed is not None:
+            card = engine.sealer.open(txn.card_sealed, f"card:{txn.id}")
+            out["pan"] = card.get("pan")
+            out["pan_sequence"] = card.get("psn")
+        result = card_result(engine.journal, engine.sealer, txn.id)
+        if result is not None:
+            out["icc"] = result.upload_icc()
+        return out
 
     def _upload_all(self, batch: int, purpose: str, txns: list[TxnRecord]) -> tuple[int, list[str]]:
         """Upload each transaction (0320), retrying failures in rounds; returns (count, ids the host lacked)."""
@@ -195,7 +248,8 @@ class Settlement:
             stan = engine.journal.allocate_stan()
             fields = engine.profile.upload_fields(purpose=purpose, stan=stan, batch_no=batch,
                                                   terminal_id=engine.terminal.terminal_id,
-                                                  merchant_id=engine.terminal.merchant_id, txn=txn)
+                                                  merchant_id=engine.terminal.merchant_id, txn=txn,
+                                                  **self._upload_card(txn))
             engine.journal.record_message(direction="out", mti=spec.mti, masked=masked_json(spec.mti, fields, engine.profile.dialect),
                                           stan=stan, txn_id=txn.id)
             engine.journal.upload_record(batch, txn.id, purpose, state="sent", attempt=True)

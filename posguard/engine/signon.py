@@ -2,8 +2,18 @@
 
 Before anything is sent, the engine signs on (0800; ISO field 70 = 001, CUP 60.3 = 001/003) when the host
 demanded it — RC 77, or a CUP response header whose processing requirement is 3, on *any* response — or, with
-``EnginePolicies.sign_on_at_start``, once per engine start. The demand is journaled durably (it survives a
-crash) and cleared only by an approved sign-on.
+``EnginePolicies.sign_on_at_start``, once per engine start; and, for a terminal with a master key (TMK), when
+it holds no working keys or they are older than ``EnginePolicies.key_max_age`` (on the engine clock). The
+demand is journaled durably (it survives a crash) and cleared only by an approved sign-on.
+
+Working keys (``emv-keys.md`` §D; layouts in :mod:`posguard.engine.keys`) come in the profile's
+``keys_field`` (CUP 62; ISO 48 as hex text), are verified against their check values under the TMK and, in the
+same commit as "signed on", journaled sealed. The MAC key then goes to the link (:class:`KeyedLink`), which
+MACs every message that needs it with the profile's ``mac_algorithm``. After a restart the keys of the last
+sign-on are read back from the journal (:meth:`SignOn.restore`) unless a sign-off or a host demand came later,
+so a kill -9 anywhere in a sign-on leaves the terminal signed on (the answer's commit happened) or not (it did
+not), never half. :meth:`SignOn.sign_off` sends the sign-off (CUP 0820 60.3 = 002, ISO 0800/70 = 002) and
+forgets the keys.
 
 :class:`SignOn` works on its :class:`~posguard.engine.engine.TransactionEngine` (journal, profile, terminal,
 clock, link, kill points); the engine's ``sign_on``, ``sign_on_due`` and the check of every response delegate
@@ -16,13 +26,15 @@ Outside an engine (the host check of ``posguard diagnose``, link tests), :func:`
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from posguard.engine.errors import SignOnFailed
 from posguard.engine.keys import KeyError_, WorkingKeys, parse_cup_keys
-from posguard.engine.ports import HostError
+from posguard.engine.mac import MacKey, MacScheme
+from posguard.engine.ports import HostError, KeyedLink
 from posguard.engine.profiles import ECHO_CODE, SIGN_ON_CODE, SIGN_ON_CODE_DOUBLE_KEYS, network_fields
 from posguard.engine.redact import masked_json, masked_message
 
@@ -46,6 +58,9 @@ class SignOn:
 
     def __init__(self, engine: TransactionEngine) -> None:
         self.engine = engine
+        #: when the working keys in use were received (engine clock), None without keys
+        self.keys_at: float | None = None
+        self._restore_tried = False
 
     def due(self) -> str | None:
         """Why a sign-on must precede the next message, or None."""
@@ -54,7 +69,42 @@ class SignOn:
             return "demanded by the host"
         if engine.policies.sign_on_at_start and not engine._signed_on:
             return "engine start"
+        if engine.terminal.tmk is not None:
+            if engine.working_keys is None and not self.restore() and not engine._signed_on:
+                return "no working keys"  # (a host that signs on without keys is not asked again and again)
+            max_age = engine.policies.key_max_age
+            if max_age is not None and self.keys_at is not None and engine.clock.now() - self.keys_at >= max_age:
+                return f"working keys older than {max_age:g} s"
         return None
+
+    def restore(self) -> bool:
+        """Take back the working keys of the last sign-on from the journal (after a restart), unless a sign-off
+        came after them; True when the engine has keys afterwards. Tried once per engine start."""
+        engine = self.engine
+        if engine.working_keys is not None:
+            return True
+        if self._restore_tried:
+            return False
+        self._restore_tried = True
+        rows = engine.journal.query("SELECT at, kind, detail FROM events WHERE kind IN ('working_keys', "
+                                    "'signed_off') ORDER BY id DESC LIMIT 1")
+        if not rows or rows[0]["kind"] != "working_keys":
+            return False
+        detail = json.loads(rows[0]["detail"])
+        clear = engine.sealer.open(bytes.fromhex(detail["sealed"]), f"working_keys:{detail['stan']}")
+        keys = WorkingKeys(bytes.fromhex(clear["pin"]), bytes.fromhex(detail["pin_kcv"]),
+                           MacKey(bytes.fromhex(clear["mac"])),
+                           bytes.fromhex(clear["track"]) if clear.get("track") else None)
+        self._install(keys, float(rows[0]["at"]))
+        return True
+
+    def _install(self, keys: WorkingKeys | None, at: float | None) -> None:
+        """Use ``keys`` from now on: the MAC key goes to the link (None: forget them)."""
+        engine = self.engine
+        engine.working_keys = keys
+        self.keys_at = at
+        if isinstance(engine.link, KeyedLink):
+            engine.link.use_mac_key(MacScheme(engine.profile.mac_algorithm, keys.mac) if keys is not None else None)
 
     def ensure(self, what: str) -> None:
         """Sign on first when one is due (see :meth:`due`); ``what`` names the message it must precede."""
@@ -97,9 +147,10 @@ class SignOn:
             elif rc == "00":
                 engine.journal.set_sign_on_required(False)
                 engine.journal.record_event("signed_on", detail={"reason": reason, "stan": stan,
-                                                                 "keys_received": "62" in response})
+                                                                 "keys_received": engine.profile.keys_field in response})
                 if keys is not None:  # in the same commit: after a crash the terminal is signed on with them
                     engine.journal.record_event("working_keys", detail=self._sealed(keys, stan))
+                self._adopt_batch(response)
             else:
                 engine.journal.record_incident("sign_on_failed", f"sign-on ({reason}) answered RC {rc}",
                                                detail={"stan": stan, "rc": rc})
@@ -111,18 +162,67 @@ class SignOn:
                                f"with RC {rc}; check the terminal's registration with the acquirer",
                                pending_ids=(), retry_in=None)
         if keys is not None:
-            engine.working_keys = keys
+            self._install(keys, engine.clock.now())
         engine._signed_on = True
         return SignOnResult(rc, stan, reason)
+
+    def sign_off(self, *, reason: str = "shutdown") -> SignOnResult | None:
+        """Send the sign-off (CUP 0820 60.3 = 002; ISO 0800/70 = 002) and forget the working keys; None when
+        the terminal is not signed on. The keys are forgotten even without an answer: the next start signs on."""
+        engine = self.engine
+        if engine.working_keys is None and not engine._signed_on:
+            return None
+        with engine._atomic("sign_off_journaled"):
+            stan = engine.journal.allocate_stan()
+            mti, fields = engine.profile.sign_off_message(stan=stan, batch_no=engine.journal.current_batch(),
+                                                          terminal_id=engine.terminal.terminal_id,
+                                                          merchant_id=engine.terminal.merchant_id,
+                                                          now=engine.clock.now())
+            engine.journal.record_message(direction="out", mti=mti, masked=masked_json(mti, fields,
+                                                                                     engine.profile.dialect), stan=stan)
+        rc: str | None = None
+        try:
+            response = engine._wire.exchange(engine.profile.message(mti, fields),
+                                             timeout=engine.terminal.host_timeout, demands=False)
+            rc = response.response_code
+            answer: Message | None = response
+        except HostError as exc:
+            answer = None
+            why = str(exc)
+        with engine._atomic("signed_off"):
+            if answer is not None:
+                engine.journal.record_message(direction="in", mti=answer.mti, masked=masked_message(answer),
+                                              stan=answer.stan)
+            engine.journal.record_event("signed_off", detail={"reason": reason, "stan": stan, "rc": rc,
+                                                              **({} if answer is not None else {"error": why})})
+        self._install(None, None)
+        engine._signed_on = False
+        return SignOnResult(rc, stan, reason)
+
+    def _adopt_batch(self, response: Message) -> None:
+        """CUP: the sign-on answer's 60.2 is the acquirer's batch number for this terminal (``emv-keys.md`` §D);
+        the terminal takes it when it is ahead of an empty open batch (see :meth:`Journal.adopt_batch`)."""
+        engine = self.engine
+        f60 = response.get("60") if engine.profile.uses_field_60 else None
+        text = f60.decode("ascii", "replace") if isinstance(f60, bytes) else f60
+        if not text or len(text) < 8 or not text[2:8].isdigit():
+            return
+        before = engine.journal.current_batch()
+        if engine.journal.adopt_batch(int(text[2:8])):
+            engine.journal.record_event("batch_from_sign_on", detail={"was": before, "now": int(text[2:8])})
 
     def _working_keys(self, response: Message) -> tuple[WorkingKeys | None, str | None]:
         """The verified working keys of an approved answer, or why they cannot be used (None, None: no keys, or
         no TMK to verify them with — the terminal then runs without MAC and PIN keys, as before)."""
         tmk = self.engine.terminal.tmk
-        raw = response.get("62")
-        if tmk is None or raw is None or not self.engine.profile.uses_field_60:
+        raw = response.get(self.engine.profile.keys_field)
+        if tmk is None or raw is None:
             return None, None
-        data = raw if isinstance(raw, bytes) else bytes.fromhex(raw)
+        try:
+            data = raw if isinstance(raw, bytes) else bytes.fromhex(raw)
+        except ValueError:
+            return None, (f"field {self.engine.profile.keys_field} of the sign-on answer is not hex text: "
+                          "no working keys")
         try:
             return parse_cup_keys(data, tmk), None
         except KeyError_ as exc:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from posguard.card import CardData
 from posguard.clock import Clock
+from posguard.engine.acquirer_report import SettlementReport
 from posguard.engine.chart import CHARGE_STANDS, IN_DOUBT
 from posguard.engine.detectors import LedgerEntry
 from posguard.engine.errors import CorrectionRefused, TransactionsBlocked
@@ -81,13 +82,25 @@ class FlowPolicies:
         "reversal", "duplicate_charge:retransmission", "unsettled", "void_mismatch:proof", "void_mismatch:redo",
         "unsigned:capture",
     })
-    unsigned_customer_gone: str = "keep"  # keep (merchant's risk, recorded) | void (before settlement)
+    #: guide 004, customer gone: follow_up (contact them to sign afterwards, 补签) | keep (merchant's risk at once)
+    unsigned_customer_gone: str = "follow_up"
+    #: how long a follow-up waits for its outcome (engine clock); past it the sale is kept at the merchant's risk.
+    #: One clearing day: a void is possible only until the batch settles (pos-flows.md A "Not signed", D "Void
+    #: window: same clearing day").
+    follow_up_deadline: float = 24 * 3600.0
     cup_void_needs_card: bool = True  # UnionPay voids need the original card present
     signature_dir: str | None = None  # where e-signature images are stored (None: hash only in the journal)
     outbox: str | None = None  # notices go nowhere unless the merchant configured an outbox
     printer_columns: int = 32
     languages: tuple[str, ...] = ("zh", "en")
     timezone: str | None = None  # terminal.timezone (IANA); None: the box's local zone. The journal stays UTC.
+
+    def __post_init__(self) -> None:
+        if self.unsigned_customer_gone not in ("follow_up", "keep"):
+            raise ValueError(f"unsigned_customer_gone {self.unsigned_customer_gone!r}: follow_up or keep (a void "
+                             "needs the customer's consent: follow_up='voided_with_consent')")
+        if self.follow_up_deadline <= 0:
+            raise ValueError("follow_up_deadline: seconds, more than 0")
 
     def is_automatic(self, key: str) -> bool:
         return key in self.automatic or key.split(":")[0] in self.automatic
@@ -132,6 +145,10 @@ class FlowRequest:
     contact: str | None = None  # customer contact (masked wherever shown)
     incident_id: int | None = None  # set to resume an incident
     host_ledger: tuple[LedgerEntry, ...] | None = None  # unsettled: the acquirer's report, when the merchant has it
+    #: unsigned, guide 004: signed_later | kept_at_risk | voided_with_consent | escalate | contacted | deadline
+    follow_up: str | None = None
+    batch_no: int | None = None  # unsettled: the batch to reconcile (default: the open batch)
+    settlement_report: SettlementReport | None = None  # unsettled: the acquirer's settlement report (imported)
 
     def describe(self) -> dict[str, Any]:
         """The request as journaled: masked, JSON-safe, enough to resume."""
@@ -143,6 +160,10 @@ class FlowRequest:
             "claim": scrub(self.claim) if self.claim else None, "reason": self.reason,
             "signature_source": self.signature_source, "operator": self.operator, "cause": self.cause,
             "contact": mask_contact(self.contact) if self.contact else None,
+            **({"follow_up": self.follow_up} if self.follow_up else {}),
+            **({"batch_no": self.batch_no} if self.batch_no is not None else {}),
+            **({"report": {"path": self.settlement_report.source, "sha256": self.settlement_report.digest}}
+               if self.settlement_report is not None else {}),
         }
 
     def __repr__(self) -> str:
@@ -221,6 +242,15 @@ class StepRunner:
             self.ctx.journal.record_event("flow_step", txn_id=detail.get("txn_id"),
                                           detail={"incident": self.incident_id, "step": step, **detail})
         self._history.setdefault(step, {}).update(detail)
+
+    def fresh_name(self, base: str) -> str:
+        """``base``, or ``base_2``, ``base_3``... for a step that may happen more than once on one incident."""
+        if base not in self._history:
+            return base
+        n = 2
+        while f"{base}_{n}" in self._history:
+            n += 1
+        return f"{base}_{n}"
 
     def done_before(self, name: str) -> dict[str, Any] | None:
         h = self._history.get(name)
@@ -350,7 +380,9 @@ class Flow:
                          operator_confirmed=base.operator_confirmed or bool(stored.get("operator_confirmed")),
                          reason=base.reason or stored.get("reason"), claim=base.claim or stored.get("claim"),
                          signature_source=base.signature_source or stored.get("signature_source"),
-                         operator=base.operator or stored.get("operator"), cause=base.cause or stored.get("cause"))
+                         operator=base.operator or stored.get("operator"), cause=base.cause or stored.get("cause"),
+                         follow_up=base.follow_up or stored.get("follow_up"),
+                         batch_no=base.batch_no if base.batch_no is not None else stored.get("batch_no"))
         return self.run(ctx, merged)
 
     # -- the procedure ---------------------------------------------------------------------------
@@ -381,6 +413,27 @@ class Flow:
         """A void is for the full amount of an untouched charge of the open batch; once part of it was
         refunded (or the batch settled) only a refund gives the rest back."""
         return not Flow.settled(ctx, txn) and txn.refunded_minor == 0
+
+    def give_back(self, ctx: FlowContext, steps: StepRunner, txn: TxnRecord, *, void_step: str, refund_step: str,
+                  card: CardData | None = None, again: bool = False) -> tuple[Outcome, Step]:
+        """Give back what stands of ``txn``: a full void while it can be voided, else a refund of what stands
+        (pos-flows.md A: a void before settlement, a refund after). Returns the outcome it aims at (the dry-run
+        word in a dry run) and the online step, whose status says whether it got there."""
+        engine = ctx.engine
+        if self.can_void(ctx, txn):
+            step = steps.online(void_step, kind="void", mti=engine.profile.spec("void").mti,
+                                would=f"void {txn.id}{' again' if again else ''} for {txn.amount_minor}",
+                                action=lambda: engine.void(txn.id, card), match=lambda t: t.original_id == txn.id,
+                                planned=lambda: self.planned_message(ctx, "void", txn, txn.amount_minor))
+            outcome = Outcome.VOIDED
+        else:
+            left = self.standing(txn)
+            step = steps.online(refund_step, kind="refund", mti=engine.profile.spec("refund").mti,
+                                would=f"refund {left} of {txn.id}", action=lambda: engine.refund(txn.id, left),
+                                match=lambda t: t.original_id == txn.id,
+                                planned=lambda: self.planned_message(ctx, "refund", txn, left))
+            outcome = Outcome.REFUNDED
+        return (outcome.would if steps.dry_run else outcome), step
 
     @staticmethod
     def planned_message(ctx: FlowContext, kind: str, original: TxnRecord | None, amount: int,

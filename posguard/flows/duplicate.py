@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 
 from posguard.engine.chart import CHARGE_STANDS
+from posguard.engine.detectors import operator_override
 from posguard.engine.journal import TxnRecord
 from posguard.flows.base import Flow, FlowContext, FlowRefused, FlowRequest, StepRunner
 from posguard.flows.outcomes import Outcome, unfinished
@@ -60,23 +61,9 @@ class DuplicateChargeFlow(Flow):
             steps.note("flush_queue", f"queued reversals/advices sent; {len(pending)} still pending")
 
         # 4. void before settlement, refund what stands of it after (or once part of it was refunded)
-        if self.can_void(ctx, extra):
-            steps.online("void_extra_leg", kind="void", mti=ctx.engine.profile.spec("void").mti,
-                         would=f"void {extra.id} for {extra.amount_minor}",
-                         action=lambda: ctx.engine.void(extra.id),
-                         match=lambda t: t.original_id == extra.id,
-                         planned=lambda: self.planned_message(ctx, "void", extra, extra.amount_minor))
-            outcome = Outcome.VOIDED
-        else:
-            left = self.standing(extra)
-            steps.online("refund_extra_leg", kind="refund", mti=ctx.engine.profile.spec("refund").mti,
-                         would=f"refund {left} of {extra.id}", action=lambda: ctx.engine.refund(extra.id, left),
-                         match=lambda t: t.original_id == extra.id,
-                         planned=lambda: self.planned_message(ctx, "refund", extra, left))
-            outcome = Outcome.REFUNDED
+        outcome, last = self.give_back(ctx, steps, extra, void_step="void_extra_leg", refund_step="refund_extra_leg")
         if steps.dry_run:
-            return outcome.would, ""
-        last = steps.steps[-1]
+            return outcome, ""
         if last.status != "done":
             return unfinished(last.status, last.detail)
         return outcome, ""
@@ -104,6 +91,8 @@ class DuplicateChargeFlow(Flow):
     def _classify(ctx: FlowContext, first: TxnRecord, extra: TxnRecord) -> str:
         if first.stan is not None and first.stan == extra.stan:
             return "retransmission"
+        if operator_override(ctx.journal, extra) is not None:
+            return "operator_override"  # charged again on purpose: only the operator's confirmation undoes it
         if first.order_ref and first.order_ref == extra.order_ref:
             return "duplicate_order"
         for row in ctx.journal.detections("duplicate_charge"):

@@ -26,6 +26,8 @@ class Outcome(StrEnum):
     SETTLED = "settled"
     SETTLED_AFTER_UPLOAD = "settled_after_upload"
     SIGNED = "signed"
+    SIGNED_LATER = "signed_later"  # guide 004: the customer came back (or was reached) and signed afterwards (补签)
+    FOLLOW_UP = "follow_up"  # guide 004: the customer left unsigned; contact them by the deadline
     KEPT_AT_MERCHANT_RISK = "kept_at_merchant_risk"
     VOID_STANDS = "void_stands"
     NOTHING_TO_DO = "nothing_to_do"
@@ -35,6 +37,8 @@ class Outcome(StrEnum):
     REFUSED = "refused"
     DECLINED_BY_OPERATOR = "declined_by_operator"  # the operator found nothing to correct (e.g. a genuine purchase)
     RESOLVED_BY_OPERATOR = "resolved_by_operator"  # the operator corrected it by hand (a void or refund)
+    ACQUIRER_CONTACT_NEEDED = "acquirer_contact_needed"  # unsettled: the merchant takes the list to the acquirer
+    RECONCILED = "reconciled"  # unsettled: the acquirer's report and the journal agree both ways
     # what a dry run says instead
     WOULD_VOID = "would_void"
     WOULD_REFUND = "would_refund"
@@ -60,7 +64,8 @@ _WOULD: Final[dict[Outcome, Outcome]] = {
 }
 
 #: outcomes after which someone still has to act: the incident stays open
-LEAVES_OPEN: Final = frozenset({Outcome.PENDING, Outcome.AWAITING_CONFIRMATION, Outcome.FAILED})
+LEAVES_OPEN: Final = frozenset({Outcome.PENDING, Outcome.AWAITING_CONFIRMATION, Outcome.FAILED, Outcome.FOLLOW_UP,
+                               Outcome.ACQUIRER_CONTACT_NEEDED})
 
 
 def unfinished(status: str, detail: str) -> tuple[Outcome, str]:

@@ -67,22 +67,10 @@ class VoidMismatchFlow(Flow):
             steps.note("await_confirmation", "the charge stands again: confirm to void again or refund",
                        status="pending")
             return Outcome.AWAITING_CONFIRMATION, "operator confirmation required"
-        if self.can_void(ctx, sale):
-            last = steps.online("void_again", kind="void", mti=engine.profile.spec("void").mti,
-                                would=f"void {sale.id} again for {sale.amount_minor}",
-                                action=lambda: engine.void(sale.id, request.original_card),
-                                match=lambda t: t.original_id == sale.id,
-                                planned=lambda: self.planned_message(ctx, "void", sale, sale.amount_minor))
-            outcome = Outcome.VOIDED
-        else:
-            left = self.standing(sale)
-            last = steps.online("refund_instead", kind="refund", mti=engine.profile.spec("refund").mti,
-                                would=f"refund {left} of {sale.id}", action=lambda: engine.refund(sale.id, left),
-                                match=lambda t: t.original_id == sale.id,
-                                planned=lambda: self.planned_message(ctx, "refund", sale, left))
-            outcome = Outcome.REFUNDED
+        outcome, last = self.give_back(ctx, steps, sale, void_step="void_again", refund_step="refund_instead",
+                                       card=request.original_card, again=True)
         if steps.dry_run:
-            return outcome.would, ""
+            return outcome, ""
         if last.status != "done":
             return unfinished(last.status, last.detail)
         return outcome, ""

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from posguard.engine.journal import TxnRecord
     from posguard.flows.base import FlowContext, FlowOutcome, FlowRequest
 
-__all__ = ["Notice", "TEMPLATES", "POSTING", "CURRENCIES", "ROLES", "notice_for", "reversal_notice", "render_notice",
+__all__ = ["Notice", "Evidence", "FINDING_NOTICES", "finding_notice", "TEMPLATES", "POSTING", "CURRENCIES", "ROLES", "notice_for", "reversal_notice", "render_notice",
            "money", "local_time", "terminal_zone"]
 
 #: when the money shows, per correction that was done
@@ -32,6 +32,8 @@ POSTING: Final[dict[str, dict[str, str]]] = {
                  "en": "The hold from a reversed charge is released by your card issuer, usually within days."},
     "none": {"zh": "本次无需退款。", "en": "No money needs to be returned."},
     "sale": {"zh": "新交易按正常清算周期入账。", "en": "The new charge posts in the normal clearing cycle."},
+    "acquirer": {"zh": "收单机构核查后按其清算周期处理，通常需要1至10个清算日。",
+                 "en": "The acquirer corrects it in its settlement cycle, usually within 1 to 10 clearing days."},
 }
 
 #: (title, what happened) per incident kind
@@ -57,6 +59,18 @@ TEMPLATES: Final[dict[str, dict[str, tuple[str, str]]]] = {
         "zh": ("交易结算处理通知", "部分交易未能及时结算。我们已重新上送并完成结算。"),
         "en": ("Settlement follow-up", "Some payments had not reached the bank. We sent them again and closed the "
                                        "batch."),
+    },
+    # unsettled, one notice per customer concerned (pos-flows.md §A "Not arrived": contact only them)
+    "unsettled_charged": {
+        "zh": ("交易入账核查通知", "终端显示未成功的一笔交易已被银行入账。我们已请收单机构核查并撤销；如您已被扣款，款项将退回您的账户。"),
+        "en": ("Payment booked in error", "The bank booked a payment the terminal showed as not completed. We have "
+                                          "asked the acquirer to cancel it; if you were charged, the money is "
+                                          "returned to your account."),
+    },
+    "unsettled_missing": {
+        "zh": ("交易未入账通知", "您的一笔付款尚未到达银行。我们正在与收单机构核实，该笔款项可能稍后才出现在您的账户中。"),
+        "en": ("Payment not yet booked", "Your payment has not reached the bank yet. We are checking it with the "
+                                         "acquirer; it may show on your account later."),
     },
     "reversal": {
         "zh": ("交易冲正通知", "交易未能完成，本次扣款已取消；如有预留金额，将由您的发卡银行释放。"),
@@ -233,14 +247,29 @@ _DONE: Final[dict[str, dict[str, str]]] = {
     "void_stands": {"zh": "撤销有效，无需再处理", "en": "the void stands; nothing more to do"},
     "settled": {"zh": "已结算", "en": "settled"},
     "signed": {"zh": "已签名", "en": "signed"},
+    "signed_later": {"zh": "已补签", "en": "signed afterwards"},
+    "follow_up": {"zh": "请您补签：请回到商户签名，或回复商户的联系", "en": "please sign: come back to the merchant, or "
+                  "answer the merchant's call or e-mail"},
     "settled_after_upload": {"zh": "已补传明细并结算", "en": "details uploaded and settled"},
     "nothing_to_do": {"zh": "无需处理", "en": "nothing to do"},
+    "acquirer_contact_needed": {"zh": "已提交收单机构核查", "en": "reported to the acquirer for checking"},
+}
+
+#: unsettled finding rule -> the notice its customer gets (None: no customer to tell)
+FINDING_NOTICES: Final[dict[str, str]] = {
+    "host_booked_not_approved": "unsettled_charged",
+    "host_booked_unknown": "unsettled_charged",
+    "amount_differs": "unsettled_charged",
+    "card_differs": "unsettled_charged",
+    "approval_missing_at_host": "unsettled_missing",
 }
 
 
 def notice_for(ctx: FlowContext, outcome: FlowOutcome, request: FlowRequest) -> Notice | None:
     """The customer notice for a finished flow, or None when there is nothing to tell the customer."""
     if outcome.outcome in ("refused", "awaiting_confirmation", "pending", "kept_at_merchant_risk"):
+        return None
+    if outcome.kind == "unsettled":  # one notice per customer concerned, written by the flow (finding_notice)
         return None
     evidence: list[Evidence] = []
     seen: set[str] = set()
@@ -279,4 +308,15 @@ def reversal_notice(txn: TxnRecord, *, languages: tuple[str, ...] = ("zh", "en")
     at the 2nd GENERATE AC): the charge was cancelled; any hold is released by the customer's bank."""
     notice = Notice("reversal", "reversed", "reversal", [Evidence.of("original", txn)])
     _fill(notice, "reversed", languages, columns, terminal_zone(timezone_name))
+    return notice
+
+
+def finding_notice(rule: str, evidence: Evidence, *, languages: tuple[str, ...] = ("zh", "en"), columns: int = 32,
+                   timezone_name: str | None = None) -> Notice | None:
+    """The notice for the one customer an unsettled finding concerns (:data:`FINDING_NOTICES`), or None."""
+    kind = FINDING_NOTICES.get(rule)
+    if kind is None:
+        return None
+    notice = Notice(kind, "acquirer_contact_needed", "acquirer", [evidence])
+    _fill(notice, "acquirer_contact_needed", languages, columns, terminal_zone(timezone_name))
     return notice

@@ -36,6 +36,7 @@ class Verb:
     reads_card: bool = False
     takes_order: bool = False
     gives_money_back: bool = False  # needs the supervisor's credential (sup=...)
+    options: tuple[str, ...] = ()  # optional name=value words the verb takes besides order/override/sup
 
 
 VERBS: Final[dict[str, Verb]] = {v.name: v for v in (
@@ -44,14 +45,24 @@ VERBS: Final[dict[str, Verb]] = {v.name: v for v in (
     Verb("swipe", ("amount",), "read a swipe on the magstripe reader and charge AMOUNT", True, True),
     Verb("void", ("txn",), "void TXN before settlement", gives_money_back=True),
     Verb("refund", ("txn", "amount"), "refund AMOUNT of TXN", gives_money_back=True),
-    Verb("sign", ("txn",), "the customer signed TXN"),
-    Verb("refuse", ("txn",), "the customer left without signing TXN"),
+    Verb("sign", ("txn",), "the customer signed TXN: esig=PATH keeps the pad's e-signature file as evidence; "
+         "paper=yes confirms the merchant copy was re-signed; an unsigned TXN's follow-up ends signed later",
+         options=("esig", "paper")),
+    Verb("refuse", ("txn",), "the customer left without signing TXN: a follow-up task (contact=phone:NUMBER or "
+         "email:ADDRESS, as the customer gave it)", options=("contact",)),
+    Verb("contacted", ("txn",), "the customer of unsigned TXN was contacted about signing", options=("contact",)),
+    Verb("keep", ("txn",), "keep unsigned TXN at the merchant's own risk (closes its follow-up)"),
+    Verb("consent_void", ("txn",), "the customer of unsigned TXN agreed to cancel it: void (refund after "
+         "settlement)", gives_money_back=True),
+    Verb("pad_fault", ("txn",), "the signature pad failed for TXN: escalated to the bank (a system fault)"),
     Verb("wrong_card", ("txn",), "TXN went on the wrong card: read the right one", gives_money_back=True),
     Verb("wrong_amount", ("txn", "amount"), "TXN should have been AMOUNT", gives_money_back=True),
     Verb("dispute", ("txn",), "the customer says the void/refund of TXN never arrived", gives_money_back=True),
     Verb("confirm", ("incident",), "run the correction of INCIDENT, which awaits confirmation", gives_money_back=True),
     Verb("decline", ("incident",), "INCIDENT needs no correction (e.g. a genuine second purchase): close it"),
     Verb("settle", (), "close the batch with the host"),
+    Verb("reconcile", ("report",), "compare the acquirer's settlement report (a CSV/JSON file on this box) with the "
+         "journal, both ways; each batch's reconciliation incident is raised once"),
     Verb("flush", (), "send queued reversals and advices now"),
     Verb("cancel", (), "stop waiting for the card: the sale in progress ends, nothing is sent"),
     Verb("status", (), "batch, states, what is pending, the reader and the journal"),
@@ -73,11 +84,17 @@ class Command:
     incident: int | None = None
     override: bool = False
     supervisor: str | None = field(default=None, repr=False)  # the credential as typed: never shown or stored
+    report: str | None = field(default=None, repr=False)  # reconcile: the settlement report's path
+    options: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # the verb's own options, checked
+
+    def option(self, name: str) -> str | None:
+        return dict(self.options).get(name)
 
 
 def usage(verb: Verb) -> str:
     words = ([verb.name] + [a.upper() for a in verb.args]
              + (["[order=REF]", "[override=yes]"] if verb.takes_order else [])
+             + [f"[{o}=...]" for o in verb.options]
              + (["sup=CREDENTIAL"] if verb.gives_money_back else []))
     return " ".join(words)
 
@@ -93,7 +110,8 @@ def parse(line: str, *, max_amount: int) -> Command:
         raise CommandError(f"unknown command {_shown(words[0])!r}; known: {', '.join(VERBS)}")
     positional = [w for w in words[1:] if "=" not in w]
     options = dict(w.split("=", 1) for w in words[1:] if "=" in w)
-    allowed = ({"order", "override"} if verb.takes_order else set()) | ({"sup"} if verb.gives_money_back else set())
+    allowed = (({"order", "override", "sup"} if verb.takes_order else set())
+               | ({"sup"} if verb.gives_money_back else set()) | set(verb.options))
     unknown = sorted(set(options) - allowed)
     if unknown:
         raise CommandError(f"{name} takes no option {_shown(unknown[0])!r}: usage: {usage(verb)}")
@@ -105,16 +123,36 @@ def parse(line: str, *, max_amount: int) -> Command:
     values: dict[str, object] = {}
     for kind, word in zip(verb.args, positional, strict=True):
         values[kind] = (_amount(word, max_amount) if kind == "amount" else _incident(word) if kind == "incident"
-                        else _txn(word))
+                        else _report_path(word) if kind == "report" else _txn(word))
     order = options.get("order")
     if order is not None and not _ORDER.fullmatch(order):
         raise CommandError("order=REF: 1 to 40 ASCII letters, digits or . _ : / -")
     override = options.get("override")
     if override is not None and override != "yes":
         raise CommandError("override=yes is the only way to write it (charge an order that is already paid)")
+    if verb.takes_order and options.get("sup") is not None and override != "yes":
+        raise CommandError(f"{name} takes no option 'sup' without override=yes (sup= approves an override)")
+    own = tuple((k, _option(k, options[k])) for k in verb.options if k in options)
     return Command(name, amount=values.get("amount"), txn=values.get("txn"), order=order,  # type: ignore[arg-type]
                    incident=values.get("incident"), override=override == "yes",  # type: ignore[arg-type]
-                   supervisor=options.get("sup"))
+                   supervisor=options.get("sup"), options=own,
+                   report=values.get("report"))  # type: ignore[arg-type]
+
+
+def _option(name: str, value: str) -> str:
+    """A verb's own option, checked: ``paper=yes``, ``esig=PATH``, ``contact=phone:...|email:...``."""
+    if name == "paper" and value != "yes":
+        raise CommandError("paper=yes is the only way to write it (the merchant copy was re-signed)")
+    if name == "esig" and not value:
+        raise CommandError("esig=PATH: the path of the e-signature file from the pad")
+    if name == "contact":
+        from posguard.flows.unsigned_follow_up import ContactError, parse_contact
+
+        try:
+            parse_contact(value)
+        except ContactError as exc:
+            raise CommandError(str(exc)) from None
+    return value
 
 
 def _amount(word: str, max_amount: int) -> int:
@@ -135,6 +173,17 @@ def _incident(word: str) -> int:
     if not (word.isascii() and word.isdigit() and 1 <= len(word) <= 9):
         raise CommandError(f"{_shown(word)!r} is not an incident number (see `posguard incidents list`)")
     return int(word)
+
+
+_REPORT_PATH = re.compile(r"[A-Za-z0-9._/+@-]{1,1024}")
+
+
+def _report_path(word: str) -> str:
+    """A settlement report's path: plain ASCII (letters, digits, ``. _ / + @ -``), at most 1024 characters."""
+    if not _REPORT_PATH.fullmatch(word) or word.endswith("/"):
+        raise CommandError(f"{_shown(word)!r} is not a report file path (ASCII letters, digits, . _ / + @ -), e.g. "
+                           "/var/lib/posguard/reports/2026-11-30.csv")
+    return word
 
 
 def _txn(word: str) -> str:

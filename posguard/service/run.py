@@ -7,12 +7,15 @@ UNIX socket (``operator.socket``) or on stdin (``operator.socket = "stdin"`` or 
     sale AMOUNT [order=REF]      read the card in the reader, charge AMOUNT (minor units)
     swipe AMOUNT [order=REF]     read a swipe on the magstripe reader (reader.magstripe_port), charge AMOUNT
     void TXN | refund TXN AMOUNT
-    sign TXN | refuse TXN        the signature was captured / refused (the customer left)
+    sign TXN [esig=PATH|paper=yes]   the signature was captured (the pad's file kept as evidence / re-signed copy)
+    refuse TXN [contact=phone:N|email:A]   the customer left unsigned: a follow-up task (guide 004)
+    contacted TXN | keep TXN | consent_void TXN sup=.. | pad_fault TXN   the follow-up's contact and outcomes
     wrong_card TXN               read the card the customer meant, correct the charge
     wrong_amount TXN AMOUNT      AMOUNT is the order total that should have been charged
     dispute TXN                  the customer says the void/refund never arrived
     cancel                       stop waiting for the card (the sale in progress ends; nothing is sent)
     settle | flush | status | help | quit
+    reconcile FILE               compare the acquirer's settlement report with the journal (docs/settlement-report.md)
 
 Every line is checked before anything acts (:mod:`posguard.service.commands`): a bad one is refused with the
 reason, and the card reader and the host are never touched for it. Each answer is one JSON line with ``ok``;
@@ -81,7 +84,6 @@ class Service:
         from posguard.engine.journal import Journal
         from posguard.engine.keys import load_tmk
         from posguard.engine.saf import SafPolicy
-        from posguard.flows import FlowPolicies
         from posguard.service.till import Till
 
         self.cfg, self.log = cfg, log
@@ -90,14 +92,16 @@ class Service:
             self.clock = SystemClock()
             tmk = load_tmk(cfg.tmk_file) if cfg.tmk_file else None
             self.terminal = TerminalConfig(cfg.tid, cfg.mid, cfg.token_key, cfg.data_key, currency=cfg.currency,
-                                           host_timeout=cfg.timeout, tmk=tmk)
+                                           host_timeout=cfg.timeout, tmk=tmk, timezone=cfg.timezone)
             self.journal = Journal(cfg.journal, clock=self.clock)
             reversal_timeout = min(cfg.timeout, 15.0)
             self.link = TcpHostLink(HostLinkConfig(cfg.host, cfg.port, dialect=cfg.dialect, framing=cfg.framing,
-                                                   response_timeout=cfg.timeout, reversal_timeout=reversal_timeout),
+                                                   response_timeout=cfg.timeout, reversal_timeout=reversal_timeout,
+                                                   **_static_mac(cfg)),
                                     clock=self.clock)
             # with a master key the terminal signs on at every start, for fresh working keys
-            policies = EnginePolicies(saf=SafPolicy(timeout=reversal_timeout), sign_on_at_start=tmk is not None)
+            policies = EnginePolicies(saf=SafPolicy(timeout=reversal_timeout), sign_on_at_start=tmk is not None,
+                                      key_max_age=cfg.key_max_age if tmk is not None else None)
             self.engine = TransactionEngine(self.journal, self.link, cfg.dialect, self.terminal, self.clock,
                                             Detectors.default(self.clock), policies)
             path = record or cfg.record
@@ -108,7 +112,7 @@ class Service:
             self.lock.release()
             raise
         self.till = Till(self.engine, dialect=cfg.dialect, writer=self.writer,  # its events: posguard.till
-                         policies=FlowPolicies(timezone=cfg.timezone or None))
+                         policies=_flow_policies(cfg))
         self.till.presenter = _ServicePresenter(self)  # every charge reads the card at its amount
         from posguard.service.supervisor import SupervisorGate
 
@@ -118,7 +122,11 @@ class Service:
         self.slot = ReaderSlot(cfg.reader_kind, name=cfg.reader_name, serial_port=cfg.serial_port,
                                on_open=self._reader_opened)
         self._cancel = threading.Event()  # the operator's "cancel": ends the wait for a card
+        from posguard.service.pin_pad import PinPadSlot
+
+        self.pinpad = PinPadSlot(cfg.pinpad_port, log)  # online PIN (pinpad.port); none: no PIN announced
         self.waiting_for_card = False
+        self.waiting_for_pin = False  # the cardholder is at the PIN pad: "cancel" cancels the entry
         self.magstripe: Any = None
         self._tap: Any = None  # the Twin link's frame observer when recording
         self._cards = 0
@@ -164,12 +172,25 @@ class Service:
         if self.slot.kind != "none" and self.slot.reader is None and self.slot.poll() is not None:
             self._refresh_status()
 
+    def _sign_off(self) -> None:
+        """A clean stop signs off (CUP 0820 / ISO 0800/70 = 002) and forgets the working keys (issue 12)."""
+        try:
+            result = self.engine.sign_off(reason="shutdown")
+        except Exception as exc:  # the stop goes on: the next start signs on anyway
+            self.log("service.sign_off_failed", f"sign-off at shutdown failed: {exc}", level="warning")
+            return
+        if result is not None:
+            self.log("service.signed_off", "signed off", rc=result.response_code, stan=result.stan)
+
     def close(self) -> None:
+        if self.requested_stop:
+            self._sign_off()
         self.slot.close()
         if self._tap is not None:
             self._tap.flush()
         if self.magstripe is not None:
             self.magstripe.close()
+        self.pinpad.close()
         self.till.close()
         self.link.close()
         self.journal.close()
@@ -237,8 +258,11 @@ class Service:
         """The till's card presenter (:class:`posguard.presenting.CardPresenter`): wait for the card in the
         reader, then read it for ``request`` (a new EMV session at the request's amount, kept open for the
         second GENERATE AC). Raises :class:`posguard.presenting.CardNotPresented` with the reason."""
+        from posguard.drivers import errors as rerr
+        from posguard.emv.errors import CardSessionError
+        from posguard.emv.online_pin import PinEntryAborted
         from posguard.emv.presenter import present_chip
-        from posguard.emv.terminal import EmvTerminal
+        from posguard.emv.terminal import EmvTerminal, terminal_capabilities
         from posguard.presenting import CardNotPresented
 
         try:
@@ -246,13 +270,28 @@ class Service:
         except CommandError as exc:
             raise CardNotPresented(str(exc)) from None
         try:
-            shown = present_chip(reader, EmvTerminal(pan_token_key=self.terminal.token_key,
-                                                     terminal_id=self.terminal.terminal_id), request,
-                                 evidence={"source": self.slot.kind})
-        except Exception:
-            with contextlib.suppress(Exception):
-                reader.power_off()
+            online_pin = self.pinpad.entry(self.engine, cancel=self._cancel)
+            self.waiting_for_pin = online_pin is not None
+            terminal = EmvTerminal(pan_token_key=self.terminal.token_key, terminal_id=self.terminal.terminal_id,
+                                   capabilities=terminal_capabilities(pin_pad=online_pin is not None),
+                                   timezone=self.cfg.timezone)
+            shown = present_chip(reader, terminal, request, online_pin=online_pin, evidence={"source": self.slot.kind})
+        except PinEntryAborted as exc:
+            _power_off(reader)
+            self.log("card.pin_aborted", str(exc), level="info", reason=exc.reason)
+            raise CardNotPresented(f"no sale: {exc}") from None
+        except (rerr.ReaderUnplugged, rerr.NoReader, rerr.ServiceUnavailable) as exc:
+            self.slot.lost(str(exc))
+            raise CardNotPresented(f"card reader lost: {exc}") from None
+        except (CardSessionError, rerr.CardMute, rerr.CardReset, rerr.TransportError) as exc:
+            _power_off(reader)
+            self.till.chip_failed(exc)  # the chip did not work: its stripe may be swiped now (fallback)
             raise
+        except Exception:
+            _power_off(reader)
+            raise
+        finally:
+            self.waiting_for_pin = False
         if self._tap is not None:
             self._tap.flush()  # the PAN is known now: the card read's frames can be sanitised
         self.log("card.read", f"{shown.session.label} {shown.session.masked_pan} for {request.amount / 100:.2f}",
@@ -289,12 +328,16 @@ class Service:
         return reader
 
     def read_swipe(self) -> str:
-        from posguard.drivers.magstripe import swiped_card
+        from posguard.card_entry import InsertChipCard
 
         if self.magstripe is None:
             raise CommandError("no magstripe reader: set reader.magstripe_port in the configuration")
         data = self.magstripe.read_swipe(30.0)
-        card = swiped_card(data, self.terminal.token_key)
+        try:
+            card = self.till.swiped(data)  # a chip card's stripe only after its chip read failed (card_entry)
+        except InsertChipCard as exc:
+            self.log("card.insert_chip", str(exc), level="warning", service_code=f"{data.service_code[:1]}xx")
+            raise CommandError(f"{exc}; nothing was sent") from None
         ref = self.next_card_ref()
         if self.writer is not None:
             self.writer.swipe(data.track2_data(), ref=ref, has_track1=data.has_track1)
@@ -312,6 +355,8 @@ class Service:
             before = len(self.till.incidents)
             if VERBS[command.verb].gives_money_back:  # guide 001: a supervisor reviews money going back
                 self.till.supervisor = self.supervisor.approve(command.supervisor, command.verb)
+            elif command.override and command.supervisor is not None:  # who approved charging a paid order again
+                self.till.supervisor = self.supervisor.approve(command.supervisor, "override")
             result = self._dispatch(command)
             incidents = [i.to_dict() for i in self.till.incidents[before:]]
             if self.till.refusal is not None:
@@ -344,10 +389,8 @@ class Service:
             return _txn(t.do("void", txn=c.txn))
         if c.verb == "refund":
             return _txn(t.do("refund", txn=c.txn, amount=c.amount))
-        if c.verb == "sign":
-            return _txn(t.do("sign", txn=c.txn))
-        if c.verb == "refuse":
-            t.do("signature_refused", txn=c.txn)
+        if c.verb in _UNSIGNED_OPS:  # guide 004: each moves the sale's one unsigned incident
+            return _unsigned(t, c)
         elif c.verb == "wrong_card":
             t.do("wrong_card", txn=c.txn, card=self.next_card_ref())
         elif c.verb == "wrong_amount":
@@ -358,6 +401,9 @@ class Service:
             t.do(c.verb, incident=c.incident)
         elif c.verb == "settle":
             t.do("settle")
+        elif c.verb == "reconcile":
+            found = t.do("reconcile", report=c.report) or []
+            return {"reconciled": [i.incident_id for i in found]}
         elif c.verb == "flush":
             left = self.engine.flush()
             return {"pending": len(left)}
@@ -394,7 +440,7 @@ class Service:
         progress (``cancel`` ends the wait for a card of the sale in progress)."""
         verb = line.split(None, 1)[0].lower() if line.strip() else ""
         if verb == "cancel":
-            waiting = self.waiting_for_card
+            waiting = self.waiting_for_card or self.waiting_for_pin
             if waiting:
                 self._cancel.set()
             return {"ok": True, "cancelled": waiting, "incidents": []}
@@ -438,6 +484,30 @@ class Service:
             server.stop(timeout=5.0)
 
 
+def _flow_policies(cfg: Config) -> Any:
+    """The flows' policies from the configuration: notices to ``<data dir>/outbox``, e-signatures to
+    ``<data dir>/signatures``, the unsigned follow-up (guide 004) as configured."""
+    from posguard.config import data_dir
+    from posguard.flows import FlowPolicies
+
+    base = data_dir(cfg)
+    return FlowPolicies(timezone=cfg.timezone or None, outbox=str(base / "outbox"),
+                        signature_dir=str(base / "signatures"), unsigned_customer_gone=cfg.unsigned_customer_gone,
+                        follow_up_deadline=cfg.follow_up_hours * 3600.0)
+
+
+def _static_mac(cfg: Config) -> dict[str, Any]:
+    """The link's MAC settings for ``host.mac_key_file`` (a static key the sign-on's keys do not replace)."""
+    if not cfg.mac_key_file:
+        return {}
+    from posguard.engine.keys import load_static_mac_key
+    from posguard.engine.mac import ALGORITHMS, MacScheme
+    from posguard.engine.profiles import get_profile
+
+    algorithm = next((a for a in ALGORITHMS if a == cfg.mac_algorithm), get_profile(cfg.dialect).mac_algorithm)
+    return {"mac": MacScheme(algorithm, load_static_mac_key(cfg.mac_key_file)), "mac_key_source": "static"}
+
+
 class _ServicePresenter:
     """The till's card presenter in the service: the card in the reader (:meth:`Service.present_card`)."""
 
@@ -448,11 +518,32 @@ class _ServicePresenter:
         return self._service.present_card(request)
 
 
+def _power_off(reader: Any) -> None:
+    with contextlib.suppress(Exception):  # the card may be gone already
+        reader.power_off()
+
+
 def _handler_on(stream: IO[str]) -> LineHandler | None:
     for h in logging.getLogger("posguard").handlers:
         if isinstance(h, LineHandler) and h.stream is stream:
             return h
     return None
+
+
+#: operator verb -> till operation for an unsigned sale (guide 004)
+_UNSIGNED_OPS = {"sign": "sign", "refuse": "signature_refused", "contacted": "unsigned_contacted",
+                 "keep": "unsigned_keep", "consent_void": "unsigned_void", "pad_fault": "unsigned_escalate"}
+
+
+def _unsigned(till: Any, c: Command) -> dict[str, Any]:
+    args: dict[str, Any] = {k: v for k, v in c.options if k != "paper"}
+    if c.option("paper") == "yes":
+        args["paper"] = True
+    res = till.do(_UNSIGNED_OPS[c.verb], txn=c.txn, **args)
+    if res is not None or till.refusal is not None:
+        return _txn(res)
+    txn = till.engine.journal.get_txn(c.txn)
+    return {"txn": txn.id, "state": txn.state, "signature": txn.signature}
 
 
 def _txn(res: Any) -> dict[str, Any]:

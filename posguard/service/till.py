@@ -15,11 +15,14 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from hashlib import sha256
 from typing import TYPE_CHECKING, Any
 
 from posguard.capture.sanitize import blank_names
 from posguard.card import CardData
-from posguard.engine.chart import CHARGE_STANDS
+from posguard.card_entry import FallbackWindow
+from posguard.engine.acquirer_report import ReportError, SettlementReport, load_report
+from posguard.engine.chart import CHARGE_STANDS, CHART
 from posguard.engine.detectors import Detection
 from posguard.engine.engine import TransactionEngine, TxnResult
 from posguard.engine.errors import CorrectionRefused, EngineError, IllegalTransition
@@ -28,11 +31,20 @@ from posguard.engine.observe import Exchange
 from posguard.engine.ports import HostTimeout, InvalidResponse
 from posguard.flows import FLOWS, FlowContext, FlowPolicies, FlowRequest, Outcome, run_flow
 from posguard.flows.base import Flow
+from posguard.flows.unsettled import reconcilable_batches, reconciliation_incident
+from posguard.flows.unsigned_follow_up import (
+    SignatureFileError,
+    incident_for_sale,
+    overdue,
+    read_signature_file,
+    store_signature,
+)
 from posguard.incidents import IncidentReport, close_incident, get_incident, resolve_by_hand
 from posguard.iso8583.message import Message
 from posguard.iso8583.redaction import evidence_image
 from posguard.logs import event
 from posguard.notices import Notice, reversal_notice
+from posguard.notices.outbox import FileOutbox
 from posguard.presenting import (
     UNABLE_TO_GO_ONLINE,
     CardNotPresented,
@@ -73,8 +85,12 @@ _ANSWERS_KEPT = 16
 OPS: dict[str, str] = {
     "sale": "card, amount[, order][, override] (card: the card the customer presents, read for this sale at its "
             "amount; override: charge an order that is already paid)",
-    "sign": "txn",
-    "signature_refused": "txn",
+    "sign": "txn[, esig (path of the e-signature file)][, paper (the operator saw the merchant copy re-signed)]",
+    "signature_refused": "txn[, contact (phone:NUMBER or email:ADDRESS)] (the customer left: a follow-up task)",
+    "unsigned_contacted": "txn[, contact] (the customer was contacted about signing)",
+    "unsigned_keep": "txn (the merchant keeps the unsigned sale at its own risk)",
+    "unsigned_void": "txn (the customer agreed to cancel instead of signing: void, or refund after settlement)",
+    "unsigned_escalate": "txn (a system fault, e.g. the signature pad failed: escalated to the bank)",
     "void": "txn",
     "refund": "txn, amount",
     "wrong_card": "txn, card (the card the customer meant: presented and read for the new sale)",
@@ -84,7 +100,12 @@ OPS: dict[str, str] = {
     "decline": "incident (awaiting confirmation: nothing to correct; close it)",
     "flush": "",
     "settle": "",
+    "reconcile": "report (path of the acquirer's settlement report)[, batch]",
 }
+#: operator arguments a capture records as null: the customer's contact, the path of an e-signature file
+_NOT_CAPTURED = frozenset({"contact", "esig"})
+
+
 @dataclass(frozen=True)
 class Op:
     op: str
@@ -135,6 +156,8 @@ class Till:
         self._seen: set[tuple[str, tuple[str, ...]]] = set()
         self._ticked: set[str] = set()  # time-driven incidents already raised (also looked up in the journal)
         self._evidence = {}
+        #: a failed chip read lets the next swipe of a chip card through as a fallback (posguard.card_entry)
+        self.fallback = FallbackWindow(engine.clock)
 
     @classmethod
     def for_replay(cls, engine: TransactionEngine, dialect: str, say: Callable[[str], None]) -> Till:
@@ -188,6 +211,8 @@ class Till:
         if shown is None:  # no presenter: the till knows only its stored cards; naming another is an error
             raise KeyError(f"no card {ref!r}: the till holds {', '.join(self.cards) or 'no card'}")
         self._presentations += 1
+        if shown.card.entry_mode in ("chip", "contactless"):
+            self.fallback.chip_read()  # the chip worked: no fallback for this card
         if self.writer is not None:
             card = shown.card
             test_pan = self.writer.learn_pan(card.pan.reveal())
@@ -272,13 +297,34 @@ class Till:
         txn = self.engine.journal.get_txn(txn_id)
         return TxnResult(txn.id, txn.kind, txn.state, txn.response_code, txn.stan, txn.rrn, txn.auth_code, message)
 
+    def chip_failed(self, exc: BaseException) -> None:
+        """A chip read ended in ``exc``: a technical failure (not a card decline) opens the fallback window."""
+        from posguard.emv.errors import CardDeclined
+
+        if isinstance(exc, CardDeclined):
+            return
+        self.fallback.chip_failed(type(exc).__name__)
+        self._tell("card.chip_failed", f"chip read failed ({type(exc).__name__}): the card's stripe may be swiped "
+                   "now (fallback)", logging.WARNING, error=type(exc).__name__)
+
+    def swiped(self, data: Any) -> CardData:
+        """The card of a swipe (:class:`~posguard.drivers.magstripe.SwipeData`) as the card-entry policy allows it:
+        a stripe-only card, or a chip card's stripe right after its chip read failed (fallback); else
+        :class:`~posguard.card_entry.InsertChipCard` ("insert the card")."""
+        from posguard.drivers.magstripe import swiped_card
+        from posguard.sensitive import pan_token
+
+        key = self.engine.terminal.token_key
+        mode = self.fallback.entry_mode(data.service_code, pan_token(data.pan.reveal(), key))
+        return swiped_card(data, key, fallback=mode == "fallback")
+
     # -- operator actions ----------------------------------------------------------------------------
     def do(self, op: str, **args: Any) -> Any:
         if op not in OPS:
             raise ValueError(f"unknown operator action {op!r}; known: {', '.join(OPS)}")
         self.refusal = None
-        if self.writer is not None:
-            self.writer.record("op", op=op, **args)
+        if self.writer is not None:  # a capture keeps no customer contact and no local file path
+            self.writer.record("op", op=op, **{k: (None if k in _NOT_CAPTURED else v) for k, v in args.items()})
         handler: Callable[..., Any] = getattr(self, f"_op_{op}")
         try:
             return handler(**args)
@@ -311,7 +357,10 @@ class Till:
                 f"{paid[0].pan_masked}); nothing was sent. Charge it again only with override=yes")
 
     def _op_sale(self, card: str, amount: int, order: str | None = None, override: bool = False) -> TxnResult:
-        # override: the operator charged a paid order on purpose (recorded in the capture's op record)
+        # override: the operator charged a paid order on purpose (recorded in the capture's op record and the
+        # journal, so the duplicate detector records it instead of correcting it)
+        if override:
+            self._record_override(order, amount)
         # the card is presented for this sale: read at its amount, its own cryptogram (never a stored read's)
         shown = self.present(card, int(amount))
         result: TxnResult | None = None
@@ -336,13 +385,74 @@ class Till:
         notice = reversal_notice(self.engine.journal.get_txn(txn_id), languages=p.languages,
                                  columns=p.printer_columns, timezone_name=p.timezone)
         self.notices.append(notice)
+        if p.outbox:
+            where = FileOutbox(p.outbox).deliver_for_txn(txn_id, notice)
+            self._tell("notice.delivered", f"reversal notice for {txn_id} in the outbox: {where}", txn=txn_id)
 
-    def _op_sign(self, txn: str) -> TxnResult:
-        return self._note(self.engine.sign(txn), "signature captured", "sign")
+    def _record_override(self, order: str | None, amount: int) -> None:
+        """Journal the operator's override before the sale: the duplicate detector reads it (the next
+        transaction id) and records the pair as overridden, with who approved, instead of correcting it."""
+        journal = self.engine.journal
+        nxt = f"{self.engine.terminal.terminal_id}-{journal.peek_counter('txn') + 1:08d}"
+        by = f"supervisor {self.supervisor}" if self.supervisor else "operator"
+        with journal.atomic("operator_override"):
+            journal.record_event("operator_override", txn_id=None, detail={
+                "txn": nxt, "order_ref": order, "amount_minor": int(amount), "by": by})
+        self._tell("sale.override", f"order {order or '-'} charged again on purpose (approved by {by})",
+                   logging.WARNING, order=order, by=by)
 
-    def _op_signature_refused(self, txn: str) -> None:
+    # -- unsigned sales (guide 004): one incident per sale, moved by each of these --------------------
+    def _op_sign(self, txn: str, esig: str | None = None, paper: bool = False) -> TxnResult | None:
+        image = None
+        if esig is not None:
+            try:
+                image = read_signature_file(esig)
+            except SignatureFileError as exc:
+                raise CorrectionRefused(str(exc)) from None
+        if incident_for_sale(self.engine.journal, txn) is None:  # signed in time: evidence, no incident
+            sale = self.engine.journal.get_txn(txn)
+            if image is not None and CHART.allows(sale.kind, sale.state, "sign"):  # else sign() says why not
+                self._keep_e_signature(txn, image)
+            return self._note(self.engine.sign(txn), "signature captured", "sign")
+        # a sale whose signature was missed (deadline, or the customer had left): its incident moves
+        self._correct("unsigned", "signature_captured", (txn,), customer_present=True, signature=image,
+                      signature_source="pad" if image is not None else "paper",
+                      operator=self._who() if paper or image is None else None)
+        return None
+
+    def _keep_e_signature(self, txn: str, image: bytes) -> None:
+        """The pad's e-signature of a sale signed in time: stored (when a signature directory is configured) and
+        its SHA-256 journaled on the sale; not an incident."""
+        folder = self.policies.signature_dir
+        try:
+            where, digest = store_signature(folder, txn, image) if folder else (None, sha256(image).hexdigest())
+        except SignatureFileError as exc:
+            raise CorrectionRefused(str(exc)) from None
+        with self.engine.journal.atomic("e_signature"):
+            self.engine.journal.record_event("e_signature", txn_id=txn, detail={"sha256": digest, "path": where})
+
+    def _who(self) -> str:
+        return f"supervisor {self.supervisor}" if self.supervisor else "operator"
+
+    def _op_signature_refused(self, txn: str, contact: str | None = None) -> None:
         self._tell("signature.refused", f"customer left without signing {txn}", txn=txn)
-        self._correct("unsigned", "signature_refused", (txn,), customer_present=False)
+        self._correct("unsigned", "signature_refused", (txn,), customer_present=False, contact=contact)
+
+    def _op_unsigned_contacted(self, txn: str, contact: str | None = None) -> None:
+        self._correct("unsigned", "follow_up", (txn,), customer_present=False, follow_up="contacted",
+                      contact=contact, operator=self._who())
+
+    def _op_unsigned_keep(self, txn: str) -> None:
+        self._correct("unsigned", "follow_up", (txn,), customer_present=False, follow_up="kept_at_risk",
+                      operator=self._who())
+
+    def _op_unsigned_void(self, txn: str) -> None:
+        self._approved_by("void_unsigned", txn)
+        self._correct("unsigned", "follow_up", (txn,), customer_present=False, follow_up="voided_with_consent")
+
+    def _op_unsigned_escalate(self, txn: str) -> None:
+        self._correct("unsigned", "system_fault", (txn,), follow_up="escalate", cause="device_fault",
+                      claim="the signature pad failed", operator=self._who())
 
     def _approved_by(self, action: str, txn: str) -> None:
         """Journal who approved money going back (the supervisor's id, never the credential)."""
@@ -468,10 +578,69 @@ class Till:
         self._tell("settle.balanced" if result.balanced else "settle.unbalanced",
                    f"settlement batch {result.batch_no}: {t['debit_count']} sale(s) {t['debit_minor'] / 100:.2f}, "
                  f"{t['credit_count']} refund(s) {t['credit_minor'] / 100:.2f}, "
-                 f"{'balanced' if result.balanced else 'UNBALANCED rc ' + str(result.response_code)}; "
+                 f"{'balanced' if result.balanced else 'UNBALANCED rc ' + str(result.response_code)}"
+                 f"{' (' + ', '.join(result.unbalanced_sides) + ' cards)' if result.unbalanced_sides else ''}; "
                  f"{result.uploaded} detail(s) uploaded", logging.INFO if result.balanced else logging.WARNING,
                    batch=result.batch_no, rc=result.response_code, uploaded=result.uploaded)
-        self._handle(result.detections)
+        self._handle(tuple(d for d in result.detections if d.rule != "totals_unbalanced"))
+        if not result.balanced:  # details uploaded, nothing more is sent: the reconciliation incident, once
+            self.reconcile(result.batch_no)
+
+    # -- reconciliation (pos-flows.md §A "Not arrived"), at settlement and on report import ------------------
+    def _op_reconcile(self, report: str, batch: int | None = None) -> list[IncidentReport]:
+        try:
+            loaded = load_report(report)
+        except ReportError as exc:
+            raise CorrectionRefused(f"settlement report: {exc}") from None
+        batches = [int(batch)] if batch is not None else reconcilable_batches(self.engine.journal, loaded,
+                                                                               self.engine.terminal.terminal_id)
+        if not batches:
+            raise CorrectionRefused(f"{report}: no closed batch to compare (the report names none of this terminal's "
+                                    "closed batches); settle first, or name the batch")
+        for b in batches:  # an import never settles: a report is compared with closed batches only
+            row = self.engine.journal.batch(b)
+            if row is None or row["state"] != "closed":
+                raise CorrectionRefused(f"batch {b} is {'open' if row is not None else 'unknown'}: a settlement "
+                                        "report is compared with closed batches only; settle first")
+        out = []
+        for b in batches:
+            inc = self.reconcile(b, loaded)
+            if inc is not None:
+                out.append(inc)
+        return out
+
+    def reconcile(self, batch_no: int, report: SettlementReport | None = None) -> IncidentReport | None:
+        """The reconciliation of one batch: its incident is raised once (the journal keys it by batch, and each
+        report by its SHA-256), resumed when a new report arrives, and closes when the report matches."""
+        journal = self.engine.journal
+        found = reconciliation_incident(journal, batch_no)
+        if found is not None and (report is None or report.digest in found[1]):
+            self.say(f"batch {batch_no}: reconciliation is incident {found[0]} already"
+                     + (" (this report was compared)" if report is not None else ""))
+            return None
+        if found is None and report is not None:
+            diffs = self.engine.detectors.reconciliation.compare(journal, report, batches=(batch_no,),
+                                                                 terminal_id=self.engine.terminal.terminal_id)
+            batch = journal.batch(batch_no)
+            if not diffs and batch is not None and str(batch["host_result"]) == "balanced":
+                self._tell("reconcile.matched", f"batch {batch_no}: the acquirer's report and the journal agree")
+                return None
+        if found is None:
+            self._tell("incident.detected", f"DETECTED unsettled [totals_unbalanced] batch {batch_no}"
+                       if report is None else f"DETECTED unsettled [report_import] batch {batch_no}",
+                       logging.WARNING, kind="unsettled", batch=batch_no)
+            return self._correct("unsettled", "totals_unbalanced" if report is None else "report_import", (),
+                                 batch_no=batch_no, settlement_report=report,
+                                 cause="host" if report is not None else "network")
+        ctx = FlowContext(self.engine, journal, self.dialect, self.policies, clock=self.engine.clock)
+        with self.engine.recording() as sent:
+            outcome = FLOWS["unsettled"]().resume(ctx, found[0], FlowRequest("unsettled", (), batch_no=batch_no,
+                                                                             settlement_report=report))
+        inc = IncidentReport("unsettled", "report_import", [], "unsettled", [evidence_image(m) for m in sent],
+                             outcome.outcome, outcome.reason, [m.mti for m in sent], incident_id=found[0])
+        self.incidents.append(inc)
+        self._incident(inc)
+        return inc
 
     # -- the service's idle tick ----------------------------------------------------------------------
     #: a queued reversal/advice older than this (engine clock) is an incident: the host has not acknowledged it
@@ -484,6 +653,7 @@ class Till:
         said: list[str] = []
         before = len(self.incidents)
         self._handle(self.engine.check_signatures())
+        self._follow_ups_due()
         said += [i.line() for i in self.incidents[before:]]
         journal, now = self.engine.journal, self.engine.clock.now()
         queued = {q.id: q for q in journal.saf_items(["queued", "sent", "expired"])}
@@ -508,6 +678,11 @@ class Till:
             said.append(line)
         return said
 
+    def _follow_ups_due(self) -> None:
+        """Unsigned follow-ups past their deadline (engine clock) end kept at the merchant's risk (guide 004)."""
+        for f in overdue(self.engine.journal, self.engine.clock.now()):
+            self._correct("unsigned", "follow_up_deadline", (f.txn_id,), customer_present=False, follow_up="deadline")
+
     # -- incidents ------------------------------------------------------------------------------------
     def _handle(self, detections: tuple[Detection, ...]) -> None:
         for d in detections:
@@ -515,6 +690,11 @@ class Till:
             if key in self._seen:
                 continue
             self._seen.add(key)
+            if d.kind == "duplicate_override":  # the operator charged it again on purpose: recorded, not corrected
+                self._tell("incident.overridden", f"{', '.join(d.txn_ids)}: same card and amount/order, charged "
+                           f"again on purpose (approved by {d.evidence.get('approved_by')}); recorded, not "
+                           "corrected", kind=d.kind, rule=d.rule, txns=list(d.txn_ids))
+                continue
             self._tell("incident.detected", f"DETECTED {d.kind} [{d.rule}] {', '.join(d.txn_ids)}: "
                        f"{mask_digits_in_text(str(d.evidence.get('action', '')))}", logging.WARNING,
                        kind=d.kind, rule=d.rule, txns=list(d.txn_ids))

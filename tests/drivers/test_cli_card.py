@@ -55,7 +55,7 @@ def test_card_read_without_card_is_a_reader_error(card_factory: Callable[..., Vp
 def test_card_read_card_error_exit_code(card_factory: Callable[..., VpcdCard],
                                         capsys: pytest.CaptureFixture[str]) -> None:
     card_factory("visa_credit_sig", first_gac="aac")
-    code, _, err = run(capsys, "card", "read", "--timeout", "5")
+    code, _, err = run(capsys, "card", "read", "--timeout", "5", "--amount", "100")  # only --amount generates an AC
     assert code == 2 and "CardDeclined" in err
 
 
@@ -82,7 +82,7 @@ def test_standalone_module(visa_card: VpcdCard) -> None:
 
 def test_card_read_trace_is_masked_like_a_capture(visa_card: VpcdCard, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(capsys, "card", "read", "--reader", "Virtual PCD 00 00", "--json", "--trace",
-                         "--timeout", "5")
+                         "--timeout", "5", "--amount", "100")  # --amount: the trace shows the GENERATE AC too
     assert code == 0 and json.loads(out)["masked_pan"] == "476173******0119"
     trace = [line for line in err.splitlines() if line.startswith("trace ")]
     assert trace[0].startswith("trace atr 3B") and trace[1].startswith("trace > 00A40400")
@@ -102,6 +102,66 @@ def test_card_read_waiting_shows_progress(card_factory: Callable[..., VpcdCard],
 def test_a_failed_card_read_still_prints_its_trace(card_factory: Callable[..., VpcdCard],
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     card_factory("visa_credit_sig", first_gac="aac")
-    code, _, err = run(capsys, "card", "read", "--reader", "Virtual PCD 00 00", "--timeout", "5", "--trace")
+    code, _, err = run(capsys, "card", "read", "--reader", "Virtual PCD 00 00", "--timeout", "5", "--trace",
+                       "--amount", "100")
     assert code == 2 and "CardDeclined" in err
     assert "trace > 80AE" in err and VISA_PAN not in err
+
+
+# -- a technician's read burns nothing (issue 11) ------------------------------------------------------------
+def _atc_by_get_data(reader_name: str = "Virtual PCD") -> int:
+    """The card's ATC, asked directly (GET DATA 9F36) on a fresh connection: the independent witness."""
+    from posguard.drivers.pcsc import PcscReader
+
+    reader = PcscReader(reader_name)
+    try:
+        reader.power_on()
+        r = reader.transmit(bytes.fromhex("80CA9F3600"))
+        assert r.sw == 0x9000, hex(r.sw)
+        return int.from_bytes(r.data[-2:], "big")
+    finally:
+        reader.power_off()
+        reader.close()
+
+
+def test_card_read_without_amount_leaves_the_atc_where_it_was(visa_card: VpcdCard,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    before = _atc_by_get_data()
+    for _ in range(2):
+        code, out, _ = run(capsys, "card", "read", "--reader", "Virtual PCD", "--json", "--timeout", "5")
+        assert code == 0
+        data = json.loads(out)
+        assert data["generate_ac"] is None and data["atc"] == before
+        assert data["cvm_list"]["rules"] and data["masked_pan"] == "476173******0119" and VISA_PAN not in out
+    assert _atc_by_get_data() == before
+
+
+def test_card_read_with_amount_runs_one_generate_ac_at_that_amount(visa_card: VpcdCard,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    before = _atc_by_get_data()
+    code, out, _ = run(capsys, "card", "read", "--reader", "Virtual PCD", "--json", "--timeout", "5",
+                       "--amount", "12345")
+    assert code == 0
+    gac = json.loads(out)["generate_ac"]
+    assert gac["cdol1"]["9F02"] == "000000012345" and gac["amount"] == 12345
+    assert gac["cryptogram_type"] == "ARQC" and gac["atc"] == before + 1
+    assert gac["cvm"] == json.loads(out)["cvm_required"] and len(gac["cvm_results"]) == 6
+    assert _atc_by_get_data() == before + 1
+
+
+def test_card_read_decides_the_cvm_at_the_amount_given(card_factory: Callable[..., VpcdCard],
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    # "no CVM under 100.00 (condition 06: amount under X, in the application currency), then signature"
+    card_factory("unionpay_debit_pin", cvm_list={"x": 10000, "y": 0, "rules": [["1F", "06"], ["1E", "03"]]})
+    args = ("card", "read", "--reader", "Virtual PCD", "--json", "--timeout", "5", "--amount")
+    small = json.loads(run(capsys, *args, "99")[1])
+    large = json.loads(run(capsys, *args, "50000")[1])
+    assert small["cvm_list"] == large["cvm_list"] and small["cvm_list"]["x"] == 10000
+    assert small["generate_ac"]["cdol1"]["9F02"] == "000000000099" and small["cvm_required"] == "none"
+    assert large["generate_ac"]["cdol1"]["9F02"] == "000000050000" and large["cvm_required"] == "signature"
+    assert large["signature_required"] is True and large["generate_ac"]["cvm_results"].startswith("1E03")
+
+
+def test_card_read_refuses_a_negative_amount(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "card", "read", "--amount", "-5")
+    assert code == 2 and "--amount -5" in err

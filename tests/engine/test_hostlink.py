@@ -272,7 +272,8 @@ def test_wrong_key_on_the_terminal_never_yields_an_approval():
 
 
 def test_approval_without_a_mac_is_rejected_when_macs_are_configured():
-    with linked(link_config={"mac": MacScheme("x919", MacKey(KEY))}) as (_, link, _, _):
+    # an open host that never MACs (its strict default MACs every answer under the sign-on's key)
+    with linked(sim_config={"security": "open"}, link_config={"mac": MacScheme("x919", MacKey(KEY))}) as (_, link, _, _):
         with pytest.raises(MacFailure, match="carries no MAC"):
             link.exchange(cup_sale(1))
 

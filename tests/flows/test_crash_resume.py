@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from posguard.card import CardData
-from posguard.flows import FlowOutcome, FlowPolicies, FlowRequest
+from posguard.flows import FlowOutcome, FlowRequest
 from posguard.flows.base import FlowCrash
 from tests.engine.conftest import OTHER_PAN, card
 from tests.flows.conftest import DIALECTS, Desk, desk_for
@@ -63,9 +63,9 @@ def unsettled(desk: Desk) -> tuple[FlowRequest, str]:
 
 
 def unsigned_void(desk: Desk) -> tuple[FlowRequest, str]:
-    desk.policies = FlowPolicies(unsigned_customer_gone="void")
-    sale = desk.engine.sale(card(signature=True), 20_00)
-    return FlowRequest("unsigned", (sale.txn_id,), customer_present=False), sale.txn_id
+    sale = desk.engine.sale(card(signature=True), 20_00)  # the customer left; asked, they agree to cancel it
+    return FlowRequest("unsigned", (sale.txn_id,), customer_present=False, follow_up="voided_with_consent",
+                       operator="supervisor S01"), sale.txn_id
 
 
 def unsigned_pad(desk: Desk) -> tuple[FlowRequest, str]:

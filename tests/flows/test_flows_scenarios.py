@@ -3,7 +3,6 @@ ledger, the incident and the notice."""
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -179,8 +178,10 @@ def test_unsettled_names_exactly_what_the_host_report_lacks(desk: Desk) -> None:
     b = desk.engine.sale(card(OTHER_PAN), 20_00)
     report = (LedgerEntry(a.rrn or "", "sale", 10_00),)  # the acquirer's report shows only the first
     out = desk.run(FlowRequest("unsettled", host_ledger=report))
-    assert out.outcome in ("settled", "settled_after_upload"), out.reason
-    assert out.steps[-1].name == "report" and out.steps[-1].detail.endswith(f"1 transaction(s): {b.txn_id}")
+    assert out.outcome == "acquirer_contact_needed", out.reason
+    [compared] = [s for s in out.steps if s.name.startswith("compare:")]
+    assert compared.detail.splitlines()[1].startswith(f"  approval_missing_at_host: {b.txn_id} sale")
+    assert f"{a.txn_id} " not in compared.detail
 
 
 def test_unsettled_names_what_the_host_lacked_from_its_answers_to_the_uploads(desk: Desk) -> None:
@@ -190,10 +191,11 @@ def test_unsettled_names_what_the_host_lacked_from_its_answers_to_the_uploads(de
     lost = desk.engine.sale(card("4000000000000002"), 25_00)
     assert lost.approved
     out = desk.run(FlowRequest("unsettled"))
-    assert out.outcome == "settled_after_upload", out.reason
-    report = out.steps[-1]
-    assert report.name == "report" and f"the host lacked 1 transaction(s): {lost.txn_id};" in report.detail
-    assert kept.txn_id not in report.detail.split("uploaded:")[0]
+    assert out.outcome == "acquirer_contact_needed", out.reason  # no report yet: the incident waits for one
+    contact = out.steps[-1]
+    assert contact.name == "acquirer_contact"
+    assert f"the host held 1 transaction(s) only from their detail upload: {lost.txn_id}\n" in contact.detail
+    assert kept.txn_id not in contact.detail
 
 
 def test_unsettled_is_refused_while_the_host_is_down(desk: Desk) -> None:
@@ -215,9 +217,10 @@ def test_e_signature_from_the_pad_is_stored_with_the_sale(desk: Desk, tmp_path: 
     out = desk.run(FlowRequest("unsigned", (sale.txn_id,), customer_present=True, signature=image))
     assert out.outcome == "signed" and out.messages == []
     assert desk.journal.get_txn(sale.txn_id).state == "signed"
-    assert (tmp_path / "sig" / f"{sale.txn_id}.sig").read_bytes() == image
+    digest = hashlib.sha256(image).hexdigest()
+    assert (tmp_path / "sig" / f"{sale.txn_id}-{digest[:12]}.sig").read_bytes() == image
     inc = get_incident(desk.journal, out.incident_id or 0)
-    assert hashlib.sha256(image).hexdigest()[:16] in json.dumps(inc.to_dict())
+    assert inc.evidence["e_signature_sha256"] == digest and digest in json.dumps(inc.to_dict())
 
 
 def test_paper_resign_is_recorded(desk: Desk) -> None:
@@ -227,29 +230,33 @@ def test_paper_resign_is_recorded(desk: Desk) -> None:
     assert out.outcome == "signed" and "op7" in out.steps[1].detail
 
 
-def test_customer_gone_kept_at_merchant_risk(desk: Desk) -> None:
+def test_customer_gone_opens_a_follow_up_then_kept_at_merchant_risk(desk: Desk) -> None:
     sale = desk.engine.sale(card(signature=True), 20_00)
     out = desk.run(FlowRequest("unsigned", (sale.txn_id,), customer_present=False))
-    assert out.outcome == "kept_at_merchant_risk" and out.messages == [] and out.notice is None
-    assert [e.status for e in desk.ledger(kind="sale")] == ["approved"]
+    assert out.outcome == "follow_up" and out.messages == [] and out.notice is not None
+    kept = desk.run(FlowRequest("unsigned", (sale.txn_id,), follow_up="kept_at_risk", operator="op7"))
+    assert kept.outcome == "kept_at_merchant_risk" and kept.incident_id == out.incident_id
+    assert kept.notice is None and [e.status for e in desk.ledger(kind="sale")] == ["approved"]
 
 
-def test_customer_gone_voided_by_policy(desk: Desk) -> None:
-    desk.policies = dataclasses.replace(desk.policies, unsigned_customer_gone="void")
+def test_customer_gone_voided_with_consent(desk: Desk) -> None:
     sale = desk.engine.sale(card(signature=True), 20_00)
-    out = desk.run(FlowRequest("unsigned", (sale.txn_id,), customer_present=False))
+    desk.run(FlowRequest("unsigned", (sale.txn_id,), customer_present=False))
+    out = desk.run(FlowRequest("unsigned", (sale.txn_id,), follow_up="voided_with_consent", operator="supervisor S01"))
     assert out.outcome == "voided" and [m.mti for m in desk.wire(out)] == ["0200"]
     assert [e.status for e in desk.ledger(kind="sale")] == ["voided"]
 
 
-def test_void_after_settlement_is_refused(desk: Desk) -> None:
-    desk.policies = dataclasses.replace(desk.policies, unsigned_customer_gone="void")
+def test_consent_after_settlement_is_a_refund_and_needs_a_supervisor(desk: Desk) -> None:
     sale = desk.engine.sale(card(signature=True), 20_00)
     desk.settle()
     before = len(desk.ledger())
-    out = desk.run(FlowRequest("unsigned", (sale.txn_id,), customer_present=False))
-    assert out.outcome == "refused" and "settled batch" in out.reason and out.messages == []
+    out = desk.run(FlowRequest("unsigned", (sale.txn_id,), customer_present=False, follow_up="voided_with_consent"))
+    assert out.outcome == "refused" and "supervisor" in out.reason and out.messages == []
     assert len(desk.ledger()) == before
+    out = desk.run(FlowRequest("unsigned", (sale.txn_id,), follow_up="voided_with_consent", operator="supervisor S01"))
+    assert out.outcome == "refunded" and [(e.amount, e.status) for e in desk.ledger(kind="refund")] == [
+        (20_00, "approved")]
 
 
 # -- reversal ------------------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ def day(tmp_path: Path) -> Desk:
         c = desk.engine.sale(card(), 7_00)
         desk.run(FlowRequest("duplicate_charge", (b.txn_id, c.txn_id)))
         s = desk.engine.sale(card(signature=True), 3_00)
-        desk.run(FlowRequest("unsigned", (s.txn_id,), customer_present=False))
+        desk.run(FlowRequest("unsigned", (s.txn_id,), customer_present=False, follow_up="kept_at_risk"))
         return desk  # the journal file stays on disk; the fixture's desk is closed
 
 
@@ -77,7 +77,7 @@ def test_report_counts_kinds_causes_open_and_money_at_risk(day: Desk, capsys: py
 
 def test_outbox_gets_only_finished_notices_with_masked_contact(day: Desk, tmp_path: Path) -> None:
     files = sorted((tmp_path / "outbox").iterdir())
-    assert [f.name for f in files] == ["incident-000001-wrong_card.json"]
+    assert [f.name for f in files] == ["incident-000001-wrong_card-corrected.txt"]
     assert oct(os.stat(files[0]).st_mode & 0o777) == "0o600"
     body = files[0].read_text(encoding="utf-8")
     assert "13800138000" not in body and VISA_PAN not in body and "*******8000" in body

@@ -64,6 +64,18 @@ REVIEWED: dict[str, dict[str, tuple[str, str, str]]] = {
         "en": ("Settlement follow-up", "Some payments had not reached the bank. We sent them again and closed the "
                "batch.", "refunded"),
     },
+    "unsettled_charged": {
+        "zh": ("交易入账核查通知", "终端显示未成功的一笔交易已被银行入账。我们已请收单机构核查并撤销；如您已被扣款，款项将退回您的账户。",
+               "已退货"),
+        "en": ("Payment booked in error", "The bank booked a payment the terminal showed as not completed. We have "
+               "asked the acquirer to cancel it; if you were charged, the money is returned to your account.",
+               "refunded"),
+    },
+    "unsettled_missing": {
+        "zh": ("交易未入账通知", "您的一笔付款尚未到达银行。我们正在与收单机构核实，该笔款项可能稍后才出现在您的账户中。", "已退货"),
+        "en": ("Payment not yet booked", "Your payment has not reached the bank yet. We are checking it with the "
+               "acquirer; it may show on your account later.", "refunded"),
+    },
     "reversal": {
         "zh": ("交易冲正通知", "交易未能完成，本次扣款已取消；如有预留金额，将由您的发卡银行释放。", "已退货"),
         "en": ("Payment reversed", "The payment did not complete: the charge was cancelled; any hold is released by "

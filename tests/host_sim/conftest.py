@@ -11,7 +11,9 @@ from .wire import WireClient
 
 @pytest.fixture
 def cup_sim() -> Iterator[HostSimulator]:
-    with HostSimulator(SimConfig(dialect="cup")) as sim:
+    # routing, rules and faults through raw messages: a test of other concerns, so the open security mode
+    # (tests/host_sim/test_security.py drives the strict default)
+    with HostSimulator(SimConfig(dialect="cup", security="open")) as sim:
         yield sim
 
 

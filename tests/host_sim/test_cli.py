@@ -19,7 +19,7 @@ def test_program_prints_ports_serves_and_obeys_the_control_channel(tmp_path: Pat
     dump = tmp_path / "ledger.json"
     proc = subprocess.Popen(
         [sys.executable, "-m", "firmware_sim.host", "--dialect", "cup", "--port", "0", "--control-port", "0",
-         "--ledger-dump", str(dump)],
+         "--ledger-dump", str(dump), "--security", "open"],  # the control channel, not sign-on/MAC (test_security)
         cwd=ROOT, stdout=subprocess.PIPE, text=True,
     )
     try:

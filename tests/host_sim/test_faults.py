@@ -27,7 +27,7 @@ def clock() -> ManualScheduler:
 
 @pytest.fixture
 def sim(clock: ManualScheduler) -> Iterator[HostSimulator]:
-    with HostSimulator(SimConfig(dialect="cup"), scheduler=clock) as s:
+    with HostSimulator(SimConfig(dialect="cup", security="open"), scheduler=clock) as s:
         yield s
 
 

@@ -17,7 +17,7 @@ ISO_DIALECTS = ("iso87ascii", "iso87", "iso87bcd")
                 ids=lambda p: f"{p[0]}-{p[1]}")
 def iso(request: pytest.FixtureRequest) -> Iterator[tuple[HostSimulator, WireClient]]:
     dialect, framing = request.param
-    with HostSimulator(SimConfig(dialect=dialect, framing=framing)) as sim:
+    with HostSimulator(SimConfig(dialect=dialect, framing=framing, security="open")) as sim:
         client = WireClient(sim.address, dialect, framing)
         yield sim, client
         client.close()
@@ -41,7 +41,7 @@ def test_sale_void_refund_reversal_in_every_dialect_and_framing(iso: tuple[HostS
 
 @pytest.fixture
 def iso87() -> Iterator[tuple[HostSimulator, WireClient]]:
-    with HostSimulator(SimConfig(dialect="iso87")) as sim:
+    with HostSimulator(SimConfig(dialect="iso87", security="open")) as sim:
         client = WireClient(sim.address, "iso87")
         yield sim, client
         client.close()

@@ -10,6 +10,7 @@ import iso8583
 from firmware_sim.host import mac as sim_mac
 from firmware_sim.host.dialects import BINARY_IS_RAW, HEADER_LEN, get_spec
 from firmware_sim.host.framing import Deframer, frame
+from firmware_sim.host.keys import TEST_TMK, kcv4, tdes_ecb
 
 CUP_HEADER = "6000030000" + "603100000000"  # TPDU 60 0003 0000 + header 60 31 00 00 00 00
 
@@ -30,6 +31,27 @@ class WireClient:
         self.pending: list[bytes] = []
         self.mac_algorithm = mac_algorithm
         self.mac_key = mac_key
+        self.mac_only: frozenset[str] | None = None  # after sign_on(): MAC only the MTIs that need one
+
+    def sign_on(self, *, tid: str = "TERM0001", tmk: str = TEST_TMK, stan: int = 999_999,
+                code: str = "003") -> dict[str, Any]:
+        """An 0800 sign-on (CUP 60.3 = ``code``, ISO 70 = 001); the MAC key of the answer, checked against its
+        KCV under ``tmk``, is used from then on for the messages that need a MAC."""
+        cup = self.dialect == "cup"
+        doc = {"t": "0800", "11": f"{stan:06d}", "41": tid, "42": "123456789012345"}
+        doc.update({"60": f"00000001{code}", "63": "001"} if cup else {"7": "1120090000", "70": "001"})
+        resp = self.exchange(doc)
+        if resp["39"] != "00":
+            return resp
+        block = bytes.fromhex(resp["62" if cup else "48"])
+        size = 8 if len(block) == 24 else 16
+        key = bytes.fromhex(tmk)
+        mac_part = block[size + 4 : 2 * size + 8]
+        mac_key = tdes_ecb(key, mac_part[:size], decrypt=True)
+        assert kcv4(mac_key) == mac_part[size:], "the MAC key does not match its check value"
+        self.mac_algorithm, self.mac_key = sim_mac.DIALECT_ALGORITHM[self.dialect], mac_key
+        self.mac_only = sim_mac.MACED_MTIS
+        return resp
 
     def close(self) -> None:
         self.sock.close()
@@ -38,7 +60,7 @@ class WireClient:
         doc = dict(doc)
         if self.dialect == "cup":
             doc.setdefault("h", CUP_HEADER)
-        if self.mac_algorithm and self.mac_key:
+        if self.mac_algorithm and self.mac_key and (self.mac_only is None or doc["t"] in self.mac_only):
             f = "128" if any(k.isdigit() and int(k) > 64 for k in doc) else "64"
             doc[f] = "0" * 16
             raw, _ = iso8583.encode(dict(doc), self.spec)

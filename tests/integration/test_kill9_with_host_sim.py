@@ -21,6 +21,7 @@ import pytest
 from firmware_sim.rig import HostProcess, host_process
 from posguard.clock import VirtualClock
 from tests.engine.conftest import MONDAY_0900, TERMINAL, card
+from tests.host_sim.harness import keyed
 from tests.integration.simproc import books_disagree, wire_engine
 
 SALE_AMOUNT, REFUND_AMOUNT = 120_00, 20_00
@@ -40,7 +41,7 @@ def _prepare(sim: HostProcess, case: Path, op: str) -> str | None:
     case.mkdir()
     if op == "sale":
         return None
-    w = wire_engine(sim, case / "journal.db", VirtualClock(start=MONDAY_0900), TERMINAL)
+    w = wire_engine(sim, case / "journal.db", VirtualClock(start=MONDAY_0900), keyed(TERMINAL))
     try:
         sale = w.engine.sale(card(), SALE_AMOUNT, order_ref="ORD-7")
         assert sale.approved, sale.operator_message
@@ -50,7 +51,7 @@ def _prepare(sim: HostProcess, case: Path, op: str) -> str | None:
 
 
 def _operate(sim: HostProcess, case: Path, op: str, original: str | None, hook: Callable[[str], None]) -> None:
-    w = wire_engine(sim, case / "journal.db", VirtualClock(start=MONDAY_0900 + 60), TERMINAL)
+    w = wire_engine(sim, case / "journal.db", VirtualClock(start=MONDAY_0900 + 60), keyed(TERMINAL))
     w.engine.kill_points = hook
     try:
         if op == "sale":
@@ -64,7 +65,7 @@ def _operate(sim: HostProcess, case: Path, op: str, original: str | None, hook: 
 
 
 def _recover(sim: HostProcess, case: Path, hook: Callable[[str], None] | None = None, at: float = 3600) -> None:
-    w = wire_engine(sim, case / "journal.db", VirtualClock(start=MONDAY_0900 + at), TERMINAL)
+    w = wire_engine(sim, case / "journal.db", VirtualClock(start=MONDAY_0900 + at), keyed(TERMINAL))
     w.engine.kill_points = hook
     try:
         w.engine.recover()
@@ -111,7 +112,7 @@ def _in_child_killed_at(target: Point, run: Callable[[Callable[[str], None]], No
 def _check_books(sim: HostProcess, case: Path, op: str, original: str | None) -> None:
     """Restart, recover, compare the simulator's ledger with the journal; then the till must work again."""
     sim.wait_idle()
-    w = wire_engine(sim, case / "journal.db", VirtualClock(start=MONDAY_0900 + 7200), TERMINAL)
+    w = wire_engine(sim, case / "journal.db", VirtualClock(start=MONDAY_0900 + 7200), keyed(TERMINAL))
     try:
         report = w.engine.recover()
         journal = w.engine.journal
@@ -203,7 +204,7 @@ def _unbalanced_batch(sim: HostProcess, case: Path) -> None:
     """One sale both sides agree on, one the host booked declined while the terminal heard 00."""
     sim.reset()
     case.mkdir()
-    w = wire_engine(sim, case / "journal.db", VirtualClock(start=MONDAY_0900), TERMINAL)
+    w = wire_engine(sim, case / "journal.db", VirtualClock(start=MONDAY_0900), keyed(TERMINAL))
     try:
         assert w.engine.sale(card(), 40_00).approved
         sim.ctl.add_fault("wrong_rc", rc="00")
@@ -213,7 +214,7 @@ def _unbalanced_batch(sim: HostProcess, case: Path) -> None:
 
 
 def _settle(sim: HostProcess, case: Path, hook: Callable[[str], None] | None, at: float) -> int:
-    w = wire_engine(sim, case / "journal.db", VirtualClock(start=MONDAY_0900 + at), TERMINAL)
+    w = wire_engine(sim, case / "journal.db", VirtualClock(start=MONDAY_0900 + at), keyed(TERMINAL))
     w.engine.kill_points = hook
     try:
         return w.engine.settle().next_batch
@@ -237,7 +238,7 @@ def test_kill_9_at_every_point_of_an_unbalanced_settlement(sim: HostProcess, tmp
 
         _in_child_killed_at(target, settle)
         sim.wait_idle()
-        w = wire_engine(sim, case / "journal.db", VirtualClock(start=MONDAY_0900 + 7200), TERMINAL)
+        w = wire_engine(sim, case / "journal.db", VirtualClock(start=MONDAY_0900 + 7200), keyed(TERMINAL))
         try:
             journal = w.engine.journal
             assert journal.integrity_check() == ["ok"]

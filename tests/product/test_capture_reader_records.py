@@ -136,13 +136,14 @@ def test_service_swipe_is_recorded_and_replays_as_a_swiped_sale(tmp_path: Path) 
     assert card["entry_mode"] == "swipe" and card["source"] == "magstripe" and card["cvm_required"] is True
     assert swipe["track2"].startswith(card["pan"] + "=")
     [out_sale] = [r for r in cap.of_kind("iso") if r["dir"] == "out" and r["mti"] == "0200"]
-    assert Message.decode(bytes.fromhex(out_sale["hex"]), "iso87ascii")["22"] == "021"  # swiped on the wire
+    assert Message.decode(bytes.fromhex(out_sale["hex"]), "iso87ascii")["22"] == "901"  # swiped, full track 2 in field 35
 
     result = replay(capture, desk=Till.for_replay, journal_path=tmp_path / "replay.db")
     try:
         assert result.skipped == {"swipe": 1}
         [sent] = [m for m in result.sent if m.mti == "0200"]
-        assert sent["22"] == "021" and sent.pan is not None and sent.pan.reveal() == card["pan"]
+        assert sent["22"] == "901" and sent.pan is not None and sent.pan.reveal() == card["pan"]
+        assert sent["35"] == swipe["track2"].replace("=", "D")  # the swipe's sanitised track 2 is sent again
         states = {t.id: t.state for t in result.journal.find_txns()}
         assert states == {sale["txn"]: "signed"}
     finally:

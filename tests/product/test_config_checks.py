@@ -57,7 +57,7 @@ def test_amount_ceiling_uids_and_groups_are_checked(tmp_path: Path) -> None:
 
 
 def test_the_terminal_master_key_file_is_checked(tmp_path: Path) -> None:
-    path = write_config(tmp_path, 5000)
+    path = write_config(tmp_path, 5000, tmk_file="")
     tmk = tmp_path / "tmk.key"
     tmk.write_text("0123456789ABCDEFFEDCBA9876543210\n")
     os.chmod(tmk, 0o644)

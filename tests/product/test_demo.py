@@ -16,6 +16,7 @@ import pytest
 from posguard.capture import read_capture
 from posguard.capture.replay import replay
 from posguard.drivers.twin.frames import lrc
+from posguard.iso8583.message import Message
 from posguard.service.till import Till
 from tests.product.conftest import ROOT, clear_pan_hits
 
@@ -55,6 +56,10 @@ def test_demo_day_detects_and_corrects_every_error_kind(dialect: str, reader: st
     assert proc.returncode == 0, err[-3000:]
     assert elapsed < 60
     assert "== incident report" in out and "every simulator stopped" in out
+    # the unbalanced batch: the acquirer's report names the sale the host booked against a 51, nothing else
+    [finding] = [line for line in out.splitlines() if "host_booked_not_approved:" in line]
+    assert "sale" in finding and "CNY 15.00; terminal declined rc 51, host approved" in finding
+    assert "the acquirer's settlement report, batch 1: 1 finding(s)" in out
     live = [line for line in out.splitlines() if "INCIDENT " in line]
     kinds = {line.split("INCIDENT ")[1].split()[0] for line in live}
     assert kinds == ERROR_KINDS
@@ -67,13 +72,20 @@ def test_demo_day_detects_and_corrects_every_error_kind(dialect: str, reader: st
     finally:
         result.journal.close()
     printed = [line.split("INCIDENT ")[1] for line in live]
-    assert [f"{k} [{r}] txns {', '.join(t)}" for k, r, t in replayed] == [p.split(" -> ")[0] for p in printed]
+    assert [f"{k} [{r}] txns {', '.join(t) or '-'}" for k, r, t in replayed] == [p.split(" -> ")[0] for p in printed]
 
     # the reader's records: the swiped card always; the raw frames when the reader is the serial Twin
     capture = read_capture(record)
     [swipe] = list(capture.of_kind("swipe"))
     swiped = [c for c in capture.of_kind("card") if c["ref"] == swipe["ref"]]
     assert swiped and swiped[0]["entry_mode"] == "swipe" and swipe["track2"].startswith(swiped[0]["pan"] + "=")
+    swipe_ops = [o for o in capture.of_kind("op") if o["op"] == "sale" and o.get("card") == swipe["ref"]]
+    sales_out = [Message.decode(bytes.fromhex(r["hex"]), dialect) for r in capture.of_kind("iso")
+                 if r["dir"] == "out" and r["mti"] == "0200"]
+    with_track = [m for m in sales_out if "35" in m]  # a swiped sale carries its (sanitised) track 2
+    assert swipe_ops and len(with_track) == len(swipe_ops)
+    assert all(str(m["35"]) == swipe["track2"].replace("=", "D") and m["22"] == ("022" if dialect == "cup" else "901")
+               for m in with_track)
     frames = list(capture.of_kind("frame"))
     if "GemPC Twin" in out:
         assert {f["dir"] for f in frames} == {"out", "in"}

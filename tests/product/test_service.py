@@ -16,6 +16,7 @@ from typing import IO, Any
 import pytest
 
 from firmware_sim.host import HostSimulator, SimConfig
+from firmware_sim.host.keys import TEST_TMK
 from firmware_sim.rig.pcscd import pcsc_env
 from firmware_sim.rig.sims import vpcd_card
 from posguard.config import load_config
@@ -23,12 +24,22 @@ from tests.product.conftest import ROOT, clear_pan_hits
 
 
 def write_config(tmp_path: Path, port: int, **over: str) -> Path:
+    """A service configuration for the simulators. Like a real terminal's it names a TMK file (the test TMK the
+    simulator knows by default), so the service signs on for working keys and MACs; ``tmk_file=""`` leaves it
+    out."""
     keys = {}
     for name in ("token", "data"):
         k = tmp_path / f"{name}.key"
         k.write_text(os.urandom(32).hex())
         k.chmod(0o600)
         keys[name] = k
+    tmk_file = over.get("tmk_file")
+    if tmk_file is None:
+        tmk = tmp_path / "tmk.key"
+        tmk.write_text(TEST_TMK + "\n")
+        tmk.chmod(0o600)
+        tmk_file = str(tmk)
+    tmk_line = f'tmk_file = "{tmk_file}"' if tmk_file else ""
     text = f"""
 [terminal]
 tid = "{over.get('tid', 'POSGRD01')}"
@@ -37,6 +48,7 @@ currency = "156"
 dialect = "iso87ascii"
 token_key_file = "{keys['token']}"
 data_key_file = "{keys['data']}"
+{tmk_line}
 
 [reader]
 kind = "pcsc"
@@ -139,6 +151,13 @@ def test_service_session_over_stdin(tmp_path: Path, host: HostSimulator) -> None
     for f in tmp_path.glob("journal.db*"):
         written += f.read_bytes()
     assert clear_pan_hits(written) == []
+    # issue 12: signed on at start with fresh keys, every financial message MACed, signed off at the clean stop
+    assert [r["70"] for r in host.received if r["t"] == "0800"] == ["001", "002"] and not host.refusals
+    assert all("64" in r or "128" in r for r in host.received if r["t"] in ("0200", "0500", "0320"))
+    assert "service.signed_off" in events and host.keys.state("POSGRD01") == "not_signed_on"
+    for issued in host.keys.history:
+        for key in (issued.mac_key, issued.pin_key):
+            assert key.hex().encode() not in written.lower() and key not in written
 
 
 def test_operator_socket_and_quit(tmp_path: Path, host: HostSimulator) -> None:

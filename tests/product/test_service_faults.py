@@ -127,7 +127,8 @@ def test_clients_that_misbehave_never_stop_the_service(tmp_path: Path, host: Hos
             proc.wait()
     assert code == 0, err
     assert "Traceback" not in err and '"event": "service.stopped"' in out
-    assert host.received == []  # nothing above reached the host
+    # nothing above reached the host: only the sign-on (0800/001) and the sign-off at the clean stop (0800/002)
+    assert [(r["t"], r["70"]) for r in host.received] == [("0800", "001"), ("0800", "002")]
     assert clear_pan_hits(out.encode() + err.encode()) == []
     for f in tmp_path.glob("journal.db*"):
         assert clear_pan_hits(f.read_bytes()) == []
