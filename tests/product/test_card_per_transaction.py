@@ -23,12 +23,13 @@ from posguard.capture.replay import replay
 from posguard.clock import SystemClock
 from posguard.demo import demo_policies
 from posguard.demo.rig import load_simulators
-from posguard.demo.run import DEMO_POLICY_DATA, DemoCards, _open_reader
+from posguard.demo.run import DEMO_POLICY_DATA, DEMO_TMK, DemoCards, _open_reader
 from posguard.engine.detectors import Detectors
 from posguard.engine.engine import TerminalConfig, TransactionEngine
 from posguard.engine.errors import CardAmountMismatch, CryptogramReused
 from posguard.engine.hostlink import HostLinkConfig, TcpHostLink
 from posguard.engine.journal import Journal
+from posguard.engine.keys import TerminalMasterKey
 from posguard.presenting import HostAnswer
 from posguard.service.till import Till
 from tests.product.wire_audit import Auth, amount_problems, authorisations, ber_tlv, replay_problems
@@ -78,8 +79,10 @@ def _link(dialect: str, rig: Any, clock: SystemClock) -> TcpHostLink:
 def desk_for(dialect: str, tmp: Path) -> Iterator[Desk]:
     make_rig, _ = load_simulators()
     clock = SystemClock()
+    # the demo terminal's identity and master key: the host simulator issues working keys under it at sign-on
     terminal = TerminalConfig(TID, MID, secrets.token_bytes(32), secrets.token_bytes(32), currency="156",
-                              host_timeout=3.0)
+                              host_timeout=3.0, timezone="Asia/Shanghai",
+                              tmk=TerminalMasterKey(bytes.fromhex(DEMO_TMK)))
     with make_rig(dialect, profile="mastercard_nocvm", reader="twin", magstripe=False) as rig:
         journal = Journal(tmp / "journal.db", clock=clock)
         link = _link(dialect, rig, clock)
