@@ -34,6 +34,9 @@ class Auth:
     entry_mode: str
     icc: dict[str, bytes]
     track2: str | None
+    stan: str = ""
+    #: the host's field 39 for this request ("" when no answer was recorded)
+    response_code: str = ""
 
 
 def ber_tlv(data: bytes) -> dict[str, bytes]:
@@ -66,16 +69,23 @@ def authorisations(capture: Path, dialect: str) -> list[Auth]:
     """The purchase authorisations the terminal sent, decoded by pyiso8583."""
     spec = get_spec(dialect)
     out = []
+    answers: dict[tuple[str, str], str] = {}
     for n, line in enumerate(capture.read_text().splitlines(), 1):
         rec = json.loads(line)
-        if rec.get("k") != "iso" or rec.get("dir") != "out" or not rec.get("hex"):
+        if rec.get("k") != "iso" or not rec.get("hex"):
             continue
         doc, _ = iso8583.decode(bytes.fromhex(rec["hex"]), spec)
+        if rec.get("dir") == "in":
+            answers[(doc["t"], str(doc.get("11", "")))] = str(doc.get("39", ""))
+            continue
         if doc["t"] not in AUTH_MTIS or not str(doc.get("3", "")).startswith("00"):
             continue
         icc = ber_tlv(bytes.fromhex(doc["55"])) if doc.get("55") else {}
-        out.append(Auth(n, doc["t"], doc.get("2", ""), int(doc["4"]), str(doc.get("22", "")), icc, doc.get("35")))
-    return out
+        out.append(Auth(n, doc["t"], doc.get("2", ""), int(doc["4"]), str(doc.get("22", "")), icc, doc.get("35"),
+                        str(doc.get("11", ""))))
+    response = {"0100": "0110", "0200": "0210"}
+    return [Auth(a.line, a.mti, a.pan, a.amount, a.entry_mode, a.icc, a.track2, a.stan,
+                 answers.get((response[a.mti], a.stan), "")) for a in out]
 
 
 def amount_problems(auths: list[Auth]) -> list[str]:
