@@ -4,7 +4,9 @@ acquirer host simulator over real TCP, and the wire is checked by pyiso8583 (tes
 
 Approved with the card's TC; the host approves but the card answers AAC -> the sale is reversed and the
 incident says so; a card read is single-use (also after a restart); 9F02 != field 4 never reaches the wire;
-wrong amount and wrong card read the card again; an approval the card never answered is reversed at recovery.
+wrong amount and wrong card read the card again; an approval the card never answered is reversed at recovery;
+a stored chip read is sent once, a card not presented sends nothing, a card pulled before its second GENERATE AC
+after an approval is reversed.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +32,7 @@ from posguard.engine.errors import CardAmountMismatch, CryptogramReused
 from posguard.engine.hostlink import HostLinkConfig, TcpHostLink
 from posguard.engine.journal import Journal
 from posguard.engine.keys import TerminalMasterKey
-from posguard.presenting import HostAnswer
+from posguard.presenting import CardRequest, HostAnswer
 from posguard.service.till import Till
 from tests.product.wire_audit import Auth, amount_problems, authorisations, ber_tlv, replay_problems
 
@@ -228,4 +230,48 @@ def test_an_approval_the_card_never_answered_is_reversed_at_recovery(dialect: st
         assert engine.journal.get_txn(sale.txn_id).state == "reversed"
         (row,) = engine.journal.incidents("card_declined_after_approval")
         assert row["txn_id"] == sale.txn_id and "second GENERATE AC" in row["message"]
+        assert [e["status"] for e in desk.host_saw("sale")] == ["reversed"]
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_a_stored_chip_read_is_sent_once_and_no_card_sends_nothing(dialect: str, tmp_path: Path) -> None:
+    with desk_for(dialect, tmp_path) as desk:
+        shown = desk.till.present("c3", 10_00)
+        shown.close()  # the read is kept, the card is gone: a stored chip read (a test card, a replay)
+        desk.till.add_card("k1", replace(shown.card, second_gac=False))
+        first = desk.till.do("sale", card="k1", amount=10_00)
+        assert first is not None and first.approved, desk.lines
+        assert desk.till.do("sale", card="k1", amount=10_00) is None
+        assert desk.till.refusal is not None and f"already sent in {first.txn_id}" in desk.till.refusal
+        assert desk.till.do("sale", card="c9", amount=10_00) is None  # no such card is presented
+        assert desk.till.refusal is not None and "no card 'c9'" in desk.till.refusal
+        assert len(desk.host_saw("sale")) == 1 and len(desk.engine.journal.find_txns()) == 1
+
+
+class PulledBeforeTheSecondGac:
+    """The card is read, then leaves the reader before the terminal gives it the host's answer."""
+
+    def __init__(self, inner: DemoCards) -> None:
+        self.inner = inner
+
+    def present(self, request: CardRequest) -> Any:
+        shown = self.inner.present(request)
+
+        def pulled(answer: HostAnswer) -> None:
+            raise OSError("card removed")
+
+        shown.complete = pulled
+        return shown
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_a_card_pulled_before_the_second_generate_ac_is_reversed(dialect: str, tmp_path: Path) -> None:
+    with desk_for(dialect, tmp_path) as desk:
+        assert isinstance(desk.till.presenter, DemoCards)
+        desk.till.presenter = PulledBeforeTheSecondGac(desk.till.presenter)
+        sale = desk.till.do("sale", card="c3", amount=33_00)
+        assert sale is not None and sale.response_code == "00" and sale.state == "reversed"
+        assert any("did not complete" in line and "card removed" in line for line in desk.lines)
+        (inc,) = desk.till.incidents
+        assert (inc.kind, inc.rule) == ("reversal", "card_declined_after_approval")
         assert [e["status"] for e in desk.host_saw("sale")] == ["reversed"]
