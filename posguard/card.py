@@ -46,6 +46,10 @@ class CardData:
     pan_sequence: str | None = None  # 5F34 of a chip card, two digits (field 23)
     #: the encrypted online PIN block from the PIN pad (field 52); never printed, pickled or journaled
     pin_block: PinBlock | None = None
+    #: a chip card still in the reader, waiting for the terminal's second GENERATE AC after the host answers
+    #: (EMV Book 3 §10, ``emv-keys.md`` (A) 8): the engine keeps the sale's reversal armed until the card's
+    #: answer is known (:meth:`~posguard.engine.engine.TransactionEngine.card_completed` / ``card_declined``)
+    second_gac: bool = False
 
     @classmethod
     def from_pan(

@@ -30,7 +30,7 @@ OPEN_OUTCOMES: frozenset[str | None] = frozenset({*LEAVES_OPEN, None})
 ENGINE_CAUSES = {"outcome_unknown": "network", "recovered_in_flight": "device_fault",
                  "settlement_failed": "network", "upload_failed": "host",
                  "reversal_or_advice_pending": "network", "reversal_or_advice_expired": "network",
-                 "batch_not_closed": "operator_input"}
+                 "batch_not_closed": "operator_input", "card_declined_after_approval": "card"}
 
 
 @dataclass

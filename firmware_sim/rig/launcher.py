@@ -170,11 +170,12 @@ class Rig:
             self.mag = SimProcess("magstripe", ["--link", str(self.mag_path)])
             self.mag.start()
 
-    def swap(self, profile: str) -> None:
-        """Put another card in the reader (waits until the reader sees it)."""
+    def swap(self, profile: str, **overrides: str) -> None:
+        """Put another card in the reader (waits until the reader sees it). ``overrides`` are profile fields
+        of the card put in (e.g. ``atc``: the same card again keeps counting where it stopped)."""
         if profile == self.current_profile or self.card is None:
             return
-        self.card.command(f"swap {profile}")
+        self.card.command(" ".join(["swap", profile, *(f"{k}={v}" for k, v in overrides.items())]))
         self.current_profile = profile
 
     def swipe(self, profile: str, **overrides: str) -> None:

@@ -23,8 +23,8 @@ __all__ = ["CAPTURE_VERSION", "KINDS", "Capture", "CaptureError", "CaptureWriter
 
 CAPTURE_VERSION = 1
 #: record keys that hold hex (sanitised against learnt PANs only, never pattern-scrubbed)
-HEX_KEYS = frozenset({"hex", "c", "r", "atr", "field55", "cvm_results", "messages"})
-KINDS = ("card", "atr", "apdu", "swipe", "frame", "iso", "link", "op", "start")
+HEX_KEYS = frozenset({"hex", "c", "r", "atr", "field55", "cvm_results", "messages", "script_results"})
+KINDS = ("card", "atr", "apdu", "swipe", "frame", "iso", "link", "op", "start", "card_outcome")
 
 
 class CaptureError(ValueError):
@@ -108,6 +108,14 @@ def _validate(rec: Any, line: int) -> dict[str, Any]:
         _check_hex(rec, "field55", line)
         if rec.get("cvm_results") is not None:
             _check_hex(rec, "cvm_results", line)
+        if "presentation" in rec and (not isinstance(rec["presentation"], int) or isinstance(rec["presentation"], bool)):
+            raise CaptureError(line, "card record's \"presentation\" must be a number (1, 2...)")
+    elif k == "card_outcome":
+        if not isinstance(rec.get("presentation"), int) or isinstance(rec.get("presentation"), bool):
+            raise CaptureError(line, "card_outcome record needs \"presentation\" (the number of its card record)")
+        if rec.get("cryptogram") not in ("TC", "AAC"):
+            raise CaptureError(line, "card_outcome record needs \"cryptogram\": \"TC\" or \"AAC\"")
+        _check_hex(rec, "field55", line)
     return rec
 
 

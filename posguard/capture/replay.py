@@ -10,7 +10,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -28,6 +28,7 @@ from posguard.engine.saf import SafPolicy
 from posguard.incidents import IncidentReport
 from posguard.iso8583.message import Message
 from posguard.iso8583.redaction import evidence_image
+from posguard.presenting import CardNotPresented, CardOutcome, CardRequest, HostAnswer
 from posguard.sensitive import TrackData
 
 __all__ = ["Desk", "DeskFactory", "ReplayDiverged", "ReplayLink", "ReplayResult", "replay", "REPLAY_TOKEN_KEY"]
@@ -166,6 +167,7 @@ class Desk(Protocol):
     met and the requests its engine sent. The service's :class:`~posguard.service.till.Till` is one."""
 
     cards: dict[str, CardData]
+    presenter: Any  # a posguard.presenting.CardPresenter, or None
     incidents: list[IncidentReport]
     sent: list[Message]
 
@@ -226,12 +228,66 @@ def _same_message(recorded: str, sent: str) -> bool:
 def card_from_record(rec: dict[str, Any], track2: str | None = None) -> CardData:
     """The card a ``card`` record describes; ``track2``: the sanitised track 2 of its ``swipe`` record (field 35)."""
     cvm = rec.get("cvm_results")
-    return CardData.from_pan(str(rec["pan"]), REPLAY_TOKEN_KEY, expiry=rec.get("expiry"),
+    card = CardData.from_pan(str(rec["pan"]), REPLAY_TOKEN_KEY, expiry=rec.get("expiry"),
                              field55=bytes.fromhex(rec.get("field55") or ""),
                              cvm_results=bytes.fromhex(cvm) if cvm else None,
                              entry_mode=str(rec.get("entry_mode") or "chip"), scheme=rec.get("scheme"),
                              cvm_required=bool(rec.get("cvm_required", False)),
                              track2=TrackData(track2) if track2 else None)
+    return replace(card, second_gac=True) if rec.get("second_gac") else card
+
+
+@dataclass
+class RecordedPresentation:
+    """A card presentation as the capture recorded it: its card data and the card's recorded final answer."""
+
+    card: CardData
+    evidence: dict[str, Any]
+    outcome: dict[str, Any] | None
+
+    def complete(self, answer: HostAnswer) -> CardOutcome | None:
+        if self.outcome is None:
+            return None  # the capture ends before the card answered
+        o = self.outcome
+        kind = str(o["cryptogram"])
+        return CardOutcome(kind, o.get("atc"), bytes.fromhex(o.get("field55") or ""),
+                           bytes.fromhex(o.get("script_results") or ""),
+                           declined_by_card=answer.approved and kind == "AAC")
+
+    def close(self) -> None:
+        return None
+
+
+class RecordedCards:
+    """The replay's card presenter: each presentation of a reference gets the next ``card`` record recorded for
+    it (one per presentation, :meth:`Till.present <posguard.service.till.Till.present>`), and its second
+    GENERATE AC the ``card_outcome`` record of the same presentation number."""
+
+    def __init__(self, capture: Capture, swiped: dict[str, str] | None = None) -> None:
+        self._swiped = swiped or {}  # card reference -> the sanitised track 2 of its swipe record
+        self._queues: dict[str, list[dict[str, Any]]] = {}
+        self._outcomes: dict[int, dict[str, Any]] = {}
+        for rec in capture.records:
+            if rec["k"] == "card":
+                self._queues.setdefault(str(rec["ref"]), []).append(rec)
+            elif rec["k"] == "card_outcome":
+                self._outcomes[int(rec["presentation"])] = rec
+
+    def present(self, request: CardRequest) -> RecordedPresentation:
+        queue = self._queues.get(request.ref)
+        if not queue:
+            raise CardNotPresented(f"the capture holds no further card record for {request.ref!r} (the card was "
+                                   "not read live); nothing was sent")
+        rec = queue.pop(0)
+        evidence: dict[str, Any] = {k: rec[k] for k in ("source", "label", "aid") if k in rec}
+        return RecordedPresentation(card_from_record(rec, self._swiped.get(request.ref)), evidence,
+                                    self._outcomes.get(int(rec["presentation"])))
+
+
+def per_presentation(capture: Capture) -> bool:
+    """True when the capture has a card record per presentation (a ``presentation`` number on each): written
+    since cards are read per transaction. An older capture lists each card once, before the operator actions."""
+    return any(r["k"] == "card" and "presentation" in r for r in capture.records)
 
 
 def replay(source: str | Path | Capture, *, desk: DeskFactory, journal_path: str | Path | None = None,
@@ -265,19 +321,22 @@ def replay(source: str | Path | Capture, *, desk: DeskFactory, journal_path: str
                 say(line)
 
         till = desk(engine, capture.dialect, _say)
+        presented = per_presentation(capture)
+        swiped = {str(r["ref"]): str(r["track2"]) for r in capture.records if r["k"] == "swipe" and "ref" in r}
+        if presented:  # the next card record for a reference at each presentation
+            till.presenter = RecordedCards(capture, swiped)
         skipped: dict[str, int] = {}
         for r in capture.records:
             if r["k"] in _EVIDENCE_KINDS:
                 skipped[r["k"]] = skipped.get(r["k"], 0) + 1
         if not any(r["k"] == "op" for r in capture.records):
             return ReplayResult(capture, wire_incidents(capture), till, journal, [], log, skipped, scratch)
-        swiped = {str(r["ref"]): str(r["track2"]) for r in capture.records if r["k"] == "swipe" and "ref" in r}
         while cursor.pos < len(cursor.records):
             index = cursor.pos
             rec = cursor.records[index]
             cursor.pos += 1
             kind = rec["k"]
-            if kind == "card":
+            if kind == "card" and not presented:  # an older capture: each card listed once, before its sales
                 till.cards[str(rec["ref"])] = card_from_record(rec, swiped.get(str(rec["ref"])))
             elif kind == "start":  # the live service restarted here: it recovered before anything else
                 cursor.at(rec)

@@ -100,9 +100,9 @@ def run_demo(dialect: str = "cup", *, record: str | Path | None = None, out: Tex
             reader = _open_reader(rig)
             tap = tap_frames(reader, writer)
             pad = _demo_pin_pad(rig, say)
+            # every sale reads its card at its amount: one EMV session per transaction (DemoCards)
+            till.presenter = DemoCards(rig, reader, dict(CARDS), terminal, say, writer, tap, pad=pad)
             try:
-                for ref, profile in CARDS:
-                    _read_card(rig, reader, till, ref, profile, terminal, say, writer, tap, pad=pad)
                 for ref, profile, overrides in swiped:
                     _swipe_card(rig, till, ref, profile, overrides, terminal, say, writer)
                 _run_steps(day, rig, till, engine, say)
@@ -165,49 +165,76 @@ def _cardholder_keys_pin(rig: Any, pin: str) -> None:
     threading.Thread(target=run, daemon=True).start()
 
 
-def _read_card(rig: Any, reader: Any, till: Any, ref: str, profile: str, terminal: Any,
-               say: Callable[[str], None], writer: Any, tap: FrameTap | None = None, *, pad: Any = None) -> None:
-    from posguard.drivers.errors import ReaderError
-    from posguard.emv.engine_card import card_data
-    from posguard.emv.online_pin import OnlinePin
-    from posguard.emv.session import read_card
-    from posguard.emv.terminal import EmvTerminal, Transaction, terminal_capabilities
+class DemoCards:
+    """The demo's card presenter (:class:`posguard.presenting.CardPresenter`): the card a reference names
+    (``c1`` -> its simulator profile) goes into the reader and is read for this sale, at its amount; the
+    session stays open for the second GENERATE AC. The capture gets the ATR and APDUs of each read."""
 
-    rig.swap(profile)
-    reader.wait_for_card(10.0)
-    rec = RecordingReader(reader)
-    deadline = time.monotonic() + 3.0
-    while True:  # a card just inserted may not be powered yet when the reader first reports it
-        try:
-            atr = rec.power_on()
-            break
-        except ReaderError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
-    started = time.monotonic()
-    online_pin = OnlinePin(pad) if pad is not None else None
-    if online_pin is not None and profile in PIN_CARDS:
-        _cardholder_keys_pin(rig, CARD_PIN)
-    session = read_card(as_reader(rec), EmvTerminal(pan_token_key=terminal.token_key,
-                                                     terminal_id=terminal.terminal_id,
-                                                     capabilities=terminal_capabilities(pin_pad=pad is not None),
-                                                     timezone=terminal.timezone),
-                        Transaction(amount=0), atr=atr, online_pin=online_pin)
-    ms = (time.monotonic() - started) * 1000
-    reader.power_off()
-    card = card_data(session, entry_mode="chip")
-    if writer is not None:
-        writer.learn_pan(session.pan.reveal())
-        if tap is not None:
-            tap.flush()
-        writer.record("atr", atr=rec.atr.hex().upper())
-        for c, r in rec.apdus:
-            writer.apdu(c, r)
-    till.add_card(ref, card, source=rig.reader_kind, label=session.label, aid=session.aid)
-    say(f"card {ref}: {session.label or session.aid} {session.masked_pan}, CVM {session.cvm_required}, "
-        f"9F34 {session.cvm_results.hex().upper()}, {session.apdu_count} APDUs in {ms:.0f} ms"
-        + (", PIN entered on the PIN pad (encrypted block for field 52)" if session.pin_block else ""))
+    def __init__(self, rig: Any, reader: Any, profiles: dict[str, str], terminal: Any, say: Callable[[str], None],
+                 writer: Any = None, tap: FrameTap | None = None, *, pad: Any = None) -> None:
+        self.rig, self.reader, self.profiles, self.terminal = rig, reader, profiles, terminal
+        self.say, self.writer, self.tap, self.pad = say, writer, tap, pad
+        self.reads = 0
+        self.atc: dict[str, int] = {}  # card reference -> the ATC of its last GENERATE AC
+
+    def present(self, request: Any) -> Any:
+        from posguard.drivers.errors import ReaderError
+        from posguard.emv.online_pin import OnlinePin
+        from posguard.emv.presenter import present_chip
+        from posguard.emv.terminal import EmvTerminal, terminal_capabilities
+        from posguard.presenting import CardNotPresented
+
+        profile = self.profiles.get(request.ref)
+        if profile is None:
+            raise CardNotPresented(f"the demo has no card {request.ref!r}; nothing was sent")
+        # a real card keeps its ATC between insertions: the simulated one is put back where it stopped
+        last = self.atc.get(request.ref)
+        self.rig.swap(profile, **({"atc": str(last)} if last is not None else {}))
+        self.reader.wait_for_card(10.0)
+        rec = RecordingReader(self.reader)
+        deadline = time.monotonic() + 3.0
+        while True:  # a card just inserted may not be powered yet when the reader first reports it
+            try:
+                atr = rec.power_on()
+                break
+            except ReaderError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        started = time.monotonic()
+        online_pin = OnlinePin(self.pad) if self.pad is not None else None
+        if online_pin is not None and profile in PIN_CARDS:
+            _cardholder_keys_pin(self.rig, CARD_PIN)
+        written = 0
+
+        def write_apdus() -> None:
+            nonlocal written
+            if self.writer is not None:
+                if self.tap is not None:
+                    self.tap.flush()
+                for c, r in rec.apdus[written:]:
+                    self.writer.apdu(c, r)
+            written = len(rec.apdus)
+
+        emv_terminal = EmvTerminal(pan_token_key=self.terminal.token_key, terminal_id=self.terminal.terminal_id,
+                                   capabilities=terminal_capabilities(pin_pad=self.pad is not None),
+                                   timezone=self.terminal.timezone)
+        shown = present_chip(as_reader(rec), emv_terminal, request, atr=atr, online_pin=online_pin,
+                             evidence={"source": self.rig.reader_kind}, after_complete=write_apdus)
+        ms = (time.monotonic() - started) * 1000
+        session = shown.session
+        if self.writer is not None:
+            self.writer.learn_pan(session.pan.reveal())
+            self.writer.record("atr", atr=rec.atr.hex().upper())
+        write_apdus()
+        self.reads += 1
+        self.atc[request.ref] = session.atc
+        self.say(f"card read for sale {self.reads} ({request.ref}, {request.amount / 100:.2f}): "
+                 f"{session.label or session.aid} {session.masked_pan}, CVM {session.cvm_required}, "
+                 f"9F34 {session.cvm_results.hex().upper()}, {session.cryptogram_type} atc={session.atc}, "
+                 f"{session.apdu_count} APDUs in {ms:.0f} ms"
+                 + (", PIN entered on the PIN pad (encrypted block for field 52)" if session.pin_block else ""))
+        return shown
 
 
 def _swipe_card(rig: Any, till: Any, ref: str, profile: str, overrides: dict[str, str], terminal: Any,

@@ -30,6 +30,13 @@ def generate_ac(p1: int, cdol_data: bytes) -> bytes:
     return bytes((0x80, 0xAE, p1, 0x00, len(cdol_data))) + cdol_data + b"\x00"
 
 
+def external_authenticate(issuer_auth_data: bytes) -> bytes:
+    """EXTERNAL AUTHENTICATE (EMV Book 3 §6.5.4) with the issuer authentication data (tag 91's value)."""
+    if not 8 <= len(issuer_auth_data) <= 16:
+        raise ValueError(f"issuer authentication data has {len(issuer_auth_data)} bytes, expected 8-16")
+    return bytes((0x00, 0x82, 0x00, 0x00, len(issuer_auth_data))) + issuer_auth_data
+
+
 def verify_plain_pin(pin: str) -> bytes:
     """VERIFY with an ISO 9564 format-2 plaintext PIN block (offline plaintext PIN)."""
     if not pin.isdigit() or not 4 <= len(pin) <= 12:

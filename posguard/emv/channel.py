@@ -6,6 +6,7 @@ The trace holds the step name, status word and response length only: never APDU 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 
 from posguard.drivers.errors import ReaderError
 from posguard.drivers.reader import Reader, Response
@@ -36,20 +37,29 @@ class CardChannel:
         return r
 
 
+@dataclass(frozen=True, slots=True, repr=False)
+class CardTLV(TLV):
+    """A card's data object with its nested objects parsed once, when the answer was checked: the session
+    looks into the same templates several times (``children``, ``find_tag``) without parsing them again."""
+
+    kids: tuple[TLV, ...] = field(default=(), compare=False)
+
+    @property
+    def children(self) -> list[TLV]:
+        return list(self.kids)
+
+
 def parse_card_tlv(data: bytes, *, path: str, stage: str) -> list[TLV]:
-    """parse_tlv that reports corrupt card data as CardDataError (path and offset, never values)."""
+    """parse_tlv that reports corrupt card data as CardDataError (path and offset, never values); every
+    constructed object is parsed down to its leaves here, once (:class:`CardTLV`)."""
     try:
-        items = parse_tlv(data, path=path)
-        for item in items:
-            if item.constructed:
-                _check_nested(item)
-        return items
+        return [_tree(item) for item in parse_tlv(data, path=path)]
     except TLVError as e:
         raise CardDataError(f"corrupt TLV from the card: {e.reason}", stage=stage, path=e.path,
                             offset=e.offset) from None
 
 
-def _check_nested(item: TLV) -> None:
-    for child in item.children:
-        if child.constructed:
-            _check_nested(child)
+def _tree(item: TLV) -> TLV:
+    if not item.constructed:
+        return item
+    return CardTLV(item.tag, item.value, item.offset, tuple(_tree(child) for child in item.children))

@@ -8,7 +8,7 @@ tokenised card identity, the CVM decision (9F34) and field 55 ready for the sale
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +23,15 @@ from posguard.emv.errors import (
     CardSessionError,
     CardStatusError,
     NoSupportedApplication,
+)
+from posguard.emv.issuer import (
+    TSI1_ISSUER_AUTH,
+    TSI1_SCRIPTS,
+    TVR5_ISSUER_AUTH_FAILED,
+    TVR5_SCRIPT_FAILED_AFTER,
+    TVR5_SCRIPT_FAILED_BEFORE,
+    IssuerScript,
+    run_scripts,
 )
 from posguard.emv.online_pin import OnlinePin
 from posguard.emv.selection import SelectedApp, Selector
@@ -50,6 +59,8 @@ SENSITIVE_TAGS = frozenset({"5A", "57", "56", "5F20", "9F0B", "9F1F", "9F20", "9
 MAX_GPO_ATTEMPTS = 4
 SW_OK = 0x9000
 SW_CONDITIONS = 0x6985
+#: AIP byte 1 bit 3: issuer authentication is supported (EMV Book 3 Annex C1)
+AIP1_ISSUER_AUTH = 0x04
 
 CID_TYPES = {0x00: "AAC", 0x40: "TC", 0x80: "ARQC"}
 
@@ -175,8 +186,11 @@ class SecondGac:
     approved: bool  # the card accepted (TC)
     declined_by_card: bool  # the host approved but the card answered AAC: reverse the authorisation
     atc: int
-    field55: bytes  # sale tag set with the final cryptogram (TC upload)
+    field55: bytes  # sale tag set with the final cryptogram and the script results 9F5B (TC upload)
     reversal_field55: bytes  # 95, 9F10, 9F1E, 9F36, DF31 for the reversal
+    script_results: bytes = b""  # 9F5B: 5 bytes per issuer script delivered (emv.issuer)
+    tvr: bytes = b""  # 95 after issuer authentication and scripts
+    issuer_authenticated: bool | None = None  # None: not performed (no 91, or the AIP does not support it)
 
 
 # -- helpers ------------------------------------------------------------------------------------------------
@@ -413,11 +427,14 @@ def _cardholder_verification(ch: CardChannel, card: dict[str, bytes], terminal: 
 
 
 def complete(reader: Reader, session: CardSession, *, host_approved: bool, response_code: str = "00",
-             issuer_auth_data: bytes | None = None) -> SecondGac:
+             issuer_auth_data: bytes | None = None, scripts: Sequence[IssuerScript] = ()) -> SecondGac:
     """Second GENERATE AC: ask for a TC when the host approved, else an AAC; report a card decline.
 
     ``response_code`` is the host's field 39 (two characters, becomes 8A); use ``"Z3"`` when the host
-    could not be reached.
+    could not be reached. ``issuer_auth_data`` (91) goes to the card in CDOL2 when CDOL2 asks for it, else
+    by EXTERNAL AUTHENTICATE when the AIP says issuer authentication is supported (EMV Book 3 §10.9).
+    ``scripts`` (:func:`posguard.emv.issuer.parse_issuer_data`): 71 are delivered before the second
+    GENERATE AC, 72 after (Book 3 §10.10); their results are :attr:`SecondGac.script_results` (9F5B).
     """
     ctx = session._ctx
     if ctx is None or ctx.completed:
@@ -426,11 +443,29 @@ def complete(reader: Reader, session: CardSession, *, host_approved: bool, respo
     if len(response_code) != 2:
         raise ValueError("response_code must be 2 characters (field 39)")
     sources = {**ctx.card, **ctx.terminal, "8A": response_code.encode("ascii")}
-    if issuer_auth_data is not None:
-        sources["91"] = issuer_auth_data
-    stage = "GENERATE AC 2"
     ch = CardChannel(reader)
     cdol2 = parse_dol(ctx.cdol2, name="CDOL2 8D")
+    tvr, tsi = bytearray(sources.get("95", bytes(5))), bytearray(sources.get("9B", bytes(2)))
+    authenticated: bool | None = None
+    if issuer_auth_data is not None:
+        sources["91"] = issuer_auth_data
+        in_cdol2 = any(entry.tag == "91" for entry in cdol2)
+        aip = sources.get("82", b"\x00")
+        if not in_cdol2 and aip[0] & AIP1_ISSUER_AUTH:
+            r = ch.send(apdu.external_authenticate(issuer_auth_data), "EXTERNAL AUTHENTICATE")
+            authenticated = r.sw == SW_OK
+            tsi[0] |= TSI1_ISSUER_AUTH
+            if not authenticated:
+                tvr[4] |= TVR5_ISSUER_AUTH_FAILED
+    results = b""
+    before = [s for s in scripts if s.template == "71"]
+    if before:
+        results, failed = run_scripts(ch, before)
+        tsi[0] |= TSI1_SCRIPTS
+        if failed:
+            tvr[4] |= TVR5_SCRIPT_FAILED_BEFORE
+    sources["95"], sources["9B"] = bytes(tvr), bytes(tsi)
+    stage = "GENERATE AC 2"
     p1 = apdu.AC_TC if host_approved else apdu.AC_AAC
     r = ch.send(apdu.generate_ac(p1, build_dol_data(cdol2, sources)), stage)
     _require(r.sw, stage)
@@ -440,17 +475,30 @@ def complete(reader: Reader, session: CardSession, *, host_approved: bool, respo
     if kind not in ("TC", "AAC") or (kind == "TC" and not host_approved):
         raise CardSessionError(f"card answered {kind} to a {'TC' if host_approved else 'AAC'} request",
                                stage=stage)
-    values = {**sources, "9F26": ac, "9F27": bytes((cid,)), "9F36": atc.to_bytes(2, "big")}
+    after = [s for s in scripts if s.template == "72"]
+    if after:
+        more, failed = run_scripts(ch, after)
+        results += more
+        tsi[0] |= TSI1_SCRIPTS
+        if failed:
+            tvr[4] |= TVR5_SCRIPT_FAILED_AFTER
+    values = {**sources, "9F26": ac, "9F27": bytes((cid,)), "9F36": atc.to_bytes(2, "big"),
+              "95": bytes(tvr), "9B": bytes(tsi)}
     if iad is not None:
         values["9F10"] = iad
+    if results:
+        values["9F5B"] = values["DF31"] = results
     approved = kind == "TC"
     return SecondGac(
         cryptogram_type=kind,
         approved=approved,
         declined_by_card=host_approved and not approved,
         atc=atc,
-        field55=_field55(FIELD55_SALE_TAGS, values),
+        field55=_field55(FIELD55_SALE_TAGS + ("9F5B",), values),
         reversal_field55=_field55(FIELD55_REVERSAL_TAGS, values),
+        script_results=results,
+        tvr=bytes(tvr),
+        issuer_authenticated=authenticated,
     )
 
 

@@ -23,12 +23,13 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from posguard.card import CardData
 from posguard.clock import Clock, SystemClock
 from posguard.engine.chart import APPROVED_OPEN, CHART, IN_DOUBT, IllegalTransition
+from posguard.engine.cryptograms import CryptogramLedger, chip_facts
 from posguard.engine.declines import decline_message
 from posguard.engine.detectors import Detection, Detectors
 from posguard.engine.errors import (
@@ -63,6 +64,12 @@ __all__ = ["TransactionEngine", "TerminalConfig", "EnginePolicies", "TxnResult",
 
 KillHook = Callable[[str], None]
 _REASON_TIMEOUT, _REASON_INCOMPLETE, _REASON_OTHER = "98", "96", "06"
+#: reversal reason after the card declined at the second GENERATE AC: CUP field 39 of the 0400 "06" (other;
+#: pos-flows.md §B: 98 timeout, 96 could not complete, 06 other, A0 bad MAC; "a card decline at the 2nd
+#: GENERATE AC also triggers a reversal"). The ISO dialects carry no reason on the 0400 (field 90 only).
+REASON_CARD_DECLINED = _REASON_OTHER
+#: journal events of a chip sale's second GENERATE AC (see :meth:`TransactionEngine.card_completed`)
+SECOND_GAC_PENDING, CARD_COMPLETED = "second_gac_pending", "card_completed"
 
 
 @dataclass(frozen=True, repr=False)
@@ -146,6 +153,8 @@ class TransactionEngine:
                                    kill=self._kill, on_done=self._saf_done, on_expired=self._saf_expired)
         self._signon = SignOn(self)
         self._settlement = Settlement(self)
+        #: single-use cryptograms and 9F02 = field 4, checked before anything is journaled
+        self.cryptograms = CryptogramLedger(journal, terminal.token_key)
         self._signed_on = False  # in this engine start (the host's demand itself is durable in the journal)
         #: the working keys of the last good sign-on (None until one brought keys this engine can verify)
         self.working_keys: WorkingKeys | None = None
@@ -343,6 +352,67 @@ class TransactionEngine:
         self._flush()
         return self._result(self.journal.get_txn(txn_id), "reversal queued")
 
+    # -- the card's second GENERATE AC (EMV Book 3 §10; emv-keys.md (A) 8-10) ---------------------------------
+    def _awaits_card(self, txn: TxnRecord, card: CardData | None) -> bool:
+        return card is not None and card.second_gac and self.profile.spec(txn.kind).reversible
+
+    def awaiting_card(self, txn_id: str) -> bool:
+        """True while ``txn_id`` was approved by the host and the card's second GENERATE AC is not journaled."""
+        rows = self.journal.query("SELECT kind FROM events WHERE txn_id = ? AND kind IN (?, ?) ORDER BY id",
+                                  (txn_id, SECOND_GAC_PENDING, CARD_COMPLETED))
+        return bool(rows) and rows[-1]["kind"] == SECOND_GAC_PENDING
+
+    def card_completed(self, txn_id: str, *, cryptogram_type: str, atc: int | None = None,
+                       field55: bytes = b"", script_results: bytes = b"") -> TxnResult:
+        """The card answered the second GENERATE AC with a TC: journal it and disarm the sale's reversal.
+
+        ``field55`` is the final tag set (the TC and the issuer script results 9F5B) that the TC upload and the
+        batch upload carry (CUP 0320, 60.3 = 203); it is kept sealed as the card result the uploads read
+        (:mod:`posguard.engine.card_results`, :meth:`final_field55`). A declined sale's card answer (AAC) is
+        journaled the same way.
+        """
+        txn = self.journal.get_txn(txn_id)
+        if cryptogram_type == "AAC" and txn.state in APPROVED_OPEN and self.awaiting_card(txn_id):
+            return self.card_declined(txn_id)
+        with self._atomic(CARD_COMPLETED):
+            armed = self.saf.armed_for(txn.id)
+            if armed is not None and self.awaiting_card(txn_id):
+                self.saf.disarm(armed.id)
+            if field55:
+                from posguard.engine.card_results import record_card_result
+
+                record_card_result(self.journal, self.sealer, txn, field55, script_results or None)
+            self.journal.record_event(CARD_COMPLETED, txn_id=txn.id, detail={
+                "cryptogram": cryptogram_type, "atc": atc, "script_results": script_results.hex().upper()})
+        return self._result(txn, f"card answered {cryptogram_type}")
+
+    def final_field55(self, txn_id: str) -> bytes | None:
+        """The sale's field 55 after the second GENERATE AC (TC, 9F5B), unsealed for a TC/batch upload."""
+        from posguard.engine.card_results import card_result
+
+        result = card_result(self.journal, self.sealer, txn_id)
+        return result.field55 if result is not None else None
+
+    def card_declined(self, txn_id: str, *, reason: str = REASON_CARD_DECLINED, why: str | None = None
+                      ) -> TxnResult:
+        """The host approved but the card answered AAC at the second GENERATE AC (or never answered: a crash,
+        the card pulled): the sale must be reversed (pos-flows.md §B reversal mechanics; emv-keys.md (A) 9).
+
+        The reversal armed before the request was sent is released with ``reason`` (CUP field 39 "06"); a sale
+        sent without one armed is reversed from the journal (:meth:`reverse`). Journals an incident
+        ``card_declined_after_approval``; the reversal goes out at once (and before the next transaction).
+        """
+        txn = self.journal.get_txn(txn_id)
+        self._check(txn, "card_declined")
+        text = why or (f"{txn.kind} {txn.id} STAN {txn.stan}: the host approved (auth {txn.auth_code or '-'}) but "
+                       "the card declined at the second GENERATE AC (AAC); the sale is reversed")
+        with self._atomic("card_declined"):
+            self._reverse_for_card(txn, reason, text, cryptogram="AAC")
+        self.detectors.unsigned.signed(txn.id)  # a reversed sale owes no signature
+        self._flush()
+        return self._result(self.journal.get_txn(txn_id), "card declined after approval: reversal "
+                            + ("acknowledged" if self.journal.get_txn(txn_id).state == "reversed" else "queued"))
+
     def sign(self, txn_id: str) -> TxnResult:
         """The signature was captured."""
         txn = self.journal.get_txn(txn_id)
@@ -367,11 +437,14 @@ class TransactionEngine:
                 original: TxnRecord | None) -> TxnResult:
         if amount < 0:
             raise CorrectionRefused(f"amount {amount} is negative; amounts are minor units >= 0")
+        chip = self.cryptograms.check(card, amount, kind)  # refused here: nothing journaled, nothing sent
         self._clear_to_send(f"new {kind}")
         spec = self.profile.spec(kind)
         now = self.clock.now()
         with self._atomic("request_journaled"):
             txn = self._create(kind, card, amount, currency, order_ref, original, now)
+            if chip is not None and card is not None:
+                self.cryptograms.record(txn.id, card, chip)
             stan = self.journal.allocate_stan()
             fields = self._request_fields(kind, card, amount, currency, stan, txn.batch_no or 0, now, original)
             request = self._encodable(kind, spec.mti, fields)  # raises before the commit: nothing journaled or armed
@@ -548,7 +621,12 @@ class TransactionEngine:
                                         stan=response.stan, txn_id=txn.id)
             common: dict[str, object] = {"response_code": rc, "rrn": response.rrn, "auth_code": response.auth_code,
                                          "responded_at": self.clock.now()}
-            self.saf.disarm(saf_id)
+            if rc == "00" and self._awaits_card(txn, card):
+                # the card has not said yes yet (2nd GENERATE AC): the armed reversal stays armed, so a crash
+                # before the card's answer is journaled reverses the sale at recovery (pos-flows.md §B)
+                self.journal.record_event(SECOND_GAC_PENDING, txn_id=txn.id, detail={"saf_id": saf_id})
+            else:
+                self.saf.disarm(saf_id)
             if rc == "00":
                 self._fire(txn, "approve", approved_at=self.clock.now(), **common)
                 self._after_approval(txn, card, original)
@@ -633,7 +711,15 @@ class TransactionEngine:
                 except Exception as exc:  # noqa: BLE001 - no poison pill: one bad row never stops the terminal
                     self._quarantine_txn(txn, exc, report)
             for item in self.journal.saf_items(["armed"]):  # armed for an answered transaction: withdraw
+                if item.txn_id is not None and self._second_gac_interrupted(item.txn_id):
+                    continue  # approved, but the card never answered the 2nd GENERATE AC: reversed below
                 self.saf.disarm(item.id)
+            for txn_id in self._cards_never_answered():
+                try:
+                    with self.journal.savepoint(f"card_{txn_id}"):
+                        self._reverse_unanswered_card(txn_id, report)
+                except Exception as exc:  # noqa: BLE001 - no poison pill
+                    self._quarantine_txn(self.journal.get_txn(txn_id), exc, report)
             report.interrupted_saf = self.saf.requeue_interrupted()
             self.journal.record_event("recovered", detail={"abandoned": len(report.abandoned),
                                                            "released": len(report.reversals_released)})
@@ -669,6 +755,37 @@ class TransactionEngine:
             report.advices_released.append(txn.id)
         self.journal.record_incident("recovered_in_flight", f"{txn.kind} {txn.id} was in flight at restart; "
                                      "outcome unknown, queued for the host", txn_id=txn.id)
+
+    def _second_gac_interrupted(self, txn_id: str) -> bool:
+        return self.journal.get_txn(txn_id).state in APPROVED_OPEN and self.awaiting_card(txn_id)
+
+    def _cards_never_answered(self) -> list[str]:
+        rows = self.journal.query("SELECT DISTINCT txn_id FROM events WHERE kind = ?", (SECOND_GAC_PENDING,))
+        return [str(r["txn_id"]) for r in rows if self._second_gac_interrupted(str(r["txn_id"]))]
+
+    def _reverse_unanswered_card(self, txn_id: str, report: RecoveryReport) -> None:
+        """Recovery: the host approved ``txn_id`` but the terminal stopped before the card's second GENERATE AC
+        was journaled. Without a TC the sale cannot stand: release its armed reversal (as a card decline)."""
+        txn = self.journal.get_txn(txn_id)
+        self._reverse_for_card(txn, REASON_CARD_DECLINED, f"{txn.kind} {txn.id} STAN {txn.stan}: approved by the "
+                               "host, but the terminal stopped before the card's second GENERATE AC; without the "
+                               "card's TC the sale is reversed", cryptogram=None, recovered=True)
+        report.reversals_released.append(txn.id)
+
+    def _reverse_for_card(self, txn: TxnRecord, reason: str, text: str, *, cryptogram: str | None,
+                          recovered: bool = False) -> None:
+        """Inside a commit: release the sale's armed reversal (or queue one rebuilt from the journal), move the
+        sale to ``reversal_pending``, journal the card's answer and the incident."""
+        armed = self.saf.armed_for(txn.id)
+        if armed is not None:
+            self.saf.release(armed.id, reason)
+        else:
+            self.saf.enqueue("reversal", txn.id, "0400", self._reversal_fields_for(txn, reason), reason)
+        self._fire(txn, "card_declined")
+        extra = {"recovered": True} if recovered else {}
+        self.journal.record_event(CARD_COMPLETED, txn_id=txn.id, detail={"cryptogram": cryptogram, **extra})
+        self.journal.record_incident("card_declined_after_approval", text, severity="warning", txn_id=txn.id,
+                                     detail={"stan": txn.stan, "reason": reason, **extra})
 
     def _quarantine_txn(self, txn: TxnRecord, exc: BaseException, report: RecoveryReport) -> None:
         """A row recovery cannot act on: keep it as it is (the evidence) and tell the operator, once."""
@@ -715,11 +832,16 @@ class TransactionEngine:
                         scheme=txn.scheme)
 
     def _same_card(self, original: TxnRecord, card: CardData | None) -> CardData | None:
+        """The card presented for a void/refund of ``original`` (it proves the card; a chip cryptogram it carries
+        that was already sent is left out: an AC is never sent twice), or the sealed card of the original."""
         if card is None:
             return self._card_of(original)
         if original.pan_token and card.pan_token != original.pan_token:
             raise WrongCard(f"card {card.pan_masked} is not the card of {original.id} ({original.pan_masked}); "
                             "present the original card (the host would answer RC 14)")
+        facts = chip_facts(card.field55) if card.field55 else None
+        if facts is not None and facts.cryptogram is not None and self.cryptograms.used_by(card, facts) is not None:
+            return replace(card, field55=b"", second_gac=False)
         return card
 
     def _result(self, txn: TxnRecord, message: str, detections: tuple[Detection, ...] = ()) -> TxnResult:

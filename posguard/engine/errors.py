@@ -15,6 +15,9 @@ __all__ = [
     "WrongCard",
     "RequestRefused",
     "JournalUnavailable",
+    "CardDataRefused",
+    "CryptogramReused",
+    "CardAmountMismatch",
 ]
 
 
@@ -67,3 +70,27 @@ class JournalUnavailable(EngineError):
     def __init__(self, message: str, *, txn_ids: tuple[str, ...]) -> None:
         super().__init__(message)
         self.txn_ids = txn_ids
+
+
+class CardDataRefused(EngineError):
+    """The card data handed to the engine cannot be sent: a chip cryptogram already used, or a field 55 made
+    for another amount. Refused before anything was journaled or sent; present the card again."""
+
+
+class CryptogramReused(CardDataRefused):
+    """The card's cryptogram (9F26, or the card's (token, ATC) pair) was already sent in ``used_by``: an
+    application cryptogram is single-use (EMV Book 2 A1.3, ``emv-keys.md`` (A) 4)."""
+
+    def __init__(self, message: str, *, used_by: str) -> None:
+        super().__init__(message)
+        self.used_by = used_by
+
+
+class CardAmountMismatch(CardDataRefused):
+    """Field 55's amount authorised (9F02) is not the amount the request carries in field 4: the ARQC was
+    computed over another amount and a real issuer declines it (``emv-keys.md`` (A) 1, 4)."""
+
+    def __init__(self, message: str, *, card_amount: int, amount: int) -> None:
+        super().__init__(message)
+        self.card_amount = card_amount
+        self.amount = amount

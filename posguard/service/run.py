@@ -36,6 +36,7 @@ journal is held by another service; 1 on any other stop, so that ``Restart=on-fa
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import queue
@@ -112,6 +113,7 @@ class Service:
             raise
         self.till = Till(self.engine, dialect=cfg.dialect, writer=self.writer,  # its events: posguard.till
                          policies=_flow_policies(cfg))
+        self.till.presenter = _ServicePresenter(self)  # every charge reads the card at its amount
         from posguard.service.supervisor import SupervisorGate
 
         self.supervisor = SupervisorGate(cfg.supervisor_id, cfg.supervisor_credential, self.clock)
@@ -245,14 +247,60 @@ class Service:
             self.log("tick_failed", f"{type(exc).__name__}: {exc}", level="warning")
 
     # -- commands ----------------------------------------------------------------------------------
-    def read_card(self) -> str:
+    def next_card_ref(self) -> str:
+        """The reference of the next card presented (``c1``, ``c2``...): what the capture's op record names."""
+        self._cards += 1
+        while f"c{self._cards}" in self.till.cards:  # a reference already holding a stored card (a swipe)
+            self._cards += 1
+        return f"c{self._cards}"
+
+    def present_card(self, request: Any) -> Any:
+        """The till's card presenter (:class:`posguard.presenting.CardPresenter`): wait for the card in the
+        reader, then read it for ``request`` (a new EMV session at the request's amount, kept open for the
+        second GENERATE AC). Raises :class:`posguard.presenting.CardNotPresented` with the reason."""
         from posguard.drivers import errors as rerr
-        from posguard.drivers.waits import wait_for_card
-        from posguard.emv.engine_card import card_data
         from posguard.emv.errors import CardSessionError
         from posguard.emv.online_pin import PinEntryAborted
-        from posguard.emv.session import read_card
-        from posguard.emv.terminal import EmvTerminal, Transaction, terminal_capabilities
+        from posguard.emv.presenter import present_chip
+        from posguard.emv.terminal import EmvTerminal, terminal_capabilities
+        from posguard.presenting import CardNotPresented
+
+        try:
+            reader = self._wait_for_card()
+        except CommandError as exc:
+            raise CardNotPresented(str(exc)) from None
+        try:
+            online_pin = self.pinpad.entry(self.engine, cancel=self._cancel)
+            self.waiting_for_pin = online_pin is not None
+            terminal = EmvTerminal(pan_token_key=self.terminal.token_key, terminal_id=self.terminal.terminal_id,
+                                   capabilities=terminal_capabilities(pin_pad=online_pin is not None),
+                                   timezone=self.cfg.timezone)
+            shown = present_chip(reader, terminal, request, online_pin=online_pin, evidence={"source": self.slot.kind})
+        except PinEntryAborted as exc:
+            _power_off(reader)
+            self.log("card.pin_aborted", str(exc), level="info", reason=exc.reason)
+            raise CardNotPresented(f"no sale: {exc}") from None
+        except (rerr.ReaderUnplugged, rerr.NoReader, rerr.ServiceUnavailable) as exc:
+            self.slot.lost(str(exc))
+            raise CardNotPresented(f"card reader lost: {exc}") from None
+        except (CardSessionError, rerr.CardMute, rerr.CardReset, rerr.TransportError) as exc:
+            _power_off(reader)
+            self.till.chip_failed(exc)  # the chip did not work: its stripe may be swiped now (fallback)
+            raise
+        except Exception:
+            _power_off(reader)
+            raise
+        finally:
+            self.waiting_for_pin = False
+        if self._tap is not None:
+            self._tap.flush()  # the PAN is known now: the card read's frames can be sanitised
+        self.log("card.read", f"{shown.session.label} {shown.session.masked_pan} for {request.amount / 100:.2f}",
+                 cvm=shown.session.cvm_required, atc=shown.session.atc)
+        return shown
+
+    def _wait_for_card(self) -> Any:
+        from posguard.drivers import errors as rerr
+        from posguard.drivers.waits import wait_for_card
 
         reader = self.slot.poll(force=True)
         if reader is None:
@@ -266,17 +314,6 @@ class Service:
                           progress=lambda s: self.log("card.waiting", f"waiting for a card: {s:.0f} s of "
                                                       f"{self.cfg.card_wait:g}", level="debug"))
             self.waiting_for_card = False
-            online_pin = self.pinpad.entry(self.engine, cancel=self._cancel)
-            self.waiting_for_pin = online_pin is not None
-            session = read_card(reader, EmvTerminal(pan_token_key=self.terminal.token_key,
-                                                    terminal_id=self.terminal.terminal_id,
-                                                    capabilities=terminal_capabilities(pin_pad=online_pin is not None),
-                                                    timezone=self.cfg.timezone), Transaction(amount=0),
-                                online_pin=online_pin)
-            reader.power_off()
-        except PinEntryAborted as exc:
-            self.log("card.pin_aborted", str(exc), level="info", reason=exc.reason)
-            raise CommandError(f"no sale: {exc}") from None
         except rerr.WaitCancelled:
             self.log("card.cancelled", "the wait for a card was cancelled; nothing was sent", level="info")
             raise CommandError("cancelled: no card was read and nothing was sent") from None
@@ -286,18 +323,9 @@ class Service:
         except (rerr.ReaderUnplugged, rerr.NoReader, rerr.ServiceUnavailable) as exc:
             self.slot.lost(str(exc))
             raise CommandError(f"card reader lost: {exc}") from None
-        except (CardSessionError, rerr.CardMute, rerr.CardReset, rerr.TransportError) as exc:
-            self.till.chip_failed(exc)  # the chip did not work: its stripe may be swiped now (fallback)
-            raise
         finally:
-            self.waiting_for_card = self.waiting_for_pin = False
-        self._cards += 1
-        ref = f"c{self._cards}"
-        self.till.add_card(ref, card_data(session))
-        if self._tap is not None:
-            self._tap.flush()  # the PAN is known now: the card read's frames can be sanitised
-        self.log("card.read", f"{session.label} {session.masked_pan}", cvm=session.cvm_required)
-        return ref
+            self.waiting_for_card = False
+        return reader
 
     def read_swipe(self) -> str:
         from posguard.card_entry import InsertChipCard
@@ -310,8 +338,7 @@ class Service:
         except InsertChipCard as exc:
             self.log("card.insert_chip", str(exc), level="warning", service_code=f"{data.service_code[:1]}xx")
             raise CommandError(f"{exc}; nothing was sent") from None
-        self._cards += 1
-        ref = f"c{self._cards}"
+        ref = self.next_card_ref()
         if self.writer is not None:
             self.writer.swipe(data.track2_data(), ref=ref, has_track1=data.has_track1)
         self.till.add_card(ref, card, source="magstripe")
@@ -354,8 +381,8 @@ class Service:
             if refusal is not None:
                 t.refusal = refusal
                 return {}
-        if c.verb == "sale":
-            return _txn(t.do("sale", card=self.read_card(), amount=c.amount, **order))
+        if c.verb == "sale":  # the card is read inside the sale, at its amount (Service.present_card)
+            return _txn(t.do("sale", card=self.next_card_ref(), amount=c.amount, **order))
         if c.verb == "swipe":
             return _txn(t.do("sale", card=self.read_swipe(), amount=c.amount, **order))
         if c.verb == "void":
@@ -365,7 +392,7 @@ class Service:
         if c.verb in _UNSIGNED_OPS:  # guide 004: each moves the sale's one unsigned incident
             return _unsigned(t, c)
         elif c.verb == "wrong_card":
-            t.do("wrong_card", txn=c.txn, card=self.read_card())
+            t.do("wrong_card", txn=c.txn, card=self.next_card_ref())
         elif c.verb == "wrong_amount":
             t.do("wrong_amount", txn=c.txn, amount=c.amount)
         elif c.verb == "dispute":
@@ -479,6 +506,21 @@ def _static_mac(cfg: Config) -> dict[str, Any]:
 
     algorithm = next((a for a in ALGORITHMS if a == cfg.mac_algorithm), get_profile(cfg.dialect).mac_algorithm)
     return {"mac": MacScheme(algorithm, load_static_mac_key(cfg.mac_key_file)), "mac_key_source": "static"}
+
+
+class _ServicePresenter:
+    """The till's card presenter in the service: the card in the reader (:meth:`Service.present_card`)."""
+
+    def __init__(self, service: Service) -> None:
+        self._service = service
+
+    def present(self, request: Any) -> Any:
+        return self._service.present_card(request)
+
+
+def _power_off(reader: Any) -> None:
+    with contextlib.suppress(Exception):  # the card may be gone already
+        reader.power_off()
 
 
 def _handler_on(stream: IO[str]) -> LineHandler | None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from hashlib import sha256
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +30,7 @@ from posguard.engine.journal import JournalError
 from posguard.engine.observe import Exchange
 from posguard.engine.ports import HostTimeout, InvalidResponse
 from posguard.flows import FLOWS, FlowContext, FlowPolicies, FlowRequest, Outcome, run_flow
+from posguard.flows.base import Flow
 from posguard.flows.unsettled import reconcilable_batches, reconciliation_incident
 from posguard.flows.unsigned_follow_up import (
     SignatureFileError,
@@ -44,6 +45,16 @@ from posguard.iso8583.redaction import evidence_image
 from posguard.logs import event
 from posguard.notices import Notice, reversal_notice
 from posguard.notices.outbox import FileOutbox
+from posguard.presenting import (
+    UNABLE_TO_GO_ONLINE,
+    CardNotPresented,
+    CardOutcome,
+    CardPresenter,
+    CardRequest,
+    HostAnswer,
+    Presentation,
+    StoredCard,
+)
 from posguard.sensitive import mask_digits_in_text
 
 if TYPE_CHECKING:
@@ -66,9 +77,14 @@ _TICK_MESSAGES: dict[str, str] = {
     "batch_not_closed": "the batch has been open too long: run settlement; funds do not move until it is closed",
 }
 
+#: host answers the till keeps for the card's second GENERATE AC (the card asks right after its exchange, or after
+#: the few messages of a correction flow)
+_ANSWERS_KEPT = 16
+
 #: operator actions the till understands (the ``op`` of an ``op`` record) and their arguments
 OPS: dict[str, str] = {
-    "sale": "card, amount[, order][, override] (override: charge an order that is already paid)",
+    "sale": "card, amount[, order][, override] (card: the card the customer presents, read for this sale at its "
+            "amount; override: charge an order that is already paid)",
     "sign": "txn[, esig (path of the e-signature file)][, paper (the operator saw the merchant copy re-signed)]",
     "signature_refused": "txn[, contact (phone:NUMBER or email:ADDRESS)] (the customer left: a follow-up task)",
     "unsigned_contacted": "txn[, contact] (the customer was contacted about signing)",
@@ -77,7 +93,7 @@ OPS: dict[str, str] = {
     "unsigned_escalate": "txn (a system fault, e.g. the signature pad failed: escalated to the bank)",
     "void": "txn",
     "refund": "txn, amount",
-    "wrong_card": "txn, card (the card the customer meant)",
+    "wrong_card": "txn, card (the card the customer meant: presented and read for the new sale)",
     "wrong_amount": "txn, amount (the order total that should have been charged)",
     "dispute": "txn (the customer says the void/refund never arrived)",
     "confirm": "incident (awaiting confirmation: run its correction)",
@@ -97,7 +113,14 @@ class Op:
 
 
 class Till:
-    """Runs :class:`Op` s. ``cards`` maps a card reference (``c1``) to the :class:`CardData` read for it."""
+    """Runs :class:`Op` s.
+
+    Every charge asks for the card (:meth:`present`): ``presenter`` (:mod:`posguard.presenting`; the reader in
+    the service and the demo, the capture in a replay) reads the card a reference names at the charge's amount,
+    and the same presentation gets the host's answer (second GENERATE AC) afterwards. Without a presenter, or
+    for a reference it does not know, ``cards`` maps a reference (``s1``) to a stored :class:`CardData` (a swipe,
+    a test card): a stored chip read can be sent once only (the engine refuses a cryptogram sent before).
+    """
 
     def __init__(self, engine: TransactionEngine, *, dialect: str, say: Callable[[str], None] | None = None,
                  writer: CaptureWriter | None = None, dry_run_flows: bool = False,
@@ -113,7 +136,14 @@ class Till:
         self.writer = writer
         self.dry_run_flows = dry_run_flows
         self.cards: dict[str, CardData] = {}
+        #: reads the card presented for each charge (None: the stored ``cards`` only)
+        self.presenter: CardPresenter | None = None
         self.txn_cards: dict[str, str] = {}  # transaction id -> card reference it was charged to
+        self._txn_card: dict[str, CardData] = {}  # transaction id -> the card it was charged to (no chip data)
+        self._presentations = 0
+        #: sales the host approved and the card then declined (AAC): reversed by the engine
+        self.card_declined: list[str] = []
+        self._answers: dict[tuple[str, int | None], Message] = {}  # (request MTI, STAN) -> the host's answer
         #: why the last operator action was refused (None: it was not)
         self.refusal: str | None = None
         self.incidents: list[IncidentReport] = []
@@ -125,6 +155,7 @@ class Till:
             engine.add_exchange_listener(writer.on_exchange)
         self._seen: set[tuple[str, tuple[str, ...]]] = set()
         self._ticked: set[str] = set()  # time-driven incidents already raised (also looked up in the journal)
+        self._evidence = {}
         #: a failed chip read lets the next swipe of a chip card through as a fallback (posguard.card_entry)
         self.fallback = FallbackWindow(engine.clock)
 
@@ -136,6 +167,10 @@ class Till:
     def _on_exchange(self, exchange: Exchange) -> None:
         if exchange.event == "sent":
             self.sent.append(exchange.request)
+        elif exchange.event == "received" and exchange.response is not None:
+            self._answers[(exchange.request.mti, exchange.request.stan)] = exchange.response
+            while len(self._answers) > _ANSWERS_KEPT:  # only the latest answers can still be owed to a card
+                del self._answers[next(iter(self._answers))]
         elif exchange.event == "failed" and exchange.error is not None:
             err = exchange.error
             what = ("timeout" if isinstance(err, HostTimeout) else
@@ -157,15 +192,110 @@ class Till:
 
     # -- cards ---------------------------------------------------------------------------------------
     def add_card(self, ref: str, card: CardData, **evidence: Any) -> None:
+        """Keep a card with no chip session to complete (a swipe, a test card) under ``ref``; its ``card``
+        record is written each time it is presented (:meth:`present`)."""
         self.cards[ref] = card
-        if card.entry_mode in ("chip", "contactless"):
-            self.fallback.chip_read()
+        self._evidence[ref] = evidence
+
+    _evidence: dict[str, dict[str, Any]]
+
+    def present(self, ref: str, amount: int, kind: str = "sale") -> Presentation:
+        """Ask for the card ``ref`` names, for a ``kind`` of ``amount``: the presenter reads it now (a new card
+        session); a stored card is handed over as it is. Writes the capture's ``card`` record (one per
+        presentation). Raises :class:`~posguard.presenting.CardNotPresented`."""
+        shown: Presentation | None = None
+        if self.presenter is not None and ref not in self.cards:
+            shown = self.presenter.present(CardRequest(ref, int(amount), kind))
+        elif ref in self.cards:
+            shown = StoredCard(self.cards[ref], dict(self._evidence.get(ref, {})))
+        if shown is None:  # no presenter: the till knows only its stored cards; naming another is an error
+            raise KeyError(f"no card {ref!r}: the till holds {', '.join(self.cards) or 'no card'}")
+        self._presentations += 1
+        if shown.card.entry_mode in ("chip", "contactless"):
+            self.fallback.chip_read()  # the chip worked: no fallback for this card
         if self.writer is not None:
+            card = shown.card
             test_pan = self.writer.learn_pan(card.pan.reveal())
             self.writer.record("card", ref=ref, pan=test_pan, expiry=card.expiry, entry_mode=card.entry_mode,
                                scheme=card.scheme, cvm_results=card.cvm_results.hex().upper()
                                if card.cvm_results else None, field55=blank_names(card.field55).hex().upper(),
-                               **({"cvm_required": True} if card.cvm_required else {}), **evidence)
+                               **({"cvm_required": True} if card.cvm_required else {}),
+                               **({"second_gac": True} if card.second_gac else {}),
+                               presentation=self._presentations, **shown.evidence)
+        shown.evidence["presentation"] = self._presentations
+        return shown
+
+    def _charged(self, txn_id: str, ref: str, card: CardData) -> None:
+        self.txn_cards[txn_id] = ref
+        self._txn_card[txn_id] = replace(card, field55=b"", second_gac=False)  # the card, not its cryptogram
+
+    def _finish_card(self, shown: Presentation, result: TxnResult | None) -> CardOutcome | None:
+        """The host answered ``result`` (None: nothing was sent): give the card the answer (second GENERATE AC).
+        Host approved + card AAC -> the engine reverses the sale and an incident says the card declined."""
+        try:
+            if result is None or not shown.card.second_gac:
+                return None
+            txn = self.engine.journal.get_txn(result.txn_id)
+            answer = self._answers.get((self.engine.profile.spec(txn.kind).mti, txn.stan))
+            rc = result.response_code if result.state not in ("timed_out", "reversal_pending", "reversed",
+                                                                "response_invalid", "not_sent") else None
+            icc = _icc_bytes(answer.get("55")) if answer is not None and rc is not None else b""
+            try:
+                outcome = shown.complete(HostAnswer(rc or UNABLE_TO_GO_ONLINE, icc))
+            except Exception as exc:  # noqa: BLE001 - the card was pulled or failed: it never said yes
+                self._tell("card.failed", f"the card did not complete {result.txn_id} "
+                           f"({type(exc).__name__}: {mask_digits_in_text(str(exc))})", logging.WARNING,
+                           txn=result.txn_id)
+                if self.engine.awaiting_card(result.txn_id):  # approved without the card's TC: reverse it
+                    self._card_declined(result.txn_id)
+                return None
+            if outcome is None:
+                return None
+            self._record_outcome(shown, outcome)
+            self._tell("card.completed", f"card for {result.txn_id}: {outcome.cryptogram_type} atc={outcome.atc}"
+                       + "".join(f"; {n}" for n in outcome.notes), txn=result.txn_id,
+                       cryptogram=outcome.cryptogram_type, atc=outcome.atc)
+            if outcome.declined_by_card and self.engine.awaiting_card(result.txn_id):
+                self._card_declined(result.txn_id)
+            elif rc is not None:
+                self.engine.card_completed(result.txn_id, cryptogram_type=outcome.cryptogram_type, atc=outcome.atc,
+                                           field55=outcome.field55, script_results=outcome.script_results)
+            return outcome
+        finally:
+            shown.close()
+
+    def _record_outcome(self, shown: Presentation, outcome: CardOutcome) -> None:
+        if self.writer is not None:
+            self.writer.record("card_outcome", presentation=shown.evidence.get("presentation"),
+                               cryptogram=outcome.cryptogram_type, atc=outcome.atc,
+                               script_results=outcome.script_results.hex().upper(),
+                               field55=blank_names(outcome.field55).hex().upper())
+
+    def _card_declined(self, txn_id: str) -> None:
+        res = self.engine.card_declined(txn_id)
+        self.card_declined.append(txn_id)
+        self._note(res, "card declined after approval", "sale")
+        self._record_auto("reversal", "card_declined_after_approval", [txn_id],
+                          "the host approved but the card declined (AAC at the second GENERATE AC): the engine "
+                          "reversed the sale")
+        self._notify_reversal(txn_id)
+
+    def _complete_flow_card(self, shown: Presentation, ref: str) -> None:
+        """A flow charged the presented card (or did not): find its sale by the cryptogram and complete it."""
+        from posguard.engine.cryptograms import chip_facts
+
+        facts = chip_facts(shown.card.field55)
+        txn_id = self.engine.cryptograms.used_by(shown.card, facts) if facts.cryptogram is not None else None
+        if txn_id is None:
+            shown.close()
+            return
+        self._charged(txn_id, ref, shown.card)
+        self._finish_card(shown, self._as_journaled(txn_id, ""))
+
+    def _as_journaled(self, txn_id: str, message: str) -> TxnResult:
+        """``txn_id`` as the journal holds it now (after the card's answer changed it)."""
+        txn = self.engine.journal.get_txn(txn_id)
+        return TxnResult(txn.id, txn.kind, txn.state, txn.response_code, txn.stan, txn.rrn, txn.auth_code, message)
 
     def chip_failed(self, exc: BaseException) -> None:
         """A chip read ended in ``exc``: a technical failure (not a card decline) opens the fallback window."""
@@ -198,13 +328,13 @@ class Till:
         handler: Callable[..., Any] = getattr(self, f"_op_{op}")
         try:
             return handler(**args)
-        except (EngineError, IllegalTransition) as exc:  # a refusal: nothing was sent; the operator is told why
+        except (EngineError, IllegalTransition, CardNotPresented) as exc:  # a refusal: nothing was sent
             self.refusal = mask_digits_in_text(str(exc))
             self._tell(f"{op}.refused", f"refused: {self.refusal}", **{k: v for k, v in args.items()
                                                                       if k in ("txn", "amount")})
             return None
 
-    def _note(self, result: TxnResult, what: str, action: str) -> TxnResult:
+    def _note(self, result: TxnResult, what: str, action: str, *, detections: bool = True) -> TxnResult:
         self.results.append(result)
         rc = f" rc {result.response_code}" if result.response_code else ""
         level = (logging.ERROR if result.state in _ERROR_STATES else
@@ -213,7 +343,8 @@ class Till:
                    f"{what}: {result.txn_id} {result.state}{rc} stan {result.stan} rrn {result.rrn or '-'}", level,
                    txn=result.txn_id, stan=result.stan, rc=result.response_code, rrn=result.rrn,
                    auth=result.auth_code)
-        self._handle(result.detections)
+        if detections:
+            self._handle(result.detections)
         return result
 
     def paid_order(self, order: str) -> str | None:
@@ -230,9 +361,18 @@ class Till:
         # journal, so the duplicate detector records it instead of correcting it)
         if override:
             self._record_override(order, amount)
-        result = self.engine.sale(self.cards[card], int(amount), order_ref=order)
-        self.txn_cards[result.txn_id] = card
-        self._note(result, f"sale {amount / 100:.2f} on {self.cards[card].pan_masked}", "sale")
+        # the card is presented for this sale: read at its amount, its own cryptogram (never a stored read's)
+        shown = self.present(card, int(amount))
+        result: TxnResult | None = None
+        try:
+            result = self.engine.sale(shown.card, int(amount), order_ref=order)
+            self._charged(result.txn_id, card, shown.card)
+            self._note(result, f"sale {amount / 100:.2f} on {shown.card.pan_masked}", "sale", detections=False)
+        finally:
+            self._finish_card(shown, result)  # the card's final word comes first (EMV), then any correction
+        if result.txn_id in self.card_declined:  # the card said no after the host said yes: reversed
+            return self._as_journaled(result.txn_id, "card declined after approval: reversed")
+        self._handle(result.detections)
         if result.state == "reversed":
             self._record_auto("reversal", "outcome_unknown", [result.txn_id],
                               "no valid answer in time: the engine reversed the sale (0400 acknowledged)")
@@ -371,17 +511,43 @@ class Till:
         self.say(f"incident {incident} ({kind}) declined by the operator: closed, nothing sent")
 
     def _op_wrong_card(self, txn: str, card: str) -> None:
-        self._tell("claim.wrong_card", f"customer: {txn} went on the wrong card, meant {self.cards[card].pan_masked}",
+        # the right card is presented for the new sale: read at the amount that still stands on the wrong one
+        original = self.engine.journal.get_txn(txn)
+        shown = self.present(card, Flow.standing(original))
+        self._tell("claim.wrong_card", f"customer: {txn} went on the wrong card, meant {shown.card.pan_masked}",
                    txn=txn)
-        self._correct("wrong_card", "customer_claim", (txn,), right_card=self.cards[card],
-                      original_card=self._card_of(txn), operator_confirmed=True)
+        try:
+            self._correct("wrong_card", "customer_claim", (txn,), right_card=shown.card,
+                          original_card=self._card_of(txn), operator_confirmed=True)
+        finally:
+            self._complete_flow_card(shown, card)
 
     def _op_wrong_amount(self, txn: str, amount: int) -> None:
         self._tell("claim.wrong_amount", f"customer: {txn} should have been {int(amount) / 100:.2f}", txn=txn,
                    amount=int(amount))
-        card = self._card_of(txn)
-        self._correct("wrong_amount", "customer_claim", (txn,), intended_amount=int(amount), right_card=card,
-                      original_card=card, operator_confirmed=True)
+        original_card = self._card_of(txn)
+        charge = self._wrong_amount_charge(txn, int(amount))
+        ref = self.txn_cards.get(txn, "")
+        shown = self.present(ref, charge) if charge else None
+        try:
+            self._correct("wrong_amount", "customer_claim", (txn,), intended_amount=int(amount),
+                          right_card=shown.card if shown is not None else original_card,
+                          original_card=original_card, operator_confirmed=True)
+        finally:
+            if shown is not None:
+                self._complete_flow_card(shown, ref)
+
+    def _wrong_amount_charge(self, txn: str, intended: int) -> int:
+        """What the wrong-amount flow will charge on the card presented again (0: nothing, it refunds): the
+        difference of an undercharge, the intended total after voiding an overcharge (flows/wrong_amount.py)."""
+        original = self.engine.journal.get_txn(txn)
+        standing = Flow.standing(original)
+        if standing == intended or original.state not in CHARGE_STANDS:
+            return 0
+        if standing < intended:
+            return intended - standing
+        ctx = FlowContext(self.engine, self.engine.journal, self.dialect, self.policies, clock=self.engine.clock)
+        return intended if Flow.can_void(ctx, original) else 0
 
     def _op_dispute(self, txn: str) -> None:
         self._tell("claim.dispute", f"customer: the void of {txn} never arrived", txn=txn)
@@ -394,8 +560,12 @@ class Till:
                       original_card=self._card_of(txn), operator_confirmed=True)
 
     def _card_of(self, txn: str) -> CardData | None:
+        """The card ``txn`` was charged to, without its chip data (a cryptogram is never sent twice)."""
+        if txn in self._txn_card:
+            return self._txn_card[txn]
         ref = self.txn_cards.get(txn)
-        return self.cards.get(ref) if ref is not None else None
+        card = self.cards.get(ref) if ref is not None else None
+        return replace(card, field55=b"", second_gac=False) if card is not None else None
 
     def _op_flush(self) -> None:
         left = self.engine.flush(wait=True)
@@ -557,3 +727,15 @@ class Till:
     def _incident(self, inc: IncidentReport) -> None:
         self._tell("incident.recorded", inc.line(), logging.WARNING, kind=inc.kind, rule=inc.rule,
                    txns=list(inc.transactions), outcome=inc.outcome, incident=inc.incident_id)
+
+
+def _icc_bytes(value: Any) -> bytes:
+    """Field 55 of an answer as bytes (binary dialects) or from hex (ASCII dialects); b"" when absent."""
+    if value is None:
+        return b""
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value)
+    try:
+        return bytes.fromhex(str(value))
+    except ValueError:
+        return b""

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from posguard.card import CardData
 from posguard.flows import FlowOutcome, FlowRequest
 from posguard.flows.base import FlowCrash
 from tests.engine.conftest import OTHER_PAN, card
@@ -93,6 +94,11 @@ def money(desk: Desk) -> dict[str | None, int]:
     return dict(net)
 
 
+def _again(c: CardData | None) -> CardData | None:
+    """The same card presented again: a new read, with a new cryptogram."""
+    return None if c is None or not c.field55 else dataclasses.replace(c, field55=card(c.pan.reveal()).field55)
+
+
 def reference(dialect: str, name: str, tmp_path: Path) -> tuple[FlowOutcome, dict[str | None, int], str, list[str]]:
     with desk_for(dialect, tmp_path / "ref") as desk:
         request, txn_id = SCENARIOS[name](desk)
@@ -113,7 +119,10 @@ def crash_and_resume(dialect: str, name: str, point: str, tmp_path: Path) -> tup
         if point == "flow.before:open_incident":  # nothing journaled yet: the operator starts again
             out = desk.run(request)
         else:
-            out = desk.resume(desk.open_incident(), dataclasses.replace(request, incident_id=None))
+            # after the restart the operator presents the cards again: a chip read is single-use
+            out = desk.resume(desk.open_incident(), dataclasses.replace(
+                request, incident_id=None, right_card=_again(request.right_card),
+                original_card=_again(request.original_card)))
         return out, money(desk), desk.journal.get_txn(txn_id).state
 
 

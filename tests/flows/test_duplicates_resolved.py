@@ -12,13 +12,13 @@ from posguard.incidents import get_incident
 from posguard.report import build_report, render_report
 from posguard.service.commands import CommandError, parse
 from posguard.service.till import Till
-from tests.engine.conftest import card
+from tests.engine.conftest import FreshCards, card
 from tests.flows.conftest import DIALECTS, Desk, desk_for
 
 
 def till_for(desk: Desk) -> Till:
     till = Till(desk.engine, dialect=desk.dialect)
-    till.add_card("c1", card())
+    till.presenter = FreshCards(c1=card)  # the card is presented (read anew) for each charge
     return till
 
 

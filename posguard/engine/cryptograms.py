@@ -1,0 +1,113 @@
+"""Chip card data checked before the wire: a cryptogram is sent once, and only with the amount it was made for.
+
+EMV Book 2 A1.3 and Book 3 §10 (``emv-keys.md`` (A) 1 and 4): the ARQC (9F26) is a MAC over CDOL1 data that
+includes the amount authorised (9F02); the card's ATC (9F36) increases at every GENERATE AC, so an AC is
+single-use. A terminal that sends the same ARQC twice, or an ARQC with a 9F02 other than field 4, is sending
+what no real issuer accepts. :class:`CryptogramLedger` refuses both before anything is journaled, and keeps
+the cryptograms sent in the journal (``events`` of kind :data:`EVENT`), so the check holds across restarts.
+
+The journal keeps no cryptogram in clear: a keyed digest of 9F26 and of the (PAN token, ATC) pair.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from dataclasses import dataclass
+
+from posguard.card import CardData
+from posguard.engine.errors import CardAmountMismatch, CryptogramReused
+from posguard.engine.journal import Journal
+from posguard.iso8583.errors import TLVError
+from posguard.iso8583.tlv import find_tag, parse_tlv
+
+__all__ = ["ChipFacts", "CryptogramLedger", "EVENT", "chip_facts"]
+
+#: the journal event that records a cryptogram put on the wire
+EVENT = "cryptogram_sent"
+#: 9F27 (Cryptogram Information Data) bits 8-7: 00 AAC, 01 TC, 10 ARQC (EMV Book 3 Table 14)
+CID_ARQC = 0x80
+
+
+@dataclass(frozen=True)
+class ChipFacts:
+    """What field 55 says about the card's cryptogram (tags absent from field 55 are None)."""
+
+    cryptogram: bytes | None  # 9F26
+    cid: int | None  # 9F27
+    atc: int | None  # 9F36
+    amount: int | None  # 9F02, minor units
+
+    @property
+    def is_arqc(self) -> bool:
+        return self.cid is not None and self.cid & 0xC0 == CID_ARQC
+
+
+def chip_facts(field55: bytes) -> ChipFacts:
+    """9F26, 9F27, 9F36 and 9F02 out of field 55; a field 55 that does not parse says nothing (None)."""
+    try:
+        items = parse_tlv(field55)
+    except TLVError:
+        return ChipFacts(None, None, None, None)
+
+    def value(tag: str) -> bytes | None:
+        t = find_tag(items, tag)
+        return t.value if t is not None else None
+
+    cid, atc, amount = value("9F27"), value("9F36"), value("9F02")
+    amount_minor = int(amount.hex()) if amount and amount.hex().isdigit() else None
+    return ChipFacts(value("9F26"), cid[0] if cid else None, int.from_bytes(atc, "big") if atc else None,
+                     amount_minor)
+
+
+class CryptogramLedger:
+    """The single-use and amount checks, over the engine's journal. ``key`` keys the digests (the terminal's
+    token key: a digest cannot be recomputed without it)."""
+
+    def __init__(self, journal: Journal, key: bytes) -> None:
+        self.journal = journal
+        self._key = key
+
+    def _digest(self, *parts: object) -> str:
+        msg = "|".join(p.hex() if isinstance(p, bytes) else str(p) for p in parts).encode()
+        return hmac.new(self._key, msg, hashlib.sha256).hexdigest()[:32]
+
+    def check(self, card: CardData | None, amount: int, kind: str) -> ChipFacts | None:
+        """Refuse ``card`` for a ``kind`` request of ``amount`` (raises :class:`CardAmountMismatch`,
+        :class:`CryptogramReused`); the chip facts when it carries a cryptogram, else None."""
+        if card is None or not card.field55:
+            return None
+        facts = chip_facts(card.field55)
+        if facts.cryptogram is None:
+            return None
+        if facts.amount is not None and facts.amount != amount:
+            raise CardAmountMismatch(
+                f"{kind} refused before sending: the card's field 55 holds amount authorised 9F02 = {facts.amount} "
+                f"but the request's field 4 would be {amount}; the cryptogram was made for another amount. Read "
+                "the card again for this amount (nothing was journaled or sent)", card_amount=facts.amount,
+                amount=amount)
+        used = self.used_by(card, facts)
+        if used is not None:
+            raise CryptogramReused(
+                f"{kind} refused before sending: this card read's cryptogram (9F26, ATC {facts.atc}) was already "
+                f"sent in {used}; a cryptogram is single-use — present the card again for a new one (nothing was "
+                "journaled or sent)", used_by=used)
+        return facts
+
+    def used_by(self, card: CardData, facts: ChipFacts) -> str | None:
+        """The transaction that already sent this cryptogram (or this card's ATC), or None."""
+        ac = self._digest("ac", facts.cryptogram)
+        pair = self._digest("atc", card.pan_token, facts.atc) if facts.atc is not None else None
+        for row in self.journal.query("SELECT txn_id, detail FROM events WHERE kind = ? ORDER BY id", (EVENT,)):
+            detail = json.loads(row["detail"] or "{}")
+            if detail.get("ac") == ac or (pair is not None and detail.get("card_atc") == pair):
+                return str(row["txn_id"])
+        return None
+
+    def record(self, txn_id: str, card: CardData, facts: ChipFacts) -> None:
+        """Journal that ``txn_id`` sends this cryptogram (inside the request's write-ahead commit)."""
+        detail: dict[str, object] = {"ac": self._digest("ac", facts.cryptogram), "atc": facts.atc}
+        if facts.atc is not None:
+            detail["card_atc"] = self._digest("atc", card.pan_token, facts.atc)
+        self.journal.record_event(EVENT, txn_id=txn_id, detail=detail)

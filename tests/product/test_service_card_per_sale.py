@@ -1,0 +1,61 @@
+"""``posguard run``: ``sale AMOUNT`` reads the card inside the sale, at that amount (issue 11 section 2): each sale
+of the same card in the reader carries its own ARQC and ATC with 9F02 = field 4 (checked on the recorded wire by
+pyiso8583), and the card's second GENERATE AC answers TC after the host's approval."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from firmware_sim.host import HostSimulator, SimConfig
+from firmware_sim.rig.pcscd import pcsc_env
+from firmware_sim.rig.sims import vpcd_card
+from tests.product.conftest import ROOT, clear_pan_hits
+from tests.product.test_service import LOGS, _ask, write_config
+from tests.product.wire_audit import amount_problems, authorisations, replay_problems
+
+
+@pytest.fixture
+def host() -> Iterator[HostSimulator]:
+    with HostSimulator(SimConfig(dialect="iso87ascii")) as sim:
+        yield sim
+
+
+@pytest.mark.pcscd
+def test_each_sale_reads_the_card_at_its_amount(tmp_path: Path, host: HostSimulator) -> None:
+    config = write_config(tmp_path, host.port)
+    LOGS.clear()  # _ask keeps the log lines it reads past
+    capture = tmp_path / "session.jsonl"
+    with vpcd_card("mastercard_nocvm"):
+        proc = subprocess.Popen([sys.executable, "-m", "posguard.cli", "run", "--config", str(config), "--stdin",
+                                 "--record", str(capture)], cwd=ROOT, env=pcsc_env(), stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            first = _ask(proc, "sale 1250")
+            second = _ask(proc, "sale 4000")
+            assert first["ok"] and first["state"] == "approved", first
+            assert second["ok"] and second["state"] == "approved", second
+            proc.send_signal(signal.SIGTERM)
+            out, err = proc.communicate(timeout=15)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert proc.returncode == 0, err
+    auths = authorisations(capture, "iso87ascii")
+    assert [a.amount for a in auths] == [12_50, 40_00]
+    assert [int(a.icc["9F02"].hex()) for a in auths] == [12_50, 40_00]
+    assert amount_problems(auths) == [] and replay_problems(auths) == []
+    records = [json.loads(line) for line in capture.read_text().splitlines()[1:]]
+    assert [(r["ref"], r["presentation"]) for r in records if r["k"] == "card"] == [("c1", 1), ("c2", 2)]
+    assert [r["cryptogram"] for r in records if r["k"] == "card_outcome"] == ["TC", "TC"]
+    logs = [json.loads(line) for line in LOGS + out.splitlines() if line.strip()]
+    reads = [r for r in logs if r.get("event") == "card.read"]
+    assert [r["msg"].rsplit(" ", 1)[-1] for r in reads] == ["12.50", "40.00"]
+    assert clear_pan_hits("".join(LOGS).encode() + out.encode() + err.encode() + capture.read_bytes()) == []
