@@ -23,7 +23,7 @@ import pytest
 from posguard.flows import FlowPolicies
 from posguard.incidents import get_incident, load_incidents
 from posguard.service.till import Till
-from tests.engine.conftest import OTHER_PAN, VISA_PAN, card
+from tests.engine.conftest import OTHER_PAN, VISA_PAN, FreshCards, card
 from tests.flows.conftest import DIALECTS, Desk, desk_for
 
 Doc = dict[str, str]
@@ -46,9 +46,8 @@ def till(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Till]:
     policies = FlowPolicies(outbox=str(tmp_path / "outbox"), timezone=ZONE)
     with desk_for(request.param, tmp_path) as desk:
         t = Till(desk.engine, dialect=desk.dialect, policies=policies)
-        t.add_card("visa", card())
-        t.add_card("other", card(OTHER_PAN))
-        t.add_card("sig", card(signature=True))
+        # each charge presents the card anew (a fresh read: a cryptogram is single-use)
+        t.presenter = FreshCards(visa=card, other=lambda: card(OTHER_PAN), sig=lambda: card(signature=True))
         t.supervisor = "S01"  # the service sets it once the supervisor's credential was checked
         t.desk = desk  # type: ignore[attr-defined]
         yield t

@@ -19,7 +19,7 @@ from posguard.incidents import get_incident, load_incidents
 from posguard.iso8583.message import Message
 from posguard.notices import local_time, terminal_zone
 from posguard.service.till import Till
-from tests.engine.conftest import OTHER_PAN, UNIONPAY_PAN, VISA_PAN, card
+from tests.engine.conftest import OTHER_PAN, UNIONPAY_PAN, VISA_PAN, FreshCards, card
 from tests.flows.conftest import TID, Desk
 
 SECOND_UNIONPAY = "6217000000000001234"  # another UnionPay cardholder (Luhn-valid test number)
@@ -39,10 +39,9 @@ class Day:
 def new_till(desk: Desk, tmp_path: Path, say: list[str] | None = None) -> Till:
     till = Till(desk.engine, dialect=desk.dialect, say=(say.append if say is not None else None),
                 policies=FlowPolicies(outbox=str(tmp_path / "outbox"), timezone=SHANGHAI))
-    till.add_card("up1", card(SECOND_UNIONPAY, scheme="unionpay"))
-    till.add_card("up2", card(UNIONPAY_PAN, scheme="unionpay"))
-    till.add_card("visa", card(VISA_PAN))
-    till.add_card("mc", card(OTHER_PAN, scheme="mastercard"))
+    till.presenter = FreshCards(  # each charge presents the card anew (a cryptogram is single-use)
+        up1=lambda: card(SECOND_UNIONPAY, scheme="unionpay"), up2=lambda: card(UNIONPAY_PAN, scheme="unionpay"),
+        visa=lambda: card(VISA_PAN), mc=lambda: card(OTHER_PAN, scheme="mastercard"))
     return till
 
 

@@ -24,7 +24,7 @@ from posguard.incidents import get_incident, load_incidents, render_incident
 from posguard.report import build_report, render_report
 from posguard.service.commands import CommandError, parse
 from posguard.service.till import Till
-from tests.engine.conftest import VISA_PAN, card
+from tests.engine.conftest import VISA_PAN, FreshCards, card
 from tests.flows.conftest import DIALECTS, Desk, desk_for
 
 PHONE = "13912345678"
@@ -34,8 +34,7 @@ def till_for(desk: Desk, tmp_path: Path) -> Till:
     policies = FlowPolicies(signature_dir=str(tmp_path / "data" / "signatures"), outbox=str(tmp_path / "data" /
                                                                                              "outbox"))
     till = Till(desk.engine, dialect=desk.dialect, policies=policies)
-    till.add_card("c1", card(signature=True))
-    till.add_card("c2", card())
+    till.presenter = FreshCards(c1=lambda: card(signature=True), c2=card)  # a fresh read per charge
     return till
 
 

@@ -11,7 +11,6 @@ import subprocess
 import sys
 import threading
 import time
-import warnings
 from pathlib import Path
 
 import pytest
@@ -19,33 +18,21 @@ import pytest
 from firmware_sim.host import HostSimulator, SimConfig
 from firmware_sim.rig.pcscd import pcsc_env
 from firmware_sim.rig.sims import PinPadSim, pin_pad, vpcd_card
-from posguard.engine.keys import kcv4
 from tests.product.conftest import ROOT
 from tests.product.test_service import write_config
 from tests.secret_sweep import register_secret
 
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")
-    import psec.des
-
 pytestmark = pytest.mark.pcscd
 
 TMK = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
-PIN_KEY = bytes.fromhex("3D4C5B6A79880F1E2D3C4B5A69781F2E")
-MAC_KEY = bytes.fromhex("0F1E2D3C4B5A69781F2E3D4C5B6A7988")
 PAN = "6250947000000014"
 PIN = "730164"
-register_secret(TMK.hex().upper().encode(), PIN_KEY, MAC_KEY, PIN.encode())  # the TMK file itself is *.key
+register_secret(TMK.hex().upper().encode(), PIN.encode())  # the TMK file itself is *.key
 
-
-def _under_tmk(key: bytes) -> bytes:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return bytes(psec.des.encrypt_tdes_ecb(TMK, key)) + kcv4(key)
 
 
 def _config(tmp_path: Path, port: int, pinpad: str) -> Path:
-    config = write_config(tmp_path, port)
+    config = write_config(tmp_path, port, tmk_file="")  # this terminal's own TMK file below
     tmk = tmp_path / "tmk.key"
     tmk.write_text(TMK.hex().upper() + "\n")
     tmk.chmod(0o600)
@@ -71,15 +58,19 @@ def _ask(proc: subprocess.Popen[str], line: str, timeout: float) -> dict[str, ob
     proc.stdin.write(line + "\n")
     proc.stdin.flush()
     deadline = time.monotonic() + timeout
+    seen: list[str] = []
     while time.monotonic() < deadline:
         text = proc.stdout.readline()
         if not text:
             break
+        seen.append(text.strip()[:300])
         obj = json.loads(text)
         if "answer" in obj:
             answer: dict[str, object] = obj["answer"]
             return answer
-    raise AssertionError(f"no answer to {line!r}")
+    died = proc.stderr.read() if proc.stderr is not None and proc.poll() is not None else ""
+    raise AssertionError(f"no answer to {line!r}{': the service stopped: ' + died if died else ''}; it said: "
+                         + "\n".join(seen[-8:]))
 
 
 def _sale(config: Path) -> dict[str, object]:
@@ -95,8 +86,10 @@ def _sale(config: Path) -> dict[str, object]:
 
 @pytest.mark.parametrize("with_pad", [True, False], ids=["pin-pad", "no-pin-pad"])
 def test_service_sale_with_and_without_the_pin_pad(tmp_path: Path, with_pad: bool) -> None:
-    sim_config = SimConfig(dialect="cup", working_keys_62=(_under_tmk(PIN_KEY) + _under_tmk(MAC_KEY)).hex().upper(),
-                           pin_key=PIN_KEY, card_pins={PAN: PIN}, require_pin_block=True)
+    # the host issues fresh working keys under this terminal's TMK at its sign-on; the service loads the PIN key
+    # into the pad as it came, and the host checks field 52 with the key it issued
+    sim_config = SimConfig(dialect="cup", terminal_keys={"TERM0001": TMK.hex().upper()}, card_pins={PAN: PIN},
+                           require_pin_block=True)
     with HostSimulator(sim_config) as host, pin_pad(TMK) as pad, vpcd_card("unionpay_debit_pin"):
         config = _config(tmp_path, host.port, str(pad.link) if with_pad else "")
         if with_pad:
