@@ -21,7 +21,6 @@ from posguard.emv import apdu, cvm
 from posguard.emv.channel import CardChannel
 from posguard.emv.dol import build_dol_data, parse_dol
 from posguard.emv.errors import CardDataError, CardDeclined
-from posguard.emv.selection import Selector
 from posguard.emv.session import (
     CID_TYPES,
     SCHEMES,
@@ -29,13 +28,12 @@ from posguard.emv.session import (
     SW_OK,
     _card_identity,
     _cardholder_verification,
-    _gpo,
+    _initiate,
     _parse_gac,
-    _read_records,
     _require,
     _yymm,
 )
-from posguard.emv.terminal import EmvTerminal, Transaction, terminal_data
+from posguard.emv.terminal import EmvTerminal, Transaction
 from posguard.sensitive import pan_token
 
 __all__ = ["CardInspection", "inspect_card", "get_atc"]
@@ -117,19 +115,9 @@ def inspect_card(reader: Reader, terminal: EmvTerminal, txn: Transaction, *, gen
                  atr: bytes | None = None) -> CardInspection:
     """Read the card without spending it (see the module docstring); ``generate_ac``: run the first GENERATE AC
     at ``txn.amount`` and report the ARQC request data."""
-    if not terminal.pan_token_key:
-        raise ValueError("EmvTerminal.pan_token_key is empty: configure the tokenisation key")
-    if atr is None:
-        atr = reader.power_on()
-    ch = CardChannel(reader)
-    sel = Selector(ch, terminal)
-    sel.build()
-    term = terminal_data(terminal, txn)
-    app, aip, afl = _gpo(ch, sel, term)
-    term.update({"9F09": bytes.fromhex(app.config.app_version), "84": app.aid, "4F": app.aid, "82": aip})
-    card = _read_records(ch, afl)
-    if "5F24" not in card:
-        raise CardDataError("mandatory tag 5F24 missing from the records", stage="READ RECORD", path="5F24")
+    started = _initiate(reader, terminal, txn, atr)
+    atr, ch, sel, app, aip, term, card = (started.atr, started.channel, started.selector, started.app, started.aip,
+                                          started.terminal, started.card)
     pan, track2 = _card_identity(card)
     atc = get_atc(ch)
     outcome = _cardholder_verification(ch, card, terminal, txn, None)  # decided, never performed: no PIN asked

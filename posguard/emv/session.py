@@ -305,15 +305,22 @@ def _card_identity(card: dict[str, bytes]) -> tuple[Pan, Track2Equivalent | None
     return Pan(pan), t2
 
 
-def read_card(reader: Reader, terminal: EmvTerminal, txn: Transaction, *,
-              pin_entry: PinEntry | None = None, atr: bytes | None = None,
-              online_pin: OnlinePin | None = None) -> CardSession:
-    """Run the EMV contact flow up to the ARQC on a present card.
+@dataclass
+class _Initiated:
+    """A card selected, initiated (GPO) and read (AFL records): what a read and an inspection share."""
 
-    Powers the card on unless ``atr`` (from an earlier ``power_on``) is given. ``pin_entry`` returns the
-    digits for an offline PIN CVM; without it offline PIN counts as "PIN pad not present". ``online_pin``
-    (the PIN pad, :mod:`posguard.emv.online_pin`) enciphers the PIN when the card asks for online PIN.
-    """
+    atr: bytes
+    channel: CardChannel
+    selector: Selector
+    app: SelectedApp
+    aip: bytes
+    terminal: dict[str, bytes]  # the terminal's data for this transaction, with 9F09/84/4F/82 of the application
+    card: dict[str, bytes]  # the records' tags (5F24 present)
+
+
+def _initiate(reader: Reader, terminal: EmvTerminal, txn: Transaction, atr: bytes | None) -> _Initiated:
+    """Selection, GPO with this transaction's PDOL data, READ RECORD per the AFL (EMV Book 3 sections 10.1-10.2).
+    Powers the card on unless ``atr`` is given."""
     if not terminal.pan_token_key:
         raise ValueError("EmvTerminal.pan_token_key is empty: configure the tokenisation key")
     if atr is None:
@@ -323,12 +330,26 @@ def read_card(reader: Reader, terminal: EmvTerminal, txn: Transaction, *,
     sel.build()
     term = terminal_data(terminal, txn)
     app, aip, afl = _gpo(ch, sel, term)
-    term["9F09"] = bytes.fromhex(app.config.app_version)
-    term["84"] = app.aid
-    term["4F"] = app.aid
-    term["82"] = aip
+    term.update({"9F09": bytes.fromhex(app.config.app_version), "84": app.aid, "4F": app.aid, "82": aip})
     card = _read_records(ch, afl)
-    for tag in ("5F24", "8C", "8D"):
+    if "5F24" not in card:
+        raise CardDataError("mandatory tag 5F24 missing from the records", stage="READ RECORD", path="5F24")
+    return _Initiated(atr, ch, sel, app, aip, term, card)
+
+
+def read_card(reader: Reader, terminal: EmvTerminal, txn: Transaction, *,
+              pin_entry: PinEntry | None = None, atr: bytes | None = None,
+              online_pin: OnlinePin | None = None) -> CardSession:
+    """Run the EMV contact flow up to the ARQC on a present card.
+
+    Powers the card on unless ``atr`` (from an earlier ``power_on``) is given. ``pin_entry`` returns the
+    digits for an offline PIN CVM; without it offline PIN counts as "PIN pad not present". ``online_pin``
+    (the PIN pad, :mod:`posguard.emv.online_pin`) enciphers the PIN when the card asks for online PIN.
+    """
+    started = _initiate(reader, terminal, txn, atr)
+    atr, ch, sel, app, term, card = (started.atr, started.channel, started.selector, started.app, started.terminal,
+                                     started.card)
+    for tag in ("8C", "8D"):
         if tag not in card:
             raise CardDataError(f"mandatory tag {tag} missing from the records", stage="READ RECORD", path=tag)
     pan, track2 = _card_identity(card)
