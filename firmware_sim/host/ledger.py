@@ -86,6 +86,15 @@ class Totals:
     refund_count: int = 0
     refund_amount: int = 0
 
+    def count(self, entry: Entry) -> None:
+        """Add an approved booking: a sale to the debits, a refund to the credits (anything else is not totalled)."""
+        if entry.kind == "sale":
+            self.sale_count += 1
+            self.sale_amount += entry.amount or 0
+        elif entry.kind == "refund":
+            self.refund_count += 1
+            self.refund_amount += entry.amount or 0
+
 
 @dataclass
 class Ledger:
@@ -154,33 +163,22 @@ class Ledger:
 
     def totals(self, tid: str | None, *, open_only: bool = True) -> Totals:
         t = Totals()
-        with self._lock:
-            for e in self.entries:
-                if e.tid != tid or e.status != "approved" or (open_only and e.batch_closed):
-                    continue
-                if e.kind == "sale":
-                    t.sale_count += 1
-                    t.sale_amount += e.amount or 0
-                elif e.kind == "refund":
-                    t.refund_count += 1
-                    t.refund_amount += e.amount or 0
+        for e in self._approved(tid, open_only):
+            t.count(e)
         return t
 
     def totals_by_side(self, tid: str | None, *, open_only: bool = True) -> dict[str, Totals]:
         """:meth:`totals` split by card side: ``domestic`` (CUP cards) and ``foreign`` (every other organisation)."""
         out = {"domestic": Totals(), "foreign": Totals()}
-        with self._lock:
-            for e in self.entries:
-                if e.tid != tid or e.status != "approved" or (open_only and e.batch_closed):
-                    continue
-                t = out[e.side]
-                if e.kind == "sale":
-                    t.sale_count += 1
-                    t.sale_amount += e.amount or 0
-                elif e.kind == "refund":
-                    t.refund_count += 1
-                    t.refund_amount += e.amount or 0
+        for e in self._approved(tid, open_only):
+            out[e.side].count(e)
         return out
+
+    def _approved(self, tid: str | None, open_only: bool) -> list[Entry]:
+        """The terminal's approved bookings (of its open batch with ``open_only``), a snapshot under the lock."""
+        with self._lock:
+            return [e for e in self.entries
+                    if e.tid == tid and e.status == "approved" and not (open_only and e.batch_closed)]
 
     def close_batch(self, tid: str | None) -> int:
         n = 0

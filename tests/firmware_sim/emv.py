@@ -6,14 +6,15 @@ tests do not trust the simulator's own TLV helper.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 PSE = b"1PAY.SYS.DDF01"
 Send = Callable[[bytes], tuple[bytes, int]]
 
 
-def tlv_find(data: bytes, wanted: str) -> bytes | None:
-    """Depth-first search of BER-TLV ``data`` for tag ``wanted`` (hex)."""
+def tlv_items(data: bytes) -> Iterator[tuple[str, bytes, bool]]:
+    """The top-level BER-TLV objects of ``data`` (EMV Book 3 Annex B) as (tag hex, value, constructed); padding
+    bytes 00/FF between objects are skipped; a value shorter than its length is a ValueError."""
     pos = 0
     while pos < len(data):
         if data[pos] in (0x00, 0xFF):
@@ -36,9 +37,15 @@ def tlv_find(data: bytes, wanted: str) -> bytes | None:
         if len(value) != length:
             raise ValueError(f"tag {tag} claims {length} bytes, {len(value)} present")
         pos += length
+        yield tag, value, bool(data[start] & 0x20)
+
+
+def tlv_find(data: bytes, wanted: str) -> bytes | None:
+    """Depth-first search of BER-TLV ``data`` for tag ``wanted`` (hex)."""
+    for tag, value, constructed in tlv_items(data):
         if tag == wanted:
             return value
-        if data[start] & 0x20:
+        if constructed:
             found = tlv_find(value, wanted)
             if found is not None:
                 return found

@@ -19,6 +19,7 @@ from pathlib import Path
 import iso8583
 
 from firmware_sim.host.dialects import get_spec
+from tests.firmware_sim.emv import tlv_items
 
 #: authorisation requests: financial (0200) and authorisation (0100) messages of a purchase (processing code 00)
 AUTH_MTIS = ("0100", "0200")
@@ -42,26 +43,8 @@ class Auth:
 def ber_tlv(data: bytes) -> dict[str, bytes]:
     """Primitive tags of a flat field 55 (EMV Book 3 Annex B), first occurrence of each."""
     out: dict[str, bytes] = {}
-    pos = 0
-    while pos < len(data):
-        if data[pos] in (0x00, 0xFF):  # padding between objects
-            pos += 1
-            continue
-        start = pos
-        pos += 1
-        if data[start] & 0x1F == 0x1F:
-            while data[pos] & 0x80:
-                pos += 1
-            pos += 1
-        tag = data[start:pos].hex().upper()
-        length = data[pos]
-        pos += 1
-        if length & 0x80:
-            n = length & 0x7F
-            length = int.from_bytes(data[pos:pos + n], "big")
-            pos += n
-        out.setdefault(tag, data[pos:pos + length])
-        pos += length
+    for tag, value, _constructed in tlv_items(data):
+        out.setdefault(tag, value)
     return out
 
 
