@@ -629,9 +629,11 @@ class Till:
             self._tell("incident.detected", f"DETECTED unsettled [totals_unbalanced] batch {batch_no}"
                        if report is None else f"DETECTED unsettled [report_import] batch {batch_no}",
                        logging.WARNING, kind="unsettled", batch=batch_no)
-            return self._correct("unsettled", "totals_unbalanced" if report is None else "report_import", (),
-                                 batch_no=batch_no, settlement_report=report,
-                                 cause="host" if report is not None else "network")
+            first = self._correct("unsettled", "totals_unbalanced" if report is None else "report_import", (),
+                                  batch_no=batch_no, settlement_report=report,
+                                  cause="host" if report is not None else "network")
+            self._deliver_reconciliation(first)
+            return first
         ctx = FlowContext(self.engine, journal, self.dialect, self.policies, clock=self.engine.clock)
         with self.engine.recording() as sent:
             outcome = FLOWS["unsettled"]().resume(ctx, found[0], FlowRequest("unsettled", (), batch_no=batch_no,
@@ -640,7 +642,21 @@ class Till:
                              outcome.outcome, outcome.reason, [m.mti for m in sent], incident_id=found[0])
         self.incidents.append(inc)
         self._incident(inc)
+        self._deliver_reconciliation(inc)
         return inc
+
+    def _deliver_reconciliation(self, inc: IncidentReport) -> None:
+        """The merchant's list beside the customers' notices in the outbox; the operator is told where they are
+        (the service's ``reconcile`` and ``posguard reconcile --outbox``)."""
+        if not self.policies.outbox or inc.incident_id is None:
+            return
+        from posguard.service.reconcile_outbox import deliver_merchant_list
+
+        done = deliver_merchant_list(self.engine.journal, inc.incident_id, self.policies.outbox)
+        if done.merchant is not None:
+            self._tell("reconcile.delivered", f"incident {inc.incident_id}: {len(done.customers)} customer "
+                       f"notice(s) and the merchant's list in the outbox: {done.merchant}",
+                       incident=inc.incident_id, customers=list(done.customers), merchant=done.merchant)
 
     # -- the service's idle tick ----------------------------------------------------------------------
     #: a queued reversal/advice older than this (engine clock) is an incident: the host has not acknowledged it
