@@ -294,6 +294,7 @@ def replay(source: str | Path | Capture, *, desk: DeskFactory, journal_path: str
            say: Callable[[str], None] | None = None) -> ReplayResult:
     """Replay ``source``; raises :class:`CaptureError` (with the line) when it cannot be read or replayed."""
     capture = source if isinstance(source, Capture) else read_capture(source)
+    base = Path(source).resolve().parent if isinstance(source, str | Path) else None  # a reconcile op's report file
     started = capture.header.get("started")
     try:
         start = datetime.fromisoformat(str(started)).timestamp() if started else 1_700_000_000.0
@@ -348,6 +349,8 @@ def replay(source: str | Path | Capture, *, desk: DeskFactory, journal_path: str
                 args = {k: v for k, v in rec.items() if k not in ("t", "k", "op")}
                 if "txn" in args:
                     args["txn"] = _named_txn(journal, args["txn"], cursor.line(index))
+                if rec["op"] == "reconcile" and "report" in args:  # inline, or a file beside the capture
+                    args["report"] = _op_report(args["report"], base, cursor.line(index))
                 try:
                     till.do(str(rec["op"]), **args)
                 except _Restarted:
@@ -386,6 +389,18 @@ def owed_at_the_end(journal: Journal) -> list[IncidentReport]:
             f"{what}_owed", f"the capture ends while the outcome of {txn.kind} {txn.id} (STAN {txn.stan}) is "
             f"unknown ({txn.state}): the {what} is owed to the host"))
     return out
+
+
+def _op_report(value: Any, base: Path | None, line: int) -> Any:
+    """A ``reconcile`` op's report (inline or a file, :mod:`posguard.capture.inline_report`), read now so that a
+    report that cannot be read is a one-line error naming the record's line."""
+    from posguard.capture.inline_report import report_of_op
+    from posguard.engine.acquirer_report import ReportError
+
+    try:
+        return report_of_op(value, base=base, source=f"capture line {line}")
+    except ReportError as exc:
+        raise CaptureError(line, f"op reconcile: the acquirer's report cannot be read: {exc}") from None
 
 
 def _named_txn(journal: Journal, value: Any, line: int) -> str:

@@ -324,7 +324,8 @@ class Till:
             raise ValueError(f"unknown operator action {op!r}; known: {', '.join(OPS)}")
         self.refusal = None
         if self.writer is not None:  # a capture keeps no customer contact and no local file path
-            self.writer.record("op", op=op, **{k: (None if k in _NOT_CAPTURED else v) for k, v in args.items()})
+            self.writer.record("op", op=op, **{k: (None if k in _NOT_CAPTURED else v) for k, v in
+                                               self._captured_args(op, args).items()})
         handler: Callable[..., Any] = getattr(self, f"_op_{op}")
         try:
             return handler(**args)
@@ -333,6 +334,20 @@ class Till:
             self._tell(f"{op}.refused", f"refused: {self.refusal}", **{k: v for k, v in args.items()
                                                                       if k in ("txn", "amount")})
             return None
+
+    def _captured_args(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
+        """A ``reconcile`` op record carries the acquirer's report inline (sanitised), not the path of a file the
+        replay may not have (docs/capture-format.md); an unreadable report is recorded as the path it was."""
+        if op != "reconcile" or self.writer is None or "report" not in args:
+            return args
+        from posguard.capture.inline_report import inline_report
+
+        report = args["report"]
+        try:
+            loaded = report if isinstance(report, SettlementReport) else load_report(report)
+        except ReportError:
+            return args
+        return {**args, "report": inline_report(loaded, self.writer.sanitiser)}
 
     def _note(self, result: TxnResult, what: str, action: str, *, detections: bool = True) -> TxnResult:
         self.results.append(result)
@@ -587,9 +602,9 @@ class Till:
             self.reconcile(result.batch_no)
 
     # -- reconciliation (pos-flows.md §A "Not arrived"), at settlement and on report import ------------------
-    def _op_reconcile(self, report: str, batch: int | None = None) -> list[IncidentReport]:
-        try:
-            loaded = load_report(report)
+    def _op_reconcile(self, report: str | SettlementReport, batch: int | None = None) -> list[IncidentReport]:
+        try:  # a path (the operator's verb), or the report itself (a capture's op record carries it inline)
+            loaded = report if isinstance(report, SettlementReport) else load_report(report)
         except ReportError as exc:
             raise CorrectionRefused(f"settlement report: {exc}") from None
         batches = [int(batch)] if batch is not None else reconcilable_batches(self.engine.journal, loaded,
