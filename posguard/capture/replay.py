@@ -82,6 +82,8 @@ class ReplayLink:
         #: recorded answers that came after their request's timeout: delivered later as late answers
         self._late: set[int] = set()
         self.late_answers: list[LinkEvent] = []
+        #: called for each recorded network message (08xx) the replay passes over without sending it
+        self.network_skipped: Callable[[], None] = lambda: None
 
     def _deliver_late(self, rec: dict[str, Any]) -> None:
         self.cursor.at(rec)
@@ -100,6 +102,7 @@ class ReplayLink:
             return False
         if c.pos < len(c.records) and c.records[c.pos]["k"] == "iso" and c.records[c.pos]["dir"] == "in":
             c.pos += 1
+        self.network_skipped()
         return True
 
     def _find_out(self, request: Message) -> None:
@@ -322,6 +325,7 @@ def replay(source: str | Path | Capture, *, desk: DeskFactory, journal_path: str
                 say(line)
 
         till = desk(engine, capture.dialect, _say)
+        link.network_skipped = lambda: _stan_step(journal)
         presented = per_presentation(capture)
         swiped = {str(r["ref"]): str(r["track2"]) for r in capture.records if r["k"] == "swipe" and "ref" in r}
         if presented:  # the next card record for a reference at each presentation
@@ -337,7 +341,9 @@ def replay(source: str | Path | Capture, *, desk: DeskFactory, journal_path: str
             rec = cursor.records[index]
             cursor.pos += 1
             kind = rec["k"]
-            if kind == "card" and not presented:  # an older capture: each card listed once, before its sales
+            if kind == "iso" and rec.get("dir") == "out" and str(rec.get("mti", "")).startswith("08"):
+                link.network_skipped()  # a sign-on/echo between operator actions: its STAN, as live
+            elif kind == "card" and not presented:  # an older capture: each card listed once, before its sales
                 till.cards[str(rec["ref"])] = card_from_record(rec, swiped.get(str(rec["ref"])))
             elif kind == "start":  # the live service restarted here: it recovered before anything else
                 cursor.at(rec)
@@ -375,6 +381,14 @@ def replay(source: str | Path | Capture, *, desk: DeskFactory, journal_path: str
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
         raise
+
+
+def _stan_step(journal: Journal) -> None:
+    """The live terminal spent a STAN on a sign-on (or echo) the replay does not send (it holds no master key):
+    spend it too, so the replayed transactions carry the STANs the recording shows (an ``op`` naming a STAN, an
+    incident naming one)."""
+    with journal.atomic("replay_network_stan"):
+        journal.allocate_stan()
 
 
 def owed_at_the_end(journal: Journal) -> list[IncidentReport]:

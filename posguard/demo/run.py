@@ -99,7 +99,7 @@ def run_demo(dialect: str = "cup", *, record: str | Path | None = None, out: Tex
             till = Till(engine, dialect=dialect, say=say, writer=writer)
             reader = _open_reader(rig)
             tap = tap_frames(reader, writer)
-            pad = _demo_pin_pad(rig, say)
+            pad = _demo_pin_pad(rig, say, engine)
             # every sale reads its card at its amount: one EMV session per transaction (DemoCards)
             till.presenter = DemoCards(rig, reader, dict(CARDS), terminal, say, writer, tap, pad=pad)
             try:
@@ -136,8 +136,10 @@ def _open_reader(rig: Any) -> Any:
     return TwinReader(str(rig.twin_path))
 
 
-def _demo_pin_pad(rig: Any, say: Callable[[str], None]) -> Any:
-    """The rig's encrypting PIN pad with the working PIN key loaded under its TMK (as a sign-on brings it)."""
+def _demo_pin_pad(rig: Any, say: Callable[[str], None], engine: Any = None) -> Any:
+    """The rig's encrypting PIN pad with the working PIN key loaded under its TMK: the key the host issued at the
+    engine's sign-on, as it arrived (as the service's ``PinPadSlot`` does; the host checks the block with the key it
+    issued), else the demo's static test key."""
     if getattr(rig, "pad", None) is None:
         return None
     from posguard.drivers.pinpad import open_pin_pad
@@ -145,6 +147,16 @@ def _demo_pin_pad(rig: Any, say: Callable[[str], None]) -> Any:
     from posguard.engine.mac import des_ecb
 
     pad = open_pin_pad(str(rig.pad.link))
+    if engine is not None and engine.terminal.tmk is not None:
+        from posguard.emv.online_pin import load_pin_key
+
+        if engine.working_keys is None:
+            engine.sign_on(reason="PIN pad key")
+        if engine.working_keys is not None:
+            load_pin_key(pad, engine.working_keys)
+            say(f"PIN pad {pad.info().get('model', '?')}: the sign-on's working PIN key loaded under its TMK "
+                f"(check value {engine.working_keys.pin_kcv.hex().upper()})")
+            return pad
     key = PIN_PAD_KEY
     pad.load_working_key(des_ecb(PIN_PAD_TMK, key), kcv4(key))
     say(f"PIN pad {pad.info().get('model', '?')}: working PIN key loaded under its TMK (check value "
@@ -286,12 +298,14 @@ def _report(till: Any, engine: Any, say: Callable[[str], None], rig: Any = None)
         say(f"{n:2}. {inc.kind:17} {inc.rule:28} {', '.join(inc.transactions):40} -> {inc.outcome}"
             f" ({len(inc.messages)} message(s))")
     if rig is not None and any(i.kind == "unsettled" for i in till.incidents):  # what the acquirer's report shows
-        _acquirer_findings(engine, say, rig)
+        _acquirer_findings(engine, say, rig, till)
     say("journal: " + ", ".join(f"{r['state']} {r['count']}" for r in engine.journal.state_counts()))
 
 
-def _acquirer_findings(engine: Any, say: Callable[[str], None], rig: Any) -> None:
-    """The acquirer's settlement report (from the simulator's books) against the journal, both ways."""
+def _acquirer_findings(engine: Any, say: Callable[[str], None], rig: Any, till: Any = None) -> None:
+    """The acquirer's settlement report (from the simulator's books) against the journal, both ways; then the
+    operator's ``reconcile`` with it, so the batch's incident keeps the record and a recorded day carries the
+    report inline (docs/capture-format.md "The reconcile op")."""
     from posguard.engine.acquirer_report import parse_report
     from posguard.flows.unsettled import finding_line, reconcilable_batches
 
@@ -302,3 +316,5 @@ def _acquirer_findings(engine: Any, say: Callable[[str], None], rig: Any) -> Non
         say(f"{report.source}, batch {batch}: {len(found)} finding(s)")
         for d in found:
             say(f"    {finding_line(d)}")
+    if till is not None:
+        till.do("reconcile", report=report)

@@ -204,3 +204,14 @@ def test_a_capture_cut_while_the_outcome_is_unknown_reports_the_owed_reversal(tm
     (txn,) = inc.transactions
     assert day.states()[txn] == "reversal_pending"
     assert "the reversal is owed to the host" in inc.detail and f"STAN {recs[cut - 1]['stan']}" in inc.detail
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_the_replay_sends_what_was_recorded_with_the_recorded_stans(name: str, posguard_replay: Any) -> None:
+    """Captures are recorded with a sign-on (its STAN spent live); the replay, holding no master key, does not sign
+    on but spends the STAN, so every request it sends has the recorded MTI and STAN, in order."""
+    recorded = [(r["mti"], r["stan"]) for r in _records(name)
+                if r.get("k") == "iso" and r.get("dir") == "out" and not str(r["mti"]).startswith("08")]
+    day = posguard_replay(CAPTURES / name)
+    assert [(m.mti, m.stan) for m in day.wire] == recorded
+    assert any(r.get("k") == "iso" and str(r.get("mti")) == "0800" for r in _records(name))
