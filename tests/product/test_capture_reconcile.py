@@ -154,3 +154,16 @@ def test_a_live_reconcile_is_recorded_inline_sanitised_and_replays_to_the_same_f
     report.unlink()  # the replay needs nothing but the capture
     day = posguard_replay(capture)
     assert _findings(day) == [("host_booked_not_approved", declined.txn_id)]
+
+
+@pytest.mark.parametrize("name", ["cup-unsettled.jsonl", "iso87ascii-unsettled.jsonl"])
+def test_the_recorded_demo_day_carries_its_report_and_its_replay_names_the_51_sale(name: str,
+                                                                                  posguard_replay: Any) -> None:
+    """The demo's unbalanced day (tests/captures, recorded by make_captures): the operator's reconcile is in the
+    capture with the acquirer's report inline; the replay alone names the sale the host booked against a 51."""
+    [op] = [r for r in _records(name) if r.get("k") == "op" and r.get("op") == "reconcile"]
+    assert op["report"]["format"] == "posguard-settlement-report/1"
+    assert op["report"]["rows"] and all(r["pan_hash"] == "" for r in op["report"]["rows"])
+    day = posguard_replay(CAPTURES / name)
+    [declined] = [t.id for t in day.journal.find_txns() if t.response_code == "51"]
+    assert _findings(day) == [("host_booked_not_approved", declined)]
