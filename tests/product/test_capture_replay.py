@@ -6,6 +6,7 @@ import io
 import json
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -215,3 +216,32 @@ def test_the_replay_sends_what_was_recorded_with_the_recorded_stans(name: str, p
     day = posguard_replay(CAPTURES / name)
     assert [(m.mti, m.stan) for m in day.wire] == recorded
     assert any(r.get("k") == "iso" and str(r.get("mti")) == "0800" for r in _records(name))
+
+
+@pytest.mark.parametrize("spelling", ["stan", "last"])
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_every_kind_replays_the_same_when_written_by_hand_with_stans_and_last(name: str, spelling: str,
+                                                                             tmp_path: Path,
+                                                                             posguard_replay: Any) -> None:
+    """Each capture with its ``op`` records written as a test author writes them (no transaction ids): by the STAN
+    the recording shows on the wire; or ``"last"`` where the op names the latest sale (else the STAN, as digits)."""
+    by_id = posguard_replay(CAPTURES / name)
+    txns = by_id.journal.find_txns()
+    stan = {t.id: t.stan for t in txns}
+    recorded_stans = {r["stan"] for r in _records(name) if r.get("k") == "iso" and r.get("dir") == "out"}
+    assert all(stan[t] in recorded_stans for t in stan if stan[t] is not None)  # the wire's STANs
+    started = datetime.fromisoformat(_records(name)[0]["started"]).timestamp()
+    sales = sorted((t for t in txns if t.kind == "sale"), key=lambda t: (t.created_at, t.id))
+    lines = []
+    for rec in _records(name):
+        if rec.get("k") == "op" and "txn" in rec:  # "last": the latest sale rung up before this record
+            before = [t.id for t in sales if t.created_at <= started + rec["t"]]
+            last = spelling == "last" and before and before[-1] == rec["txn"]
+            rec = {**rec, "txn": "last" if last else stan[rec["txn"]] if spelling == "stan"
+                   else f"{stan[rec['txn']]:06d}"}
+        lines.append(rec)
+    written = [r for r in lines if r.get("k") == "op" and "txn" in r]
+    assert written and all(not str(r["txn"]).startswith("POSGRD01") for r in written)
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    by_hand = posguard_replay(_write(tmp_path / name, lines))
+    assert by_hand.incident_dicts() == by_id.incident_dicts() and by_id.incident_dicts()
