@@ -172,32 +172,34 @@ def _write(path: Path, records: list[dict[str, Any]]) -> Path:
     return path
 
 
-def test_an_answer_recorded_after_the_timeout_is_a_timeout_then_a_late_answer(tmp_path: Path,
+@pytest.mark.parametrize("dialect", ["iso87ascii", "cup"])
+def test_an_answer_recorded_after_the_timeout_is_a_timeout_then_a_late_answer(dialect: str, tmp_path: Path,
                                                                                 posguard_replay: Any) -> None:
     """Hand-written: the host approved the sale, but 2.5 s after it was sent (the terminal waits 1.5 s). A live
     terminal reverses it and then hears the approval late; so does the replay."""
-    recs = _records("iso87ascii-reversal.jsonl")
+    recs = _records(f"{dialect}-reversal.jsonl")
     cut = next(i for i, r in enumerate(recs) if r.get("k") == "link" and r.get("event") == "timeout")
     sale_out = recs[cut - 1]
     assert sale_out["k"] == "iso" and sale_out["mti"] == "0200"
     template = next(r for r in recs if r.get("k") == "iso" and r.get("dir") == "in" and r.get("mti") == "0210")
-    answer = Message.decode(bytes.fromhex(template["hex"]), "iso87ascii")
-    answer["4"] = Message.decode(bytes.fromhex(sale_out["hex"]), "iso87ascii")["4"]
+    answer = Message.decode(bytes.fromhex(template["hex"]), dialect)
+    answer["4"] = Message.decode(bytes.fromhex(sale_out["hex"]), dialect)["4"]
     answer["11"] = f"{sale_out['stan']:06d}"
     late = {"t": sale_out["t"] + 2.5, "k": "iso", "dir": "in", "mti": "0210", "stan": sale_out["stan"],
             "hex": answer.encode().hex()}
     assert answer["39"] == "00"
     day = posguard_replay(_write(tmp_path / "late.jsonl", [*recs[:cut], late, *recs[cut + 1:]]))
-    assert day.incident_dicts() == posguard_replay(CAPTURES / "iso87ascii-reversal.jsonl").incident_dicts()
+    assert day.incident_dicts() == posguard_replay(CAPTURES / f"{dialect}-reversal.jsonl").incident_dicts()
     assert [i.kind for i in day.incidents] == ["reversal"] and day.incidents[0].outcome == "reversed"
     (event,) = day.result.late_answers
     assert event.kind == "late_response" and event.approved and "reversal must go ahead" in event.detail
     assert event.stan == sale_out["stan"] and any(line.startswith("late answer: 0210") for line in day.log)
 
 
-def test_a_capture_cut_while_the_outcome_is_unknown_reports_the_owed_reversal(tmp_path: Path,
+@pytest.mark.parametrize("dialect", ["cup", "iso87ascii"])
+def test_a_capture_cut_while_the_outcome_is_unknown_reports_the_owed_reversal(dialect: str, tmp_path: Path,
                                                                               posguard_replay: Any) -> None:
-    recs = _records("cup-reversal.jsonl")
+    recs = _records(f"{dialect}-reversal.jsonl")
     cut = next(i for i, r in enumerate(recs) if r.get("k") == "link" and r.get("event") == "timeout")
     day = posguard_replay(_write(tmp_path / "cut.jsonl", recs[:cut]))  # the file ends after the sale was sent
     (inc,) = day.incidents
