@@ -660,6 +660,9 @@ class Till:
         self._deliver_reconciliation(inc)
         return inc
 
+    #: the outbox files the last reconciliation wrote (customers' notices, then the merchant's list)
+    delivered: list[str] = []
+
     def _deliver_reconciliation(self, inc: IncidentReport) -> None:
         """The merchant's list beside the customers' notices in the outbox; the operator is told where they are
         (the service's ``reconcile`` and ``posguard reconcile --outbox``)."""
@@ -669,6 +672,7 @@ class Till:
 
         done = deliver_merchant_list(self.engine.journal, inc.incident_id, self.policies.outbox)
         if done.merchant is not None:
+            self.delivered = [*self.delivered, *done.customers, done.merchant]
             self._tell("reconcile.delivered", f"incident {inc.incident_id}: {len(done.customers)} customer "
                        f"notice(s) and the merchant's list in the outbox: {done.merchant}",
                        incident=inc.incident_id, customers=list(done.customers), merchant=done.merchant)

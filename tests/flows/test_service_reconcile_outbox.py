@@ -27,9 +27,10 @@ def test_the_service_reconcile_writes_only_the_concerned_customers_and_the_merch
         config = _config(tmp_path, desk.path, dialect)
         first, again = _service_session(config, [f"reconcile {report}", f"reconcile {report}"])
     assert first["ok"] and first["reconciled"] == [1], first
-    assert again["ok"] and again["reconciled"] == []
+    assert again["ok"] and again["reconciled"] == [] and again["outbox"] == []  # compared already: nothing new
     outbox = tmp_path / "outbox"  # the data dir defaults to the journal's directory
     names = sorted(p.name for p in outbox.iterdir())
+    assert sorted(Path(str(p)).name for p in first["outbox"]) == names  # the answer says where they are
     merchant = [n for n in names if "-merchant-" in n]
     assert [n for n in names if n not in merchant] == [f"incident-000001-unsettled_charged-001-{declined}.txt"]
     assert len(merchant) == 1 and merchant[0].startswith("incident-000001-unsettled-merchant-")
