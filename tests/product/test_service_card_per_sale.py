@@ -5,23 +5,18 @@ pyiso8583), and the card's second GENERATE AC answers TC after the host's approv
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from firmware_sim.host import HostSimulator, SimConfig
+from firmware_sim.host import HostSimulator
 from firmware_sim.rig.sims import vpcd_card
 from tests.product.conftest import clear_pan_hits
 from tests.product.stdin_service import LOGS, stdin_service
-from tests.product.test_service import write_config
+from tests.product.test_service import host, write_config
 from tests.product.wire_audit import amount_problems, authorisations, replay_problems
 
-
-@pytest.fixture
-def host() -> Iterator[HostSimulator]:
-    with HostSimulator(SimConfig(dialect="iso87ascii")) as sim:
-        yield sim
+__all__ = ["host"]  # the simulator fixture, shared with test_service
 
 
 @pytest.mark.pcscd
