@@ -46,7 +46,7 @@ from posguard.engine.journal import Journal, SafRecord, TxnRecord
 from posguard.engine.keys import TerminalMasterKey, WorkingKeys
 from posguard.engine.localtime import host_date_of
 from posguard.engine.observe import Exchange, ExchangeListener, Observers
-from posguard.engine.ports import HostError, HostLink, InvalidResponse
+from posguard.engine.ports import HostError, HostLink, InvalidResponse, WireImaging
 from posguard.engine.profiles import Fields, Profile, get_profile
 from posguard.engine.redact import masked_json, masked_message
 from posguard.engine.saf import SafPolicy, StoreAndForward
@@ -859,7 +859,8 @@ class _HostWatch:
 
     def exchange(self, request: Message, *, timeout: float, demands: bool = True) -> Message:
         observers = self._engine.observers
-        observers.notify(Exchange("sent", request))
+        link = self._engine.link
+        observers.notify(Exchange("sent", link.wire_image(request) if isinstance(link, WireImaging) else request))
         try:
             response = self._engine.link.exchange(request, timeout=timeout)
         except HostError as exc:
