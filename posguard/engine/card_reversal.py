@@ -15,8 +15,9 @@ Sources:
   (the card's final decision was a decline): it saves the script results and rebuilds the reversal's DE55
   from the kernel's data *after* the second GENERATE AC, and puts 06 in the reversal's field 39 when the host
   had said 00 (our :data:`~posguard.engine.engine.REASON_CARD_DECLINED`).
-* EMV Book 4 §6.3.6 / Annex A5: the issuer script results (9F5B) are sent to the acquirer after the final
-  GENERATE AC; CUP carries them in the reversal as DF31 (the same LiaoYang source: "DF31 only in a reversal").
+* EMV Book 4 Annex A5: the issuer script results (9F5B: per script, the result and the script identifier)
+  are reported to the acquirer after the final GENERATE AC; CUP carries them as DF31 (the same LiaoYang
+  source: ``stReversalTagList`` and ``stScriptResultTagList``).
 
 No 9F26/9F27 (the AAC itself): neither the reference's list nor the UnionPay code sends the AAC in a reversal.
 """
