@@ -24,6 +24,7 @@ card's ATC as a replay (the tests would depend on their order).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -207,6 +208,9 @@ def test_approved_with_the_cards_tc_kept_and_uploaded(lane: Lane, profile: str) 
     assert final["9F27"][0] & 0xC0 == CID_TC and second_gac(final) == "TC"
     assert final["9F36"] == arqc["9F36"] and final["9F26"] != arqc["9F26"]  # one ATC, a new cryptogram
     assert not lane.engine.awaiting_card(sale.txn_id)
+    [done] = lane.engine.journal.query("SELECT detail FROM events WHERE txn_id = ? AND kind = 'card_completed'",
+                                       (sale.txn_id,))
+    assert json.loads(done["detail"])["cryptogram"] == "TC"
     assert lane.engine.journal.saf_items(["armed", "queued"]) == []  # the armed reversal was disarmed on the TC
     assert lane.wire("0400") == [] and lane.sim.ledger.find(kind="sale")[0].status == "approved"
     [upload] = lane.uploads_for(card_pan(lane.wallet.cards[profile]))
