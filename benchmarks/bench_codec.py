@@ -18,11 +18,11 @@ from __future__ import annotations
 import argparse
 import copy
 import sys
-import time
 from collections.abc import Callable
 
 import iso8583
 from iso8583 import specs
+from paired import paired_rates  # benchmarks/paired.py, beside this script
 
 from posguard.iso8583 import Message, decode
 
@@ -57,27 +57,6 @@ def wide_60() -> dict[str, str]:
     return doc
 
 
-def _rate(fn: Callable[[], object], seconds: float) -> float:
-    n = 0
-    batch = 200
-    start = time.perf_counter()
-    deadline = start + seconds
-    while True:
-        for _ in range(batch):
-            fn()
-        n += batch
-        now = time.perf_counter()
-        if now >= deadline:
-            return n / (now - start)
-
-
-def _pair(pg: Callable[[], object], py: Callable[[], object], seconds: float, repeat: int) -> tuple[float, float]:
-    """Rates of both, measured in alternating slices (best slice each), so load from elsewhere hits both alike."""
-    best_pg = best_py = 0.0
-    for _ in range(repeat):
-        best_pg = max(best_pg, _rate(pg, seconds / repeat))
-        best_py = max(best_py, _rate(py, seconds / repeat))
-    return best_pg, best_py
 
 
 def _read_all(raw: bytes, dialect: str) -> Callable[[], object]:
@@ -136,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             label = f"{name} ({nfields} fields, {len(raw_pg)} B)"
             for (op, kind, how), (pg_fn, py_fn) in zip(OPS, measure, strict=True):
-                pg, py = _pair(pg_fn, py_fn, ns.seconds, ns.repeat)
+                pg, py = paired_rates(pg_fn, py_fn, ns.seconds, ns.repeat, batch=200)
                 rows.append((dialect, label, op, how, kind, pg, py))
     print(f"{'dialect':<11} {'message':<28} {'op':<18} {'posguard call':<34} "
           f"{'posguard/s':>11} {'pyiso8583/s':>12} {'ratio':>6}")

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES  # noqa: E402
 from cryptography.hazmat.primitives.ciphers import Cipher, modes  # noqa: E402
+from paired import paired_rates  # noqa: E402 - benchmarks/paired.py, beside this script
 
 from posguard.card import CardData  # noqa: E402
 from posguard.engine.mac import ALGORITHMS, MacKey, MacScheme  # noqa: E402
@@ -52,27 +51,6 @@ def peer_cbc(key: bytes, data: bytes) -> bytes:
     return (enc.update(padded) + enc.finalize())[-8:]
 
 
-def _rate(fn: Callable[[], object], seconds: float) -> float:
-    n, batch = 0, 100
-    start = time.perf_counter()
-    deadline = start + seconds
-    while True:
-        for _ in range(batch):
-            fn()
-        n += batch
-        now = time.perf_counter()
-        if now >= deadline:
-            return n / (now - start)
-
-
-def _pair(ours: Callable[[], object], peer: Callable[[], object], seconds: float,
-          repeat: int) -> tuple[float, float]:
-    """Rates of both in alternating slices (best slice each), so load from elsewhere hits both alike."""
-    best_ours = best_peer = 0.0
-    for _ in range(repeat):
-        best_ours = max(best_ours, _rate(ours, seconds / repeat))
-        best_peer = max(best_peer, _rate(peer, seconds / repeat))
-    return best_ours, best_peer
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         data = mac_input(dialect)
         for algorithm in ALGORITHMS:
             scheme = MacScheme(algorithm, MacKey(KEY))
-            ours, peer = _pair(lambda s=scheme, d=data: s.compute(d), lambda d=data: peer_cbc(KEY, d),
+            ours, peer = paired_rates(lambda s=scheme, d=data: s.compute(d), lambda d=data: peer_cbc(KEY, d),
                                ns.seconds, ns.repeat)
             ratio = peer / ours
             rows.append((dialect, algorithm, len(data), ours, peer, ratio))

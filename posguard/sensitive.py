@@ -197,7 +197,30 @@ def pan_token(pan: str, key: bytes) -> str:
     return hmac.new(key, pan.encode("ascii", "replace"), hashlib.sha256).hexdigest()[:32]
 
 
-class Pan:
+class _PrintsMasked:
+    """What a card-data value shows wherever it is printed: ``str()``, f-strings/``format`` and ``__json__``
+    all give the subclass's ``masked`` form, and pickling (which would carry the clear value) is refused."""
+
+    __slots__ = ()
+
+    @property
+    def masked(self) -> str:
+        raise NotImplementedError
+
+    def __str__(self) -> str:
+        return self.masked
+
+    def __format__(self, spec: str) -> str:
+        return format(self.masked, spec)
+
+    def __json__(self) -> str:
+        return self.masked
+
+    def __reduce__(self) -> Any:
+        raise TypeError(f"{type(self).__name__} values are not picklable; store a token or the masked form")
+
+
+class Pan(_PrintsMasked):
     """A primary account number that prints masked everywhere.
 
     ``str()``, ``repr()``, f-strings, ``%`` formatting and :func:`json.dumps` (via ``__json__``/``masked``)
@@ -233,17 +256,8 @@ class Pan:
     def luhn_ok(self) -> bool:
         return luhn_ok(self._value)
 
-    def __str__(self) -> str:
-        return self.masked
-
     def __repr__(self) -> str:
         return f"Pan({self.masked!r})"
-
-    def __format__(self, spec: str) -> str:
-        return format(self.masked, spec)
-
-    def __json__(self) -> str:
-        return self.masked
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Pan):
@@ -256,11 +270,8 @@ class Pan:
     def __len__(self) -> int:
         return len(self._value)
 
-    def __reduce__(self) -> Any:  # pickling would carry the clear value: refuse
-        raise TypeError("Pan values are not picklable; store a token or the masked form")
 
-
-class TrackData:
+class TrackData(_PrintsMasked):
     """Magnetic stripe track 2 or 3 as the reader gave it (between the sentinels), printing masked everywhere.
 
     Only :meth:`field_value` (the ISO 8583 field 35/36 image: ``=`` written as ``D``, ISO 7813 / pos-flows.md
@@ -286,17 +297,8 @@ class TrackData:
     def masked(self) -> str:
         return mask_track2(self._value)
 
-    def __str__(self) -> str:
-        return self.masked
-
     def __repr__(self) -> str:
         return f"TrackData({self.track_no}, {self.masked!r})"
-
-    def __format__(self, spec: str) -> str:
-        return format(self.masked, spec)
-
-    def __json__(self) -> str:
-        return self.masked
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, TrackData):
@@ -306,8 +308,7 @@ class TrackData:
     def __hash__(self) -> int:
         return hash(("TrackData", self.track_no, self._value))
 
-    def __reduce__(self) -> Any:  # pickling would carry the clear value: refuse
-        raise TypeError("track data is not picklable")
+
 class PinBlock:
     """An encrypted PIN block (ISO 9564, field 52) as the PIN pad gave it: prints as ``PinBlock(<8 bytes>)``.
 

@@ -63,6 +63,7 @@ APPROVAL_ARCS = (b"00", b"10", b"11")  # authorisation response codes that appro
 SM_MAC_LENGTH = 8
 CVR3_ISSUER_AUTH_FAILED, CVR3_ISSUER_AUTH_NOT_DONE = 0x80, 0x40
 CVR4_SCRIPT_FAILED = 0x08
+CVR1_SECOND_GAC_NOT_REQUESTED = 0b10  # CVR byte 1 bits 8-7 (VIS 1.5 Appendix A)
 
 
 @dataclass
@@ -415,9 +416,12 @@ class EmvApplet:
         return b"", SW_OK
 
     def _cvr(self) -> bytes:
+        """Card verification results, laid out as the Visa CVR after its length byte (VIS 1.5 Appendix A):
+        byte 1 bits 8-7 the second GENERATE AC's answer (00 AAC, 01 TC, 10 not requested), bits 6-5 the
+        first's (00 AAC, 01 TC, 10 ARQC) — so an issuer reading 9F10 tells the two answers apart."""
         s = self.session
         first = 0 if s.first_ac is None else {CID_AAC: 0, CID_TC: 1, CID_ARQC: 2}[s.first_ac]
-        second = 0 if s.second_ac is None else {CID_AAC: 0, CID_TC: 1}[s.second_ac]
+        second = CVR1_SECOND_GAC_NOT_REQUESTED if s.second_ac is None else {CID_AAC: 0, CID_TC: 1}[s.second_ac]
         byte1 = (second << 6) | (first << 4)
         byte2 = 0x04 if s.pin_verified else 0x00
         byte3 = 0x08 if self.memory.pin_tries == 0 else 0x00

@@ -25,7 +25,9 @@ each ``9F18`` script id + ``86`` commands with a secure-messaging MAC (Book 2 9.
 MK with R = ARQC, MAC over header || ATC || ARQC || data — one ICC MK stands in for the SMI key).
 
 **Declines** (for a sale or pre-authorisation of a card in the card file; voids, refunds, reversals and
-advices are not authorised by ARQC and are never checked here). In order:
+advices are not authorised by ARQC and are never checked here; a reversal's field 55 is *read* —
+:meth:`Issuer.read_reversal`: which answer of the card it carries, the ATC, issuer authentication, script
+results — into the reversal's ledger note, and never declined for it). In order:
 
 ===========================================  ======  ======  =================================================
 reason                                       CUP     ISO     source
@@ -225,6 +227,34 @@ class Issuer:
                                  f"without the fallback entry mode (22={req.get('22')}): insert the card", card)
         return Verdict(card=card, reason="issuer: swiped card checked")
 
+    # -- the reversal -------------------------------------------------------------------------------
+    def read_reversal(self, req: Doc, pan: str | None) -> str:
+        """What a reversal's field 55 says, as the ledger note of the reversal (a reversal is never declined
+        for its field 55: the acquirer must undo the charge whatever the chip data says).
+
+        After a card decline the 0400 carries the card's answer to the second GENERATE AC (``pos-flows.md`` §B:
+        95, 9F10, 9F1E, 9F36, DF31): the CVR in 9F10 (its last 4 bytes, byte 1 bits 8-7: 00 AAC, 01 TC, 10
+        second GENERATE AC not requested — the layout of the Visa CVR, VIS 1.5 Appendix A) says which answer
+        the terminal sent; the ATC is compared with the last one this issuer authorised for the card; CVR
+        byte 3 says whether issuer authentication failed; DF31 holds the script results."""
+        with self._lock:
+            card = self.cards.get(pan or "")
+            text = req.get("55")
+            if not text:
+                note = "issuer: reversal without field 55"
+            else:
+                try:
+                    icc = {k.upper(): v for k, v in emv_tlv.decode(field55_bytes(text), flatten=True).items()
+                           if isinstance(v, (bytes, bytearray))}
+                except (emv_tlv.DecodeError, ValueError) as exc:
+                    note = f"issuer: reversal field 55 is not BER-TLV ({exc}); reversed all the same"
+                else:
+                    note = ("issuer: reversal 55: " + "; ".join(_reversal_facts(icc, card)) if icc
+                            else "issuer: reversal 55 holds no tag")
+            if card is not None:
+                self.log.append(f"{_masked(card.pan)} reversal {note}")
+            return note
+
     def _decline(self, key: str, why: str, card: CardRecord | None) -> Verdict:
         rc = DECLINE_RC[self.family][key]
         return Verdict(rc=rc, reason=f"issuer: {why}", card=card)
@@ -277,6 +307,35 @@ class Issuer:
         apdu = header + lc + data + mac
         script_id = bytes.fromhex("00000001") if template == "71" else bytes.fromhex("00000002")
         return _tlv(template, _tlv("9F18", script_id) + _tlv("86", apdu))
+
+
+#: CVR byte 1 bits 8-7: the card's answer to the second GENERATE AC (VIS 1.5 Appendix A)
+CVR_SECOND_GAC = {0b00: "AAC", 0b01: "TC", 0b10: "not requested", 0b11: "RFU"}
+CVR3_ISSUER_AUTH_FAILED = 0x80
+
+
+def _reversal_facts(icc: dict[str, bytes], card: CardRecord | None) -> list[str]:
+    """The facts of a reversal's field 55, each a short phrase (no card data: the ATC and flags only)."""
+    facts = []
+    iad = icc.get("9F10", b"")
+    if len(iad) >= CVR_LENGTH:
+        cvr = iad[-CVR_LENGTH:]
+        second = CVR_SECOND_GAC[cvr[0] >> 6]
+        facts.append(f"card answer at GENERATE AC 2: {second}" if second != "not requested"
+                     else "GENERATE AC 2 not requested (the first GENERATE AC's data)")
+        if cvr[2] & CVR3_ISSUER_AUTH_FAILED:
+            facts.append("issuer authentication failed")
+    else:
+        facts.append("no 9F10")
+    if "9F36" in icc:
+        atc = int.from_bytes(icc["9F36"], "big")
+        if card is not None and card.last_atc is not None:
+            facts.append(f"ATC {atc} {'=' if atc == card.last_atc else '!='} the last authorised ({card.last_atc})")
+        else:
+            facts.append(f"ATC {atc}")
+    if "DF31" in icc:
+        facts.append(f"script results DF31 {icc['DF31'].hex().upper()}")
+    return facts
 
 
 def _masked(pan: str) -> str:

@@ -436,7 +436,9 @@ class Processor:
         else:
             rc = "00"
             self._undo(original)
-        entry = self.ledger.add(**self._base(req, "reversal", rc, original_id=original.id if original else None))
+        note = self.issuer.read_reversal(req, pan_of(req)) if self.issuer else ""  # never declines a reversal
+        entry = self.ledger.add(**self._base(req, "reversal", rc, original_id=original.id if original else None,
+                                             note=note))
         return Outcome(self._respond(req, rc), entry)
 
     def _undo(self, original: Entry) -> None:

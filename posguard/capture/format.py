@@ -312,6 +312,9 @@ class CaptureWriter:
         if pan is not None:
             self.sanitiser.learn(pan.reveal())
         removed = capture_drops(msg)
+        keys = _keys_field(self.dialect) if msg.mti.startswith("08") else None
+        if keys is not None and keys in msg and keys not in removed:  # a sign-on answer's working keys
+            removed.append(keys)
         for f in removed:
             del msg[f]
         icc = msg.get("55")
@@ -334,6 +337,17 @@ class CaptureWriter:
             raw = msg.encode()
         self.record("iso", dir=direction, mti=msg.mti, stan=msg.stan, hex=raw.hex().upper(),
                     **({"removed": removed} if removed else {}))
+
+
+def _keys_field(dialect: str) -> str | None:
+    """Where the dialect's sign-on answer carries the working keys (CUP 62, declared as keys in its field table;
+    ISO 48 by private agreement, which the field table cannot say): never in a capture, even under the TMK."""
+    from posguard.engine.profiles import UnknownProfile, get_profile
+
+    try:
+        return get_profile(dialect).keys_field
+    except UnknownProfile:  # a dialect posguard has no profile for: its field table decides alone
+        return None
 
 
 def _hex_or_none(value: object) -> bytes | None:

@@ -28,7 +28,7 @@ from posguard.engine.saf import SafPolicy
 from posguard.incidents import IncidentReport
 from posguard.iso8583.message import Message
 from posguard.iso8583.redaction import evidence_image
-from posguard.presenting import CardNotPresented, CardOutcome, CardRequest, HostAnswer
+from posguard.presenting import CardNotPresented, CardOutcome, CardRequest, HostAnswer, StoredCard
 from posguard.sensitive import TrackData
 
 __all__ = ["Desk", "DeskFactory", "ReplayDiverged", "ReplayLink", "ReplayResult", "replay", "REPLAY_TOKEN_KEY"]
@@ -287,6 +287,70 @@ class RecordedCards:
                                     self._outcomes.get(int(rec["presentation"])))
 
 
+#: the requests that carry a card's cryptogram (a purchase authorisation or financial request)
+_AUTHORISATIONS = ("0100", "0200")
+
+
+class ListedCards:
+    """The replay's card presenter for a capture that lists each card once (written before cards were read per
+    charge, or by hand): a charge of a reference gets its latest ``card`` record, with the chip data (field 55)
+    the recording sent for this charge — the next outgoing authorisation before the next operator action — as the
+    live terminal's own read for it; without one, the record's ``field55``. So a card used twice is two charges
+    with their own cryptograms, as they were on the wire, and never one cryptogram sent twice."""
+
+    def __init__(self, cursor: _Cursor, dialect: str, swiped: dict[str, str]) -> None:
+        self._cursor, self._dialect, self._swiped = cursor, dialect, swiped
+        self._records: dict[str, dict[str, Any]] = {}
+
+    def learn(self, rec: dict[str, Any]) -> None:
+        self._records[str(rec["ref"])] = rec
+
+    def present(self, request: CardRequest) -> StoredCard:
+        rec = self._records.get(request.ref)
+        if rec is None:
+            raise KeyError(f"no card {request.ref!r}: the capture lists no card record for it before this action")
+        card = card_from_record(rec, self._swiped.get(request.ref))
+        sent = self._sent_field55()
+        if sent is not None:
+            card = replace(card, field55=sent)
+        return StoredCard(card, {k: rec[k] for k in ("source", "label", "aid") if k in rec})
+
+    def _sent_field55(self) -> bytes | None:
+        c = self._cursor
+        for rec in c.records[c.pos:]:
+            if rec["k"] == "op":
+                return None
+            if rec["k"] == "iso" and rec.get("dir") == "out" and rec.get("hex"):
+                try:
+                    msg = Message.decode(bytes.fromhex(str(rec["hex"])), self._dialect)
+                except Exception:  # noqa: BLE001 - the link reports an undecodable record when it gets there
+                    return None
+                icc = msg.get("55")
+                if msg.mti not in _AUTHORISATIONS or not str(msg.get("3") or "00").startswith("00") or not icc:
+                    continue  # a void or refund leg of a correction comes first: the charge is the purchase
+                return icc if isinstance(icc, bytes) else bytes.fromhex(str(icc))
+        return None
+
+
+def _recorded_send(cursor: _Cursor, dialect: str) -> tuple[int, str] | None:
+    """The first request (not network management) the recording sent after the current action: (index, MTI)."""
+    for i in range(cursor.pos, len(cursor.records)):
+        rec = cursor.records[i]
+        if rec["k"] in ("op", "start"):
+            return None
+        if rec["k"] != "iso" or rec.get("dir") != "out":
+            continue
+        mti = str(rec.get("mti") or "")
+        if not mti and rec.get("hex"):  # a hand-written record may leave the MTI to its message
+            try:
+                mti = Message.decode(bytes.fromhex(str(rec["hex"])), dialect).mti
+            except Exception:  # noqa: BLE001 - named as "a message" below
+                mti = ""
+        if not mti.startswith("08"):
+            return i, mti or "a message"
+    return None
+
+
 def per_presentation(capture: Capture) -> bool:
     """True when the capture has a card record per presentation (a ``presentation`` number on each): written
     since cards are read per transaction. An older capture lists each card once, before the operator actions."""
@@ -313,6 +377,9 @@ def replay(source: str | Path | Capture, *, desk: DeskFactory, journal_path: str
     journal = Journal(journal_path, clock=clock)
     try:
         term = capture.header["terminal"]
+        if not str(term.get("mid") or "").strip() and any(r["k"] == "op" for r in capture.records):
+            raise CaptureError(1, "header \"terminal\" needs \"mid\" (the merchant id, field 42): the replay runs "
+                                  "the operator actions through an engine that sends it")
         terminal = TerminalConfig(str(term["tid"]), str(term.get("mid", "")), REPLAY_TOKEN_KEY, REPLAY_DATA_KEY,
                                   currency=str(term.get("currency", "156")), host_timeout=float(term.get("timeout", 30)))
         policies = _policies(capture.header.get("policies", {}))
@@ -328,8 +395,11 @@ def replay(source: str | Path | Capture, *, desk: DeskFactory, journal_path: str
         link.network_skipped = lambda: _stan_step(journal)
         presented = per_presentation(capture)
         swiped = {str(r["ref"]): str(r["track2"]) for r in capture.records if r["k"] == "swipe" and "ref" in r}
+        listed: ListedCards | None = None
         if presented:  # the next card record for a reference at each presentation
             till.presenter = RecordedCards(capture, swiped)
+        else:  # each card listed once: every charge of it takes the chip data the recording sent for it
+            till.presenter = listed = ListedCards(cursor, capture.dialect, swiped)
         skipped: dict[str, int] = {}
         for r in capture.records:
             if r["k"] in _EVIDENCE_KINDS:
@@ -343,8 +413,8 @@ def replay(source: str | Path | Capture, *, desk: DeskFactory, journal_path: str
             kind = rec["k"]
             if kind == "iso" and rec.get("dir") == "out" and str(rec.get("mti", "")).startswith("08"):
                 link.network_skipped()  # a sign-on/echo between operator actions: its STAN, as live
-            elif kind == "card" and not presented:  # an older capture: each card listed once, before its sales
-                till.cards[str(rec["ref"])] = card_from_record(rec, swiped.get(str(rec["ref"])))
+            elif kind == "card" and listed is not None:  # an older capture: each card listed once, before its sales
+                listed.learn(rec)
             elif kind == "start":  # the live service restarted here: it recovered before anything else
                 cursor.at(rec)
                 report = engine.recover()
@@ -359,6 +429,12 @@ def replay(source: str | Path | Capture, *, desk: DeskFactory, journal_path: str
                     args["report"] = _op_report(args["report"], base, cursor.line(index))
                 try:
                     till.do(str(rec["op"]), **args)
+                    refusal = getattr(till, "refusal", None)
+                    sent = _recorded_send(cursor, capture.dialect) if refusal else None
+                    if sent is not None:  # the live terminal sent what the replay refused: say so, never pass
+                        raise ReplayDiverged(cursor.line(index), f"the replay refused {rec['op']!r} ({refusal}) "
+                                                                 f"where the recording sent {sent[1]} at line "
+                                                                 f"{cursor.line(sent[0])}")
                 except _Restarted:
                     _say(f"the terminal stopped during {rec['op']} (the recording restarts)")
                 except ReplayDiverged:

@@ -26,6 +26,7 @@ from typing import Any, TextIO
 
 from posguard.capture.taps import RecordingReader, as_reader
 from posguard.cli.exits import epilog
+from posguard.cli.standalone import run_standalone
 from posguard.drivers.errors import ReaderError
 from posguard.drivers.reader import Reader, ReaderInfo
 from posguard.drivers.waits import wait_for_card
@@ -223,13 +224,8 @@ def cmd_readers(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m posguard.cli.card", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_card_commands(sub)
-    args = parser.parse_args(argv)
-    code: int = args.func(args)
-    return code
+    return run_standalone("python -m posguard.cli.card", add_card_commands, argv, description=__doc__,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from posguard.cli.exits import epilog
+from posguard.cli.standalone import run_standalone
 from posguard.engine.chart import KINDS, render_dot, render_table
 
 __all__ = ["add_engine_commands", "main"]
@@ -64,11 +65,7 @@ def add_engine_commands(subparsers: argparse._SubParsersAction[argparse.Argument
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="posguard engine")
-    _build(parser.add_subparsers(dest="engine_command", required=True))
-    args = parser.parse_args(argv)
-    rc: int = args.func(args)
-    return rc
+    return run_standalone("posguard engine", _build, argv, dest="engine_command")
 
 
 if __name__ == "__main__":

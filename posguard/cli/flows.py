@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from posguard.cli.exits import epilog
+from posguard.cli.standalone import run_standalone
 
 __all__ = ["add_flow_commands", "main", "DEFAULT_JOURNAL", "journal_path", "open_journal"]
 
@@ -150,11 +151,7 @@ def _journal_options(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="posguard")
-    add_flow_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    rc: int = args.func(args)
-    return rc
+    return run_standalone("posguard", add_flow_commands, argv)
 
 
 if __name__ == "__main__":

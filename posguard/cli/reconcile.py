@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from posguard.cli.exits import epilog
+from posguard.cli.standalone import run_standalone
 
 __all__ = ["add_reconcile_command", "main"]
 
@@ -116,11 +117,7 @@ def add_reconcile_command(subparsers: argparse._SubParsersAction[argparse.Argume
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="posguard")
-    add_reconcile_command(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    rc: int = args.func(args)
-    return rc
+    return run_standalone("posguard", add_reconcile_command, argv)
 
 
 if __name__ == "__main__":

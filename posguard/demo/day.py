@@ -15,9 +15,10 @@ CARDS = (("c1", "visa_credit_sig"), ("c2", "unionpay_debit_pin"), ("c3", "master
 #: code 101 is a stripe-only card (a swipe, not a chip fallback)
 SWIPES: tuple[tuple[str, str, dict[str, str]], ...] = (("s1", "visa_credit_sig", {"service_code": "101"}),)
 
-#: the encrypting PIN pad of the demo (test keys only): the pad's TMK (its key injection), the acquirer's working PIN
-#: key — loaded into the pad under the TMK as a sign-on brings it — and the UnionPay debit card's PIN, keyed on the
-#: pad simulator's control channel (the cardholder); the host checks the block against it
+#: the encrypting PIN pad of the demo (test keys only): the pad's TMK (its key injection: the terminal's TMK, so the
+#: working PIN key each sign-on brings under it loads into the pad as it came), the host's PIN key before any
+#: sign-on (the host simulator's configured test key; after a sign-on it checks with the key it issued) and the
+#: UnionPay debit card's PIN, keyed on the pad simulator's control channel (the cardholder)
 PIN_PAD_TMK = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
 PIN_PAD_KEY = bytes.fromhex("5B6A79880F1E2D3C4B5A69781F2E3D4C")
 CARD_PIN = "246800"

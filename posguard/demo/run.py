@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from posguard.capture.taps import FrameTap, RecordingReader, as_reader, tap_frames
-from posguard.demo.day import CARD_PIN, CARDS, DAY, PIN_CARDS, PIN_PAD, PIN_PAD_KEY, PIN_PAD_TMK, SWIPES, Step
+from posguard.demo.day import CARD_PIN, CARDS, DAY, PIN_CARDS, PIN_PAD, PIN_PAD_TMK, SWIPES, Step
 
 __all__ = ["DemoResult", "run_demo", "DEMO_TERMINAL", "demo_policies"]
 
@@ -20,7 +20,7 @@ DEMO_TID, DEMO_MID = "POSGRD01", "MERCHANT0000001"
 DEMO_TIMEOUT = 1.5  # seconds the terminal waits for the host in the demo (30 s in production)
 #: the demo terminal's master key: the test TMK the acquirer simulator holds for terminals it has no other key for
 #: (``firmware_sim/host/keys.py`` TEST_TMK; a test checks they agree). The demo signs on for working keys under it.
-DEMO_TMK = "0123456789ABCDEFFEDCBA9876543210"
+DEMO_TMK = PIN_PAD_TMK.hex().upper()  # the terminal master key, which the PIN pad shares
 DEMO_TERMINAL = {"tid": DEMO_TID, "mid": DEMO_MID}
 DEMO_POLICY_DATA = {"saf_timeout": 1.0, "block_new_transactions": True, "backoff_initial": 0.2,
                     "send_reversal_immediately": True}
@@ -99,9 +99,9 @@ def run_demo(dialect: str = "cup", *, record: str | Path | None = None, out: Tex
             till = Till(engine, dialect=dialect, say=say, writer=writer)
             reader = _open_reader(rig)
             tap = tap_frames(reader, writer)
-            pad = _demo_pin_pad(rig, say, engine)
+            pad = _demo_pin_pad(rig, say)
             # every sale reads its card at its amount: one EMV session per transaction (DemoCards)
-            till.presenter = DemoCards(rig, reader, dict(CARDS), terminal, say, writer, tap, pad=pad)
+            till.presenter = DemoCards(rig, reader, dict(CARDS), terminal, say, writer, tap, pad=pad, engine=engine)
             try:
                 for ref, profile, overrides in swiped:
                     _swipe_card(rig, till, ref, profile, overrides, terminal, say, writer)
@@ -136,32 +136,23 @@ def _open_reader(rig: Any) -> Any:
     return TwinReader(str(rig.twin_path))
 
 
-def _demo_pin_pad(rig: Any, say: Callable[[str], None], engine: Any = None) -> Any:
-    """The rig's encrypting PIN pad with the working PIN key loaded under its TMK: the key the host issued at the
-    engine's sign-on, as it arrived (as the service's ``PinPadSlot`` does; the host checks the block with the key it
-    issued), else the demo's static test key."""
+def _demo_pin_pad(rig: Any, say: Callable[[str], None]) -> Any:
+    """The rig's encrypting PIN pad, held as the service holds it (:class:`posguard.service.pin_pad.PinPadSlot`):
+    each card session asks the slot, which loads the working PIN key of the engine's sign-on into the pad (as the
+    sign-on brought it, encrypted under the TMK the pad shares with the terminal) before the first PIN and again
+    after every new sign-on — the key the host checks field 52 with."""
     if getattr(rig, "pad", None) is None:
         return None
-    from posguard.drivers.pinpad import open_pin_pad
-    from posguard.engine.keys import kcv4
-    from posguard.engine.mac import des_ecb
+    from posguard.service.pin_pad import PinPadSlot
 
-    pad = open_pin_pad(str(rig.pad.link))
-    if engine is not None and engine.terminal.tmk is not None:
-        from posguard.emv.online_pin import load_pin_key
+    def log(event: str, msg: str, level: str = "info", **fields: Any) -> None:
+        if event == "pinpad.key_loaded":
+            say(f"PIN pad: the sign-on's working PIN key loaded under the terminal's TMK (check value "
+                f"{fields.get('kcv', '?')})")
+        elif level != "info":
+            say(f"PIN pad: {msg}")
 
-        if engine.working_keys is None:
-            engine.sign_on(reason="PIN pad key")
-        if engine.working_keys is not None:
-            load_pin_key(pad, engine.working_keys)
-            say(f"PIN pad {pad.info().get('model', '?')}: the sign-on's working PIN key loaded under its TMK "
-                f"(check value {engine.working_keys.pin_kcv.hex().upper()})")
-            return pad
-    key = PIN_PAD_KEY
-    pad.load_working_key(des_ecb(PIN_PAD_TMK, key), kcv4(key))
-    say(f"PIN pad {pad.info().get('model', '?')}: working PIN key loaded under its TMK (check value "
-        f"{kcv4(key).hex().upper()})")
-    return pad
+    return PinPadSlot(str(rig.pad.link), log)
 
 
 def _cardholder_keys_pin(rig: Any, pin: str) -> None:
@@ -183,15 +174,14 @@ class DemoCards:
     session stays open for the second GENERATE AC. The capture gets the ATR and APDUs of each read."""
 
     def __init__(self, rig: Any, reader: Any, profiles: dict[str, str], terminal: Any, say: Callable[[str], None],
-                 writer: Any = None, tap: FrameTap | None = None, *, pad: Any = None) -> None:
+                 writer: Any = None, tap: FrameTap | None = None, *, pad: Any = None, engine: Any = None) -> None:
         self.rig, self.reader, self.profiles, self.terminal = rig, reader, profiles, terminal
-        self.say, self.writer, self.tap, self.pad = say, writer, tap, pad
+        self.say, self.writer, self.tap, self.pad, self.engine = say, writer, tap, pad, engine
         self.reads = 0
         self.atc: dict[str, int] = {}  # card reference -> the ATC of its last GENERATE AC
 
     def present(self, request: Any) -> Any:
         from posguard.drivers.errors import ReaderError
-        from posguard.emv.online_pin import OnlinePin
         from posguard.emv.presenter import present_chip
         from posguard.emv.terminal import EmvTerminal, terminal_capabilities
         from posguard.presenting import CardNotPresented
@@ -214,7 +204,7 @@ class DemoCards:
                     raise
                 time.sleep(0.1)
         started = time.monotonic()
-        online_pin = OnlinePin(self.pad) if self.pad is not None else None
+        online_pin = self.pad.entry(self.engine) if self.pad is not None else None
         if online_pin is not None and profile in PIN_CARDS:
             _cardholder_keys_pin(self.rig, CARD_PIN)
         written = 0
@@ -229,7 +219,7 @@ class DemoCards:
             written = len(rec.apdus)
 
         emv_terminal = EmvTerminal(pan_token_key=self.terminal.token_key, terminal_id=self.terminal.terminal_id,
-                                   capabilities=terminal_capabilities(pin_pad=self.pad is not None),
+                                   capabilities=terminal_capabilities(pin_pad=online_pin is not None),
                                    timezone=self.terminal.timezone)
         shown = present_chip(as_reader(rec), emv_terminal, request, atr=atr, online_pin=online_pin,
                              evidence={"source": self.rig.reader_kind}, after_complete=write_apdus)

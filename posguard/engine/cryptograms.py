@@ -6,7 +6,14 @@ single-use. A terminal that sends the same ARQC twice, or an ARQC with a 9F02 ot
 what no real issuer accepts. :class:`CryptogramLedger` refuses both before anything is journaled, and keeps
 the cryptograms sent in the journal (``events`` of kind :data:`EVENT`), so the check holds across restarts.
 
-The journal keeps no cryptogram in clear: a keyed digest of 9F26 and of the (PAN token, ATC) pair.
+**The check is on the cryptogram, not on the ATC.** An ATC that a card reuses with a *new* ARQC (a cloned or
+faulty card) is the issuer's to refuse: the issuer keeps the last ATC per card and declines one that is not
+greater (EMV Book 2 §8.1 and Book 3 §10.6.3: the terminal reads 9F36/9F13 only for its velocity checks
+against the card's own data; it keeps no history of a card's ATCs). So such a request goes on the wire and
+comes back declined (the simulated issuer: ``firmware_sim/host/issuer.py``, RC 05 "ATC not greater than the
+last one seen"); ``tests/integration/test_emv_matrix.py`` proves it per card and dialect.
+
+The journal keeps no cryptogram in clear: a keyed digest of 9F26 (the ATC beside it, for the operator).
 """
 
 from __future__ import annotations
@@ -96,18 +103,16 @@ class CryptogramLedger:
         return facts
 
     def used_by(self, card: CardData, facts: ChipFacts) -> str | None:
-        """The transaction that already sent this cryptogram (or this card's ATC), or None."""
+        """The transaction that already sent this cryptogram (9F26), or None. ``card`` is the card read the
+        cryptogram came with (its ATC is not checked here: see the module docstring)."""
         ac = self._digest("ac", facts.cryptogram)
-        pair = self._digest("atc", card.pan_token, facts.atc) if facts.atc is not None else None
         for row in self.journal.query("SELECT txn_id, detail FROM events WHERE kind = ? ORDER BY id", (EVENT,)):
             detail = json.loads(row["detail"] or "{}")
-            if detail.get("ac") == ac or (pair is not None and detail.get("card_atc") == pair):
+            if detail.get("ac") == ac:
                 return str(row["txn_id"])
         return None
 
     def record(self, txn_id: str, card: CardData, facts: ChipFacts) -> None:
         """Journal that ``txn_id`` sends this cryptogram (inside the request's write-ahead commit)."""
         detail: dict[str, object] = {"ac": self._digest("ac", facts.cryptogram), "atc": facts.atc}
-        if facts.atc is not None:
-            detail["card_atc"] = self._digest("atc", card.pan_token, facts.atc)
         self.journal.record_event(EVENT, txn_id=txn_id, detail=detail)

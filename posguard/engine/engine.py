@@ -46,7 +46,7 @@ from posguard.engine.journal import Journal, SafRecord, TxnRecord
 from posguard.engine.keys import TerminalMasterKey, WorkingKeys
 from posguard.engine.localtime import host_date_of
 from posguard.engine.observe import Exchange, ExchangeListener, Observers
-from posguard.engine.ports import HostError, HostLink, InvalidResponse
+from posguard.engine.ports import HostError, HostLink, InvalidResponse, WireImaging
 from posguard.engine.profiles import Fields, Profile, get_profile
 from posguard.engine.redact import masked_json, masked_message
 from posguard.engine.saf import SafPolicy, StoreAndForward
@@ -373,7 +373,7 @@ class TransactionEngine:
         """
         txn = self.journal.get_txn(txn_id)
         if cryptogram_type == "AAC" and txn.state in APPROVED_OPEN and self.awaiting_card(txn_id):
-            return self.card_declined(txn_id)
+            return self.card_declined(txn_id, final_icc=field55, script_results=script_results)
         with self._atomic(CARD_COMPLETED):
             armed = self.saf.armed_for(txn.id)
             if armed is not None and self.awaiting_card(txn_id):
@@ -393,21 +393,25 @@ class TransactionEngine:
         result = card_result(self.journal, self.sealer, txn_id)
         return result.field55 if result is not None else None
 
-    def card_declined(self, txn_id: str, *, reason: str = REASON_CARD_DECLINED, why: str | None = None
-                      ) -> TxnResult:
+    def card_declined(self, txn_id: str, *, reason: str = REASON_CARD_DECLINED, why: str | None = None,
+                      final_icc: bytes = b"", script_results: bytes = b"") -> TxnResult:
         """The host approved but the card answered AAC at the second GENERATE AC (or never answered: a crash,
         the card pulled): the sale must be reversed (pos-flows.md §B reversal mechanics; emv-keys.md (A) 9).
 
         The reversal armed before the request was sent is released with ``reason`` (CUP field 39 "06"); a sale
         sent without one armed is reversed from the journal (:meth:`reverse`). Journals an incident
         ``card_declined_after_approval``; the reversal goes out at once (and before the next transaction).
+        ``final_icc`` is the card's answer to the second GENERATE AC (its final tag set, with 9F5B): the
+        reversal's field 55 is then cut from it, not from the first GENERATE AC's request
+        (:mod:`posguard.engine.card_reversal`); without it (the card never answered) the request's is kept.
         """
         txn = self.journal.get_txn(txn_id)
         self._check(txn, "card_declined")
         text = why or (f"{txn.kind} {txn.id} STAN {txn.stan}: the host approved (auth {txn.auth_code or '-'}) but "
                        "the card declined at the second GENERATE AC (AAC); the sale is reversed")
         with self._atomic("card_declined"):
-            self._reverse_for_card(txn, reason, text, cryptogram="AAC")
+            self._reverse_for_card(txn, reason, text, cryptogram="AAC",
+                                   icc=self._card_reversal_icc(final_icc, script_results))
         self.detectors.unsigned.signed(txn.id)  # a reversed sale owes no signature
         self._flush()
         return self._result(self.journal.get_txn(txn_id), "card declined after approval: reversal "
@@ -772,15 +776,34 @@ class TransactionEngine:
                                "card's TC the sale is reversed", cryptogram=None, recovered=True)
         report.reversals_released.append(txn.id)
 
+    def _card_reversal_icc(self, final_icc: bytes, script_results: bytes) -> str | bytes | None:
+        """Field 55 of a reversal after the card's AAC, as the dialect encodes it; None without the card's
+        answer, or when it holds none of the reversal's tags (the request's field 55 stays)."""
+        if not final_icc:
+            return None
+        from posguard.engine.card_reversal import final_reversal_icc
+
+        try:
+            icc = final_reversal_icc(self.profile.reversal_icc_tags, final_icc, script_results)
+        except Iso8583Error:  # the card's answer does not parse: the reversal still goes, with the request's 55
+            return None
+        if not icc:
+            return None
+        return icc if self.profile.binary_icc else icc.hex().upper()
+
     def _reverse_for_card(self, txn: TxnRecord, reason: str, text: str, *, cryptogram: str | None,
-                          recovered: bool = False) -> None:
+                          recovered: bool = False, icc: str | bytes | None = None) -> None:
         """Inside a commit: release the sale's armed reversal (or queue one rebuilt from the journal), move the
-        sale to ``reversal_pending``, journal the card's answer and the incident."""
+        sale to ``reversal_pending``, journal the card's answer and the incident. ``icc``: the reversal's field
+        55 from the card's final answer (None: the one cut from the request)."""
         armed = self.saf.armed_for(txn.id)
         if armed is not None:
-            self.saf.release(armed.id, reason)
+            self.saf.release(armed.id, reason, icc=icc)
         else:
-            self.saf.enqueue("reversal", txn.id, "0400", self._reversal_fields_for(txn, reason), reason)
+            fields = self._reversal_fields_for(txn, reason)
+            if icc is not None:
+                fields["55"] = icc
+            self.saf.enqueue("reversal", txn.id, "0400", fields, reason)
         self._fire(txn, "card_declined")
         extra = {"recovered": True} if recovered else {}
         self.journal.record_event(CARD_COMPLETED, txn_id=txn.id, detail={"cryptogram": cryptogram, **extra})
@@ -859,7 +882,8 @@ class _HostWatch:
 
     def exchange(self, request: Message, *, timeout: float, demands: bool = True) -> Message:
         observers = self._engine.observers
-        observers.notify(Exchange("sent", request))
+        link = self._engine.link
+        observers.notify(Exchange("sent", link.wire_image(request) if isinstance(link, WireImaging) else request))
         try:
             response = self._engine.link.exchange(request, timeout=timeout)
         except HostError as exc:

@@ -460,6 +460,11 @@ class TcpHostLink:
     def _mac_input(self, raw: bytes, msg: Message) -> bytes:
         return raw[msg.dialect.header_len : len(raw) - self._mac_wire_len]
 
+    def wire_image(self, request: Message) -> Message:
+        """``request`` as :meth:`exchange` sends it now: with its MAC under the current key where one is due
+        (:class:`~posguard.engine.ports.WireImaging`)."""
+        return self._with_mac(request)
+
     def _with_mac(self, request: Message) -> Message:
         scheme = self.mac_scheme
         if scheme is None or request.mti in UNMACED_MTIS:

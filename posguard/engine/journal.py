@@ -496,6 +496,15 @@ class Journal:
         return self.query(f"SELECT kind, at, txn_id, detail FROM events WHERE kind IN {kinds} AND "
                           "json_extract(detail, '$.incident') = ? ORDER BY id", (incident_id,))
 
+    def flow_incidents_open(self, kind: str, open_outcomes: Sequence[str]) -> list[sqlite3.Row]:
+        """Incidents of ``kind`` still open: no flow outcome recorded yet, or the last one is in ``open_outcomes``
+        (index seeks per incident, so a journal of years is not read whole)."""
+        marks = ", ".join("?" * len(open_outcomes))
+        return self.query(
+            "SELECT i.* FROM incidents i WHERE i.kind = ? AND COALESCE((SELECT json_extract(e.detail, '$.outcome') "
+            "FROM events e WHERE json_extract(e.detail, '$.incident') = i.id AND e.kind = 'flow_outcome' "
+            f"ORDER BY e.id DESC LIMIT 1), '') IN ('', {marks}) ORDER BY i.id", (kind, *open_outcomes))
+
     def batch_opened_at(self, batch_no: int | None = None) -> float | None:
         """When the first transaction of ``batch_no`` (the open batch by default) was created; None if empty."""
         batch = self.current_batch() if batch_no is None else batch_no

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from posguard.engine.mac import MacScheme
     from posguard.iso8583.message import Message
 
-__all__ = ["HostLink", "HostLinkError", "HostTimeout", "InvalidResponse", "HostError", "KeyedLink"]
+__all__ = ["HostLink", "HostLinkError", "HostTimeout", "InvalidResponse", "HostError", "KeyedLink", "WireImaging"]
 
 
 class HostError(Exception):
@@ -87,4 +87,15 @@ class KeyedLink(Protocol):
 
     def use_mac_key(self, scheme: MacScheme | None) -> None:
         """MAC every message that needs one with ``scheme`` from now on; None forgets the key."""
+        ...
+
+
+@runtime_checkable
+class WireImaging(Protocol):
+    """A link that adds to a request what only it knows (the MAC under the sign-on's key): it can show the request
+    as it will go on the wire, so that what the exchange listeners (the capture, the incident evidence) record is
+    what the acquirer received."""
+
+    def wire_image(self, request: Message) -> Message:
+        """``request`` as this link sends it now (with its MAC where one is due)."""
         ...

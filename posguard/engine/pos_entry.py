@@ -13,7 +13,14 @@ Field 22 is n3: positions 1-2 say how the PAN was read, position 3 is about the 
   (qPBOC); the third digit says whether *this* request carries a PIN: 1 PIN included (field 52), 2 no PIN
   (``emv-keys.md`` section C). A fallback is a magnetic stripe read (02x) flagged in field 60: 60.4 terminal
   read capability, 60.5 IC card condition code, 2 = the chip read failed and the stripe was used
-  (``pos-flows.md`` section B field 60: "read capability, fallback flag").
+  (``pos-flows.md`` section B field 60: "read capability, fallback flag"). **Second sources** (checked for
+  issue 11): (1) the UnionPay POS application ``CaoEnXin/LiaoYang_POS`` ``Src/tranproc.c``:
+  ``SetCommReqField()`` sets field 22 to ``02`` for ``FALLBACK_SWIPED`` as for a plain swipe (a ``95`` is
+  commented out) and ``SetCommField60()`` writes 60 = type + batch + network code + ``500`` and, for
+  ``FALLBACK_SWIPED``, ``szField60[12] = '2'`` (60.4 = 5, 60.5 = 2); (2) the CUP field-60 "transaction
+  medium" table quoted at https://www.cnblogs.com/leegoo/p/archive/2013/11/18 : "chip-and-stripe card read
+  by its stripe (Fall Back)" = 22 positions 1-2 ``02``/``90``, read capability ``5``/``6``, IC card condition
+  code ``2`` "降级 (fallback)" (``1`` is an irregular swipe of a chip card). Both agree with this module.
 
 Field 23 is the card (PAN) sequence number, tag 5F34 of a chip card (n3, e.g. 5F34 = 01 -> ``001``), sent for
 chip and contactless reads when the card has it (EMV Book 3 Annex A; ``emv-keys.md`` section A.10).

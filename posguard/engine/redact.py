@@ -20,10 +20,17 @@ if TYPE_CHECKING:
 __all__ = ["masked_json", "masked_message"]
 
 
-def masked_json(mti: str, fields: Mapping[str, str | bytes], dialect: Dialect | None = None) -> str:
-    return json.dumps({"t": mti, **redact_fields(fields, dialect)}, sort_keys=True)
+def masked_json(mti: str, fields: Mapping[str, str | bytes], dialect: Dialect | None = None,
+                keys_field: str | None = None) -> str:
+    """``keys_field``: a field that carries working keys in this message (a sign-on answer's key exchange, which
+    a dialect like ISO 8583:1987 leaves to private agreement in 48, so its field table cannot declare it): shown
+    only as its length, never as its value, even encrypted under the TMK."""
+    shown = redact_fields(fields, dialect)
+    if keys_field is not None and keys_field in shown:
+        shown[keys_field] = f"<working keys under the TMK: {len(fields[keys_field])} characters, not journaled>"
+    return json.dumps({"t": mti, **shown}, sort_keys=True)
 
 
-def masked_message(message: Message) -> str:
+def masked_message(message: Message, keys_field: str | None = None) -> str:
     """The journal form of a codec message: masked JSON of its fields (bitmap and header left out)."""
-    return masked_json(message.mti, {str(k): v for k, v in message.fields().items()}, message.dialect)
+    return masked_json(message.mti, {str(k): v for k, v in message.fields().items()}, message.dialect, keys_field)

@@ -108,19 +108,28 @@ class StoreAndForward:
         self._fire(item, "arm")
         return item.id
 
-    def release(self, saf_id: int, reason: str | None = None, *, attempts_so_far: int = 0) -> None:
+    def release(self, saf_id: int, reason: str | None = None, *, attempts_so_far: int = 0,
+                icc: str | bytes | None = None) -> None:
         """The original's outcome is unknown: queue the armed item for sending now.
 
         When the reason is now known to differ from the one assumed at arming time, and the dialect carries
         the reason on the wire (CUP puts it in field 39 of the 0400), the sealed copy is re-sealed with it
-        in the same journal transaction, so the message sent says why.
+        in the same journal transaction, so the message sent says why. ``icc`` (when given) replaces field 55
+        the same way: a reversal after a card decline carries the card's final answer
+        (:mod:`posguard.engine.card_reversal`).
         """
         item = self.journal.saf_get(saf_id)
+        changed: Fields | None = None
         if reason and reason != item.reason:
             fields = self.fields_of(item)
             if "39" in fields and fields["39"] != reason:
                 fields["39"] = reason
-                self.journal.saf_update(saf_id, sealed=self.sealer.seal(_encode_fields(fields), f"saf:{saf_id}"))
+                changed = fields
+        if icc is not None:
+            changed = changed if changed is not None else self.fields_of(item)
+            changed["55"] = icc
+        if changed is not None:
+            self.journal.saf_update(saf_id, sealed=self.sealer.seal(_encode_fields(changed), f"saf:{saf_id}"))
         self._fire(item, "release", next_at=self.clock.now(), attempts=attempts_so_far,
                    reason=reason or item.reason)
 

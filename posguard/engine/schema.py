@@ -158,11 +158,19 @@ _V4 = (
     )""",
 )
 
+#: a flow incident's steps and outcome are events naming it in ``detail.incident``; the idle tick and every
+#: ``posguard incidents`` view look them up by incident, so the lookup is an index seek, not a scan of the journal
+_V5 = (
+    "CREATE INDEX ev_incident ON events(json_extract(detail, '$.incident'))",
+    "CREATE INDEX inc_kind ON incidents(kind)",
+)
+
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(1, "transactions, messages, history, counters, SAF queue, incidents, events", _V1),
     Migration(2, "detections; duplicate and order-reference indexes", _V2),
     Migration(3, "batches; settled_at and scheme on transactions", _V3),
     Migration(4, "sign-on demanded by the host (counter); settlement uploads per batch", _V4),
+    Migration(5, "flow events found by their incident; incidents by kind (indexes)", _V5),
 )
 
 LATEST_VERSION: Final = MIGRATIONS[-1].version

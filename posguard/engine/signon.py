@@ -138,8 +138,8 @@ class SignOn:
         rc = response.response_code
         keys, key_problem = self._working_keys(response) if rc == "00" else (None, None)
         with engine._atomic("sign_on_response"):
-            engine.journal.record_message(direction="in", mti=response.mti, masked=masked_message(response),
-                                          stan=response.stan)
+            engine.journal.record_message(direction="in", mti=response.mti, stan=response.stan,
+                                          masked=masked_message(response, engine.profile.keys_field))
             if key_problem is not None:  # an approved sign-on whose keys do not check: not signed on
                 engine.journal.set_sign_on_required(True)
                 engine.journal.record_incident("key_check_failed", f"sign-on ({reason}): {key_problem}",

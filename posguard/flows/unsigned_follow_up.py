@@ -38,6 +38,8 @@ __all__ = ["Contact", "ContactError", "SignatureFileError", "FollowUp", "CONTACT
            "MAX_SIGNATURE_BYTES"]
 
 CONTACT_WAYS: Final = ("phone", "email")
+#: the follow-up outcome that leaves it open (none recorded yet leaves it open too)
+OPEN_FOLLOW_UP: Final = ("follow_up",)
 #: an e-signature image larger than this is refused (a pad's PNG/SVG is a few kB)
 MAX_SIGNATURE_BYTES: Final = 1 << 20
 _PHONE = re.compile(r"\+?[0-9][0-9 -]{5,23}")
@@ -149,7 +151,7 @@ class FollowUp:
 
     @property
     def open(self) -> bool:
-        return self.outcome in (None, "follow_up")
+        return self.outcome is None or self.outcome in OPEN_FOLLOW_UP
 
     def to_dict(self) -> dict[str, Any]:
         return {"incident": self.incident_id, "txn_id": self.txn_id, "opened_at": self.opened_at,
@@ -157,10 +159,13 @@ class FollowUp:
                 "escalated": self.escalated, "outcome": self.outcome}
 
 
-def follow_ups(journal: Journal) -> list[FollowUp]:
-    """Every unsigned sale that got a follow-up, oldest first."""
+def follow_ups(journal: Journal, *, open_only: bool = False) -> list[FollowUp]:
+    """Every unsigned sale that got a follow-up, oldest first (``open_only``: those still awaiting an outcome,
+    read without touching the closed ones)."""
     out = []
-    for row in journal.incidents("flow:unsigned"):
+    rows = journal.flow_incidents_open("flow:unsigned", OPEN_FOLLOW_UP) if open_only else \
+        journal.incidents("flow:unsigned")
+    for row in rows:
         steps: dict[str, dict[str, Any]] = {}
         outcome: str | None = None
         contacted = 0
@@ -186,4 +191,4 @@ def follow_ups(journal: Journal) -> list[FollowUp]:
 
 def overdue(journal: Journal, now: float) -> list[FollowUp]:
     """Open follow-ups whose deadline has passed (engine clock)."""
-    return [f for f in follow_ups(journal) if f.open and now >= f.deadline]
+    return [f for f in follow_ups(journal, open_only=True) if f.open and now >= f.deadline]

@@ -256,7 +256,7 @@ class Till:
                        + "".join(f"; {n}" for n in outcome.notes), txn=result.txn_id,
                        cryptogram=outcome.cryptogram_type, atc=outcome.atc)
             if outcome.declined_by_card and self.engine.awaiting_card(result.txn_id):
-                self._card_declined(result.txn_id)
+                self._card_declined(result.txn_id, outcome)
             elif rc is not None:
                 self.engine.card_completed(result.txn_id, cryptogram_type=outcome.cryptogram_type, atc=outcome.atc,
                                            field55=outcome.field55, script_results=outcome.script_results)
@@ -271,8 +271,9 @@ class Till:
                                script_results=outcome.script_results.hex().upper(),
                                field55=blank_names(outcome.field55).hex().upper())
 
-    def _card_declined(self, txn_id: str) -> None:
-        res = self.engine.card_declined(txn_id)
+    def _card_declined(self, txn_id: str, outcome: CardOutcome | None = None) -> None:
+        res = (self.engine.card_declined(txn_id) if outcome is None else  # the reversal's 55: the card's answer
+               self.engine.card_declined(txn_id, final_icc=outcome.field55, script_results=outcome.script_results))
         self.card_declined.append(txn_id)
         self._note(res, "card declined after approval", "sale")
         self._record_auto("reversal", "card_declined_after_approval", [txn_id],

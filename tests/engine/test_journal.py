@@ -66,7 +66,7 @@ def test_old_schema_is_migrated_and_keeps_its_rows(journal_path, clock):
     with Journal(journal_path, clock=clock) as journal:
         assert journal.schema_version() == LATEST_VERSION == len(MIGRATIONS)
         assert journal.get_txn("T-1").amount_minor == 500 and journal.get_txn("T-1").settled_at is None
-        assert [r["version"] for r in journal.query("SELECT version FROM schema_version")] == [1, 2, 3, 4]
+        assert [r["version"] for r in journal.query("SELECT version FROM schema_version")] == list(range(1, LATEST_VERSION + 1))
         assert journal.batch(journal.current_batch())["state"] == "open"
         assert journal.integrity_check() == ["ok"]
 

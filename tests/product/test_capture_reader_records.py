@@ -6,9 +6,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,7 +18,7 @@ from posguard.drivers.twin.frames import encode_frame, lrc
 from posguard.iso8583 import Message
 from posguard.sensitive import luhn_ok
 from posguard.service.till import Till
-from tests.product.conftest import ROOT, SIM_PANS, clear_pan_hits
+from tests.product.conftest import SIM_PANS, clear_pan_hits
 
 VISA = SIM_PANS[0]
 
@@ -105,30 +102,22 @@ def test_bad_frame_and_swipe_records_name_the_line(record: str, what: str) -> No
 def test_service_swipe_is_recorded_and_replays_as_a_swiped_sale(tmp_path: Path) -> None:
     from firmware_sim.host import HostSimulator, SimConfig
     from firmware_sim.rig.sims import magstripe_reader
-    from tests.product.test_service import LOGS, _ask, write_config
+    from tests.product.stdin_service import LOGS, stdin_service
+    from tests.product.test_service import write_config
 
     capture = tmp_path / "swipe.jsonl"
     with HostSimulator(SimConfig(dialect="iso87ascii")) as host, magstripe_reader(service_code="101") as mag:
         config = write_config(tmp_path, host.port)
         config.write_text(config.read_text().replace('kind = "pcsc"', f'kind = "none"\nmagstripe_port = '
                                                                         f'"{mag.link}"'))
-        proc = subprocess.Popen([sys.executable, "-m", "posguard.cli", "run", "--config", str(config), "--stdin",
-                                 "--record", str(capture)], cwd=ROOT, stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        try:
-            assert _ask(proc, "status")["ok"]  # started: the swipe reader's port is open
+        with stdin_service(config, record=capture, env={**os.environ, "PYTHONUNBUFFERED": "1"}) as service:
+            assert service.ask("status")["ok"]  # started: the swipe reader's port is open
             mag.swipe()
-            sale = _ask(proc, "swipe 1999 order=S-1")
+            sale = service.ask("swipe 1999 order=S-1")
             assert sale["ok"] and sale["state"] == "signature_pending", sale  # a swipe is signed for
-            assert _ask(proc, f"sign {sale['txn']}")["state"] == "signed"
-            proc.send_signal(signal.SIGTERM)
-            out, err = proc.communicate(timeout=15)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    assert proc.returncode == 0, err
+            assert service.ask(f"sign {sale['txn']}")["state"] == "signed"
+    out, err = service.out, service.err
+    assert service.returncode == 0, err
     assert clear_pan_hits(capture.read_bytes() + out.encode() + err.encode() + "".join(LOGS).encode()) == []
     cap = read_capture(capture)
     [swipe] = list(cap.of_kind("swipe"))

@@ -13,7 +13,16 @@ from pathlib import Path
 import pytest
 
 from tests.product.conftest import ROOT, clear_pan_hits
-from tests.product.wire_audit import Auth, amount_problems, authorisations, replay_problems, swipe_problems
+from tests.product.wire_audit import (
+    Auth,
+    amount_problems,
+    authorisations,
+    local_time_problems,
+    mac_problems,
+    pin_problems,
+    replay_problems,
+    swipe_problems,
+)
 
 DIALECTS = ("cup", "iso87ascii")
 
@@ -71,3 +80,23 @@ def test_every_swiped_sale_carries_its_track_2(recorded_day: tuple[str, Path, st
     _dialect, _record, _out, auths = recorded_day
     assert [a for a in auths if a.entry_mode[:2] in ("02", "90")], "the day has a swiped sale"
     assert swipe_problems(auths) == []
+
+
+def test_every_message_that_needs_a_mac_carries_one(recorded_day: tuple[str, Path, str, list[Auth]]) -> None:
+    dialect, record, _out, _auths = recorded_day
+    assert mac_problems(record, dialect) == []
+
+
+def test_every_online_pin_sale_carries_an_accepted_pin_block(recorded_day: tuple[str, Path, str, list[Auth]]
+                                                             ) -> None:
+    dialect, _record, out, auths = recorded_day
+    pin_sales = [a for a in auths if a.icc.get("9F34", b"\0")[0] & 0x3F == 0x02]
+    assert len(pin_sales) >= 2, "the day has UnionPay debit sales with online PIN"
+    assert pin_problems(auths, dialect) == []
+    assert [a.response_code for a in pin_sales if a.response_code][:1] == ["00"]  # the first one, normal trading
+    assert "PIN pad: the sign-on's working PIN key loaded" in out
+
+
+def test_local_date_and_time_are_the_terminals_zone(recorded_day: tuple[str, Path, str, list[Auth]]) -> None:
+    dialect, record, _out, _auths = recorded_day
+    assert local_time_problems(record, dialect, "Asia/Shanghai") == []

@@ -5,22 +5,20 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
 
 import pytest
 
 from firmware_sim.host import HostSimulator, SimConfig
 from firmware_sim.host.keys import TEST_TMK
-from firmware_sim.rig.pcscd import pcsc_env
 from firmware_sim.rig.sims import vpcd_card
 from posguard.config import load_config
 from tests.product.conftest import ROOT, clear_pan_hits
+from tests.product.stdin_service import LOGS, stdin_service
 
 
 def write_config(tmp_path: Path, port: int, **over: str) -> Path:
@@ -84,27 +82,6 @@ def test_every_config_problem_is_listed(tmp_path: Path) -> None:
     assert len([r for r in logs if r["event"] == "config.problem"]) == len(problems)
 
 
-def _ask(proc: subprocess.Popen[str], line: str, timeout: float = 20.0) -> dict[str, Any]:
-    assert proc.stdin is not None and proc.stdout is not None
-    proc.stdin.write(line + "\n")
-    proc.stdin.flush()
-    deadline = time.monotonic() + timeout
-    out: IO[str] = proc.stdout
-    while time.monotonic() < deadline:
-        text = out.readline()
-        if not text:
-            break
-        obj = json.loads(text)
-        if "answer" in obj:
-            answer: dict[str, Any] = obj["answer"]
-            return answer
-        LOGS.append(text)
-    raise AssertionError(f"no answer to {line!r}")
-
-
-LOGS: list[str] = []
-
-
 @pytest.fixture
 def host() -> Iterator[HostSimulator]:
     with HostSimulator(SimConfig(dialect="iso87ascii")) as sim:
@@ -115,29 +92,21 @@ def host() -> Iterator[HostSimulator]:
 def test_service_session_over_stdin(tmp_path: Path, host: HostSimulator) -> None:
     config = write_config(tmp_path, host.port)
     capture = tmp_path / "session.jsonl"
-    with vpcd_card("visa_credit_sig"):
-        proc = subprocess.Popen([sys.executable, "-m", "posguard.cli", "run", "--config", str(config), "--stdin",
-                                 "--record", str(capture)], cwd=ROOT, env=pcsc_env(), stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        try:
-            sale = _ask(proc, "sale 1250")
-            assert sale["ok"] and sale["state"] == "signature_pending", sale
-            again = _ask(proc, "sale 1250")  # same card, same amount, seconds apart
-            assert again["ok"] and again["incidents"][0]["incident"] == "duplicate_charge"
-            assert _ask(proc, f"sign {sale['txn']}")["state"] == "signed"
-            status = _ask(proc, "status")
-            assert status["ok"] and status["pending"] == 0
-            settle = _ask(proc, "settle")
-            assert settle["ok"], settle
-            bad = _ask(proc, "void NOPE")
-            assert not bad["ok"] and bad["error"]
-            proc.send_signal(signal.SIGTERM)
-            out, err = proc.communicate(timeout=15)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    assert proc.returncode == 0, err
+    LOGS.clear()
+    with vpcd_card("visa_credit_sig"), stdin_service(config, record=capture) as service:
+        sale = service.ask("sale 1250")
+        assert sale["ok"] and sale["state"] == "signature_pending", sale
+        again = service.ask("sale 1250")  # same card, same amount, seconds apart
+        assert again["ok"] and again["incidents"][0]["incident"] == "duplicate_charge"
+        assert service.ask(f"sign {sale['txn']}")["state"] == "signed"
+        status = service.ask("status")
+        assert status["ok"] and status["pending"] == 0
+        settle = service.ask("settle")
+        assert settle["ok"], settle
+        bad = service.ask("void NOPE")
+        assert not bad["ok"] and bad["error"]
+    out, err = service.out, service.err
+    assert service.returncode == 0, err
     logs = [json.loads(line) for line in LOGS + out.splitlines() if line.strip()]
     events = [r["event"] for r in logs]
     assert events[0] == "service.recovered" and "service.started" in events and events[-1] == "service.stopped"

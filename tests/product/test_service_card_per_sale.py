@@ -5,49 +5,32 @@ pyiso8583), and the card's second GENERATE AC answers TC after the host's approv
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from firmware_sim.host import HostSimulator, SimConfig
-from firmware_sim.rig.pcscd import pcsc_env
+from firmware_sim.host import HostSimulator
 from firmware_sim.rig.sims import vpcd_card
-from tests.product.conftest import ROOT, clear_pan_hits
-from tests.product.test_service import LOGS, _ask, write_config
+from tests.product.conftest import clear_pan_hits
+from tests.product.stdin_service import LOGS, stdin_service
+from tests.product.test_service import host, write_config
 from tests.product.wire_audit import amount_problems, authorisations, replay_problems
 
-
-@pytest.fixture
-def host() -> Iterator[HostSimulator]:
-    with HostSimulator(SimConfig(dialect="iso87ascii")) as sim:
-        yield sim
+__all__ = ["host"]  # the simulator fixture, shared with test_service
 
 
 @pytest.mark.pcscd
 def test_each_sale_reads_the_card_at_its_amount(tmp_path: Path, host: HostSimulator) -> None:
     config = write_config(tmp_path, host.port)
-    LOGS.clear()  # _ask keeps the log lines it reads past
+    LOGS.clear()  # ask keeps the log lines it reads past
     capture = tmp_path / "session.jsonl"
-    with vpcd_card("mastercard_nocvm"):
-        proc = subprocess.Popen([sys.executable, "-m", "posguard.cli", "run", "--config", str(config), "--stdin",
-                                 "--record", str(capture)], cwd=ROOT, env=pcsc_env(), stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        try:
-            first = _ask(proc, "sale 1250")
-            second = _ask(proc, "sale 4000")
-            assert first["ok"] and first["state"] == "approved", first
-            assert second["ok"] and second["state"] == "approved", second
-            proc.send_signal(signal.SIGTERM)
-            out, err = proc.communicate(timeout=15)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    assert proc.returncode == 0, err
+    with vpcd_card("mastercard_nocvm"), stdin_service(config, record=capture) as service:
+        first = service.ask("sale 1250")
+        second = service.ask("sale 4000")
+        assert first["ok"] and first["state"] == "approved", first
+        assert second["ok"] and second["state"] == "approved", second
+    out, err = service.out, service.err
+    assert service.returncode == 0, err
     auths = authorisations(capture, "iso87ascii")
     assert [a.amount for a in auths] == [12_50, 40_00]
     assert [int(a.icc["9F02"].hex()) for a in auths] == [12_50, 40_00]

@@ -5,7 +5,6 @@ pad (keyed on the pad simulator's control channel) and sends field 52, which the
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from firmware_sim.host import HostSimulator, SimConfig
 from firmware_sim.rig.pcscd import pcsc_env
 from firmware_sim.rig.sims import PinPadSim, pin_pad, vpcd_card
 from tests.product.conftest import ROOT
+from tests.product.stdin_service import ask
 from tests.product.test_service import write_config
 from tests.secret_sweep import register_secret
 
@@ -52,33 +52,12 @@ def _cardholder(pad: PinPadSim) -> None:
     threading.Thread(target=run, daemon=True).start()
 
 
-def _ask(proc: subprocess.Popen[str], line: str, timeout: float) -> dict[str, object]:
-    """The service's answer to ``line`` (log lines before it are skipped)."""
-    assert proc.stdin is not None and proc.stdout is not None
-    proc.stdin.write(line + "\n")
-    proc.stdin.flush()
-    deadline = time.monotonic() + timeout
-    seen: list[str] = []
-    while time.monotonic() < deadline:
-        text = proc.stdout.readline()
-        if not text:
-            break
-        seen.append(text.strip()[:300])
-        obj = json.loads(text)
-        if "answer" in obj:
-            answer: dict[str, object] = obj["answer"]
-            return answer
-    died = proc.stderr.read() if proc.stderr is not None and proc.poll() is not None else ""
-    raise AssertionError(f"no answer to {line!r}{': the service stopped: ' + died if died else ''}; it said: "
-                         + "\n".join(seen[-8:]))
-
-
 def _sale(config: Path) -> dict[str, object]:
     proc = subprocess.Popen([sys.executable, "-m", "posguard.cli", "run", "--config", str(config), "--stdin"],
                             cwd=ROOT, env={**pcsc_env(), **{k: v for k, v in os.environ.items() if k == "PATH"}},
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        return _ask(proc, "sale 8800", timeout=40)
+        return ask(proc, "sale 8800", timeout=40)
     finally:
         proc.kill()
         proc.communicate(timeout=10)

@@ -7,17 +7,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from firmware_sim.rig.pcscd import pcsc_env
 from firmware_sim.rig.sims import vpcd_card
 from tests.product.conftest import ROOT, clear_pan_hits
-from tests.product.test_service import _ask, host, write_config
+from tests.product.stdin_service import stdin_service
+from tests.product.test_service import host, write_config
 
 __all__ = ["host"]  # the simulator fixture, shared with test_service
 
@@ -33,34 +32,25 @@ def test_unsigned_follow_up_over_the_service(tmp_path: Path, host: object) -> No
                       + "\n[unsigned]\nfollow_up_hours = 48.0\n")
     pad = tmp_path / "pad.png"
     pad.write_bytes(b"\x89PNG strokes from the pad")
-    with vpcd_card("visa_credit_sig"):
-        proc = subprocess.Popen([sys.executable, "-m", "posguard.cli", "run", "--config", str(config), "--stdin"],
-                                cwd=ROOT, env=pcsc_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
-        try:
-            gone = _ask(proc, "sale 1250")
-            assert gone["ok"] and gone["state"] == "signature_pending", gone
-            bad = _ask(proc, f"refuse {gone['txn']} contact=fax:{PHONE}")
-            assert not bad["ok"] and "phone:NUMBER or email:ADDRESS" in bad["error"] and PHONE not in bad["error"]
-            refused = _ask(proc, f"refuse {gone['txn']} contact=phone:{PHONE}")
-            assert refused["ok"] and refused["incidents"][0]["outcome"] == "follow_up", refused
-            iid = refused["incidents"][0]["incident_id"]
-            contacted = _ask(proc, f"contacted {gone['txn']}")
-            assert contacted["incidents"][0]["incident_id"] == iid
-            no_sup = _ask(proc, f"consent_void {gone['txn']}")
-            assert not no_sup["ok"]
-            kept = _ask(proc, f"keep {gone['txn']}")
-            assert kept["incidents"][0]["outcome"] == "kept_at_merchant_risk" and kept["state"] == "signature_pending"
-            back = _ask(proc, "sale 2250")
-            signed = _ask(proc, f"sign {back['txn']} esig={pad}")
-            assert signed["ok"] and signed["state"] == "signed" and signed["incidents"] == []  # in time: no incident
-            proc.send_signal(signal.SIGTERM)
-            out, err = proc.communicate(timeout=15)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    assert proc.returncode == 0, err
+    with vpcd_card("visa_credit_sig"), stdin_service(config) as service:
+        gone = service.ask("sale 1250")
+        assert gone["ok"] and gone["state"] == "signature_pending", gone
+        bad = service.ask(f"refuse {gone['txn']} contact=fax:{PHONE}")
+        assert not bad["ok"] and "phone:NUMBER or email:ADDRESS" in bad["error"] and PHONE not in bad["error"]
+        refused = service.ask(f"refuse {gone['txn']} contact=phone:{PHONE}")
+        assert refused["ok"] and refused["incidents"][0]["outcome"] == "follow_up", refused
+        iid = refused["incidents"][0]["incident_id"]
+        contacted = service.ask(f"contacted {gone['txn']}")
+        assert contacted["incidents"][0]["incident_id"] == iid
+        no_sup = service.ask(f"consent_void {gone['txn']}")
+        assert not no_sup["ok"]
+        kept = service.ask(f"keep {gone['txn']}")
+        assert kept["incidents"][0]["outcome"] == "kept_at_merchant_risk" and kept["state"] == "signature_pending"
+        back = service.ask("sale 2250")
+        signed = service.ask(f"sign {back['txn']} esig={pad}")
+        assert signed["ok"] and signed["state"] == "signed" and signed["incidents"] == []  # in time: no incident
+    out, err = service.out, service.err
+    assert service.returncode == 0, err
     sigs = list((data / "signatures").iterdir())
     assert [p.read_bytes() for p in sigs] == [pad.read_bytes()] and sigs[0].name.startswith(back["txn"])
     notices = sorted(p.name for p in (data / "outbox").iterdir())
