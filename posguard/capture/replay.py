@@ -84,6 +84,27 @@ class ReplayLink:
         self.late_answers: list[LinkEvent] = []
         #: called for each recorded network message (08xx) the replay passes over without sending it
         self.network_skipped: Callable[[], None] = lambda: None
+        self._spent: set[int] = set()  # the records of those messages, each spent once
+
+    def spend_network(self, index: int) -> None:
+        """The recorded 08xx at ``index`` is not sent by the replay: spend its STAN (once)."""
+        if index not in self._spent:
+            self._spent.add(index)
+            self.network_skipped()
+
+    def spend_ahead(self, start: int) -> None:
+        """An operator action starts at record ``start``: the sign-on the live terminal sent before the action's
+        first request (a first sign-on, keys renewed by age) took its STAN before that request's; so does the
+        replay, before the action allocates any."""
+        records = self.cursor.records
+        for i in range(start, len(records)):
+            rec = records[i]
+            if rec["k"] in ("op", "start"):
+                return
+            if rec["k"] == "iso" and rec["dir"] == "out":
+                if not str(rec.get("mti", "")).startswith("08"):
+                    return
+                self.spend_network(i)
 
     def _deliver_late(self, rec: dict[str, Any]) -> None:
         self.cursor.at(rec)
@@ -100,9 +121,9 @@ class ReplayLink:
         out = c.records[c.pos - 1]
         if not str(out.get("mti", "")).startswith("08") or request.mti.startswith("08"):
             return False
+        self.spend_network(c.pos - 1)
         if c.pos < len(c.records) and c.records[c.pos]["k"] == "iso" and c.records[c.pos]["dir"] == "in":
             c.pos += 1
-        self.network_skipped()
         return True
 
     def _find_out(self, request: Message) -> None:
@@ -412,7 +433,7 @@ def replay(source: str | Path | Capture, *, desk: DeskFactory, journal_path: str
             cursor.pos += 1
             kind = rec["k"]
             if kind == "iso" and rec.get("dir") == "out" and str(rec.get("mti", "")).startswith("08"):
-                link.network_skipped()  # a sign-on/echo between operator actions: its STAN, as live
+                link.spend_network(index)  # a sign-on/echo between operator actions: its STAN, as live
             elif kind == "card" and listed is not None:  # an older capture: each card listed once, before its sales
                 listed.learn(rec)
             elif kind == "start":  # the live service restarted here: it recovered before anything else
@@ -427,6 +448,7 @@ def replay(source: str | Path | Capture, *, desk: DeskFactory, journal_path: str
                     args["txn"] = _named_txn(journal, args["txn"], cursor.line(index))
                 if rec["op"] == "reconcile" and "report" in args:  # inline, or a file beside the capture
                     args["report"] = _op_report(args["report"], base, cursor.line(index))
+                link.spend_ahead(cursor.pos)  # a sign-on sent before the action's first request
                 try:
                     till.do(str(rec["op"]), **args)
                     refusal = getattr(till, "refusal", None)
