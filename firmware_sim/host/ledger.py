@@ -40,6 +40,30 @@ def card_org(pan: str | None) -> str | None:
     return "OTH"
 
 
+#: the codes a CUP upload's field 63 may name (a NEWPOS UnionPay terminal's ``SelectCardUnit`` offers CUP, VIS, MCC,
+#: MAE, JCB, DCC, AMX; OTH for any other organisation)
+UPLOAD_ORGS = ("CUP", "VIS", "MCC", "MAE", "JCB", "DCC", "AMX", "OTH")
+
+
+def detail_booking(req: dict[str, Any], dialect: str) -> tuple[dict[str, Any], str | None]:
+    """What the host needs to book a transaction it learns of only from a detail upload (0320): the card
+    organisation (CUP: field 63 as the terminal kept it from the 0210, else the PAN's) and the currency (49).
+    Returns the booking's extra fields and, when it cannot be booked, why (the upload is declined 30)."""
+    org: str | None = None
+    if dialect == "cup" and req.get("63"):
+        org = str(req["63"])[:3].strip().upper()
+        if org not in UPLOAD_ORGS:
+            return {}, f"field 63 card organisation {org!r} is not one of {', '.join(UPLOAD_ORGS)}"
+    currency = str(req.get("49") or "")
+    if not (len(currency) == 3 and currency.isdigit()):
+        return {}, (f"field 49 (currency) {currency!r} is not ISO 4217 numeric: a detail the host must book needs "
+                    "its currency")
+    pan = req.get("2")
+    if org is None and not pan:
+        return {}, "neither field 63 (card organisation) nor field 2: the booking's side of the totals is unknown"
+    return {"card_org": org or card_org(pan), "currency": str(req["49"])}, None
+
+
 def pan_hash(pan: str | None) -> str | None:
     if not pan:
         return None

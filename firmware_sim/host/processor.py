@@ -55,7 +55,7 @@ from typing import Any
 from .faults import ISSUER_KINDS
 from .issuer import Issuer
 from .keys import IssuedKeys, KeyStore
-from .ledger import Entry, Ledger, pan_hash
+from .ledger import Entry, Ledger, detail_booking, pan_hash
 from .pin import DATED_KINDS, PIN_KINDS, PinChecker, Refusal, check_local_date, local_now, terminal_zone
 from .rules import DEFAULT_RULES, RuleSet
 
@@ -480,16 +480,20 @@ class Processor:
         if any(e.status in ("approved", "voided") for e in held):
             rc = "00"
         else:
+            booking, why = detail_booking(req, self.dialect)  # card organisation (CUP 63) and currency (49)
+            if why is not None:
+                return Outcome(self._respond(req, "30"), self.ledger.add(**self._base(req, "batch_upload", "30",
+                                                                                      note=f"detail refused: {why}")))
             rc = "25"
             if held:  # booked declined (or reversed) here, approved on the terminal: the detail wins
                 held[-1].status = "approved"
                 held[-1].note = "approved by batch upload"
             else:
-                self._book_from_detail(req, tid)
+                self._book_from_detail(req, tid, **booking)
         entry = self.ledger.add(**self._base(req, "batch_upload", "00", note=f"detail rc={rc}"))
         return Outcome(self._respond(req, rc), entry)
 
-    def _book_from_detail(self, req: Doc, tid: str | None) -> None:
+    def _book_from_detail(self, req: Doc, tid: str | None, **booking: Any) -> None:
         if self.dialect == "cup":
             kind = {"22": "sale", "25": "refund", "10": "preauth"}.get(req.get("60", "")[0:2], "sale")
             stan = req.get("61", "")[6:12] or req.get("11")
@@ -497,7 +501,7 @@ class Processor:
             kind = {"00": "sale", "20": "refund", "03": "preauth"}.get(req.get("3", "")[:2], "sale")
             stan = req.get("60", "")[4:10] or req.get("11")
         base = self._base(req, kind, "00", rrn=req.get("37"), auth_code=req.get("38"), note="booked from batch upload")
-        base.update(stan=stan, mti=req["t"])
+        base.update(stan=stan, mti=req["t"], **booking)
         self.ledger.add(**base)
 
     def _settle_sides(self, groups: list[dict[str, int]], tid: str | None) -> tuple[list[dict[str, int]], bool]:

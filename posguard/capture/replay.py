@@ -82,6 +82,29 @@ class ReplayLink:
         #: recorded answers that came after their request's timeout: delivered later as late answers
         self._late: set[int] = set()
         self.late_answers: list[LinkEvent] = []
+        #: called for each recorded network message (08xx) the replay passes over without sending it
+        self.network_skipped: Callable[[], None] = lambda: None
+        self._spent: set[int] = set()  # the records of those messages, each spent once
+
+    def spend_network(self, index: int) -> None:
+        """The recorded 08xx at ``index`` is not sent by the replay: spend its STAN (once)."""
+        if index not in self._spent:
+            self._spent.add(index)
+            self.network_skipped()
+
+    def spend_ahead(self, start: int) -> None:
+        """An operator action starts at record ``start``: the sign-on the live terminal sent before the action's
+        first request (a first sign-on, keys renewed by age) took its STAN before that request's; so does the
+        replay, before the action allocates any."""
+        records = self.cursor.records
+        for i in range(start, len(records)):
+            rec = records[i]
+            if rec["k"] in ("op", "start"):
+                return
+            if rec["k"] == "iso" and rec["dir"] == "out":
+                if not str(rec.get("mti", "")).startswith("08"):
+                    return
+                self.spend_network(i)
 
     def _deliver_late(self, rec: dict[str, Any]) -> None:
         self.cursor.at(rec)
@@ -98,6 +121,7 @@ class ReplayLink:
         out = c.records[c.pos - 1]
         if not str(out.get("mti", "")).startswith("08") or request.mti.startswith("08"):
             return False
+        self.spend_network(c.pos - 1)
         if c.pos < len(c.records) and c.records[c.pos]["k"] == "iso" and c.records[c.pos]["dir"] == "in":
             c.pos += 1
         return True
@@ -358,6 +382,7 @@ def replay(source: str | Path | Capture, *, desk: DeskFactory, journal_path: str
            say: Callable[[str], None] | None = None) -> ReplayResult:
     """Replay ``source``; raises :class:`CaptureError` (with the line) when it cannot be read or replayed."""
     capture = source if isinstance(source, Capture) else read_capture(source)
+    base = Path(source).resolve().parent if isinstance(source, str | Path) else None  # a reconcile op's report file
     started = capture.header.get("started")
     try:
         start = datetime.fromisoformat(str(started)).timestamp() if started else 1_700_000_000.0
@@ -388,6 +413,7 @@ def replay(source: str | Path | Capture, *, desk: DeskFactory, journal_path: str
                 say(line)
 
         till = desk(engine, capture.dialect, _say)
+        link.network_skipped = lambda: _stan_step(journal)
         presented = per_presentation(capture)
         swiped = {str(r["ref"]): str(r["track2"]) for r in capture.records if r["k"] == "swipe" and "ref" in r}
         listed: ListedCards | None = None
@@ -406,7 +432,9 @@ def replay(source: str | Path | Capture, *, desk: DeskFactory, journal_path: str
             rec = cursor.records[index]
             cursor.pos += 1
             kind = rec["k"]
-            if kind == "card" and listed is not None:  # an older capture: each card listed once, before its sales
+            if kind == "iso" and rec.get("dir") == "out" and str(rec.get("mti", "")).startswith("08"):
+                link.spend_network(index)  # a sign-on/echo between operator actions: its STAN, as live
+            elif kind == "card" and listed is not None:  # an older capture: each card listed once, before its sales
                 listed.learn(rec)
             elif kind == "start":  # the live service restarted here: it recovered before anything else
                 cursor.at(rec)
@@ -418,6 +446,9 @@ def replay(source: str | Path | Capture, *, desk: DeskFactory, journal_path: str
                 args = {k: v for k, v in rec.items() if k not in ("t", "k", "op")}
                 if "txn" in args:
                     args["txn"] = _named_txn(journal, args["txn"], cursor.line(index))
+                if rec["op"] == "reconcile" and "report" in args:  # inline, or a file beside the capture
+                    args["report"] = _op_report(args["report"], base, cursor.line(index))
+                link.spend_ahead(cursor.pos)  # a sign-on sent before the action's first request
                 try:
                     till.do(str(rec["op"]), **args)
                     refusal = getattr(till, "refusal", None)
@@ -450,6 +481,14 @@ def replay(source: str | Path | Capture, *, desk: DeskFactory, journal_path: str
         raise
 
 
+def _stan_step(journal: Journal) -> None:
+    """The live terminal spent a STAN on a sign-on (or echo) the replay does not send (it holds no master key):
+    spend it too, so the replayed transactions carry the STANs the recording shows (an ``op`` naming a STAN, an
+    incident naming one)."""
+    with journal.atomic("replay_network_stan"):
+        journal.allocate_stan()
+
+
 def owed_at_the_end(journal: Journal) -> list[IncidentReport]:
     """The capture ended while these transactions' outcomes were unknown: the live terminal owes the host their
     reversal (or, for an advice-only request such as a CUP refund, the advice) — one incident each."""
@@ -462,6 +501,18 @@ def owed_at_the_end(journal: Journal) -> list[IncidentReport]:
             f"{what}_owed", f"the capture ends while the outcome of {txn.kind} {txn.id} (STAN {txn.stan}) is "
             f"unknown ({txn.state}): the {what} is owed to the host"))
     return out
+
+
+def _op_report(value: Any, base: Path | None, line: int) -> Any:
+    """A ``reconcile`` op's report (inline or a file, :mod:`posguard.capture.inline_report`), read now so that a
+    report that cannot be read is a one-line error naming the record's line."""
+    from posguard.capture.inline_report import report_of_op
+    from posguard.engine.acquirer_report import ReportError
+
+    try:
+        return report_of_op(value, base=base, source=f"capture line {line}")
+    except ReportError as exc:
+        raise CaptureError(line, f"op reconcile: the acquirer's report cannot be read: {exc}") from None
 
 
 def _named_txn(journal: Journal, value: Any, line: int) -> str:

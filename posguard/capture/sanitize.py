@@ -132,6 +132,22 @@ class Sanitiser:
             if digits.isdigit() and 12 <= len(digits) <= 19 and luhn_ok(digits) and digits not in self._test:
                 self.learn(digits)
 
+    def masked(self, masked_pan: str) -> str:
+        """A masked PAN (first six, ``*``, last four: an acquirer report's ``pan_masked``) of a card this capture
+        has seen, as the masked form of its test PAN; a masked PAN of a card not seen is kept (it shows no more
+        than a receipt does).
+
+        >>> s = Sanitiser(salt=b"k")
+        >>> test = s.learn("4761739001010119")
+        >>> s.masked("476173******0119") == test[:6] + "******" + test[-4:], s.masked("622202******0012")
+        (True, '622202******0012')
+        """
+        head, tail, width = masked_pan[:6], masked_pan[-4:], len(masked_pan)
+        for pan, test in self._map.items():
+            if len(pan) == width and pan.startswith(head) and pan.endswith(tail):
+                return test[:6] + "*" * (width - 10) + test[-4:]
+        return masked_pan
+
     def scrub_unknown(self, value: str) -> str:
         """Belt and braces for free text: any Luhn-valid digit run that looks like a PAN is learnt and replaced."""
         from posguard.sensitive import luhn_ok

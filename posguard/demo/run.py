@@ -288,12 +288,14 @@ def _report(till: Any, engine: Any, say: Callable[[str], None], rig: Any = None)
         say(f"{n:2}. {inc.kind:17} {inc.rule:28} {', '.join(inc.transactions):40} -> {inc.outcome}"
             f" ({len(inc.messages)} message(s))")
     if rig is not None and any(i.kind == "unsettled" for i in till.incidents):  # what the acquirer's report shows
-        _acquirer_findings(engine, say, rig)
+        _acquirer_findings(engine, say, rig, till)
     say("journal: " + ", ".join(f"{r['state']} {r['count']}" for r in engine.journal.state_counts()))
 
 
-def _acquirer_findings(engine: Any, say: Callable[[str], None], rig: Any) -> None:
-    """The acquirer's settlement report (from the simulator's books) against the journal, both ways."""
+def _acquirer_findings(engine: Any, say: Callable[[str], None], rig: Any, till: Any = None) -> None:
+    """The acquirer's settlement report (from the simulator's books) against the journal, both ways; then the
+    operator's ``reconcile`` with it, so the batch's incident keeps the record and a recorded day carries the
+    report inline (docs/capture-format.md "The reconcile op")."""
     from posguard.engine.acquirer_report import parse_report
     from posguard.flows.unsettled import finding_line, reconcilable_batches
 
@@ -304,3 +306,5 @@ def _acquirer_findings(engine: Any, say: Callable[[str], None], rig: Any) -> Non
         say(f"{report.source}, batch {batch}: {len(found)} finding(s)")
         for d in found:
             say(f"    {finding_line(d)}")
+    if till is not None:
+        till.do("reconcile", report=report)

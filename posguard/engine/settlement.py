@@ -29,14 +29,34 @@ if TYPE_CHECKING:
     from posguard.engine.engine import TransactionEngine
     from posguard.iso8583.message import Message
 
-__all__ = ["Settlement", "SettlementResult", "card_side"]
+__all__ = ["Settlement", "SettlementResult", "card_side", "card_organisation", "CARD_ORGANISATIONS"]
+
+#: the CUP card-organisation code (field 63, 3 characters: what the 0210/0510 answers, pos-flows.md §B) per card
+#: scheme; UnionPay is the domestic side of the 0500's field 48, every other organisation the foreign side
+CARD_ORGANISATIONS: dict[str, str] = {"unionpay": "CUP", "visa": "VIS", "mastercard": "MCC", "jcb": "JCB",
+                                      "amex": "AMX"}
+
+
+def card_organisation(txn: TxnRecord) -> str:
+    """The card organisation code of ``txn``'s card (``CUP``, ``VIS``, ``MCC``, ``JCB``, ``AMX``, else ``OTH``), by
+    the scheme the journal recorded (the PAN's leading digits when none was) — what a CUP terminal keeps from the
+    answer's field 63 and sends back in its offline and batch uploads, so the acquirer can book a transaction it
+    only learns from the upload on the right side of the totals (a NEWPOS UnionPay terminal's
+    ``BatchSendOffTrans1``: ``glSendPack.szField63 = stLog.szCardUnit``; its ``SetIssuerName`` derives the code
+    from the AID / PAN as this does)."""
+    pan = txn.pan_masked or ""
+    scheme = txn.scheme or scheme_of(pan)
+    if scheme is not None:
+        return CARD_ORGANISATIONS.get(scheme, "OTH")
+    if not pan:
+        return "CUP"  # nothing recorded of the card: the domestic side, as the totals count it
+    return {"35": "JCB", "34": "AMX", "37": "AMX"}.get(pan[:2], "OTH")
 
 
 def card_side(txn: TxnRecord) -> str:
     """``domestic`` (UnionPay) or ``foreign`` (every other organisation), by the scheme the journal recorded for
     the card (the PAN's leading digits when none was)."""
-    scheme = txn.scheme or scheme_of(txn.pan_masked or "") or "unionpay"
-    return "domestic" if scheme == "unionpay" else "foreign"
+    return "domestic" if card_organisation(txn) == "CUP" else "foreign"
 
 
 @dataclass(frozen=True)
@@ -217,6 +237,19 @@ class Settlement:
             out["icc"] = result.upload_icc()
         return out
 
+    def _booking_fields(self, purpose: str, txn: TxnRecord) -> dict[str, str]:
+        """What a detail upload adds so the acquirer can book a transaction it learns of only from the upload
+        (offline, store-and-forward, or an approval its books lack): the currency (49) and, CUP, the card
+        organisation (63, :func:`card_organisation`) that puts it on the domestic or foreign side of field 48."""
+        if purpose != "detail":
+            return {}
+        from posguard.engine.profiles import currency_numeric
+
+        out = {"49": currency_numeric(txn.currency)}  # ISO 4217 numeric, as the sale's 49
+        if self.engine.profile.uses_field_60:
+            out["63"] = card_organisation(txn)
+        return out
+
     def _upload_all(self, batch: int, purpose: str, txns: list[TxnRecord]) -> tuple[int, list[str]]:
         """Upload each transaction (0320), retrying failures in rounds; returns (count, ids the host lacked)."""
         engine = self.engine
@@ -250,6 +283,7 @@ class Settlement:
                                                   terminal_id=engine.terminal.terminal_id,
                                                   merchant_id=engine.terminal.merchant_id, txn=txn,
                                                   **self._upload_card(txn))
+            fields.update(self._booking_fields(purpose, txn))
             engine.journal.record_message(direction="out", mti=spec.mti, masked=masked_json(spec.mti, fields, engine.profile.dialect),
                                           stan=stan, txn_id=txn.id)
             engine.journal.upload_record(batch, txn.id, purpose, state="sent", attempt=True)

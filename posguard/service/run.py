@@ -402,8 +402,9 @@ class Service:
         elif c.verb == "settle":
             t.do("settle")
         elif c.verb == "reconcile":
+            t.delivered = []
             found = t.do("reconcile", report=c.report) or []
-            return {"reconciled": [i.incident_id for i in found]}
+            return {"reconciled": [i.incident_id for i in found], "outbox": list(t.delivered)}
         elif c.verb == "flush":
             left = self.engine.flush()
             return {"pending": len(left)}

@@ -325,7 +325,8 @@ class Till:
             raise ValueError(f"unknown operator action {op!r}; known: {', '.join(OPS)}")
         self.refusal = None
         if self.writer is not None:  # a capture keeps no customer contact and no local file path
-            self.writer.record("op", op=op, **{k: (None if k in _NOT_CAPTURED else v) for k, v in args.items()})
+            self.writer.record("op", op=op, **{k: (None if k in _NOT_CAPTURED else v) for k, v in
+                                               self._captured_args(op, args).items()})
         handler: Callable[..., Any] = getattr(self, f"_op_{op}")
         try:
             return handler(**args)
@@ -334,6 +335,20 @@ class Till:
             self._tell(f"{op}.refused", f"refused: {self.refusal}", **{k: v for k, v in args.items()
                                                                       if k in ("txn", "amount")})
             return None
+
+    def _captured_args(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
+        """A ``reconcile`` op record carries the acquirer's report inline (sanitised), not the path of a file the
+        replay may not have (docs/capture-format.md); an unreadable report is recorded as the path it was."""
+        if op != "reconcile" or self.writer is None or "report" not in args:
+            return args
+        from posguard.capture.inline_report import inline_report
+
+        report = args["report"]
+        try:
+            loaded = report if isinstance(report, SettlementReport) else load_report(report)
+        except ReportError:
+            return args
+        return {**args, "report": inline_report(loaded, self.writer.sanitiser)}
 
     def _note(self, result: TxnResult, what: str, action: str, *, detections: bool = True) -> TxnResult:
         self.results.append(result)
@@ -588,9 +603,9 @@ class Till:
             self.reconcile(result.batch_no)
 
     # -- reconciliation (pos-flows.md §A "Not arrived"), at settlement and on report import ------------------
-    def _op_reconcile(self, report: str, batch: int | None = None) -> list[IncidentReport]:
-        try:
-            loaded = load_report(report)
+    def _op_reconcile(self, report: str | SettlementReport, batch: int | None = None) -> list[IncidentReport]:
+        try:  # a path (the operator's verb), or the report itself (a capture's op record carries it inline)
+            loaded = report if isinstance(report, SettlementReport) else load_report(report)
         except ReportError as exc:
             raise CorrectionRefused(f"settlement report: {exc}") from None
         batches = [int(batch)] if batch is not None else reconcilable_batches(self.engine.journal, loaded,
@@ -630,9 +645,11 @@ class Till:
             self._tell("incident.detected", f"DETECTED unsettled [totals_unbalanced] batch {batch_no}"
                        if report is None else f"DETECTED unsettled [report_import] batch {batch_no}",
                        logging.WARNING, kind="unsettled", batch=batch_no)
-            return self._correct("unsettled", "totals_unbalanced" if report is None else "report_import", (),
-                                 batch_no=batch_no, settlement_report=report,
-                                 cause="host" if report is not None else "network")
+            first = self._correct("unsettled", "totals_unbalanced" if report is None else "report_import", (),
+                                  batch_no=batch_no, settlement_report=report,
+                                  cause="host" if report is not None else "network")
+            self._deliver_reconciliation(first)
+            return first
         ctx = FlowContext(self.engine, journal, self.dialect, self.policies, clock=self.engine.clock)
         with self.engine.recording() as sent:
             outcome = FLOWS["unsettled"]().resume(ctx, found[0], FlowRequest("unsettled", (), batch_no=batch_no,
@@ -641,7 +658,25 @@ class Till:
                              outcome.outcome, outcome.reason, [m.mti for m in sent], incident_id=found[0])
         self.incidents.append(inc)
         self._incident(inc)
+        self._deliver_reconciliation(inc)
         return inc
+
+    #: the outbox files the last reconciliation wrote (customers' notices, then the merchant's list)
+    delivered: list[str] = []
+
+    def _deliver_reconciliation(self, inc: IncidentReport) -> None:
+        """The merchant's list beside the customers' notices in the outbox; the operator is told where they are
+        (the service's ``reconcile`` and ``posguard reconcile --outbox``)."""
+        if not self.policies.outbox or inc.incident_id is None:
+            return
+        from posguard.service.reconcile_outbox import deliver_merchant_list
+
+        done = deliver_merchant_list(self.engine.journal, inc.incident_id, self.policies.outbox)
+        if done.merchant is not None:
+            self.delivered = [*self.delivered, *done.customers, done.merchant]
+            self._tell("reconcile.delivered", f"incident {inc.incident_id}: {len(done.customers)} customer "
+                       f"notice(s) and the merchant's list in the outbox: {done.merchant}",
+                       incident=inc.incident_id, customers=list(done.customers), merchant=done.merchant)
 
     # -- the service's idle tick ----------------------------------------------------------------------
     #: a queued reversal/advice older than this (engine clock) is an incident: the host has not acknowledged it

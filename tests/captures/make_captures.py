@@ -5,7 +5,10 @@
 and ``expected.json``, the incidents each one must replay to (kind, rule, outcome).
 
 Each capture holds a ``card`` record per presentation (the card is read for every charge, at its amount) and the
-card's ``card_outcome`` after the host answered; a capture without them is refused here.
+card's ``card_outcome`` after the host answered; a capture without them is refused here. The demo signs on (the
+PIN pad takes the sign-on's working key), so each capture starts with an 0800 whose STAN the replay spends too
+(the replayed requests carry the recorded STANs); the unbalanced day ends with the operator's ``reconcile`` and
+the acquirer's report inline.
 """
 
 from __future__ import annotations

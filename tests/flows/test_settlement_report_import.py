@@ -181,7 +181,9 @@ def test_the_cli_import_exits_as_declared(dialect: str, tmp_path: Path, capsys: 
     assert cli_main(["reconcile", "--report", str(report), "--config", str(config), "--outbox", str(outbox)]) == 1
     out = capsys.readouterr().out
     assert f"host_booked_not_approved: {declined} sale" in out and "incident 1: acquirer_contact_needed" in out
-    assert [p.name for p in sorted(outbox.iterdir())] == [f"incident-000001-unsettled_charged-001-{declined}.txt"]
+    notices = sorted(p.name for p in outbox.iterdir() if "-merchant-" not in p.name)  # + the merchant's list
+    assert notices == [f"incident-000001-unsettled_charged-001-{declined}.txt"]
+    assert len(list(outbox.glob("incident-000001-unsettled-merchant-*.txt"))) == 1
     assert cli_main(["reconcile", "--report", str(report), "--config", str(config)]) == 0  # compared already
     assert "reconciliation is incident 1 already (this report was compared)" in capsys.readouterr().out
     with JournalLock(str(journal)):  # the running service holds the journal

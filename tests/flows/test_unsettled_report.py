@@ -287,6 +287,7 @@ def test_a_crash_during_the_comparison_resumes_and_tells_each_customer_once(desk
 
 
 def _findings_told(tmp_path: Path) -> list[Path]:
-    """The notices the unsettled flow wrote to the outbox (not the till's automatic-reversal notices)."""
+    """The customer notices the unsettled flow wrote to the outbox (not the till's automatic-reversal notices, nor
+    the merchant's list beside them)."""
     outbox = tmp_path / "outbox"
-    return sorted(outbox.glob("incident-*")) if outbox.exists() else []
+    return sorted(p for p in outbox.glob("incident-*") if "-merchant-" not in p.name) if outbox.exists() else []

@@ -6,6 +6,7 @@ import io
 import json
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -171,32 +172,34 @@ def _write(path: Path, records: list[dict[str, Any]]) -> Path:
     return path
 
 
-def test_an_answer_recorded_after_the_timeout_is_a_timeout_then_a_late_answer(tmp_path: Path,
+@pytest.mark.parametrize("dialect", ["iso87ascii", "cup"])
+def test_an_answer_recorded_after_the_timeout_is_a_timeout_then_a_late_answer(dialect: str, tmp_path: Path,
                                                                                 posguard_replay: Any) -> None:
     """Hand-written: the host approved the sale, but 2.5 s after it was sent (the terminal waits 1.5 s). A live
     terminal reverses it and then hears the approval late; so does the replay."""
-    recs = _records("iso87ascii-reversal.jsonl")
+    recs = _records(f"{dialect}-reversal.jsonl")
     cut = next(i for i, r in enumerate(recs) if r.get("k") == "link" and r.get("event") == "timeout")
     sale_out = recs[cut - 1]
     assert sale_out["k"] == "iso" and sale_out["mti"] == "0200"
     template = next(r for r in recs if r.get("k") == "iso" and r.get("dir") == "in" and r.get("mti") == "0210")
-    answer = Message.decode(bytes.fromhex(template["hex"]), "iso87ascii")
-    answer["4"] = Message.decode(bytes.fromhex(sale_out["hex"]), "iso87ascii")["4"]
+    answer = Message.decode(bytes.fromhex(template["hex"]), dialect)
+    answer["4"] = Message.decode(bytes.fromhex(sale_out["hex"]), dialect)["4"]
     answer["11"] = f"{sale_out['stan']:06d}"
     late = {"t": sale_out["t"] + 2.5, "k": "iso", "dir": "in", "mti": "0210", "stan": sale_out["stan"],
             "hex": answer.encode().hex()}
     assert answer["39"] == "00"
     day = posguard_replay(_write(tmp_path / "late.jsonl", [*recs[:cut], late, *recs[cut + 1:]]))
-    assert day.incident_dicts() == posguard_replay(CAPTURES / "iso87ascii-reversal.jsonl").incident_dicts()
+    assert day.incident_dicts() == posguard_replay(CAPTURES / f"{dialect}-reversal.jsonl").incident_dicts()
     assert [i.kind for i in day.incidents] == ["reversal"] and day.incidents[0].outcome == "reversed"
     (event,) = day.result.late_answers
     assert event.kind == "late_response" and event.approved and "reversal must go ahead" in event.detail
     assert event.stan == sale_out["stan"] and any(line.startswith("late answer: 0210") for line in day.log)
 
 
-def test_a_capture_cut_while_the_outcome_is_unknown_reports_the_owed_reversal(tmp_path: Path,
+@pytest.mark.parametrize("dialect", ["cup", "iso87ascii"])
+def test_a_capture_cut_while_the_outcome_is_unknown_reports_the_owed_reversal(dialect: str, tmp_path: Path,
                                                                               posguard_replay: Any) -> None:
-    recs = _records("cup-reversal.jsonl")
+    recs = _records(f"{dialect}-reversal.jsonl")
     cut = next(i for i, r in enumerate(recs) if r.get("k") == "link" and r.get("event") == "timeout")
     day = posguard_replay(_write(tmp_path / "cut.jsonl", recs[:cut]))  # the file ends after the sale was sent
     (inc,) = day.incidents
@@ -204,3 +207,43 @@ def test_a_capture_cut_while_the_outcome_is_unknown_reports_the_owed_reversal(tm
     (txn,) = inc.transactions
     assert day.states()[txn] == "reversal_pending"
     assert "the reversal is owed to the host" in inc.detail and f"STAN {recs[cut - 1]['stan']}" in inc.detail
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_the_replay_sends_what_was_recorded_with_the_recorded_stans(name: str, posguard_replay: Any) -> None:
+    """Captures are recorded with a sign-on (its STAN spent live); the replay, holding no master key, does not sign
+    on but spends the STAN, so every request it sends has the recorded MTI and STAN, in order."""
+    recorded = [(r["mti"], r["stan"]) for r in _records(name)
+                if r.get("k") == "iso" and r.get("dir") == "out" and not str(r["mti"]).startswith("08")]
+    day = posguard_replay(CAPTURES / name)
+    assert [(m.mti, m.stan) for m in day.wire] == recorded
+    assert any(r.get("k") == "iso" and str(r.get("mti")) == "0800" for r in _records(name))
+
+
+@pytest.mark.parametrize("spelling", ["stan", "last"])
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_every_kind_replays_the_same_when_written_by_hand_with_stans_and_last(name: str, spelling: str,
+                                                                             tmp_path: Path,
+                                                                             posguard_replay: Any) -> None:
+    """Each capture with its ``op`` records written as a test author writes them (no transaction ids): by the STAN
+    the recording shows on the wire; or ``"last"`` where the op names the latest sale (else the STAN, as digits)."""
+    by_id = posguard_replay(CAPTURES / name)
+    txns = by_id.journal.find_txns()
+    stan = {t.id: t.stan for t in txns}
+    recorded_stans = {r["stan"] for r in _records(name) if r.get("k") == "iso" and r.get("dir") == "out"}
+    assert all(stan[t] in recorded_stans for t in stan if stan[t] is not None)  # the wire's STANs
+    started = datetime.fromisoformat(_records(name)[0]["started"]).timestamp()
+    sales = sorted((t for t in txns if t.kind == "sale"), key=lambda t: (t.created_at, t.id))
+    lines = []
+    for rec in _records(name):
+        if rec.get("k") == "op" and "txn" in rec:  # "last": the latest sale rung up before this record
+            before = [t.id for t in sales if t.created_at <= started + rec["t"]]
+            last = spelling == "last" and before and before[-1] == rec["txn"]
+            rec = {**rec, "txn": "last" if last else stan[rec["txn"]] if spelling == "stan"
+                   else f"{stan[rec['txn']]:06d}"}
+        lines.append(rec)
+    written = [r for r in lines if r.get("k") == "op" and "txn" in r]
+    assert written and all(not str(r["txn"]).startswith("POSGRD01") for r in written)
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    by_hand = posguard_replay(_write(tmp_path / name, lines))
+    assert by_hand.incident_dicts() == by_id.incident_dicts() and by_id.incident_dicts()
