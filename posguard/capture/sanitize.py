@@ -33,7 +33,7 @@ def blank_names(data: bytes) -> bytes:
     by a length in its range and that many printable ASCII bytes. Lengths never change, so TLV structures and
     frame headers stay valid.
 
-    >>> blank_names(bytes.fromhex("5F200A") + b"LEE/WEI MS" + b"\x9f\x02").hex().upper()
+    >>> blank_names(bytes.fromhex("5F200A") + b"LEE/WEI MS" + b"\\x9f\\x02").hex().upper()
     '5F200A202020202020202020209F02'
     """
     out = bytearray(data)
