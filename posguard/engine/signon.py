@@ -13,7 +13,9 @@ MACs every message that needs it with the profile's ``mac_algorithm``. After a r
 sign-on are read back from the journal (:meth:`SignOn.restore`) unless a sign-off or a host demand came later,
 so a kill -9 anywhere in a sign-on leaves the terminal signed on (the answer's commit happened) or not (it did
 not), never half. :meth:`SignOn.sign_off` sends the sign-off (CUP 0820 60.3 = 002, ISO 0800/70 = 002) and
-forgets the keys.
+forgets the keys; "sign_off_started" is journaled in the commit before the send, so a kill -9 anywhere in a
+sign-off leaves the terminal either signed on with keys the host still holds (killed before that commit: the host
+never saw the sign-off) or not signed on (the next start signs on) — never holding keys the host has dropped.
 
 :class:`SignOn` works on its :class:`~posguard.engine.engine.TransactionEngine` (journal, profile, terminal,
 clock, link, kill points); the engine's ``sign_on``, ``sign_on_due`` and the check of every response delegate
@@ -87,7 +89,7 @@ class SignOn:
             return False
         self._restore_tried = True
         rows = engine.journal.query("SELECT at, kind, detail FROM events WHERE kind IN ('working_keys', "
-                                    "'signed_off') ORDER BY id DESC LIMIT 1")
+                                    "'sign_off_started', 'signed_off') ORDER BY id DESC LIMIT 1")
         if not rows or rows[0]["kind"] != "working_keys":
             return False
         detail = json.loads(rows[0]["detail"])
@@ -180,6 +182,9 @@ class SignOn:
                                                           now=engine.clock.now())
             engine.journal.record_message(direction="out", mti=mti, masked=masked_json(mti, fields,
                                                                                      engine.profile.dialect), stan=stan)
+            # in the same commit: from here the keys are not restored (the host may drop them any moment)
+            engine.journal.record_event("sign_off_started", detail={"reason": reason, "stan": stan})
+        engine._kill(f"host.before_send:{mti}")
         rc: str | None = None
         try:
             response = engine._wire.exchange(engine.profile.message(mti, fields),
@@ -189,6 +194,7 @@ class SignOn:
         except HostError as exc:
             answer = None
             why = str(exc)
+        engine._kill(f"host.after_send:{mti}")
         with engine._atomic("signed_off"):
             if answer is not None:
                 engine.journal.record_message(direction="in", mti=answer.mti, masked=masked_message(answer),

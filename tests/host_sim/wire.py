@@ -103,10 +103,15 @@ class WireClient:
         return resp
 
 
+#: CUP field 22: chip (05), PIN entry capability digit — 2 = no PIN in this message (emv-keys.md §C). These raw
+#: requests carry no field 52, and the strict host refuses a 22.3 = 1 without one (RC 55), as an acquirer does.
+CUP_CHIP_NO_PIN = "052"
+
+
 def cup_sale(stan: int, amount: int, *, pan: str = PAN, tid: str = "TERM0001", batch: str = "000001",
              mti: str = "0200") -> dict[str, str]:
     return {
-        "t": mti, "2": pan, "3": "000000", "4": f"{amount:012d}", "11": f"{stan:06d}", "22": "051",
+        "t": mti, "2": pan, "3": "000000", "4": f"{amount:012d}", "11": f"{stan:06d}", "22": CUP_CHIP_NO_PIN,
         "25": "00", "41": tid, "42": "123456789012345", "49": "156", "60": f"22{batch}000",
     }
 
@@ -114,7 +119,7 @@ def cup_sale(stan: int, amount: int, *, pan: str = PAN, tid: str = "TERM0001", b
 def cup_void(stan: int, amount: int, rrn: str, auth: str, orig_stan: int, *, pan: str = PAN,
              batch: str = "000001") -> dict[str, str]:
     return {
-        "t": "0200", "2": pan, "3": "200000", "4": f"{amount:012d}", "11": f"{stan:06d}", "22": "051",
+        "t": "0200", "2": pan, "3": "200000", "4": f"{amount:012d}", "11": f"{stan:06d}", "22": CUP_CHIP_NO_PIN,
         "25": "00", "37": rrn, "38": auth, "41": "TERM0001", "42": "123456789012345", "49": "156",
         "60": f"23{batch}000", "61": f"{batch}{orig_stan:06d}",
     }
@@ -123,7 +128,7 @@ def cup_void(stan: int, amount: int, rrn: str, auth: str, orig_stan: int, *, pan
 def cup_refund(stan: int, amount: int, rrn: str, orig_stan: int, *, pan: str = PAN,
                batch: str = "000001") -> dict[str, str]:
     return {
-        "t": "0220", "2": pan, "3": "200000", "4": f"{amount:012d}", "11": f"{stan:06d}", "22": "051",
+        "t": "0220", "2": pan, "3": "200000", "4": f"{amount:012d}", "11": f"{stan:06d}", "22": CUP_CHIP_NO_PIN,
         "25": "00", "37": rrn, "41": "TERM0001", "42": "123456789012345", "49": "156",
         "60": f"25{batch}000", "61": f"{batch}{orig_stan:06d}1123",
     }
