@@ -241,6 +241,21 @@ class SignOn:
                                        f"working_keys:{stan}")
         return {"stan": stan, "sealed": blob.hex(), "pin_kcv": keys.pin_kcv.hex().upper(), "mac_kcv": keys.mac.kcv}
 
+    def signed_on_again(self, kind: str) -> str:
+        """After a request declined with the sign-on code (RC 77; ``pos-flows.md`` §B "RC 77 requires a new
+        sign-on" [OP]): sign on at once and say what the operator does next. The request is **not** re-sent:
+        the host did not process it (nothing was charged), and a chip sale's ARQC (9F26 over 9F02/9F37/9F36,
+        EMV Book 2 A1.3) is single use — the card must be presented again for a new cryptogram, and a 0200
+        re-sent with the old one would be a replay the issuer declines (``CryptogramReused`` refuses it before
+        the wire). The declined transaction stays declined with RC 77; a new sale is a new transaction."""
+        head = f"declined (RC {self.engine.profile.sign_on_rc}): the host asked for a new sign-on"
+        try:
+            self.sign_on(reason="demanded by the host", before=f"the {kind} after RC 77")
+        except SignOnFailed as exc:
+            return (f"{head}, which failed ({exc}); nothing was charged — sign on again (check the host line), "
+                    "then present the card again")
+        return f"{head}: signed on again; nothing was charged — present the card again"
+
     def host_demands(self, response: Message) -> None:
         """Any response may say "sign on again" (RC 77, CUP header 3): journal it durably."""
         engine = self.engine
