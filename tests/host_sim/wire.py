@@ -6,6 +6,7 @@ import socket
 from typing import Any
 
 import iso8583
+import psec.pinblock
 
 from firmware_sim.host import mac as sim_mac
 from firmware_sim.host.dialects import BINARY_IS_RAW, HEADER_LEN, get_spec
@@ -51,7 +52,18 @@ class WireClient:
         assert kcv4(mac_key) == mac_part[size:], "the MAC key does not match its check value"
         self.mac_algorithm, self.mac_key = sim_mac.DIALECT_ALGORITHM[self.dialect], mac_key
         self.mac_only = sim_mac.MACED_MTIS
+        pin_key = tdes_ecb(key, block[:size], decrypt=True)
+        assert kcv4(pin_key) == block[size : size + 4], "the PIN key does not match its check value"
+        self.pin_key = pin_key
         return resp
+
+    pin_key: bytes | None = None
+
+    def pin_block(self, pan: str, pin: str) -> str:
+        """Field 52 for ``pin`` as an encrypting PIN pad makes it: ISO 9564 format 0 (psec) under the PIN key of
+        the last sign-on (emv-keys.md §C). What a terminal owes when the card's CVM is online PIN."""
+        assert self.pin_key is not None, "sign on first: the PIN key comes with the sign-on"
+        return tdes_ecb(self.pin_key, psec.pinblock.encode_pinblock_iso_0(pin, pan)).hex().upper()
 
     def close(self) -> None:
         self.sock.close()
