@@ -48,7 +48,8 @@ class WireClient:
         size = 8 if len(block) == 24 else 16
         key = bytes.fromhex(tmk)
         mac_part = block[size + 4 : 2 * size + 8]
-        mac_key = tdes_ecb(key, mac_part[:size], decrypt=True)
+        single = size == 16 and mac_part[8:16] == bytes(8)  # CUP 003: a single-length MAC key, then 8 zeros
+        mac_key = tdes_ecb(key, mac_part[:8] if single else mac_part[:size], decrypt=True)
         assert kcv4(mac_key) == mac_part[size:], "the MAC key does not match its check value"
         self.mac_algorithm, self.mac_key = sim_mac.DIALECT_ALGORITHM[self.dialect], mac_key
         self.mac_only = sim_mac.MACED_MTIS
