@@ -284,11 +284,12 @@ def sign_on_message(dialect: str | Dialect, *, stan: int, tid: str, mid: str, ba
 
 def echo_message(dialect: str | Dialect, *, stan: int, tid: str, mid: str, batch_no: int = 1,
                  when: float | None = None) -> Message:
-    """An 0800 echo test: ISO field 70 = 301; CUP-style dialects 60.3 = 301."""
+    """An echo test: ISO 0800 with field 70 = 301; CUP-style dialects 0820 with 60.3 = 301 (openpos ``logon.c``
+    LOGON_Online: TRANS_ONLINETEST is an 0820, like the sign-off; ``docs/keys-and-mac.md`` "Second sources")."""
     in_60 = _network_in_field_60(dialect)
     fields = network_fields(ECHO_CODE, in_field_60=in_60, stan=stan, batch_no=batch_no, terminal_id=tid,
                             merchant_id=mid, now=time.time() if when is None else when)
-    return _message(dialect, fields)
+    return _message(dialect, fields, "0820" if in_60 else "0800")
 
 
 def _network_in_field_60(dialect: str | Dialect) -> bool:
@@ -298,8 +299,8 @@ def _network_in_field_60(dialect: str | Dialect) -> bool:
     return "70" not in get_dialect(dialect).fields
 
 
-def _message(dialect: str | Dialect, fields: dict[str, str | bytes]) -> Message:
+def _message(dialect: str | Dialect, fields: dict[str, str | bytes], mti: str = "0800") -> Message:
     from posguard.iso8583.message import Message
 
     values: dict[str | int, str | bytes] = dict(fields.items())
-    return Message("0800", values, dialect)
+    return Message(mti, values, dialect)

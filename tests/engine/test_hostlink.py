@@ -62,7 +62,8 @@ def test_cup_sign_on_and_echo():
         assert (resp.mti, resp.response_code) == ("0810", "00")
         assert resp["62"] == bytes.fromhex("AB" * 40)
         echo = echo_message(link.dialect, stan=2, tid="TERM0001", mid="123456789012345")
-        assert link.net_exchange(echo).response_code == "00"
+        answer = link.net_exchange(echo)
+        assert (echo.mti, answer.mti, answer.response_code) == ("0820", "0830", "00")  # openpos logon.c: 0820
         assert [e["60"][8:11] for e in sim.received] == ["003", "301"]
         assert kinds(events) == ["response", "response"]
 
