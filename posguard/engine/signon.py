@@ -261,7 +261,7 @@ class SignOn:
         engine = self.engine
         if response.mti in ("0810", "0830"):
             return
-        why = engine.profile.sign_on_demanded(response)
+        why = engine.profile.sign_on_demanded(response) or _mac_refused(response)
         if why is None:
             return
         with engine._atomic("sign_on_demanded"):
@@ -269,6 +269,19 @@ class SignOn:
             engine.journal.record_event("sign_on_demanded", detail={"mti": response.mti, "stan": response.stan,
                                                                     "rc": response.response_code, "why": why})
         engine._signed_on = False
+
+
+#: the host's answer to a request whose MAC it could not verify (emv-keys.md §E; our simulator in every dialect)
+MAC_REFUSED_RC = "A0"
+
+
+def _mac_refused(response: Message) -> str | None:
+    """RC A0: the host could not verify the request's MAC, so the terminal's MAC key is not the host's — sign on
+    again for fresh keys before the next message (openpos ``appinc/display.h``: A0 "check error / sign on again";
+    ``docs/keys-and-mac.md`` §4)."""
+    if response.response_code != MAC_REFUSED_RC:
+        return None
+    return "rc A0: the host could not verify the MAC"
 
 
 # -- network management messages for a codec dialect ------------------------------------------------------
