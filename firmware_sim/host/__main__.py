@@ -12,7 +12,7 @@ from .dialects import DIALECTS, describe
 from .framing import FRAMINGS
 from .mac import ALGORITHMS
 from .rules import RuleSet
-from .server import HostSimulator, SimConfig
+from .server import DAY, HostSimulator, OffsetScheduler, SimConfig
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,9 +43,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pin-key", default=None, help="the host's clear working PIN key in hex (test keys only)")
     p.add_argument("--card-pin", action="append", default=[], metavar="PAN=PIN", help="a card's PIN (repeatable)")
     p.add_argument("--pin-tries", type=int, default=3, help="wrong PINs in a row before RC 75")
-    p.add_argument("--require-pin-block", action="store_true", help="refuse a PIN CVM that carries no field 52")
+    p.add_argument("--require-pin-block", action=argparse.BooleanOptionalAction, default=True,
+                   help="refuse a PIN CVM that carries no field 52 (default: on, as a real acquirer)")
     p.add_argument("--terminal-timezone", default="", help="IANA zone of the terminals (default CUP: Asia/Shanghai)")
-    p.add_argument("--date-window", type=float, default=None, help="refuse a local date further off (seconds)")
+    p.add_argument("--date-window", type=float, default=DAY,
+                   help="refuse a local date further than this from the host's wall clock (seconds; default a day)")
+    p.add_argument("--no-date-window", dest="date_window", action="store_const", const=None,
+                   help="do not check the terminal's local date")
+    p.add_argument("--clock-start", type=float, default=None, metavar="EPOCH",
+                   help="start the host's clock here and let it run (tests against a terminal on virtual time); "
+                        "default: the wall clock")
     args = p.parse_args(argv)
 
     if args.print_dialect:
@@ -77,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         terminal_keys=dict(item.split("=", 1) for item in args.tmk),
         key_life=args.key_life,
     )
-    sim = HostSimulator(config, rules=rules).start()
+    scheduler = OffsetScheduler(args.clock_start) if args.clock_start is not None else None
+    sim = HostSimulator(config, rules=rules, scheduler=scheduler).start()
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())

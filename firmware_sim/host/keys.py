@@ -11,8 +11,10 @@ TMK (TDES-ECB), each followed by its 4-byte check value (the key encrypting eigh
 dialect       request                                 keys in the answer
 ============  ======================================  ==========================================================
 ``cup``       0800, 60.3 = 001 single-length keys      field 62 (b..512): 24 bytes (8-byte keys), 40 bytes
-              (8 bytes), 003 double-length, 004        (16-byte keys) or 60 bytes (with the track key); the
-              double-length plus a track key          answer's 60.2 carries the host's batch number
+              (8 bytes), 003 double-length, 004        (16-byte PIN key; the MAC key single-length: 8 bytes
+              double-length plus a track key          + 8 zero bytes + KCV, per openpos/cash2one) or 60 bytes
+                                                      (with a 16-byte track key); the answer's 60.2 carries
+                                                      the host's batch number
 ISO 8583:87   0800, field 70 = 001 (sign-on)           field 48 (ans LLL, "additional data - private use"): the
                                                       same 40 bytes as hex text (80 characters); ISO 8583:1987
                                                       leaves 48 to private agreement, and the 0800/0810 of the
@@ -100,18 +102,24 @@ class KeyStore:
         text = self.terminal_keys.get(tid, self.default_tmk)
         return bytes.fromhex(text) if text else None
 
-    def issue(self, tid: str, *, key_length: int = 16, track: bool = False) -> bytes | None:
-        """Generate fresh keys for ``tid``, remember them, and return the key block (None: unknown terminal)."""
+    def issue(self, tid: str, *, key_length: int = 16, track: bool = False, single_mac: bool = False
+              ) -> bytes | None:
+        """Generate fresh keys for ``tid``, remember them, and return the key block (None: unknown terminal).
+
+        ``single_mac`` (CUP 60.3 = 003/004): the MAC key is single-length in a 16-byte slot — its 8 encrypted
+        bytes, 8 zero bytes, then its single-DES check value — as openpos ``util.c`` UTIL_Double_StoreNewKey and
+        cash2one ``unionpaypos.cpp`` CheckKey read it (docs/keys-and-mac.md "Second sources")."""
         tmk = self.tmk_for(tid)
         if tmk is None:
             return None
-        pin, mac = _fresh_key(key_length), _fresh_key(key_length)
+        pin, mac = _fresh_key(key_length), _fresh_key(8 if single_mac else key_length)
         trk = _fresh_key(key_length) if track else None
         self._serial += 1
         keys = IssuedKeys(tid, pin, mac, trk, self.now(), self._serial)
         self._issued[tid] = keys
         self.history.append(keys)
-        return b"".join(tdes_ecb(tmk, k) + kcv4(k) for k in (pin, mac, trk) if k is not None)
+        return b"".join(tdes_ecb(tmk, k) + bytes(key_length - len(k)) + kcv4(k)
+                        for k in (pin, mac, trk) if k is not None)
 
     def adopt(self, tid: str, block: bytes) -> None:
         """A configured (fixed) key block: learn its keys by decrypting it under the TMK, as if issued now."""
@@ -119,7 +127,10 @@ class KeyStore:
         if tmk is None or len(block) not in (24, 40, 60):
             return
         size = 8 if len(block) == 24 else 16
-        parts = [tdes_ecb(tmk, block[i:i + size], decrypt=True) for i in range(0, len(block), size + 4)]
+        slots = [block[i:i + size] for i in range(0, len(block), size + 4)]
+        if size == 16 and slots[1][8:] == bytes(8):  # a single-length MAC key in its slot: 8 bytes, 8 zeros
+            slots[1] = slots[1][:8]
+        parts = [tdes_ecb(tmk, slot, decrypt=True) for slot in slots]
         self._serial += 1
         keys = IssuedKeys(tid, parts[0], parts[1], parts[2] if len(parts) == 3 else None, self.now(), self._serial)
         self._issued[tid] = keys

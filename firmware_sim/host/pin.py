@@ -20,7 +20,12 @@ no PIN key to verify with                        99/81  as a block that cannot b
 **Local date** (emv-keys.md §F): fields 13 + 12 are the terminal's local date and time; a request whose local
 time is more than a day from the host's own clock in the terminal's zone is refused — CUP response code table,
 RC 05 condition 4 ("the switch finds the security information more than 24 hours from the transaction
-information"); ISO dialects answer 30 (format error: field 13 not a plausible date).
+information"); ISO dialects answer 12, "invalid transaction" (ISO 8583:1987 field 39; pos-flows.md §B "39"): the
+request is well formed but the host will not book a transaction dated a day away. Fields 13/12 that are no date
+at all are a format error, 30, in both families (ISO 8583:1987 "format error"; CUP's table keeps 30 too).
+The host's "now" is its scheduler's clock: the wall clock in the real server (``python -m firmware_sim.host``),
+the terminal's own ``VirtualClock`` in tests (``tests/host_sim/harness.linked``), so virtual time stays
+consistent on both sides. Both checks are on by default in ``SimConfig`` and the server's CLI.
 
 Every refusal carries a reason (``PinRefusal.reason``) that the simulator keeps with the booking; no reason
 holds a PIN, a block or a key.
@@ -49,7 +54,8 @@ RC_WRONG_PIN = "55"
 RC_TRIES_EXCEEDED = "75"
 RC_PIN_MISSING = "55"
 RC_PIN_FORMAT = {"cup": "99", "iso": "81"}
-RC_DATE = {"cup": "05", "iso": "30"}
+RC_DATE = {"cup": "05", "iso": "12"}  # a local date more than a day off
+RC_DATE_FORMAT = "30"  # fields 13/12 that are no date and time
 #: Authorising kinds a PIN may travel in; requests whose local date is checked.
 PIN_KINDS = frozenset({"sale", "preauth", "balance"})
 DATED_KINDS = frozenset({"sale", "preauth", "balance", "void", "refund"})
@@ -178,7 +184,7 @@ def check_local_date(req: Doc, *, now: float, zone: tzinfo, dialect: str,
     except ValueError:
         candidates = []
     if not candidates:
-        return Refusal(RC_DATE[fam], f"field 13 {mmdd!r} / field 12 {hhmmss!r} is not a date and time")
+        return Refusal(RC_DATE_FORMAT, f"field 13 {mmdd!r} / field 12 {hhmmss!r} is not a date and time")
     nearest = min(candidates, key=lambda c: abs(c - host))
     if abs(nearest - host) > window:
         return Refusal(RC_DATE[fam], f"the terminal's local time {mmdd} {hhmmss} is more than a day from the "

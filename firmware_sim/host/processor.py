@@ -293,7 +293,8 @@ class Processor:
                 self.keys.adopt(tid, fixed)
                 block = fixed
             else:
-                block = self.keys.issue(tid, key_length=8 if code == "001" else 16, track=code == "004")
+                block = self.keys.issue(tid, key_length=8 if code == "001" else 16, track=code == "004",
+                                        single_mac=code != "001")  # 003/004: the MAC key is single DES
             if block is not None:
                 extra["62"] = block.hex().upper()
             if len(f60) >= 8 and f60[2:8].isdigit():

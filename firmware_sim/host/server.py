@@ -38,6 +38,10 @@ from .rules import DEFAULT_RULES, RuleSet
 SENSITIVE_FIELDS = ("35", "36", "45", "52", "55")
 
 
+#: the default local-date window: a day (issue 12 §5; CUP RC 05 condition 4, "more than 24 hours")
+DAY = 24 * 3600.0
+
+
 class Scheduler(Protocol):
     def now(self) -> float: ...
 
@@ -55,6 +59,18 @@ class RealScheduler:
         t.daemon = True
         t.start()
         return t
+
+
+class OffsetScheduler(RealScheduler):
+    """The wall clock moved to start at ``start`` (epoch seconds) and run on from there: the real server's clock
+    when it faces a terminal on virtual time (``--clock-start``), so its date and key-age checks agree with the
+    terminal's fields 12/13 (issue 12 §5) the way the in-process harness's shared VirtualClock does."""
+
+    def __init__(self, start: float) -> None:
+        self.offset = start - time.time()
+
+    def now(self) -> float:
+        return time.time() + self.offset
 
 
 @dataclass
@@ -76,9 +92,13 @@ class SimConfig:
     pin_key: bytes | None = field(default=None, repr=False)  # clear test PIN key until sign-on issues one
     card_pins: dict[str, str] = field(default_factory=dict, repr=False)  # PAN -> PIN (the cards' PINs)
     pin_tries: int = 3  # wrong PINs in a row before RC 75
-    require_pin_block: bool = False  # refuse a PIN CVM (22.3 = 1, 9F34 = 02) that carries no field 52
+    #: refuse a PIN CVM (CUP 22.3 = 1, or 9F34 method online PIN: 02/42, EMV Book 4 A4) that carries no field 52
+    #: — on by default (issue 12 §5: a fault-free default, as a real acquirer); False only in raw tests of others
+    require_pin_block: bool = True
     terminal_timezone: str = ""  # "" = Asia/Shanghai for CUP, UTC for ISO: the answers' 12/13/15
-    date_window: float | None = None  # seconds; refuse 13 + 12 further than this from the host's local now
+    #: seconds; refuse 13 + 12 further than this from the host's local now (its scheduler's clock: the wall clock
+    #: in the real server, the terminal's VirtualClock in tests) — one day by default (emv-keys.md §F); None: off
+    date_window: float | None = DAY
     #: "strict" (the default, what a real acquirer does): every non-network request needs a sign-on whose keys
     #: are younger than ``key_life`` (else RC 77, unprocessed) and, where :data:`.mac.MACED_MTIS` says, a MAC
     #: under the issued MAC key with the dialect's algorithm (missing/bad: RC A0, nothing booked); responses

@@ -98,9 +98,10 @@ class HostProcess:
 
 
 @contextlib.contextmanager
-def host_process(dialect: str, framing: str = "binary2") -> Iterator[HostProcess]:
-    """A :class:`HostProcess`, stopped and reaped when the block ends."""
-    host = HostProcess(dialect, framing)
+def host_process(dialect: str, framing: str = "binary2", *, extra_args: tuple[str, ...] = ()
+                 ) -> Iterator[HostProcess]:
+    """A :class:`HostProcess` (``extra_args``: more of the host's command line), stopped and reaped at the end."""
+    host = HostProcess(dialect, framing, extra_args=extra_args)
     try:
         yield host
     finally:

@@ -6,7 +6,7 @@ Checks (run in this order; ``--check NAME`` picks some):
 pcsc       pcscd answers, readers listed, card present, ATR and protocol, APDU round-trip latency
 serial     the serial reader's port opens, the GemPC Twin answers, its firmware, link counters over a soak
 card       a full EMV read (selection to GENERATE AC): APDU count and time
-host       TCP connect and an 0800 echo round trip
+host       TCP connect and an echo round trip (ISO 0800, CUP 0820)
 journal    SQLite integrity check, pending reversals/advices, age of the open batch
 clock      drift between this machine and the host's time in the echo answer (field 7, or 12/13)
 =========  ==========================================================================================

@@ -236,10 +236,11 @@ def check_host(cfg: DiagnoseConfig) -> CheckResult:
     try:
         t1 = time.perf_counter()
         sent_at = time.time()
-        response = link.exchange(echo_message(cfg.dialect, stan=1, tid=cfg.tid, mid=cfg.mid))
+        echo = echo_message(cfg.dialect, stan=1, tid=cfg.tid, mid=cfg.mid)  # CUP 0820, ISO 0800
+        response = link.exchange(echo)
         rtt = (time.perf_counter() - t1) * 1000
         cfg._echo = {"response": response, "sent_at": sent_at, "rtt_s": rtt / 1000}
-        figure = f"{cfg.host}:{cfg.port}: connect {connect_ms:.1f} ms, 0800 echo {rtt:.1f} ms, rc " \
+        figure = f"{cfg.host}:{cfg.port}: connect {connect_ms:.1f} ms, {echo.mti} echo {rtt:.1f} ms, rc " \
                  f"{response.response_code}"
         data = {"connect_ms": round(connect_ms, 2), "echo_ms": round(rtt, 2), "rc": response.response_code}
         if response.response_code not in ("00", None):

@@ -19,6 +19,10 @@ PIN_DECLINES: Final[Mapping[str, Mapping[str, str]]] = {
         "55": "wrong PIN: " + _AGAIN + "start the sale again and ask the cardholder to re-enter the PIN",
         "75": "PIN tries exceeded, the card's PIN is blocked by the issuer: " + _AGAIN + "ask for another "
               "payment method",
+        # not a PIN code, but the same shape: the host refused the request's MAC (openpos display.h "check
+        # error / sign on again"); the engine journals a sign-on demand (engine/signon.py)
+        "A0": "the host could not verify the MAC (this terminal's MAC key is not the host's): " + _AGAIN
+              + "the terminal signs on again before the next transaction; repeat the sale",
     },
     "cup": {"99": "PIN format error (the PIN pad's working key is not the host's): " + _AGAIN + "sign on "
                   "again, then repeat the sale"},

@@ -644,7 +644,7 @@ class TransactionEngine:
         if rc == "00":
             message = "approved"
         elif rc == self.profile.sign_on_rc:
-            message = f"declined (RC {rc}): the host requires a new sign-on; it is done before the next transaction"
+            message = self._signon.signed_on_again(txn.kind)  # signs on now; the card is presented again
         else:
             message = decline_message(rc, self.profile.codec_dialect)
         return self._result(txn, message, self._record(detections))

@@ -6,7 +6,10 @@ the sign-on answer encrypted under the TMK, each followed by its check value (KC
 TDES-encrypting 8 zero bytes under the clear key). CUP field 62 (``../shared/reference/emv-keys.md`` §D):
 
 * 24 bytes: PIN key (8) ‖ KCV (4) ‖ MAC key (8) ‖ KCV (4) — single-length keys (60.3 = 001);
-* 40 bytes: PIN key (16) ‖ KCV ‖ MAC key (16) ‖ KCV — double-length keys (60.3 = 003);
+* 40 bytes: PIN key (16) ‖ KCV ‖ MAC key slot (16) ‖ KCV — double-length keys (60.3 = 003); CUP's MAC key is
+  single-length even then: its 8 encrypted bytes, 8 zero bytes, and the single-DES check value (openpos
+  ``util.c`` UTIL_Double_StoreNewKey, cash2one ``unionpaypos.cpp`` CheckKey; ``docs/keys-and-mac.md``). A slot
+  whose second half is not zero holds a double-length MAC key (the ISO dialects' field 48);
 * 60 bytes: as 40, then a track key (16) ‖ KCV (60.3 = 004).
 
 Nothing here prints a key: reprs show the length and the check value only. The PIN key stays encrypted under
@@ -129,6 +132,8 @@ def parse_cup_keys(field62: bytes, tmk: TerminalMasterKey) -> WorkingKeys:
     size = 8 if n == 24 else 16
     parts = [field62[i:i + size + 4] for i in range(0, n, size + 4)]
     keys = [(p[:size], p[size:]) for p in parts]
+    if size == 16 and parts[1][8:16] == bytes(8):  # CUP 003/004: a single-length MAC key in a 16-byte slot
+        keys[1] = (parts[1][:8], parts[1][16:])
     _check(tmk, *keys[0], "PIN")
     mac = _check(tmk, *keys[1], "MAC")
     track = None

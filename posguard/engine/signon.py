@@ -13,7 +13,9 @@ MACs every message that needs it with the profile's ``mac_algorithm``. After a r
 sign-on are read back from the journal (:meth:`SignOn.restore`) unless a sign-off or a host demand came later,
 so a kill -9 anywhere in a sign-on leaves the terminal signed on (the answer's commit happened) or not (it did
 not), never half. :meth:`SignOn.sign_off` sends the sign-off (CUP 0820 60.3 = 002, ISO 0800/70 = 002) and
-forgets the keys.
+forgets the keys; "sign_off_started" is journaled in the commit before the send, so a kill -9 anywhere in a
+sign-off leaves the terminal either signed on with keys the host still holds (killed before that commit: the host
+never saw the sign-off) or not signed on (the next start signs on) — never holding keys the host has dropped.
 
 :class:`SignOn` works on its :class:`~posguard.engine.engine.TransactionEngine` (journal, profile, terminal,
 clock, link, kill points); the engine's ``sign_on``, ``sign_on_due`` and the check of every response delegate
@@ -87,7 +89,7 @@ class SignOn:
             return False
         self._restore_tried = True
         rows = engine.journal.query("SELECT at, kind, detail FROM events WHERE kind IN ('working_keys', "
-                                    "'signed_off') ORDER BY id DESC LIMIT 1")
+                                    "'sign_off_started', 'signed_off') ORDER BY id DESC LIMIT 1")
         if not rows or rows[0]["kind"] != "working_keys":
             return False
         detail = json.loads(rows[0]["detail"])
@@ -180,6 +182,9 @@ class SignOn:
                                                           now=engine.clock.now())
             engine.journal.record_message(direction="out", mti=mti, masked=masked_json(mti, fields,
                                                                                      engine.profile.dialect), stan=stan)
+            # in the same commit: from here the keys are not restored (the host may drop them any moment)
+            engine.journal.record_event("sign_off_started", detail={"reason": reason, "stan": stan})
+        engine._kill(f"host.before_send:{mti}")
         rc: str | None = None
         try:
             response = engine._wire.exchange(engine.profile.message(mti, fields),
@@ -189,6 +194,7 @@ class SignOn:
         except HostError as exc:
             answer = None
             why = str(exc)
+        engine._kill(f"host.after_send:{mti}")
         with engine._atomic("signed_off"):
             if answer is not None:
                 engine.journal.record_message(direction="in", mti=answer.mti, masked=masked_message(answer),
@@ -235,12 +241,27 @@ class SignOn:
                                        f"working_keys:{stan}")
         return {"stan": stan, "sealed": blob.hex(), "pin_kcv": keys.pin_kcv.hex().upper(), "mac_kcv": keys.mac.kcv}
 
+    def signed_on_again(self, kind: str) -> str:
+        """After a request declined with the sign-on code (RC 77; ``pos-flows.md`` §B "RC 77 requires a new
+        sign-on" [OP]): sign on at once and say what the operator does next. The request is **not** re-sent:
+        the host did not process it (nothing was charged), and a chip sale's ARQC (9F26 over 9F02/9F37/9F36,
+        EMV Book 2 A1.3) is single use — the card must be presented again for a new cryptogram, and a 0200
+        re-sent with the old one would be a replay the issuer declines (``CryptogramReused`` refuses it before
+        the wire). The declined transaction stays declined with RC 77; a new sale is a new transaction."""
+        head = f"declined (RC {self.engine.profile.sign_on_rc}): the host asked for a new sign-on"
+        try:
+            self.sign_on(reason="demanded by the host", before=f"the {kind} after RC 77")
+        except SignOnFailed as exc:
+            return (f"{head}, which failed ({exc}); nothing was charged — sign on again (check the host line), "
+                    "then present the card again")
+        return f"{head}: signed on again; nothing was charged — present the card again"
+
     def host_demands(self, response: Message) -> None:
         """Any response may say "sign on again" (RC 77, CUP header 3): journal it durably."""
         engine = self.engine
         if response.mti in ("0810", "0830"):
             return
-        why = engine.profile.sign_on_demanded(response)
+        why = engine.profile.sign_on_demanded(response) or _mac_refused(response)
         if why is None:
             return
         with engine._atomic("sign_on_demanded"):
@@ -248,6 +269,19 @@ class SignOn:
             engine.journal.record_event("sign_on_demanded", detail={"mti": response.mti, "stan": response.stan,
                                                                     "rc": response.response_code, "why": why})
         engine._signed_on = False
+
+
+#: the host's answer to a request whose MAC it could not verify (emv-keys.md §E; our simulator in every dialect)
+MAC_REFUSED_RC = "A0"
+
+
+def _mac_refused(response: Message) -> str | None:
+    """RC A0: the host could not verify the request's MAC, so the terminal's MAC key is not the host's — sign on
+    again for fresh keys before the next message (openpos ``appinc/display.h``: A0 "check error / sign on again";
+    ``docs/keys-and-mac.md`` §4)."""
+    if response.response_code != MAC_REFUSED_RC:
+        return None
+    return "rc A0: the host could not verify the MAC"
 
 
 # -- network management messages for a codec dialect ------------------------------------------------------
@@ -263,11 +297,12 @@ def sign_on_message(dialect: str | Dialect, *, stan: int, tid: str, mid: str, ba
 
 def echo_message(dialect: str | Dialect, *, stan: int, tid: str, mid: str, batch_no: int = 1,
                  when: float | None = None) -> Message:
-    """An 0800 echo test: ISO field 70 = 301; CUP-style dialects 60.3 = 301."""
+    """An echo test: ISO 0800 with field 70 = 301; CUP-style dialects 0820 with 60.3 = 301 (openpos ``logon.c``
+    LOGON_Online: TRANS_ONLINETEST is an 0820, like the sign-off; ``docs/keys-and-mac.md`` "Second sources")."""
     in_60 = _network_in_field_60(dialect)
     fields = network_fields(ECHO_CODE, in_field_60=in_60, stan=stan, batch_no=batch_no, terminal_id=tid,
                             merchant_id=mid, now=time.time() if when is None else when)
-    return _message(dialect, fields)
+    return _message(dialect, fields, "0820" if in_60 else "0800")
 
 
 def _network_in_field_60(dialect: str | Dialect) -> bool:
@@ -277,8 +312,8 @@ def _network_in_field_60(dialect: str | Dialect) -> bool:
     return "70" not in get_dialect(dialect).fields
 
 
-def _message(dialect: str | Dialect, fields: dict[str, str | bytes]) -> Message:
+def _message(dialect: str | Dialect, fields: dict[str, str | bytes], mti: str = "0800") -> Message:
     from posguard.iso8583.message import Message
 
     values: dict[str | int, str | bytes] = dict(fields.items())
-    return Message("0800", values, dialect)
+    return Message(mti, values, dialect)

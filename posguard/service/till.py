@@ -359,6 +359,9 @@ class Till:
                    f"{what}: {result.txn_id} {result.state}{rc} stan {result.stan} rrn {result.rrn or '-'}", level,
                    txn=result.txn_id, stan=result.stan, rc=result.response_code, rrn=result.rrn,
                    auth=result.auth_code)
+        if result.state == "declined" and result.response_code == self.engine.profile.sign_on_rc:
+            # RC 77: the engine signed on again; the card must be presented again (engine/signon.signed_on_again)
+            self._tell(f"{action}.sign_on_again", result.operator_message, logging.WARNING, txn=result.txn_id)
         if detections:
             self._handle(result.detections)
         return result

@@ -45,7 +45,9 @@ TERMINAL = TerminalConfig(terminal_id="TERM0001", merchant_id="MERCHANT0000001",
 
 def card(pan: str = VISA_PAN, *, signature: bool = False, entry_mode: str = "chip", scheme: str | None = "visa",
          field55: bytes | None = None) -> CardData:
-    cvm = bytes.fromhex("1E0300") if signature else bytes.fromhex("420300")  # signature vs online PIN
+    # signature vs no CVM required (1F, EMV Book 3 C3): these terminals have no PIN pad, and the host refuses an
+    # online-PIN CVM (9F34 = 42) that carries no PIN block (issue 12 §5); online PIN is tested with the EPP
+    cvm = bytes.fromhex("1E0300") if signature else bytes.fromhex("1F0002")
     # every call is a new card read: a fresh cryptogram and ATC (an AC is single-use; the engine refuses a reuse)
     atc = next(_ATC) & 0xFFFF
     icc = field55 if field55 is not None else build_tlv([

@@ -104,7 +104,7 @@ def test_field_61_falls_back_to_the_local_date_without_an_answer_date() -> None:
     assert f["61"].endswith("0430")
 
 
-@pytest.mark.parametrize(("dialect", "rc"), [("cup", "05"), ("iso87", "30")])
+@pytest.mark.parametrize(("dialect", "rc"), [("cup", "05"), ("iso87", "12")])
 @pytest.mark.parametrize(("offset", "accepted"), [(23 * 3600.0, True), (-23 * 3600.0, True),
                                                   (25 * 3600.0, False), (-2 * DAY, False)])
 def test_the_host_refuses_a_local_date_more_than_a_day_off(tmp_path: Path, dialect: str, rc: str, offset: float,
@@ -119,8 +119,18 @@ def test_the_host_refuses_a_local_date_more_than_a_day_off(tmp_path: Path, diale
             assert "more than a day from the host's" in (booked.note or "")
 
 
-def test_the_date_check_is_off_unless_configured(tmp_path: Path) -> None:
-    with till("cup", tmp_path, terminal_clock_offset=-30 * DAY) as (engine, _host, _clock):
+@pytest.mark.parametrize("dialect", ["cup", "iso87"])
+def test_the_date_check_is_on_by_default(tmp_path: Path, dialect: str) -> None:
+    """Issue 12 §5: a fault-free default — no ``date_window`` in the configuration, still refused."""
+    with till(dialect, tmp_path, terminal_clock_offset=-30 * DAY) as (engine, host, _clock):
+        sale = engine.sale(card(), 10_00)
+        assert not sale.approved and sale.response_code == {"cup": "05", "iso87": "12"}[dialect]
+        assert any("more than a day" in reason for *_, reason in host.refusals) or \
+            "more than a day" in (host.ledger.find(kind="sale")[0].note or "")
+
+
+def test_the_date_check_can_be_switched_off(tmp_path: Path) -> None:
+    with till("cup", tmp_path, terminal_clock_offset=-30 * DAY, date_window=None) as (engine, _host, _clock):
         assert engine.sale(card(), 10_00).approved
 
 

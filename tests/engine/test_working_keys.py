@@ -69,6 +69,21 @@ def test_field_62_is_verified_key_by_key(tmp_path: Path) -> None:
         assert err.value.which == name.upper()
 
 
+def test_cup_003_carries_a_single_length_mac_key_as_openpos_and_cash2one_read_it(tmp_path: Path) -> None:
+    """60.3 = 003: PIN key (16) ‖ KCV ‖ MAC key (8) ‖ 8 zero bytes ‖ KCV of single DES (openpos util.c
+    UTIL_Double_StoreNewKey; cash2one unionpaypos.cpp CheckKey reads the MAC at byte 20, its KCV at 36)."""
+    tmk = load_tmk(tmk_file(tmp_path))
+    mac8 = MAC_KEY[:8]
+    single_des_kcv = Cipher(TripleDES(mac8 * 3), modes.ECB()).encryptor().update(bytes(8))[:4]
+    block = field62()[:20] + _ecb(TMK, mac8) + bytes(8) + single_des_kcv
+    assert len(block) == 40
+    keys = parse_cup_keys(block, tmk)
+    assert keys.mac.reveal() == mac8 and keys.pin_under_tmk == _ecb(TMK, PIN_KEY)
+    with pytest.raises(KeyCheckMismatch) as err:
+        parse_cup_keys(block[:36] + bytes(4), tmk)
+    assert err.value.which == "MAC"
+
+
 def _engine(tmp_path: Path, clock: VirtualClock, link: object) -> TransactionEngine:
     terminal = TerminalConfig("TERM0001", "123456789012345", b"T" * 32, bytes(range(32)),
                               tmk=load_tmk(tmk_file(tmp_path)))

@@ -56,11 +56,11 @@ def test_approved_chip_sale_carries_91_and_the_card_answers_tc(cup: tuple[HostSi
 
 
 @pytest.mark.parametrize(("case", "rc", "why"), [
-    ("no_55", "30", "chip entry (22=051) without field 55"),
+    ("no_55", "30", "chip entry (22=052) without field 55"),
     ("amount", "13", "field 55.9F02 = 000000001000 differs from field 4 = 000000001500"),
     ("arqc", "05", "the ARQC (55.9F26) does not verify at ATC 17"),
-    ("swipe_no_35", "30", "swiped entry (22=021) without field 35"),
-    ("chip_swiped", "45", "chip card (service code 201) swiped without the fallback entry mode (22=021)"),
+    ("swipe_no_35", "30", "swiped entry (22=022) without field 35"),
+    ("chip_swiped", "45", "chip card (service code 201) swiped without the fallback entry mode (22=022)"),
 ])
 def test_each_decline_reason_over_the_wire(cup: tuple[HostSimulator, WireClient], case: str, rc: str,
                                            why: str) -> None:
@@ -70,8 +70,8 @@ def test_each_decline_reason_over_the_wire(cup: tuple[HostSimulator, WireClient]
         "no_55": {k: v for k, v in chip_sale(1, read).items() if k != "55"},
         "amount": chip_sale(1, read, amount=1500),
         "arqc": chip_sale(1, read, **{"55": read.field55(**{"9F1A": bytes.fromhex("0840")})}),
-        "swipe_no_35": {k: v for k, v in cup_sale(1, 1000, pan=UP).items()} | {"22": "021"},
-        "chip_swiped": cup_sale(1, 1000, pan=UP) | {"22": "021", "35": UP + SWIPED_T2},
+        "swipe_no_35": {k: v for k, v in cup_sale(1, 1000, pan=UP).items()} | {"22": "022"},
+        "chip_swiped": cup_sale(1, 1000, pan=UP) | {"22": "022", "35": UP + SWIPED_T2},
     }[case]
     resp = client.exchange(req)
     assert resp["39"] == rc
@@ -82,8 +82,9 @@ def test_each_decline_reason_over_the_wire(cup: tuple[HostSimulator, WireClient]
 
 def test_fallback_swipe_with_track2_is_left_to_the_rules(cup: tuple[HostSimulator, WireClient]) -> None:
     _sim, client = cup
-    assert client.exchange(cup_sale(1, 1000, pan=UP) | {"22": "801", "35": UP + SWIPED_T2})["39"] == "00"
-    sale = cup_sale(2, 1000, pan=UP) | {"22": "021", "35": UP + SWIPED_T2, "60": "2200000100052"}  # 60.5 = 2
+    # 22.3 = 2: these requests carry no PIN block (the strict host refuses a 22.3 = 1 without field 52)
+    assert client.exchange(cup_sale(1, 1000, pan=UP) | {"22": "802", "35": UP + SWIPED_T2})["39"] == "00"
+    sale = cup_sale(2, 1000, pan=UP) | {"22": "022", "35": UP + SWIPED_T2, "60": "2200000100052"}  # 60.5 = 2
     assert client.exchange(sale)["39"] == "00"
 
 
@@ -194,10 +195,10 @@ def test_iso_dialects_verify_the_arqc_and_answer_91(dialect: str) -> None:
 
 def test_the_control_channel_shows_the_issuer_log_masked(cup: tuple[HostSimulator, WireClient]) -> None:
     sim, client = cup
-    client.exchange(cup_sale(1, 1000, pan=UP) | {"22": "021"})
+    client.exchange(cup_sale(1, 1000, pan=UP) | {"22": "022"})
     reply = sim.control({"cmd": "issuer"})
     assert reply["ok"] and reply["enabled"]
-    assert reply["log"] == ["625094******0014 30 issuer: swiped entry (22=021) without field 35"]
+    assert reply["log"] == ["625094******0014 30 issuer: swiped entry (22=022) without field 35"]
 
 
 def _signed_on(sim: HostSimulator, dialect: str) -> WireClient:

@@ -36,6 +36,7 @@ def test_terminal_arqc_at_the_real_amount_verifies_and_the_arpc_gives_tc(profile
             session = read_card(reader, CFG, txn(amount, un))
             assert emv.tlv_find(session.field55, "9F02") == bytes.fromhex(f"{amount:012d}")
             req = cup_sale(stan, amount, pan=PANS[profile]) | {"55": session.field55.hex().upper()}
+            req |= _pin_owed(client, session.cvm_results, PANS[profile])
             resp = client.exchange(req)
             assert resp["39"] == "00", sim.ledger.find(stan=f"{stan:06d}")[0].note
             issuer_data = find_91(resp.get("55", ""))
@@ -54,7 +55,8 @@ def test_terminal_gets_aac_when_the_host_sends_a_bad_arpc() -> None:
     with HostSimulator(SimConfig(dialect="cup")) as sim, closing(_client(sim)) as client:
         sim.add_fault("bad_arpc", mti="0200")
         session = read_card(reader, CFG, txn(7000, "12345678"))
-        resp = client.exchange(cup_sale(1, 7000, pan=PANS["unionpay_debit_pin"]) | {"55": session.field55.hex()})
+        resp = client.exchange(cup_sale(1, 7000, pan=PANS["unionpay_debit_pin"]) | {"55": session.field55.hex()}
+                               | _pin_owed(client, session.cvm_results, PANS["unionpay_debit_pin"]))
         assert resp["39"] == "00"
         final = complete(reader, session, host_approved=True, issuer_auth_data=find_91(resp["55"]))
         assert (final.cryptogram_type, final.declined_by_card) == ("AAC", True)
@@ -74,3 +76,14 @@ def _client(sim: HostSimulator) -> WireClient:
     client = WireClient(sim.address, "cup")
     client.sign_on()  # a strict acquirer: working keys first, every request MACed with them
     return client
+
+
+CARD_PIN = "1234"  # the PIN of the card file's test cards (firmware_sim/host/cardfile.json): the cardholder keys it
+
+
+def _pin_owed(client: WireClient, cvm_results: bytes, pan: str) -> dict[str, str]:
+    """What the terminal owes when the card chose online PIN (9F34 method 02, EMV Book 4 A4): field 52 from the
+    PIN pad and CUP 22.3 = 1 — the strict host refuses the CVM without them."""
+    if cvm_results[0] & 0x3F != 0x02:
+        return {}
+    return {"22": "051", "52": client.pin_block(pan, CARD_PIN)}

@@ -53,3 +53,38 @@ def test_print_dialect():
     out = subprocess.run([sys.executable, "-m", "firmware_sim.host", "--print-dialect", "iso87bcd"],
                          cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert "dialect iso87bcd" in out and "BCD" in out
+
+
+def _program(*args: str) -> tuple[subprocess.Popen[str], WireClient]:
+    proc = subprocess.Popen([sys.executable, "-m", "firmware_sim.host", "--dialect", "cup", "--port", "0",
+                             "--security", "open", *args],  # sign-on/MAC are test_security's concern
+                            cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    info = json.loads(proc.stdout.readline())
+    return proc, WireClient(("127.0.0.1", info["port"]), "cup")
+
+
+def _stop(proc: subprocess.Popen[str], client: WireClient) -> None:
+    client.close()
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def test_the_program_refuses_a_pin_cvm_without_a_pin_block_and_a_far_date_by_default() -> None:
+    """Issue 12 §5: both checks are fault-free defaults of the real server; its clock is the wall clock, or the
+    one ``--clock-start`` sets (a terminal on virtual time)."""
+    start = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC = 11-15 06:13:20 in Shanghai
+    proc, client = _program("--clock-start", str(start))
+    try:
+        pin_promised = cup_sale(1, 1000) | {"22": "051"}  # 22.3 = 1: a PIN is included, but no field 52
+        assert client.exchange(pin_promised)["39"] == "55"
+        assert client.exchange(cup_sale(2, 1000) | {"13": "1115", "12": "061320"})["39"] == "00"
+        assert client.exchange(cup_sale(3, 1000) | {"13": "1117", "12": "061320"})["39"] == "05"  # two days on
+    finally:
+        _stop(proc, client)
+    proc, client = _program("--clock-start", str(start), "--no-require-pin-block", "--no-date-window")
+    try:
+        assert client.exchange(cup_sale(1, 1000) | {"22": "051"})["39"] == "00"
+        assert client.exchange(cup_sale(2, 1000) | {"13": "1117", "12": "061320"})["39"] == "00"
+    finally:
+        _stop(proc, client)

@@ -6,6 +6,7 @@ import socket
 from typing import Any
 
 import iso8583
+import psec.pinblock
 
 from firmware_sim.host import mac as sim_mac
 from firmware_sim.host.dialects import BINARY_IS_RAW, HEADER_LEN, get_spec
@@ -47,11 +48,23 @@ class WireClient:
         size = 8 if len(block) == 24 else 16
         key = bytes.fromhex(tmk)
         mac_part = block[size + 4 : 2 * size + 8]
-        mac_key = tdes_ecb(key, mac_part[:size], decrypt=True)
+        single = size == 16 and mac_part[8:16] == bytes(8)  # CUP 003: a single-length MAC key, then 8 zeros
+        mac_key = tdes_ecb(key, mac_part[:8] if single else mac_part[:size], decrypt=True)
         assert kcv4(mac_key) == mac_part[size:], "the MAC key does not match its check value"
         self.mac_algorithm, self.mac_key = sim_mac.DIALECT_ALGORITHM[self.dialect], mac_key
         self.mac_only = sim_mac.MACED_MTIS
+        pin_key = tdes_ecb(key, block[:size], decrypt=True)
+        assert kcv4(pin_key) == block[size : size + 4], "the PIN key does not match its check value"
+        self.pin_key = pin_key
         return resp
+
+    pin_key: bytes | None = None
+
+    def pin_block(self, pan: str, pin: str) -> str:
+        """Field 52 for ``pin`` as an encrypting PIN pad makes it: ISO 9564 format 0 (psec) under the PIN key of
+        the last sign-on (emv-keys.md §C). What a terminal owes when the card's CVM is online PIN."""
+        assert self.pin_key is not None, "sign on first: the PIN key comes with the sign-on"
+        return tdes_ecb(self.pin_key, psec.pinblock.encode_pinblock_iso_0(pin, pan)).hex().upper()
 
     def close(self) -> None:
         self.sock.close()
@@ -103,10 +116,15 @@ class WireClient:
         return resp
 
 
+#: CUP field 22: chip (05), PIN entry capability digit — 2 = no PIN in this message (emv-keys.md §C). These raw
+#: requests carry no field 52, and the strict host refuses a 22.3 = 1 without one (RC 55), as an acquirer does.
+CUP_CHIP_NO_PIN = "052"
+
+
 def cup_sale(stan: int, amount: int, *, pan: str = PAN, tid: str = "TERM0001", batch: str = "000001",
              mti: str = "0200") -> dict[str, str]:
     return {
-        "t": mti, "2": pan, "3": "000000", "4": f"{amount:012d}", "11": f"{stan:06d}", "22": "051",
+        "t": mti, "2": pan, "3": "000000", "4": f"{amount:012d}", "11": f"{stan:06d}", "22": CUP_CHIP_NO_PIN,
         "25": "00", "41": tid, "42": "123456789012345", "49": "156", "60": f"22{batch}000",
     }
 
@@ -114,7 +132,7 @@ def cup_sale(stan: int, amount: int, *, pan: str = PAN, tid: str = "TERM0001", b
 def cup_void(stan: int, amount: int, rrn: str, auth: str, orig_stan: int, *, pan: str = PAN,
              batch: str = "000001") -> dict[str, str]:
     return {
-        "t": "0200", "2": pan, "3": "200000", "4": f"{amount:012d}", "11": f"{stan:06d}", "22": "051",
+        "t": "0200", "2": pan, "3": "200000", "4": f"{amount:012d}", "11": f"{stan:06d}", "22": CUP_CHIP_NO_PIN,
         "25": "00", "37": rrn, "38": auth, "41": "TERM0001", "42": "123456789012345", "49": "156",
         "60": f"23{batch}000", "61": f"{batch}{orig_stan:06d}",
     }
@@ -123,7 +141,7 @@ def cup_void(stan: int, amount: int, rrn: str, auth: str, orig_stan: int, *, pan
 def cup_refund(stan: int, amount: int, rrn: str, orig_stan: int, *, pan: str = PAN,
                batch: str = "000001") -> dict[str, str]:
     return {
-        "t": "0220", "2": pan, "3": "200000", "4": f"{amount:012d}", "11": f"{stan:06d}", "22": "051",
+        "t": "0220", "2": pan, "3": "200000", "4": f"{amount:012d}", "11": f"{stan:06d}", "22": CUP_CHIP_NO_PIN,
         "25": "00", "37": rrn, "41": "TERM0001", "42": "123456789012345", "49": "156",
         "60": f"25{batch}000", "61": f"{batch}{orig_stan:06d}1123",
     }

@@ -152,8 +152,13 @@ def test_a_bad_mac_is_answered_a0_and_nothing_is_booked(dialect: str, tmp_path: 
         d.link.use_mac_key(wrong)
         res = d.engine.sale(card(), 2_00)
         assert res.response_code == "A0" and not res.approved
+        assert "could not verify the MAC" in res.operator_message and "signs on again" in res.operator_message
         assert [e.amount for e in d.sim.ledger.find(kind="sale", tid=TID)] == [1_00]
         assert d.sim.refusals[-1][3:] == ("A0", "the MAC does not verify under the terminal's working MAC key")
+        assert d.engine.journal.sign_on_required()  # the keys are not the host's: a sign-on before the next message
+        signs_on = len(d.requests("0800"))
+        again = d.engine.sale(card(), 2_00)  # signs on first, then MACs under the fresh key
+        assert again.approved and len(d.requests("0800")) == signs_on + 1
         # and a request with no MAC at all, raw on the wire
         d.link.use_mac_key(None)
         with d.engine.journal.atomic("test"):
@@ -164,7 +169,7 @@ def test_a_bad_mac_is_answered_a0_and_nothing_is_booked(dialect: str, tmp_path: 
         answer = d.link.exchange(d.engine.profile.message("0200", fields))
         assert answer.response_code == "A0"
         assert d.sim.refusals[-1][3] == "A0" and d.sim.refusals[-1][4].startswith("no MAC in field")
-        assert [e.amount for e in d.sim.ledger.find(kind="sale", tid=TID)] == [1_00]
+        assert [e.amount for e in d.sim.ledger.find(kind="sale", tid=TID)] == [1_00, 2_00]
 
 
 @pytest.mark.parametrize("dialect", DIALECTS)

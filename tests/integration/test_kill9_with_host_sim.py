@@ -31,7 +31,8 @@ Point = tuple[str, int]
 
 @pytest.fixture(scope="module", params=["iso87ascii", "cup"])
 def sim(request: pytest.FixtureRequest) -> Iterator[HostProcess]:
-    with host_process(request.param) as s:
+    # the host's clock starts at the terminal's virtual time: its local-date check (on by default) agrees
+    with host_process(request.param, extra_args=("--clock-start", str(MONDAY_0900))) as s:
         yield s
 
 

@@ -99,9 +99,10 @@ class Lane:
 @contextmanager
 def lane(dialect: str, tmp_path: Path, card: VpcdCard, **sim_config: Any) -> Iterator[Lane]:
     # the host issues fresh working keys at every sign-on, under this terminal's TMK (CUP field 62, ISO 0800/70
-    # field 48); the PIN key goes to the pad as it came, and the host checks field 52 with the key it issued
+    # field 48); the PIN key goes to the pad as it came, and the host checks field 52 with the key it issued.
+    # The PIN-block and local-date checks are the host's defaults (issue 12 §5): not configured here
     config: dict[str, Any] = {"terminal_keys": {TERMINAL.terminal_id: TMK.hex().upper()}, "card_pins": {PAN: CARD_PIN},
-                              "require_pin_block": True, "date_window": 86_400.0, "pin_tries": 3, **sim_config}
+                              "pin_tries": 3, **sim_config}
     terminal = replace(TERMINAL, tmk=TerminalMasterKey(TMK), timezone="Asia/Shanghai")
     with pin_pad(TMK) as pad_sim, linked(dialect=dialect, sim_config=config) as (sim, link, clock, _events):
         journal = Journal(tmp_path / "journal.db", clock=clock)

@@ -107,18 +107,25 @@ def test_signs_on_once_at_start_when_the_policy_says_so(dialect: str, tmp_path: 
         assert [m for m, _ in x.wire()][-2:] == ["0800", "0200"]
 
 
-def test_rc_77_signs_on_before_the_next_transaction(d: Desk) -> None:
+def test_rc_77_signs_on_again_at_once_and_the_card_is_presented_again(d: Desk) -> None:
+    """The 77'd sale is not re-sent (its cryptogram is single use; the host booked nothing): the terminal signs on
+    at once and the operator is told to present the card again; the sale stays declined with RC 77."""
     d.sim.demand_sign_on("rc")
     refused = d.engine.sale(card(), 10_00)
     assert refused.state == "declined" and refused.response_code == "77"
+    assert "signed on again" in refused.operator_message and "present the card again" in refused.operator_message
     assert d.sim.ledger.find(kind="sale") == []  # the host did not process it
-    assert d.journal.sign_on_required()
+    assert d.wire() == [SALE[d.dialect], SIGN_ON[d.dialect]]  # signed on again; the sale not re-sent
+    assert not d.journal.sign_on_required()
     [demand] = events(d.journal, "sign_on_demanded")
     assert '"rc": "77"' in demand["detail"]
-    sale = d.engine.sale(card(), 10_00)
-    assert sale.approved
+    [signed] = events(d.journal, "signed_on")
+    assert '"reason": "demanded by the host"' in signed["detail"]
+    assert d.journal.get_txn(refused.txn_id).state == "declined"
+    sale = d.engine.sale(card(), 10_00)  # the card presented again: a new sale, no second sign-on
+    assert sale.approved and sale.txn_id != refused.txn_id
     assert d.wire() == [SALE[d.dialect], SIGN_ON[d.dialect], SALE[d.dialect]]
-    assert not d.journal.sign_on_required() and len(events(d.journal, "signed_on")) == 1
+    assert len(events(d.journal, "signed_on")) == 1
     assert d.disagreements() == []
 
 
@@ -136,20 +143,24 @@ def test_cup_header_processing_requirement_3_signs_on_before_the_next(tmp_path: 
 
 def test_the_demand_survives_a_restart(d: Desk) -> None:
     d.sim.demand_sign_on("rc")
-    d.engine.sale(card(), 10_00)
+    d.sim.add_fault("wrong_rc", mti="0800", rc="91")  # the sign-on right after the 77 is refused
+    refused = d.engine.sale(card(), 10_00)
+    assert refused.response_code == "77" and "which failed" in refused.operator_message
     d.restart()  # e.g. the till was switched off
     assert d.engine.sign_on_due == "demanded by the host"
     assert d.engine.sale(card(), 10_00).approved
-    assert [m for m, _ in d.wire()] == ["0200", "0800", "0200"]
+    assert [m for m, _ in d.wire()] == ["0200", "0800", "0800", "0200"]
 
 
 def test_a_refused_sign_on_blocks_the_sale_and_sends_nothing_else(d: Desk) -> None:
     d.sim.demand_sign_on("rc")
-    d.engine.sale(card(), 10_00)
-    d.sim.add_fault("wrong_rc", mti="0800", rc="91")
+    d.sim.add_fault("wrong_rc", mti="0800", rc="91", times=2)  # at once after the 77, and before the next sale
+    refused = d.engine.sale(card(), 10_00)
+    assert refused.state == "declined" and "RC 91" in refused.operator_message
+    assert "present the card again" in refused.operator_message
     with pytest.raises(SignOnFailed, match="RC 91"):
         d.engine.sale(card(), 10_00)
-    assert [m for m, _ in d.wire()] == ["0200", "0800"]
+    assert [m for m, _ in d.wire()] == ["0200", "0800", "0800"]
     assert d.journal.sign_on_required() and d.journal.incidents("sign_on_failed")
     assert d.engine.sale(card(), 10_00).approved  # the next attempt signs on and goes through
 
