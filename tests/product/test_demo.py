@@ -58,8 +58,10 @@ def test_demo_day_detects_and_corrects_every_error_kind(dialect: str, reader: st
     assert "== incident report" in out and "every simulator stopped" in out
     # issue 12 §6: the UnionPay debit card's PIN is keyed on the encrypting PIN pad (field 52), as the host's
     # default PIN-block check requires of its online-PIN CVM
-    assert "working PIN key loaded under its TMK" in out
+    assert "the sign-on's working PIN key loaded under the terminal's TMK" in out
     assert any("UnionPay Debit" in line and "PIN entered on the PIN pad" in line for line in out.splitlines())
+    pin_sales = [line for line in out.splitlines() if "sale" in line and "on 625094******0014:" in line]
+    assert pin_sales and " approved rc 00" in pin_sales[0]  # the host accepted the block (not 99/81: wrong key)
     # the unbalanced batch: the acquirer's report names the sale the host booked against a 51, nothing else
     [finding] = [line for line in out.splitlines() if "host_booked_not_approved:" in line]
     assert "sale" in finding and "CNY 15.00; terminal declined rc 51, host approved" in finding
