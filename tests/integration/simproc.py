@@ -12,6 +12,10 @@ control port), so a 30-second timeout takes milliseconds and cannot race a respo
 
 from __future__ import annotations
 
+import os
+import signal
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -116,3 +120,26 @@ def _txn_disagrees(t: TxnRecord, booked: list[Entry]) -> list[str]:
     if h is not None and t.kind == "sale" and status in ("approved", "voided") and h["refunded"] != t.refunded_minor:
         problems.append(f"sale {t.id}: host refunded {h['refunded']}, journal {t.refunded_minor}")
     return problems
+
+
+def die_at(target: tuple[str, int], act: Callable[[Callable[[str], None]], None]) -> int:
+    """Run ``act(kill_at)`` in a forked child that kills itself with SIGKILL when the engine passes kill point
+    ``target`` (the point's name and its occurrence); returns the child's wait status (exit 4: the point was never
+    reached, 3: ``act`` failed before it)."""
+    pid = os.fork()
+    if pid == 0:
+        code = 3
+        try:
+            seen: Counter[str] = Counter()
+
+            def kill_at(point: str) -> None:
+                seen[point] += 1
+                if (point, seen[point]) == target:
+                    os.kill(os.getpid(), signal.SIGKILL)
+
+            act(kill_at)
+            code = 4  # the point was never reached
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return status

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import signal
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -20,7 +20,7 @@ from firmware_sim.rig import HostProcess, host_process
 from posguard.clock import VirtualClock
 from tests.engine.conftest import MONDAY_0900, TERMINAL, card
 from tests.host_sim.harness import keyed
-from tests.integration.simproc import wire_engine
+from tests.integration.simproc import die_at, wire_engine
 
 TID = TERMINAL.terminal_id
 
@@ -48,25 +48,12 @@ def _discover(sim: HostProcess, case: Path) -> list[tuple[str, int]]:
 
 
 def _sign_on_and_die(sim: HostProcess, case: Path, target: tuple[str, int]) -> int:
-    pid = os.fork()
-    if pid == 0:
-        code = 3
-        try:
-            w = wire_engine(sim, case / "journal.db", VirtualClock(start=MONDAY_0900), keyed(TERMINAL))
-            seen: Counter[str] = Counter()
+    def act(kill_at: Callable[[str], None]) -> None:
+        w = wire_engine(sim, case / "journal.db", VirtualClock(start=MONDAY_0900), keyed(TERMINAL))
+        w.engine.kill_points = kill_at
+        w.engine.sign_on(reason="operator")
 
-            def kill_at(point: str) -> None:
-                seen[point] += 1
-                if (point, seen[point]) == target:
-                    os.kill(os.getpid(), signal.SIGKILL)
-
-            w.engine.kill_points = kill_at
-            w.engine.sign_on(reason="operator")
-            code = 4  # the point was never reached
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    return status
+    return die_at(target, act)
 
 
 def test_kill_9_at_every_point_of_a_sign_on(sim: HostProcess, tmp_path: Path) -> None:
