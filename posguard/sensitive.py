@@ -15,7 +15,6 @@ journal), whether it stays in the wire images kept as incident evidence, and whe
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import re
 from collections.abc import Callable, Mapping
@@ -194,7 +193,7 @@ def pan_token(pan: str, key: bytes) -> str:
     """A keyed, irreversible token for matching the same card across transactions (HMAC-SHA256, 32 hex)."""
     if not key:
         raise ValueError("pan_token needs a non-empty key (the terminal's tokenisation key)")
-    return hmac.new(key, pan.encode("ascii", "replace"), hashlib.sha256).hexdigest()[:32]
+    return hmac.digest(key, pan.encode("ascii", "replace"), "sha256").hex()[:32]  # one-shot C HMAC
 
 
 class Pan:
