@@ -417,15 +417,17 @@ class PcscReader(Reader):
         data = bytearray()
         command = apdu
         for _ in range(MAX_T0_ROUNDS):
-            data += bytes(raw[:-2])
             sw1, sw2 = raw[-2], raw[-1]
             if sw1 == 0x61:
+                if len(raw) > 2:
+                    data += bytes(raw[:-2])
                 command = bytes((0x00, 0xC0, 0x00, 0x00, sw2))
             elif sw1 == 0x6C:
                 command = _with_le(command, sw2)
                 data.clear()  # the card discarded the previous answer; the resend repeats it whole
             else:
-                return _new_tuple(Response, (bytes(data), (sw1 << 8) | sw2))
+                body = bytes(raw[:-2])
+                return _new_tuple(Response, (bytes(data) + body if data else body, (sw1 << 8) | sw2))
             wd = self._watchdog
             if wd is None:
                 raise self._not_powered()

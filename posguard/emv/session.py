@@ -266,7 +266,7 @@ def _gpo(ch: CardChannel, sel: Selector, sources: dict[str, bytes]) -> tuple[Sel
         app = sel.next_app()
         pdol_bytes = app.pdol
         pdol = dol_entries(pdol_bytes, "PDOL 9F38") if pdol_bytes else ()
-        data = build_dol_data(pdol, {**sources, "9F09": bytes.fromhex(app.config.app_version)})
+        data = build_dol_data(pdol, {**sources, "9F09": app.config.app_version_bytes})
         stage = f"GET PROCESSING OPTIONS {app.aid.hex().upper()}"
         r = ch.send(apdu.get_processing_options(data), stage)
         if r.sw == SW_CONDITIONS:
@@ -348,7 +348,7 @@ def _initiate(reader: Reader, terminal: EmvTerminal, txn: Transaction, atr: byte
     sel.build()
     term = terminal_data(terminal, txn)
     app, aip, afl = _gpo(ch, sel, term)
-    term.update({"9F09": bytes.fromhex(app.config.app_version), "84": app.aid, "4F": app.aid, "82": aip})
+    term.update({"9F09": app.config.app_version_bytes, "84": app.aid, "4F": app.aid, "82": aip})
     card = _read_records(ch, afl)
     if "5F24" not in card:
         raise CardDataError("mandatory tag 5F24 missing from the records", stage="READ RECORD", path="5F24")

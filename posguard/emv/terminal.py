@@ -25,7 +25,18 @@ class AidConfig:
 
     @property
     def aid_bytes(self) -> bytes:
-        return bytes.fromhex(self.aid)
+        return _hex_bytes(self.aid)
+
+    @property
+    def app_version_bytes(self) -> bytes:
+        """The terminal's application version number (9F09) for this application, as sent."""
+        return _hex_bytes(self.app_version)
+
+
+@lru_cache(maxsize=256)
+def _hex_bytes(text: str) -> bytes:
+    """``bytes.fromhex`` of a configured hex string (AIDs, versions), decoded once per process."""
+    return bytes.fromhex(text)
 
 
 DEFAULT_AIDS: tuple[AidConfig, ...] = (
@@ -206,7 +217,7 @@ def terminal_data(cfg: EmvTerminal, txn: Transaction, aid: AidConfig | None = No
         "9F15": mcc,
         "9F4E": name_location,
         "9F01": acquirer,
-        "9F09": bytes.fromhex(aid.app_version) if aid else _DEFAULT_9F09,
+        "9F09": aid.app_version_bytes if aid else _DEFAULT_9F09,
         "9F41": bcd(txn.sequence_counter, 4),
         "9F7A": b"\x00",  # VLP terminal support indicator: no electronic cash
         "95": _TVR_ZERO,
