@@ -105,7 +105,9 @@ def _tree(item: TLV) -> TLV:
     return CardTLV(item.tag, item.value, item.offset, tuple(_tree(child) for child in item.children))
 
 
-#: Tag bytes -> upper-case hex name, for the tags cards answer with (bounded: see ``_TAG_NAMES_MAX``).
+#: One-byte tags by value (``0x82`` -> ``"82"``); multi-byte tag bytes -> upper-case hex name, for the tags
+#: cards answer with (bounded: see ``_TAG_NAMES_MAX``).
+_ONE_BYTE_TAGS = tuple(f"{b:02X}" for b in range(256))
 _TAG_NAMES: dict[bytes, str] = {}
 _TAG_NAMES_MAX = 512
 
@@ -115,9 +117,9 @@ def _parse_fast(data: bytes) -> list[TLV] | None:
     or nested) would refuse the data. Same rules: 00/FF padding skipped between objects, tags of at most
     4 bytes, definite lengths of at most 4 length bytes; offsets relative to the buffer parsed."""
     items: list[TLV] = []
+    append = items.append
     pos = 0
     end = len(data)
-    names = _TAG_NAMES
     while pos < end:
         first = data[pos]
         if first == 0x00 or first == 0xFF:
@@ -135,9 +137,16 @@ def _parse_fast(data: bytes) -> list[TLV] | None:
                     break
                 if pos - start > 4:
                     return None
+            raw_tag = data[start:pos]
+            tag = _TAG_NAMES.get(raw_tag)
+            if tag is None:
+                tag = raw_tag.hex().upper()
+                if len(_TAG_NAMES) < _TAG_NAMES_MAX:
+                    _TAG_NAMES[raw_tag] = tag
+        else:
+            tag = _ONE_BYTE_TAGS[first]
         if pos >= end:
             return None
-        raw_tag = data[start:pos]
         n = data[pos]
         pos += 1
         if n >= 0x80:
@@ -148,18 +157,13 @@ def _parse_fast(data: bytes) -> list[TLV] | None:
             pos += k
         if pos + n > end:
             return None
-        tag = names.get(raw_tag)
-        if tag is None:
-            tag = raw_tag.hex().upper()
-            if len(names) < _TAG_NAMES_MAX:
-                names[raw_tag] = tag
         value = data[pos:pos + n]
         pos += n
         if first & 0x20:
             kids = _parse_fast(value)
             if kids is None:
                 return None
-            items.append(CardTLV(tag, value, start, tuple(kids)))
+            append(CardTLV(tag, value, start, tuple(kids)))
         else:
-            items.append(TLV(tag, value, start))
+            append(TLV(tag, value, start))
     return items

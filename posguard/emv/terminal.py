@@ -159,17 +159,14 @@ def _bcd2(n: int) -> int:
 
 def _static_data(cfg: EmvTerminal) -> tuple[bytes, ...]:
     """The values of :func:`terminal_data` that depend on the configuration only: 9F1A 5F2A 5F36 9F35 9F1E
-    9F1C 9F16 9F15 9F4E 9F01; computed once per terminal configuration (a frozen dataclass) unless a field
-    holds an unhashable value."""
-    try:
-        return _static_data_cached(cfg)
-    except TypeError:  # e.g. aids given as a list: computed each time, as before
-        return _compute_static_data(cfg)
-
-
-@lru_cache(maxsize=16)
-def _static_data_cached(cfg: EmvTerminal) -> tuple[bytes, ...]:
-    return _compute_static_data(cfg)
+    9F1C 9F16 9F15 9F4E 9F01; computed once for the configuration last used (a frozen dataclass: the same
+    object has the same values; recognised by identity, which costs less than hashing its fields)."""
+    global _LAST_STATIC
+    last_cfg, values = _LAST_STATIC
+    if last_cfg is not cfg:
+        values = _compute_static_data(cfg)
+        _LAST_STATIC = (cfg, values)
+    return values
 
 
 def _compute_static_data(cfg: EmvTerminal) -> tuple[bytes, ...]:
@@ -187,6 +184,7 @@ def _compute_static_data(cfg: EmvTerminal) -> tuple[bytes, ...]:
     )
 
 
+_LAST_STATIC: tuple[EmvTerminal | None, tuple[bytes, ...]] = (None, ())
 _DEFAULT_9F09 = bytes.fromhex("008C")
 _TVR_ZERO = bytes(5)
 _TSI_ZERO = bytes(2)
