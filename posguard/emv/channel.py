@@ -13,8 +13,8 @@ offset, so a corrupt answer is refused exactly as before.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, fields
 
 from posguard.drivers.errors import ReaderError
 from posguard.drivers.reader import Reader, Response
@@ -105,6 +105,47 @@ def _tree(item: TLV) -> TLV:
     return CardTLV(item.tag, item.value, item.offset, tuple(_tree(child) for child in item.children))
 
 
+def _slot_setters() -> tuple[Callable[[TLV, object], None], ...]:
+    """The slot setters of TLV's and CardTLV's fields, when they are exactly (tag, value, offset) + (kids)
+    with no ``__post_init__``: the parser then fills new objects directly, at half the cost of the frozen
+    dataclass ``__init__`` (which goes through ``object.__setattr__`` per field); empty otherwise (a changed
+    TLV is then built by its constructor)."""
+    names = tuple(f.name for f in fields(CardTLV))
+    if names != ("tag", "value", "offset", "kids") or hasattr(CardTLV, "__post_init__"):
+        return ()
+    return tuple(cls.__dict__[name].__set__ for cls, name in
+                 ((TLV, "tag"), (TLV, "value"), (TLV, "offset"), (CardTLV, "kids")))
+
+
+_SETTERS = _slot_setters()
+_BY_SLOTS = bool(_SETTERS)
+_set_tag, _set_value, _set_offset, _set_kids = _SETTERS or (None, None, None, None)
+_new = object.__new__
+
+
+def _primitive(tag: str, value: bytes, offset: int) -> TLV:
+    """``TLV(tag, value, offset)``."""
+    if not _BY_SLOTS:
+        return TLV(tag, value, offset)
+    item: TLV = _new(TLV)
+    _set_tag(item, tag)  # type: ignore[misc]
+    _set_value(item, value)  # type: ignore[misc]
+    _set_offset(item, offset)  # type: ignore[misc]
+    return item
+
+
+def _constructed(tag: str, value: bytes, offset: int, kids: tuple[TLV, ...]) -> CardTLV:
+    """``CardTLV(tag, value, offset, kids)``."""
+    if not _BY_SLOTS:
+        return CardTLV(tag, value, offset, kids)
+    item: CardTLV = _new(CardTLV)
+    _set_tag(item, tag)  # type: ignore[misc]
+    _set_value(item, value)  # type: ignore[misc]
+    _set_offset(item, offset)  # type: ignore[misc]
+    _set_kids(item, kids)  # type: ignore[misc]
+    return item
+
+
 #: One-byte tags by value (``0x82`` -> ``"82"``); multi-byte tag bytes -> upper-case hex name, for the tags
 #: cards answer with (bounded: see ``_TAG_NAMES_MAX``).
 _ONE_BYTE_TAGS = tuple(f"{b:02X}" for b in range(256))
@@ -163,7 +204,7 @@ def _parse_fast(data: bytes) -> list[TLV] | None:
             kids = _parse_fast(value)
             if kids is None:
                 return None
-            append(CardTLV(tag, value, start, tuple(kids)))
+            append(_constructed(tag, value, start, tuple(kids)))
         else:
-            append(TLV(tag, value, start))
+            append(_primitive(tag, value, start))
     return items

@@ -11,6 +11,7 @@ import random
 
 import pytest
 
+from posguard.emv import channel
 from posguard.emv.channel import CardTLV, _tree, find_card_tag, parse_card_tlv
 from posguard.emv.errors import CardDataError
 from posguard.iso8583.errors import TLVError
@@ -54,13 +55,19 @@ def _random_tree(rng: random.Random, depth: int = 0) -> bytes:
                     for part in parts)
 
 
-def test_well_formed_answers_parse_as_the_checked_parser_does() -> None:
+@pytest.mark.parametrize("by_slots", [True, False])
+def test_well_formed_answers_parse_as_the_checked_parser_does(by_slots: bool, monkeypatch: pytest.MonkeyPatch
+                                                               ) -> None:
+    """Objects filled slot by slot (the fast path) or by their constructors are the checked parser's objects."""
+    monkeypatch.setattr(channel, "_BY_SLOTS", by_slots)
     rng = random.Random(2026)
     for _ in range(400):
         data = _random_tree(rng)
-        ref = _reference(data)
-        assert isinstance(ref, list)
-        assert _shape(_ours(data)) == _shape(ref)
+        ref, ours = _reference(data), _ours(data)
+        assert isinstance(ref, list) and isinstance(ours, list)
+        assert _shape(ours) == _shape(ref)
+        assert ours == ref and [hash(i) for i in ours] == [hash(i) for i in ref]
+        assert [repr(i) for i in ours] == [repr(i) for i in ref]
 
 
 def test_corrupt_answers_are_refused_with_the_checked_parsers_path_and_offset() -> None:
