@@ -123,29 +123,6 @@ _set_tag, _set_value, _set_offset, _set_kids = _SETTERS or (None, None, None, No
 _new = object.__new__
 
 
-def _primitive(tag: str, value: bytes, offset: int) -> TLV:
-    """``TLV(tag, value, offset)``."""
-    if not _BY_SLOTS:
-        return TLV(tag, value, offset)
-    item: TLV = _new(TLV)
-    _set_tag(item, tag)  # type: ignore[misc]
-    _set_value(item, value)  # type: ignore[misc]
-    _set_offset(item, offset)  # type: ignore[misc]
-    return item
-
-
-def _constructed(tag: str, value: bytes, offset: int, kids: tuple[TLV, ...]) -> CardTLV:
-    """``CardTLV(tag, value, offset, kids)``."""
-    if not _BY_SLOTS:
-        return CardTLV(tag, value, offset, kids)
-    item: CardTLV = _new(CardTLV)
-    _set_tag(item, tag)  # type: ignore[misc]
-    _set_value(item, value)  # type: ignore[misc]
-    _set_offset(item, offset)  # type: ignore[misc]
-    _set_kids(item, kids)  # type: ignore[misc]
-    return item
-
-
 #: One-byte tags by value (``0x82`` -> ``"82"``); multi-byte tag bytes -> upper-case hex name, for the tags
 #: cards answer with (bounded: see ``_TAG_NAMES_MAX``).
 _ONE_BYTE_TAGS = tuple(f"{b:02X}" for b in range(256))
@@ -159,6 +136,8 @@ def _parse_fast(data: bytes) -> list[TLV] | None:
     4 bytes, definite lengths of at most 4 length bytes; offsets relative to the buffer parsed."""
     items: list[TLV] = []
     append = items.append
+    by_slots = _BY_SLOTS
+    new, set_tag, set_value, set_offset = _new, _set_tag, _set_value, _set_offset
     pos = 0
     end = len(data)
     while pos < end:
@@ -200,11 +179,23 @@ def _parse_fast(data: bytes) -> list[TLV] | None:
             return None
         value = data[pos:pos + n]
         pos += n
+        item: TLV
         if first & 0x20:
             kids = _parse_fast(value)
             if kids is None:
                 return None
-            append(_constructed(tag, value, start, tuple(kids)))
+            if by_slots:  # CardTLV(tag, value, start, tuple(kids)), filled slot by slot
+                item = new(CardTLV)
+                _set_kids(item, tuple(kids))  # type: ignore[misc]
+            else:
+                item = CardTLV(tag, value, start, tuple(kids))
+        elif by_slots:  # TLV(tag, value, start)
+            item = new(TLV)
         else:
-            append(_primitive(tag, value, start))
+            item = TLV(tag, value, start)
+        if by_slots:
+            set_tag(item, tag)  # type: ignore[misc]
+            set_value(item, value)  # type: ignore[misc]
+            set_offset(item, start)  # type: ignore[misc]
+        append(item)
     return items
