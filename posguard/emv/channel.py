@@ -1,12 +1,20 @@
 """A card channel: one place where the session's commands go out, are counted and traced.
 
-The trace holds the step name, status word and response length only: never APDU data.
+The trace holds the step name, status word and response length only: never APDU data. It is formatted when
+read (:attr:`CardChannel.trace`), not on every command: a transaction sends ~20 commands and rarely reads it.
+
+Card answers are parsed here once, down to their leaves (:func:`parse_card_tlv`), and searched without parsing
+again (:func:`find_card_tag`). The parser has a fast path for well-formed BER-TLV (EMV Book 3 Annex B); any
+irregularity (a tag or length running past the end, an indefinite or over-long length) re-parses the answer
+with the codec's checked :func:`posguard.iso8583.tlv.parse_tlv`, which raises the error naming the path and
+offset, so a corrupt answer is refused exactly as before.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, fields
 
 from posguard.drivers.errors import ReaderError
 from posguard.drivers.reader import Reader, Response
@@ -15,13 +23,23 @@ from posguard.iso8583.errors import TLVError
 from posguard.iso8583.tlv import TLV, parse_tlv
 
 log = logging.getLogger("posguard.emv")
+_DEBUG = logging.DEBUG
+
+#: First hex digit of a tag whose first byte has bit 6 (0x20) set: a constructed data object (Book 3 Annex B1).
+CONSTRUCTED_FIRST_DIGITS = frozenset("2367ABEF")
 
 
 class CardChannel:
     def __init__(self, reader: Reader) -> None:
         self.reader = reader
         self.commands = 0
-        self.trace: list[str] = []
+        # (stage, SW, response length) or (stage, error class name, -1): formatted by ``trace``
+        self._steps: list[tuple[str, int | str, int]] = []
+
+    @property
+    def trace(self) -> list[str]:
+        """One line per command: ``"SELECT PSE: SW 9000 (34 bytes)"`` or ``"GPO ...: CardRemoved"``."""
+        return [f"{stage}: {sw}" if n < 0 else f"{stage}: SW {sw:04X} ({n} bytes)" for stage, sw, n in self._steps]
 
     def send(self, apdu: bytes, stage: str) -> Response:
         """Transmit ``apdu``; reader errors get a note naming ``stage`` and propagate with their type."""
@@ -30,10 +48,11 @@ class CardChannel:
             r = self.reader.transmit(apdu)
         except ReaderError as e:
             e.add_note(f"during EMV step: {stage}")
-            self.trace.append(f"{stage}: {type(e).__name__}")
+            self._steps.append((stage, type(e).__name__, -1))
             raise
-        self.trace.append(f"{stage}: SW {r.sw:04X} ({len(r.data)} bytes)")
-        log.debug("%s: SW %04X, %d bytes", stage, r.sw, len(r.data))
+        self._steps.append((stage, r.sw, len(r.data)))
+        if log.isEnabledFor(_DEBUG):
+            log.debug("%s: SW %04X, %d bytes", stage, r.sw, len(r.data))
         return r
 
 
@@ -52,14 +71,131 @@ class CardTLV(TLV):
 def parse_card_tlv(data: bytes, *, path: str, stage: str) -> list[TLV]:
     """parse_tlv that reports corrupt card data as CardDataError (path and offset, never values); every
     constructed object is parsed down to its leaves here, once (:class:`CardTLV`)."""
-    try:
+    items = _parse_fast(bytes(data))
+    if items is not None:
+        return items
+    try:  # not well-formed: the checked parser says where (and raises)
         return [_tree(item) for item in parse_tlv(data, path=path)]
     except TLVError as e:
         raise CardDataError(f"corrupt TLV from the card: {e.reason}", stage=stage, path=e.path,
                             offset=e.offset) from None
 
 
+def find_card_tag(items: Iterable[TLV], tag: str) -> TLV | None:
+    """The first object with ``tag`` (upper-case hex), depth-first, as :func:`posguard.iso8583.tlv.find_tag`;
+    the children of a :class:`CardTLV` are the ones parsed with it."""
+    for item in items:
+        t = item.tag
+        if t == tag:
+            return item
+        if type(item) is CardTLV:
+            found = find_card_tag(item.kids, tag)
+        elif t[0] in CONSTRUCTED_FIRST_DIGITS:
+            found = find_card_tag(item.children, tag)
+        else:
+            continue
+        if found is not None:
+            return found
+    return None
+
+
 def _tree(item: TLV) -> TLV:
     if not item.constructed:
         return item
     return CardTLV(item.tag, item.value, item.offset, tuple(_tree(child) for child in item.children))
+
+
+def _slot_setters() -> tuple[Callable[[TLV, object], None], ...]:
+    """The slot setters of TLV's and CardTLV's fields, when they are exactly (tag, value, offset) + (kids)
+    with no ``__post_init__``: the parser then fills new objects directly, at half the cost of the frozen
+    dataclass ``__init__`` (which goes through ``object.__setattr__`` per field); empty otherwise (a changed
+    TLV is then built by its constructor)."""
+    names = tuple(f.name for f in fields(CardTLV))
+    if names != ("tag", "value", "offset", "kids") or hasattr(CardTLV, "__post_init__"):
+        return ()
+    return tuple(cls.__dict__[name].__set__ for cls, name in
+                 ((TLV, "tag"), (TLV, "value"), (TLV, "offset"), (CardTLV, "kids")))
+
+
+_SETTERS = _slot_setters()
+_BY_SLOTS = bool(_SETTERS)
+_set_tag, _set_value, _set_offset, _set_kids = _SETTERS or (None, None, None, None)
+_new = object.__new__
+
+
+#: One-byte tags by value (``0x82`` -> ``"82"``); multi-byte tag bytes -> upper-case hex name, for the tags
+#: cards answer with (bounded: see ``_TAG_NAMES_MAX``).
+_ONE_BYTE_TAGS = tuple(f"{b:02X}" for b in range(256))
+_TAG_NAMES: dict[bytes, str] = {}
+_TAG_NAMES_MAX = 512
+
+
+def _parse_fast(data: bytes) -> list[TLV] | None:
+    """The objects of ``data`` as :func:`parse_card_tlv` returns them, or None where ``parse_tlv`` (top level
+    or nested) would refuse the data. Same rules: 00/FF padding skipped between objects, tags of at most
+    4 bytes, definite lengths of at most 4 length bytes; offsets relative to the buffer parsed."""
+    items: list[TLV] = []
+    append = items.append
+    by_slots = _BY_SLOTS
+    new, set_tag, set_value, set_offset = _new, _set_tag, _set_value, _set_offset
+    pos = 0
+    end = len(data)
+    while pos < end:
+        first = data[pos]
+        if first == 0x00 or first == 0xFF:
+            pos += 1
+            continue
+        start = pos
+        pos += 1
+        if first & 0x1F == 0x1F:
+            while True:
+                if pos >= end:
+                    return None
+                b = data[pos]
+                pos += 1
+                if not b & 0x80:
+                    break
+                if pos - start > 4:
+                    return None
+            raw_tag = data[start:pos]
+            tag = _TAG_NAMES.get(raw_tag)
+            if tag is None:
+                tag = raw_tag.hex().upper()
+                if len(_TAG_NAMES) < _TAG_NAMES_MAX:
+                    _TAG_NAMES[raw_tag] = tag
+        else:
+            tag = _ONE_BYTE_TAGS[first]
+        if pos >= end:
+            return None
+        n = data[pos]
+        pos += 1
+        if n >= 0x80:
+            k = n & 0x7F
+            if k == 0 or k > 4 or pos + k > end:
+                return None
+            n = int.from_bytes(data[pos:pos + k], "big")
+            pos += k
+        if pos + n > end:
+            return None
+        value = data[pos:pos + n]
+        pos += n
+        item: TLV
+        if first & 0x20:
+            kids = _parse_fast(value)
+            if kids is None:
+                return None
+            if by_slots:  # CardTLV(tag, value, start, tuple(kids)), filled slot by slot
+                item = new(CardTLV)
+                _set_kids(item, tuple(kids))  # type: ignore[misc]
+            else:
+                item = CardTLV(tag, value, start, tuple(kids))
+        elif by_slots:  # TLV(tag, value, start)
+            item = new(TLV)
+        else:
+            item = TLV(tag, value, start)
+        if by_slots:
+            set_tag(item, tag)  # type: ignore[misc]
+            set_value(item, value)  # type: ignore[misc]
+            set_offset(item, start)  # type: ignore[misc]
+        append(item)
+    return items

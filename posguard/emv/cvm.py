@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from posguard.emv.errors import CardDataError
 
@@ -132,6 +133,13 @@ class CvmList:
 
 
 def parse_cvm_list(data: bytes) -> CvmList:
+    """The list's amounts X, Y and rules (EMV Book 3 section 10.5); kept per process per list (a card profile's
+    8E is the same on every read, and the result is immutable); a malformed list raises every time."""
+    return _parse_cvm_list(bytes(data))
+
+
+@lru_cache(maxsize=128)
+def _parse_cvm_list(data: bytes) -> CvmList:
     if len(data) < 8 or (len(data) - 8) % 2:
         raise CardDataError(f"CVM list of {len(data)} bytes is not 8 + 2n", stage="CVM", path="8E")
     rules = tuple(CvmRule(data[i], data[i + 1]) for i in range(8, len(data), 2))

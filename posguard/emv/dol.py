@@ -7,8 +7,9 @@ padded with trailing zeros and truncated on the right. Data the terminal does no
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from posguard.emv.errors import CardDataError
 
@@ -49,6 +50,14 @@ def parse_dol(dol: bytes, *, name: str = "DOL") -> list[DolEntry]:
     return out
 
 
+@lru_cache(maxsize=128)
+def dol_entries(dol: bytes, name: str = "DOL") -> tuple[DolEntry, ...]:
+    """:func:`parse_dol` as an immutable tuple, kept per process: a card's PDOL/CDOL1/CDOL2 are the same on
+    every read of that card profile (a DOL names tags and lengths, no card data). A broken DOL raises each
+    time (errors are not cached)."""
+    return tuple(parse_dol(dol, name=name))
+
+
 def fit(tag: str, value: bytes, length: int) -> bytes:
     """``value`` padded or truncated to ``length`` bytes by the format rule of ``tag``."""
     have = len(value)
@@ -62,17 +71,24 @@ def fit(tag: str, value: bytes, length: int) -> bytes:
     return value + pad * (length - have)
 
 
-def build_dol_data(entries: list[DolEntry], sources: Mapping[str, bytes]) -> bytes:
+#: First hex digit of a constructed tag (first byte bit 6 set, EMV Book 3 Annex B1): sent as zeros.
+_CONSTRUCTED_FIRST_DIGITS = frozenset("2367ABEF")
+
+
+def build_dol_data(entries: Sequence[DolEntry], sources: Mapping[str, bytes]) -> bytes:
     """Concatenate the value of each entry from ``sources`` (zeros when absent or constructed)."""
     out = bytearray()
     for e in entries:
-        value = sources.get(e.tag)
-        if value is None or int(e.tag[:2], 16) & 0x20:
+        tag = e.tag
+        value = sources.get(tag)
+        if value is None or tag[0] in _CONSTRUCTED_FIRST_DIGITS:
             out += bytes(e.length)
+        elif len(value) == e.length:
+            out += value
         else:
-            out += fit(e.tag, value, e.length)
+            out += fit(tag, value, e.length)
     return bytes(out)
 
 
-def dol_length(entries: list[DolEntry]) -> int:
+def dol_length(entries: Sequence[DolEntry]) -> int:
     return sum(e.length for e in entries)

@@ -6,10 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from posguard.emv import apdu
-from posguard.emv.channel import CardChannel, parse_card_tlv
+from posguard.emv.channel import CardChannel, find_card_tag, parse_card_tlv
 from posguard.emv.errors import CardDataError, CardStatusError, NoSupportedApplication
 from posguard.emv.terminal import AidConfig, EmvTerminal
-from posguard.iso8583.tlv import TLV, find_tag
+from posguard.iso8583.tlv import TLV
 
 MAX_PSE_RECORDS = 32
 MAX_NEXT_OCCURRENCES = 8
@@ -41,20 +41,20 @@ class SelectedApp:
 
     @property
     def pdol(self) -> bytes | None:
-        t = find_tag(self.fci, "9F38")
+        t = find_card_tag(self.fci, "9F38")
         return t.value if t else None
 
 
 def _label(entry: list[TLV]) -> str:
     for tag in ("9F12", "50"):
-        t = find_tag(entry, tag)
+        t = find_card_tag(entry, tag)
         if t is not None:
             return t.value.decode("ascii", "replace").strip()
     return ""
 
 
 def _priority(entry: list[TLV]) -> int:
-    t = find_tag(entry, "87")
+    t = find_card_tag(entry, "87")
     return t.value[0] & 0x0F if t is not None and t.value else 0
 
 
@@ -91,7 +91,7 @@ class Selector:
             fci = parse_card_tlv(r.data, path="PSE.FCI", stage="SELECT PSE")
         except CardDataError:
             return []
-        sfi_tag = find_tag(fci, "88")
+        sfi_tag = find_card_tag(fci, "88")
         if sfi_tag is None or len(sfi_tag.value) != 1 or not 1 <= sfi_tag.value[0] <= 10:
             return []
         sfi = sfi_tag.value[0]
@@ -113,7 +113,7 @@ class Selector:
                 if entry.tag != "61":
                     continue
                 fields = entry.children
-                aid_tag = find_tag(fields, "4F")
+                aid_tag = find_card_tag(fields, "4F")
                 if aid_tag is None:
                     continue
                 cfg = self.cfg.aid_config(aid_tag.value)
@@ -133,7 +133,7 @@ class Selector:
                     self._current, self._current_fci = None, []  # a failed SELECT deselects
                     break
                 fci = parse_card_tlv(r.data, path=f"FCI.{cfg.aid}", stage=stage)
-                df = find_tag(fci, "84")
+                df = find_card_tag(fci, "84")
                 if df is None or df.value in seen:
                     break
                 seen.add(df.value)
@@ -159,7 +159,7 @@ class Selector:
                 if r.sw != SW_OK:
                     continue
                 fci = parse_card_tlv(r.data, path=f"FCI.{cand.aid.hex().upper()}", stage=stage)
-            df = find_tag(fci, "84")
+            df = find_card_tag(fci, "84")
             if df is None or df.value != cand.aid:
                 self._current = None
                 continue

@@ -15,8 +15,8 @@ from typing import Any
 from posguard.drivers.reader import Reader
 from posguard.emv import apdu, cvm
 from posguard.emv.afl import afl_records, parse_afl
-from posguard.emv.channel import CardChannel, parse_card_tlv
-from posguard.emv.dol import build_dol_data, parse_dol
+from posguard.emv.channel import CardChannel, find_card_tag, parse_card_tlv
+from posguard.emv.dol import build_dol_data, dol_entries
 from posguard.emv.errors import (
     CardDataError,
     CardDeclined,
@@ -35,8 +35,8 @@ from posguard.emv.issuer import (
 )
 from posguard.emv.online_pin import OnlinePin
 from posguard.emv.selection import SelectedApp, Selector
-from posguard.emv.terminal import EmvTerminal, Transaction, local_when, terminal_data
-from posguard.iso8583.tlv import build_tlv, find_tag
+from posguard.emv.terminal import EmvTerminal, Transaction, terminal_data
+from posguard.iso8583.tlv import encode_length
 from posguard.sensitive import Pan, PinBlock, mask_track2, pan_token
 
 __all__ = [
@@ -220,20 +220,37 @@ def _parse_gac(data: bytes, stage: str) -> tuple[int, int, bytes, bytes | None]:
         return v[0], int.from_bytes(v[1:3], "big"), v[3:11], v[11:] or None
     if top.tag == "77":
         kids = top.children
-        cid, atc, ac = find_tag(kids, "9F27"), find_tag(kids, "9F36"), find_tag(kids, "9F26")
+        cid, atc, ac = find_card_tag(kids, "9F27"), find_card_tag(kids, "9F36"), find_card_tag(kids, "9F26")
         for tag, t in (("9F27", cid), ("9F36", atc), ("9F26", ac)):
             if t is None:
                 raise CardDataError(f"mandatory tag {tag} missing", stage=stage, path=f"77.{tag}")
         assert cid is not None and atc is not None and ac is not None
         if len(cid.value) != 1 or len(atc.value) != 2 or len(ac.value) != 8:
             raise CardDataError("9F27/9F36/9F26 have wrong lengths", stage=stage, path="77")
-        iad = find_tag(kids, "9F10")
+        iad = find_card_tag(kids, "9F10")
         return cid.value[0], int.from_bytes(atc.value, "big"), ac.value, iad.value if iad else None
     raise CardDataError(f"answer template {top.tag}, expected 77 or 80", stage=stage, path=top.tag)
 
 
+#: Tag name -> its bytes on the wire, for the tags field 55 carries (built once, not per message).
+_TAG_BYTES = {t: bytes.fromhex(t) for t in (*FIELD55_SALE_TAGS, *FIELD55_REVERSAL_TAGS, "9F5B")}
+
+
 def _field55(tags: tuple[str, ...], sources: dict[str, bytes]) -> bytes:
-    return build_tlv([(t, sources[t]) for t in tags if t in sources])
+    """BER-TLV of ``tags`` present in ``sources``, in the order given, minimal lengths (as ``build_tlv``)."""
+    out = bytearray()
+    for t in tags:
+        value = sources.get(t)
+        if value is None:
+            continue
+        n = len(value)
+        out += _TAG_BYTES[t]
+        if n < 0x80:
+            out.append(n)
+        else:
+            out += encode_length(n)
+        out += value
+    return bytes(out)
 
 
 def _require(sw: int, stage: str) -> None:
@@ -247,8 +264,9 @@ def _gpo(ch: CardChannel, sel: Selector, sources: dict[str, bytes]) -> tuple[Sel
     """Select the best application and initiate it; (app, AIP, AFL). 6985 drops the app and retries."""
     for _ in range(MAX_GPO_ATTEMPTS):
         app = sel.next_app()
-        pdol = parse_dol(app.pdol, name="PDOL 9F38") if app.pdol else []
-        data = build_dol_data(pdol, {**sources, "9F09": bytes.fromhex(app.config.app_version)})
+        pdol_bytes = app.pdol
+        pdol = dol_entries(pdol_bytes, "PDOL 9F38") if pdol_bytes else ()
+        data = build_dol_data(pdol, {**sources, "9F09": app.config.app_version_bytes})
         stage = f"GET PROCESSING OPTIONS {app.aid.hex().upper()}"
         r = ch.send(apdu.get_processing_options(data), stage)
         if r.sw == SW_CONDITIONS:
@@ -263,7 +281,7 @@ def _gpo(ch: CardChannel, sel: Selector, sources: dict[str, bytes]) -> tuple[Sel
                 raise CardDataError("format-1 answer too short for AIP and AFL", stage=stage, path="80")
             return app, top.value[:2], top.value[2:]
         if top.tag == "77":
-            aip, afl = find_tag(top.children, "82"), find_tag(top.children, "94")
+            aip, afl = find_card_tag(top.children, "82"), find_card_tag(top.children, "94")
             if aip is None or afl is None:
                 raise CardDataError("AIP (82) or AFL (94) missing", stage=stage, path="77")
             return app, aip.value, afl.value
@@ -330,7 +348,7 @@ def _initiate(reader: Reader, terminal: EmvTerminal, txn: Transaction, atr: byte
     sel.build()
     term = terminal_data(terminal, txn)
     app, aip, afl = _gpo(ch, sel, term)
-    term.update({"9F09": bytes.fromhex(app.config.app_version), "84": app.aid, "4F": app.aid, "82": aip})
+    term.update({"9F09": app.config.app_version_bytes, "84": app.aid, "4F": app.aid, "82": aip})
     card = _read_records(ch, afl)
     if "5F24" not in card:
         raise CardDataError("mandatory tag 5F24 missing from the records", stage="READ RECORD", path="5F24")
@@ -356,7 +374,7 @@ def read_card(reader: Reader, terminal: EmvTerminal, txn: Transaction, *,
     tvr = bytearray(5)
     tsi = bytearray(2)
     _set(tvr, 1, 0x80)  # offline data authentication was not performed (not implemented here)
-    today = local_when(terminal, txn).date().strftime("%y%m%d")
+    today = term["9A"].hex()  # the transaction date (YYMMDD) the card is sent in 9A
     if card["5F24"].hex() < today:
         _set(tvr, 2, 0x40)  # expired application
     if "5F25" in card and card["5F25"].hex() > today:
@@ -377,7 +395,7 @@ def read_card(reader: Reader, terminal: EmvTerminal, txn: Transaction, *,
 
     stage = "GENERATE AC 1"
     public_card = {k: v for k, v in card.items() if k not in SENSITIVE_TAGS}
-    cdol1 = parse_dol(card["8C"], name="CDOL1 8C")
+    cdol1 = dol_entries(card["8C"], "CDOL1 8C")
     r = ch.send(apdu.generate_ac(apdu.AC_ARQC, build_dol_data(cdol1, {**public_card, **term})), stage)
     _require(r.sw, stage)
     cid, atc, ac, iad = _parse_gac(r.data, stage)
@@ -465,7 +483,7 @@ def complete(reader: Reader, session: CardSession, *, host_approved: bool, respo
         raise ValueError("response_code must be 2 characters (field 39)")
     sources = {**ctx.card, **ctx.terminal, "8A": response_code.encode("ascii")}
     ch = CardChannel(reader)
-    cdol2 = parse_dol(ctx.cdol2, name="CDOL2 8D")
+    cdol2 = dol_entries(ctx.cdol2, "CDOL2 8D")
     tvr, tsi = bytearray(sources.get("95", bytes(5))), bytearray(sources.get("9B", bytes(2)))
     authenticated: bool | None = None
     if issuer_auth_data is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 
 from posguard.notices import terminal_zone
 
@@ -24,7 +25,18 @@ class AidConfig:
 
     @property
     def aid_bytes(self) -> bytes:
-        return bytes.fromhex(self.aid)
+        return _hex_bytes(self.aid)
+
+    @property
+    def app_version_bytes(self) -> bytes:
+        """The terminal's application version number (9F09) for this application, as sent."""
+        return _hex_bytes(self.app_version)
+
+
+@lru_cache(maxsize=256)
+def _hex_bytes(text: str) -> bytes:
+    """``bytes.fromhex`` of a configured hex string (AIDs, versions), decoded once per process."""
+    return bytes.fromhex(text)
 
 
 DEFAULT_AIDS: tuple[AidConfig, ...] = (
@@ -140,33 +152,73 @@ def local_when(cfg: EmvTerminal, txn: Transaction) -> datetime:
     return txn.when
 
 
+def _bcd2(n: int) -> int:
+    """Two decimal digits 0-99 as one packed BCD byte."""
+    return (n // 10) << 4 | n % 10
+
+
+def _static_data(cfg: EmvTerminal) -> tuple[bytes, ...]:
+    """The values of :func:`terminal_data` that depend on the configuration only: 9F1A 5F2A 5F36 9F35 9F1E
+    9F1C 9F16 9F15 9F4E 9F01; computed once for the configuration last used (a frozen dataclass: the same
+    object has the same values; recognised by identity, which costs less than hashing its fields)."""
+    global _LAST_STATIC
+    last_cfg, values = _LAST_STATIC
+    if last_cfg is not cfg:
+        values = _compute_static_data(cfg)
+        _LAST_STATIC = (cfg, values)
+    return values
+
+
+def _compute_static_data(cfg: EmvTerminal) -> tuple[bytes, ...]:
+    return (
+        bcd(cfg.country_code, 2),
+        bcd(cfg.currency_code, 2),
+        bcd(cfg.currency_exponent, 1),
+        bytes((cfg.terminal_type,)),
+        cfg.ifd_serial.encode("ascii")[:8].ljust(8, b" "),
+        cfg.terminal_id.encode("ascii")[:8].ljust(8, b" "),
+        cfg.merchant_id.encode("ascii")[:15].ljust(15, b" "),
+        bcd(cfg.merchant_category, 2),
+        cfg.merchant_name_location.encode("ascii"),
+        bcd(cfg.acquirer_id, 6),
+    )
+
+
+_LAST_STATIC: tuple[EmvTerminal | None, tuple[bytes, ...]] = (None, ())
+_DEFAULT_9F09 = bytes.fromhex("008C")
+_TVR_ZERO = bytes(5)
+_TSI_ZERO = bytes(2)
+_CVM_RESULTS_UNKNOWN = bytes.fromhex("3F0000")
+
+
 def terminal_data(cfg: EmvTerminal, txn: Transaction, aid: AidConfig | None = None) -> dict[str, bytes]:
     """Tag -> value of everything the terminal itself knows (TVR/TSI start at zero)."""
     when = local_when(cfg, txn)
     un = txn.unpredictable_number or secrets.token_bytes(4)
+    country, currency, exponent, term_type, ifd, tid, mid, mcc, name_location, acquirer = _static_data(cfg)
     return {
         "9F02": bcd(txn.amount, 6),
         "9F03": bcd(txn.other_amount, 6),
-        "9F1A": bcd(cfg.country_code, 2),
-        "5F2A": bcd(cfg.currency_code, 2),
-        "5F36": bcd(cfg.currency_exponent, 1),
-        "9A": bcd(when.strftime("%y%m%d"), 3),
-        "9F21": bcd(when.strftime("%H%M%S"), 3),
+        "9F1A": country,
+        "5F2A": currency,
+        "5F36": exponent,
+        "9A": bytes((_bcd2(when.year % 100), _bcd2(when.month), _bcd2(when.day))),  # YYMMDD (n6)
+        "9F21": bytes((_bcd2(when.hour), _bcd2(when.minute), _bcd2(when.second))),  # HHMMSS (n6)
         "9C": bytes((txn.type,)),
         "9F37": un,
-        "9F35": bytes((cfg.terminal_type,)),
+        "9F35": term_type,
         "9F33": cfg.capabilities,
         "9F40": cfg.additional_capabilities,
-        "9F1E": cfg.ifd_serial.encode("ascii")[:8].ljust(8, b" "),
-        "9F1C": cfg.terminal_id.encode("ascii")[:8].ljust(8, b" "),
-        "9F16": cfg.merchant_id.encode("ascii")[:15].ljust(15, b" "),
-        "9F15": bcd(cfg.merchant_category, 2),
-        "9F4E": cfg.merchant_name_location.encode("ascii"),
-        "9F01": bcd(cfg.acquirer_id, 6),
-        "9F09": bytes.fromhex(aid.app_version) if aid else bytes.fromhex("008C"),
+        "9F1E": ifd,
+        "9F1C": tid,
+        "9F16": mid,
+        "9F15": mcc,
+        "9F4E": name_location,
+        "9F01": acquirer,
+        "9F09": aid.app_version_bytes if aid else _DEFAULT_9F09,
         "9F41": bcd(txn.sequence_counter, 4),
         "9F7A": b"\x00",  # VLP terminal support indicator: no electronic cash
-        "95": bytes(5),
-        "9B": bytes(2),
-        "9F34": bytes.fromhex("3F0000"),
+        "95": _TVR_ZERO,
+        "9B": _TSI_ZERO,
+        "9F34": _CVM_RESULTS_UNKNOWN,
     }

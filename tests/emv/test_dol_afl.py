@@ -51,6 +51,25 @@ def test_terminal_data_encodes_amount_date_currency() -> None:
     assert len(d["9F1E"]) == 8
 
 
+def test_terminal_data_dates_and_configuration_per_transaction() -> None:
+    """9A/9F21 follow each transaction's clock face (n6, EMV Book 3 Annex A1); the configuration's own values,
+    computed once per configuration, follow a changed configuration."""
+    cfg = EmvTerminal(pan_token_key=b"k")
+    for when in (datetime(2000, 1, 9, 0, 0, 0), datetime(2099, 12, 31, 23, 59, 59), datetime(2026, 10, 20, 9, 5, 7)):
+        d = terminal_data(cfg, Transaction(amount=1, when=when))
+        assert d["9A"] == bytes.fromhex(when.strftime("%y%m%d")) and d["9F21"] == bytes.fromhex(when.strftime("%H%M%S"))
+    other = EmvTerminal(pan_token_key=b"k", country_code="0344", merchant_category="4111", terminal_id="TID00002")
+    d = terminal_data(other, Transaction(amount=1, when=datetime(2026, 1, 1)))
+    assert (d["9F1A"].hex(), d["9F15"].hex(), d["9F1C"]) == ("0344", "4111", b"TID00002")
+    assert terminal_data(cfg, Transaction(amount=1, when=datetime(2026, 1, 1)))["9F1A"].hex() == "0156"
+    with pytest.raises(ValueError):  # a bad configuration is refused on every call, not once
+        terminal_data(EmvTerminal(pan_token_key=b"k", acquirer_id="12X"), Transaction(amount=1))
+    with pytest.raises(ValueError):
+        terminal_data(EmvTerminal(pan_token_key=b"k", acquirer_id="12X"), Transaction(amount=1))
+    listed = EmvTerminal(pan_token_key=b"k", aids=list(cfg.aids))  # type: ignore[arg-type]  # unhashable: not cached
+    assert terminal_data(listed, Transaction(amount=1, when=datetime(2026, 1, 1)))["5F2A"].hex() == "0156"
+
+
 def test_unpredictable_number_is_random_by_default() -> None:
     cfg = EmvTerminal(pan_token_key=b"k")
     assert terminal_data(cfg, Transaction(amount=1))["9F37"] != terminal_data(cfg, Transaction(amount=1))["9F37"]

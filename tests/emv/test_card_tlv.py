@@ -1,0 +1,114 @@
+"""The card-answer parser's fast path against the codec's checked parser (EMV Book 3 Annex B BER-TLV).
+
+``parse_card_tlv`` parses a well-formed answer in one pass and falls back to ``posguard.iso8583.tlv.parse_tlv``
+for anything irregular: for every input, well-formed or corrupt, it must give what the checked parser gives
+(the same objects, classes and offsets; or the same CardDataError with the same path and offset).
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from posguard.emv import channel
+from posguard.emv.channel import CardTLV, _tree, find_card_tag, parse_card_tlv
+from posguard.emv.errors import CardDataError
+from posguard.iso8583.errors import TLVError
+from posguard.iso8583.tlv import TLV, build_tlv, find_tag, parse_tlv
+
+PRIMITIVE_TAGS = ("5A", "57", "9F26", "9F36", "82", "94", "5F24", "9F10", "DF8101", "9F7F")
+TEMPLATES = ("70", "77", "61", "A5", "BF0C", "6F")
+
+
+def _reference(data: bytes) -> list[TLV] | tuple[str, str | None, int | None]:
+    """What the checked parser makes of ``data``: the tree, or (reason, path, offset) of its refusal."""
+    try:
+        return [_tree(item) for item in parse_tlv(data, path="R")]
+    except TLVError as e:
+        return (e.reason, e.path, e.offset)
+
+
+def _ours(data: bytes) -> list[TLV] | tuple[str, str | None, int | None]:
+    try:
+        return parse_card_tlv(data, path="R", stage="test")
+    except CardDataError as e:
+        return (str(e).split(" (at ")[0].removeprefix("corrupt TLV from the card: "), e.path, e.offset)
+
+
+def _shape(items: object) -> object:
+    if not isinstance(items, list):
+        return items
+    return [(type(i).__name__, i.tag, i.value, i.offset, _shape(list(i.kids)) if isinstance(i, CardTLV) else None)
+            for i in items]
+
+
+def _random_tree(rng: random.Random, depth: int = 0) -> bytes:
+    parts: list[tuple[str, bytes]] = []
+    for _ in range(rng.randint(1, 5)):
+        if depth < 2 and rng.random() < 0.3:
+            parts.append((rng.choice(TEMPLATES), _random_tree(rng, depth + 1)))
+        else:
+            parts.append((rng.choice(PRIMITIVE_TAGS), rng.randbytes(rng.choice((0, 1, 2, 8, 130, 300)))))
+    # objects, some with padding before them (EMV allows 00/FF between objects)
+    return b"".join((rng.choice((b"\x00", b"\xff\xff")) if rng.random() < 0.1 else b"") + build_tlv([part])
+                    for part in parts)
+
+
+@pytest.mark.parametrize("by_slots", [True, False])
+def test_well_formed_answers_parse_as_the_checked_parser_does(by_slots: bool, monkeypatch: pytest.MonkeyPatch
+                                                               ) -> None:
+    """Objects filled slot by slot (the fast path) or by their constructors are the checked parser's objects."""
+    monkeypatch.setattr(channel, "_BY_SLOTS", by_slots)
+    rng = random.Random(2026)
+    for _ in range(400):
+        data = _random_tree(rng)
+        ref, ours = _reference(data), _ours(data)
+        assert isinstance(ref, list) and isinstance(ours, list)
+        assert _shape(ours) == _shape(ref)
+        assert ours == ref and [hash(i) for i in ours] == [hash(i) for i in ref]
+        assert [repr(i) for i in ours] == [repr(i) for i in ref]
+
+
+def test_corrupt_answers_are_refused_with_the_checked_parsers_path_and_offset() -> None:
+    rng = random.Random(11)
+    refused = 0
+    for _ in range(1500):
+        data = bytearray(_random_tree(rng))
+        for _ in range(rng.randint(1, 3)):  # truncate, flip a byte or insert a long-form length byte
+            kind = rng.randrange(3)
+            if kind == 0 and data:
+                del data[rng.randrange(len(data)):]
+            elif kind == 1 and data:
+                data[rng.randrange(len(data))] = rng.randrange(256)
+            else:
+                data.insert(rng.randint(0, len(data)), rng.choice((0x80, 0x85, 0x81, 0x9F, 0xBF)))
+        ref, ours = _reference(bytes(data)), _ours(bytes(data))
+        refused += not isinstance(ref, list)
+        assert _shape(ours) == _shape(ref), bytes(data).hex()
+    assert refused > 300  # the mutations did reach the error paths
+
+
+@pytest.mark.parametrize(("hex_data", "path", "offset"), [
+    ("9F", "R", 0),  # a multi-byte tag with no second byte
+    ("9F26", "R.9F26", 2),  # a tag and no length
+    ("9F260801", "R.9F26", 0),  # the value runs past the end
+    ("7080", "R.70", 1),  # an indefinite length (80), refused in EMV
+    ("70039F3605", "70.9F36", 0),  # a nested object that runs past its template
+])
+def test_refusals_name_the_path_and_offset(hex_data: str, path: str, offset: int) -> None:
+    with pytest.raises(CardDataError) as e:
+        parse_card_tlv(bytes.fromhex(hex_data), path="R", stage="test")
+    assert (e.value.path, e.value.offset) == (path, offset)
+
+
+def test_find_card_tag_finds_what_find_tag_finds() -> None:
+    rng = random.Random(5)
+    for _ in range(200):
+        data = _random_tree(rng)
+        items = parse_card_tlv(data, path="R", stage="test")
+        plain = parse_tlv(data, path="R")
+        for tag in (*PRIMITIVE_TAGS, *TEMPLATES, "9F99"):
+            a, b = find_card_tag(items, tag), find_tag(plain, tag)
+            assert (a is None and b is None) or (a is not None and b is not None and (a.tag, a.value, a.offset)
+                                                  == (b.tag, b.value, b.offset))
