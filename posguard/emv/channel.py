@@ -199,3 +199,65 @@ def _parse_fast(data: bytes) -> list[TLV] | None:
             set_offset(item, start)  # type: ignore[misc]
         append(item)
     return items
+
+
+def template_primitives(data: bytes, template: int) -> dict[str, bytes] | None:
+    """Tag -> value of the objects inside ``data`` when ``data`` is exactly one ``template`` object (one tag
+    byte, e.g. 0x70 or 0x77) holding only primitive objects, each tag once, all well-formed; else None.
+
+    The session's hot path for a record, a GPO or a GENERATE AC answer (no object per data element): the
+    callers fall back to :func:`parse_card_tlv` on None, which refuses a corrupt answer with its path and
+    offset or returns what the checked rules make of an irregular but valid one (nested templates, padding,
+    a tag given twice), so the outcome is the same either way."""
+    end = len(data)
+    if end < 2 or data[0] != template:
+        return None
+    n = data[1]
+    pos = 2
+    if n >= 0x80:
+        k = n & 0x7F
+        if k == 0 or k > 4 or pos + k > end:
+            return None
+        n = int.from_bytes(data[pos:pos + k], "big")
+        pos += k
+    if pos + n != end:
+        return None
+    out: dict[str, bytes] = {}
+    one_byte = _ONE_BYTE_TAGS
+    while pos < end:
+        first = data[pos]
+        if first & 0x20 or first == 0x00 or first == 0xFF:
+            return None  # a nested template or padding: the checked parser decides
+        start = pos
+        pos += 1
+        if first & 0x1F == 0x1F:
+            while True:
+                if pos >= end or pos - start > 3:
+                    return None
+                b = data[pos]
+                pos += 1
+                if not b & 0x80:
+                    break
+            raw_tag = data[start:pos]
+            tag = _TAG_NAMES.get(raw_tag)
+            if tag is None:
+                tag = raw_tag.hex().upper()
+                if len(_TAG_NAMES) < _TAG_NAMES_MAX:
+                    _TAG_NAMES[raw_tag] = tag
+        else:
+            tag = one_byte[first]
+        if pos >= end:
+            return None
+        n = data[pos]
+        pos += 1
+        if n >= 0x80:
+            k = n & 0x7F
+            if k == 0 or k > 4 or pos + k > end:
+                return None
+            n = int.from_bytes(data[pos:pos + k], "big")
+            pos += k
+        if pos + n > end or tag in out:
+            return None
+        out[tag] = data[pos:pos + n]
+        pos += n
+    return out

@@ -9,13 +9,13 @@ tokenised card identity, the CVM decision (9F34) and field 55 ready for the sale
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from posguard.drivers.reader import Reader
 from posguard.emv import apdu, cvm
 from posguard.emv.afl import afl_records, parse_afl
-from posguard.emv.channel import CardChannel, find_card_tag, parse_card_tlv
+from posguard.emv.channel import CardChannel, find_card_tag, parse_card_tlv, template_primitives
 from posguard.emv.dol import build_dol_data, dol_entries
 from posguard.emv.errors import (
     CardDataError,
@@ -178,6 +178,22 @@ class CardSession:
         }
 
 
+#: The fields :func:`_new_session` must be given, all of them (tests/emv/test_session_build.py).
+CARD_SESSION_FIELDS = frozenset(f.name for f in fields(CardSession))
+
+
+def _new_session(**values: Any) -> CardSession:
+    """``CardSession(**values)`` for :func:`read_card`, which gives every field: built in one step, where the
+    frozen dataclass ``__init__`` sets its 22 fields one ``object.__setattr__`` call at a time (half the cost
+    of building the session). The same object as the constructor's (tests/emv/test_session_build.py)."""
+    session = _object_new(CardSession)
+    session.__dict__.update(values)
+    return session
+
+
+_object_new = object.__new__
+
+
 @dataclass(frozen=True)
 class SecondGac:
     """The card's final decision after the host answered."""
@@ -187,10 +203,16 @@ class SecondGac:
     declined_by_card: bool  # the host approved but the card answered AAC: reverse the authorisation
     atc: int
     field55: bytes  # sale tag set with the final cryptogram and the script results 9F5B (TC upload)
-    reversal_field55: bytes  # 95, 9F10, 9F1E, 9F36, DF31 for the reversal
     script_results: bytes = b""  # 9F5B: 5 bytes per issuer script delivered (emv.issuer)
     tvr: bytes = b""  # 95 after issuer authentication and scripts
     issuer_authenticated: bool | None = None  # None: not performed (no 91, or the AIP does not support it)
+    _final: dict[str, bytes] = field(default_factory=dict, repr=False, compare=False)  # the card's final data
+
+    @property
+    def reversal_field55(self) -> bytes:
+        """95, 9F10, 9F1E, 9F36, DF31 of the card's final answer, for a reversal (built when asked: most sales
+        are not reversed)."""
+        return _field55(FIELD55_REVERSAL_TAGS, self._final)
 
 
 # -- helpers ------------------------------------------------------------------------------------------------
@@ -209,7 +231,13 @@ def _set(tvr: bytearray, byte_no: int, bits: int) -> None:
 
 def _parse_gac(data: bytes, stage: str) -> tuple[int, int, bytes, bytes | None]:
     """(CID, ATC, AC, IAD) from a GENERATE AC answer in format 1 (80) or format 2 (77)."""
-    items = parse_card_tlv(data, path="GAC", stage=stage)
+    flat = template_primitives(data, 0x77)
+    if flat is not None:
+        cid_v, atc_v, ac_v = flat.get("9F27"), flat.get("9F36"), flat.get("9F26")
+        if (cid_v is not None and atc_v is not None and ac_v is not None and len(cid_v) == 1 and len(atc_v) == 2
+                and len(ac_v) == 8):
+            return cid_v[0], int.from_bytes(atc_v, "big"), ac_v, flat.get("9F10")
+    items = parse_card_tlv(data, path="GAC", stage=stage)  # format 1, or a 77 answer the checks below refuse
     if len(items) != 1:
         raise CardDataError(f"{len(items)} top-level objects, expected one 77 or 80", stage=stage, path="GAC")
     top = items[0]
@@ -232,19 +260,26 @@ def _parse_gac(data: bytes, stage: str) -> tuple[int, int, bytes, bytes | None]:
     raise CardDataError(f"answer template {top.tag}, expected 77 or 80", stage=stage, path=top.tag)
 
 
-#: Tag name -> its bytes on the wire, for the tags field 55 carries (built once, not per message).
-_TAG_BYTES = {t: bytes.fromhex(t) for t in (*FIELD55_SALE_TAGS, *FIELD55_REVERSAL_TAGS, "9F5B")}
+#: Each tag list field 55 is built from -> its (tag name, tag bytes on the wire) pairs, built once.
+_FIELD55_PLANS: dict[tuple[str, ...], tuple[tuple[str, bytes], ...]] = {
+    tags: tuple((t, bytes.fromhex(t)) for t in tags)
+    for tags in (FIELD55_SALE_TAGS, FIELD55_SALE_TAGS + ("9F5B",), FIELD55_REVERSAL_TAGS)
+}
 
 
 def _field55(tags: tuple[str, ...], sources: dict[str, bytes]) -> bytes:
     """BER-TLV of ``tags`` present in ``sources``, in the order given, minimal lengths (as ``build_tlv``)."""
+    plan = _FIELD55_PLANS.get(tags)
+    if plan is None:
+        plan = _FIELD55_PLANS[tags] = tuple((t, bytes.fromhex(t)) for t in tags)
     out = bytearray()
-    for t in tags:
-        value = sources.get(t)
+    get = sources.get
+    for t, tag_bytes in plan:
+        value = get(t)
         if value is None:
             continue
         n = len(value)
-        out += _TAG_BYTES[t]
+        out += tag_bytes
         if n < 0x80:
             out.append(n)
         else:
@@ -272,6 +307,9 @@ def _gpo(ch: CardChannel, sel: Selector, sources: dict[str, bytes]) -> tuple[Sel
         if r.sw == SW_CONDITIONS:
             continue  # EMV: this application may not be used for this transaction, try the next one
         _require(r.sw, stage)
+        flat = template_primitives(r.data, 0x77)
+        if flat is not None and "82" in flat and "94" in flat:
+            return app, flat["82"], flat["94"]
         items = parse_card_tlv(r.data, path="GPO", stage=stage)
         if len(items) != 1:
             raise CardDataError(f"{len(items)} top-level objects, expected one 77 or 80", stage=stage, path="GPO")
@@ -290,13 +328,23 @@ def _gpo(ch: CardChannel, sel: Selector, sources: dict[str, bytes]) -> tuple[Sel
 
 
 def _read_records(ch: CardChannel, afl: bytes) -> dict[str, bytes]:
-    card: dict[str, bytes] = {}
+    """The AFL's records, read first and parsed after (READ RECORD changes nothing on the card): one parsing
+    pass after the last exchange instead of one between every two (less time in the terminal's Python between
+    card exchanges). A status word other than 9000 stops the reading at once."""
+    answers: list[tuple[int, int, str, bytes]] = []
     for sfi, rec in afl_records(parse_afl(afl)):
         stage = f"READ RECORD SFI {sfi} record {rec}"
         r = ch.send(apdu.read_record(sfi, rec), stage)
         _require(r.sw, stage)
+        answers.append((sfi, rec, stage, r.data))
+    card: dict[str, bytes] = {}
+    for sfi, rec, stage, data in answers:
+        flat = template_primitives(data, 0x70)
+        if flat is not None and card.keys().isdisjoint(flat):
+            card.update(flat)
+            continue
         path = f"SFI{sfi}.R{rec}"
-        items = parse_card_tlv(r.data, path=path, stage=stage)
+        items = parse_card_tlv(data, path=path, stage=stage)
         if sfi <= 10 and (len(items) != 1 or items[0].tag != "70"):
             raise CardDataError("record is not one 70 template", stage=stage, path=path)
         for item in items[0].children if items and items[0].tag == "70" else items:
@@ -410,7 +458,7 @@ def read_card(reader: Reader, terminal: EmvTerminal, txn: Transaction, *,
     if iad is not None:
         values["9F10"] = iad
     ctx = _Context(terminal=values, card=public_card, cdol2=card["8D"], aid=app.aid, first_cid=cid)
-    return CardSession(
+    return _new_session(
         masked_pan=pan.masked,
         pan_token=pan_token(pan.reveal(), terminal.pan_token_key),
         expiry=_yymm(card["5F24"]),
@@ -534,10 +582,10 @@ def complete(reader: Reader, session: CardSession, *, host_approved: bool, respo
         declined_by_card=host_approved and not approved,
         atc=atc,
         field55=_field55(FIELD55_SALE_TAGS + ("9F5B",), values),
-        reversal_field55=_field55(FIELD55_REVERSAL_TAGS, values),
         script_results=results,
         tvr=bytes(tvr),
         issuer_authenticated=authenticated,
+        _final=values,
     )
 
 

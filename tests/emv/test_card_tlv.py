@@ -112,3 +112,51 @@ def test_find_card_tag_finds_what_find_tag_finds() -> None:
             a, b = find_card_tag(items, tag), find_tag(plain, tag)
             assert (a is None and b is None) or (a is not None and b is not None and (a.tag, a.value, a.offset)
                                                   == (b.tag, b.value, b.offset))
+
+
+def _checked_primitives(data: bytes, template: str) -> dict[str, bytes] | None:
+    """What the session makes of a record / GPO / GENERATE AC answer by the checked parser: the template's
+    children by tag, or None where the answer is not one template of distinct primitive objects."""
+    ref = _reference(data)
+    if not isinstance(ref, list) or len(ref) != 1 or ref[0].tag != template:
+        return None
+    kids = list(ref[0].kids) if isinstance(ref[0], CardTLV) else []
+    tags = [k.tag for k in kids]
+    if any(isinstance(k, CardTLV) or k.tag[0] in channel.CONSTRUCTED_FIRST_DIGITS for k in kids) \
+            or len(set(tags)) != len(tags):
+        return None
+    return {k.tag: k.value for k in kids}
+
+
+def _one_template(rng: random.Random, template: str) -> bytes:
+    """One template of primitives, now and then with a nested template, padding, a repeated tag or a
+    corrupted byte: the shapes the flat path must either read as the checked parser does or leave to it."""
+    parts = [(rng.choice(PRIMITIVE_TAGS), rng.randbytes(rng.choice((0, 1, 2, 8, 130))))
+             for _ in range(rng.randint(0, 6))]
+    if rng.random() < 0.15:
+        parts.append((rng.choice(TEMPLATES), build_tlv([("9F36", b"\x00\x01")])))
+    body = b"".join((b"\x00" if rng.random() < 0.05 else b"") + build_tlv([p]) for p in parts)
+    data = bytearray(build_tlv([(template, body)]))
+    if rng.random() < 0.2 and data:
+        data[rng.randrange(len(data))] = rng.randrange(256)
+    return bytes(data)
+
+
+@pytest.mark.parametrize("template", ["70", "77"])
+def test_template_primitives_reads_what_the_checked_parser_reads_or_leaves_it(template: str) -> None:
+    """The session's flat path (records, GPO, GENERATE AC) never disagrees with the checked parser: when it
+    answers, it answers the template's children by tag; the shapes it does not take (nested templates, padding,
+    a repeated tag, anything corrupt) it leaves to parse_card_tlv; and it does take the plain shape."""
+    rng = random.Random(int(template, 16))
+    answered = 0
+    for _ in range(1500):
+        data = _one_template(rng, template)
+        flat = channel.template_primitives(data, int(template, 16))
+        if flat is not None:
+            answered += 1
+            checked = _checked_primitives(data, template)
+            assert checked is not None and list(flat.items()) == list(checked.items()), data.hex()
+    assert answered > 600
+    plain = build_tlv([(template, build_tlv([("9F27", b"\x80"), ("9F36", b"\x00\x07"), ("9F26", bytes(8))]))])
+    assert channel.template_primitives(plain, int(template, 16)) == {"9F27": b"\x80", "9F36": b"\x00\x07",
+                                                                     "9F26": bytes(8)}
