@@ -22,14 +22,19 @@ Starts its own private pcscd (firmware_sim.rig) and simulated cards, and prints:
 
 Where (d)'s posguard time went (issue 11, profiled with cProfile, perf_counter probes between exchanges and a
 replay of the recorded wire): the same 21 SCardTransmit, one SCardReconnect and one SCardStatus as the raw peer
-(strace: the same system calls); the rest was Python around the exchanges, which costs 2.5-4x its warm time
-because pcscd and the card simulator run between every two exchanges (caches cold). Before: 530 us per
-transaction on the replayed wire (1638 calls), TLV parsing about a third (every constructed object parsed twice,
-find_tag re-deriving "constructed" per object), OpenSSL HMAC set-up for the PAN token (50-75 us in situ), the
-GET RESPONSE chain, DOL/CVM-list parsing, field 55 via build_tlv, per-command trace strings. After: a one-pass
-card-answer parser (checked parser on any irregularity), DOL/CVM lists/configured AIDs/static terminal tags kept
-per process, keyed SHA-256 states per token key, inlined T=0 rounds, lazy trace: ~260 us and ~850 calls. Every
-command, check, CVM decision, mask and token is unchanged.
+(strace: the same system calls; each exchange takes as long on both sides); the rest is Python between the
+exchanges. Warm (the wire replayed from memory) it was 530 us per transaction (1638 calls): TLV parsing about a
+third, OpenSSL HMAC set-up for the PAN token, the GET RESPONSE chain, DOL/CVM-list parsing, field 55 via
+build_tlv, per-command trace strings. Cut to ~230-340 us: a one-pass card-answer parser (checked parser on any
+irregularity), records/GPO/GENERATE AC answers read flat when they are one template of distinct primitives, the
+AFL records parsed after the last READ RECORD, DOL/CVM lists/configured AIDs/static terminal tags kept per process,
+keyed SHA-256 states per token key, inlined T=0 rounds, the session built in one step, lazy trace and reversal
+field 55. Every command, check, CVM decision, mask and token is unchanged.
+In the run, the same Python costs 3-6x its warm time (about 1.1-1.4 ms per transaction on one CPU, 2-3 ms across
+two): pcscd and the card simulator run between every two exchanges and the process wakes with cold caches, so
+each of the ~22 stretches of Python between exchanges pays a fixed cost. On one quiet CPU
+(``taskset -c 1``, every quantile of 60-120 rounds) the ratio is 1.22-1.26; across two CPUs the "best" ratio
+moves between 1.19 and 1.43 from run to run.
 
 pcscd and the simulators are stopped on exit, Ctrl-C and SIGTERM included. Exit status 1 on a MISMATCH.
 """
