@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import importlib
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -220,12 +219,14 @@ def _sha256_constructor() -> Callable[[bytes], _HashState]:
     """CPython's own SHA-256 when present (the value is the same SHA-256), hashlib's (OpenSSL) otherwise. Measured
     inside a card transaction, between two reader exchanges (caches cold): the OpenSSL HMAC took 50-75 us per
     token, copying these states 8-11 us (``benchmarks/bench_reader.py`` section (d))."""
-    for module in ("_sha2", "_sha256"):  # 3.12+, 3.11
+    try:
+        from _sha2 import sha256  # type: ignore[import-not-found,unused-ignore]  # CPython 3.12+
+    except ImportError:
         try:
-            return importlib.import_module(module).sha256  # type: ignore[no-any-return]
-        except (ImportError, AttributeError):
-            continue
-    return hashlib.sha256
+            from _sha256 import sha256  # type: ignore[import-not-found,no-redef,unused-ignore]  # 3.11
+        except ImportError:
+            return hashlib.sha256
+    return sha256  # type: ignore[no-any-return,unused-ignore]
 
 
 _SHA256 = _sha256_constructor()
