@@ -130,6 +130,46 @@ _TAG_NAMES: dict[bytes, str] = {}
 _TAG_NAMES_MAX = 512
 
 
+def _header(data: bytes, pos: int, end: int) -> tuple[str, int, int] | None:
+    """(tag name, offset of the value, value length) of the object starting at ``pos``, or None where
+    ``parse_tlv`` would refuse it: a tag of at most 4 bytes, a definite length of at most 4 length bytes, the
+    value inside ``end``. The one place both fast readers below take an object's tag and length from."""
+    first = data[pos]
+    start = pos
+    pos += 1
+    if first & 0x1F == 0x1F:
+        while True:
+            if pos >= end:
+                return None
+            b = data[pos]
+            pos += 1
+            if not b & 0x80:
+                break
+            if pos - start > 4:
+                return None
+        raw_tag = data[start:pos]
+        tag = _TAG_NAMES.get(raw_tag)
+        if tag is None:
+            tag = raw_tag.hex().upper()
+            if len(_TAG_NAMES) < _TAG_NAMES_MAX:
+                _TAG_NAMES[raw_tag] = tag
+    else:
+        tag = _ONE_BYTE_TAGS[first]
+    if pos >= end:
+        return None
+    n = data[pos]
+    pos += 1
+    if n >= 0x80:
+        k = n & 0x7F
+        if k == 0 or k > 4 or pos + k > end:
+            return None
+        n = int.from_bytes(data[pos:pos + k], "big")
+        pos += k
+    if pos + n > end:
+        return None
+    return tag, pos, n
+
+
 def _parse_fast(data: bytes) -> list[TLV] | None:
     """The objects of ``data`` as :func:`parse_card_tlv` returns them, or None where ``parse_tlv`` (top level
     or nested) would refuse the data. Same rules: 00/FF padding skipped between objects, tags of at most
@@ -146,37 +186,10 @@ def _parse_fast(data: bytes) -> list[TLV] | None:
             pos += 1
             continue
         start = pos
-        pos += 1
-        if first & 0x1F == 0x1F:
-            while True:
-                if pos >= end:
-                    return None
-                b = data[pos]
-                pos += 1
-                if not b & 0x80:
-                    break
-                if pos - start > 4:
-                    return None
-            raw_tag = data[start:pos]
-            tag = _TAG_NAMES.get(raw_tag)
-            if tag is None:
-                tag = raw_tag.hex().upper()
-                if len(_TAG_NAMES) < _TAG_NAMES_MAX:
-                    _TAG_NAMES[raw_tag] = tag
-        else:
-            tag = _ONE_BYTE_TAGS[first]
-        if pos >= end:
+        head = _header(data, pos, end)
+        if head is None:
             return None
-        n = data[pos]
-        pos += 1
-        if n >= 0x80:
-            k = n & 0x7F
-            if k == 0 or k > 4 or pos + k > end:
-                return None
-            n = int.from_bytes(data[pos:pos + k], "big")
-            pos += k
-        if pos + n > end:
-            return None
+        tag, pos, n = head
         value = data[pos:pos + n]
         pos += n
         item: TLV
@@ -212,51 +225,20 @@ def template_primitives(data: bytes, template: int) -> dict[str, bytes] | None:
     end = len(data)
     if end < 2 or data[0] != template:
         return None
-    n = data[1]
-    pos = 2
-    if n >= 0x80:
-        k = n & 0x7F
-        if k == 0 or k > 4 or pos + k > end:
-            return None
-        n = int.from_bytes(data[pos:pos + k], "big")
-        pos += k
-    if pos + n != end:
+    head = _header(data, 0, end)
+    if head is None or head[1] + head[2] != end:
         return None
+    pos = head[1]
     out: dict[str, bytes] = {}
-    one_byte = _ONE_BYTE_TAGS
     while pos < end:
         first = data[pos]
         if first & 0x20 or first == 0x00 or first == 0xFF:
             return None  # a nested template or padding: the checked parser decides
-        start = pos
-        pos += 1
-        if first & 0x1F == 0x1F:
-            while True:
-                if pos >= end or pos - start > 3:
-                    return None
-                b = data[pos]
-                pos += 1
-                if not b & 0x80:
-                    break
-            raw_tag = data[start:pos]
-            tag = _TAG_NAMES.get(raw_tag)
-            if tag is None:
-                tag = raw_tag.hex().upper()
-                if len(_TAG_NAMES) < _TAG_NAMES_MAX:
-                    _TAG_NAMES[raw_tag] = tag
-        else:
-            tag = one_byte[first]
-        if pos >= end:
+        head = _header(data, pos, end)
+        if head is None:
             return None
-        n = data[pos]
-        pos += 1
-        if n >= 0x80:
-            k = n & 0x7F
-            if k == 0 or k > 4 or pos + k > end:
-                return None
-            n = int.from_bytes(data[pos:pos + k], "big")
-            pos += k
-        if pos + n > end or tag in out:
+        tag, pos, n = head
+        if tag in out:
             return None
         out[tag] = data[pos:pos + n]
         pos += n
