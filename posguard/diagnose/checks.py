@@ -52,6 +52,17 @@ def _hint(exc: BaseException) -> str:
     return str(hint) if hint else ""
 
 
+def _what(exc: BaseException) -> str:
+    """The error without its hint: the report prints the hint on its own "->" line, once.
+
+    >>> from posguard.drivers.errors import ServiceUnavailable
+    >>> _what(ServiceUnavailable("PC/SC service not running"))
+    'PC/SC service not running'
+    """
+    hint = _hint(exc)
+    return str(exc).removesuffix(f" — {hint}") if hint else str(exc)
+
+
 # -- pcsc ---------------------------------------------------------------------------------------------
 def check_pcsc(cfg: DiagnoseConfig) -> CheckResult:
     try:
@@ -67,7 +78,7 @@ def check_pcsc(cfg: DiagnoseConfig) -> CheckResult:
         return CheckResult("pcsc", "fail", "pcscd not running",
                            "start it: systemctl start pcscd (or pcscd --foreground --debug to see why it stops)")
     except ReaderError as exc:
-        return CheckResult("pcsc", "fail", f"pcscd error: {exc}", _hint(exc) or "restart pcscd")
+        return CheckResult("pcsc", "fail", f"pcscd error: {_what(exc)}", _hint(exc) or "restart pcscd")
     names = [r.name for r in readers]
     if not names:
         return CheckResult("pcsc", "fail", "pcscd running, no reader",
@@ -97,7 +108,7 @@ def check_pcsc(cfg: DiagnoseConfig) -> CheckResult:
                                "driver; for vpcd set TCP_QUICKACK in the card", data)
         return CheckResult("pcsc", "ok", figure, "", data)
     except ReaderError as exc:
-        return CheckResult("pcsc", "fail", f"{reader.name}: {type(exc).__name__}: {exc}",
+        return CheckResult("pcsc", "fail", f"{reader.name}: {type(exc).__name__}: {_what(exc)}",
                            _hint(exc) or "re-insert the card; if it persists try another card")
     finally:
         reader.close()
@@ -113,7 +124,7 @@ def check_serial(cfg: DiagnoseConfig) -> CheckResult:
     try:
         reader = TwinReader(cfg.serial_port, timeout=1.0, retries=2)
     except (OSError, ReaderError) as exc:
-        return CheckResult("serial", "fail", f"{cfg.serial_port}: {exc}",
+        return CheckResult("serial", "fail", f"{cfg.serial_port}: {_what(exc)}",
                            _hint(exc) or "check the cable and the device path; is another program (pcscd) using "
                            "the port?")
     try:
@@ -140,7 +151,7 @@ def check_serial(cfg: DiagnoseConfig) -> CheckResult:
                                "the cable and its shielding", data)
         return CheckResult("serial", "ok", figure, "", data)
     except ReaderError as exc:
-        return CheckResult("serial", "fail", f"{cfg.serial_port}: the reader does not answer: {exc}",
+        return CheckResult("serial", "fail", f"{cfg.serial_port}: the reader does not answer: {_what(exc)}",
                            _hint(exc) or "power-cycle the reader; check it is a GemPC Twin at 115200 baud")
     finally:
         reader.close()
@@ -170,7 +181,7 @@ def check_pinpad(cfg: DiagnoseConfig) -> CheckResult:
                                "the sign-on answer)", data)
         return CheckResult("pinpad", "ok", figure, "", data)
     except PinPadError as exc:
-        return CheckResult("pinpad", "fail", f"{cfg.pinpad_port}: the PIN pad does not answer: {exc}", exc.hint)
+        return CheckResult("pinpad", "fail", f"{cfg.pinpad_port}: the PIN pad does not answer: {_what(exc)}", exc.hint)
     finally:
         pad.close()
 
@@ -192,7 +203,7 @@ def check_card(cfg: DiagnoseConfig) -> CheckResult:
 
             reader = PcscReader(cfg.reader, apdu_timeout=cfg.apdu_timeout)
     except (ImportError, OSError, ReaderError) as exc:
-        return CheckResult("card", "fail", f"no reader: {exc}", _hint(exc) or "run the pcsc/serial checks first")
+        return CheckResult("card", "fail", f"no reader: {_what(exc)}", _hint(exc) or "run the pcsc/serial checks first")
     try:
         if not reader.card_present():
             return CheckResult("card", "warn", "no card in the reader", "insert a chip card for a full EMV read")
@@ -208,7 +219,7 @@ def check_card(cfg: DiagnoseConfig) -> CheckResult:
             return CheckResult("card", "warn", figure, "the read is slow: try another card; check the reader", data)
         return CheckResult("card", "ok", figure, "", data)
     except (ReaderError, CardSessionError) as exc:
-        return CheckResult("card", "fail", f"EMV read failed: {type(exc).__name__}: {exc}",
+        return CheckResult("card", "fail", f"EMV read failed: {type(exc).__name__}: {_what(exc)}",
                            _hint(exc) or "re-insert the card; try another card; if every card fails, the reader")
     finally:
         reader.close()
@@ -298,6 +309,9 @@ def check_journal(cfg: DiagnoseConfig) -> CheckResult:
 def check_clock(cfg: DiagnoseConfig) -> CheckResult:
     echo = cfg._echo
     if not echo:
+        if not cfg.host or not cfg.port:
+            return CheckResult("clock", "skip", "no host configured: the clock is compared with the host's",
+                               "set host.address and host.port")
         return CheckResult("clock", "skip", "no echo answer from the host", "run with the host check")
     response = echo["response"]
     host_time = _host_time(response, echo["sent_at"])

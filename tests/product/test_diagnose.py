@@ -70,6 +70,12 @@ def test_mute_card_fails_the_card_check() -> None:
     with vpcd_card("visa_credit_sig", faults=["mute ins=A8 times=0"]):
         [result] = run_checks(cfg_for(None), ["card"])
     assert result.verdict == "fail" and "EMV read failed" in result.figure and result.advice
+    assert result.advice not in result.figure  # the hint is printed once, on its own line
+
+
+def test_no_host_configured_skips_the_clock_saying_why() -> None:
+    [result] = run_checks(DiagnoseConfig(), ["clock"])
+    assert result.verdict == "skip" and "no host configured" in result.figure and "host.address" in result.advice
 
 
 @pytest.mark.pcscd
