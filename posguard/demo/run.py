@@ -284,9 +284,12 @@ def _resolve(value: Any, sales: list[str]) -> Any:
 
 def _report(till: Any, engine: Any, say: Callable[[str], None], rig: Any = None) -> None:
     say("== incident report")
-    for n, inc in enumerate(till.incidents, 1):
-        say(f"{n:2}. {inc.kind:17} {inc.rule:28} {', '.join(inc.transactions):40} -> {inc.outcome}"
-            f" ({len(inc.messages)} message(s))")
+    incidents = till.incidents
+    rule_width = max((len(inc.rule) for inc in incidents), default=0)  # columns as wide as the longest entry
+    txns_width = max((len(", ".join(inc.transactions)) for inc in incidents), default=0)
+    for n, inc in enumerate(incidents, 1):
+        say(f"{n:2}. {inc.kind:17} {inc.rule:{rule_width}} {', '.join(inc.transactions):{txns_width}} -> "
+            f"{inc.outcome} ({len(inc.messages)} message(s))")
     if rig is not None and any(i.kind == "unsettled" for i in till.incidents):  # what the acquirer's report shows
         _acquirer_findings(engine, say, rig, till)
     say("journal: " + ", ".join(f"{r['state']} {r['count']}" for r in engine.journal.state_counts()))
