@@ -85,6 +85,22 @@ def pan_of(req: Doc) -> str | None:
     return None
 
 
+def upload_mismatch(req: Doc, original: Entry) -> str | None:
+    """Why a 0320 (TC or detail upload) does not repeat the authorisation the host holds under its RRN, or None.
+
+    The acquirer matches an upload to the authorisation (``emv-keys.md`` A.10: the TC upload carries 2, 22, 23 of
+    the sale): a different PAN, amount or POS entry mode (22, with CUP's PIN digit) is another transaction's data.
+    The reason names the field, never the card data."""
+    pan = pan_of(req)
+    if pan is not None and original.pan_hash is not None and pan_hash(pan) != original.pan_hash:
+        return "field 2 is not the authorised card"
+    if req.get("4") and original.amount is not None and int(req["4"]) != original.amount:
+        return f"field 4 {int(req['4'])} is not the authorised amount {original.amount}"
+    if req.get("22") and original.pos_entry and req["22"] != original.pos_entry:
+        return f"field 22 {req['22']} is not the authorisation's {original.pos_entry}"
+    return None
+
+
 def parse_48(text: str) -> list[dict[str, int]]:
     groups = []
     pos = 0
@@ -254,7 +270,7 @@ class Processor:
         return dict(kind=kind, status="approved" if rc == "00" else "declined", mti=req["t"], rc=rc,
                     stan=req.get("11"), tid=req.get("41"), mid=req.get("42"), proc=req.get("3"),
                     amount=amount, currency=req.get("49"), batch=batch, pan=pan_of(req),
-                    time=self.now(), **kw)
+                    pos_entry=req.get("22"), time=self.now(), **kw)
 
     def _is_duplicate(self, req: Doc) -> bool:
         if not self.rules.duplicate_check:
@@ -473,11 +489,16 @@ class Processor:
         if code in ("202", "207"):
             self.ledger.close_batch(tid)
             return Outcome(self._respond(req, "00"), self.ledger.add(**self._base(req, "batch_end", "00")))
+        rrn = req.get("37")
+        held = [e for e in self.ledger.find(tid=tid, rrn=rrn) if e.kind in ("sale", "refund", "preauth")] if rrn else []
+        mismatch = next((why for e in held if e.status in ("approved", "voided")
+                         for why in [upload_mismatch(req, e)] if why), None)
+        if mismatch is not None:  # the upload must repeat what was authorised (emv-keys.md A.10): 22 abnormal
+            return Outcome(self._respond(req, "22"), self.ledger.add(**self._base(
+                req, "batch_upload", "22", note=f"upload refused: {mismatch}")))
         if code == "203" or (self.dialect != "cup" and req.get("3", "").startswith("94")):
             return Outcome(self._respond(req, "00"), self.ledger.add(**self._base(req, "batch_upload", "00",
                                                                                       note="tc")))
-        rrn = req.get("37")
-        held = [e for e in self.ledger.find(tid=tid, rrn=rrn) if e.kind in ("sale", "refund", "preauth")] if rrn else []
         if any(e.status in ("approved", "voided") for e in held):
             rc = "00"
         else:
