@@ -14,6 +14,7 @@ terminal, clock, policies, detectors, the engine's watched link, kill points); t
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -235,7 +236,17 @@ class Settlement:
         result = card_result(engine.journal, engine.sealer, txn.id)
         if result is not None:
             out["icc"] = result.upload_icc()
+        out["entry_field"] = self._authorised_entry_field(txn)
         return out
+
+    def _authorised_entry_field(self, txn: TxnRecord) -> str | None:
+        """Field 22 of the request the host approved (its journaled copy): the upload repeats it, CUP PIN digit
+        included, so the acquirer matches the upload to the authorisation (``emv-keys.md`` A.10)."""
+        for row in self.engine.journal.messages(txn.id):
+            if row["direction"] == "out" and row["stan"] == txn.stan and row["mti"][:2] != "04":
+                value = json.loads(row["masked"]).get("22")
+                return str(value) if value else None
+        return None
 
     def _booking_fields(self, purpose: str, txn: TxnRecord) -> dict[str, str]:
         """What a detail upload adds so the acquirer can book a transaction it learns of only from the upload
