@@ -25,7 +25,7 @@ import copy
 import json
 import re
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -93,8 +93,8 @@ class Msg:
     line: int
     dir: str
     t: float
-    doc: Doc
-    removed: tuple[str, ...]
+    doc: Doc = field(repr=False)  # card data (the capture's PANs): never in an assertion message
+    removed: tuple[str, ...] = ()
 
     @property
     def mti(self) -> str:
@@ -487,3 +487,22 @@ def journal_card_data_problems(journal_db: Path, pans: tuple[str, ...]) -> list[
                 if value and not value.startswith("<") and set(value) != {"*"}:
                     problems.append(f"journal message {mid} ({mti}): field {f} journaled as a value")
     return problems
+
+
+# -- the host's books (the acquirer's settlement report the capture recorded) ------------------------------
+def host_report(capture: Path) -> list[dict[str, str]]:
+    """The rows of the acquirer's settlement report of the day (the capture's ``reconcile`` record), if any."""
+    for line in capture.read_text().splitlines():
+        rec = json.loads(line)
+        if rec.get("k") == "op" and rec.get("op") == "reconcile":
+            return list(rec["report"]["rows"])
+    return []
+
+
+def booking_differences(day: Day, rows: list[dict[str, str]]) -> dict[str, list[str]]:
+    """RRNs the host books as standing sales that the wire does not show standing (``host_only``), and the other
+    way round (``wire_only``): where the settlement totals and the host's books part (pos-flows.md (A) not
+    arrived)."""
+    host = {r["rrn"] for r in rows if r.get("kind") == "sale" and r.get("status") == "approved"}
+    wire = {b.answer.get("37") for b in standing_sales(day)}
+    return {"host_only": sorted(host - wire), "wire_only": sorted(wire - host)}
