@@ -418,6 +418,8 @@ def upload_problems(day: Day) -> list[str]:
             if icc.get("9F36") != auth_icc.get("9F36"):
                 problems.append(f"{m.where()}: 55 9F36 {icc.get('9F36', b'').hex()} != the authorisation's "
                                 f"{auth_icc['9F36'].hex()}")
+            if "9F02" in icc and int(icc["9F02"].hex()) != int(m.get("4")):
+                problems.append(f"{m.where()}: 55 9F02 {int(icc['9F02'].hex())} != field 4 {int(m.get('4'))}")
             if icc.get("9F26") == auth_icc.get("9F26"):
                 problems.append(f"{m.where()}: 55 9F26 is the ARQC, not the card's TC")
     for rrn, b in standing.items():
@@ -426,6 +428,43 @@ def upload_problems(day: Day) -> list[str]:
     for m in day.out():
         if day.kind(m) == "batch_end" and int(m.get("48") or -1) != len(seen):
             problems.append(f"{m.where()}: batch end counts {m.get('48')!r}, {len(seen)} transactions were uploaded")
+    return problems
+
+
+def settlement_action_problems(day: Day) -> list[str]:
+    """What follows each settlement answer (pos-flows.md (A) not arrived). CUP 0510: every 48 flag 1 (balanced)
+    -> TC uploads (60.3 203) then batch end 207; a flag 2 (unbalanced) -> detail uploads (201/205) then batch end
+    202. International 0510: RC 00 -> nothing more; RC 95 -> a 0320 per transaction, then 0500 with 3 = 96xxxx."""
+    problems = []
+    out = day.out()
+    for req in [m for m in out if day.kind(m) == "settlement"]:
+        answer = day.answer(req)
+        if answer is None or answer.get("39") not in ("00", "95"):
+            continue
+        after = [m for m in out if m.line > answer.line]
+        uploads: list[Msg] = []
+        for m in after:
+            if day.kind(m) != "upload":
+                break
+            uploads.append(m)
+        rest = after[len(uploads):]
+        nxt = rest[0] if rest else None
+        if day.cup:
+            flags = answer.get("48")[30::31]
+            balanced = bool(flags) and set(flags) == {"1"}
+            codes = {m.get("60")[8:11] for m in uploads}
+            want_codes, want_end = ({"203"}, "207") if balanced else ({"201", "205"}, "202")
+            if not codes <= want_codes:
+                problems.append(f"{answer.where()}: flags {flags!r}, but uploads with 60.3 {sorted(codes)}")
+            if nxt is None or day.kind(nxt) != "batch_end" or nxt.get("60")[8:11] != want_end:
+                problems.append(f"{answer.where()}: flags {flags!r}, not followed by batch end {want_end}")
+        elif answer.get("39") == "95":
+            if not uploads:
+                problems.append(f"{answer.where()}: RC 95 but no batch upload followed")
+            if nxt is None or day.kind(nxt) != "settlement" or not nxt.get("3").startswith("96"):
+                problems.append(f"{answer.where()}: RC 95, the upload not closed by a 0500 96xxxx")
+        elif uploads or (nxt is not None and day.kind(nxt) == "settlement"):
+            problems.append(f"{answer.where()}: balanced (RC 00), yet more was sent for the batch")
     return problems
 
 

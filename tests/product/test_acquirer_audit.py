@@ -68,6 +68,7 @@ def test_uploads_repeat_the_authorisations_and_the_totals_add_up(recorded: tuple
         assert sum(m.get("22")[2:] == "1" for m in uploads) == 2
     assert audit.upload_problems(day) == []
     assert audit.totals_problems(day) == []
+    assert audit.settlement_action_problems(day) == []
 
 
 def test_the_host_books_differ_only_by_the_sale_it_answered_51(recorded: tuple[audit.Day, Path, Path]) -> None:
@@ -89,9 +90,10 @@ def test_the_journal_holds_no_card_data_in_clear(recorded: tuple[audit.Day, Path
 def test_each_check_fails_on_what_it_guards_against(recorded: tuple[audit.Day, Path, Path]) -> None:
     day, _record, _journal = recorded
 
-    def mutated(pick: str, change: dict[str, str | None]) -> audit.Day:
+    def mutated(pick: str | audit.Msg, change: dict[str, str | None]) -> audit.Day:
+        """The day with ``change`` made to the first request of kind ``pick`` (or to the message ``pick``)."""
         bad = copy.deepcopy(day)
-        m = next(m for m in bad.out() if bad.kind(m) == pick)
+        m = next(m for m in bad.out() if (bad.kind(m) == pick if isinstance(pick, str) else m.line == pick.line))
         for f, v in change.items():
             if v is None:
                 m.doc.pop(f, None)
@@ -107,6 +109,8 @@ def test_each_check_fails_on_what_it_guards_against(recorded: tuple[audit.Day, P
     assert audit.stan_problems(mutated("void", {"11": day.out()[1].get("11")}))
     assert audit.correction_problems(mutated("void", {"4": "000000000001"}))
     assert audit.totals_problems(mutated("settlement", {"48": "0" * 62, "88": "0" * 16}))
+    end = next(m for m in day.out() if day.kind(m) in ("batch_end", "settlement") and m.line > upload.line)
+    assert audit.settlement_action_problems(mutated(end, {"60": "00000001207", "3": "920000"}))
     first_in = next(m for m in day.messages if m.dir == "in" and "3" in m.doc)
     bad = copy.deepcopy(day)
     next(m for m in bad.messages if m.line == first_in.line).doc["3"] = "999999"
