@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from posguard.demo.day import ERROR_KINDS
 from tests.product import acquirer_audit as audit
-from tests.product.conftest import ROOT, SIM_PANS
+from tests.product.conftest import CAPTURES, ROOT, SIM_PANS
 
 DIALECTS = ("cup", "iso87ascii")
 
@@ -115,3 +116,13 @@ def test_each_check_fails_on_what_it_guards_against(recorded: tuple[audit.Day, P
     bad = copy.deepcopy(day)
     next(m for m in bad.messages if m.line == first_in.line).doc["3"] = "999999"
     assert audit.response_problems(bad)
+
+
+@pytest.mark.parametrize("name", [f"{d}-{k}.jsonl" for d in DIALECTS for k in ERROR_KINDS])
+def test_the_recorded_captures_pass_the_audit(name: str) -> None:
+    """tests/captures (make_captures.py): one recorded day per error kind; cup-unsettled.jsonl was regenerated
+    when its uploads stopped saying 052 for the online-PIN sale the 0200 sent as 051."""
+    day = audit.read_day(CAPTURES / name, name.split("-")[0])
+    checks = (audit.mandatory_problems, audit.stan_problems, audit.response_problems, audit.correction_problems,
+              audit.upload_problems, audit.totals_problems, audit.settlement_action_problems)
+    assert [p for check in checks for p in check(day)] == []
