@@ -490,6 +490,13 @@ class Processor:
             self.ledger.close_batch(tid)
             return Outcome(self._respond(req, "00"), self.ledger.add(**self._base(req, "batch_end", "00")))
         rrn = req.get("37")
+        upload_type = code or req.get("3", "")[:2]  # CUP 60.3 (203 TC, 201/205 detail); international: 3 (94 TC)
+        again = next((e for e in self.ledger.find(tid=tid, kind="batch_upload", rrn=rrn, proc=req.get("3"))
+                      if e.rc in ("00", "25") and e.note.startswith(f"type {upload_type}:")), None) if rrn else None
+        if again is not None and req.get("t") == "0320":  # not flagged as a repeat (0321): a second upload
+            return Outcome(self._respond(req, "94"), self.ledger.add(**self._base(
+                req, "batch_upload", "94", note=f"duplicate transmission: RRN {rrn} was uploaded under STAN "
+                                                f"{again.stan}; a repeat is 0321 with that STAN")))
         held = [e for e in self.ledger.find(tid=tid, rrn=rrn) if e.kind in ("sale", "refund", "preauth")] if rrn else []
         mismatch = next((why for e in held if e.status in ("approved", "voided")
                          for why in [upload_mismatch(req, e)] if why), None)
@@ -497,8 +504,8 @@ class Processor:
             return Outcome(self._respond(req, "22"), self.ledger.add(**self._base(
                 req, "batch_upload", "22", note=f"upload refused: {mismatch}")))
         if code == "203" or (self.dialect != "cup" and req.get("3", "").startswith("94")):
-            return Outcome(self._respond(req, "00"), self.ledger.add(**self._base(req, "batch_upload", "00",
-                                                                                      note="tc")))
+            return Outcome(self._respond(req, "00"), self.ledger.add(**self._base(req, "batch_upload", "00", rrn=rrn,
+                                                                                      note=f"type {upload_type}: tc")))
         if any(e.status in ("approved", "voided") for e in held):
             rc = "00"
         else:
@@ -512,7 +519,8 @@ class Processor:
                 held[-1].note = "approved by batch upload"
             else:
                 self._book_from_detail(req, tid, **booking)
-        entry = self.ledger.add(**self._base(req, "batch_upload", "00", note=f"detail rc={rc}"))
+        entry = self.ledger.add(**self._base(req, "batch_upload", "00", rrn=rrn, note=f"type {upload_type}: detail rc={rc}"))
+        entry.rc = rc  # a repeat (0321) of this upload is answered from the books with this very code
         return Outcome(self._respond(req, rc), entry)
 
     def _book_from_detail(self, req: Doc, tid: str | None, **booking: Any) -> None:
