@@ -401,8 +401,11 @@ def upload_problems(day: Day) -> list[str]:
         if b is None:
             problems.append(f"{m.where()}: upload of RRN {rrn!r}, which is no standing sale")
             continue
-        if rrn in seen and m.get("60")[8:11] == seen[rrn].get("60")[8:11]:
-            problems.append(f"{m.where()}: RRN {rrn} uploaded again (line {seen[rrn].line})")
+        first = seen.get(rrn)
+        if first is not None and m.get("60")[8:11] == first.get("60")[8:11] and not (
+                m.mti == "0321" and m.get("11") == first.get("11") and day.answer(first) is None):
+            problems.append(f"{m.where()}: RRN {rrn} uploaded again (line {first.line}), not as its repeat (0321, "
+                            f"STAN {first.get('11')}) after a lost answer")
         seen[rrn] = m
         for f in ("2", "4", "22", "23"):
             if m.get(f) != b.request.get(f):

@@ -110,6 +110,11 @@ def test_each_check_fails_on_what_it_guards_against(recorded: tuple[audit.Day, P
     assert audit.stan_problems(mutated("void", {"11": day.out()[1].get("11")}))
     assert audit.correction_problems(mutated("void", {"4": "000000000001"}))
     assert audit.totals_problems(mutated("settlement", {"48": "0" * 62, "88": "0" * 16}))
+    twice = copy.deepcopy(day)  # the old retry after a lost answer: the same upload again, a new 0320 and STAN
+    again = copy.deepcopy(upload)
+    again.line, again.doc["11"] = day.messages[-1].line + 1, "999999"
+    twice.messages.append(again)
+    assert any("uploaded again" in p for p in audit.upload_problems(twice))
     end = next(m for m in day.out() if day.kind(m) in ("batch_end", "settlement") and m.line > upload.line)
     assert audit.settlement_action_problems(mutated(end, {"60": "00000001207", "3": "920000"}))
     first_in = next(m for m in day.messages if m.dir == "in" and "3" in m.doc)
