@@ -425,8 +425,9 @@ def upload_problems(day: Day) -> list[str]:
                 problems.append(f"{m.where()}: 55 9F02 {int(icc['9F02'].hex())} != field 4 {int(m.get('4'))}")
             if icc.get("9F26") == auth_icc.get("9F26"):
                 problems.append(f"{m.where()}: 55 9F26 is the ARQC, not the card's TC")
+    tc_only = day.cup and {m.get("60")[8:11] for m in uploads} == {"203"}  # balanced: the chip sales' TCs
     for rrn, b in standing.items():
-        if rrn not in seen:
+        if rrn not in seen and not (tc_only and b.request.get("22")[:2] not in ("05", "07")):
             problems.append(f"line {b.request.line}: standing sale RRN {rrn} was not uploaded")
     for m in day.out():
         if day.kind(m) == "batch_end" and int(m.get("48") or -1) != len(seen):
@@ -471,17 +472,39 @@ def settlement_action_problems(day: Day) -> list[str]:
     return problems
 
 
+def standing_refunds(day: Day) -> list[tuple[Booked, Booked | None]]:
+    """The refunds the host approved that no accepted reversal undid, each with the sale it names (37) when that
+    sale is of the day (pos-flows.md (B): CUP 0220 60.1 = 25; international 0200 / 20xxxx)."""
+    sales = {}
+    for m in day.out():
+        a = day.answer(m)
+        if day.kind(m) == "sale" and a is not None and a.get("39") == "00":
+            sales[a.get("37")] = Booked(m, a)
+    out = []
+    for m in day.out():
+        a = day.answer(m)
+        if day.kind(m) != "refund" or a is None or a.get("39") != "00":
+            continue
+        undone = [r for r in day.out() if day.kind(r) == "reversal" and _reversed(day, r) is m
+                  and (day.answer(r) or Msg(0, "in", 0.0, {})).get("39") in ("00", "12", "25")]
+        if not undone:
+            out.append((Booked(m, a), sales.get(m.get("37"))))
+    return out
+
+
 def _side(b: Booked) -> str:
     """CUP field 48's groups: domestic = UnionPay cards (the answer's 63 = CUP), foreign = the rest."""
     return "domestic" if b.answer.get("63")[:3] == "CUP" else "foreign"
 
 
 def totals_problems(day: Day) -> list[str]:
-    """The settlement request's totals are the standing sales: CUP 48 per side (debit amount n12, count n3,
-    credit amount n12, count n3, flag n1 = 0 in a request), ISO 76/88 (debits: number, amount) and 74/86
-    (credits) (pos-flows.md (B) "48"; profiles/processor docs of the international 0500)."""
+    """The settlement request's totals are the standing sales (debits) and refunds (credits, on their sale's
+    side): CUP 48 per side (debit amount n12, count n3, credit amount n12, count n3, flag n1 = 0 in a request),
+    ISO 76/88 (debits: number, amount) and 74/86 (credits) (pos-flows.md (B) "48"; the international 0500 of
+    firmware_sim/host/processor.py's table)."""
     problems = []
     standing = standing_sales(day)
+    refunds = standing_refunds(day)
     for m in day.out():
         if day.kind(m) != "settlement":
             continue
@@ -490,12 +513,16 @@ def totals_problems(day: Day) -> list[str]:
             for i, side in enumerate(("domestic", "foreign")):
                 group = text[31 * i:31 * (i + 1)]
                 mine = [b for b in standing if _side(b) == side]
-                want = f"{sum(b.amount for b in mine):012d}{len(mine):03d}{0:012d}{0:03d}0"
+                back = [r for r, sale in refunds if sale is not None and _side(sale) == side]
+                want = (f"{sum(b.amount for b in mine):012d}{len(mine):03d}"
+                        f"{sum(r.amount for r in back):012d}{len(back):03d}0")
                 if group != want:
                     problems.append(f"{m.where()}: 48 {side} group {group!r} != the day's standing sales {want!r}")
         else:
             got = (m.get("76"), m.get("88"), m.get("74"), m.get("86"))
-            want = (f"{len(standing):010d}", f"{sum(b.amount for b in standing):016d}", f"{0:010d}", f"{0:016d}")
+            back = [r for r, _sale in refunds]
+            want = (f"{len(standing):010d}", f"{sum(b.amount for b in standing):016d}", f"{len(back):010d}",
+                    f"{sum(r.amount for r in back):016d}")
             if got != want:
                 problems.append(f"{m.where()}: totals 76/88/74/86 {got} != the day's standing sales {want}")
     return problems

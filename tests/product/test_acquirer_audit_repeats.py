@@ -1,4 +1,6 @@
-"""acq-audit: an upload (0320) whose answer is lost is repeated as 0321 under the same STAN (``pos-flows.md`` (B):
+"""acq-audit, with the real engine and host simulator: what the recorded demo day cannot show.
+
+An upload (0320) whose answer is lost is repeated as 0321 under the same STAN (``pos-flows.md`` (B):
 last digit 1 = repeat; the profile's ``repeat_mti``), and the host answers the repeat from its books.
 
 Found by the audit: the terminal re-sent the detail as a *new* 0320 with a new STAN. The host had booked the first
@@ -22,6 +24,7 @@ from posguard.engine.engine import TransactionEngine
 from posguard.engine.journal import Journal
 from tests.engine.conftest import TERMINAL, card
 from tests.host_sim.harness import linked
+from tests.product import acquirer_audit as audit
 
 DECLINED_PAN = "4000000000000002"  # the simulator's rules decline it (RC 05)
 
@@ -66,3 +69,28 @@ def test_a_second_0320_of_an_acknowledged_upload_is_refused_94(
     outcome = sim.processor.handle(again)
     assert outcome.response is not None and outcome.response["39"] == "94"
     assert outcome.entry is not None and f"uploaded under STAN {first['11']}" in outcome.entry.note
+
+
+def test_a_balanced_day_with_a_refund_passes_the_audit(desk: tuple[HostSimulator, TransactionEngine, VirtualClock]
+                                                       ) -> None:
+    """What the demo day lacks: a refund (CUP 0220 / 60.1 = 25 with 61 = batch + trace + MMDD; international 0200 /
+    20xxxx) in the totals' credits, and a balanced settlement (CUP: the chip sale's TC upload 203, then batch end
+    207). Audited from what the host received and answered (its masked copies: no 55, so the TC's 55 is not
+    checked here, but in test_acquirer_audit.py)."""
+    sim, engine, _clock = desk
+    a = engine.sale(card(), 100_00)
+    engine.sale(card(entry_mode="swipe"), 20_00)
+    engine.refund(a.txn_id, 30_00)
+    assert engine.settle().balanced
+    assert len(sim.received) == len(sim.sent)  # no fault: one answer per request, in order
+    messages = []
+    for i, (req, answer) in enumerate(zip(sim.received, sim.sent, strict=True)):
+        messages.append(audit.Msg(2 * i + 1, "out", 0.0, {k: v for k, v in req.items() if k != "55"}))
+        messages.append(audit.Msg(2 * i + 2, "in", 0.0, {k: v for k, v in answer.items() if k != "55"}))
+    day = audit.Day(engine.profile.name, messages, [])
+    assert [day.kind(m) for m in day.out()] == ["sale", "sale", "refund", "settlement"] + (
+        ["upload", "batch_end"] if day.cup else [])
+    assert len(audit.standing_refunds(day)) == 1
+    checks = (audit.mandatory_problems, audit.stan_problems, audit.response_problems, audit.correction_problems,
+              audit.upload_problems, audit.totals_problems, audit.settlement_action_problems)
+    assert [p for check in checks for p in check(day)] == []
