@@ -12,7 +12,8 @@ CUP (UnionPay) — by MTI, 60.1 (message type code) and 60.3 (network management
     0100       pre-authorisation
     0400/0401  reversal, original = same STAN + TID (CUP reuses the original STAN)
     0420/0421  reversal advice, same matching
-    0320       batch/TC upload; 60.3 202 or 207 = batch end (closes the batch)
+    0320       batch/TC upload; 60.3 202 or 207 = batch end (closes the batch); an upload must repeat the
+               authorisation of its RRN (2, 4, 22) else 22; a second 0320 of an acknowledged one is 94 (repeat: 0321)
     0500       settlement: totals in 48 (see SETTLEMENT_48); response 48 carries the flag
                1 balanced / 2 unbalanced, RC 00 either way
 
