@@ -239,17 +239,19 @@ class Settlement:
         out["entry_field"] = self._authorised_entry_field(txn)
         return out
 
-    def _unanswered_upload(self, txn: TxnRecord) -> int | None:
+    def _unanswered_upload(self, txn: TxnRecord, fields: dict[str, Any]) -> int | None:
         """The STAN of this transaction's last upload when its answer never came (the journal's last message of
-        the transaction is that 0320/0321 going out): the next try repeats it as 0321 under that STAN, so the host
-        answers it from its books instead of taking it for a new upload (``pos-flows.md`` (B): last digit 1 =
-        repeat; the profile's ``repeat_mti``)."""
+        the transaction is that 0320/0321 going out) and it was the same upload (3 and 60: detail or TC): the next
+        try repeats it as 0321 under that STAN, so the host answers it from its books instead of taking it for a
+        new upload (``pos-flows.md`` (B): last digit 1 = repeat; the profile's ``repeat_mti``)."""
         rows = self.engine.journal.messages(txn.id)
         upload = self.engine.profile.spec("upload").mti
-        if rows and rows[-1]["direction"] == "out" and rows[-1]["mti"] in (upload, self.engine.profile.repeat_of(upload)):
-            stan = rows[-1]["stan"]
-            return int(stan) if stan is not None else None
-        return None
+        if not rows or rows[-1]["direction"] != "out" or rows[-1]["stan"] is None or rows[-1]["mti"] not in (
+                upload, self.engine.profile.repeat_of(upload)):
+            return None
+        sent = json.loads(rows[-1]["masked"])
+        same = all(str(sent.get(f, "")) == str(fields.get(f, "")) for f in ("3", "60"))
+        return int(rows[-1]["stan"]) if same else None
 
     def _authorised_entry_field(self, txn: TxnRecord) -> str | None:
         """Field 22 of the request the host approved (its journaled copy): the upload repeats it, CUP PIN digit
@@ -301,14 +303,15 @@ class Settlement:
         engine = self.engine
         spec = engine.profile.spec("upload")
         with engine._atomic("upload_journaled"):
-            unanswered = self._unanswered_upload(txn)
-            stan = unanswered if unanswered is not None else engine.journal.allocate_stan()
-            mti = spec.mti if unanswered is None else engine.profile.repeat_of(spec.mti)
-            fields = engine.profile.upload_fields(purpose=purpose, stan=stan, batch_no=batch,
+            fields = engine.profile.upload_fields(purpose=purpose, stan=0, batch_no=batch,
                                                   terminal_id=engine.terminal.terminal_id,
                                                   merchant_id=engine.terminal.merchant_id, txn=txn,
                                                   **self._upload_card(txn))
             fields.update(self._booking_fields(purpose, txn))
+            unanswered = self._unanswered_upload(txn, fields)
+            stan = unanswered if unanswered is not None else engine.journal.allocate_stan()
+            mti = spec.mti if unanswered is None else engine.profile.repeat_of(spec.mti)
+            fields["11"] = f"{stan:06d}"
             engine.journal.record_message(direction="out", mti=mti, masked=masked_json(mti, fields, engine.profile.dialect),
                                           stan=stan, txn_id=txn.id)
             engine.journal.upload_record(batch, txn.id, purpose, state="sent", attempt=True)
