@@ -94,6 +94,7 @@ class Entry:
     time: float = 0.0
     note: str = ""
     card_org: str | None = None  # CUP (domestic) or VIS/MCC/JCB/AMX/OTH (foreign)
+    pos_entry: str | None = None  # field 22 as the request carried it: an upload must repeat the authorisation's
 
     @property
     def side(self) -> str:

@@ -12,7 +12,8 @@ CUP (UnionPay) — by MTI, 60.1 (message type code) and 60.3 (network management
     0100       pre-authorisation
     0400/0401  reversal, original = same STAN + TID (CUP reuses the original STAN)
     0420/0421  reversal advice, same matching
-    0320       batch/TC upload; 60.3 202 or 207 = batch end (closes the batch)
+    0320       batch/TC upload; 60.3 202 or 207 = batch end (closes the batch); an upload must repeat the
+               authorisation of its RRN (2, 4, 22) else 22; a second 0320 of an acknowledged one is 94 (repeat: 0321)
     0500       settlement: totals in 48 (see SETTLEMENT_48); response 48 carries the flag
                1 balanced / 2 unbalanced, RC 00 either way
 
@@ -82,6 +83,22 @@ def pan_of(req: Doc) -> str | None:
         for sep in ("D", "d", "="):
             if sep in t2:
                 return t2.split(sep, 1)[0]
+    return None
+
+
+def upload_mismatch(req: Doc, original: Entry) -> str | None:
+    """Why a 0320 (TC or detail upload) does not repeat the authorisation the host holds under its RRN, or None.
+
+    The acquirer matches an upload to the authorisation (``emv-keys.md`` A.10: the TC upload carries 2, 22, 23 of
+    the sale): a different PAN, amount or POS entry mode (22, with CUP's PIN digit) is another transaction's data.
+    The reason names the field, never the card data."""
+    pan = pan_of(req)
+    if pan is not None and original.pan_hash is not None and pan_hash(pan) != original.pan_hash:
+        return "field 2 is not the authorised card"
+    if req.get("4") and original.amount is not None and int(req["4"]) != original.amount:
+        return f"field 4 {int(req['4'])} is not the authorised amount {original.amount}"
+    if req.get("22") and original.pos_entry and req["22"] != original.pos_entry:
+        return f"field 22 {req['22']} is not the authorisation's {original.pos_entry}"
     return None
 
 
@@ -254,7 +271,7 @@ class Processor:
         return dict(kind=kind, status="approved" if rc == "00" else "declined", mti=req["t"], rc=rc,
                     stan=req.get("11"), tid=req.get("41"), mid=req.get("42"), proc=req.get("3"),
                     amount=amount, currency=req.get("49"), batch=batch, pan=pan_of(req),
-                    time=self.now(), **kw)
+                    pos_entry=req.get("22"), time=self.now(), **kw)
 
     def _is_duplicate(self, req: Doc) -> bool:
         if not self.rules.duplicate_check:
@@ -473,11 +490,23 @@ class Processor:
         if code in ("202", "207"):
             self.ledger.close_batch(tid)
             return Outcome(self._respond(req, "00"), self.ledger.add(**self._base(req, "batch_end", "00")))
-        if code == "203" or (self.dialect != "cup" and req.get("3", "").startswith("94")):
-            return Outcome(self._respond(req, "00"), self.ledger.add(**self._base(req, "batch_upload", "00",
-                                                                                      note="tc")))
         rrn = req.get("37")
+        upload_type = code or req.get("3", "")[:2]  # CUP 60.3 (203 TC, 201/205 detail); international: 3 (94 TC)
+        again = next((e for e in self.ledger.find(tid=tid, kind="batch_upload", rrn=rrn, proc=req.get("3"))
+                      if e.rc in ("00", "25") and e.note.startswith(f"type {upload_type}:")), None) if rrn else None
+        if again is not None and req.get("t") == "0320":  # not flagged as a repeat (0321): a second upload
+            return Outcome(self._respond(req, "94"), self.ledger.add(**self._base(
+                req, "batch_upload", "94", note=f"duplicate transmission: RRN {rrn} was uploaded under STAN "
+                                                f"{again.stan}; a repeat is 0321 with that STAN")))
         held = [e for e in self.ledger.find(tid=tid, rrn=rrn) if e.kind in ("sale", "refund", "preauth")] if rrn else []
+        mismatch = next((why for e in held if e.status in ("approved", "voided")
+                         for why in [upload_mismatch(req, e)] if why), None)
+        if mismatch is not None:  # the upload must repeat what was authorised (emv-keys.md A.10): 22 abnormal
+            return Outcome(self._respond(req, "22"), self.ledger.add(**self._base(
+                req, "batch_upload", "22", note=f"upload refused: {mismatch}")))
+        if code == "203" or (self.dialect != "cup" and req.get("3", "").startswith("94")):
+            return Outcome(self._respond(req, "00"), self.ledger.add(**self._base(req, "batch_upload", "00", rrn=rrn,
+                                                                                      note=f"type {upload_type}: tc")))
         if any(e.status in ("approved", "voided") for e in held):
             rc = "00"
         else:
@@ -491,7 +520,8 @@ class Processor:
                 held[-1].note = "approved by batch upload"
             else:
                 self._book_from_detail(req, tid, **booking)
-        entry = self.ledger.add(**self._base(req, "batch_upload", "00", note=f"detail rc={rc}"))
+        entry = self.ledger.add(**self._base(req, "batch_upload", "00", rrn=rrn, note=f"type {upload_type}: detail rc={rc}"))
+        entry.rc = rc  # a repeat (0321) of this upload is answered from the books with this very code
         return Outcome(self._respond(req, rc), entry)
 
     def _book_from_detail(self, req: Doc, tid: str | None, **booking: Any) -> None:

@@ -249,12 +249,14 @@ class Profile:
     def upload_fields(
         self, *, purpose: str, stan: int, batch_no: int, terminal_id: str, merchant_id: str, txn: TxnRecord,
         pan: str | None = None, pan_sequence: str | None = None, icc: bytes | None = None,
+        entry_field: str | None = None,
     ) -> Fields:
         """A 0320 for one transaction. CUP 60.3: 203 TC upload, 205 chip detail, 201 other detail.
 
         What the acquirer matches the upload on (``emv-keys.md`` A.10): the PAN (2, from the sealed card), the
         entry mode (22), the card sequence number (23, chip) and field 55 with the final cryptogram and the
-        script results (``icc``: :meth:`posguard.engine.card_results.CardResult.upload_icc`)."""
+        script results (``icc``: :meth:`posguard.engine.card_results.CardResult.upload_icc`). ``entry_field`` is
+        the authorisation's own 22: the upload repeats it (a CUP online-PIN sale's ``051``, not ``052``)."""
         spec = self.spec("upload")
         original = self.spec(txn.kind) if txn.kind in self.kinds else spec
         # a detail names the original: its processing code (3); CUP: its type (60.1) and batch + trace (61);
@@ -266,6 +268,8 @@ class Profile:
         if txn.auth_code:
             f["38"] = txn.auth_code
         self._upload_card_fields(f, txn, pan=pan, pan_sequence=pan_sequence, icc=icc)
+        if entry_field and "22" in f:
+            f["22"] = entry_field  # as authorised: the acquirer matches 22 to the 0200's
         if self.uses_field_60:
             chip = txn.entry_mode in ("chip", "contactless")
             code = "203" if purpose == "tc" else ("205" if chip else "201")

@@ -14,6 +14,7 @@ terminal, clock, policies, detectors, the engine's watched link, kill points); t
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -235,7 +236,31 @@ class Settlement:
         result = card_result(engine.journal, engine.sealer, txn.id)
         if result is not None:
             out["icc"] = result.upload_icc()
+        out["entry_field"] = self._authorised_entry_field(txn)
         return out
+
+    def _unanswered_upload(self, txn: TxnRecord, fields: dict[str, Any]) -> int | None:
+        """The STAN of this transaction's last upload when its answer never came (the journal's last message of
+        the transaction is that 0320/0321 going out) and it was the same upload (3 and 60: detail or TC): the next
+        try repeats it as 0321 under that STAN, so the host answers it from its books instead of taking it for a
+        new upload (``pos-flows.md`` (B): last digit 1 = repeat; the profile's ``repeat_mti``)."""
+        rows = self.engine.journal.messages(txn.id)
+        upload = self.engine.profile.spec("upload").mti
+        if not rows or rows[-1]["direction"] != "out" or rows[-1]["stan"] is None or rows[-1]["mti"] not in (
+                upload, self.engine.profile.repeat_of(upload)):
+            return None
+        sent = json.loads(rows[-1]["masked"])
+        same = all(str(sent.get(f, "")) == str(fields.get(f, "")) for f in ("3", "60"))
+        return int(rows[-1]["stan"]) if same else None
+
+    def _authorised_entry_field(self, txn: TxnRecord) -> str | None:
+        """Field 22 of the request the host approved (its journaled copy): the upload repeats it, CUP PIN digit
+        included, so the acquirer matches the upload to the authorisation (``emv-keys.md`` A.10)."""
+        for row in self.engine.journal.messages(txn.id):
+            if row["direction"] == "out" and row["stan"] == txn.stan and row["mti"][:2] != "04":
+                value = json.loads(row["masked"]).get("22")
+                return str(value) if value else None
+        return None
 
     def _booking_fields(self, purpose: str, txn: TxnRecord) -> dict[str, str]:
         """What a detail upload adds so the acquirer can book a transaction it learns of only from the upload
@@ -278,18 +303,21 @@ class Settlement:
         engine = self.engine
         spec = engine.profile.spec("upload")
         with engine._atomic("upload_journaled"):
-            stan = engine.journal.allocate_stan()
-            fields = engine.profile.upload_fields(purpose=purpose, stan=stan, batch_no=batch,
+            fields = engine.profile.upload_fields(purpose=purpose, stan=0, batch_no=batch,
                                                   terminal_id=engine.terminal.terminal_id,
                                                   merchant_id=engine.terminal.merchant_id, txn=txn,
                                                   **self._upload_card(txn))
             fields.update(self._booking_fields(purpose, txn))
-            engine.journal.record_message(direction="out", mti=spec.mti, masked=masked_json(spec.mti, fields, engine.profile.dialect),
+            unanswered = self._unanswered_upload(txn, fields)
+            stan = unanswered if unanswered is not None else engine.journal.allocate_stan()
+            mti = spec.mti if unanswered is None else engine.profile.repeat_of(spec.mti)
+            fields["11"] = f"{stan:06d}"
+            engine.journal.record_message(direction="out", mti=mti, masked=masked_json(mti, fields, engine.profile.dialect),
                                           stan=stan, txn_id=txn.id)
             engine.journal.upload_record(batch, txn.id, purpose, state="sent", attempt=True)
         engine._kill(f"host.before_send:{spec.mti}")
         try:
-            resp = engine._wire.exchange(engine.profile.message(spec.mti, fields), timeout=engine.terminal.host_timeout)
+            resp = engine._wire.exchange(engine.profile.message(mti, fields), timeout=engine.terminal.host_timeout)
         except HostError as exc:
             engine._kill(f"host.after_send:{spec.mti}")
             with engine._atomic("upload_failed"):

@@ -1,0 +1,133 @@
+"""acq-audit: an acquirer's audit of a recorded demo day in both dialects, beyond test_demo_wire_audit.py.
+
+``posguard demo --record --journal-dir`` for each dialect; every message decoded by pyiso8583 with the audit's own
+spec dicts (tests/product/acquirer_audit.py, written from pos-flows.md and CONTRACTS.md, importing neither
+posguard nor the host simulator). Found by this audit and fixed: the CUP TC/detail upload (0320) of an
+online-PIN sale said 22 = 052 where its 0200 said 051 (now the authorisation's own 22; the host refuses a
+mismatch with RC 22). The last test shows each check fails on the behaviour it guards against."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from posguard.demo.day import ERROR_KINDS
+from tests.product import acquirer_audit as audit
+from tests.product.conftest import CAPTURES, ROOT, SIM_PANS
+
+DIALECTS = ("cup", "iso87ascii")
+
+
+@pytest.fixture(scope="module", params=DIALECTS)
+def recorded(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+             ) -> tuple[audit.Day, Path, Path]:
+    dialect = str(request.param)
+    where = tmp_path_factory.mktemp(f"acq-audit-{dialect}")
+    record, journal = where / "day.jsonl", where / "journal"
+    proc = subprocess.run([sys.executable, "-m", "posguard.cli", "demo", "--dialect", dialect, "--reader", "twin",
+                           "--record", str(record), "--journal-dir", str(journal)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return audit.read_day(record, dialect), record, journal / "journal.db"
+
+
+def test_every_request_carries_the_fields_its_class_requires(recorded: tuple[audit.Day, Path, Path]) -> None:
+    day, _record, _journal = recorded
+    kinds = {day.kind(m) for m in day.out()}
+    assert {"network", "sale", "void", "reversal", "settlement", "upload"} <= kinds, kinds
+    assert audit.mandatory_problems(day) == []
+
+
+def test_stans_are_unique_per_terminal_and_day(recorded: tuple[audit.Day, Path, Path]) -> None:
+    day, _record, _journal = recorded
+    assert audit.stan_problems(day) == []
+
+
+def test_every_answer_matches_its_request_and_every_timeout_was_reversed(recorded: tuple[audit.Day, Path, Path]
+                                                                         ) -> None:
+    day, _record, _journal = recorded
+    assert len(day.timeouts) == 2  # the day's lost sale answer and lost void answer
+    assert audit.response_problems(day) == []
+
+
+def test_voids_and_reversals_carry_their_originals_data(recorded: tuple[audit.Day, Path, Path]) -> None:
+    day, _record, _journal = recorded
+    assert sum(day.kind(m) == "void" for m in day.out()) >= 4
+    assert sum(day.kind(m) == "reversal" for m in day.out()) == 2
+    assert audit.correction_problems(day) == []
+
+
+def test_uploads_repeat_the_authorisations_and_the_totals_add_up(recorded: tuple[audit.Day, Path, Path]) -> None:
+    day, _record, _journal = recorded
+    uploads = [m for m in day.out() if day.kind(m) == "upload"]
+    assert len(uploads) == len(audit.standing_sales(day)) == 8
+    if day.cup:  # the online-PIN sales' uploads say "PIN included", as their 0200s did
+        assert sum(m.get("22")[2:] == "1" for m in uploads) == 2
+    assert audit.upload_problems(day) == []
+    assert audit.totals_problems(day) == []
+    assert audit.settlement_action_problems(day) == []
+
+
+def test_the_host_books_differ_only_by_the_sale_it_answered_51(recorded: tuple[audit.Day, Path, Path]) -> None:
+    """The day's staged acquirer fault: the host booked a sale it declined (51); the terminal's totals are the
+    wire's, so the difference is the host's, and it is exactly that sale."""
+    day, record, _journal = recorded
+    declined = [day.answer(m) for m in day.out() if day.kind(m) == "sale"]
+    rc51 = [a.get("37") for a in declined if a is not None and a.get("39") == "51"]
+    assert audit.booking_differences(day, audit.host_report(record)) == {"host_only": rc51, "wire_only": []}
+    assert len(rc51) == 1
+
+
+def test_the_journal_holds_no_card_data_in_clear(recorded: tuple[audit.Day, Path, Path]) -> None:
+    _day, _record, journal = recorded
+    assert journal.exists()
+    assert audit.journal_card_data_problems(journal, SIM_PANS) == []
+
+
+def test_each_check_fails_on_what_it_guards_against(recorded: tuple[audit.Day, Path, Path]) -> None:
+    day, _record, _journal = recorded
+
+    def mutated(pick: str | audit.Msg, change: dict[str, str | None]) -> audit.Day:
+        """The day with ``change`` made to the first request of kind ``pick`` (or to the message ``pick``)."""
+        bad = copy.deepcopy(day)
+        m = next(m for m in bad.out() if (bad.kind(m) == pick if isinstance(pick, str) else m.line == pick.line))
+        for f, v in change.items():
+            if v is None:
+                m.doc.pop(f, None)
+            else:
+                m.doc[f] = v
+        return bad
+
+    upload = next(m for m in day.out() if day.kind(m) == "upload")
+    pin_digit = "2" if upload.get("22")[2] == "1" else "1"  # the old CUP bug: the upload's PIN digit differs
+    assert audit.upload_problems(mutated("upload", {"22": upload.get("22")[:2] + pin_digit}))
+    assert audit.upload_problems(mutated("upload", {"4": "000000000001"}))
+    assert audit.mandatory_problems(mutated("void", {"37": None}))
+    assert audit.stan_problems(mutated("void", {"11": day.out()[1].get("11")}))
+    assert audit.correction_problems(mutated("void", {"4": "000000000001"}))
+    assert audit.totals_problems(mutated("settlement", {"48": "0" * 62, "88": "0" * 16}))
+    twice = copy.deepcopy(day)  # the old retry after a lost answer: the same upload again, a new 0320 and STAN
+    again = copy.deepcopy(upload)
+    again.line, again.doc["11"] = day.messages[-1].line + 1, "999999"
+    twice.messages.append(again)
+    assert any("uploaded again" in p for p in audit.upload_problems(twice))
+    end = next(m for m in day.out() if day.kind(m) in ("batch_end", "settlement") and m.line > upload.line)
+    assert audit.settlement_action_problems(mutated(end, {"60": "00000001207", "3": "920000"}))
+    first_in = next(m for m in day.messages if m.dir == "in" and "3" in m.doc)
+    bad = copy.deepcopy(day)
+    next(m for m in bad.messages if m.line == first_in.line).doc["3"] = "999999"
+    assert audit.response_problems(bad)
+
+
+@pytest.mark.parametrize("name", [f"{d}-{k}.jsonl" for d in DIALECTS for k in ERROR_KINDS])
+def test_the_recorded_captures_pass_the_audit(name: str) -> None:
+    """tests/captures (make_captures.py): one recorded day per error kind; cup-unsettled.jsonl was regenerated
+    when its uploads stopped saying 052 for the online-PIN sale the 0200 sent as 051."""
+    day = audit.read_day(CAPTURES / name, name.split("-")[0])
+    checks = (audit.mandatory_problems, audit.stan_problems, audit.response_problems, audit.correction_problems,
+              audit.upload_problems, audit.totals_problems, audit.settlement_action_problems)
+    assert [p for check in checks for p in check(day)] == []
