@@ -73,6 +73,8 @@ def _replay(ns: argparse.Namespace) -> int:
         print(f"posguard replay: {ns.file}: {exc}", file=sys.stderr)
         return 1
     try:
+        for line, op, why in result.refused:  # an action that did nothing is said, never skipped quietly
+            print(f"refused at line {line}: {op}: {why}", file=sys.stderr if ns.json else sys.stdout)
         for inc in result.incidents:
             if ns.json:
                 print(json.dumps(inc.to_dict(), sort_keys=True))
