@@ -107,6 +107,9 @@ def _validate(rec: Any, line: int) -> dict[str, Any]:
         if not isinstance(rec.get("ref"), str) or not rec["ref"]:
             raise CaptureError(line, "card record needs \"ref\" (what op records name, e.g. \"c1\")")
         pan = rec.get("pan")
+        if isinstance(pan, str) and "*" in pan:
+            raise CaptureError(line, "card record's \"pan\" is masked; a capture holds the card's whole test PAN "
+                                     "(12 to 19 digits, Luhn-valid): the replay charges it")
         if not isinstance(pan, str) or not pan.isdigit() or not 12 <= len(pan) <= 19:
             raise CaptureError(line, "card record needs \"pan\": 12 to 19 digits (a test PAN)")
         _check_hex(rec, "field55", line)
@@ -195,6 +198,9 @@ def _seconds_between(first: Any, later: Any) -> float:
 
 
 def _header(obj: Any, n: int) -> dict[str, Any]:
+    if isinstance(obj, dict) and "posguard_capture" in obj and obj["posguard_capture"] != CAPTURE_VERSION:
+        raise CaptureError(n, f"capture format version {obj['posguard_capture']!r}: this posguard reads version "
+                              f"{CAPTURE_VERSION} (\"posguard_capture\": {CAPTURE_VERSION}, docs/capture-format.md)")
     if not isinstance(obj, dict) or obj.get("posguard_capture") != CAPTURE_VERSION:
         raise CaptureError(n, f"not a posguard capture: the first line must be a header with "
                               f"\"posguard_capture\": {CAPTURE_VERSION}")

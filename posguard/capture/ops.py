@@ -4,8 +4,7 @@ A hand-written ``op`` record missing an argument, or carrying one of the wrong t
 runs it, with one line naming the record's line, the action and the argument (``line 4: operator action 'sale' cannot be
 replayed: it needs "amount" (minor units, a whole number, e.g. 1250)``), never a Python error from deep inside the till.
 
-Only the actions and arguments listed here are checked; an action not listed is left to the till (which names the
-actions it knows). ``None`` is allowed for optional arguments: a recorder writes ``null`` for what it keeps out of a
+An action not listed is refused with the list of those that are (the till's ``OPS``, posguard/service/till.py). ``None`` is allowed for optional arguments: a recorder writes ``null`` for what it keeps out of a
 capture (a customer's contact, a local file path).
 """
 
@@ -75,7 +74,7 @@ def check_op(rec: dict[str, Any], line: int) -> None:
     op = rec["op"]
     spec = OP_ARGS.get(op)
     if spec is None:
-        return
+        raise CaptureError(line, f"unknown operator action {op!r}; known: {', '.join(OP_ARGS)}")
     args = {k: v for k, v in rec.items() if k not in ("t", "k", "op")}
     for name, arg in spec.items():
         if name not in args or args[name] is None and arg.required:

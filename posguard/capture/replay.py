@@ -513,7 +513,10 @@ def replay(source: str | Path | Capture, *, desk: DeskFactory, journal_path: str
                 except JournalError as exc:
                     raise CaptureError(cursor.line(index), f"operator action {rec['op']!r} names what the replay "
                                                            f"does not hold: {exc}") from None
-                except (KeyError, TypeError, ValueError) as exc:
+                except KeyError as exc:  # its message, not its repr (a KeyError quotes its argument)
+                    raise CaptureError(cursor.line(index), f"operator action {rec['op']!r} cannot be replayed: "
+                                                           f"{exc.args[0] if exc.args else exc}") from None
+                except (TypeError, ValueError) as exc:
                     raise CaptureError(cursor.line(index), f"operator action {rec['op']!r} cannot be replayed: "
                                                            f"{type(exc).__name__}: {exc}") from None
         owed = owed_at_the_end(journal)
