@@ -22,7 +22,7 @@ from posguard.clock import VirtualClock
 from posguard.engine.chart import UNRESOLVED
 from posguard.engine.detectors import Detectors
 from posguard.engine.engine import EnginePolicies, TerminalConfig, TransactionEngine
-from posguard.engine.hostlink import LinkEvent, LinkEventKind
+from posguard.engine.hostlink import ECHO_FIELDS, LinkEvent, LinkEventKind
 from posguard.engine.journal import Journal, JournalError
 from posguard.engine.ports import HostLinkError, HostTimeout, InvalidResponse
 from posguard.engine.saf import SafPolicy
@@ -206,6 +206,7 @@ class ReplayLink:
             response = Message.decode(bytes.fromhex(nxt["hex"]), self.dialect)
             if request.stan is not None and "11" in response:
                 response["11"] = request["11"]  # a journal of another history allocates other STANs
+            _check_answer(response, request, c.line(c.pos - 1))
             return response
         if nxt["k"] == "link" and nxt.get("event") in ("timeout", "link_error", "invalid_response", "error"):
             c.pos += 1
@@ -558,6 +559,21 @@ def _not_replayed(rec: dict[str, Any], dialect: str, last_op: int | None, cursor
     return (f"the recording sent {mti}{stan} here, but the replay sent nothing after {after}: a recorded "
             "request the replay does not make is a divergence (a correction awaiting the operator's "
             "\"confirm\" op, an action the replay refused, or one request too many)")
+
+
+def _check_answer(response: Message, request: Message, line: int) -> None:
+    """A recorded answer is checked as the live host link checks one (posguard/engine/hostlink.py; pos-flows.md
+    (B) "Response validation": MTI + 10, fields 3, 4, 41, 42 echoed, a response code): one that does not answer
+    its request is an invalid response, and the engine reverses, as live."""
+    problems = [] if response.mti == request.response_mti else [f"MTI {response.mti}, not {request.response_mti}"]
+    for f in ECHO_FIELDS:
+        if f != "11" and f in request and response.get(f) != request.get(f):
+            problems.append(f"field {f} {'differs from' if f in response else 'is missing, unlike'} the request's")
+    if response.response_code is None:
+        problems.append("field 39 (the response code) is missing")
+    if problems:
+        raise InvalidResponse(f"the answer at line {line} does not answer the {request.mti} STAN {request.stan}: "
+                              f"{'; '.join(problems)}; the outcome is unknown: reverse")
 
 
 def _not_answered(rec: dict[str, Any], mti: str, after: str) -> str:

@@ -123,6 +123,8 @@ REFUSED: dict[str, tuple[int, str]] = {
                                      "operator action at line 6"),
     "cup_reversal_new_stan": (6, "the replay sends 0400 STAN 1, the recording STAN 2"),
     "full_pan_in_report": (13, "pan_masked does not match"),
+    # the answer does not echo the amount: invalid as live, so the engine reverses; the capture holds no 0400
+    "answer_not_echoing_amount": (7, "the replay sends a 0400 where the recording has the operator action"),
 }
 
 
