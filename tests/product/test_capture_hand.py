@@ -97,6 +97,13 @@ def test_a_late_approval_written_in_time_order_is_heard_late(dialect: str, posgu
     assert day.states()[T1] == "reversed"
 
 
+def test_the_late_approval_is_said_without_verbose() -> None:
+    text = _in_process("replay", str(HAND / "iso87ascii-late_approval.jsonl"))
+    assert "late answer: 0210 STAN 1 rc 00: late approval after a timeout: the reversal must go ahead" in text
+    assert text.count("late answer:") == 1 and _in_process("replay", "-v", str(HAND / "iso87ascii-late_approval.jsonl")
+                                                           ).count("late answer:") == 1
+
+
 @pytest.mark.parametrize("name", ["bom", "crlf", "trailing_blank_line", "bom_crlf_trailing_blank"])
 def test_what_an_editor_adds_is_tolerated(name: str, posguard_replay: Any) -> None:
     day = posguard_replay(MISTAKES / f"{name}.jsonl")
