@@ -106,6 +106,9 @@ def test_the_late_approval_is_said_without_verbose() -> None:
 
 @pytest.mark.parametrize("name", ["bom", "crlf", "trailing_blank_line", "bom_crlf_trailing_blank"])
 def test_what_an_editor_adds_is_tolerated(name: str, posguard_replay: Any) -> None:
+    raw = (MISTAKES / f"{name}.jsonl").read_bytes()  # the file holds what its name says (kept by .gitattributes)
+    assert raw.startswith(b"\xef\xbb\xbf") == ("bom" in name) and (b"\r\n" in raw) == ("crlf" in name)
+    assert raw.endswith(b"\n\n") or raw.endswith(b"\r\n\r\n") or "blank" not in name
     day = posguard_replay(MISTAKES / f"{name}.jsonl")
     assert [(i.kind, i.outcome) for i in day.incidents] == [("wrong_card", "corrected")]
 
