@@ -25,6 +25,10 @@ CAPTURE_VERSION = 1
 #: record keys that hold hex (sanitised against learnt PANs only, never pattern-scrubbed)
 HEX_KEYS = frozenset({"hex", "c", "r", "atr", "field55", "cvm_results", "messages", "script_results"})
 KINDS = ("card", "atr", "apdu", "swipe", "frame", "iso", "link", "op", "start", "card_outcome")
+#: records a recorder may write after later ones, with the time they crossed the line (a Twin read's frames are
+#: held until its PAN is known): exempt from the time-order check, as are ``in`` records (a late answer may be
+#: written next to its request, docs/capture-format.md "A late answer is a timeout")
+_HELD_KINDS = ("atr", "apdu", "swipe", "frame")
 
 
 class CaptureError(ValueError):
@@ -103,6 +107,9 @@ def _validate(rec: Any, line: int) -> dict[str, Any]:
         if not isinstance(rec.get("ref"), str) or not rec["ref"]:
             raise CaptureError(line, "card record needs \"ref\" (what op records name, e.g. \"c1\")")
         pan = rec.get("pan")
+        if isinstance(pan, str) and "*" in pan:
+            raise CaptureError(line, "card record's \"pan\" is masked; a capture holds the card's whole test PAN "
+                                     "(12 to 19 digits, Luhn-valid): the replay charges it")
         if not isinstance(pan, str) or not pan.isdigit() or not 12 <= len(pan) <= 19:
             raise CaptureError(line, "card record needs \"pan\": 12 to 19 digits (a test PAN)")
         _check_hex(rec, "field55", line)
@@ -123,7 +130,9 @@ def read_capture(path: str | Path | IO[str]) -> Capture:
     """Parse and validate a capture; :class:`CaptureError` names the line of the first problem."""
     if isinstance(path, str | Path):
         try:
-            with open(path, encoding="utf-8") as fh:
+            # utf-8-sig: a byte order mark an editor put first is not part of the header (a strict refusal would
+            # only annoy a hand-writer); CRLF line ends and blank lines are tolerated by _read
+            with open(path, encoding="utf-8-sig") as fh:
                 return read_capture(fh)
         except OSError as exc:
             raise CaptureError(0, f"cannot open {path}: {exc.strerror}") from None
@@ -139,7 +148,10 @@ def _read(path: IO[str]) -> Capture:
     records: list[dict[str, Any]] = []
     lines: list[int] = []
     offset = last_t = 0.0  # a later segment's times continue the first one's
+    ordered: tuple[float, int] | None = None  # (t, line) of the latest record that must be in time order
     for n, raw in enumerate(path, 1):
+        if n == 1:
+            raw = raw.removeprefix("\ufeff")  # a stream opened without utf-8-sig
         if not raw.strip():
             continue
         try:
@@ -163,6 +175,12 @@ def _read(path: IO[str]) -> Capture:
         rec = _validate(obj, n)
         if offset:
             rec["t"] = round(float(rec["t"]) + offset, 6)
+        if rec["k"] not in _HELD_KINDS and not (rec["k"] == "iso" and rec["dir"] == "in"):
+            if ordered is not None and float(rec["t"]) < ordered[0]:
+                raise CaptureError(n, f"{rec['k']} record's \"t\" {rec['t']} is earlier than the {ordered[0]} of "
+                                      f"line {ordered[1]}: records are in the order they happened (\"t\" "
+                                      "non-decreasing)")
+            ordered = (float(rec["t"]), n)
         last_t = max(last_t, float(rec["t"]))
         records.append(rec)
         lines.append(n)
@@ -180,6 +198,9 @@ def _seconds_between(first: Any, later: Any) -> float:
 
 
 def _header(obj: Any, n: int) -> dict[str, Any]:
+    if isinstance(obj, dict) and "posguard_capture" in obj and obj["posguard_capture"] != CAPTURE_VERSION:
+        raise CaptureError(n, f"capture format version {obj['posguard_capture']!r}: this posguard reads version "
+                              f"{CAPTURE_VERSION} (\"posguard_capture\": {CAPTURE_VERSION}, docs/capture-format.md)")
     if not isinstance(obj, dict) or obj.get("posguard_capture") != CAPTURE_VERSION:
         raise CaptureError(n, f"not a posguard capture: the first line must be a header with "
                               f"\"posguard_capture\": {CAPTURE_VERSION}")

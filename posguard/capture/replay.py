@@ -16,12 +16,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from posguard.capture.format import Capture, CaptureError, read_capture
+from posguard.capture.ops import check_op
 from posguard.card import CardData
 from posguard.clock import VirtualClock
 from posguard.engine.chart import UNRESOLVED
 from posguard.engine.detectors import Detectors
 from posguard.engine.engine import EnginePolicies, TerminalConfig, TransactionEngine
-from posguard.engine.hostlink import LinkEvent, LinkEventKind
+from posguard.engine.hostlink import ECHO_FIELDS, LinkEvent, LinkEventKind
 from posguard.engine.journal import Journal, JournalError
 from posguard.engine.ports import HostLinkError, HostTimeout, InvalidResponse
 from posguard.engine.saf import SafPolicy
@@ -80,11 +81,14 @@ class ReplayLink:
         self.dialect = dialect
         self.exchanges = 0
         #: recorded answers that came after their request's timeout: delivered later as late answers
-        self._late: set[int] = set()
+        self.late: set[int] = set()
         self.late_answers: list[LinkEvent] = []
         #: called for each recorded network message (08xx) the replay passes over without sending it
         self.network_skipped: Callable[[], None] = lambda: None
         self._spent: set[int] = set()  # the records of those messages, each spent once
+        #: (answer MTI, STAN) of the requests that timed out: a recorded answer to one, wherever the recording
+        #: wrote it (next to its request or in time order, after what the terminal did meanwhile), is a late answer
+        self.timed_out: set[tuple[str, int]] = set()
 
     def spend_network(self, index: int) -> None:
         """The recorded 08xx at ``index`` is not sent by the replay: spend its STAN (once)."""
@@ -106,13 +110,37 @@ class ReplayLink:
                     return
                 self.spend_network(i)
 
-    def _deliver_late(self, rec: dict[str, Any]) -> None:
+    def deliver_late(self, rec: dict[str, Any]) -> None:
         self.cursor.at(rec)
         self.late_answers.append(_late_event(rec, self.dialect, self.cursor.clock.now()))
 
     def exchange(self, request: Message, *, timeout: float) -> Message:
         self._find_out(request)
-        return self._answer(request, timeout)
+        try:
+            return self._answer(request, timeout)
+        except HostTimeout:
+            if request.stan is not None:
+                self.timed_out.add((_answer_mti(request.mti), request.stan))
+            raise
+
+    def hear(self, index: int, rec: dict[str, Any], after: str) -> None:
+        """An ``in`` record no request of the replay's was answered from (the cursor passed over it): a late
+        answer to a request that timed out, a network answer (08xx, not replayed), or a divergence."""
+        if index in self.late:
+            self.late.discard(index)
+            self.deliver_late(rec)
+            return
+        mti = _mti(rec, self.dialect)
+        if mti.startswith("08"):
+            return
+        stan = rec.get("stan")
+        if not isinstance(stan, int) or isinstance(stan, bool):
+            stan = _stan_of(rec, self.dialect)
+        if stan is not None and (mti, stan) in self.timed_out:
+            self.timed_out.discard((mti, stan))
+            self.deliver_late(rec)
+            return
+        raise ReplayDiverged(self.cursor.line(index), _not_answered(rec, mti, after))
 
     def _skip_network(self, request: Message) -> bool:
         """A recorded sign-on/sign-off (08xx) where the replay sends something else: the live terminal's keys
@@ -142,8 +170,8 @@ class ReplayLink:
             if rec["k"] == "start":  # the live terminal stopped here: the replay stops as it did
                 raise _Restarted(c.line(c.pos))
             c.pos += 1
-            if c.pos - 1 in self._late:
-                self._deliver_late(rec)
+            if rec["k"] == "iso" and rec["dir"] == "in":
+                self.hear(c.pos - 1, rec, f"before the replay's {request.mti}")
             if rec["k"] == "iso" and rec["dir"] == "out":
                 break
         else:
@@ -155,6 +183,11 @@ class ReplayLink:
         c.at(out)
         if out.get("mti") and not _same_message(str(out["mti"]), request.mti):
             raise ReplayDiverged(c.line(c.pos - 1), f"the replay sends {request.mti}, the recording {out['mti']}")
+        stan = out.get("stan")
+        if isinstance(stan, int) and not isinstance(stan, bool) and request.stan is not None and stan != request.stan:
+            raise ReplayDiverged(c.line(c.pos - 1), f"the replay sends {request.mti} STAN {request.stan}, the "
+                                                    f"recording STAN {stan}: each request carries the STAN "
+                                                    "recorded for it (docs/capture-format.md, \"Sign-on\")")
         self.exchanges += 1
         if c.pos >= len(c.records):
             raise HostTimeout("no answer recorded")
@@ -163,7 +196,7 @@ class ReplayLink:
             waited = float(nxt["t"]) - float(out["t"])
             if waited > timeout:  # as live: the terminal stopped waiting; the answer arrives later, as a late one
                 c.clock.advance(max(0.0, c.base + float(out["t"]) + timeout - c.clock.monotonic()))
-                self._late.add(c.pos)
+                self.late.add(c.pos)
                 raise HostTimeout(f"the recorded answer came {waited:.3f} s after the {request.mti}, later than its "
                                   f"{timeout:g} s timeout")
             c.pos += 1
@@ -173,6 +206,7 @@ class ReplayLink:
             response = Message.decode(bytes.fromhex(nxt["hex"]), self.dialect)
             if request.stan is not None and "11" in response:
                 response["11"] = request["11"]  # a journal of another history allocates other STANs
+            _check_answer(response, request, c.line(c.pos - 1))
             return response
         if nxt["k"] == "link" and nxt.get("event") in ("timeout", "link_error", "invalid_response", "error"):
             c.pos += 1
@@ -216,6 +250,9 @@ class ReplayResult:
     scratch: Path | None = None
     #: recorded answers that came after their request's timeout, heard late as a live terminal hears them
     late_answers: list[LinkEvent] = field(default_factory=list)
+    #: operator actions the replay's till refused with nothing recorded as sent (as the live till may have):
+    #: (line, action, reason), so that a hand-written action that did nothing is never a silent skip
+    refused: list[tuple[int, str, str]] = field(default_factory=list)
 
     def close(self) -> None:
         """Close the journal; remove it when the replay made it (nothing is left in /tmp)."""
@@ -427,6 +464,11 @@ def replay(source: str | Path | Capture, *, desk: DeskFactory, journal_path: str
                 skipped[r["k"]] = skipped.get(r["k"], 0) + 1
         if not any(r["k"] == "op" for r in capture.records):
             return ReplayResult(capture, wire_incidents(capture), till, journal, [], log, skipped, scratch)
+        for i, r in enumerate(capture.records):  # every op record's arguments, before anything is replayed
+            if r["k"] == "op":
+                check_op(r, cursor.line(i))
+        refused: list[tuple[int, str, str]] = []
+        last_op: int | None = None
         while cursor.pos < len(cursor.records):
             index = cursor.pos
             rec = cursor.records[index]
@@ -434,6 +476,11 @@ def replay(source: str | Path | Capture, *, desk: DeskFactory, journal_path: str
             kind = rec["k"]
             if kind == "iso" and rec.get("dir") == "out" and str(rec.get("mti", "")).startswith("08"):
                 link.spend_network(index)  # a sign-on/echo between operator actions: its STAN, as live
+            elif kind == "iso" and rec.get("dir") == "in":  # no request was answered from it: a late answer?
+                link.hear(index, rec, f"after the operator action at line {cursor.line(last_op)}"
+                          if last_op is not None else "before any operator action")
+            elif kind == "iso" and not _network(rec, capture.dialect):
+                raise ReplayDiverged(cursor.line(index), _not_replayed(rec, capture.dialect, last_op, cursor))
             elif kind == "card" and listed is not None:  # an older capture: each card listed once, before its sales
                 listed.learn(rec)
             elif kind == "start":  # the live service restarted here: it recovered before anything else
@@ -442,6 +489,7 @@ def replay(source: str | Path | Capture, *, desk: DeskFactory, journal_path: str
                 _say(f"restart: recovery released {len(report.reversals_released)} reversal(s); "
                      f"{len(report.acknowledged)} queued message(s) acknowledged, {len(report.still_pending)} pending")
             elif kind == "op":
+                last_op = index
                 cursor.at(rec)
                 args = {k: v for k, v in rec.items() if k not in ("t", "k", "op")}
                 if "txn" in args:
@@ -457,6 +505,8 @@ def replay(source: str | Path | Capture, *, desk: DeskFactory, journal_path: str
                         raise ReplayDiverged(cursor.line(index), f"the replay refused {rec['op']!r} ({refusal}) "
                                                                  f"where the recording sent {sent[1]} at line "
                                                                  f"{cursor.line(sent[0])}")
+                    if refusal:
+                        refused.append((cursor.line(index), str(rec["op"]), str(refusal)))
                 except _Restarted:
                     _say(f"the terminal stopped during {rec['op']} (the recording restarts)")
                 except ReplayDiverged:
@@ -464,7 +514,10 @@ def replay(source: str | Path | Capture, *, desk: DeskFactory, journal_path: str
                 except JournalError as exc:
                     raise CaptureError(cursor.line(index), f"operator action {rec['op']!r} names what the replay "
                                                            f"does not hold: {exc}") from None
-                except (KeyError, TypeError, ValueError) as exc:
+                except KeyError as exc:  # its message, not its repr (a KeyError quotes its argument)
+                    raise CaptureError(cursor.line(index), f"operator action {rec['op']!r} cannot be replayed: "
+                                                           f"{exc.args[0] if exc.args else exc}") from None
+                except (TypeError, ValueError) as exc:
                     raise CaptureError(cursor.line(index), f"operator action {rec['op']!r} cannot be replayed: "
                                                            f"{type(exc).__name__}: {exc}") from None
         owed = owed_at_the_end(journal)
@@ -473,12 +526,74 @@ def replay(source: str | Path | Capture, *, desk: DeskFactory, journal_path: str
         for event in link.late_answers:
             _say(f"late answer: {event.mti} STAN {event.stan} rc {event.response_code}: {event.detail}")
         return ReplayResult(capture, [*till.incidents, *owed], till, journal, list(till.sent), log, skipped, scratch,
-                            list(link.late_answers))
+                            list(link.late_answers), refused)
     except BaseException:
         journal.close()
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
         raise
+
+
+def _mti(rec: dict[str, Any], dialect: str) -> str:
+    """An ``iso`` record's MTI: its ``mti``, else its message's (a hand-written record may leave it out)."""
+    mti = str(rec.get("mti") or "")
+    if not mti and rec.get("hex"):
+        try:
+            mti = Message.decode(bytes.fromhex(str(rec["hex"])), dialect).mti
+        except Exception:  # noqa: BLE001 - an undecodable record is named without its MTI
+            mti = ""
+    return mti
+
+
+def _network(rec: dict[str, Any], dialect: str) -> bool:
+    """A network management message (08xx: sign-on, echo, sign-off), which the replay does not send."""
+    return _mti(rec, dialect).startswith("08")
+
+
+def _not_replayed(rec: dict[str, Any], dialect: str, last_op: int | None, cursor: _Cursor) -> str:
+    """Why an ``iso`` record the replay's engine never reached is an error: the recording sent (or heard) a
+    message the replay did not, so what follows would be answered from the wrong records."""
+    mti = _mti(rec, dialect) or "a message"
+    stan = f" STAN {rec['stan']}" if rec.get("stan") is not None else ""
+    after = f"the operator action at line {cursor.line(last_op)}" if last_op is not None else "the header"
+    return (f"the recording sent {mti}{stan} here, but the replay sent nothing after {after}: a recorded "
+            "request the replay does not make is a divergence (a correction awaiting the operator's "
+            "\"confirm\" op, an action the replay refused, or one request too many)")
+
+
+def _check_answer(response: Message, request: Message, line: int) -> None:
+    """A recorded answer is checked as the live host link checks one (posguard/engine/hostlink.py; pos-flows.md
+    (B) "Response validation": MTI + 10, fields 3, 4, 41, 42 echoed, a response code): one that does not answer
+    its request is an invalid response, and the engine reverses, as live."""
+    problems = [] if response.mti == request.response_mti else [f"MTI {response.mti}, not {request.response_mti}"]
+    for f in ECHO_FIELDS:
+        if f != "11" and f in request and response.get(f) != request.get(f):
+            problems.append(f"field {f} {'differs from' if f in response else 'is missing, unlike'} the request's")
+    if response.response_code is None:
+        problems.append("field 39 (the response code) is missing")
+    if problems:
+        raise InvalidResponse(f"the answer at line {line} does not answer the {request.mti} STAN {request.stan}: "
+                              f"{'; '.join(problems)}; the outcome is unknown: reverse")
+
+
+def _not_answered(rec: dict[str, Any], mti: str, after: str) -> str:
+    stan = f" STAN {rec['stan']}" if rec.get("stan") is not None else ""
+    return (f"the recording received {mti or 'a message'}{stan} here, {after}, but it answers no request of the "
+            "replay's: an \"in\" record follows the \"out\" record it answers, or answers late a request that "
+            "timed out (same STAN)")
+
+
+def _answer_mti(mti: str) -> str:
+    """The MTI of the answer to request ``mti`` (0200 -> 0210, 0400 -> 0410)."""
+    return mti[:2] + str(int(mti[2]) + 1) + mti[3] if mti[2].isdigit() and mti[2] != "9" else mti
+
+
+def _stan_of(rec: dict[str, Any], dialect: str) -> int | None:
+    try:
+        stan = Message.decode(bytes.fromhex(str(rec["hex"])), dialect).stan if rec.get("hex") else None
+    except Exception:  # noqa: BLE001 - an undecodable record has no STAN to match
+        return None
+    return stan if isinstance(stan, int) else None
 
 
 def _stan_step(journal: Journal) -> None:

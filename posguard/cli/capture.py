@@ -73,6 +73,13 @@ def _replay(ns: argparse.Namespace) -> int:
         print(f"posguard replay: {ns.file}: {exc}", file=sys.stderr)
         return 1
     try:
+        side = sys.stderr if ns.json else sys.stdout  # --json keeps standard output one incident per line
+        for line, op, why in result.refused:  # an action that did nothing is said, never skipped quietly
+            print(f"refused at line {line}: {op}: {why}", file=side)
+        if not ns.verbose or ns.json:  # (the verbose log has them already)
+            for event in result.late_answers:
+                print(f"late answer: {event.mti} STAN {event.stan} rc {event.response_code}: {event.detail}",
+                      file=side)
         for inc in result.incidents:
             if ns.json:
                 print(json.dumps(inc.to_dict(), sort_keys=True))

@@ -614,7 +614,7 @@ class Till:
         batches = [int(batch)] if batch is not None else reconcilable_batches(self.engine.journal, loaded,
                                                                                self.engine.terminal.terminal_id)
         if not batches:
-            raise CorrectionRefused(f"{report}: no closed batch to compare (the report names none of this terminal's "
+            raise CorrectionRefused(f"{loaded.source}: no closed batch to compare (the report names none of this terminal's "
                                     "closed batches); settle first, or name the batch")
         for b in batches:  # an import never settles: a report is compared with closed batches only
             row = self.engine.journal.batch(b)

@@ -1,0 +1,248 @@
+"""Hand-written captures (tests/captures/hand/), written from docs/capture-format.md alone, as an outsider would:
+cards listed once, ops naming a transaction by STAN or "last", answers encoded with `posguard iso8583 encode`, an
+inline CSV report. One per error kind the product detects, in both dialects where the doc allows; and the
+mistakes a reasonable author makes (tests/captures/hand/mistakes/), each refused with one line naming the line and
+what is wrong, or tolerated where a refusal would only annoy (CRLF, a byte order mark, a trailing blank line).
+
+Corrections are what /work/shared/reference/pos-flows.md prescribes: a wrong amount or wrong card is a void
+(0200, processing code 20) then a new sale; a duplicate is a void of the extra leg once the operator confirms; a
+timeout, a late approval or a card decline after approval is a reversal (0400); a void whose answer was lost
+(and was reversed) is voided again when the customer disputes it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from posguard.capture import CaptureError, read_capture
+from posguard.capture.inline_report import report_of_op
+from posguard.capture.ops import check_op
+from posguard.iso8583 import Message
+from tests.product.conftest import ROOT
+
+HAND = ROOT / "tests" / "captures" / "hand"
+MISTAKES = HAND / "mistakes"
+DOC = ROOT / "docs" / "capture-format.md"
+#: the test PANs the hand-written captures use (never to appear in an output, a log or a journal)
+HAND_PANS = ("4761739001010119", "5413330089010434")
+T1, T2 = "POSGRD01-00000001", "POSGRD01-00000002"
+
+#: capture -> [(incident, rule, outcome, transactions, MTIs of the messages the correction sent)]
+EXPECTED: dict[str, list[tuple[str, str, str, list[str], list[str]]]] = {}
+for _d in ("cup", "iso87ascii"):
+    EXPECTED |= {
+        f"{_d}-duplicate_charge.jsonl": [
+            ("duplicate_charge", "same_card_amount_terminal", "awaiting_confirmation", [T1, T2], []),
+            ("duplicate_charge", "operator_confirmed", "voided", [T1, T2], ["0200"])],
+        f"{_d}-wrong_amount.jsonl": [("wrong_amount", "customer_claim", "corrected", [T1], ["0200", "0200"])],
+        f"{_d}-wrong_card.jsonl": [("wrong_card", "customer_claim", "corrected", [T1], ["0200", "0200"])],
+        f"{_d}-void_mismatch.jsonl": [("void_mismatch", "void_response_lost", "voided", [T1, T2], ["0200"])],
+        f"{_d}-unsigned.jsonl": [("unsigned", "signature_refused", "follow_up", [T1], [])],
+        f"{_d}-reversal_timeout.jsonl": [("reversal", "outcome_unknown", "reversed", [T1], ["0400"])],
+        f"{_d}-late_approval.jsonl": [("reversal", "outcome_unknown", "reversed", [T1], ["0400"])],
+        f"{_d}-card_decline.jsonl": [("reversal", "card_declined_after_approval", "reversed", [T1], ["0400"])],
+        f"{_d}-cut_off.jsonl": [("reversal", "capture_ended", "reversal_owed", [T1], [])],
+    }
+EXPECTED["iso87ascii-unsettled.jsonl"] = [("unsettled", "report_import", "acquirer_contact_needed", [], [])]
+
+
+def _mti(image: str, dialect: str) -> str:
+    return Message.decode(bytes.fromhex(image), dialect).mti
+
+
+def test_every_hand_written_capture_has_its_expectation() -> None:
+    assert sorted(p.name for p in HAND.glob("*.jsonl")) == sorted(EXPECTED)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_a_hand_written_capture_replays_to_its_incidents_and_corrections(name: str, posguard_replay: Any) -> None:
+    day = posguard_replay(HAND / name)
+    dialect = name.split("-")[0]
+    got = [(i.kind, i.rule, i.outcome, list(i.transactions), [_mti(m, dialect) for m in i.messages])
+           for i in day.incidents]
+    assert got == EXPECTED[name]
+    assert day.result.refused == []  # every action the author wrote did something
+
+
+@pytest.mark.parametrize("dialect", ["cup", "iso87ascii"])
+def test_corrections_are_the_reference_messages(dialect: str, posguard_replay: Any) -> None:
+    """pos-flows.md (A): the wrong-amount void carries the original's amount and the void's processing code (CUP
+    20xxxx, the international dialect 02xxxx [MAB]), the new sale 00xxxx and the right amount; a reversal (0400)
+    carries the sale's amount."""
+    (inc,) = posguard_replay(HAND / f"{dialect}-wrong_amount.jsonl").incidents
+    void, sale = (Message.decode(bytes.fromhex(m), dialect) for m in inc.messages)
+    assert (void.mti, void["3"][:2], int(void["4"])) == ("0200", "20" if dialect == "cup" else "02", 10000)
+    assert (sale.mti, sale["3"][:2], int(sale["4"])) == ("0200", "00", 1000)
+    (rev,) = posguard_replay(HAND / f"{dialect}-reversal_timeout.jsonl").incidents[0].messages
+    reversal = Message.decode(bytes.fromhex(rev), dialect)
+    assert (reversal.mti, int(reversal["4"])) == ("0400", 7700)
+
+
+@pytest.mark.parametrize("dialect", ["cup", "iso87ascii"])
+def test_a_late_approval_written_in_time_order_is_heard_late(dialect: str, posguard_replay: Any) -> None:
+    """The 0210 arrives 1.6 s after the 0200 (timeout 1.5 s), after the reversal's exchange, and is written there:
+    the replay reverses the sale and hears the approval late (it was skipped unheard before)."""
+    day = posguard_replay(HAND / f"{dialect}-late_approval.jsonl")
+    (event,) = day.result.late_answers
+    assert event.approved and event.stan == 1 and "reversal must go ahead" in event.detail
+    assert day.states()[T1] == "reversed"
+
+
+def test_the_late_approval_is_said_without_verbose() -> None:
+    text = _in_process("replay", str(HAND / "iso87ascii-late_approval.jsonl"))
+    assert "late answer: 0210 STAN 1 rc 00: late approval after a timeout: the reversal must go ahead" in text
+    assert text.count("late answer:") == 1 and _in_process("replay", "-v", str(HAND / "iso87ascii-late_approval.jsonl")
+                                                           ).count("late answer:") == 1
+
+
+@pytest.mark.parametrize("name", ["bom", "crlf", "trailing_blank_line", "bom_crlf_trailing_blank"])
+def test_what_an_editor_adds_is_tolerated(name: str, posguard_replay: Any) -> None:
+    raw = (MISTAKES / f"{name}.jsonl").read_bytes()  # the file holds what its name says (kept by .gitattributes)
+    assert raw.startswith(b"\xef\xbb\xbf") == ("bom" in name) and (b"\r\n" in raw) == ("crlf" in name)
+    assert raw.endswith(b"\n\n") or raw.endswith(b"\r\n\r\n") or "blank" not in name
+    day = posguard_replay(MISTAKES / f"{name}.jsonl")
+    assert [(i.kind, i.outcome) for i in day.incidents] == [("wrong_card", "corrected")]
+
+
+#: mistake -> (the line named, words the one-line error holds)
+REFUSED: dict[str, tuple[int, str]] = {
+    "missing_amount": (4, "operator action 'sale' cannot be replayed: it needs \"amount\" (minor units"),
+    "amount_as_decimal": (4, "\"amount\" is a string '45.00'; it must be minor units, a whole number"),
+    "argument_not_taken": (7, "'wrong_card' cannot be replayed: it takes no \"amount\" (it takes \"txn\", \"card\")"),
+    "missing_pan": (2, "card record needs \"pan\""),
+    "masked_pan_in_card": (2, "card record's \"pan\" is masked; a capture holds the card's whole test PAN"),
+    "bad_hex": (6, "iso record: 'hex' is not hex"),
+    "out_before_its_op": (5, "iso record's \"t\" 0.05 is earlier than the 0.1 of line 4"),
+    "answer_before_request": (5, "the recording received 0210 STAN 1 here, before the replay's 0200, but it "
+                                 "answers no request"),
+    "unknown_op": (7, "unknown operator action 'wrongcard'; known: sale,"),
+    "unknown_dialect": (1, "unknown dialect 'iso93'; known: cup, iso87, iso87ascii, iso87bcd"),
+    "older_format_version": (1, "capture format version 0: this posguard reads version 1"),
+    "unknown_stan": (7, "op names STAN 000042 but the replay holds no transaction with it"),
+    "unknown_card": (7, "operator action 'wrong_card' cannot be replayed: no card 'c9': the capture lists no card"),
+    "duplicate_without_confirm": (9, "the recording sent 0200 STAN 5 here, but the replay sent nothing after the "
+                                     "operator action at line 6"),
+    "cup_reversal_new_stan": (6, "the replay sends 0400 STAN 1, the recording STAN 2"),
+    "full_pan_in_report": (13, "pan_masked does not match"),
+    # the answer does not echo the amount: invalid as live, so the engine reverses; the capture holds no 0400
+    "answer_not_echoing_amount": (7, "the replay sends a 0400 where the recording has the operator action"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REFUSED))
+def test_a_mistake_is_one_line_naming_the_line_and_what_is_wrong(name: str, posguard_replay: Any) -> None:
+    line, words = REFUSED[name]
+    with pytest.raises(CaptureError) as err:
+        posguard_replay(MISTAKES / f"{name}.jsonl")
+    assert err.value.line == line and words in str(err.value) and "\n" not in str(err.value), str(err.value)
+    assert not any(pan in str(err.value) for pan in HAND_PANS)
+
+
+@pytest.mark.parametrize(("name", "line", "words"), [
+    ("sign_not_due", 7, "sign: transaction POSGRD01-00000001 (sale) is 'approved'; event 'sign' is not allowed"),
+    ("reconcile_before_settle", 10, "reconcile: capture line 10 (inline report): no closed batch to compare"),
+])
+def test_an_action_refused_with_nothing_sent_is_listed_not_skipped(name: str, line: int, words: str) -> None:
+    out = _cli("replay", str(MISTAKES / f"{name}.jsonl"))
+    assert out.returncode == 0
+    assert f"refused at line {line}: {words}" in out.stdout
+    assert "SettlementReport(" not in out.stdout  # the report's name, not its repr
+    js = _cli("replay", "--json", str(MISTAKES / f"{name}.jsonl"))
+    assert f"refused at line {line}: " in js.stderr and all(json.loads(x) for x in js.stdout.splitlines())
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "posguard", *args], capture_output=True, text=True, timeout=120,
+                          cwd=ROOT, check=False)
+
+
+def _in_process(*args: str) -> str:
+    """``posguard ARGS`` in this process (the CLI's own main), its standard output and error."""
+    from posguard.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        assert main(list(args)) == 0
+    return out.getvalue() + err.getvalue()
+
+
+def test_replays_are_deterministic_and_hold_no_pan(tmp_path: Path) -> None:
+    """Every hand-written capture, replayed twice through the CLI (--json, --verbose): the same output both
+    times, and no test PAN in clear (digits or hex of ASCII digits) in any of it, nor in a kept journal."""
+    files = [str(p) for p in sorted(HAND.glob("*.jsonl"))]
+    runs = [_in_process("replay", flag, f) for _ in range(2) for f in files for flag in ("--json", "-v")]
+    half = len(runs) // 2
+    assert runs[:half] == runs[half:] and all(runs)
+    text = "\n".join(runs)
+    for pan in HAND_PANS:
+        assert pan not in text and pan.encode().hex().upper() not in text.upper()
+    from posguard.capture.replay import replay
+    from posguard.service.till import Till
+
+    for f in files:
+        journal = tmp_path / f"{Path(f).stem}.db"
+        replay(f, desk=Till.for_replay, journal_path=journal).close()
+        data = b"".join(p.read_bytes() for p in tmp_path.glob(f"{journal.name}*"))
+        for pan in HAND_PANS:
+            assert pan.encode() not in data and pan.encode().hex().encode() not in data.lower()
+
+
+# -- the examples of docs/capture-format.md, copied verbatim ---------------------------------------------------
+
+def _doc_blocks() -> list[list[dict[str, Any]]]:
+    """Every ```json block of the doc, as the JSON objects it holds (an object may be wrapped over lines)."""
+    blocks = []
+    for text in re.findall(r"```json\n(.*?)```", DOC.read_text(), flags=re.S):
+        decoder, objs, pos = json.JSONDecoder(), [], 0
+        while pos < len(text):
+            while pos < len(text) and text[pos].isspace():
+                pos += 1
+            if pos < len(text):
+                obj, pos = decoder.raw_decode(text, pos)
+                objs.append(obj)
+        blocks.append(objs)
+    return blocks
+
+
+DOC_BLOCKS = _doc_blocks()
+DOC_HEADER = next(b[0] for b in DOC_BLOCKS if len(b) == 1 and "posguard_capture" in b[0])
+
+
+def test_the_doc_has_examples_of_each_sort() -> None:
+    sorts = {("capture" if "posguard_capture" in b[0] and len(b) > 1 else "header" if "posguard_capture" in b[0]
+              else "records" if "k" in b[0] else "output") for b in DOC_BLOCKS}
+    assert sorts == {"capture", "header", "records", "output"}
+
+
+@pytest.mark.parametrize("index", range(len(DOC_BLOCKS)))
+def test_every_example_of_the_doc_works_as_written(index: int, tmp_path: Path, posguard_replay: Any) -> None:
+    objs = DOC_BLOCKS[index]
+    if "posguard_capture" in objs[0] and len(objs) > 1:  # a whole capture: it replays as the doc says
+        path = tmp_path / "doc.jsonl"
+        path.write_text("".join(json.dumps(o) + "\n" for o in objs))
+        day = posguard_replay(path)
+        assert [(i.kind, i.rule, i.outcome, i.transactions, len(i.messages)) for i in day.incidents] == \
+            [("wrong_amount", "customer_claim", "corrected", [T1], 2)]
+        return
+    if "incident" in objs[0]:  # replay --json output: the keys a replay writes
+        day = posguard_replay(HAND / "iso87ascii-duplicate_charge.jsonl")
+        assert set(objs[0]) <= set(day.incidents[-1].to_dict())
+        return
+    records = [o for o in objs if "posguard_capture" not in o]
+    path = tmp_path / "doc.jsonl"  # the doc's header, then the example's records: the reader takes them
+    path.write_text("".join(json.dumps(o) + "\n" for o in [DOC_HEADER, *records]))
+    capture = read_capture(path)
+    for n, rec in enumerate(capture.records, 2):
+        if rec["k"] == "op":
+            check_op(rec, n)
+            if rec["op"] == "reconcile" and not (isinstance(rec["report"], str) and rec["report"].endswith(".csv")):
+                report_of_op(rec["report"], base=tmp_path, source=f"doc example line {n}")
