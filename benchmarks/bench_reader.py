@@ -34,7 +34,7 @@ In the run, the same Python costs 3-6x its warm time (about 1.1-1.4 ms per trans
 two): pcscd and the card simulator run between every two exchanges and the process wakes with cold caches, so
 each of the ~22 stretches of Python between exchanges pays a fixed cost. On one quiet CPU
 (``taskset -c 1``, every quantile of 60-120 rounds) the ratio is 1.22-1.26; across two CPUs the "best" ratio
-moves between 1.19 and 1.43 from run to run.
+moves between 1.19 and 1.80 from run to run (slow phases of the rig hit both sides).
 
 pcscd and the simulators are stopped on exit, Ctrl-C and SIGTERM included. Exit status 1 on a MISMATCH.
 """
