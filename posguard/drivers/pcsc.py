@@ -36,7 +36,7 @@ from posguard.drivers.errors import (
     ServiceUnavailable,
     TransportError,
 )
-from posguard.drivers.reader import MAX_T0_ROUNDS, CardEvent, Reader, ReaderInfo, Response, _with_le
+from posguard.drivers.reader import CardEvent, Reader, ReaderInfo, Response
 
 __all__ = ["PcscReader", "list_readers", "translate_error", "PNP_NOTIFICATION"]
 
@@ -400,48 +400,12 @@ class PcscReader(Reader):
             sw1 = resp[-2]
             if sw1 != 0x61 and sw1 != 0x6C:
                 return _new_tuple(Response, (bytes(resp[:-2]), (sw1 << 8) | resp[-1]))
-            return self._t0_rounds(apdu, resp)
         return self._finish(apdu, bytes(resp))
 
     def _finish(self, apdu: bytes, raw: bytes) -> Response:
         if len(raw) < 2:
             raise self._short_response(len(raw))
         return self._t0_rounds(apdu, raw)
-
-    def _t0_rounds(self, apdu: bytes, raw: bytes | list[int]) -> Response:
-        """:meth:`Reader._t0_rounds` (61xx: GET RESPONSE, 6Cxx: resend with the card's Le; ISO 7816-3 /
-        EMV Book 1 9.3) with each exchange inlined as in :meth:`transmit`: the same commands and checks
-        (watchdog deadline, failed exchange, answer without status word), without a ``transmit_raw_checked``
-        -> ``transmit_raw`` call chain per GET RESPONSE (a T=0 card answers ~half of a transaction's
-        commands with 61xx)."""
-        data = bytearray()
-        command = apdu
-        for _ in range(MAX_T0_ROUNDS):
-            sw1, sw2 = raw[-2], raw[-1]
-            if sw1 == 0x61:
-                if len(raw) > 2:
-                    data += bytes(raw[:-2])
-                command = bytes((0x00, 0xC0, 0x00, 0x00, sw2))
-            elif sw1 == 0x6C:
-                command = _with_le(command, sw2)
-                data.clear()  # the card discarded the previous answer; the resend repeats it whole
-            else:
-                body = bytes(raw[:-2])
-                return _new_tuple(Response, (bytes(data) + body if data else body, (sw1 << 8) | sw2))
-            wd = self._watchdog
-            if wd is None:
-                raise self._not_powered()
-            wd.deadline = _monotonic() + self.apdu_timeout
-            hr, raw = _transmit(self._hcard, self._pci, list(command))
-            wd.deadline = 0.0
-            if hr:
-                raise self._transmit_failed(int(hr))
-            if len(raw) < 2:
-                raise self._short_response(len(raw))
-        raise TransportError(
-            f"card kept answering 61xx/6Cxx after {MAX_T0_ROUNDS} rounds", reader=self.name,
-            hint="the card is misbehaving: re-insert it; if it persists, refuse the card",
-        )
 
     def transmit_raw_checked(self, apdu: bytes) -> bytes:
         raw = self.transmit_raw(apdu)

@@ -1,9 +1,9 @@
-"""PcscReader's inlined T=0 rounds (61xx -> GET RESPONSE, 6Cxx -> resend with Le) against the base Reader's.
+"""PcscReader's T=0 rounds (61xx -> GET RESPONSE, 6Cxx -> resend with Le) against the base Reader's.
 
-``PcscReader`` finishes a 61xx/6Cxx answer with its exchanges inlined (no ``transmit_raw_checked`` chain per
-GET RESPONSE, ``benchmarks/bench_reader.py`` section (d)); for the same card answers it must send the same
-commands and return the same response or error as ``Reader._t0_rounds`` (the scripted transport of
-test_reader_t0.py). ``SCardTransmit`` is replaced by the script: the rest of the driver's path is real.
+``PcscReader.transmit`` hands a 61xx/6Cxx answer to the base ``Reader._t0_rounds`` over its own exchanges; for
+the same card answers it must send the same commands, return the same response or error as the scripted
+transport of test_reader_t0.py, and leave no watchdog deadline armed. ``SCardTransmit`` is replaced by the
+script: the rest of the driver's path is real.
 """
 
 from __future__ import annotations
