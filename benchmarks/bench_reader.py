@@ -30,7 +30,7 @@ third, OpenSSL HMAC set-up for the PAN token, the GET RESPONSE chain, DOL/CVM-li
 build_tlv, per-command trace strings. Cut to ~230-340 us: a one-pass card-answer parser (checked parser on any
 irregularity), records/GPO/GENERATE AC answers read flat when they are one template of distinct primitives, the
 AFL records parsed after the last READ RECORD, DOL/CVM lists/configured AIDs/static terminal tags kept per process,
-keyed SHA-256 states per token key, inlined T=0 rounds, the session built in one step, lazy trace and reversal
+keyed SHA-256 states per token key, the session built in one step, lazy trace and reversal
 field 55. Every command, check, CVM decision, mask and token is unchanged.
 In the run, the same Python costs 3-6x its warm time (about 1.1-1.4 ms per transaction on one CPU, 2-3 ms across
 two): pcscd and the card simulator run between every two exchanges and the process wakes with cold caches, so

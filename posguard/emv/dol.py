@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
+from posguard.emv.channel import CONSTRUCTED_FIRST_DIGITS
 from posguard.emv.errors import CardDataError
 
 #: Tags of numeric (n) format: right-justified, leading zero padding.
@@ -71,17 +72,14 @@ def fit(tag: str, value: bytes, length: int) -> bytes:
     return value + pad * (length - have)
 
 
-#: First hex digit of a constructed tag (first byte bit 6 set, EMV Book 3 Annex B1): sent as zeros.
-_CONSTRUCTED_FIRST_DIGITS = frozenset("2367ABEF")
-
-
 def build_dol_data(entries: Sequence[DolEntry], sources: Mapping[str, bytes]) -> bytes:
-    """Concatenate the value of each entry from ``sources`` (zeros when absent or constructed)."""
+    """Concatenate the value of each entry from ``sources`` (zeros when absent or constructed, EMV Book 3
+    5.4)."""
     out = bytearray()
     for e in entries:
         tag = e.tag
         value = sources.get(tag)
-        if value is None or tag[0] in _CONSTRUCTED_FIRST_DIGITS:
+        if value is None or tag[0] in CONSTRUCTED_FIRST_DIGITS:
             out += bytes(e.length)
         elif len(value) == e.length:
             out += value
