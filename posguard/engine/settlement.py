@@ -27,6 +27,8 @@ from posguard.engine.ports import HostError
 from posguard.engine.redact import masked_json, masked_message
 
 if TYPE_CHECKING:
+    import sqlite3
+
     from posguard.engine.engine import TransactionEngine
     from posguard.iso8583.message import Message
 
@@ -221,7 +223,7 @@ class Settlement:
             txns = [t for t in txns if t.entry_mode in ("chip", "contactless") and t.kind != "refund"]
         return txns
 
-    def _upload_card(self, txn: TxnRecord) -> dict[str, Any]:
+    def _upload_card(self, txn: TxnRecord, messages: list[sqlite3.Row]) -> dict[str, Any]:
         """What an upload of ``txn`` carries from the card, opened from the journal's sealed values: the PAN and
         5F34 (sealed with the transaction) and field 55 of the card's final decision
         (:mod:`posguard.engine.card_results`)."""
@@ -236,27 +238,27 @@ class Settlement:
         result = card_result(engine.journal, engine.sealer, txn.id)
         if result is not None:
             out["icc"] = result.upload_icc()
-        out["entry_field"] = self._authorised_entry_field(txn)
+        out["entry_field"] = self._authorised_entry_field(txn, messages)
         return out
 
-    def _unanswered_upload(self, txn: TxnRecord, fields: dict[str, Any]) -> int | None:
+    def _unanswered_upload(self, messages: list[sqlite3.Row], fields: dict[str, Any]) -> int | None:
         """The STAN of this transaction's last upload when its answer never came (the journal's last message of
         the transaction is that 0320/0321 going out) and it was the same upload (3 and 60: detail or TC): the next
         try repeats it as 0321 under that STAN, so the host answers it from its books instead of taking it for a
         new upload (``pos-flows.md`` (B): last digit 1 = repeat; the profile's ``repeat_mti``)."""
-        rows = self.engine.journal.messages(txn.id)
         upload = self.engine.profile.spec("upload").mti
-        if not rows or rows[-1]["direction"] != "out" or rows[-1]["stan"] is None or rows[-1]["mti"] not in (
+        last = messages[-1] if messages else None
+        if last is None or last["direction"] != "out" or last["stan"] is None or last["mti"] not in (
                 upload, self.engine.profile.repeat_of(upload)):
             return None
-        sent = json.loads(rows[-1]["masked"])
+        sent = json.loads(last["masked"])
         same = all(str(sent.get(f, "")) == str(fields.get(f, "")) for f in ("3", "60"))
-        return int(rows[-1]["stan"]) if same else None
+        return int(last["stan"]) if same else None
 
-    def _authorised_entry_field(self, txn: TxnRecord) -> str | None:
+    def _authorised_entry_field(self, txn: TxnRecord, messages: list[sqlite3.Row]) -> str | None:
         """Field 22 of the request the host approved (its journaled copy): the upload repeats it, CUP PIN digit
         included, so the acquirer matches the upload to the authorisation (``emv-keys.md`` A.10)."""
-        for row in self.engine.journal.messages(txn.id):
+        for row in messages:
             if row["direction"] == "out" and row["stan"] == txn.stan and row["mti"][:2] != "04":
                 value = json.loads(row["masked"]).get("22")
                 return str(value) if value else None
@@ -303,12 +305,13 @@ class Settlement:
         engine = self.engine
         spec = engine.profile.spec("upload")
         with engine._atomic("upload_journaled"):
+            messages = engine.journal.messages(txn.id)  # the transaction's journaled messages, read once
             fields = engine.profile.upload_fields(purpose=purpose, stan=0, batch_no=batch,
                                                   terminal_id=engine.terminal.terminal_id,
                                                   merchant_id=engine.terminal.merchant_id, txn=txn,
-                                                  **self._upload_card(txn))
+                                                  **self._upload_card(txn, messages))
             fields.update(self._booking_fields(purpose, txn))
-            unanswered = self._unanswered_upload(txn, fields)
+            unanswered = self._unanswered_upload(messages, fields)
             stan = unanswered if unanswered is not None else engine.journal.allocate_stan()
             mti = spec.mti if unanswered is None else engine.profile.repeat_of(spec.mti)
             fields["11"] = f"{stan:06d}"
