@@ -120,7 +120,7 @@ class ReplayLink:
             return self._answer(request, timeout)
         except HostTimeout:
             if request.stan is not None:
-                self.timed_out.add((_answer_mti(request.mti), request.stan))
+                self.timed_out.add((request.response_mti, request.stan))
             raise
 
     def hear(self, index: int, rec: dict[str, Any], after: str) -> None:
@@ -581,11 +581,6 @@ def _not_answered(rec: dict[str, Any], mti: str, after: str) -> str:
     return (f"the recording received {mti or 'a message'}{stan} here, {after}, but it answers no request of the "
             "replay's: an \"in\" record follows the \"out\" record it answers, or answers late a request that "
             "timed out (same STAN)")
-
-
-def _answer_mti(mti: str) -> str:
-    """The MTI of the answer to request ``mti`` (0200 -> 0210, 0400 -> 0410)."""
-    return mti[:2] + str(int(mti[2]) + 1) + mti[3] if mti[2].isdigit() and mti[2] != "9" else mti
 
 
 def _stan_of(rec: dict[str, Any], dialect: str) -> int | None:
