@@ -4,8 +4,8 @@ Independent of posguard *and* of the host simulator: every ``iso`` record of a c
 with the spec dicts declared below, written from ``../shared/reference/pos-flows.md`` (B) "CUP framing" and
 ``docs/CONTRACTS.md`` (dialect ``cup``: 11-byte TPDU + header, BCD MTI, binary bitmap, n/z fields and LL/LLL
 lengths BCD, 37/38/39/41/42/49 ASCII, 52/55/62/64 binary) and, for ``iso87ascii``, pyiso8583's own
-``default_ascii`` (CONTRACTS: "exactly like pyiso8583's default_ascii"). Field 55 is read by a few lines of
-BER-TLV here. What a real acquirer checks (sources in each function's docstring):
+``default_ascii`` (CONTRACTS: "exactly like pyiso8583's default_ascii"). Field 55 is read by the suite's own
+BER-TLV walker (``tests.firmware_sim.emv``, which trusts neither posguard nor the simulator). What a real acquirer checks (sources in each function's docstring):
 
 * mandatory fields per message class (:data:`MANDATORY`);
 * STAN (11) unique per terminal per day, except a CUP reversal, which repeats its original's STAN;
@@ -31,6 +31,8 @@ from typing import Any
 
 import iso8583
 from iso8583 import specs as pyiso_specs
+
+from tests.firmware_sim.emv import tlv_items
 
 Doc = dict[str, Any]
 
@@ -67,24 +69,11 @@ SPECS: dict[str, dict[str, dict[str, Any]]] = {"cup": CUP_SPEC, "iso87ascii": co
 
 
 def tlv(data: bytes) -> dict[str, bytes]:
-    """Primitive tags of a flat field 55 (EMV Book 3 Annex B: tag, definite length, value), first of each."""
+    """Primitive tags of a flat field 55 (EMV Book 3 Annex B), first of each: the suite's own TLV walker
+    (``tests.firmware_sim.emv``, independent of posguard and of the simulator, as wire_audit uses it)."""
     out: dict[str, bytes] = {}
-    i = 0
-    while i < len(data):
-        j = i + 1
-        if data[i] & 0x1F == 0x1F:
-            while data[j] & 0x80:
-                j += 1
-            j += 1
-        tag = data[i:j].hex().upper()
-        n = data[j]
-        j += 1
-        if n & 0x80:
-            width = n & 0x7F
-            n = int.from_bytes(data[j:j + width], "big")
-            j += width
-        out.setdefault(tag, data[j:j + n])
-        i = j + n
+    for tag, value, _constructed in tlv_items(data):
+        out.setdefault(tag, value)
     return out
 
 
