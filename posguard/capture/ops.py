@@ -4,8 +4,10 @@ A hand-written ``op`` record missing an argument, or carrying one of the wrong t
 runs it, with one line naming the record's line, the action and the argument (``line 4: operator action 'sale' cannot be
 replayed: it needs "amount" (minor units, a whole number, e.g. 1250)``), never a Python error from deep inside the till.
 
-An action not listed is refused with the list of those that are (the till's ``OPS``, posguard/service/till.py). ``None`` is allowed for optional arguments: a recorder writes ``null`` for what it keeps out of a
-capture (a customer's contact, a local file path).
+The actions are listed once, here (:data:`OPERATOR_ACTIONS`: what each does, the till's ``OPS``, and its
+arguments); an action not listed is refused with the list of those that are. ``None`` is allowed for
+optional arguments: a recorder writes ``null`` for what it keeps out of a capture (a customer's contact, a local
+file path).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 
 from posguard.capture.format import CaptureError
 
-__all__ = ["OP_ARGS", "OpArg", "check_op"]
+__all__ = ["OPERATOR_ACTIONS", "OpArg", "OperatorAction", "check_op"]
 
 
 @dataclass(frozen=True)
@@ -33,29 +35,53 @@ _CARD = OpArg(("str",), "the \"ref\" of a card record, e.g. \"c1\"")
 _INCIDENT = OpArg(("int",), "the incident's number: 1 for the first incident of the replay, 2 for the next...")
 _CONTACT = OpArg(("str",), "phone:NUMBER or email:ADDRESS", required=False)
 
-#: operator action -> its arguments (posguard/service/till.py ``OPS`` says what each action does)
-OP_ARGS: dict[str, dict[str, OpArg]] = {
-    "sale": {"card": _CARD, "amount": _AMOUNT, "order": OpArg(("str",), "the order number", required=False),
-             "override": OpArg(("bool",), "true: charge an order that is already paid", required=False)},
-    "sign": {"txn": _TXN, "esig": OpArg(("str",), "path of the e-signature file", required=False),
-             "paper": OpArg(("bool",), "true: the merchant copy was re-signed", required=False)},
-    "signature_refused": {"txn": _TXN, "contact": _CONTACT},
-    "unsigned_contacted": {"txn": _TXN, "contact": _CONTACT},
-    "unsigned_keep": {"txn": _TXN},
-    "unsigned_void": {"txn": _TXN},
-    "unsigned_escalate": {"txn": _TXN},
-    "void": {"txn": _TXN},
-    "refund": {"txn": _TXN, "amount": _AMOUNT},
-    "wrong_card": {"txn": _TXN, "card": _CARD},
-    "wrong_amount": {"txn": _TXN, "amount": _AMOUNT},
-    "dispute": {"txn": _TXN},
-    "confirm": {"incident": _INCIDENT},
-    "decline": {"incident": _INCIDENT},
-    "flush": {},
-    "settle": {},
-    "reconcile": {"report": OpArg(("any",), "the acquirer's report: inline (JSON document, rows or CSV text) "
-                                               "or the path of a file"),
-                  "batch": OpArg(("int",), "the batch number", required=False)},
+@dataclass(frozen=True)
+class OperatorAction:
+    """One operator action: what it does and its arguments as the operator reads them (the till's help, its
+    ``OPS``), and its arguments as data (what :func:`check_op` checks)."""
+
+    does: str
+    args: dict[str, OpArg]
+
+
+#: operator action -> what it does and its arguments (posguard/service/till.py runs it as ``_op_<action>``)
+OPERATOR_ACTIONS: dict[str, OperatorAction] = {
+    "sale": OperatorAction(
+        "card, amount[, order][, override] (card: the card the customer presents, read for this sale at its "
+        "amount; override: charge an order that is already paid)",
+        {"card": _CARD, "amount": _AMOUNT, "order": OpArg(("str",), "the order number", required=False),
+         "override": OpArg(("bool",), "true: charge an order that is already paid", required=False)}),
+    "sign": OperatorAction(
+        "txn[, esig (path of the e-signature file)][, paper (the operator saw the merchant copy re-signed)]",
+        {"txn": _TXN, "esig": OpArg(("str",), "path of the e-signature file", required=False),
+         "paper": OpArg(("bool",), "true: the merchant copy was re-signed", required=False)}),
+    "signature_refused": OperatorAction(
+        "txn[, contact (phone:NUMBER or email:ADDRESS)] (the customer left: a follow-up task)",
+        {"txn": _TXN, "contact": _CONTACT}),
+    "unsigned_contacted": OperatorAction("txn[, contact] (the customer was contacted about signing)",
+                                         {"txn": _TXN, "contact": _CONTACT}),
+    "unsigned_keep": OperatorAction("txn (the merchant keeps the unsigned sale at its own risk)", {"txn": _TXN}),
+    "unsigned_void": OperatorAction(
+        "txn (the customer agreed to cancel instead of signing: void, or refund after settlement)", {"txn": _TXN}),
+    "unsigned_escalate": OperatorAction(
+        "txn (a system fault, e.g. the signature pad failed: escalated to the bank)", {"txn": _TXN}),
+    "void": OperatorAction("txn", {"txn": _TXN}),
+    "refund": OperatorAction("txn, amount", {"txn": _TXN, "amount": _AMOUNT}),
+    "wrong_card": OperatorAction("txn, card (the card the customer meant: presented and read for the new sale)",
+                                 {"txn": _TXN, "card": _CARD}),
+    "wrong_amount": OperatorAction("txn, amount (the order total that should have been charged)",
+                                   {"txn": _TXN, "amount": _AMOUNT}),
+    "dispute": OperatorAction("txn (the customer says the void/refund never arrived)", {"txn": _TXN}),
+    "confirm": OperatorAction("incident (awaiting confirmation: run its correction)", {"incident": _INCIDENT}),
+    "decline": OperatorAction("incident (awaiting confirmation: nothing to correct; close it)",
+                              {"incident": _INCIDENT}),
+    "flush": OperatorAction("", {}),
+    "settle": OperatorAction("", {}),
+    "reconcile": OperatorAction(
+        "report (path of the acquirer's settlement report)[, batch]",
+        {"report": OpArg(("any",), "the acquirer's report: inline (JSON document, rows or CSV text) or the path "
+                                   "of a file"),
+         "batch": OpArg(("int",), "the batch number", required=False)}),
 }
 
 
@@ -72,9 +98,10 @@ def _is(value: Any, kind: str) -> bool:
 def check_op(rec: dict[str, Any], line: int) -> None:
     """Refuse an ``op`` record whose arguments its action cannot take (:class:`CaptureError` naming the line)."""
     op = rec["op"]
-    spec = OP_ARGS.get(op)
-    if spec is None:
-        raise CaptureError(line, f"unknown operator action {op!r}; known: {', '.join(OP_ARGS)}")
+    action = OPERATOR_ACTIONS.get(op)
+    if action is None:
+        raise CaptureError(line, f"unknown operator action {op!r}; known: {', '.join(OPERATOR_ACTIONS)}")
+    spec = action.args
     args = {k: v for k, v in rec.items() if k not in ("t", "k", "op")}
     for name, arg in spec.items():
         if name not in args or args[name] is None and arg.required:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from hashlib import sha256
 from typing import TYPE_CHECKING, Any
 
+from posguard.capture.ops import OPERATOR_ACTIONS
 from posguard.capture.sanitize import blank_names
 from posguard.card import CardData
 from posguard.card_entry import FallbackWindow
@@ -82,26 +83,7 @@ _TICK_MESSAGES: dict[str, str] = {
 _ANSWERS_KEPT = 16
 
 #: operator actions the till understands (the ``op`` of an ``op`` record) and their arguments
-OPS: dict[str, str] = {
-    "sale": "card, amount[, order][, override] (card: the card the customer presents, read for this sale at its "
-            "amount; override: charge an order that is already paid)",
-    "sign": "txn[, esig (path of the e-signature file)][, paper (the operator saw the merchant copy re-signed)]",
-    "signature_refused": "txn[, contact (phone:NUMBER or email:ADDRESS)] (the customer left: a follow-up task)",
-    "unsigned_contacted": "txn[, contact] (the customer was contacted about signing)",
-    "unsigned_keep": "txn (the merchant keeps the unsigned sale at its own risk)",
-    "unsigned_void": "txn (the customer agreed to cancel instead of signing: void, or refund after settlement)",
-    "unsigned_escalate": "txn (a system fault, e.g. the signature pad failed: escalated to the bank)",
-    "void": "txn",
-    "refund": "txn, amount",
-    "wrong_card": "txn, card (the card the customer meant: presented and read for the new sale)",
-    "wrong_amount": "txn, amount (the order total that should have been charged)",
-    "dispute": "txn (the customer says the void/refund never arrived)",
-    "confirm": "incident (awaiting confirmation: run its correction)",
-    "decline": "incident (awaiting confirmation: nothing to correct; close it)",
-    "flush": "",
-    "settle": "",
-    "reconcile": "report (path of the acquirer's settlement report)[, batch]",
-}
+OPS: dict[str, str] = {name: action.does for name, action in OPERATOR_ACTIONS.items()}
 #: operator arguments a capture records as null: the customer's contact, the path of an e-signature file
 _NOT_CAPTURED = frozenset({"contact", "esig"})
 
