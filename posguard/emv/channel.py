@@ -4,7 +4,8 @@ The trace holds the step name, status word and response length only: never APDU 
 read (:attr:`CardChannel.trace`), not on every command: a transaction sends ~20 commands and rarely reads it.
 
 Card answers are parsed here once, down to their leaves (:func:`parse_card_tlv`), and searched without parsing
-again (:func:`find_card_tag`). The parser has a fast path for well-formed BER-TLV (EMV Book 3 Annex B); any
+again (:func:`find_card_tag`); where only the first value of each tag counts (an FCI, a PSE record's
+entries), :func:`first_values` and :func:`template_entries` read them without an object per data element. The parser has a fast path for well-formed BER-TLV (EMV Book 3 Annex B); any
 irregularity (a tag or length running past the end, an indefinite or over-long length) re-parses the answer
 with the codec's checked :func:`posguard.iso8583.tlv.parse_tlv`, which raises the error naming the path and
 offset, so a corrupt answer is refused exactly as before.
@@ -243,3 +244,105 @@ def template_primitives(data: bytes, template: int) -> dict[str, bytes] | None:
         out[tag] = data[pos:pos + n]
         pos += n
     return out
+
+
+def first_values(data: bytes, *, path: str, stage: str) -> dict[str, bytes]:
+    """Tag -> value of the first object with each tag in ``data``, depth-first through every template: for any
+    tag, the value :func:`find_card_tag` finds in ``parse_card_tlv(data)``, without an object per data element.
+    Corrupt data is refused by :func:`parse_card_tlv` (``CardDataError`` with the path and offset), as there."""
+    out: dict[str, bytes] = {}
+    if _first_values(data, 0, len(data), out):
+        return out
+    out.clear()
+    _first_values_of(parse_card_tlv(data, path=path, stage=stage), out)
+    return out
+
+
+def template_entries(data: bytes, template: str, entry: str, *, path: str, stage: str
+                     ) -> list[dict[str, bytes]] | None:
+    """The :func:`first_values` of each ``entry`` object directly inside ``data``'s one ``template`` object, in
+    order (a PSE record: template 70, entries 61, EMV Book 1 section 12.2.3); None when ``data`` is not exactly
+    one ``template`` object. Corrupt data raises ``CardDataError`` as :func:`parse_card_tlv` does."""
+    tops = _top_objects(data)
+    if tops is not None and len(tops) == 1 and tops[0][0] == template:
+        _, pos, n = tops[0]
+        end = pos + n
+        entries: list[dict[str, bytes]] = []
+        scratch: dict[str, bytes] = {}
+        while pos < end:
+            first = data[pos]
+            if first == 0x00 or first == 0xFF:
+                pos += 1
+                continue
+            head = _header(data, pos, end)
+            if head is None:
+                break
+            tag, pos, n = head
+            if tag == entry:
+                values: dict[str, bytes] = {}
+                if not _first_values(data, pos, pos + n, values):
+                    break
+                entries.append(values)
+            elif first & 0x20 and not _first_values(data, pos, pos + n, scratch):
+                break
+            pos += n
+        else:
+            return entries
+    # irregular, or not one template: the checked parser refuses corrupt data (path, offset) or says what it is
+    items = parse_card_tlv(data, path=path, stage=stage)
+    if len(items) != 1 or items[0].tag != template:
+        return None
+    entries = []
+    for item in items[0].children:
+        if item.tag == entry:
+            values = {}
+            _first_values_of(item.children, values)
+            entries.append(values)
+    return entries
+
+
+def _first_values(data: bytes, pos: int, end: int, out: dict[str, bytes]) -> bool:
+    """Fill ``out`` with the first value of each tag of ``data[pos:end]`` in pre-order (as :func:`find_card_tag`
+    searches); False where :func:`_parse_fast` would refuse the data (``out`` is then partly filled)."""
+    while pos < end:
+        first = data[pos]
+        if first == 0x00 or first == 0xFF:
+            pos += 1
+            continue
+        head = _header(data, pos, end)
+        if head is None:
+            return False
+        tag, start, n = head
+        pos = start + n
+        if tag not in out:
+            out[tag] = data[start:pos]
+        if first & 0x20 and not _first_values(data, start, pos, out):
+            return False
+    return True
+
+
+def _first_values_of(items: Iterable[TLV], out: dict[str, bytes]) -> None:
+    for item in items:
+        out.setdefault(item.tag, item.value)
+        if type(item) is CardTLV:
+            _first_values_of(item.kids, out)
+        elif item.constructed:
+            _first_values_of(item.children, out)
+
+
+def _top_objects(data: bytes) -> list[tuple[str, int, int]] | None:
+    """(tag, value offset, value length) of each top-level object of ``data`` (00/FF padding skipped), without
+    looking inside them; None where a header is not well-formed."""
+    objects = []
+    pos, end = 0, len(data)
+    while pos < end:
+        first = data[pos]
+        if first == 0x00 or first == 0xFF:
+            pos += 1
+            continue
+        head = _header(data, pos, end)
+        if head is None:
+            return None
+        objects.append(head)
+        pos = head[1] + head[2]
+    return objects

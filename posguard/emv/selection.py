@@ -6,10 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from posguard.emv import apdu
-from posguard.emv.channel import CardChannel, find_card_tag, parse_card_tlv
+from posguard.emv.channel import CardChannel, first_values, template_entries
 from posguard.emv.errors import CardDataError, CardStatusError, NoSupportedApplication
 from posguard.emv.terminal import AidConfig, EmvTerminal
-from posguard.iso8583.tlv import TLV
 
 MAX_PSE_RECORDS = 32
 MAX_NEXT_OCCURRENCES = 8
@@ -37,25 +36,25 @@ class SelectedApp:
     label: str
     priority: int
     config: AidConfig
-    fci: list[TLV]
+    fci: dict[str, bytes]  # the FCI's first value of each tag, depth-first (channel.first_values)
 
     @property
     def pdol(self) -> bytes | None:
-        t = find_card_tag(self.fci, "9F38")
-        return t.value if t else None
+        return self.fci.get("9F38")
 
 
-def _label(entry: list[TLV]) -> str:
+def _label(entry: dict[str, bytes]) -> str:
+    """Application preferred name (9F12), else application label (50), of a directory entry or FCI."""
     for tag in ("9F12", "50"):
-        t = find_card_tag(entry, tag)
-        if t is not None:
-            return t.value.decode("ascii", "replace").strip()
+        value = entry.get(tag)
+        if value is not None:
+            return value.decode("ascii", "replace").strip()
     return ""
 
 
-def _priority(entry: list[TLV]) -> int:
-    t = find_card_tag(entry, "87")
-    return t.value[0] & 0x0F if t is not None and t.value else 0
+def _priority(entry: dict[str, bytes]) -> int:
+    value = entry.get("87")
+    return value[0] & 0x0F if value else 0
 
 
 class Selector:
@@ -68,7 +67,7 @@ class Selector:
         self.method = ""
         self.candidates: list[Candidate] = []
         self._current: bytes | None = None  # DF name of the application selected on the card right now
-        self._current_fci: list[TLV] = []
+        self._current_fci: dict[str, bytes] = {}
 
     # -- candidate list --------------------------------------------------------------------------------
     def build(self) -> None:
@@ -88,13 +87,13 @@ class Selector:
         if r.sw != SW_OK:
             return []
         try:
-            fci = parse_card_tlv(r.data, path="PSE.FCI", stage="SELECT PSE")
+            fci = first_values(r.data, path="PSE.FCI", stage="SELECT PSE")
         except CardDataError:
             return []
-        sfi_tag = find_card_tag(fci, "88")
-        if sfi_tag is None or len(sfi_tag.value) != 1 or not 1 <= sfi_tag.value[0] <= 10:
+        sfi_value = fci.get("88")
+        if sfi_value is None or len(sfi_value) != 1 or not 1 <= sfi_value[0] <= 10:
             return []
-        sfi = sfi_tag.value[0]
+        sfi = sfi_value[0]
         out: list[Candidate] = []
         for rec in range(1, MAX_PSE_RECORDS + 1):
             stage = f"READ RECORD PSE SFI {sfi} record {rec}"
@@ -104,22 +103,18 @@ class Selector:
             if r.sw != SW_OK:
                 return []  # PSE unusable: the list of AIDs takes over (EMV Book 1 12.3.2)
             try:
-                items = parse_card_tlv(r.data, path=f"PSE.SFI{sfi}.R{rec}", stage=stage)
+                entries = template_entries(r.data, "70", "61", path=f"PSE.SFI{sfi}.R{rec}", stage=stage)
             except CardDataError:
                 return []
-            if len(items) != 1 or items[0].tag != "70":
-                return []
-            for entry in items[0].children:
-                if entry.tag != "61":
+            if entries is None:
+                return []  # not one 70 template
+            for entry in entries:  # each application template (61)
+                aid = entry.get("4F")
+                if aid is None:
                     continue
-                fields = entry.children
-                aid_tag = find_card_tag(fields, "4F")
-                if aid_tag is None:
-                    continue
-                cfg = self.cfg.aid_config(aid_tag.value)
+                cfg = self.cfg.aid_config(aid)
                 if cfg is not None:
-                    out.append(Candidate(aid_tag.value, _label(fields) or cfg.label, _priority(fields), cfg,
-                                         len(out)))
+                    out.append(Candidate(aid, _label(entry) or cfg.label, _priority(entry), cfg, len(out)))
         return out
 
     def _from_aid_list(self) -> list[Candidate]:
@@ -130,17 +125,17 @@ class Selector:
                 stage = f"SELECT {cfg.aid}" + (" (next)" if occurrence else "")
                 r = self.ch.send(apdu.select(cfg.aid_bytes, next_occurrence=occurrence > 0), stage)
                 if r.sw not in (SW_OK, SW_APP_BLOCKED):
-                    self._current, self._current_fci = None, []  # a failed SELECT deselects
+                    self._current, self._current_fci = None, {}  # a failed SELECT deselects
                     break
-                fci = parse_card_tlv(r.data, path=f"FCI.{cfg.aid}", stage=stage)
-                df = find_card_tag(fci, "84")
-                if df is None or df.value in seen:
+                fci = first_values(r.data, path=f"FCI.{cfg.aid}", stage=stage)
+                df = fci.get("84")
+                if df is None or df in seen:
                     break
-                seen.add(df.value)
-                self._current, self._current_fci = df.value, fci
-                if r.sw == SW_OK and (df.value == cfg.aid_bytes or (cfg.partial and df.value.startswith(cfg.aid_bytes))):
-                    out.append(Candidate(df.value, _label(fci) or cfg.label, _priority(fci), cfg, len(out)))
-                if df.value == cfg.aid_bytes or not cfg.partial:
+                seen.add(df)
+                self._current, self._current_fci = df, fci
+                if r.sw == SW_OK and (df == cfg.aid_bytes or (cfg.partial and df.startswith(cfg.aid_bytes))):
+                    out.append(Candidate(df, _label(fci) or cfg.label, _priority(fci), cfg, len(out)))
+                if df == cfg.aid_bytes or not cfg.partial:
                     break
         return out
 
@@ -155,14 +150,13 @@ class Selector:
             else:
                 stage = f"SELECT {cand.aid.hex().upper()}"
                 r = self.ch.send(apdu.select(cand.aid), stage)
-                self._current, self._current_fci = None, []
+                self._current, self._current_fci = None, {}
                 if r.sw != SW_OK:
                     continue
-                fci = parse_card_tlv(r.data, path=f"FCI.{cand.aid.hex().upper()}", stage=stage)
-            df = find_card_tag(fci, "84")
-            if df is None or df.value != cand.aid:
+                fci = first_values(r.data, path=f"FCI.{cand.aid.hex().upper()}", stage=stage)
+            if fci.get("84") != cand.aid:
                 self._current = None
                 continue
-            self._current, self._current_fci = None, []  # a GPO refusal means it must be selected again
+            self._current, self._current_fci = None, {}  # a GPO refusal means it must be selected again
             return SelectedApp(cand.aid, cand.label, cand.priority, cand.config, fci)
         raise NoSupportedApplication("no remaining application could be selected", stage="final selection")

@@ -160,3 +160,96 @@ def test_template_primitives_reads_what_the_checked_parser_reads_or_leaves_it(te
     plain = build_tlv([(template, build_tlv([("9F27", b"\x80"), ("9F36", b"\x00\x07"), ("9F26", bytes(8))]))])
     assert channel.template_primitives(plain, int(template, 16)) == {"9F27": b"\x80", "9F36": b"\x00\x07",
                                                                      "9F26": bytes(8)}
+
+
+def _mutated(rng: random.Random, data: bytes) -> bytes:
+    """``data`` truncated, with a byte flipped or a long-form length byte inserted, now and then."""
+    out = bytearray(data)
+    if rng.random() < 0.4:
+        kind = rng.randrange(3)
+        if kind == 0 and out:
+            del out[rng.randrange(len(out)):]
+        elif kind == 1 and out:
+            out[rng.randrange(len(out))] = rng.randrange(256)
+        else:
+            out.insert(rng.randint(0, len(out)), rng.choice((0x80, 0x85, 0x81, 0x9F, 0xBF)))
+    return bytes(out)
+
+
+def test_first_values_are_what_find_card_tag_finds_and_corrupt_data_is_refused_alike() -> None:
+    """Selection reads an FCI as tag -> first value (channel.first_values): for every tag, the value
+    find_card_tag finds in the checked parse; corrupt data refused with the checked parser's path and offset."""
+    rng = random.Random(88)
+    read = refused = 0
+    for _ in range(1500):
+        data = _mutated(rng, _random_tree(rng))
+        ref = _ours(data)
+        try:
+            values = channel.first_values(data, path="R", stage="test")
+        except CardDataError as e:
+            refused += 1
+            assert not isinstance(ref, list)
+            assert (e.path, e.offset) == ref[1:], data.hex()
+            continue
+        read += 1
+        assert isinstance(ref, list), data.hex()
+        for tag in (*PRIMITIVE_TAGS, *TEMPLATES, "9F99"):
+            found = find_card_tag(ref, tag)
+            assert values.get(tag) == (found.value if found is not None else None), (tag, data.hex())
+    assert read > 600 and refused > 200
+
+
+def _checked_entries(data: bytes) -> list[dict[str, bytes]] | None | tuple[str | None, int | None]:
+    """A PSE record by the checked parser: each 61 entry of the one 70 template, tag -> first value."""
+    ref = _ours(data)
+    if not isinstance(ref, list):
+        return ref[1:]
+    if len(ref) != 1 or ref[0].tag != "70":
+        return None
+    kids = list(ref[0].kids) if isinstance(ref[0], CardTLV) else []
+    out = []
+    for entry in kids:
+        if entry.tag == "61":
+            grand = list(entry.kids) if isinstance(entry, CardTLV) else []
+            tags = {*PRIMITIVE_TAGS, *TEMPLATES, "4F", "50", "87", "9F12"}
+            out.append({t: f.value for t in tags if (f := find_card_tag(grand, t)) is not None})
+    return out
+
+
+def test_template_entries_read_a_directory_record_as_the_checked_parser_does() -> None:
+    """A PSE record (70 holding 61 entries, now and then other objects, padding or corruption): the entries'
+    first values, None for anything but one 70, the checked parser's refusal for corrupt data."""
+    rng = random.Random(61)
+    shapes = {"entries": 0, "not one 70": 0, "refused": 0}
+    for _ in range(1500):
+        entries = []
+        for _ in range(rng.randint(0, 3)):
+            body = build_tlv([("4F", rng.randbytes(rng.choice((5, 7, 16)))), ("50", b"DEBIT"),
+                              ("87", bytes((rng.randrange(16),)))][: rng.randint(1, 3)])
+            if rng.random() < 0.2:
+                body += build_tlv([("73", _random_tree(rng, 1))])
+            entries.append(build_tlv([("61", body)]))
+        if rng.random() < 0.15:
+            entries.append(_random_tree(rng, 1))
+        record = build_tlv([("70", b"".join(entries))])
+        if rng.random() < 0.1:
+            record += build_tlv([("9F36", b"\x00\x01")]) if rng.random() < 0.5 else b"\x00"
+        data = _mutated(rng, record)
+        expected = _checked_entries(data)
+        try:
+            got = channel.template_entries(data, "70", "61", path="R", stage="test")
+        except CardDataError as e:
+            shapes["refused"] += 1
+            assert expected == (e.path, e.offset), data.hex()
+            continue
+        if got is None:
+            shapes["not one 70"] += 1
+            assert expected is None, data.hex()
+            continue
+        shapes["entries"] += 1
+        assert isinstance(expected, list) and len(got) == len(expected), data.hex()
+        for ours, theirs in zip(got, expected, strict=True):
+            assert {t: v for t, v in ours.items() if t in theirs} == theirs, data.hex()
+            assert not set(theirs) ^ {t for t in ours if t in {*PRIMITIVE_TAGS, *TEMPLATES, "4F", "50", "87",
+                                                                 "9F12"}}
+    assert min(shapes.values()) > 40, shapes
