@@ -263,40 +263,36 @@ def template_entries(data: bytes, template: str, entry: str, *, path: str, stage
     """The :func:`first_values` of each ``entry`` object directly inside ``data``'s one ``template`` object, in
     order (a PSE record: template 70, entries 61, EMV Book 1 section 12.2.3); None when ``data`` is not exactly
     one ``template`` object. Corrupt data raises ``CardDataError`` as :func:`parse_card_tlv` does."""
-    tops = _top_objects(data)
+    tops = _level(data, 0, len(data))
     if tops is not None and len(tops) == 1 and tops[0][0] == template:
-        _, pos, n = tops[0]
-        end = pos + n
-        entries: list[dict[str, bytes]] = []
-        scratch: dict[str, bytes] = {}
-        while pos < end:
-            first = data[pos]
-            if first == 0x00 or first == 0xFF:
-                pos += 1
-                continue
-            head = _header(data, pos, end)
-            if head is None:
-                break
-            tag, pos, n = head
-            if tag == entry:
-                values: dict[str, bytes] = {}
-                if not _first_values(data, pos, pos + n, values):
-                    break
-                entries.append(values)
-            elif first & 0x20 and not _first_values(data, pos, pos + n, scratch):
-                break
-            pos += n
-        else:
+        entries = _entries(data, tops[0][1], tops[0][1] + tops[0][2], entry)
+        if entries is not None:
             return entries
     # irregular, or not one template: the checked parser refuses corrupt data (path, offset) or says what it is
     items = parse_card_tlv(data, path=path, stage=stage)
     if len(items) != 1 or items[0].tag != template:
         return None
-    entries = []
+    found: list[dict[str, bytes]] = []
     for item in items[0].children:
         if item.tag == entry:
-            values = {}
-            _first_values_of(item.children, values)
+            found.append({})
+            _first_values_of(item.children, found[-1])
+    return found
+
+
+def _entries(data: bytes, pos: int, end: int, entry: str) -> list[dict[str, bytes]] | None:
+    """The first values of each ``entry`` object of ``data[pos:end]``; None where any object there (an entry or
+    not) is not well-formed."""
+    children = _level(data, pos, end)
+    if children is None:
+        return None
+    entries: list[dict[str, bytes]] = []
+    checked: dict[str, bytes] = {}  # the objects that are not entries are only checked
+    for tag, start, n in children:
+        values: dict[str, bytes] = {} if tag == entry else checked
+        if tag[0] in CONSTRUCTED_FIRST_DIGITS and not _first_values(data, start, start + n, values):
+            return None
+        if tag == entry:
             entries.append(values)
     return entries
 
@@ -304,19 +300,13 @@ def template_entries(data: bytes, template: str, entry: str, *, path: str, stage
 def _first_values(data: bytes, pos: int, end: int, out: dict[str, bytes]) -> bool:
     """Fill ``out`` with the first value of each tag of ``data[pos:end]`` in pre-order (as :func:`find_card_tag`
     searches); False where :func:`_parse_fast` would refuse the data (``out`` is then partly filled)."""
-    while pos < end:
-        first = data[pos]
-        if first == 0x00 or first == 0xFF:
-            pos += 1
-            continue
-        head = _header(data, pos, end)
-        if head is None:
-            return False
-        tag, start, n = head
-        pos = start + n
+    objects = _level(data, pos, end)
+    if objects is None:
+        return False
+    for tag, start, n in objects:
         if tag not in out:
-            out[tag] = data[start:pos]
-        if first & 0x20 and not _first_values(data, start, pos, out):
+            out[tag] = data[start:start + n]
+        if tag[0] in CONSTRUCTED_FIRST_DIGITS and not _first_values(data, start, start + n, out):
             return False
     return True
 
@@ -330,11 +320,10 @@ def _first_values_of(items: Iterable[TLV], out: dict[str, bytes]) -> None:
             _first_values_of(item.children, out)
 
 
-def _top_objects(data: bytes) -> list[tuple[str, int, int]] | None:
-    """(tag, value offset, value length) of each top-level object of ``data`` (00/FF padding skipped), without
+def _level(data: bytes, pos: int, end: int) -> list[tuple[str, int, int]] | None:
+    """(tag, value offset, value length) of each object of ``data[pos:end]`` (00/FF padding skipped), without
     looking inside them; None where a header is not well-formed."""
     objects = []
-    pos, end = 0, len(data)
     while pos < end:
         first = data[pos]
         if first == 0x00 or first == 0xFF:

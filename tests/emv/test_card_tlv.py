@@ -43,6 +43,20 @@ def _shape(items: object) -> object:
             for i in items]
 
 
+def _mutated(rng: random.Random, data: bytes, times: int) -> bytes:
+    """``data`` mutated ``times`` times: truncated, a byte flipped or a long-form length byte inserted."""
+    out = bytearray(data)
+    for _ in range(times):
+        kind = rng.randrange(3)
+        if kind == 0 and out:
+            del out[rng.randrange(len(out)):]
+        elif kind == 1 and out:
+            out[rng.randrange(len(out))] = rng.randrange(256)
+        else:
+            out.insert(rng.randint(0, len(out)), rng.choice((0x80, 0x85, 0x81, 0x9F, 0xBF)))
+    return bytes(out)
+
+
 def _random_tree(rng: random.Random, depth: int = 0) -> bytes:
     parts: list[tuple[str, bytes]] = []
     for _ in range(rng.randint(1, 5)):
@@ -74,18 +88,10 @@ def test_corrupt_answers_are_refused_with_the_checked_parsers_path_and_offset() 
     rng = random.Random(11)
     refused = 0
     for _ in range(1500):
-        data = bytearray(_random_tree(rng))
-        for _ in range(rng.randint(1, 3)):  # truncate, flip a byte or insert a long-form length byte
-            kind = rng.randrange(3)
-            if kind == 0 and data:
-                del data[rng.randrange(len(data)):]
-            elif kind == 1 and data:
-                data[rng.randrange(len(data))] = rng.randrange(256)
-            else:
-                data.insert(rng.randint(0, len(data)), rng.choice((0x80, 0x85, 0x81, 0x9F, 0xBF)))
-        ref, ours = _reference(bytes(data)), _ours(bytes(data))
+        data = _mutated(rng, _random_tree(rng), rng.randint(1, 3))
+        ref, ours = _reference(data), _ours(data)
         refused += not isinstance(ref, list)
-        assert _shape(ours) == _shape(ref), bytes(data).hex()
+        assert _shape(ours) == _shape(ref), data.hex()
     assert refused > 300  # the mutations did reach the error paths
 
 
@@ -162,27 +168,13 @@ def test_template_primitives_reads_what_the_checked_parser_reads_or_leaves_it(te
                                                                      "9F26": bytes(8)}
 
 
-def _mutated(rng: random.Random, data: bytes) -> bytes:
-    """``data`` truncated, with a byte flipped or a long-form length byte inserted, now and then."""
-    out = bytearray(data)
-    if rng.random() < 0.4:
-        kind = rng.randrange(3)
-        if kind == 0 and out:
-            del out[rng.randrange(len(out)):]
-        elif kind == 1 and out:
-            out[rng.randrange(len(out))] = rng.randrange(256)
-        else:
-            out.insert(rng.randint(0, len(out)), rng.choice((0x80, 0x85, 0x81, 0x9F, 0xBF)))
-    return bytes(out)
-
-
 def test_first_values_are_what_find_card_tag_finds_and_corrupt_data_is_refused_alike() -> None:
     """Selection reads an FCI as tag -> first value (channel.first_values): for every tag, the value
     find_card_tag finds in the checked parse; corrupt data refused with the checked parser's path and offset."""
     rng = random.Random(88)
     read = refused = 0
     for _ in range(1500):
-        data = _mutated(rng, _random_tree(rng))
+        data = _mutated(rng, _random_tree(rng), int(rng.random() < 0.4))
         ref = _ours(data)
         try:
             values = channel.first_values(data, path="R", stage="test")
@@ -234,7 +226,7 @@ def test_template_entries_read_a_directory_record_as_the_checked_parser_does() -
         record = build_tlv([("70", b"".join(entries))])
         if rng.random() < 0.1:
             record += build_tlv([("9F36", b"\x00\x01")]) if rng.random() < 0.5 else b"\x00"
-        data = _mutated(rng, record)
+        data = _mutated(rng, record, int(rng.random() < 0.4))
         expected = _checked_entries(data)
         try:
             got = channel.template_entries(data, "70", "61", path="R", stage="test")
