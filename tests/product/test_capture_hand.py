@@ -53,6 +53,9 @@ for _d in ("cup", "iso87ascii"):
         f"{_d}-cut_off.jsonl": [("reversal", "capture_ended", "reversal_owed", [T1], [])],
     }
 EXPECTED["iso87ascii-unsettled.jsonl"] = [("unsettled", "report_import", "acquirer_contact_needed", [], [])]
+# the sale's reversal is still pending when the sale ends (0400 answered 96) and acknowledged by the flush: the
+# till reports no incident for it (the late answer is what the test below checks)
+EXPECTED["iso87ascii-reversal_repeat_late.jsonl"] = []
 
 
 def _mti(image: str, dialect: str) -> str:
@@ -94,6 +97,20 @@ def test_a_late_approval_written_in_time_order_is_heard_late(dialect: str, posgu
     day = posguard_replay(HAND / f"{dialect}-late_approval.jsonl")
     (event,) = day.result.late_answers
     assert event.approved and event.stan == 1 and "reversal must go ahead" in event.detail
+    assert day.states()[T1] == "reversed"
+
+
+def test_a_late_answer_to_a_timed_out_repeat_is_heard_late(posguard_replay: Any) -> None:
+    """The sale times out; its 0400 is answered 96 (not a done code: repeated); at the flush the 0401 times out
+    (a recorded ``link`` timeout) and its late 0410 is written in time order, after the timeout; the next 0401
+    gets its 0410. The answer to a repeat is the original's + 10 (pos-flows.md (B): "last digit 1 = repeat"; a
+    0401 is answered by a 0410, ``Message.response_mti``), so the late 0410 is the timed-out 0401's, heard late,
+    not a divergence (a replay that waited for a 0411 stopped here: commit 61ffd75)."""
+    day = posguard_replay(HAND / "iso87ascii-reversal_repeat_late.jsonl")
+    (event,) = day.result.late_answers
+    assert (event.mti, event.stan, event.response_code) == ("0410", 2, "00")
+    sent = [r["mti"] for r in day.journal.messages(T1) if r["direction"] == "out"]
+    assert sent == ["0200", "0400", "0401", "0401"]
     assert day.states()[T1] == "reversed"
 
 
