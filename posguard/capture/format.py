@@ -11,6 +11,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from posguard.capture.errors import CaptureError
+from posguard.capture.ops import OPERATOR_ACTIONS
 from posguard.capture.sanitize import Sanitiser, blank_names, blank_verify
 from posguard.clock import Clock, SystemClock
 from posguard.sensitive import mask_digits_in_text
@@ -18,16 +20,17 @@ from posguard.sensitive import mask_digits_in_text
 if TYPE_CHECKING:
     from posguard.engine.observe import Exchange
 
-__all__ = ["CAPTURE_VERSION", "KINDS", "RECORD_KEYS", "Capture", "CaptureError", "CaptureWriter", "read_capture",
-           "sanitise_frame"]
+__all__ = ["CAPTURE_VERSION", "KINDS", "OP_ARGUMENTS", "RECORD_KEYS", "Capture", "CaptureError", "CaptureWriter",
+           "read_capture", "sanitise_frame"]
 
 CAPTURE_VERSION = 1
 #: record keys that hold hex (sanitised against learnt PANs only, never pattern-scrubbed)
 HEX_KEYS = frozenset({"hex", "c", "r", "atr", "field55", "cvm_results", "messages", "script_results"})
+#: the arguments of the operator actions (:data:`~posguard.capture.ops.OPERATOR_ACTIONS`): the keys an ``op`` record
+#: may carry besides ``op``; which of them its own action takes is checked when it is replayed (``check_op``)
+OP_ARGUMENTS = tuple(sorted({name for action in OPERATOR_ACTIONS.values() for name in action.args}))
 #: record kind -> the keys it defines besides ``t`` and ``k`` (docs/capture-format.md, "Records" and "The keys of
-#: each record kind"); the reader refuses any other key. An ``op`` record also takes the arguments of the operator
-#: actions (:data:`posguard.capture.ops.OPERATOR_ACTIONS`); which of them its own action takes is checked when it
-#: is replayed (:func:`posguard.capture.ops.check_op`)
+#: each record kind"); the reader refuses any other key
 RECORD_KEYS: dict[str, tuple[str, ...]] = {
     "card": ("ref", "pan", "expiry", "entry_mode", "scheme", "cvm_results", "field55", "presentation", "second_gac",
              "cvm_required", "source", "label", "aid"),
@@ -37,7 +40,7 @@ RECORD_KEYS: dict[str, tuple[str, ...]] = {
     "frame": ("dir", "hex"),
     "iso": ("dir", "hex", "mti", "stan", "removed", "undecodable"),
     "link": ("event", "maybe_sent", "detail", "kind", "rule", "txn_ids"),
-    "op": ("op",),
+    "op": ("op", *OP_ARGUMENTS),
     "start": ("started",),
     "card_outcome": ("presentation", "cryptogram", "atc", "script_results", "field55"),
 }
@@ -46,14 +49,6 @@ KINDS = tuple(RECORD_KEYS)
 #: held until its PAN is known): exempt from the time-order check, as are ``in`` records (a late answer may be
 #: written next to its request, docs/capture-format.md "A late answer is a timeout")
 _HELD_KINDS = ("atr", "apdu", "swipe", "frame")
-
-
-class CaptureError(ValueError):
-    """A capture file that cannot be read; ``line`` is 1-based."""
-
-    def __init__(self, line: int, message: str) -> None:
-        super().__init__(f"line {line}: {message}")
-        self.line = line
 
 
 @dataclass
@@ -95,20 +90,10 @@ def _check_hex(rec: Mapping[str, Any], key: str, line: int) -> None:
         raise CaptureError(line, f"{rec.get('k')} record: {key!r} is not hex") from None
 
 
-def record_keys(kind: str) -> tuple[str, ...]:
-    """The keys a record of ``kind`` may carry besides ``t`` and ``k``: :data:`RECORD_KEYS`, and for an ``op``
-    record the arguments of every operator action (the action's own are checked by ``check_op``)."""
-    if kind != "op":
-        return RECORD_KEYS[kind]
-    from posguard.capture.ops import OPERATOR_ACTIONS
-
-    return RECORD_KEYS["op"] + tuple(sorted({a for action in OPERATOR_ACTIONS.values() for a in action.args}))
-
-
 def _check_keys(rec: Mapping[str, Any], kind: str, line: int) -> None:
     """A key the record's kind does not define is refused, never ignored (a typo such as ``"amout"``, or a key
     of another kind, e.g. ``txn`` on an ``iso`` record, would otherwise be dropped without a word)."""
-    keys = record_keys(kind)
+    keys = RECORD_KEYS[kind]
     stray = [key for key in rec if key not in ("t", "k") and key not in keys]
     if stray:
         key = mask_digits_in_text(json.dumps(stray[0]))[:40]  # as written (a key may be anything, even digits)

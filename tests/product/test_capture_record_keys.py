@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from posguard.capture import CaptureError, read_capture
-from posguard.capture.format import KINDS, RECORD_KEYS, record_keys
+from posguard.capture.format import KINDS, OP_ARGUMENTS, RECORD_KEYS
 from posguard.capture.ops import OPERATOR_ACTIONS
 from tests.product.conftest import ROOT
 
@@ -78,7 +78,8 @@ def test_a_key_that_is_card_data_is_masked_in_the_refusal() -> None:
 
 def test_the_op_keys_are_the_operator_actions_arguments() -> None:
     args = {a for action in OPERATOR_ACTIONS.values() for a in action.args}
-    assert set(record_keys("op")) == {"op"} | args and len(record_keys("op")) == len(args) + 1
+    assert RECORD_KEYS["op"] == ("op", *OP_ARGUMENTS) and set(OP_ARGUMENTS) == args == {"txn", "card", "amount",
+        "order", "override", "esig", "paper", "contact", "incident", "report", "batch"}
 
 
 def _doc_table(heading: str) -> dict[str, str]:
@@ -99,16 +100,21 @@ def _doc_table(heading: str) -> dict[str, str]:
 def test_the_doc_key_table_is_the_declared_one() -> None:
     table = _doc_table("### The keys of each record kind")
     assert list(table) == list(RECORD_KEYS)
-    assert {k: tuple(re.findall(r"`([a-z0-9_]+)`", v)) for k, v in table.items()} == RECORD_KEYS
+    # the op row names "op", then the arguments of the operator actions (their own table, next in the doc)
+    assert {k: tuple(re.findall(r"`([a-z0-9_]+)`", v)) for k, v in table.items()} == \
+        RECORD_KEYS | {"op": ("op",)}
 
 
 def test_the_records_table_names_every_key_of_its_kind() -> None:
-    """The doc's main table ("Records": what each key holds) names each key the reader takes for the kind."""
+    """The doc's main table ("Records": what each key holds) names each key the reader takes for the kind, and
+    the table of the op records' arguments each argument."""
     table = _doc_table("## Records")
     assert sorted(table) == sorted(KINDS)
-    for kind, keys in RECORD_KEYS.items():
+    for kind, keys in (RECORD_KEYS | {"op": ("op",)}).items():
         named = set(re.findall(r"`([a-z0-9_]+)`", table[kind]))
         assert set(keys) <= named, (kind, set(keys) - named)
+    arguments = " ".join(_doc_table("### The arguments of an `op` record").values())
+    assert set(OP_ARGUMENTS) <= set(re.findall(r"`([a-z0-9_]+)`", arguments))
 
 
 def test_every_capture_of_the_suite_reads_without_a_stray_key() -> None:
