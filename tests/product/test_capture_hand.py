@@ -53,6 +53,10 @@ for _d in ("cup", "iso87ascii"):
         f"{_d}-cut_off.jsonl": [("reversal", "capture_ended", "reversal_owed", [T1], [])],
     }
 EXPECTED["iso87ascii-unsettled.jsonl"] = [("unsettled", "report_import", "acquirer_contact_needed", [], [])]
+# CUP: the 0510 flags the foreign totals unbalanced (48), the details are uploaded, the batch ends; the report names
+# the transaction that differs
+EXPECTED["cup-unsettled.jsonl"] = [("unsettled", "totals_unbalanced", "acquirer_contact_needed", [], []),
+                                   ("unsettled", "report_import", "acquirer_contact_needed", [], [])]
 # the sale's reversal is still pending when the sale ends (0400 answered 96) and acknowledged by the flush: the
 # till reports no incident for it (the late answer is what the test below checks)
 EXPECTED["iso87ascii-reversal_repeat_late.jsonl"] = []
@@ -121,6 +125,40 @@ def test_the_late_approval_is_said_without_verbose() -> None:
                                                            ).count("late answer:") == 1
 
 
+def test_a_cup_unbalanced_settlement_uploads_the_details_then_ends_the_batch(posguard_replay: Any) -> None:
+    """pos-flows.md (A) "Not arrived", CUP: 0500 (60.3 201, totals in 48) answered 00 with the foreign flag 2;
+    then a detail 0320 of the approved sale (60.3 201: swiped; 61 = its batch and STAN), none of the declined one,
+    and the batch end (0320, 60.3 202, 48 = one detail); the batch is closed unbalanced."""
+    day = posguard_replay(HAND / "cup-unsettled.jsonl")
+    out = [(r["mti"], json.loads(r["masked"])) for r in day.journal.messages() if r["direction"] == "out"]
+    assert [mti for mti, _ in out] == ["0200", "0200", "0500", "0320", "0320"]
+    settle, detail, end = (f for _, f in out[2:])
+    assert [f["60"][8:11] for f in (settle, detail, end)] == ["201", "201", "202"]
+    assert settle["48"] == "0" * 31 + "000000001250001000000000000000" + "0"  # the Visa sale: foreign group
+    assert (detail["4"], detail["61"], detail["63"]) == ("000000001250", "000001000001", "VIS")
+    assert end["48"] == "0001"
+    (batch,) = day.journal.query("SELECT host_result FROM batches WHERE state != 'open'")
+    assert batch["host_result"] == "unbalanced rc=00 flag=1 foreign=2"
+
+
+def _doc_block_with(mti: str) -> list[dict[str, Any]]:
+    (block,) = [b for b in DOC_BLOCKS if any(o.get("mti") == mti for o in b)]
+    return block
+
+
+def test_the_doc_settlement_example_is_the_hand_written_day() -> None:
+    """The doc's CUP settlement records are the capture's, and its messages (as ``posguard iso8583 encode -d cup``
+    takes them) are the records' hex."""
+    records = [json.loads(line) for line in (HAND / "cup-unsettled.jsonl").read_text().splitlines()[1:]]
+    block = _doc_block_with("0510")
+    start = records.index(block[0])
+    assert records[start:start + len(block)] == block and block[0] == {"t": 0.7, "k": "op", "op": "settle"}
+    text = re.search(r"```text\n(.*?)```", DOC.read_text(), flags=re.S)
+    assert text is not None
+    docs = [json.loads(line) for line in text.group(1).splitlines()]
+    assert [Message.from_dict(d, "cup").encode().hex().upper() for d in docs] == [r["hex"] for r in block[1:]]
+
+
 @pytest.mark.parametrize("name", ["bom", "crlf", "trailing_blank_line", "bom_crlf_trailing_blank"])
 def test_what_an_editor_adds_is_tolerated(name: str, posguard_replay: Any) -> None:
     raw = (MISTAKES / f"{name}.jsonl").read_bytes()  # the file holds what its name says (kept by .gitattributes)
@@ -152,6 +190,12 @@ REFUSED: dict[str, tuple[int, str]] = {
     "full_pan_in_report": (13, "pan_masked does not match"),
     # the answer does not echo the amount: invalid as live, so the engine reverses; the capture holds no 0400
     "answer_not_echoing_amount": (7, "the replay sends a 0400 where the recording has the operator action"),
+    # CUP settlement written with the international recipe: the 0510 answered 95 (a CUP host answers 00 and flags
+    # field 48), or the batch end written as a closing 0500 (CUP ends the batch with a 0320, 60.3 = 202)
+    "cup_unbalanced_answered_95": (10, "the replay refused 'settle' (settlement of batch 1 stopped: the host "
+                                       "answered the 0500 with RC 95; the batch stays open, run settlement again) "
+                                       "where the recording sent 0320 at line 13"),
+    "cup_batch_end_as_0500": (15, "the replay sends 0320, the recording 0500"),
 }
 
 
