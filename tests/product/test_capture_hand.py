@@ -60,6 +60,7 @@ EXPECTED["cup-unsettled.jsonl"] = [("unsettled", "totals_unbalanced", "acquirer_
 # the sale's reversal is still pending when the sale ends (0400 answered 96) and acknowledged by the flush: the
 # till reports no incident for it (the late answer is what the test below checks)
 EXPECTED["iso87ascii-reversal_repeat_late.jsonl"] = []
+EXPECTED["iso87ascii-reversal_repeat_both_late.jsonl"] = []  # the same, the 0400 timing out too
 
 
 def _mti(image: str, dialect: str) -> str:
@@ -116,6 +117,23 @@ def test_a_late_answer_to_a_timed_out_repeat_is_heard_late(posguard_replay: Any)
     sent = [r["mti"] for r in day.journal.messages(T1) if r["direction"] == "out"]
     assert sent == ["0200", "0400", "0401", "0401"]
     assert day.states()[T1] == "reversed"
+
+
+def test_two_timed_out_reversal_attempts_have_two_late_answers(posguard_replay: Any, tmp_path: Path) -> None:
+    """The 0400 times out too, then the 0401: both late 0410s (same STAN) arrive after the 0401's timeout; each
+    is the late answer of one timed-out attempt. A third late 0410 answers nothing the replay sent: a divergence."""
+    name = HAND / "iso87ascii-reversal_repeat_both_late.jsonl"
+    day = posguard_replay(name)
+    assert [(e.mti, e.stan, e.response_code) for e in day.result.late_answers] == [("0410", 2, "00")] * 2
+    assert [r["mti"] for r in day.journal.messages(T1) if r["direction"] == "out"] == ["0200", "0400", "0401",
+                                                                                       "0401"]
+    lines = name.read_text().splitlines(keepends=True)
+    late = [n for n, line in enumerate(lines) if '"dir": "in"' in line][0]
+    third = tmp_path / "three_late.jsonl"
+    third.write_text("".join(lines[:late + 2] + [lines[late]] + lines[late + 2:]))
+    with pytest.raises(CaptureError) as err:
+        posguard_replay(third)
+    assert err.value.line == late + 3 and "the recording received 0410 STAN 2 here" in str(err.value)
 
 
 def test_the_late_approval_is_said_without_verbose() -> None:
