@@ -57,6 +57,8 @@ EXPECTED["iso87ascii-unsettled.jsonl"] = [("unsettled", "report_import", "acquir
 # the transaction that differs
 EXPECTED["cup-unsettled.jsonl"] = [("unsettled", "totals_unbalanced", "acquirer_contact_needed", [], []),
                                    ("unsettled", "report_import", "acquirer_contact_needed", [], [])]
+# international: the 0510 answers 95, the details are uploaded, the closing 0500 (960000) is answered 00
+EXPECTED["iso87ascii-unbalanced.jsonl"] = [("unsettled", "totals_unbalanced", "acquirer_contact_needed", [], [])]
 # the sale's reversal is still pending when the sale ends (0400 answered 96) and acknowledged by the flush: the
 # till reports no incident for it (the late answer is what the test below checks)
 EXPECTED["iso87ascii-reversal_repeat_late.jsonl"] = []
@@ -157,6 +159,18 @@ def test_a_cup_unbalanced_settlement_uploads_the_details_then_ends_the_batch(pos
     assert end["48"] == "0001"
     (batch,) = day.journal.query("SELECT host_result FROM batches WHERE state != 'open'")
     assert batch["host_result"] == "unbalanced rc=00 flag=1 foreign=2"
+
+
+def test_an_international_unbalanced_settlement_uploads_then_closes_with_a_second_0500(
+        posguard_replay: Any) -> None:
+    """pos-flows.md (A) "Not arrived", international [MAB]: 0500/920000 answered 95, a 0320 per approved
+    transaction (60 = the original's MTI and STAN), then 0500/960000 answered 00: the batch closes unbalanced."""
+    day = posguard_replay(HAND / "iso87ascii-unbalanced.jsonl")
+    out = [(r["mti"], json.loads(r["masked"])) for r in day.journal.messages() if r["direction"] == "out"]
+    assert [(mti, f["3"]) for mti, f in out[2:]] == [("0500", "920000"), ("0320", "000000"), ("0500", "960000")]
+    assert (out[3][1]["4"], out[3][1]["60"], out[2][1]["88"]) == ("000000001250", "0200000001", "0000000000001250")
+    (batch,) = day.journal.query("SELECT host_result FROM batches WHERE state != 'open'")
+    assert batch["host_result"] == "unbalanced rc=95"
 
 
 def _doc_block_with(mti: str) -> list[dict[str, Any]]:
