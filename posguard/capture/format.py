@@ -11,6 +11,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from posguard.capture.errors import CaptureError
+from posguard.capture.ops import OPERATOR_ACTIONS
 from posguard.capture.sanitize import Sanitiser, blank_names, blank_verify
 from posguard.clock import Clock, SystemClock
 from posguard.sensitive import mask_digits_in_text
@@ -18,25 +20,35 @@ from posguard.sensitive import mask_digits_in_text
 if TYPE_CHECKING:
     from posguard.engine.observe import Exchange
 
-__all__ = ["CAPTURE_VERSION", "KINDS", "Capture", "CaptureError", "CaptureWriter", "read_capture",
-           "sanitise_frame"]
+__all__ = ["CAPTURE_VERSION", "KINDS", "OP_ARGUMENTS", "RECORD_KEYS", "Capture", "CaptureError", "CaptureWriter",
+           "read_capture", "sanitise_frame"]
 
 CAPTURE_VERSION = 1
 #: record keys that hold hex (sanitised against learnt PANs only, never pattern-scrubbed)
 HEX_KEYS = frozenset({"hex", "c", "r", "atr", "field55", "cvm_results", "messages", "script_results"})
-KINDS = ("card", "atr", "apdu", "swipe", "frame", "iso", "link", "op", "start", "card_outcome")
+#: the arguments of the operator actions (:data:`~posguard.capture.ops.OPERATOR_ACTIONS`): the keys an ``op`` record
+#: may carry besides ``op``; which of them its own action takes is checked when it is replayed (``check_op``)
+OP_ARGUMENTS = tuple(sorted({name for action in OPERATOR_ACTIONS.values() for name in action.args}))
+#: record kind -> the keys it defines besides ``t`` and ``k`` (docs/capture-format.md, "Records" and "The keys of
+#: each record kind"); the reader refuses any other key
+RECORD_KEYS: dict[str, tuple[str, ...]] = {
+    "card": ("ref", "pan", "expiry", "entry_mode", "scheme", "cvm_results", "field55", "presentation", "second_gac",
+             "cvm_required", "source", "label", "aid"),
+    "atr": ("atr",),
+    "apdu": ("c", "r"),
+    "swipe": ("track2", "ref", "has_track1"),
+    "frame": ("dir", "hex"),
+    "iso": ("dir", "hex", "mti", "stan", "removed", "undecodable"),
+    "link": ("event", "maybe_sent", "detail", "kind", "rule", "txn_ids"),
+    "op": ("op", *OP_ARGUMENTS),
+    "start": ("started",),
+    "card_outcome": ("presentation", "cryptogram", "atc", "script_results", "field55"),
+}
+KINDS = tuple(RECORD_KEYS)
 #: records a recorder may write after later ones, with the time they crossed the line (a Twin read's frames are
 #: held until its PAN is known): exempt from the time-order check, as are ``in`` records (a late answer may be
 #: written next to its request, docs/capture-format.md "A late answer is a timeout")
 _HELD_KINDS = ("atr", "apdu", "swipe", "frame")
-
-
-class CaptureError(ValueError):
-    """A capture file that cannot be read; ``line`` is 1-based."""
-
-    def __init__(self, line: int, message: str) -> None:
-        super().__init__(f"line {line}: {message}")
-        self.line = line
 
 
 @dataclass
@@ -78,6 +90,20 @@ def _check_hex(rec: Mapping[str, Any], key: str, line: int) -> None:
         raise CaptureError(line, f"{rec.get('k')} record: {key!r} is not hex") from None
 
 
+def _check_keys(rec: Mapping[str, Any], kind: str, line: int) -> None:
+    """A key the record's kind does not define is refused, never ignored (a typo such as ``"amout"``, or a key
+    of another kind, e.g. ``txn`` on an ``iso`` record, would otherwise be dropped without a word)."""
+    keys = RECORD_KEYS[kind]
+    stray = [key for key in rec if key not in ("t", "k") and key not in keys]
+    if stray:
+        key = mask_digits_in_text(json.dumps(stray[0]))[:40]  # as written (a key may be anything, even digits)
+        a = "an" if kind[0] in "aeiou" else "a"
+        defined = (f"op, and an operator action's arguments: {', '.join(keys[1:])}" if kind == "op"
+                   else ", ".join(keys))
+        raise CaptureError(line, f"{kind} record has the key {key}, which {a} {kind} record does not define (its "
+                                 f"keys: t, k, {defined}; docs/capture-format.md, \"The keys of each record kind\")")
+
+
 def _validate(rec: Any, line: int) -> dict[str, Any]:
     if not isinstance(rec, dict):
         raise CaptureError(line, "a record must be a JSON object")
@@ -86,6 +112,7 @@ def _validate(rec: Any, line: int) -> dict[str, Any]:
         raise CaptureError(line, "record needs \"t\" (seconds since start, a finite number >= 0)")
     if k not in KINDS:
         raise CaptureError(line, f"unknown record kind {k!r}; expected one of {', '.join(KINDS)}")
+    _check_keys(rec, k, line)
     if k == "apdu":
         _check_hex(rec, "c", line)
         _check_hex(rec, "r", line)

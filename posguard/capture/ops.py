@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from posguard.capture.format import CaptureError
+from posguard.capture.errors import CaptureError
 
 __all__ = ["OPERATOR_ACTIONS", "OpArg", "OperatorAction", "check_op"]
 

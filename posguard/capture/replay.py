@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -86,9 +87,10 @@ class ReplayLink:
         #: called for each recorded network message (08xx) the replay passes over without sending it
         self.network_skipped: Callable[[], None] = lambda: None
         self._spent: set[int] = set()  # the records of those messages, each spent once
-        #: (answer MTI, STAN) of the requests that timed out: a recorded answer to one, wherever the recording
-        #: wrote it (next to its request or in time order, after what the terminal did meanwhile), is a late answer
-        self.timed_out: set[tuple[str, int]] = set()
+        #: (answer MTI, STAN) of the requests that timed out, counted: a recorded answer to one, wherever the
+        #: recording wrote it (next to its request or in time order, after what the terminal did meanwhile), is a
+        #: late answer. A 0400 and its repeat 0401 that both timed out wait for two 0410s under the same STAN
+        self.timed_out: Counter[tuple[str, int]] = Counter()
 
     def spend_network(self, index: int) -> None:
         """The recorded 08xx at ``index`` is not sent by the replay: spend its STAN (once)."""
@@ -120,27 +122,33 @@ class ReplayLink:
             return self._answer(request, timeout)
         except HostTimeout:
             if request.stan is not None:
-                self.timed_out.add((request.response_mti, request.stan))
+                self.timed_out[(request.response_mti, request.stan)] += 1
             raise
 
     def hear(self, index: int, rec: dict[str, Any], after: str) -> None:
         """An ``in`` record no request of the replay's was answered from (the cursor passed over it): a late
         answer to a request that timed out, a network answer (08xx, not replayed), or a divergence."""
-        if index in self.late:
-            self.late.discard(index)
-            self.deliver_late(rec)
-            return
         mti = _mti(rec, self.dialect)
-        if mti.startswith("08"):
-            return
         stan = rec.get("stan")
         if not isinstance(stan, int) or isinstance(stan, bool):
             stan = _stan_of(rec, self.dialect)
-        if stan is not None and (mti, stan) in self.timed_out:
-            self.timed_out.discard((mti, stan))
+        if index in self.late:  # written next to its request, later than the request's timeout
+            self.late.discard(index)
+            self._heard_late(mti, stan)
+            self.deliver_late(rec)
+            return
+        if mti.startswith("08"):
+            return
+        if stan is not None and self.timed_out[(mti, stan)] > 0:
+            self._heard_late(mti, stan)
             self.deliver_late(rec)
             return
         raise ReplayDiverged(self.cursor.line(index), _not_answered(rec, mti, after))
+
+    def _heard_late(self, mti: str, stan: int | None) -> None:
+        """One timed-out request with this answer MTI and STAN has had its late answer."""
+        if stan is not None and self.timed_out[(mti, stan)] > 0:
+            self.timed_out[(mti, stan)] -= 1
 
     def _skip_network(self, request: Message) -> bool:
         """A recorded sign-on/sign-off (08xx) where the replay sends something else: the live terminal's keys

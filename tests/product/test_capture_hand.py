@@ -53,6 +53,16 @@ for _d in ("cup", "iso87ascii"):
         f"{_d}-cut_off.jsonl": [("reversal", "capture_ended", "reversal_owed", [T1], [])],
     }
 EXPECTED["iso87ascii-unsettled.jsonl"] = [("unsettled", "report_import", "acquirer_contact_needed", [], [])]
+# CUP: the 0510 flags the foreign totals unbalanced (48), the details are uploaded, the batch ends; the report names
+# the transaction that differs
+EXPECTED["cup-unsettled.jsonl"] = [("unsettled", "totals_unbalanced", "acquirer_contact_needed", [], []),
+                                   ("unsettled", "report_import", "acquirer_contact_needed", [], [])]
+# international: the 0510 answers 95, the details are uploaded, the closing 0500 (960000) is answered 00
+EXPECTED["iso87ascii-unbalanced.jsonl"] = [("unsettled", "totals_unbalanced", "acquirer_contact_needed", [], [])]
+# the sale's reversal is still pending when the sale ends (0400 answered 96) and acknowledged by the flush: the
+# till reports no incident for it (the late answer is what the test below checks)
+EXPECTED["iso87ascii-reversal_repeat_late.jsonl"] = []
+EXPECTED["iso87ascii-reversal_repeat_both_late.jsonl"] = []  # the same, the 0400 timing out too
 
 
 def _mti(image: str, dialect: str) -> str:
@@ -97,11 +107,88 @@ def test_a_late_approval_written_in_time_order_is_heard_late(dialect: str, posgu
     assert day.states()[T1] == "reversed"
 
 
+def test_a_late_answer_to_a_timed_out_repeat_is_heard_late(posguard_replay: Any) -> None:
+    """The sale times out; its 0400 is answered 96 (not a done code: repeated); at the flush the 0401 times out
+    (a recorded ``link`` timeout) and its late 0410 is written in time order, after the timeout; the next 0401
+    gets its 0410. The answer to a repeat is the original's + 10 (pos-flows.md (B): "last digit 1 = repeat"; a
+    0401 is answered by a 0410, ``Message.response_mti``), so the late 0410 is the timed-out 0401's, heard late,
+    not a divergence (a replay that waited for a 0411 stopped here: commit 61ffd75)."""
+    day = posguard_replay(HAND / "iso87ascii-reversal_repeat_late.jsonl")
+    (event,) = day.result.late_answers
+    assert (event.mti, event.stan, event.response_code) == ("0410", 2, "00")
+    sent = [r["mti"] for r in day.journal.messages(T1) if r["direction"] == "out"]
+    assert sent == ["0200", "0400", "0401", "0401"]
+    assert day.states()[T1] == "reversed"
+
+
+def test_two_timed_out_reversal_attempts_have_two_late_answers(posguard_replay: Any, tmp_path: Path) -> None:
+    """The 0400 times out too, then the 0401: both late 0410s (same STAN) arrive after the 0401's timeout; each
+    is the late answer of one timed-out attempt. A third late 0410 answers nothing the replay sent: a divergence."""
+    name = HAND / "iso87ascii-reversal_repeat_both_late.jsonl"
+    day = posguard_replay(name)
+    assert [(e.mti, e.stan, e.response_code) for e in day.result.late_answers] == [("0410", 2, "00")] * 2
+    assert [r["mti"] for r in day.journal.messages(T1) if r["direction"] == "out"] == ["0200", "0400", "0401",
+                                                                                       "0401"]
+    lines = name.read_text().splitlines(keepends=True)
+    late = [n for n, line in enumerate(lines) if '"dir": "in"' in line][0]
+    third = tmp_path / "three_late.jsonl"
+    third.write_text("".join(lines[:late + 2] + [lines[late]] + lines[late + 2:]))
+    with pytest.raises(CaptureError) as err:
+        posguard_replay(third)
+    assert err.value.line == late + 3 and "the recording received 0410 STAN 2 here" in str(err.value)
+
+
 def test_the_late_approval_is_said_without_verbose() -> None:
     text = _in_process("replay", str(HAND / "iso87ascii-late_approval.jsonl"))
     assert "late answer: 0210 STAN 1 rc 00: late approval after a timeout: the reversal must go ahead" in text
     assert text.count("late answer:") == 1 and _in_process("replay", "-v", str(HAND / "iso87ascii-late_approval.jsonl")
                                                            ).count("late answer:") == 1
+
+
+def test_a_cup_unbalanced_settlement_uploads_the_details_then_ends_the_batch(posguard_replay: Any) -> None:
+    """pos-flows.md (A) "Not arrived", CUP: 0500 (60.3 201, totals in 48) answered 00 with the foreign flag 2;
+    then a detail 0320 of the approved sale (60.3 201: swiped; 61 = its batch and STAN), none of the declined one,
+    and the batch end (0320, 60.3 202, 48 = one detail); the batch is closed unbalanced."""
+    day = posguard_replay(HAND / "cup-unsettled.jsonl")
+    out = [(r["mti"], json.loads(r["masked"])) for r in day.journal.messages() if r["direction"] == "out"]
+    assert [mti for mti, _ in out] == ["0200", "0200", "0500", "0320", "0320"]
+    settle, detail, end = (f for _, f in out[2:])
+    assert [f["60"][8:11] for f in (settle, detail, end)] == ["201", "201", "202"]
+    assert settle["48"] == "0" * 31 + "000000001250001000000000000000" + "0"  # the Visa sale: foreign group
+    assert (detail["4"], detail["61"], detail["63"]) == ("000000001250", "000001000001", "VIS")
+    assert end["48"] == "0001"
+    (batch,) = day.journal.query("SELECT host_result FROM batches WHERE state != 'open'")
+    assert batch["host_result"] == "unbalanced rc=00 flag=1 foreign=2"
+
+
+def test_an_international_unbalanced_settlement_uploads_then_closes_with_a_second_0500(
+        posguard_replay: Any) -> None:
+    """pos-flows.md (A) "Not arrived", international [MAB]: 0500/920000 answered 95, a 0320 per approved
+    transaction (60 = the original's MTI and STAN), then 0500/960000 answered 00: the batch closes unbalanced."""
+    day = posguard_replay(HAND / "iso87ascii-unbalanced.jsonl")
+    out = [(r["mti"], json.loads(r["masked"])) for r in day.journal.messages() if r["direction"] == "out"]
+    assert [(mti, f["3"]) for mti, f in out[2:]] == [("0500", "920000"), ("0320", "000000"), ("0500", "960000")]
+    assert (out[3][1]["4"], out[3][1]["60"], out[2][1]["88"]) == ("000000001250", "0200000001", "0000000000001250")
+    (batch,) = day.journal.query("SELECT host_result FROM batches WHERE state != 'open'")
+    assert batch["host_result"] == "unbalanced rc=95"
+
+
+def _doc_block_with(mti: str) -> list[dict[str, Any]]:
+    (block,) = [b for b in DOC_BLOCKS if any(o.get("mti") == mti for o in b)]
+    return block
+
+
+def test_the_doc_settlement_example_is_the_hand_written_day() -> None:
+    """The doc's CUP settlement records are the capture's, and its messages (as ``posguard iso8583 encode -d cup``
+    takes them) are the records' hex."""
+    records = [json.loads(line) for line in (HAND / "cup-unsettled.jsonl").read_text().splitlines()[1:]]
+    block = _doc_block_with("0510")
+    start = records.index(block[0])
+    assert records[start:start + len(block)] == block and block[0] == {"t": 0.7, "k": "op", "op": "settle"}
+    text = re.search(r"```text\n(.*?)```", DOC.read_text(), flags=re.S)
+    assert text is not None
+    docs = [json.loads(line) for line in text.group(1).splitlines()]
+    assert [Message.from_dict(d, "cup").encode().hex().upper() for d in docs] == [r["hex"] for r in block[1:]]
 
 
 @pytest.mark.parametrize("name", ["bom", "crlf", "trailing_blank_line", "bom_crlf_trailing_blank"])
@@ -135,6 +222,12 @@ REFUSED: dict[str, tuple[int, str]] = {
     "full_pan_in_report": (13, "pan_masked does not match"),
     # the answer does not echo the amount: invalid as live, so the engine reverses; the capture holds no 0400
     "answer_not_echoing_amount": (7, "the replay sends a 0400 where the recording has the operator action"),
+    # CUP settlement written with the international recipe: the 0510 answered 95 (a CUP host answers 00 and flags
+    # field 48), or the batch end written as a closing 0500 (CUP ends the batch with a 0320, 60.3 = 202)
+    "cup_unbalanced_answered_95": (10, "the replay refused 'settle' (settlement of batch 1 stopped: the host "
+                                       "answered the 0500 with RC 95; the batch stays open, run settlement again) "
+                                       "where the recording sent 0320 at line 13"),
+    "cup_batch_end_as_0500": (15, "the replay sends 0320, the recording 0500"),
 }
 
 

@@ -75,7 +75,7 @@ def test_writer_sanitises_messages_as_written(tmp_path: Path) -> None:
                             "49": "156", "52": "0123456789ABCDEF"}, dialect="iso87ascii")
     with CaptureWriter(path, dialect="iso87ascii", tid="TERM0001", mid="M", clock=VirtualClock()) as w:
         w.iso("out", sale.encode())
-        w.record("op", op="sale", note=f"customer card {SIM_PANS[1]}")
+        w.record("op", op="sale", order=f"customer card {SIM_PANS[1]}")  # free text: scrubbed
         w.record("apdu", c="00B2010C00", r=f"5A08{SIM_PANS[0]}9000")
         w.apdu(bytes.fromhex("0020008008241234FFFFFFFFFF"), bytes.fromhex("9000"))  # VERIFY: plaintext PIN
     assert clear_pan_hits(path.read_bytes()) == []
