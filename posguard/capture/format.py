@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import os
@@ -63,6 +64,9 @@ class Capture:
     header: dict[str, Any]
     records: list[dict[str, Any]] = field(default_factory=list)
     lines: list[int] = field(default_factory=list)
+    #: (line, key) of each key the reader ignored: no record kind defines it and it is no near-spelling of one
+    #: (an author's ``"comment"``); the key masked where it holds digits
+    ignored: list[tuple[int, str]] = field(default_factory=list)
 
     @property
     def dialect(self) -> str:
@@ -90,21 +94,39 @@ def _check_hex(rec: Mapping[str, Any], key: str, line: int) -> None:
         raise CaptureError(line, f"{rec.get('k')} record: {key!r} is not hex") from None
 
 
-def _check_keys(rec: Mapping[str, Any], kind: str, line: int) -> None:
-    """A key the record's kind does not define is refused, never ignored (a typo such as ``"amout"``, or a key
-    of another kind, e.g. ``txn`` on an ``iso`` record, would otherwise be dropped without a word)."""
+#: every key some record kind defines
+_DEFINED_KEYS = frozenset({"t", "k"}.union(*RECORD_KEYS.values()))
+
+
+def _shown(key: str) -> str:
+    """A record's key as written, for a message: quoted, digits masked (a key may be anything, even a PAN)."""
+    return mask_digits_in_text(json.dumps(key))[:40]
+
+
+def _check_keys(rec: Mapping[str, Any], kind: str, line: int) -> list[str]:
+    """The keys of ``rec`` its kind does not define and that are the author's own (a ``"comment"``), for the reader
+    to drop and list. A key that looks like a mistake is refused instead, never dropped without a word: a key of
+    another kind (``txn`` on an ``iso`` record) or a near-spelling of one of this kind's keys (``"amout"``)."""
     keys = RECORD_KEYS[kind]
-    stray = [key for key in rec if key not in ("t", "k") and key not in keys]
-    if stray:
-        key = mask_digits_in_text(json.dumps(stray[0]))[:40]  # as written (a key may be anything, even digits)
+    ignored: list[str] = []
+    for key in rec:
+        if key in ("t", "k") or key in keys:
+            continue
+        near = difflib.get_close_matches(key, keys, n=1, cutoff=0.75)
+        if key not in _DEFINED_KEYS and not near:
+            ignored.append(key)
+            continue
         a = "an" if kind[0] in "aeiou" else "a"
         defined = (f"op, and an operator action's arguments: {', '.join(keys[1:])}" if kind == "op"
                    else ", ".join(keys))
-        raise CaptureError(line, f"{kind} record has the key {key}, which {a} {kind} record does not define (its "
-                                 f"keys: t, k, {defined}; docs/capture-format.md, \"The keys of each record kind\")")
+        hint = f"; did you mean {near[0]!r}?" if near and key not in _DEFINED_KEYS else ""
+        raise CaptureError(line, f"{kind} record has the key {_shown(key)}, which {a} {kind} record does not define (its "
+                                 f"keys: t, k, {defined}{hint}; docs/capture-format.md, \"The keys of each record "
+                                 "kind\")")
+    return ignored
 
 
-def _validate(rec: Any, line: int) -> dict[str, Any]:
+def _validate(rec: Any, line: int, ignored: list[tuple[int, str]]) -> dict[str, Any]:
     if not isinstance(rec, dict):
         raise CaptureError(line, "a record must be a JSON object")
     t, k = rec.get("t"), rec.get("k")
@@ -112,7 +134,9 @@ def _validate(rec: Any, line: int) -> dict[str, Any]:
         raise CaptureError(line, "record needs \"t\" (seconds since start, a finite number >= 0)")
     if k not in KINDS:
         raise CaptureError(line, f"unknown record kind {k!r}; expected one of {', '.join(KINDS)}")
-    _check_keys(rec, k, line)
+    for key in _check_keys(rec, k, line):  # the author's own: dropped, and listed (masked) for the replay to say
+        del rec[key]
+        ignored.append((line, _shown(key)))
     if k == "apdu":
         _check_hex(rec, "c", line)
         _check_hex(rec, "r", line)
@@ -174,6 +198,7 @@ def _read(path: IO[str]) -> Capture:
     header: dict[str, Any] | None = None
     records: list[dict[str, Any]] = []
     lines: list[int] = []
+    ignored: list[tuple[int, str]] = []
     offset = last_t = 0.0  # a later segment's times continue the first one's
     ordered: tuple[float, int] | None = None  # (t, line) of the latest record that must be in time order
     for n, raw in enumerate(path, 1):
@@ -199,7 +224,7 @@ def _read(path: IO[str]) -> Capture:
             records.append({"t": offset, "k": "start", "started": segment.get("started")})
             lines.append(n)
             continue
-        rec = _validate(obj, n)
+        rec = _validate(obj, n, ignored)
         if offset:
             rec["t"] = round(float(rec["t"]) + offset, 6)
         if rec["k"] not in _HELD_KINDS and not (rec["k"] == "iso" and rec["dir"] == "in"):
@@ -213,7 +238,7 @@ def _read(path: IO[str]) -> Capture:
         lines.append(n)
     if header is None:
         raise CaptureError(1, "empty file: no capture header")
-    return Capture(header, records, lines)
+    return Capture(header, records, lines, ignored)
 
 
 def _seconds_between(first: Any, later: Any) -> float:

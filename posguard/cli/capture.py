@@ -76,6 +76,8 @@ def _replay(ns: argparse.Namespace) -> int:
         side = sys.stderr if ns.json else sys.stdout  # --json keeps standard output one incident per line
         for line, op, why in result.refused:  # an action that did nothing is said, never skipped quietly
             print(f"refused at line {line}: {op}: {why}", file=side)
+        for line, key in result.capture.ignored:  # an author's own key (a "comment"): read past, and said
+            print(f"ignored at line {line}: the key {key}, which no record kind defines", file=side)
         if not ns.verbose or ns.json:  # (the verbose log has them already)
             for event in result.late_answers:
                 print(f"late answer: {event.mti} STAN {event.stan} rc {event.response_code}: {event.detail}",

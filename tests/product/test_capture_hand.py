@@ -145,6 +145,19 @@ def test_the_late_approval_is_said_without_verbose() -> None:
                                                            ).count("late answer:") == 1
 
 
+def test_an_authors_comment_is_read_past_and_said(tmp_path: Path) -> None:
+    """A hand-writer's own key (a comment on a record) changes nothing of the replay, and the replay says it read
+    past it (docs/capture-format.md, "The keys of each record kind")."""
+    source = HAND / "iso87ascii-late_approval.jsonl"
+    lines = source.read_text().splitlines()
+    commented = tmp_path / "commented.jsonl"
+    commented.write_text("\n".join([lines[0], lines[1][:-1] + ', "comment": "the customer\'s card"}', *lines[2:]])
+                         + "\n")
+    plain, said = _in_process("replay", str(source)), _in_process("replay", str(commented))
+    assert said.replace(str(commented), str(source)) == \
+        'ignored at line 2: the key "comment", which no record kind defines\n' + plain
+
+
 def test_a_cup_unbalanced_settlement_uploads_the_details_then_ends_the_batch(posguard_replay: Any) -> None:
     """pos-flows.md (A) "Not arrived", CUP: 0500 (60.3 201, totals in 48) answered 00 with the foreign flag 2;
     then a detail 0320 of the approved sale (60.3 201: swiped; 61 = its batch and STAN), none of the declined one,

@@ -1,7 +1,7 @@
 """The keys of each record kind (docs/capture-format.md, "The keys of each record kind"; ``RECORD_KEYS`` in
-posguard/capture/format.py): a key a record's kind does not define — a typo, or a key of another kind such as
-``txn`` on an ``iso`` record — is refused with one line naming the line, the kind and the key, never dropped
-without a word. The doc's key table is the declared one; every capture of the suite still reads."""
+posguard/capture/format.py): a key that looks like a mistake — a near-spelling of the kind's own key, or a key of
+another kind such as ``txn`` on an ``iso`` record — is refused with one line naming the line, the kind and the
+key; any other key is the author's own (a comment), read past and listed, never dropped without a word. The doc's key table is the declared one; every capture of the suite still reads."""
 
 from __future__ import annotations
 
@@ -70,10 +70,27 @@ def test_a_typo_in_an_op_argument_is_refused_when_read() -> None:
     assert "amount, batch, card" in str(err.value)
 
 
-def test_a_key_that_is_card_data_is_masked_in_the_refusal() -> None:
+def test_a_near_spelling_of_the_kinds_own_key_is_refused_with_the_key_meant() -> None:
     with pytest.raises(CaptureError) as err:
-        read_capture(_capture({"t": 0.1, "k": "iso", "dir": "out", "hex": "", TEST_PAN: 1}))
-    assert TEST_PAN not in str(err.value) and "iso record has the key" in str(err.value)
+        read_capture(_capture({"t": 0.1, "k": "iso", "dir": "out", "hex": "", "mti": "0200", "stna": 1}))
+    assert str(err.value).startswith('line 2: iso record has the key "stna", which an iso record does not define')
+    assert "did you mean 'stan'?" in str(err.value)
+
+
+def test_an_authors_own_key_is_read_past_and_listed() -> None:
+    """A key no record kind defines and that spells none of its kind's keys (a comment) is the author's: the
+    record reads as without it, and the capture lists it (``posguard replay`` prints the list)."""
+    record = {"t": 0.1, "k": "iso", "dir": "out", "mti": "0200", "stan": 1, "hex": ""}
+    capture = read_capture(_capture({**record, "comment": "the sale the customer disputes"},
+                                    {"t": 0.2, "k": "op", "op": "sale", "card": "c1", "amount": 1250, "why": "x"}))
+    assert capture.records[0] == record and capture.ignored == [(2, '"comment"'), (3, '"why"')]
+    assert read_capture(_capture(record)).ignored == []
+
+
+def test_a_key_that_is_card_data_is_masked_where_it_is_listed() -> None:
+    capture = read_capture(_capture({"t": 0.1, "k": "iso", "dir": "out", "hex": "", TEST_PAN: 1}))
+    assert len(capture.ignored) == 1 and TEST_PAN not in capture.ignored[0][1]
+    assert capture.ignored[0][1].startswith('"476173') and capture.ignored[0][1].endswith('6019"')
 
 
 def test_the_op_keys_are_the_operator_actions_arguments() -> None:
