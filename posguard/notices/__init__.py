@@ -244,6 +244,8 @@ _DONE: Final[dict[str, dict[str, str]]] = {
     "refunded": {"zh": "已退货", "en": "refunded"},
     "corrected": {"zh": "已更正", "en": "corrected"},
     "reversed": {"zh": "已冲正", "en": "reversed"},
+    "reversal_pending": {"zh": "冲正处理中：终端将持续发送冲正，直至银行确认", "en": "being reversed: the terminal "
+                         "keeps sending the cancellation until the bank confirms it"},
     "void_stands": {"zh": "撤销有效，无需再处理", "en": "the void stands; nothing more to do"},
     "settled": {"zh": "已结算", "en": "settled"},
     "signed": {"zh": "已签名", "en": "signed"},
@@ -303,11 +305,14 @@ def _fill(notice: Notice, done_key: str, languages: tuple[str, ...], columns: in
 
 
 def reversal_notice(txn: TxnRecord, *, languages: tuple[str, ...] = ("zh", "en"), columns: int = 32,
-                    timezone_name: str | None = None) -> Notice:
+                    timezone_name: str | None = None, pending: bool = False) -> Notice:
     """The notice for a sale the engine reversed on its own (no valid answer in time, or the card declined
-    at the 2nd GENERATE AC): the charge was cancelled; any hold is released by the customer's bank."""
-    notice = Notice("reversal", "reversed", "reversal", [Evidence.of("original", txn)])
-    _fill(notice, "reversed", languages, columns, terminal_zone(timezone_name))
+    at the 2nd GENERATE AC): the charge was cancelled; any hold is released by the customer's bank. ``pending``:
+    the host has not acknowledged the reversal yet (it is queued and sent again, pos-flows.md "Reversal
+    mechanics"), so the notice says the charge is being cancelled."""
+    outcome = "reversal_pending" if pending else "reversed"
+    notice = Notice("reversal", outcome, "reversal", [Evidence.of("original", txn)])
+    _fill(notice, outcome, languages, columns, terminal_zone(timezone_name))
     return notice
 
 

@@ -137,6 +137,8 @@ class Till:
             engine.add_exchange_listener(writer.on_exchange)
         self._seen: set[tuple[str, tuple[str, ...]]] = set()
         self._ticked: set[str] = set()  # time-driven incidents already raised (also looked up in the journal)
+        #: sales whose reversal was queued unacknowledged -> the incident rule to record once it is acknowledged
+        self._reversals_owed: dict[str, str] = {}
         self._evidence = {}
         #: a failed chip read lets the next swipe of a chip card through as a fallback (posguard.card_entry)
         self.fallback = FallbackWindow(engine.clock)
@@ -258,6 +260,9 @@ class Till:
                self.engine.card_declined(txn_id, final_icc=outcome.field55, script_results=outcome.script_results))
         self.card_declined.append(txn_id)
         self._note(res, "card declined after approval", "sale")
+        if res.state == "reversal_pending":  # the 0400 is not acknowledged yet: recorded when it is
+            self._reversal_queued(txn_id, "card_declined_after_approval")
+            return
         self._record_auto("reversal", "card_declined_after_approval", [txn_id],
                           "the host approved but the card declined (AAC at the second GENERATE AC): the engine "
                           "reversed the sale")
@@ -311,12 +316,14 @@ class Till:
                                                self._captured_args(op, args).items()})
         handler: Callable[..., Any] = getattr(self, f"_op_{op}")
         try:
-            return handler(**args)
+            result = handler(**args)
         except (EngineError, IllegalTransition, CardNotPresented) as exc:  # a refusal: nothing was sent
             self.refusal = mask_digits_in_text(str(exc))
             self._tell(f"{op}.refused", f"refused: {self.refusal}", **{k: v for k, v in args.items()
                                                                       if k in ("txn", "amount")})
-            return None
+            result = None
+        self._reversals_acknowledged()  # any action may have sent a queued reversal first (a flush, a sale)
+        return result
 
     def _captured_args(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
         """A ``reconcile`` op record carries the acquirer's report inline (sanitised), not the path of a file the
@@ -378,17 +385,47 @@ class Till:
             self._record_auto("reversal", "outcome_unknown", [result.txn_id],
                               "no valid answer in time: the engine reversed the sale (0400 acknowledged)")
             self._notify_reversal(result.txn_id)
+        elif result.state == "reversal_pending":  # the 0400 is not acknowledged yet: queued, sent again
+            self._reversal_queued(result.txn_id, "outcome_unknown")
         return result
 
-    def _notify_reversal(self, txn_id: str) -> None:
-        """Tell the customer an automatic reversal cancelled the charge (any hold is released by their bank)."""
+    def _reversal_queued(self, txn_id: str, rule: str) -> None:
+        """The engine reversed ``txn_id`` but the host has not acknowledged the 0400 yet (it is queued and sent
+        again): the customer, still at the counter, is told the charge is being cancelled; the incident is
+        recorded when the reversal is acknowledged (:meth:`_reversals_acknowledged`)."""
+        self._reversals_owed[txn_id] = rule
+        self._tell("reversal.queued", f"the reversal of {txn_id} is queued unacknowledged and sent again until the "
+                   "host acknowledges it; the customer is told the charge is being cancelled", logging.WARNING,
+                   txn=txn_id)
+        self._notify_reversal(txn_id, pending=True)
+
+    def _notify_reversal(self, txn_id: str, *, pending: bool = False) -> None:
+        """Tell the customer an automatic reversal cancelled the charge (any hold is released by their bank), or
+        is cancelling it (``pending``: the host has not acknowledged the reversal yet)."""
         p = self.policies
         notice = reversal_notice(self.engine.journal.get_txn(txn_id), languages=p.languages,
-                                 columns=p.printer_columns, timezone_name=p.timezone)
+                                 columns=p.printer_columns, timezone_name=p.timezone, pending=pending)
         self.notices.append(notice)
         if p.outbox:
             where = FileOutbox(p.outbox).deliver_for_txn(txn_id, notice)
             self._tell("notice.delivered", f"reversal notice for {txn_id} in the outbox: {where}", txn=txn_id)
+
+    def _reversals_acknowledged(self) -> None:
+        """Sales whose queued reversal the host has acknowledged since (a flush, the drain before the next
+        request or the settlement): the reversal incident and the customer's final notice, as for a reversal
+        acknowledged at once. One that expired unacknowledged is the idle tick's incident instead."""
+        for txn_id, rule in list(self._reversals_owed.items()):
+            txn = self.engine.journal.get_txn(txn_id)
+            if txn.state == "reversal_pending":
+                continue
+            del self._reversals_owed[txn_id]
+            if txn.state != "reversed":
+                continue
+            journaled = {(m["mti"], m["stan"]) for m in self.engine.journal.messages(txn_id) if m["direction"] == "out"}
+            attempts = [m for m in self.sent if m.is_reversal and (m.mti, m.stan) in journaled]
+            self._record_auto("reversal", rule, [txn_id], f"the queued reversal was acknowledged after "
+                              f"{len(attempts)} attempt(s): the engine reversed the sale", attempts)
+            self._notify_reversal(txn_id)
 
     def _record_override(self, order: str | None, amount: int) -> None:
         """Journal the operator's override before the sale: the duplicate detector reads it (the next
@@ -673,6 +710,7 @@ class Till:
         journal, so a restart does not raise it again). Returns the lines said."""
         said: list[str] = []
         before = len(self.incidents)
+        self._reversals_acknowledged()  # the service's background drain may have sent a queued reversal
         self._handle(self.engine.check_signatures())
         self._follow_ups_due()
         said += [i.line() for i in self.incidents[before:]]
@@ -722,8 +760,12 @@ class Till:
             self._correct(d.kind, d.rule, tuple(t for t in d.txn_ids if t),
                           cause="network" if d.rule == "resend_after_timeout" else None)
 
-    def _record_auto(self, kind: str, rule: str, txn_ids: list[str], detail: str) -> None:
-        sent = [m for m in self.sent[-3:] if m.is_reversal]
+    def _record_auto(self, kind: str, rule: str, txn_ids: list[str], detail: str,
+                     sent: list[Message] | None = None) -> None:
+        """An incident the engine resolved on its own (a reversal); ``sent``: its messages (default: the reversals
+        among the last three requests)."""
+        if sent is None:
+            sent = [m for m in self.sent[-3:] if m.is_reversal]
         inc = IncidentReport(kind, rule, txn_ids, "engine", [evidence_image(m) for m in sent], "reversed", detail,
                              [m.mti for m in sent])
         self.incidents.append(inc)

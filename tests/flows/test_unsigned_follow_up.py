@@ -221,6 +221,35 @@ def test_the_tills_reversal_notice_is_written_to_the_outbox(tmp_path: Path) -> N
         assert not [p for p in outbox.iterdir() if p.name.startswith(".")]  # nothing half-written left
 
 
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_a_reversal_acknowledged_later_is_an_incident_then_and_the_customer_is_told_twice(dialect: str,
+                                                                                         tmp_path: Path) -> None:
+    """The sale times out and so does its reversal: the customer, still at the counter, is told the charge is being
+    cancelled; when a later flush gets the reversal acknowledged, the reversal incident is recorded (as for one
+    acknowledged at once) and the outbox's notice becomes the final one."""
+    with desk_for(dialect, tmp_path) as desk:
+        desk.sim.add_fault("no_response", times=0)  # nothing is answered until cleared
+        till = till_for(desk, tmp_path)
+        sale = till.do("sale", card="c2", amount=19_00)
+        assert sale is not None and sale.state == "reversal_pending"
+        assert till.incidents == [] and [n.outcome for n in till.notices] == ["reversal_pending"]
+        note = tmp_path / "data" / "outbox" / f"txn-{sale.txn_id}-reversal.txt"
+        pending = note.read_text(encoding="utf-8")
+        assert "(reversal_pending)" in pending and "being reversed" in pending and "冲正处理中" in pending
+        desk.sim.clear_faults()
+        till.do("flush")
+        assert desk.journal.get_txn(sale.txn_id).state == "reversed"
+        (inc,) = till.incidents
+        assert (inc.kind, inc.rule, inc.outcome, inc.transactions) == ("reversal", "outcome_unknown", "reversed",
+                                                                        [sale.txn_id])
+        assert inc.messages and all(m.startswith("04") for m in inc.mtis)
+        assert [n.outcome for n in till.notices] == ["reversal_pending", "reversed"]
+        final = note.read_text(encoding="utf-8")
+        assert "(reversed)" in final and "Payment reversed" in final and VISA_PAN not in final
+        till.do("flush")  # recorded once
+        assert len(till.incidents) == 1
+
+
 def test_a_capture_keeps_neither_the_contact_nor_the_signature_files_path(tmp_path: Path) -> None:
     from posguard.capture.format import CaptureWriter
 

@@ -59,10 +59,16 @@ EXPECTED["cup-unsettled.jsonl"] = [("unsettled", "totals_unbalanced", "acquirer_
                                    ("unsettled", "report_import", "acquirer_contact_needed", [], [])]
 # international: the 0510 answers 95, the details are uploaded, the closing 0500 (960000) is answered 00
 EXPECTED["iso87ascii-unbalanced.jsonl"] = [("unsettled", "totals_unbalanced", "acquirer_contact_needed", [], [])]
-# the sale's reversal is still pending when the sale ends (0400 answered 96) and acknowledged by the flush: the
-# till reports no incident for it (the late answer is what the test below checks)
-EXPECTED["iso87ascii-reversal_repeat_late.jsonl"] = []
-EXPECTED["iso87ascii-reversal_repeat_both_late.jsonl"] = []  # the same, the 0400 timing out too
+# the sale's reversal is still pending when the sale ends (0400 answered 96) and acknowledged at the flush (a 0401
+# times out, the next 0401 is answered): the reversal incident then, with every attempt as its evidence
+EXPECTED["iso87ascii-reversal_repeat_late.jsonl"] = [
+    ("reversal", "outcome_unknown", "reversed", [T1], ["0400", "0401", "0401"])]
+EXPECTED["iso87ascii-reversal_repeat_both_late.jsonl"] = [  # the same, the 0400 timing out too
+    ("reversal", "outcome_unknown", "reversed", [T1], ["0400", "0401", "0401"])]
+# the card declines after the host approved and the 0400 times out: the customer is told the charge is being
+# cancelled; the incident comes when the flush's 0401 is acknowledged
+EXPECTED["iso87ascii-card_decline_reversal_later.jsonl"] = [
+    ("reversal", "card_declined_after_approval", "reversed", [T1], ["0400", "0401"])]
 
 
 def _mti(image: str, dialect: str) -> str:
