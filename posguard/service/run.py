@@ -141,6 +141,7 @@ class Service:
         self.log("service.recovered", "start-up recovery done", abandoned=len(report.abandoned),
                  reversals=len(report.reversals_released), advices=len(report.advices_released),
                  still_pending=len(report.still_pending), quarantined=len(report.quarantined))
+        self.till.track_queued_reversals()  # their incident is recorded when the host acknowledges them
         for txn_id in report.quarantined:
             self.log("journal.quarantined", f"{txn_id} could not be recovered and was left as it is; see `posguard "
                                     "incidents`", level="error", txn=txn_id)

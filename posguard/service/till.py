@@ -410,6 +410,16 @@ class Till:
             where = FileOutbox(p.outbox).deliver_for_txn(txn_id, notice)
             self._tell("notice.delivered", f"reversal notice for {txn_id} in the outbox: {where}", txn=txn_id)
 
+    def track_queued_reversals(self) -> list[str]:
+        """After a restart: the journal's sales whose reversal is queued unacknowledged (from before the stop, or
+        armed by the start-up recovery) are watched as :meth:`_reversal_queued` watches them, so that the reversal
+        incident is recorded when the host acknowledges it. Returns their ids."""
+        found = [t.id for t in self.engine.journal.txns_in_states(["reversal_pending"]) if t.id not in
+                 self._reversals_owed]
+        for txn_id in found:
+            self._reversals_owed[txn_id] = "outcome_unknown"
+        return found
+
     def _reversals_acknowledged(self) -> None:
         """Sales whose queued reversal the host has acknowledged since (a flush, the drain before the next
         request or the settlement): the reversal incident and the customer's final notice, as for a reversal

@@ -250,6 +250,22 @@ def test_a_reversal_acknowledged_later_is_an_incident_then_and_the_customer_is_t
         assert len(till.incidents) == 1
 
 
+def test_after_a_restart_a_queued_reversal_is_recorded_when_acknowledged(tmp_path: Path) -> None:
+    """The service stopped with a sale's reversal unacknowledged: the till of the next start watches it
+    (``track_queued_reversals``) and records the reversal incident when the host acknowledges it."""
+    with desk_for("cup", tmp_path) as desk:
+        desk.sim.add_fault("no_response", times=0)
+        sale = till_for(desk, tmp_path).do("sale", card="c2", amount=19_00)
+        assert sale is not None and sale.state == "reversal_pending"
+        desk.sim.clear_faults()
+        again = till_for(desk, tmp_path)  # the next start's till: it knows nothing of the first one's sale
+        assert again.track_queued_reversals() == [sale.txn_id] and again.track_queued_reversals() == []
+        again.do("flush")
+        assert [(i.kind, i.outcome, i.transactions) for i in again.incidents] == [("reversal", "reversed",
+                                                                                    [sale.txn_id])]
+        assert [n.outcome for n in again.notices] == ["reversed"]
+
+
 def test_a_capture_keeps_neither_the_contact_nor_the_signature_files_path(tmp_path: Path) -> None:
     from posguard.capture.format import CaptureWriter
 
