@@ -23,11 +23,12 @@ from posguard.clock import VirtualClock
 from posguard.engine.chart import UNRESOLVED
 from posguard.engine.detectors import Detectors
 from posguard.engine.engine import EnginePolicies, TerminalConfig, TransactionEngine
-from posguard.engine.hostlink import ECHO_FIELDS, LinkEvent, LinkEventKind
+from posguard.engine.hostlink import ECHO_FIELDS, LinkEvent, LinkEventKind, late_answer_detail
 from posguard.engine.journal import Journal, JournalError
 from posguard.engine.ports import HostLinkError, HostTimeout, InvalidResponse
 from posguard.engine.saf import SafPolicy
 from posguard.incidents import IncidentReport
+from posguard.iso8583 import get_dialect
 from posguard.iso8583.message import Message
 from posguard.iso8583.redaction import evidence_image
 from posguard.presenting import CardNotPresented, CardOutcome, CardRequest, HostAnswer, StoredCard
@@ -284,8 +285,9 @@ def _late_event(rec: dict[str, Any], dialect: str, at: float) -> LinkEvent:
     approved = msg is not None and msg.get("39") == "00"
     return LinkEvent(LinkEventKind.LATE_RESPONSE, at, mti=str(rec.get("mti") or "") or None, stan=rec.get("stan"),
                      response_code=msg.get("39") if msg is not None else None, approved=approved,
-                     detail="late approval after a timeout: the reversal must go ahead" if approved
-                     else "late response after a timeout", message=msg)
+                     detail=late_answer_detail(str(rec.get("mti") or "") or None,
+                                               msg.get("39") if msg is not None else None,
+                                               get_dialect(dialect).reversal_done_codes), message=msg)
 
 
 def _same_message(recorded: str, sent: str) -> bool:

@@ -45,7 +45,7 @@ import select
 import socket
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
@@ -148,6 +148,21 @@ class LinkEvent:
 
 
 Listener = Callable[[LinkEvent], None]
+
+
+def late_answer_detail(mti: str | None, response_code: str | None,
+                       reversal_done_codes: Collection[str] = ("00", "12", "25")) -> str:
+    """What an answer that came after its request timed out means, for the operator (the live link and a
+    replay say the same). An answer to a reversal (04x0) is no approval: with a "done" code the host has the
+    reversal (pos-flows.md: 00, 12 and 25 count as done); an approval of anything else came too late, so its
+    reversal must go ahead."""
+    if mti is not None and len(mti) == 4 and mti[1] == "4":
+        if response_code in reversal_done_codes:
+            return "late answer to a reversal that timed out: the host has the reversal"
+        return f"late answer to a reversal that timed out (rc {response_code or '-'}): the reversal is not done"
+    if response_code == "00":
+        return "late approval after a timeout: the reversal must go ahead"
+    return "late response after a timeout"
 
 
 # ---------------------------------------------------------------------------------------------- waiting
@@ -602,8 +617,8 @@ class TcpHostLink:
         if key in self._timed_out:
             del self._timed_out[key]
             self._emit(LinkEventKind.LATE_RESPONSE, response,
-                       "late approval after a timeout: the reversal must go ahead" if response.approved
-                       else "late response after a timeout")
+                       late_answer_detail(response.mti, response.get("39"),
+                                          get_dialect(response.dialect).reversal_done_codes))
         elif key in self._finished:
             self._emit(LinkEventKind.DUPLICATE_RESPONSE, response, "a second response to a finished request")
         else:

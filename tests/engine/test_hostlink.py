@@ -152,6 +152,23 @@ def test_late_approval_arriving_while_the_reversal_waits_is_not_taken_as_its_ans
         assert kinds(events) == ["timeout", "late_response", "response"]
 
 
+def test_a_late_answer_to_a_reversal_is_said_as_such_not_as_an_approval():
+    """A 0400 that timed out and whose 0410 comes late: the host has the reversal; the live link says so in the
+    words a replay uses (late_answer_detail), not "late approval ... the reversal must go ahead"."""
+    with linked() as (sim, link, clock, events):
+        sim.add_fault("no_response", mti="0200")
+        sale = cup_sale(9)
+        with pytest.raises(HostTimeout):
+            link.exchange(sale, timeout=30)
+        sim.add_fault("delay", mti="0400", delay=45.0)
+        with pytest.raises(HostTimeout):
+            link.exchange(cup_reversal(sale), timeout=30)
+        [event] = link.poll(wait=20.0)
+        assert (event.kind, event.mti, event.stan) == (LinkEventKind.LATE_RESPONSE, "0410", 9)
+        assert event.detail == "late answer to a reversal that timed out: the host has the reversal"
+        assert [e.detail for e in events if e.kind is LinkEventKind.LATE_RESPONSE] == [event.detail]
+
+
 def test_late_response_seen_by_poll_while_idle():
     with linked() as (sim, link, clock, _):
         sim.add_fault("delay", delay=45.0)

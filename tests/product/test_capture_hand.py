@@ -122,6 +122,8 @@ def test_a_late_answer_to_a_timed_out_repeat_is_heard_late(posguard_replay: Any)
     day = posguard_replay(HAND / "iso87ascii-reversal_repeat_late.jsonl")
     (event,) = day.result.late_answers
     assert (event.mti, event.stan, event.response_code) == ("0410", 2, "00")
+    # an answer to a reversal is no approval: said as what it is (the live link says the same, late_answer_detail)
+    assert event.detail == "late answer to a reversal that timed out: the host has the reversal"
     sent = [r["mti"] for r in day.journal.messages(T1) if r["direction"] == "out"]
     assert sent == ["0200", "0400", "0401", "0401"]
     assert day.states()[T1] == "reversed"
