@@ -270,39 +270,97 @@ def check_host(cfg: DiagnoseConfig) -> CheckResult:
 
 # -- journal -----------------------------------------------------------------------------------------
 def check_journal(cfg: DiagnoseConfig) -> CheckResult:
+    """The journal read as it stands: opened read-only (:meth:`Journal.open_read_only`), so diagnose never
+    creates, migrates or locks it and a running service keeps writing while it is looked at."""
     if not cfg.journal:
         return CheckResult("journal", "skip", "no journal configured", "set journal.path")
     path = Path(cfg.journal)
     if not path.exists():
         return CheckResult("journal", "warn", f"{path} does not exist yet", "normal before the first transaction; "
                            "otherwise check journal.path")
+    from posguard.engine.chart import IN_DOUBT
     from posguard.engine.journal import Journal, JournalError
+    from posguard.engine.schema import LATEST_VERSION
 
+    holder = _journal_holder(path)
+    held = f"; in use by the running service (pid {holder})" if holder else ""
+    if path.is_dir():
+        return CheckResult("journal", "fail", f"{path} is a directory, not a journal file",
+                           "set journal.path to the journal file (e.g. /var/lib/posguard/journal.db)")
+    if path.stat().st_size == 0:
+        return CheckResult("journal", "warn", f"{path} is empty (0 bytes){held}", "normal if the service has "
+                           "never started; otherwise check journal.path (a backup restored as an empty file?)")
     try:
-        journal = Journal(path)
-    except (JournalError, OSError, Exception) as exc:  # noqa: BLE001 - any open failure is the verdict
-        return CheckResult("journal", "fail", f"{path}: cannot open: {exc}", "restore the journal from its backup; "
-                           "keep the broken file for the acquirer")
+        journal = Journal.open_read_only(path)
+    except JournalError as exc:
+        what = str(exc).partition("): ")[0] + ")" if "damaged (" in str(exc) else str(exc)  # its advice: below
+        return CheckResult("journal", "fail", f"{what}{held}", _journal_open_advice(str(exc)))
     try:
+        version = journal.schema_version()
+        if version == 0:
+            return CheckResult("journal", "fail", f"{path} is an SQLite file but not a posguard journal (no "
+                               "schema_version table)", "check journal.path: it names another program's database")
+        if version != LATEST_VERSION:
+            newer = version > LATEST_VERSION
+            return CheckResult("journal", "fail" if newer else "warn", f"{path}: schema version {version}, this "
+                               f"posguard reads version {LATEST_VERSION}{held}",
+                               "install the newer posguard that wrote it" if newer else "the service upgrades the "
+                               "journal when it starts: start it, then diagnose again", {"schema_version": version})
         problems = [p for p in journal.integrity_check() if p != "ok"]
         pending = journal.saf_items(["queued", "sent"])
         expired = journal.saf_items(["expired"])
+        in_doubt = journal.txns_in_states(IN_DOUBT)
         first = journal.batch_opened_at()
         age_h = (time.time() - first) / 3600 if first is not None else 0.0
         figure = (f"integrity {'ok' if not problems else '; '.join(problems[:3])}; {len(pending)} reversal(s)/"
-                  f"advice(s) pending, {len(expired)} expired; open batch {journal.current_batch()} "
-                  f"{age_h:.1f} h old")
-        data = {"integrity": problems, "pending": len(pending), "expired": len(expired), "batch_age_h": round(age_h, 2)}
+                  f"advice(s) pending, {len(expired)} expired; {len(in_doubt)} transaction(s) of unknown outcome; "
+                  f"open batch {journal.current_batch()} {age_h:.1f} h old{held}")
+        data = {"integrity": problems, "pending": len(pending), "expired": len(expired), "in_doubt": len(in_doubt),
+                "batch_age_h": round(age_h, 2), "service_pid": holder}
         if problems or expired:
             return CheckResult("journal", "fail", figure, "integrity errors: stop trading, copy the journal, restore "
                                "from backup" if problems else "expired reversals/advices: reconcile them with the "
                                "acquirer by hand (posguard incidents)", data)
-        if pending or age_h > cfg.batch_age_warn_h:
-            return CheckResult("journal", "warn", figure, "pending items go out before the next sale; check the host "
-                               "line" if pending else "run settlement: the batch is older than a day", data)
+        if pending or in_doubt or age_h > cfg.batch_age_warn_h:
+            advice = ("pending items go out before the next sale; check the host line" if pending else
+                      "transactions whose outcome the host has not told: the service reverses them when it starts; "
+                      "keep the host line up (posguard incidents lists them)" if in_doubt else
+                      "run settlement: the batch is older than a day")
+            return CheckResult("journal", "warn", figure, advice, data)
         return CheckResult("journal", "ok", figure, "", data)
     finally:
         journal.close()
+
+
+def _journal_open_advice(problem: str) -> str:
+    """What to do about a journal that cannot be read, by what SQLite said (the journal's own wording)."""
+    if "damaged" in problem:
+        return "stop trading, keep the file for the acquirer, restore the journal from its backup"
+    if "locked" in problem:
+        return "another program holds the journal for writing: wait and diagnose again; if it stays locked, stop " \
+               "that program (fuser -v on the journal file names it)"
+    return "check journal.path and the file's owner and mode: the service's user must read and write it"
+
+
+def _journal_holder(path: Path) -> int | None:
+    """The pid of the running service that holds the journal (``<journal>.lock``, see
+    :mod:`posguard.engine.instance_lock`), read without taking the lock; None when nobody holds it."""
+    import os
+
+    try:
+        text = path.with_name(path.name + ".lock").read_text(encoding="ascii", errors="replace").strip()
+    except OSError:
+        return None
+    if not text.isdigit():
+        return None
+    pid = int(text)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None  # a stale pid left by a killed service: nobody holds it
+    except PermissionError:
+        pass  # alive, another user's
+    return pid
 
 
 # -- clock -------------------------------------------------------------------------------------------
