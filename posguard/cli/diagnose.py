@@ -30,6 +30,7 @@ def add_diagnose_command(sub: Any) -> None:
     p.add_argument("--dialect", choices=("cup", "iso87ascii", "iso87", "iso87bcd"))
     p.add_argument("--framing", choices=("binary2", "ascii4", "bcd2"))
     p.add_argument("--journal", help="journal database")
+    p.add_argument("--timezone", help="IANA zone of the host's fields 12/13 (terminal.timezone; default the box's)")
     p.add_argument("--soak", type=float, default=1.0, help="seconds of serial soak (default 1)")
     p.set_defaults(func=_diagnose)
 
@@ -48,6 +49,7 @@ def config_from(ns: argparse.Namespace) -> DiagnoseConfig:
         cfg.host, cfg.port = svc.host or None, svc.port or None
         cfg.dialect, cfg.framing, cfg.tid, cfg.mid = svc.dialect, svc.framing, svc.tid or cfg.tid, svc.mid or cfg.mid
         cfg.journal = svc.journal
+        cfg.timezone = svc.timezone
         cfg.pinpad_port = svc.pinpad_port or None
         cfg.reader_kind = svc.reader_kind
         cfg.service_socket = svc.operator_socket if svc.operator_socket != "stdin" else None
@@ -68,6 +70,8 @@ def config_from(ns: argparse.Namespace) -> DiagnoseConfig:
         cfg.framing = ns.framing
     if ns.journal:
         cfg.journal = ns.journal
+    if ns.timezone:
+        cfg.timezone = ns.timezone
     return cfg
 
 

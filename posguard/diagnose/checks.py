@@ -28,6 +28,8 @@ class DiagnoseConfig:
     tid: str = "POSGRD01"
     mid: str = "MERCHANT0000001"
     journal: str | None = None
+    #: terminal.timezone (IANA; "" = the box's zone): the zone of fields 12/13 in the host's echo answer
+    timezone: str = ""
     #: reader.kind: pcsc, twin or none; auto (no configuration): check whatever is given
     reader_kind: str = "auto"
     #: the running service's operator socket: when it answers, the service holds the reader and is asked
@@ -372,14 +374,20 @@ def check_clock(cfg: DiagnoseConfig) -> CheckResult:
                                "set host.address and host.port")
         return CheckResult("clock", "skip", "no echo answer from the host", "run with the host check")
     response = echo["response"]
-    host_time = _host_time(response, echo["sent_at"])
+    host_time = _host_time(response, echo["sent_at"], cfg.timezone)
     if host_time is None:
         return CheckResult("clock", "warn", "the host's echo answer carries no time (field 7, or 12/13)",
                            "check the clock against NTP instead: timedatectl status")
     local = echo["sent_at"] + echo["rtt_s"] / 2
     drift = local - host_time
-    figure = f"local - host = {drift:+.1f} s (field {'7' if '7' in response else '12/13'})"
+    read_as = "7, GMT" if "7" in response else f"12/13, local time in {cfg.timezone or 'the box zone'}"
+    figure = f"local - host = {drift:+.1f} s (field {read_as})"
     data = {"drift_s": round(drift, 2)}
+    hours = round(drift / 3600)
+    if "7" not in response and hours and abs(drift - hours * 3600) <= cfg.drift_warn_s:
+        return CheckResult("clock", "fail", figure, f"a whole {abs(hours)} h apart: most likely the time zone, not "
+                           "the clock — set terminal.timezone to the zone the acquirer expects in fields 12/13 (CUP: "
+                           "Asia/Shanghai); if it is right, set the clock (timedatectl set-ntp true)", data)
     if abs(drift) > cfg.drift_fail_s:
         return CheckResult("clock", "fail", figure, "set the clock (timedatectl set-ntp true); messages and "
                            "settlement dates are wrong", data)
@@ -388,20 +396,43 @@ def check_clock(cfg: DiagnoseConfig) -> CheckResult:
     return CheckResult("clock", "ok", figure, "", data)
 
 
-def _host_time(response: Any, near: float) -> float | None:
-    year = datetime.fromtimestamp(near, UTC).year
+def _host_time(response: Any, near: float, timezone: str = "") -> float | None:
+    """The host's time in its echo answer: field 7 (MMDDhhmmss, GMT), else 12 (hhmmss) and 13 (MMDD), local
+    time in ``timezone`` (terminal.timezone, as the engine writes them: ``posguard.engine.localtime``; ISO
+    8583:1987 fields 7/12/13). Neither carries the year: the one that puts it nearest ``near`` (31 Dec/1 Jan).
+
+    >>> from datetime import datetime, UTC
+    >>> near = datetime(2027, 1, 1, 0, 0, 5, tzinfo=UTC).timestamp()
+    >>> _host_time({"7": "1231235950"}, near) - near
+    -15.0
+    >>> _host_time({"12": "080000", "13": "0101"}, near, "Asia/Shanghai") - near
+    -5.0
+    """
+    from datetime import tzinfo
+
+    from posguard.notices import terminal_zone
+
+    tz: tzinfo = UTC
     try:
         if "7" in response:
             v = str(response["7"])
-            dt = datetime(year, int(v[0:2]), int(v[2:4]), int(v[4:6]), int(v[6:8]), int(v[8:10]), tzinfo=UTC)
-            return dt.timestamp()
-        if "12" in response and "13" in response:  # local time of the host: assume it runs on UTC offset 0
+            month, day, hms = int(v[0:2]), int(v[2:4]), (int(v[4:6]), int(v[6:8]), int(v[8:10]))
+        elif "12" in response and "13" in response:
             t, d = str(response["12"]), str(response["13"])
-            dt = datetime(year, int(d[0:2]), int(d[2:4]), int(t[0:2]), int(t[2:4]), int(t[4:6]), tzinfo=UTC)
-            return dt.timestamp()
+            month, day, hms = int(d[0:2]), int(d[2:4]), (int(t[0:2]), int(t[2:4]), int(t[4:6]))
+            tz = terminal_zone(timezone) or datetime.now().astimezone().tzinfo or UTC
+        else:
+            return None
+        year = datetime.fromtimestamp(near, UTC).year
+        stamps = []
+        for y in (year - 1, year, year + 1):
+            try:
+                stamps.append(datetime(y, month, day, *hms, tzinfo=tz).timestamp())
+            except ValueError:  # 29 February of a year that has none
+                continue
+        return min(stamps, key=lambda s: abs(s - near)) if stamps else None
     except (ValueError, IndexError):
         return None
-    return None
 
 
 CHECKS: dict[str, Callable[[DiagnoseConfig], CheckResult]] = {

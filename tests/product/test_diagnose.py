@@ -211,3 +211,16 @@ def test_the_pin_pad_check(tmp_path: Path) -> None:
         assert code == 1 and checks["pinpad"]["verdict"] == "warn"
     gone = by_name(run_checks(DiagnoseConfig(pinpad_port=str(tmp_path / "ttyPin")), ["pinpad"]))["pinpad"]
     assert gone.verdict == "fail" and "pinpad.port" in gone.advice
+
+
+def test_the_clock_reads_fields_12_13_in_the_terminal_zone() -> None:
+    """A CUP acquirer answers 12/13 in the terminal's local time (Asia/Shanghai): a healthy box configured so
+    is ok (it was 8 h "off" when 12/13 were read as UTC); read in a wrong zone, the advice names the zone."""
+    with HostSimulator(SimConfig(dialect="cup")) as sim:
+        shanghai = by_name(run_checks(DiagnoseConfig(host="127.0.0.1", port=sim.port, dialect="cup",
+                                                     timezone="Asia/Shanghai"), ["clock"]))["clock"]
+        utc = by_name(run_checks(DiagnoseConfig(host="127.0.0.1", port=sim.port, dialect="cup", timezone="UTC"),
+                                 ["clock"]))["clock"]
+    assert shanghai.verdict == "ok" and abs(float(shanghai.data["drift_s"])) < 5, shanghai
+    assert "Asia/Shanghai" in shanghai.figure
+    assert utc.verdict == "fail" and "8 h apart" in utc.advice and "terminal.timezone" in utc.advice, utc
