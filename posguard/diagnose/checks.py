@@ -120,11 +120,19 @@ def check_pcsc(cfg: DiagnoseConfig) -> CheckResult:
 def check_serial(cfg: DiagnoseConfig) -> CheckResult:
     if not cfg.serial_port:
         return CheckResult("serial", "skip", "no serial reader configured", "set reader.serial_port to check one")
-    from posguard.drivers.errors import ReaderError
+    from posguard.drivers.errors import ReaderError, ReaderTimeout
     from posguard.drivers.twin.reader import TwinReader
 
+    if not Path(cfg.serial_port).exists():
+        return CheckResult("serial", "fail", f"{cfg.serial_port} does not exist: the reader (or its USB-serial "
+                           "adapter) is unplugged, or reader.serial_port is wrong",
+                           "plug the reader in; check reader.serial_port against ls -l /dev/serial/by-id/")
     try:
         reader = TwinReader(cfg.serial_port, timeout=1.0, retries=2)
+    except ReaderTimeout as exc:
+        return CheckResult("serial", "fail", f"{cfg.serial_port}: nothing answers as a GemPC Twin ({_what(exc)})",
+                           "check that reader.serial_port is the GemPC Twin's port (not the PIN pad's), its cable "
+                           "and power; the line is 115200 8N2")
     except (OSError, ReaderError) as exc:
         return CheckResult("serial", "fail", f"{cfg.serial_port}: {_what(exc)}",
                            _hint(exc) or "check the cable and the device path; is another program (pcscd) using "
@@ -454,11 +462,12 @@ def run_checks(cfg: DiagnoseConfig, names: list[str] | None = None) -> list[Chec
     if "clock" in wanted and "host" not in wanted:
         wanted = ["host", *wanted]  # the clock is read from the host's echo
     service = service_status(cfg) if any(n in wanted for n in _READER_CHECKS) else None
-    results = []
+    results: list[CheckResult] = []
     for name in CHECKS:  # fixed order
         if name in wanted:
             try:
                 gated = _reader_gate(cfg, name, service) if name in _READER_CHECKS else None
+                gated = gated or (_card_gate(cfg, results) if name == "card" else None)
                 results.append(gated or CHECKS[name](cfg))
             except Exception as exc:  # noqa: BLE001 - a broken check is a failure, never a crash
                 results.append(CheckResult(name, "fail", f"check crashed: {type(exc).__name__}: {exc}",
@@ -489,6 +498,18 @@ def service_status(cfg: DiagnoseConfig) -> dict[str, Any] | None:
     finally:
         client.close()
     return answer if answer.get("ok") else None
+
+
+def _card_gate(cfg: DiagnoseConfig, before: list[CheckResult]) -> CheckResult | None:
+    """The card check is not run on a reader its own check just failed: the read would fail the same way (a
+    second wait on a silent serial line), or hang — a mute card leaves a PC/SC reader blocked for every client
+    until it is removed (``reader-rig.md``, vpcd has no timeouts). None: run it."""
+    reader_check = "serial" if cfg.serial_port and not cfg.reader else "pcsc"
+    failed = next((r for r in before if r.name == reader_check and r.verdict == "fail"), None)
+    if failed is None:
+        return None
+    return CheckResult("card", "skip", f"not read: the {reader_check} check failed (above)",
+                       "fix what the " + reader_check + " check says, then diagnose again")
 
 
 def _reader_gate(cfg: DiagnoseConfig, name: str, service: dict[str, Any] | None) -> CheckResult | None:

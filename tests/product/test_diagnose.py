@@ -224,3 +224,43 @@ def test_the_clock_reads_fields_12_13_in_the_terminal_zone() -> None:
     assert shanghai.verdict == "ok" and abs(float(shanghai.data["drift_s"])) < 5, shanghai
     assert "Asia/Shanghai" in shanghai.figure
     assert utc.verdict == "fail" and "8 h apart" in utc.advice and "terminal.timezone" in utc.advice, utc
+
+
+@pytest.mark.pcscd
+def test_a_mute_card_is_not_read_again_by_the_card_check() -> None:
+    """After the pcsc check met a mute card the reader stays blocked (vpcd waits for the card, as a real reader
+    with a card that never answers): the card check does not open it again, which hung diagnose for good."""
+    with vpcd_card("visa_credit_sig", faults=["mute times=0"]):
+        results = by_name(run_checks(cfg_for(None), ["pcsc", "card"]))
+    assert results["pcsc"].verdict == "fail" and "CardMute" in results["pcsc"].figure, results
+    assert results["card"].verdict == "skip" and "pcsc check failed" in results["card"].figure
+    assert exit_status(list(results.values())) == 2
+
+
+def test_a_port_where_no_twin_answers_is_waited_on_once(tmp_path: Path) -> None:
+    """A serial path where nothing answers as a GemPC Twin (a silent pty: another device, or the wrong port):
+    the serial check fails and says so; the card check does not open the same silent port again."""
+    import os
+    import tty
+
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    try:
+        results = by_name(run_checks(cfg_for(None, reader=None, serial_port=os.ttyname(slave)), ["serial", "card"]))
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert results["serial"].verdict == "fail" and "GemPC Twin" in results["serial"].advice, results
+    assert results["card"].verdict == "skip" and "serial check failed" in results["card"].figure
+
+
+def test_an_unplugged_twin_is_named_unplugged(tmp_path: Path) -> None:
+    """The Twin's pty closes (the reader unplugged): its path is gone, and the check says so in those words."""
+    sim = _twin(tmp_path)
+    try:
+        sim.command("fault unplug")
+        [result] = run_checks(cfg_for(None, reader=None, serial_port=str(tmp_path / "twin")), ["serial"])
+    finally:
+        sim.stop()
+    assert result.verdict == "fail" and "does not exist" in result.figure and "unplugged" in result.figure, result
+    assert "serial_port" in result.advice and "SerialException" not in result.figure
