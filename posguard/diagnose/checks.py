@@ -85,6 +85,11 @@ def check_pcsc(cfg: DiagnoseConfig) -> CheckResult:
     if not names:
         return CheckResult("pcsc", "fail", "pcscd running, no reader",
                            "plug the reader in; check its driver in /etc/reader.conf.d (serial readers) or lsusb")
+    if cfg.reader and not any(n == cfg.reader or n.startswith(cfg.reader) for n in names):
+        # the driver waits for a named reader that is absent (hot-plug): here its absence is the finding
+        return CheckResult("pcsc", "fail", f"reader {cfg.reader!r} not among {names}",
+                           "plug that reader in, or fix reader.name in the configuration to one listed",
+                           {"readers": names})
     try:
         reader = pcsc.PcscReader(cfg.reader, apdu_timeout=cfg.apdu_timeout)
     except NoReader:

@@ -264,3 +264,13 @@ def test_an_unplugged_twin_is_named_unplugged(tmp_path: Path) -> None:
         sim.stop()
     assert result.verdict == "fail" and "does not exist" in result.figure and "unplugged" in result.figure, result
     assert "serial_port" in result.advice and "SerialException" not in result.figure
+
+
+@pytest.mark.pcscd
+def test_a_configured_reader_that_is_absent_fails_naming_the_readers_there() -> None:
+    """reader.name names a reader pcscd does not list (another model plugged in): a failure naming both, not
+    "no card" (the driver would wait for the named reader to appear)."""
+    with vpcd_card("visa_credit_sig"):
+        [result] = run_checks(cfg_for(None, reader="Gemalto PC Twin"), ["pcsc"])
+    assert result.verdict == "fail" and "'Gemalto PC Twin' not among" in result.figure, result
+    assert "Virtual PCD 00 00" in result.figure and "reader.name" in result.advice
