@@ -26,13 +26,25 @@ def add_diagnose_command(sub: Any) -> None:
     p.add_argument("--reader", help="PC/SC reader name or prefix")
     p.add_argument("--serial", help="serial reader device (GemPC Twin)")
     p.add_argument("--pinpad", help="encrypting PIN pad serial device")
-    p.add_argument("--host", help="acquirer host[:port]")
+    p.add_argument("--host", type=_host_port, help="acquirer host[:port]")
     p.add_argument("--dialect", choices=("cup", "iso87ascii", "iso87", "iso87bcd"))
     p.add_argument("--framing", choices=("binary2", "ascii4", "bcd2"))
     p.add_argument("--journal", help="journal database")
     p.add_argument("--timezone", help="IANA zone of the host's fields 12/13 (terminal.timezone; default the box's)")
     p.add_argument("--soak", type=float, default=1.0, help="seconds of serial soak (default 1)")
     p.set_defaults(func=_diagnose)
+
+
+def _host_port(text: str) -> tuple[str, int | None]:
+    """``--host HOST[:PORT]``; a port that is not 1-65535 is refused by argparse (exit 2, naming --host).
+
+    >>> _host_port("10.0.0.5:5000")
+    ('10.0.0.5', 5000)
+    """
+    host, sep, port = text.rpartition(":") if ":" in text else (text, "", "")
+    if not host or (sep and not (port.isdigit() and 1 <= int(port) <= 65535)):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected HOST[:PORT] with a port 1-65535")
+    return host, int(port) if port else None
 
 
 def config_from(ns: argparse.Namespace) -> DiagnoseConfig:
@@ -62,8 +74,8 @@ def config_from(ns: argparse.Namespace) -> DiagnoseConfig:
     if ns.reader or ns.serial:  # a reader named here is the one to check, whatever the configuration says
         cfg.reader_kind = "auto" if ns.reader and ns.serial else "pcsc" if ns.reader else "twin"
     if ns.host:
-        host, _, port = ns.host.rpartition(":") if ":" in ns.host else (ns.host, "", "")
-        cfg.host, cfg.port = host, int(port) if port else cfg.port
+        host, port = ns.host
+        cfg.host, cfg.port = host, port or cfg.port
     if ns.dialect:
         cfg.dialect = ns.dialect
     if ns.framing:

@@ -243,6 +243,8 @@ def check_card(cfg: DiagnoseConfig) -> CheckResult:
 # -- host --------------------------------------------------------------------------------------------
 def check_host(cfg: DiagnoseConfig) -> CheckResult:
     if not cfg.host or not cfg.port:
+        if cfg.host:
+            return CheckResult("host", "fail", f"host {cfg.host} has no port", "set host.port (or --host HOST:PORT)")
         return CheckResult("host", "skip", "no host configured", "set host.address and host.port")
     from posguard.engine.hostlink import HostLinkConfig, TcpHostLink
     from posguard.engine.ports import HostError

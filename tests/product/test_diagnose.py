@@ -274,3 +274,11 @@ def test_a_configured_reader_that_is_absent_fails_naming_the_readers_there() -> 
         [result] = run_checks(cfg_for(None, reader="Gemalto PC Twin"), ["pcsc"])
     assert result.verdict == "fail" and "'Gemalto PC Twin' not among" in result.figure, result
     assert "Virtual PCD 00 00" in result.figure and "reader.name" in result.advice
+
+
+def test_a_bad_host_argument_is_an_argparse_error_not_a_traceback() -> None:
+    res = subprocess.run([sys.executable, "-m", "posguard.cli", "diagnose", "--check", "host", "--host",
+                          "127.0.0.1:abc"], capture_output=True, text=True, cwd=ROOT, check=False)
+    assert res.returncode == 2 and "Traceback" not in res.stderr and "argument --host" in res.stderr, res.stderr
+    status, checks = _diagnose_cli("--check", "host", "--host", "127.0.0.1")
+    assert status == 2 and checks["host"]["verdict"] == "fail" and "has no port" in str(checks["host"]["figure"])
