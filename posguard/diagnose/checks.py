@@ -278,11 +278,32 @@ def check_host(cfg: DiagnoseConfig) -> CheckResult:
             return CheckResult("host", "warn", figure, "the host is slow: check the line quality", data)
         return CheckResult("host", "ok", figure, "", data)
     except HostError as exc:
-        return CheckResult("host", "fail", f"{cfg.host}:{cfg.port}: TCP connects but no echo answer ({exc})",
-                           "check the dialect/framing configured for this acquirer and the TPDU; ask the acquirer "
-                           "whether the terminal is enabled")
+        return _no_echo(cfg, exc)
     finally:
         link.close()
+
+
+def _no_echo(cfg: DiagnoseConfig, exc: BaseException) -> CheckResult:
+    """The host took the connection but gave no usable echo answer: what it did, and what to check for that.
+    (The link's "the outcome is unknown: reverse" is for a sale; an echo moves no money, so it is left out.)"""
+    from posguard.engine.hostlink import LinkDropped, UndecodableResponse
+    from posguard.engine.ports import HostTimeout
+
+    what = str(exc).removesuffix("; the outcome is unknown: reverse").removesuffix(", the outcome is unknown: reverse")
+    settings = f"host.dialect ({cfg.dialect}) and host.framing ({cfg.framing})"
+    if isinstance(exc, HostTimeout):
+        said, advice = "does not answer the echo", (f"check {settings} against the acquirer's specification; ask "
+                                                    f"the acquirer whether terminal {cfg.tid} is enabled")
+    elif isinstance(exc, LinkDropped):
+        said, advice = "closes the connection on the echo", (f"check host.framing ({cfg.framing}) and the TPDU; ask "
+                                                             f"the acquirer whether terminal {cfg.tid} is enabled")
+    elif isinstance(exc, UndecodableResponse):
+        said, advice = "answers in another format", f"check {settings} against the acquirer's specification"
+    else:
+        said, advice = "gives no valid echo answer", (f"check {settings} and the TPDU; ask the acquirer whether "
+                                                      f"terminal {cfg.tid} is enabled")
+    return CheckResult("host", "fail", f"{cfg.host}:{cfg.port}: TCP connects but the host {said} ({what})", advice,
+                       {"error": type(exc).__name__})
 
 
 # -- journal -----------------------------------------------------------------------------------------

@@ -282,3 +282,20 @@ def test_a_bad_host_argument_is_an_argparse_error_not_a_traceback() -> None:
     assert res.returncode == 2 and "Traceback" not in res.stderr and "argument --host" in res.stderr, res.stderr
     status, checks = _diagnose_cli("--check", "host", "--host", "127.0.0.1")
     assert status == 2 and checks["host"]["verdict"] == "fail" and "has no port" in str(checks["host"]["figure"])
+
+
+def test_a_host_that_answers_wrongly_is_told_apart() -> None:
+    """A host answering garbage, and one speaking another framing (it drops the connection), each with what to
+    check; an echo moves no money, so the link's "the outcome is unknown: reverse" is not repeated to the
+    technician."""
+    with HostSimulator(SimConfig(dialect="iso87ascii")) as sim:
+        sim.add_fault("garbage", times=0)
+        garbage = by_name(run_checks(DiagnoseConfig(host="127.0.0.1", port=sim.port, dialect="iso87ascii"),
+                                     ["host"]))["host"]
+    with HostSimulator(SimConfig(dialect="iso87ascii", framing="ascii4")) as sim:
+        framing = by_name(run_checks(DiagnoseConfig(host="127.0.0.1", port=sim.port, dialect="iso87ascii",
+                                                    framing="binary2"), ["host"]))["host"]
+    assert garbage.verdict == "fail" and "answers in another format" in garbage.figure, garbage
+    assert "host.dialect (iso87ascii)" in garbage.advice and "reverse" not in garbage.figure
+    assert framing.verdict == "fail" and "closes the connection" in framing.figure, framing
+    assert "host.framing (binary2)" in framing.advice and "reverse" not in framing.figure
