@@ -42,6 +42,8 @@ class DiagnoseConfig:
     drift_warn_s: float = 60.0
     drift_fail_s: float = 300.0
     batch_age_warn_h: float = 24.0
+    #: seconds one check may take, whatever hangs under it (pcscd on a blocked reader, a stuck tty, a dead NFS)
+    check_deadline: float = 30.0
     # filled by the host check for the clock check
     _echo: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -496,14 +498,56 @@ def run_checks(cfg: DiagnoseConfig, names: list[str] | None = None) -> list[Chec
             try:
                 gated = _reader_gate(cfg, name, service) if name in _READER_CHECKS else None
                 gated = gated or (_card_gate(cfg, results) if name == "card" else None)
-                results.append(gated or CHECKS[name](cfg))
+                results.append(gated or _bounded(cfg, name))
             except Exception as exc:  # noqa: BLE001 - a broken check is a failure, never a crash
-                results.append(CheckResult(name, "fail", f"check crashed: {type(exc).__name__}: {exc}",
-                                           "report this to posguard support with the output of --json"))
+                results.append(_crashed(name, exc))
     if names and "host" not in names and "clock" in names:
         results = [r for r in results if r.name != "host"]
     return results
 
+
+
+def _crashed(name: str, exc: BaseException) -> CheckResult:
+    return CheckResult(name, "fail", f"check crashed: {type(exc).__name__}: {exc}",
+                       "report this to posguard support with the output of --json")
+
+
+#: what hangs under a check that never returns, and what the technician does about it
+_STUCK = {
+    "pcsc": ("pcscd or the reader is stuck (a card that stops answering holds the reader for every program)",
+             "remove the card; if it stays stuck, unplug and replug the reader or restart pcscd"),
+    "serial": ("the serial port is stuck", "unplug and replug the reader (or its USB-serial adapter)"),
+    "pinpad": ("the PIN pad's serial port is stuck", "unplug and replug the PIN pad"),
+    "card": ("pcscd or the reader is stuck (a card that stops answering holds the reader for every program)",
+             "remove the card; if it stays stuck, unplug and replug the reader or restart pcscd"),
+    "host": ("the host link is stuck", "check the network; diagnose again"),
+    "journal": ("reading the journal is stuck (its disk or a network file system)",
+                "check the disk (dmesg); keep the journal on a local disk"),
+    "clock": ("the clock check is stuck", "report this to posguard support with the output of --json"),
+}
+
+
+def _bounded(cfg: DiagnoseConfig, name: str) -> CheckResult:
+    """Run one check in a daemon thread for ``cfg.check_deadline`` seconds at most: diagnose always ends, and
+    says which part hung (the thread is left behind, blocked in the driver; the process exits without it)."""
+    import threading
+
+    box: list[CheckResult] = []
+
+    def run() -> None:
+        try:
+            box.append(CHECKS[name](cfg))
+        except Exception as exc:  # noqa: BLE001 - a broken check is a failure, never a crash
+            box.append(_crashed(name, exc))
+
+    worker = threading.Thread(target=run, name=f"diagnose-{name}", daemon=True)
+    worker.start()
+    worker.join(cfg.check_deadline)
+    if box:
+        return box[0]
+    what, advice = _STUCK[name]
+    return CheckResult(name, "fail", f"no answer within {cfg.check_deadline:g} s: {what}", advice,
+                       {"deadline_s": cfg.check_deadline})
 
 
 # -- the reader as the configuration and the running service see it ------------------------------------------

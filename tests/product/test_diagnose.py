@@ -299,3 +299,15 @@ def test_a_host_that_answers_wrongly_is_told_apart() -> None:
     assert "host.dialect (iso87ascii)" in garbage.advice and "reverse" not in garbage.figure
     assert framing.verdict == "fail" and "closes the connection" in framing.figure, framing
     assert "host.framing (binary2)" in framing.advice and "reverse" not in framing.figure
+
+
+@pytest.mark.pcscd
+def test_a_reader_left_blocked_by_a_mute_card_ends_in_bounded_time() -> None:
+    """The next diagnose on a reader a mute card still blocks (pcscd waits for the card in SCardConnect, with no
+    timeout of its own): the pcsc check gives up at its deadline and says what is stuck, instead of hanging."""
+    with vpcd_card("visa_credit_sig", faults=["mute times=0"]):
+        [first] = run_checks(cfg_for(None), ["pcsc"])
+        [second] = run_checks(cfg_for(None, check_deadline=2.0), ["pcsc"])
+    assert first.verdict == "fail" and "CardMute" in first.figure, first
+    assert second.verdict == "fail" and "no answer within 2 s" in second.figure and "stuck" in second.figure
+    assert "remove the card" in second.advice and second.data == {"deadline_s": 2.0}
