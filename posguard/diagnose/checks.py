@@ -198,9 +198,27 @@ def check_pinpad(cfg: DiagnoseConfig) -> CheckResult:
                                "the sign-on answer)", data)
         return CheckResult("pinpad", "ok", figure, "", data)
     except PinPadError as exc:
-        return CheckResult("pinpad", "fail", f"{cfg.pinpad_port}: the PIN pad does not answer: {_what(exc)}", exc.hint)
+        return _pinpad_failed(cfg, pad, exc)
     finally:
         pad.close()
+
+
+def _pinpad_failed(cfg: DiagnoseConfig, pad: Any, exc: Exception) -> CheckResult:
+    """The pad opened but gave no good answer: garbled frames (the line), or nothing (the wrong device/port)."""
+    from posguard.drivers.pinpad import PinPadNotResponding
+
+    if not isinstance(exc, PinPadNotResponding):  # it answered, with a refusal of its own: its hint says what
+        return CheckResult("pinpad", "fail", f"{cfg.pinpad_port}: {_what(exc)}", _hint(exc))
+    counters = dict(pad.counters.__dict__)
+    errors = dict(counters.get("errors") or {})
+    bad = int(errors.get("frame", 0)) + int(counters.get("naks_received", 0))
+    if bad:
+        return CheckResult("pinpad", "fail", f"{cfg.pinpad_port}: the PIN pad's answers arrive garbled ({bad} bad "
+                           f"frame(s)/NAK(s)): {_what(exc)}", "replace or reseat the PIN pad's cable; keep it away "
+                           "from power lines", {"counters": counters})
+    return CheckResult("pinpad", "fail", f"{cfg.pinpad_port}: the PIN pad does not answer: {_what(exc)}",
+                       "check that pinpad.port is the PIN pad's port (not the card reader's), its cable and power",
+                       {"counters": counters})
 
 
 # -- card --------------------------------------------------------------------------------------------
@@ -418,7 +436,8 @@ def check_clock(cfg: DiagnoseConfig) -> CheckResult:
                            "check the clock against NTP instead: timedatectl status")
     local = echo["sent_at"] + echo["rtt_s"] / 2
     drift = local - host_time
-    read_as = "7, GMT" if "7" in response else f"12/13, local time in {cfg.timezone or 'the box zone'}"
+    zone = cfg.timezone or "the box's zone"
+    read_as = "7, GMT" if "7" in response else f"12/13, local time in {zone}"
     figure = f"local - host = {drift:+.1f} s (field {read_as})"
     data = {"drift_s": round(drift, 2)}
     hours = round(drift / 3600)

@@ -311,3 +311,21 @@ def test_a_reader_left_blocked_by_a_mute_card_ends_in_bounded_time() -> None:
     assert first.verdict == "fail" and "CardMute" in first.figure, first
     assert second.verdict == "fail" and "no answer within 2 s" in second.figure and "stuck" in second.figure
     assert "remove the card" in second.advice and second.data == {"deadline_s": 2.0}
+
+
+def test_a_pin_pad_port_that_answers_wrongly_says_which_way(tmp_path: Path) -> None:
+    """pinpad.port naming the card reader's port (nothing answers as a PIN pad) is told apart from a PIN pad
+    whose answers arrive garbled (a noisy cable): the first points at the port, the second at the cable."""
+    from firmware_sim.rig.sims import pin_pad
+
+    sim = _twin(tmp_path)
+    try:
+        [wrong] = run_checks(DiagnoseConfig(pinpad_port=str(tmp_path / "twin")), ["pinpad"])
+    finally:
+        sim.stop()
+    with pin_pad(faults=["noise garbage=0.5 flip=0.3 times=0"]) as pad:
+        [noisy] = run_checks(DiagnoseConfig(pinpad_port=str(pad.link)), ["pinpad"])
+    assert wrong.verdict == "fail" and "does not answer" in wrong.figure, wrong
+    assert "pinpad.port is the PIN pad's port" in wrong.advice and "posguard diagnose" not in wrong.advice
+    assert noisy.verdict == "fail" and "garbled" in noisy.figure and "cable" in noisy.advice, noisy
+    assert noisy.data["counters"]["errors"]["frame"] >= 1
