@@ -333,9 +333,20 @@ def check_journal(cfg: DiagnoseConfig) -> CheckResult:
     if not cfg.journal:
         return CheckResult("journal", "skip", "no journal configured", "set journal.path")
     path = Path(cfg.journal)
-    if not path.exists():
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
         return CheckResult("journal", "warn", f"{path} does not exist yet", "normal before the first transaction; "
                            "otherwise check journal.path")
+    except OSError as exc:  # a directory on the way this user may not enter
+        return CheckResult("journal", "fail", f"{path}: cannot look at it as uid {_euid()}: {exc.strerror}",
+                           "run diagnose as root or as the service's user; the service's user must be able to reach, "
+                           "read and write the journal and its directory")
+    if not path.is_dir() and not _readable(path):
+        return CheckResult("journal", "fail", f"{path}: not readable as uid {_euid()} (owner uid "
+                           f"{path.stat().st_uid}, mode {path.stat().st_mode & 0o777:o})",
+                           "run diagnose as root or as the service's user; the service's user must read and write "
+                           "the journal")
     from posguard.engine.chart import IN_DOUBT
     from posguard.engine.journal import Journal, JournalError
     from posguard.engine.schema import LATEST_VERSION
@@ -345,7 +356,7 @@ def check_journal(cfg: DiagnoseConfig) -> CheckResult:
     if path.is_dir():
         return CheckResult("journal", "fail", f"{path} is a directory, not a journal file",
                            "set journal.path to the journal file (e.g. /var/lib/posguard/journal.db)")
-    if path.stat().st_size == 0:
+    if size == 0:
         return CheckResult("journal", "warn", f"{path} is empty (0 bytes){held}", "normal if the service has "
                            "never started; otherwise check journal.path (a backup restored as an empty file?)")
     try:
@@ -388,6 +399,18 @@ def check_journal(cfg: DiagnoseConfig) -> CheckResult:
         return CheckResult("journal", "ok", figure, "", data)
     finally:
         journal.close()
+
+
+def _euid() -> int:
+    import os
+
+    return os.geteuid()
+
+
+def _readable(path: Path) -> bool:
+    import os
+
+    return os.access(path, os.R_OK, effective_ids=os.access in os.supports_effective_ids)
 
 
 def _journal_open_advice(problem: str) -> str:

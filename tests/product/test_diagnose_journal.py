@@ -92,3 +92,28 @@ def test_transactions_of_unknown_outcome_are_counted(tmp_path: Path) -> None:
     verdict, figure, advice, data = _journal_check(path)
     assert verdict == "warn" and data["in_doubt"] == 1 and "1 transaction(s) of unknown outcome" in figure
     assert "reverses them" in advice
+
+
+def test_a_journal_this_user_cannot_read_says_so(tmp_path: Path) -> None:
+    """Diagnose run as a user who cannot reach or read the journal (root's 0600 file, as nobody; or a file
+    with mode 000): a failure naming the uid and the permissions, not "check crashed: PermissionError"."""
+    import os
+
+    path = _fresh(tmp_path / "journal.db")
+    _journal_check(path)  # everything imported while the files are still readable
+    as_root = os.geteuid() == 0
+    if as_root:
+        os.setegid(65534)
+        os.seteuid(65534)
+    else:
+        path.chmod(0)
+    try:
+        verdict, figure, advice, _ = _journal_check(path)
+    finally:
+        if as_root:
+            os.seteuid(0)
+            os.setegid(0)
+        else:
+            path.chmod(0o600)
+    assert verdict == "fail" and "as uid" in figure and "crashed" not in figure, figure
+    assert "service's user" in advice
