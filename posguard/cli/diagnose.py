@@ -47,7 +47,28 @@ def _host_port(text: str) -> tuple[str, int | None]:
     return host, int(port) if port else None
 
 
-def config_from(ns: argparse.Namespace) -> DiagnoseConfig:
+#: the configuration keys diagnose reads: a value written there that is wrong changes what is checked
+_READS = ("reader.kind", "reader.name", "reader.serial_port", "pinpad.port", "host.address", "host.port",
+          "host.framing", "journal.path", "operator.socket", "terminal.dialect", "terminal.timezone")
+
+
+class ConfigUnreadable(Exception):
+    """The configuration file cannot be read at all: every check would run on defaults and mislead."""
+
+
+def _written_keys(path: str) -> set[str]:
+    """``section.key`` of every key the file sets (a key left out is not a problem for diagnose)."""
+    import tomllib
+
+    with open(path, "rb") as fh:
+        data = tomllib.load(fh)
+    return {f"{section}.{key}" for section, table in data.items() if isinstance(table, dict) for key in table}
+
+
+def config_from(ns: argparse.Namespace, problems: list[str] | None = None) -> DiagnoseConfig:
+    """The checks' settings: the configuration file, then the command line. ``problems`` receives what is wrong
+    in the keys diagnose reads (a half-configured box is still diagnosed); an unreadable file raises
+    :class:`ConfigUnreadable`."""
     import os
 
     from posguard.config import DEFAULT_CONFIG, load_config
@@ -55,7 +76,12 @@ def config_from(ns: argparse.Namespace) -> DiagnoseConfig:
     cfg = DiagnoseConfig(soak_seconds=ns.soak)
     path = ns.config or (DEFAULT_CONFIG if os.path.exists(DEFAULT_CONFIG) else None)
     if path:
-        svc, _problems = load_config(path, read_keys=False)  # diagnose runs on a half-configured box too
+        svc, found = load_config(path, read_keys=False)  # diagnose runs on a half-configured box too
+        if any(p.key == "config" for p in found):
+            raise ConfigUnreadable("; ".join(p.message for p in found if p.key == "config"))
+        if problems is not None:
+            written = _written_keys(path)
+            problems += [str(p) for p in found if p.key in _READS and p.key in written]
         cfg.reader = svc.reader_name or None if svc.reader_kind == "pcsc" else None
         cfg.serial_port = (svc.serial_port or None) if svc.reader_kind == "twin" else None
         cfg.host, cfg.port = svc.host or None, svc.port or None
@@ -88,7 +114,17 @@ def config_from(ns: argparse.Namespace) -> DiagnoseConfig:
 
 
 def _diagnose(ns: argparse.Namespace) -> int:
-    results = run_checks(config_from(ns), ns.check)
+    import sys
+
+    problems: list[str] = []
+    try:
+        cfg = config_from(ns, problems)
+    except ConfigUnreadable as exc:
+        print(f"posguard diagnose: {exc}; no check run", file=sys.stderr)
+        return 2
+    for problem in problems:  # on stderr: stdout stays one JSON object per check
+        print(f"posguard diagnose: configuration {problem}", file=sys.stderr)
+    results = run_checks(cfg, ns.check)
     if ns.json:
         for r in results:
             print(json.dumps(r.to_dict(), sort_keys=True))
@@ -98,4 +134,4 @@ def _diagnose(ns: argparse.Namespace) -> int:
             print(f"{r.name:{width}}  {_MARK[r.verdict]:4}  {r.figure}")
             if r.advice and r.verdict in ("warn", "fail"):
                 print(f"{'':{width}}        -> {r.advice}")
-    return exit_status(results)
+    return max(exit_status(results), 1 if problems else 0)

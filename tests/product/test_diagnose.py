@@ -329,3 +329,20 @@ def test_a_pin_pad_port_that_answers_wrongly_says_which_way(tmp_path: Path) -> N
     assert "pinpad.port is the PIN pad's port" in wrong.advice and "posguard diagnose" not in wrong.advice
     assert noisy.verdict == "fail" and "garbled" in noisy.figure and "cable" in noisy.advice, noisy
     assert noisy.data["counters"]["errors"]["frame"] >= 1
+
+
+def test_a_configuration_diagnose_cannot_use_is_said_not_ignored(tmp_path: Path) -> None:
+    """--config naming a missing or broken file ran every check on defaults ("no host configured", exit 0); a
+    wrong value in a key diagnose reads was dropped in silence. Now: no check on an unreadable file (exit 2),
+    and the wrong value is named on stderr (stdout stays one JSON object per check) with at least a warning."""
+    missing = subprocess.run([sys.executable, "-m", "posguard.cli", "diagnose", "--json", "--check", "host",
+                              "--config", str(tmp_path / "posguard.toml")], capture_output=True, text=True,
+                             cwd=ROOT, check=False)
+    assert missing.returncode == 2 and missing.stdout == "" and "posguard.toml not found" in missing.stderr
+    config = tmp_path / "posguard.toml"
+    config.write_text('[reader]\nkind = "none"\n[host]\naddress = "127.0.0.1"\nport = "5000"\n')
+    res = subprocess.run([sys.executable, "-m", "posguard.cli", "diagnose", "--json", "--check", "host",
+                          "--config", str(config)], capture_output=True, text=True, cwd=ROOT, check=False)
+    assert "host.port: must be int" in res.stderr and res.returncode >= 1, (res.returncode, res.stderr)
+    [obj] = [json.loads(line) for line in res.stdout.splitlines()]
+    assert obj["check"] == "host"
