@@ -451,7 +451,8 @@ def check_clock(cfg: DiagnoseConfig) -> CheckResult:
         if not cfg.host or not cfg.port:
             return CheckResult("clock", "skip", "no host configured: the clock is compared with the host's",
                                "set host.address and host.port")
-        return CheckResult("clock", "skip", "no echo answer from the host", "run with the host check")
+        return CheckResult("clock", "skip", "no echo answer from the host: the clock is compared with the host's",
+                           "fix what the host check says, then diagnose again")
     response = echo["response"]
     host_time = _host_time(response, echo["sent_at"], cfg.timezone)
     if host_time is None:

@@ -346,3 +346,24 @@ def test_a_configuration_diagnose_cannot_use_is_said_not_ignored(tmp_path: Path)
     assert "host.port: must be int" in res.stderr and res.returncode >= 1, (res.returncode, res.stderr)
     [obj] = [json.loads(line) for line in res.stdout.splitlines()]
     assert obj["check"] == "host"
+
+
+def test_a_clock_far_from_the_hosts_fails_and_a_near_one_warns() -> None:
+    """The acquirer's clock (the simulator's, moved) 1000 s behind this box: a failure that says to set the
+    clock; 90 s: a warning to enable NTP. A host that gives no echo leaves the clock skipped, pointing at the
+    host check."""
+    import time
+
+    from firmware_sim.host.server import OffsetScheduler
+
+    verdicts = {}
+    for offset in (1000.0, 90.0):
+        with HostSimulator(SimConfig(dialect="iso87ascii"), scheduler=OffsetScheduler(time.time() - offset)) as sim:
+            verdicts[offset] = by_name(run_checks(cfg_for(sim), ["clock"]))["clock"]
+    far, near = verdicts[1000.0], verdicts[90.0]
+    assert far.verdict == "fail" and 995 < float(far.data["drift_s"]) < 1005 and "set the clock" in far.advice, far
+    assert near.verdict == "warn" and "NTP" in near.advice, near
+    with HostSimulator(SimConfig(dialect="iso87ascii")) as sim:
+        sim.add_fault("garbage", times=0)
+        [skipped] = run_checks(cfg_for(sim), ["clock"])
+    assert skipped.verdict == "skip" and "fix what the host check says" in skipped.advice
