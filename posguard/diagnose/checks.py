@@ -37,6 +37,8 @@ class DiagnoseConfig:
     apdu_samples: int = 20
     apdu_timeout: float = 3.0
     soak_seconds: float = 1.0
+    serial_timeout: float = 1.0  # the Twin's answer to one frame (tried 3 times)
+    pinpad_timeout: float = 2.0  # the PIN pad's answer to one command
     host_timeout: float = 5.0
     latency_warn_ms: float = 50.0
     drift_warn_s: float = 60.0
@@ -135,7 +137,7 @@ def check_serial(cfg: DiagnoseConfig) -> CheckResult:
                            "adapter) is unplugged, or reader.serial_port is wrong",
                            "plug the reader in; check reader.serial_port against ls -l /dev/serial/by-id/")
     try:
-        reader = TwinReader(cfg.serial_port, timeout=1.0, retries=2)
+        reader = TwinReader(cfg.serial_port, timeout=cfg.serial_timeout, retries=2)
     except ReaderTimeout as exc:
         return CheckResult("serial", "fail", f"{cfg.serial_port}: nothing answers as a GemPC Twin ({_what(exc)})",
                            "check that reader.serial_port is the GemPC Twin's port (not the PIN pad's), its cable "
@@ -182,7 +184,7 @@ def check_pinpad(cfg: DiagnoseConfig) -> CheckResult:
     from posguard.drivers.pinpad import PinPadError, open_pin_pad
 
     try:
-        pad = open_pin_pad(cfg.pinpad_port)
+        pad = open_pin_pad(cfg.pinpad_port, command_timeout=cfg.pinpad_timeout)
     except PinPadError as exc:
         return CheckResult("pinpad", "fail", str(exc), exc.hint)
     try:

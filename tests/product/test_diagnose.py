@@ -246,7 +246,8 @@ def test_a_port_where_no_twin_answers_is_waited_on_once(tmp_path: Path) -> None:
     master, slave = os.openpty()
     tty.setraw(slave)
     try:
-        results = by_name(run_checks(cfg_for(None, reader=None, serial_port=os.ttyname(slave)), ["serial", "card"]))
+        results = by_name(run_checks(cfg_for(None, reader=None, serial_port=os.ttyname(slave), serial_timeout=0.3),
+                                     ["serial", "card"]))
     finally:
         os.close(master)
         os.close(slave)
@@ -320,11 +321,11 @@ def test_a_pin_pad_port_that_answers_wrongly_says_which_way(tmp_path: Path) -> N
 
     sim = _twin(tmp_path)
     try:
-        [wrong] = run_checks(DiagnoseConfig(pinpad_port=str(tmp_path / "twin")), ["pinpad"])
+        [wrong] = run_checks(DiagnoseConfig(pinpad_port=str(tmp_path / "twin"), pinpad_timeout=0.5), ["pinpad"])
     finally:
         sim.stop()
     with pin_pad(faults=["noise garbage=0.5 flip=0.3 times=0"]) as pad:
-        [noisy] = run_checks(DiagnoseConfig(pinpad_port=str(pad.link)), ["pinpad"])
+        [noisy] = run_checks(DiagnoseConfig(pinpad_port=str(pad.link), pinpad_timeout=0.5), ["pinpad"])
     assert wrong.verdict == "fail" and "does not answer" in wrong.figure, wrong
     assert "pinpad.port is the PIN pad's port" in wrong.advice and "posguard diagnose" not in wrong.advice
     assert noisy.verdict == "fail" and "garbled" in noisy.figure and "cable" in noisy.advice, noisy
