@@ -368,3 +368,20 @@ def test_a_clock_far_from_the_hosts_fails_and_a_near_one_warns() -> None:
         sim.add_fault("garbage", times=0)
         [skipped] = run_checks(cfg_for(sim), ["clock"])
     assert skipped.verdict == "skip" and "fix what the host check says" in skipped.advice
+
+
+@pytest.mark.pcscd
+def test_json_is_one_object_per_check_with_stable_keys_and_no_card_data() -> None:
+    """--json on a box with a card, healthy and then with a card answering a corrupt record: one object per
+    check asked, each with the same keys; the card's PAN appears masked only, never in full."""
+    from firmware_sim.card.profiles import PROFILES
+
+    pan = PROFILES["visa_credit_sig"]["pan"]
+    for faults in ([], ["corrupt_tlv times=0"]):
+        with vpcd_card("visa_credit_sig", faults=faults):
+            status, checks = _diagnose_cli("--check", "pcsc", "--check", "card", "--reader", "Virtual PCD 00 00")
+        assert list(checks) == ["pcsc", "card"] and status == (0 if not faults else 2), checks
+        assert all(set(o) == {"check", "verdict", "figure", "next", "data"} for o in checks.values())
+        assert pan not in json.dumps(checks)
+        if not faults:
+            assert f"{pan[:6]}******{pan[-4:]}" in str(checks["card"]["figure"])
