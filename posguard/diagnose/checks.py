@@ -28,6 +28,8 @@ class DiagnoseConfig:
     tid: str = "POSGRD01"
     mid: str = "MERCHANT0000001"
     journal: str | None = None
+    #: terminal.timezone (IANA; "" = the box's zone): the zone of fields 12/13 in the host's echo answer
+    timezone: str = ""
     #: reader.kind: pcsc, twin or none; auto (no configuration): check whatever is given
     reader_kind: str = "auto"
     #: the running service's operator socket: when it answers, the service holds the reader and is asked
@@ -35,11 +37,15 @@ class DiagnoseConfig:
     apdu_samples: int = 20
     apdu_timeout: float = 3.0
     soak_seconds: float = 1.0
+    serial_timeout: float = 1.0  # the Twin's answer to one frame (tried 3 times)
+    pinpad_timeout: float = 2.0  # the PIN pad's answer to one command
     host_timeout: float = 5.0
     latency_warn_ms: float = 50.0
     drift_warn_s: float = 60.0
     drift_fail_s: float = 300.0
     batch_age_warn_h: float = 24.0
+    #: seconds one check may take, whatever hangs under it (pcscd on a blocked reader, a stuck tty, a dead NFS)
+    check_deadline: float = 30.0
     # filled by the host check for the clock check
     _echo: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -83,6 +89,11 @@ def check_pcsc(cfg: DiagnoseConfig) -> CheckResult:
     if not names:
         return CheckResult("pcsc", "fail", "pcscd running, no reader",
                            "plug the reader in; check its driver in /etc/reader.conf.d (serial readers) or lsusb")
+    if cfg.reader and not any(n == cfg.reader or n.startswith(cfg.reader) for n in names):
+        # the driver waits for a named reader that is absent (hot-plug): here its absence is the finding
+        return CheckResult("pcsc", "fail", f"reader {cfg.reader!r} not among {names}",
+                           "plug that reader in, or fix reader.name in the configuration to one listed",
+                           {"readers": names})
     try:
         reader = pcsc.PcscReader(cfg.reader, apdu_timeout=cfg.apdu_timeout)
     except NoReader:
@@ -118,11 +129,19 @@ def check_pcsc(cfg: DiagnoseConfig) -> CheckResult:
 def check_serial(cfg: DiagnoseConfig) -> CheckResult:
     if not cfg.serial_port:
         return CheckResult("serial", "skip", "no serial reader configured", "set reader.serial_port to check one")
-    from posguard.drivers.errors import ReaderError
+    from posguard.drivers.errors import ReaderError, ReaderTimeout
     from posguard.drivers.twin.reader import TwinReader
 
+    if not Path(cfg.serial_port).exists():
+        return CheckResult("serial", "fail", f"{cfg.serial_port} does not exist: the reader (or its USB-serial "
+                           "adapter) is unplugged, or reader.serial_port is wrong",
+                           "plug the reader in; check reader.serial_port against ls -l /dev/serial/by-id/")
     try:
-        reader = TwinReader(cfg.serial_port, timeout=1.0, retries=2)
+        reader = TwinReader(cfg.serial_port, timeout=cfg.serial_timeout, retries=2)
+    except ReaderTimeout as exc:
+        return CheckResult("serial", "fail", f"{cfg.serial_port}: nothing answers as a GemPC Twin ({_what(exc)})",
+                           "check that reader.serial_port is the GemPC Twin's port (not the PIN pad's), its cable "
+                           "and power; the line is 115200 8N2")
     except (OSError, ReaderError) as exc:
         return CheckResult("serial", "fail", f"{cfg.serial_port}: {_what(exc)}",
                            _hint(exc) or "check the cable and the device path; is another program (pcscd) using "
@@ -165,7 +184,7 @@ def check_pinpad(cfg: DiagnoseConfig) -> CheckResult:
     from posguard.drivers.pinpad import PinPadError, open_pin_pad
 
     try:
-        pad = open_pin_pad(cfg.pinpad_port)
+        pad = open_pin_pad(cfg.pinpad_port, command_timeout=cfg.pinpad_timeout)
     except PinPadError as exc:
         return CheckResult("pinpad", "fail", str(exc), exc.hint)
     try:
@@ -181,9 +200,27 @@ def check_pinpad(cfg: DiagnoseConfig) -> CheckResult:
                                "the sign-on answer)", data)
         return CheckResult("pinpad", "ok", figure, "", data)
     except PinPadError as exc:
-        return CheckResult("pinpad", "fail", f"{cfg.pinpad_port}: the PIN pad does not answer: {_what(exc)}", exc.hint)
+        return _pinpad_failed(cfg, pad, exc)
     finally:
         pad.close()
+
+
+def _pinpad_failed(cfg: DiagnoseConfig, pad: Any, exc: Exception) -> CheckResult:
+    """The pad opened but gave no good answer: garbled frames (the line), or nothing (the wrong device/port)."""
+    from posguard.drivers.pinpad import PinPadNotResponding
+
+    if not isinstance(exc, PinPadNotResponding):  # it answered, with a refusal of its own: its hint says what
+        return CheckResult("pinpad", "fail", f"{cfg.pinpad_port}: {_what(exc)}", _hint(exc))
+    counters = dict(pad.counters.__dict__)
+    errors = dict(counters.get("errors") or {})
+    bad = int(errors.get("frame", 0)) + int(counters.get("naks_received", 0))
+    if bad:
+        return CheckResult("pinpad", "fail", f"{cfg.pinpad_port}: the PIN pad's answers arrive garbled ({bad} bad "
+                           f"frame(s)/NAK(s)): {_what(exc)}", "replace or reseat the PIN pad's cable; keep it away "
+                           "from power lines", {"counters": counters})
+    return CheckResult("pinpad", "fail", f"{cfg.pinpad_port}: the PIN pad does not answer: {_what(exc)}",
+                       "check that pinpad.port is the PIN pad's port (not the card reader's), its cable and power",
+                       {"counters": counters})
 
 
 # -- card --------------------------------------------------------------------------------------------
@@ -228,6 +265,8 @@ def check_card(cfg: DiagnoseConfig) -> CheckResult:
 # -- host --------------------------------------------------------------------------------------------
 def check_host(cfg: DiagnoseConfig) -> CheckResult:
     if not cfg.host or not cfg.port:
+        if cfg.host:
+            return CheckResult("host", "fail", f"host {cfg.host} has no port", "set host.port (or --host HOST:PORT)")
         return CheckResult("host", "skip", "no host configured", "set host.address and host.port")
     from posguard.engine.hostlink import HostLinkConfig, TcpHostLink
     from posguard.engine.ports import HostError
@@ -261,48 +300,150 @@ def check_host(cfg: DiagnoseConfig) -> CheckResult:
             return CheckResult("host", "warn", figure, "the host is slow: check the line quality", data)
         return CheckResult("host", "ok", figure, "", data)
     except HostError as exc:
-        return CheckResult("host", "fail", f"{cfg.host}:{cfg.port}: TCP connects but no echo answer ({exc})",
-                           "check the dialect/framing configured for this acquirer and the TPDU; ask the acquirer "
-                           "whether the terminal is enabled")
+        return _no_echo(cfg, exc)
     finally:
         link.close()
 
 
+def _no_echo(cfg: DiagnoseConfig, exc: BaseException) -> CheckResult:
+    """The host took the connection but gave no usable echo answer: what it did, and what to check for that.
+    (The link's "the outcome is unknown: reverse" is for a sale; an echo moves no money, so it is left out.)"""
+    from posguard.engine.hostlink import LinkDropped, UndecodableResponse
+    from posguard.engine.ports import HostTimeout
+
+    what = str(exc).removesuffix("; the outcome is unknown: reverse").removesuffix(", the outcome is unknown: reverse")
+    settings = f"host.dialect ({cfg.dialect}) and host.framing ({cfg.framing})"
+    if isinstance(exc, HostTimeout):
+        said, advice = "does not answer the echo", (f"check {settings} against the acquirer's specification; ask "
+                                                    f"the acquirer whether terminal {cfg.tid} is enabled")
+    elif isinstance(exc, LinkDropped):
+        said, advice = "closes the connection on the echo", (f"check host.framing ({cfg.framing}) and the TPDU; ask "
+                                                             f"the acquirer whether terminal {cfg.tid} is enabled")
+    elif isinstance(exc, UndecodableResponse):
+        said, advice = "answers in another format", f"check {settings} against the acquirer's specification"
+    else:
+        said, advice = "gives no valid echo answer", (f"check {settings} and the TPDU; ask the acquirer whether "
+                                                      f"terminal {cfg.tid} is enabled")
+    return CheckResult("host", "fail", f"{cfg.host}:{cfg.port}: TCP connects but the host {said} ({what})", advice,
+                       {"error": type(exc).__name__})
+
+
 # -- journal -----------------------------------------------------------------------------------------
 def check_journal(cfg: DiagnoseConfig) -> CheckResult:
+    """The journal read as it stands: opened read-only (:meth:`Journal.open_read_only`), so diagnose never
+    creates, migrates or locks it and a running service keeps writing while it is looked at."""
     if not cfg.journal:
         return CheckResult("journal", "skip", "no journal configured", "set journal.path")
     path = Path(cfg.journal)
-    if not path.exists():
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
         return CheckResult("journal", "warn", f"{path} does not exist yet", "normal before the first transaction; "
                            "otherwise check journal.path")
+    except OSError as exc:  # a directory on the way this user may not enter
+        return CheckResult("journal", "fail", f"{path}: cannot look at it as uid {_euid()}: {exc.strerror}",
+                           "run diagnose as root or as the service's user; the service's user must be able to reach, "
+                           "read and write the journal and its directory")
+    if not path.is_dir() and not _readable(path):
+        return CheckResult("journal", "fail", f"{path}: not readable as uid {_euid()} (owner uid "
+                           f"{path.stat().st_uid}, mode {path.stat().st_mode & 0o777:o})",
+                           "run diagnose as root or as the service's user; the service's user must read and write "
+                           "the journal")
+    from posguard.engine.chart import IN_DOUBT
     from posguard.engine.journal import Journal, JournalError
+    from posguard.engine.schema import LATEST_VERSION
 
+    holder = _journal_holder(path)
+    held = f"; in use by the running service (pid {holder})" if holder else ""
+    if path.is_dir():
+        return CheckResult("journal", "fail", f"{path} is a directory, not a journal file",
+                           "set journal.path to the journal file (e.g. /var/lib/posguard/journal.db)")
+    if size == 0:
+        return CheckResult("journal", "warn", f"{path} is empty (0 bytes){held}", "normal if the service has "
+                           "never started; otherwise check journal.path (a backup restored as an empty file?)")
     try:
-        journal = Journal(path)
-    except (JournalError, OSError, Exception) as exc:  # noqa: BLE001 - any open failure is the verdict
-        return CheckResult("journal", "fail", f"{path}: cannot open: {exc}", "restore the journal from its backup; "
-                           "keep the broken file for the acquirer")
+        journal = Journal.open_read_only(path)
+    except JournalError as exc:
+        what = str(exc).partition("): ")[0] + ")" if "damaged (" in str(exc) else str(exc)  # its advice: below
+        return CheckResult("journal", "fail", f"{what}{held}", _journal_open_advice(str(exc)))
     try:
+        version = journal.schema_version()
+        if version == 0:
+            return CheckResult("journal", "fail", f"{path} is an SQLite file but not a posguard journal (no "
+                               "schema_version table)", "check journal.path: it names another program's database")
+        if version != LATEST_VERSION:
+            newer = version > LATEST_VERSION
+            return CheckResult("journal", "fail" if newer else "warn", f"{path}: schema version {version}, this "
+                               f"posguard reads version {LATEST_VERSION}{held}",
+                               "install the newer posguard that wrote it" if newer else "the service upgrades the "
+                               "journal when it starts: start it, then diagnose again", {"schema_version": version})
         problems = [p for p in journal.integrity_check() if p != "ok"]
         pending = journal.saf_items(["queued", "sent"])
         expired = journal.saf_items(["expired"])
+        in_doubt = journal.txns_in_states(IN_DOUBT)
         first = journal.batch_opened_at()
         age_h = (time.time() - first) / 3600 if first is not None else 0.0
         figure = (f"integrity {'ok' if not problems else '; '.join(problems[:3])}; {len(pending)} reversal(s)/"
-                  f"advice(s) pending, {len(expired)} expired; open batch {journal.current_batch()} "
-                  f"{age_h:.1f} h old")
-        data = {"integrity": problems, "pending": len(pending), "expired": len(expired), "batch_age_h": round(age_h, 2)}
+                  f"advice(s) pending, {len(expired)} expired; {len(in_doubt)} transaction(s) of unknown outcome; "
+                  f"open batch {journal.current_batch()} {age_h:.1f} h old{held}")
+        data = {"integrity": problems, "pending": len(pending), "expired": len(expired), "in_doubt": len(in_doubt),
+                "batch_age_h": round(age_h, 2), "service_pid": holder}
         if problems or expired:
             return CheckResult("journal", "fail", figure, "integrity errors: stop trading, copy the journal, restore "
                                "from backup" if problems else "expired reversals/advices: reconcile them with the "
                                "acquirer by hand (posguard incidents)", data)
-        if pending or age_h > cfg.batch_age_warn_h:
-            return CheckResult("journal", "warn", figure, "pending items go out before the next sale; check the host "
-                               "line" if pending else "run settlement: the batch is older than a day", data)
+        if pending or in_doubt or age_h > cfg.batch_age_warn_h:
+            advice = ("pending items go out before the next sale; check the host line" if pending else
+                      "transactions whose outcome the host has not told: the service reverses them when it starts; "
+                      "keep the host line up (posguard incidents lists them)" if in_doubt else
+                      "run settlement: the batch is older than a day")
+            return CheckResult("journal", "warn", figure, advice, data)
         return CheckResult("journal", "ok", figure, "", data)
     finally:
         journal.close()
+
+
+def _euid() -> int:
+    import os
+
+    return os.geteuid()
+
+
+def _readable(path: Path) -> bool:
+    import os
+
+    return os.access(path, os.R_OK, effective_ids=os.access in os.supports_effective_ids)
+
+
+def _journal_open_advice(problem: str) -> str:
+    """What to do about a journal that cannot be read, by what SQLite said (the journal's own wording)."""
+    if "damaged" in problem:
+        return "stop trading, keep the file for the acquirer, restore the journal from its backup"
+    if "locked" in problem:
+        return "another program holds the journal for writing: wait and diagnose again; if it stays locked, stop " \
+               "that program (fuser -v on the journal file names it)"
+    return "check journal.path and the file's owner and mode: the service's user must read and write it"
+
+
+def _journal_holder(path: Path) -> int | None:
+    """The pid of the running service that holds the journal (``<journal>.lock``, see
+    :mod:`posguard.engine.instance_lock`), read without taking the lock; None when nobody holds it."""
+    import os
+
+    try:
+        text = path.with_name(path.name + ".lock").read_text(encoding="ascii", errors="replace").strip()
+    except OSError:
+        return None
+    if not text.isdigit():
+        return None
+    pid = int(text)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None  # a stale pid left by a killed service: nobody holds it
+    except PermissionError:
+        pass  # alive, another user's
+    return pid
 
 
 # -- clock -------------------------------------------------------------------------------------------
@@ -312,16 +453,24 @@ def check_clock(cfg: DiagnoseConfig) -> CheckResult:
         if not cfg.host or not cfg.port:
             return CheckResult("clock", "skip", "no host configured: the clock is compared with the host's",
                                "set host.address and host.port")
-        return CheckResult("clock", "skip", "no echo answer from the host", "run with the host check")
+        return CheckResult("clock", "skip", "no echo answer from the host: the clock is compared with the host's",
+                           "fix what the host check says, then diagnose again")
     response = echo["response"]
-    host_time = _host_time(response, echo["sent_at"])
+    host_time = _host_time(response, echo["sent_at"], cfg.timezone)
     if host_time is None:
         return CheckResult("clock", "warn", "the host's echo answer carries no time (field 7, or 12/13)",
                            "check the clock against NTP instead: timedatectl status")
     local = echo["sent_at"] + echo["rtt_s"] / 2
     drift = local - host_time
-    figure = f"local - host = {drift:+.1f} s (field {'7' if '7' in response else '12/13'})"
+    zone = cfg.timezone or "the box's zone"
+    read_as = "7, GMT" if "7" in response else f"12/13, local time in {zone}"
+    figure = f"local - host = {drift:+.1f} s (field {read_as})"
     data = {"drift_s": round(drift, 2)}
+    hours = round(drift / 3600)
+    if "7" not in response and hours and abs(drift - hours * 3600) <= cfg.drift_warn_s:
+        return CheckResult("clock", "fail", figure, f"a whole {abs(hours)} h apart: most likely the time zone, not "
+                           "the clock — set terminal.timezone to the zone the acquirer expects in fields 12/13 (CUP: "
+                           "Asia/Shanghai); if it is right, set the clock (timedatectl set-ntp true)", data)
     if abs(drift) > cfg.drift_fail_s:
         return CheckResult("clock", "fail", figure, "set the clock (timedatectl set-ntp true); messages and "
                            "settlement dates are wrong", data)
@@ -330,20 +479,43 @@ def check_clock(cfg: DiagnoseConfig) -> CheckResult:
     return CheckResult("clock", "ok", figure, "", data)
 
 
-def _host_time(response: Any, near: float) -> float | None:
-    year = datetime.fromtimestamp(near, UTC).year
+def _host_time(response: Any, near: float, timezone: str = "") -> float | None:
+    """The host's time in its echo answer: field 7 (MMDDhhmmss, GMT), else 12 (hhmmss) and 13 (MMDD), local
+    time in ``timezone`` (terminal.timezone, as the engine writes them: ``posguard.engine.localtime``; ISO
+    8583:1987 fields 7/12/13). Neither carries the year: the one that puts it nearest ``near`` (31 Dec/1 Jan).
+
+    >>> from datetime import datetime, UTC
+    >>> near = datetime(2027, 1, 1, 0, 0, 5, tzinfo=UTC).timestamp()
+    >>> _host_time({"7": "1231235950"}, near) - near
+    -15.0
+    >>> _host_time({"12": "080000", "13": "0101"}, near, "Asia/Shanghai") - near
+    -5.0
+    """
+    from datetime import tzinfo
+
+    from posguard.notices import terminal_zone
+
+    tz: tzinfo = UTC
     try:
         if "7" in response:
             v = str(response["7"])
-            dt = datetime(year, int(v[0:2]), int(v[2:4]), int(v[4:6]), int(v[6:8]), int(v[8:10]), tzinfo=UTC)
-            return dt.timestamp()
-        if "12" in response and "13" in response:  # local time of the host: assume it runs on UTC offset 0
+            month, day, hms = int(v[0:2]), int(v[2:4]), (int(v[4:6]), int(v[6:8]), int(v[8:10]))
+        elif "12" in response and "13" in response:
             t, d = str(response["12"]), str(response["13"])
-            dt = datetime(year, int(d[0:2]), int(d[2:4]), int(t[0:2]), int(t[2:4]), int(t[4:6]), tzinfo=UTC)
-            return dt.timestamp()
+            month, day, hms = int(d[0:2]), int(d[2:4]), (int(t[0:2]), int(t[2:4]), int(t[4:6]))
+            tz = terminal_zone(timezone) or datetime.now().astimezone().tzinfo or UTC
+        else:
+            return None
+        year = datetime.fromtimestamp(near, UTC).year
+        stamps = []
+        for y in (year - 1, year, year + 1):
+            try:
+                stamps.append(datetime(y, month, day, *hms, tzinfo=tz).timestamp())
+            except ValueError:  # 29 February of a year that has none
+                continue
+        return min(stamps, key=lambda s: abs(s - near)) if stamps else None
     except (ValueError, IndexError):
         return None
-    return None
 
 
 CHECKS: dict[str, Callable[[DiagnoseConfig], CheckResult]] = {
@@ -365,19 +537,62 @@ def run_checks(cfg: DiagnoseConfig, names: list[str] | None = None) -> list[Chec
     if "clock" in wanted and "host" not in wanted:
         wanted = ["host", *wanted]  # the clock is read from the host's echo
     service = service_status(cfg) if any(n in wanted for n in _READER_CHECKS) else None
-    results = []
+    results: list[CheckResult] = []
     for name in CHECKS:  # fixed order
         if name in wanted:
             try:
                 gated = _reader_gate(cfg, name, service) if name in _READER_CHECKS else None
-                results.append(gated or CHECKS[name](cfg))
+                gated = gated or (_card_gate(cfg, results) if name == "card" else None)
+                results.append(gated or _bounded(cfg, name))
             except Exception as exc:  # noqa: BLE001 - a broken check is a failure, never a crash
-                results.append(CheckResult(name, "fail", f"check crashed: {type(exc).__name__}: {exc}",
-                                           "report this to posguard support with the output of --json"))
+                results.append(_crashed(name, exc))
     if names and "host" not in names and "clock" in names:
         results = [r for r in results if r.name != "host"]
     return results
 
+
+
+def _crashed(name: str, exc: BaseException) -> CheckResult:
+    return CheckResult(name, "fail", f"check crashed: {type(exc).__name__}: {exc}",
+                       "report this to posguard support with the output of --json")
+
+
+#: what hangs under a check that never returns, and what the technician does about it
+_STUCK = {
+    "pcsc": ("pcscd or the reader is stuck (a card that stops answering holds the reader for every program)",
+             "remove the card; if it stays stuck, unplug and replug the reader or restart pcscd"),
+    "serial": ("the serial port is stuck", "unplug and replug the reader (or its USB-serial adapter)"),
+    "pinpad": ("the PIN pad's serial port is stuck", "unplug and replug the PIN pad"),
+    "card": ("pcscd or the reader is stuck (a card that stops answering holds the reader for every program)",
+             "remove the card; if it stays stuck, unplug and replug the reader or restart pcscd"),
+    "host": ("the host link is stuck", "check the network; diagnose again"),
+    "journal": ("reading the journal is stuck (its disk or a network file system)",
+                "check the disk (dmesg); keep the journal on a local disk"),
+    "clock": ("the clock check is stuck", "report this to posguard support with the output of --json"),
+}
+
+
+def _bounded(cfg: DiagnoseConfig, name: str) -> CheckResult:
+    """Run one check in a daemon thread for ``cfg.check_deadline`` seconds at most: diagnose always ends, and
+    says which part hung (the thread is left behind, blocked in the driver; the process exits without it)."""
+    import threading
+
+    box: list[CheckResult] = []
+
+    def run() -> None:
+        try:
+            box.append(CHECKS[name](cfg))
+        except Exception as exc:  # noqa: BLE001 - a broken check is a failure, never a crash
+            box.append(_crashed(name, exc))
+
+    worker = threading.Thread(target=run, name=f"diagnose-{name}", daemon=True)
+    worker.start()
+    worker.join(cfg.check_deadline)
+    if box:
+        return box[0]
+    what, advice = _STUCK[name]
+    return CheckResult(name, "fail", f"no answer within {cfg.check_deadline:g} s: {what}", advice,
+                       {"deadline_s": cfg.check_deadline})
 
 
 # -- the reader as the configuration and the running service see it ------------------------------------------
@@ -400,6 +615,18 @@ def service_status(cfg: DiagnoseConfig) -> dict[str, Any] | None:
     finally:
         client.close()
     return answer if answer.get("ok") else None
+
+
+def _card_gate(cfg: DiagnoseConfig, before: list[CheckResult]) -> CheckResult | None:
+    """The card check is not run on a reader its own check just failed: the read would fail the same way (a
+    second wait on a silent serial line), or hang — a mute card leaves a PC/SC reader blocked for every client
+    until it is removed (``reader-rig.md``, vpcd has no timeouts). None: run it."""
+    reader_check = "serial" if cfg.serial_port and not cfg.reader else "pcsc"
+    failed = next((r for r in before if r.name == reader_check and r.verdict == "fail"), None)
+    if failed is None:
+        return None
+    return CheckResult("card", "skip", f"not read: the {reader_check} check failed (above)",
+                       "fix what the " + reader_check + " check says, then diagnose again")
 
 
 def _reader_gate(cfg: DiagnoseConfig, name: str, service: dict[str, Any] | None) -> CheckResult | None:

@@ -173,6 +173,29 @@ class Journal:
             self._conn.close()
             raise JournalError(_open_problem(self.path, exc)) from None
 
+    @classmethod
+    def open_read_only(cls, path: str | os.PathLike[str], *, busy_timeout: float = 2.0) -> Journal:
+        """The journal opened to look, not to touch (``posguard diagnose``): no file created, no mode tightened,
+        no WAL switch, no migration and so no write lock waited for — a running service keeps writing. A lock
+        held by a writer in rollback mode is waited for ``busy_timeout`` seconds at most (SQLite ``mode=ro``
+        URI and ``PRAGMA query_only``). Raises :class:`JournalError` as the normal open does."""
+        self = cls.__new__(cls)
+        self.path, self.clock, self.kill_hook, self._depth, self._labels = Path(path), SystemClock(), None, 0, []
+        try:
+            self._conn = sqlite3.connect(f"{self.path.absolute().as_uri()}?mode=ro", uri=True, isolation_level=None,
+                                         timeout=busy_timeout)
+        except sqlite3.Error as exc:
+            raise JournalError(f"journal {self.path} cannot be opened: {exc}; check the path and its permissions"
+                               ) from None
+        self._conn.row_factory = sqlite3.Row
+        try:
+            self._conn.execute("PRAGMA query_only=ON")
+            self.schema_version()  # reads the header and the schema: a damaged or foreign file fails here
+        except sqlite3.Error as exc:
+            self._conn.close()
+            raise JournalError(_open_problem(self.path, exc)) from None
+        return self
+
     # -- lifecycle ------------------------------------------------------------------------------
     def close(self) -> None:
         self._conn.close()
