@@ -27,16 +27,18 @@ replay of the recorded wire): the same 21 SCardTransmit, one SCardReconnect and 
 (strace: the same system calls; each exchange takes as long on both sides); the rest is Python between the
 exchanges. Warm (the wire replayed from memory) it was 530 us per transaction (1638 calls): TLV parsing about a
 third, OpenSSL HMAC set-up for the PAN token, the GET RESPONSE chain, DOL/CVM-list parsing, field 55 via
-build_tlv, per-command trace strings. Cut to ~230-340 us: a one-pass card-answer parser (checked parser on any
+build_tlv, per-command trace strings. Cut to ~210-240 us: a one-pass card-answer parser (checked parser on any
 irregularity), records/GPO/GENERATE AC answers read flat when they are one template of distinct primitives, the
-AFL records parsed after the last READ RECORD, DOL/CVM lists/configured AIDs/static terminal tags kept per process,
-keyed SHA-256 states per token key, the session built in one step, lazy trace and reversal
-field 55. Every command, check, CVM decision, mask and token is unchanged.
-In the run, the same Python costs 3-6x its warm time (about 1.1-1.4 ms per transaction on one CPU, 2-3 ms across
-two): pcscd and the card simulator run between every two exchanges and the process wakes with cold caches, so
-each of the ~22 stretches of Python between exchanges pays a fixed cost. On one quiet CPU
-(``taskset -c 1``, every quantile of 60-120 rounds) the ratio is 1.22-1.26; across two CPUs the "best" ratio
-moves between 1.19 and 1.80 from run to run (slow phases of the rig hit both sides).
+FCIs and PSE records read as tag -> first value (no object per data element), the AFL records parsed after the
+last READ RECORD, DOL/CVM lists/configured AIDs/static terminal tags kept per process, keyed SHA-256 states per
+token key, the session built in one step, lazy trace and reversal field 55. Every command, check, CVM decision,
+mask and token is unchanged.
+In the run, the same Python costs 3-6x its warm time (about 1.1-1.2 ms per transaction on one CPU): pcscd and the
+card simulator run between every two exchanges and the process wakes with cold caches, so each of the ~22
+stretches of Python between exchanges pays a fixed cost (the same system calls on both sides, no page faults).
+On one quiet CPU (``taskset -c 1``, every quantile of ~200 rounds) the ratio is 1.20-1.28; across two CPUs the
+"best" ratio moves between 1.19 and 1.80 from run to run (slow phases of the rig hit both sides), the median of
+the per-round ratios 1.22-1.24 in the last runs (one earlier run gave 0.76).
 
 pcscd and the simulators are stopped on exit, Ctrl-C and SIGTERM included. Exit status 1 on a MISMATCH.
 """
