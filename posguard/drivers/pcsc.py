@@ -10,11 +10,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from posguard.extras import MissingExtra
 
@@ -32,6 +34,7 @@ from posguard.drivers.errors import (
     NoReader,
     ReaderBusy,
     ReaderError,
+    ReaderTimeout,
     ReaderUnplugged,
     ServiceUnavailable,
     TransportError,
@@ -332,31 +335,60 @@ class PcscReader(Reader):
 
     # -- card ------------------------------------------------------------------------------------------
     def power_on(self) -> bytes:
-        if self._hcard:
-            hr, proto = _S.SCardReconnect(self._hcard, self._share, _S.SCARD_PROTOCOL_T0 | _S.SCARD_PROTOCOL_T1,
-                                          _S.SCARD_RESET_CARD)
-            if hr != _OK:
-                self._hcard = 0
-                raise translate_error(hr, "reset card", self.name)
-        else:
-            self._ensure_context(_monotonic() + 2.0)
-            hr, hcard, proto = _S.SCardConnect(self._ctx, self.name, self._share,
-                                               _S.SCARD_PROTOCOL_T0 | _S.SCARD_PROTOCOL_T1)
-            if hr in _SERVICE_DOWN:
-                self._recover_context(time.monotonic() + 2.0)
-                hr, hcard, proto = _S.SCardConnect(self._ctx, self.name, self._share,
-                                                   _S.SCARD_PROTOCOL_T0 | _S.SCARD_PROTOCOL_T1)
-            if hr != _OK:
-                raise translate_error(hr, "power on card", self.name)
-            self._hcard = int(hcard)
-        self._pci = _S.SCARD_PCI_T0 if proto == _S.SCARD_PROTOCOL_T0 else _S.SCARD_PCI_T1
-        hr, _, _, _, atr = _S.SCardStatus(self._hcard)
-        if hr != _OK:
-            raise translate_error(hr, "read ATR", self.name)
+        """Reset (or connect and power) the card and return its ATR. Each PC/SC call here is bounded by
+        ``apdu_timeout`` as a command is: pcscd waits without limit for a reader still busy with a card that went
+        mute, so a blocked call is broken by the watchdog and reported (:meth:`_stuck`) instead of hanging the
+        caller for good."""
         if self._watchdog is None:
             self._watchdog = _Watchdog(self._expire, period=min(0.1, self.apdu_timeout / 10))
         self._expired = False
+        if self._hcard:
+            hr, proto = self._bounded(_S.SCardReconnect, self._hcard, self._share,
+                                      _S.SCARD_PROTOCOL_T0 | _S.SCARD_PROTOCOL_T1, _S.SCARD_RESET_CARD)
+            if hr != _OK:
+                self._hcard = 0
+                raise self._stuck("reset the card") if self._expired else translate_error(hr, "reset card", self.name)
+        else:
+            self._ensure_context(_monotonic() + 2.0)
+            hr, hcard, proto = self._bounded(_S.SCardConnect, self._ctx, self.name, self._share,
+                                             _S.SCARD_PROTOCOL_T0 | _S.SCARD_PROTOCOL_T1)
+            if hr in _SERVICE_DOWN and not self._expired:
+                self._recover_context(time.monotonic() + 2.0)
+                hr, hcard, proto = self._bounded(_S.SCardConnect, self._ctx, self.name, self._share,
+                                                 _S.SCARD_PROTOCOL_T0 | _S.SCARD_PROTOCOL_T1)
+            if hr != _OK:
+                raise self._stuck("power the card on") if self._expired else translate_error(hr, "power on card",
+                                                                                              self.name)
+            self._hcard = int(hcard)
+        self._pci = _S.SCARD_PCI_T0 if proto == _S.SCARD_PROTOCOL_T0 else _S.SCARD_PCI_T1
+        hr, _, _, _, atr = self._bounded(_S.SCardStatus, self._hcard)
+        if hr != _OK:
+            raise self._stuck("read the ATR") if self._expired else translate_error(hr, "read ATR", self.name)
         return bytes(atr)
+
+    def _bounded(self, call: Callable[..., Any], *args: Any) -> Any:
+        """``call(*args)`` under the watchdog's deadline (``apdu_timeout``): past it our pcscd socket is shut down,
+        the call returns an error and ``_expired`` says why."""
+        wd = self._watchdog
+        assert wd is not None  # set by power_on
+        wd.deadline = _monotonic() + self.apdu_timeout
+        try:
+            return call(*args)
+        finally:
+            wd.deadline = 0.0
+
+    def _stuck(self, what: str) -> ReaderError:
+        """A power-on call the watchdog broke: the reader did not come back within ``apdu_timeout`` (pcscd is
+        still waiting on it, e.g. for a card that went mute). A new PC/SC context is opened for the next try."""
+        self._hcard = 0
+        self._drop_context()
+        with contextlib.suppress(ServiceUnavailable):
+            self._connect_context()
+        self._expired = False
+        return ReaderTimeout(f"the reader did not {what} within {self.apdu_timeout:g} s: it is still busy (a card "
+                             "that went mute?)", reader=self.name,
+                             hint="remove the card; if the next card fails the same way, unplug and replug the "
+                                  "reader or restart pcscd")
 
     @property
     def protocol(self) -> str:

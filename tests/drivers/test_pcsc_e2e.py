@@ -17,6 +17,7 @@ from posguard.drivers.errors import (
     NoCard,
     NoReader,
     ReaderBusy,
+    ReaderTimeout,
     ServiceUnavailable,
     TransportError,
 )
@@ -92,6 +93,37 @@ def test_mute_card_is_cut_by_the_apdu_watchdog(card_factory: Callable[..., VpcdC
             r.transmit(SELECT_PSE)
         assert time.monotonic() - t0 < 1.5
         assert r.card_present()  # the reader object is still usable (new PC/SC context)
+
+
+def test_a_reader_still_busy_with_a_mute_card_fails_the_next_power_on_instead_of_hanging(
+        card_factory: Callable[..., VpcdCard]) -> None:
+    """After a mute card, pcscd keeps waiting on the reader, and a plain SCardConnect waited with it for good (the
+    next sale hung the service). The power-on calls are bounded by apdu_timeout as commands are: a ReaderTimeout
+    naming the reader and what to do. (The thread only guards the test against the old hang.)"""
+    import threading
+
+    card_factory("mastercard_nocvm", faults=["mute times=0"])
+    r = PcscReader(READER, apdu_timeout=0.4)
+    r.power_on()
+    with pytest.raises(CardMute):
+        r.transmit(SELECT_PSE)
+    outcome: list[BaseException] = []
+
+    def power_on_again() -> None:
+        try:
+            r.power_on()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            outcome.append(exc)
+
+    worker = threading.Thread(target=power_on_again, daemon=True)
+    worker.start()
+    worker.join(15)
+    if worker.is_alive():  # r is left as it is: closing it would block too; the card's teardown frees pcscd
+        pytest.fail("power_on hung on the busy reader")
+    r.close()
+    (err,) = outcome
+    assert isinstance(err, ReaderTimeout) and "did not power the card on within 0.4 s" in str(err), err
+    assert "remove the card" in err.hint and r.name in str(err)
 
 
 def test_unknown_reader_is_no_reader_within_timeout(pcscd_rig: PcscdRig) -> None:
