@@ -224,6 +224,13 @@ class PcscReader(Reader):
                     raise
                 time.sleep(_SERVICE_RETRY_S)
 
+    def _renew_context(self) -> None:
+        """After the watchdog shut our pcscd socket down: a new context for the next call (none if pcscd is gone:
+        the next call recovers it)."""
+        self._drop_context()
+        with contextlib.suppress(ServiceUnavailable):
+            self._connect_context()
+
     def _ensure_context(self, deadline: float) -> None:
         """Open a new context if the last one was dropped (pcscd restarted); pyscard must never see 0."""
         if not self._ctx:
@@ -380,10 +387,7 @@ class PcscReader(Reader):
     def _stuck(self, what: str) -> ReaderError:
         """A power-on call the watchdog broke: the reader did not come back within ``apdu_timeout`` (pcscd is
         still waiting on it, e.g. for a card that went mute). A new PC/SC context is opened for the next try."""
-        self._hcard = 0
-        self._drop_context()
-        with contextlib.suppress(ServiceUnavailable):
-            self._connect_context()
+        self._renew_context()
         self._expired = False
         return ReaderTimeout(f"the reader did not {what} within {self.apdu_timeout:g} s: it is still busy (a card "
                              "that went mute?)", reader=self.name,
@@ -473,11 +477,7 @@ class PcscReader(Reader):
 
     def _transmit_failed(self, hr: int) -> ReaderError:
         if self._expired:
-            self._drop_context()
-            try:
-                self._connect_context()
-            except ServiceUnavailable:
-                pass
+            self._renew_context()
             return CardMute(f"card did not answer within {self.apdu_timeout:g} s", reader=self.name)
         if hr in (_S.SCARD_E_NOT_TRANSACTED, _S.SCARD_E_READER_UNAVAILABLE):
             # Ambiguous codes: give pcscd one poll period to tell whether the card or the reader left.
