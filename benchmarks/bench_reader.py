@@ -33,12 +33,14 @@ FCIs and PSE records read as tag -> first value (no object per data element), th
 last READ RECORD, DOL/CVM lists/configured AIDs/static terminal tags kept per process, keyed SHA-256 states per
 token key, the session built in one step, lazy trace and reversal field 55. Every command, check, CVM decision,
 mask and token is unchanged.
-In the run, the same Python costs 3-6x its warm time (about 1.1-1.2 ms per transaction on one CPU): pcscd and the
-card simulator run between every two exchanges and the process wakes with cold caches, so each of the ~22
-stretches of Python between exchanges pays a fixed cost (the same system calls on both sides, no page faults).
-On one quiet CPU (``taskset -c 1``, every quantile of ~200 rounds) the ratio is 1.20-1.28; across two CPUs the
-"best" ratio moves between 1.19 and 1.80 from run to run (slow phases of the rig hit both sides), the median of
-the per-round ratios 1.22-1.24 in the last runs (one earlier run gave 0.76).
+The machine decides how much the run adds to that Python. On the machine of those figures it cost 3-6x its warm
+time in the run (about 1.1-1.2 ms per transaction on one CPU): pcscd and the card simulator run between every two
+exchanges and the process wakes with cold caches, so each of the ~22 stretches of Python between exchanges pays a
+fixed cost (the same system calls on both sides, no page faults); the ratio sat at the target (one CPU, every
+quantile of ~200 rounds: 1.20-1.28; two CPUs, per-round median 1.22-1.24). On a 2-core AMD EPYC (2026-12-01) the
+same code ran ~112 us warm and ~200 us in the run (probes between exchanges, one CPU; the largest stretches: before
+the first GENERATE AC ~38 us, between the two ~32 us), and (d) gave best 1.05-1.14, per-round median 1.08-1.11
+in seven runs across two CPUs, 1.15-1.22 best and 1.15-1.16 median on one.
 
 pcscd and the simulators are stopped on exit, Ctrl-C and SIGTERM included. Exit status 1 on a MISMATCH.
 """
