@@ -431,10 +431,16 @@ class Till:
             del self._reversals_owed[txn_id]
             if txn.state != "reversed":
                 continue
-            journaled = {(m["mti"], m["stan"]) for m in self.engine.journal.messages(txn_id) if m["direction"] == "out"}
-            attempts = [m for m in self.sent if m.is_reversal and (m.mti, m.stan) in journaled]
+            # every attempt is in the journal, those sent before a restart included; this process holds the
+            # wire images of its own only
+            journaled = [(m["mti"], m["stan"]) for m in self.engine.journal.messages(txn_id)
+                         if m["direction"] == "out" and m["mti"][1:2] == "4"]
+            images = [m for m in self.sent if m.is_reversal and (m.mti, m.stan) in journaled]
+            earlier = len(journaled) - len(images)
+            before = f" ({earlier} before this start, recorded in the journal)" if earlier > 0 else ""
             self._record_auto("reversal", rule, [txn_id], f"the queued reversal was acknowledged after "
-                              f"{len(attempts)} attempt(s): the engine reversed the sale", attempts)
+                              f"{len(journaled)} attempt(s){before}: the engine reversed the sale", images,
+                              mtis=[mti for mti, _ in journaled])
             self._notify_reversal(txn_id)
 
     def _record_override(self, order: str | None, amount: int) -> None:
@@ -771,13 +777,14 @@ class Till:
                           cause="network" if d.rule == "resend_after_timeout" else None)
 
     def _record_auto(self, kind: str, rule: str, txn_ids: list[str], detail: str,
-                     sent: list[Message] | None = None) -> None:
+                     sent: list[Message] | None = None, mtis: list[str] | None = None) -> None:
         """An incident the engine resolved on its own (a reversal); ``sent``: its messages (default: the reversals
-        among the last three requests)."""
+        among the last three requests); ``mtis``: of all its messages, when some are not in ``sent`` (sent before
+        a restart)."""
         if sent is None:
             sent = [m for m in self.sent[-3:] if m.is_reversal]
         inc = IncidentReport(kind, rule, txn_ids, "engine", [evidence_image(m) for m in sent], "reversed", detail,
-                             [m.mti for m in sent])
+                             mtis if mtis is not None else [m.mti for m in sent])
         self.incidents.append(inc)
         self._incident(inc)
 

@@ -264,6 +264,14 @@ def test_after_a_restart_a_queued_reversal_is_recorded_when_acknowledged(tmp_pat
         assert [(i.kind, i.outcome, i.transactions) for i in again.incidents] == [("reversal", "reversed",
                                                                                     [sale.txn_id])]
         assert [n.outcome for n in again.notices] == ["reversed"]
+        # the incident counts every attempt, those the first start sent included (the journal has them all);
+        # the wire images are this start's own
+        attempts = [m["mti"] for m in desk.journal.messages(sale.txn_id) if m["direction"] == "out"
+                    and m["mti"].startswith("04")]
+        (inc,) = again.incidents
+        earlier = len(attempts) - len(inc.messages)
+        assert earlier >= 1 and len(inc.messages) >= 1 and inc.mtis == attempts
+        assert f"after {len(attempts)} attempt(s) ({earlier} before this start" in inc.detail
 
 
 def test_a_capture_keeps_neither_the_contact_nor_the_signature_files_path(tmp_path: Path) -> None:
