@@ -150,12 +150,11 @@ class LinkEvent:
 Listener = Callable[[LinkEvent], None]
 
 
-def late_answer_detail(mti: str | None, response_code: str | None,
-                       reversal_done_codes: Collection[str] = ("00", "12", "25")) -> str:
+def late_answer_detail(mti: str | None, response_code: str | None, reversal_done_codes: Collection[str]) -> str:
     """What an answer that came after its request timed out means, for the operator (the live link and a
-    replay say the same). An answer to a reversal (04x0) is no approval: with a "done" code the host has the
-    reversal (pos-flows.md: 00, 12 and 25 count as done); an approval of anything else came too late, so its
-    reversal must go ahead."""
+    replay say the same). An answer to a reversal (04x0) is no approval: with one of the dialect's "done" codes
+    (``Dialect.reversal_done_codes``) the host has the reversal; an approval of anything else came too late, so
+    its reversal must go ahead."""
     if mti is not None and len(mti) == 4 and mti[1] == "4":
         if response_code in reversal_done_codes:
             return "late answer to a reversal that timed out: the host has the reversal"
