@@ -305,6 +305,10 @@ class CaptureWriter:
         if kind not in KINDS:
             raise ValueError(f"unknown record kind {kind!r}")
         at = data.pop("_at", None)
+        undefined = [key for key in data if key not in RECORD_KEYS[kind]]
+        if undefined:  # the reader would refuse the file: a recorder's bug, said before the file is spoilt
+            raise ValueError(f"{kind} record: keys {', '.join(map(_shown, undefined))} are not defined for it "
+                             f"(RECORD_KEYS[{kind!r}])")
         clean = {k: self._clean(v, k in HEX_KEYS) for k, v in data.items()}
         t = self._now() if at is None else round(at - self._start, 6)
         t = self._last_t = max(t, self._last_t)  # records stay in time order

@@ -91,6 +91,18 @@ def test_writer_sanitises_messages_as_written(tmp_path: Path) -> None:
     assert verify["c"] == "0020008008" + "00" * 8
 
 
+def test_writer_refuses_a_key_its_reader_would_refuse(tmp_path: Path) -> None:
+    """A recorder that writes a key the record's kind does not define would leave a capture no replay reads: the
+    writer says so at once, naming the kind and the key, and writes nothing of that record."""
+    path = tmp_path / "c.jsonl"
+    with CaptureWriter(path, dialect="cup", tid="TERM0001", mid="M", clock=VirtualClock()) as w:
+        with pytest.raises(ValueError, match=r"iso record: keys \"txn\" are not defined"):
+            w.record("iso", dir="out", hex="0800", txn="T-1")
+        w.record("link", event="timeout", detail="no answer")
+    cap = read_capture(path)
+    assert [r["k"] for r in cap.records] == ["link"]
+
+
 @pytest.mark.parametrize(("text", "line", "what"), [
     ("", 1, "empty"),
     ("not json\n", 1, "not JSON"),
