@@ -15,7 +15,7 @@ _MARK = {"ok": "ok", "skip": "--", "warn": "WARN", "fail": "FAIL"}
 
 
 def add_diagnose_command(sub: Any) -> None:
-    p = sub.add_parser("diagnose", help="checks for field technicians (reader, card, host, journal, clock)",
+    p = sub.add_parser("diagnose", help="checks for field technicians (config, reader, card, host, journal, clock)",
                        description="Each check prints ok/warn/fail, the measured figure and what to do next. "
                        "Exit 0 all ok, 1 a warning, 2 a failure. Settings come from the service config "
                        "(--config) and can be overridden here.", epilog=epilog("diagnose"),
@@ -76,6 +76,7 @@ def config_from(ns: argparse.Namespace, problems: list[str] | None = None) -> Di
     cfg = DiagnoseConfig(soak_seconds=ns.soak)
     path = ns.config or (DEFAULT_CONFIG if os.path.exists(DEFAULT_CONFIG) else None)
     if path:
+        cfg.config_path = str(path)
         svc, found = load_config(path, read_keys=False)  # diagnose runs on a half-configured box too
         if any(p.key == "config" for p in found):
             raise ConfigUnreadable("; ".join(p.message for p in found if p.key == "config"))

@@ -3,6 +3,8 @@
 Checks (run in this order; ``--check NAME`` picks some):
 
 =========  ==========================================================================================
+config     the configuration file as ``posguard run`` reads it, key files included (read as this user):
+           every problem the service would refuse to start on
 pcsc       pcscd answers, readers listed, card present, ATR and protocol, APDU round-trip latency
 serial     the serial reader's port opens, the GemPC Twin answers, its firmware, link counters over a soak
 card       a full EMV read (selection to GENERATE AC): APDU count and time

@@ -34,6 +34,8 @@ class DiagnoseConfig:
     reader_kind: str = "auto"
     #: the running service's operator socket: when it answers, the service holds the reader and is asked
     service_socket: str | None = None
+    #: the service's configuration file, checked as ``posguard run`` reads it (None: no file, the check skips)
+    config_path: str | None = None
     apdu_samples: int = 20
     apdu_timeout: float = 3.0
     soak_seconds: float = 1.0
@@ -67,6 +69,31 @@ def _what(exc: BaseException) -> str:
     """
     hint = _hint(exc)
     return str(exc).removesuffix(f" — {hint}") if hint else str(exc)
+
+
+# -- config -------------------------------------------------------------------------------------------
+def check_config(cfg: DiagnoseConfig) -> CheckResult:
+    """The configuration as ``posguard run`` reads it, key files included: the service starts only when it has no
+    problem (diagnose itself runs on a half-configured box). Key files are read as this user, which may not be
+    the service's."""
+    import getpass
+
+    from posguard.config import load_config
+
+    path = cfg.config_path
+    if not path:
+        return CheckResult("config", "skip", "no configuration file (--config FILE, or /etc/posguard/posguard.toml)",
+                           "give the service's file with --config to check it as `posguard run` reads it")
+    user = getpass.getuser()
+    _service, problems = load_config(path)
+    data: dict[str, Any] = {"path": path, "user": user, "problems": [str(p) for p in problems]}
+    if not problems:
+        return CheckResult("config", "ok", f"{path}: usable by `posguard run` (key files read as {user})", data=data)
+    shown = "; ".join(str(p) for p in problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
+    return CheckResult("config", "fail", f"{path}: `posguard run` refuses to start on {len(problems)} problem(s) "
+                                         f"(read as {user}): {shown}",
+                       "fix every key named (each is described in `python -m pydoc posguard.config`); "
+                       f"`posguard run --check-config --config {path}` says the same", data)
 
 
 # -- pcsc ---------------------------------------------------------------------------------------------
@@ -519,6 +546,7 @@ def _host_time(response: Any, near: float, timezone: str = "") -> float | None:
 
 
 CHECKS: dict[str, Callable[[DiagnoseConfig], CheckResult]] = {
+    "config": check_config,
     "pcsc": check_pcsc,
     "serial": check_serial,
     "pinpad": check_pinpad,
@@ -559,6 +587,8 @@ def _crashed(name: str, exc: BaseException) -> CheckResult:
 
 #: what hangs under a check that never returns, and what the technician does about it
 _STUCK = {
+    "config": ("reading the configuration or a key file is stuck (its disk or a network file system)",
+               "check the disk (dmesg); keep the configuration and keys on a local disk"),
     "pcsc": ("pcscd or the reader is stuck (a card that stops answering holds the reader for every program)",
              "remove the card; if it stays stuck, unplug and replug the reader or restart pcscd"),
     "serial": ("the serial port is stuck", "unplug and replug the reader (or its USB-serial adapter)"),

@@ -385,3 +385,29 @@ def test_json_is_one_object_per_check_with_stable_keys_and_no_card_data() -> Non
         assert pan not in json.dumps(checks)
         if not faults:
             assert f"{pan[:6]}******{pan[-4:]}" in str(checks["card"]["figure"])
+
+
+def test_the_config_check_says_what_posguard_run_would_refuse(tmp_path: Path) -> None:
+    """A technician asked why the service will not start: the config check reads the file as ``posguard run``
+    does, key files included, and names every problem (here a token key file that is not there and an unknown
+    key); a usable file is ok; no file: skipped, saying how to give one."""
+    from posguard.config import load_config
+    from tests.product.test_service import write_config
+
+    config = tmp_path / "posguard.toml"
+    config.write_text('[reader]\nkind = "none"\n[terminal]\ntoken_key_file = "/nonexistent/token.key"\n'
+                      'tidd = "X"\n')
+    expected = [str(p) for p in load_config(config)[1]]
+    res = subprocess.run([sys.executable, "-m", "posguard.cli", "diagnose", "--json", "--check", "config",
+                          "--config", str(config)], capture_output=True, text=True, cwd=ROOT, check=False)
+    [obj] = [json.loads(line) for line in res.stdout.splitlines()]
+    assert res.returncode == 2 and obj["check"] == "config" and obj["verdict"] == "fail", (res.returncode, obj)
+    assert obj["data"]["problems"] == expected and len(expected) >= 2
+    assert any(p.startswith("terminal.tidd:") for p in expected) and "terminal.tidd" in obj["figure"]
+    assert "token_key_file" in obj["figure"] and "--check-config" in obj["next"]
+    [skipped] = run_checks(DiagnoseConfig(), ["config"])
+    assert skipped.verdict == "skip" and "--config" in skipped.advice
+    (tmp_path / "good").mkdir(mode=0o700)
+    good = write_config(tmp_path / "good", 5000)
+    [usable] = run_checks(DiagnoseConfig(config_path=str(good)), ["config"])
+    assert usable.verdict == "ok" and usable.data["problems"] == [] and "usable by `posguard run`" in usable.figure
