@@ -251,8 +251,12 @@ def main() -> int:
 
 def _print_commit(work: Path, fs: str) -> None:
     bare, ours = commit_cost(work)
+    verdict = "OK" if ours / bare <= 1.5 else "MISS"
+    if fs == "tmpfs" and verdict == "MISS":  # said, not hidden: what the figure is on a medium without fsync
+        verdict += (" on CPU alone (no fsync here: a history row and an indexed transaction update against one "
+                    "insert into an unindexed table; the disk line is the durable comparison)")
     print(f"  commit [{fs} at {work.parent}]: bare SQLite insert {bare * 1e6:.0f} us, journal state-transition "
-          f"commit {ours * 1e6:.0f} us, ratio {ours / bare:.2f}  (target <= 1.5) {'OK' if ours / bare <= 1.5 else 'MISS'}")
+          f"commit {ours * 1e6:.0f} us, ratio {ours / bare:.2f}  (target <= 1.5) {verdict}")
 
 
 def _filesystem(path: Path) -> str:
