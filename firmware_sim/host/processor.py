@@ -57,7 +57,16 @@ from .faults import ISSUER_KINDS
 from .issuer import Issuer
 from .keys import IssuedKeys, KeyStore
 from .ledger import Entry, Ledger, detail_booking, pan_hash
-from .pin import DATED_KINDS, PIN_KINDS, PinChecker, Refusal, check_local_date, local_now, terminal_zone
+from .pin import (
+    DATED_KINDS,
+    PIN_KINDS,
+    PinChecker,
+    Refusal,
+    check_local_date,
+    check_pin_fields,
+    local_now,
+    terminal_zone,
+)
 from .rules import DEFAULT_RULES, RuleSet
 
 Doc = dict[str, str]
@@ -583,7 +592,11 @@ class Processor:
         return local_now(self.now(), terminal_zone(self.dialect, self.terminal_timezone))
 
     def _security_refusal(self, kind: str, req: Doc) -> Refusal | None:
-        """Why the host refuses this request before authorising it: its local date, then its PIN."""
+        """Why the host refuses this request before authorising it: PIN fields without their block, its local
+        date, then its PIN."""
+        pin_fields = None if kind in ("signon", "signoff", "echo", "netmgmt") else check_pin_fields(req)
+        if pin_fields is not None:
+            return pin_fields
         if self.date_window is not None and kind in DATED_KINDS:
             refusal = check_local_date(req, now=self.now(), zone=terminal_zone(self.dialect, self.terminal_timezone),
                                        dialect=self.dialect, window=timedelta(seconds=self.date_window))
