@@ -173,3 +173,18 @@ def test_a_reversal_with_pin_fields_but_no_pin_block_is_a_format_error(cup_sim: 
     assert "without a PIN block" in cup_sim.ledger.find(kind="reversal")[-1].note
     assert cup_client.exchange(cup_reversal(req))["39"] == "00"
     assert cup_sim.ledger.find(kind="sale")[0].status == "reversed"
+
+
+def test_a_reversal_that_is_not_its_originals_copy_undoes_nothing(cup_sim: HostSimulator, cup_client: WireClient):
+    """A reversal matched by STAN and terminal still carries its original's PAN and amount: another PAN is 14,
+    another amount 13, and the sale stands (acq-audit: the simulator lacked the check its audit makes)."""
+    req = cup_sale(5, 2500)
+    assert cup_client.exchange(req)["39"] == "00"
+    assert cup_client.exchange(dict(cup_reversal(req), **{"2": OTHER_PAN}))["39"] == "14"
+    assert cup_client.exchange(dict(cup_reversal(req), **{"4": f"{2400:012d}"}))["39"] == "13"
+    assert cup_sim.ledger.find(kind="sale")[0].status == "approved"
+    assert [e.note.split(";")[0] for e in cup_sim.ledger.find(kind="reversal")] == [
+        "the reversal's PAN is not the PAN of the transaction it reverses",
+        "the reversal's amount 2400 is not the original's 2500"]
+    assert cup_client.exchange(cup_reversal(req))["39"] == "00"
+    assert cup_sim.ledger.find(kind="sale")[0].status == "reversed"
