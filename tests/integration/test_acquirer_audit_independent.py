@@ -31,11 +31,12 @@ import pytest
 
 from firmware_sim.host import HostSimulator
 from posguard.card import CardData
+from posguard.drivers.magstripe import parse_swipe, swiped_card
 from posguard.engine.detectors import Detectors
-from posguard.engine.engine import TransactionEngine
+from posguard.engine.engine import TransactionEngine, TxnResult
 from posguard.engine.hostlink import LinkEvent, LinkEventKind
 from posguard.engine.journal import Journal
-from posguard.iso8583.tlv import build_tlv
+from posguard.iso8583.tlv import build_tlv, parse_tlv
 from posguard.sensitive import PinBlock
 from tests.engine.conftest import TERMINAL, TOKEN_KEY, card
 from tests.host_sim.harness import keyed, linked
@@ -49,6 +50,7 @@ with warnings.catch_warnings():  # psec reaches TripleDES through cryptography's
     import psec.pinblock
 
 TMK = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
+STRIPE_PAN = "6250941006528599"  # a stripe card (Luhn-valid; tests/integration/test_swipe_tc_wire.py)
 PIN_PAN = "6250941234567899"  # a UnionPay debit card the simulator's issuer file does not hold (no ARQC check)
 PIN = "842917"
 register_secret(TMK, PIN.encode())
@@ -138,13 +140,14 @@ def mac_problems(frames: list[Frame], dialect: str, keys: Keys) -> tuple[int, li
     return verified, problems
 
 
-def as_day(frames: list[Frame], dialect: str, presentations: list[tuple[int, str, str]]) -> audit.Day:
+def as_day(frames: list[Frame], dialect: str, presentations: list[tuple[int, str, str]],
+           timeouts: list[tuple[int, str]]) -> audit.Day:
     spec = audit.SPECS[dialect]
     messages = []
     for n, f in enumerate(frames, 1):
         doc, _ = iso8583.decode(f.raw, spec)
         messages.append(audit.Msg(2 * n, f.dir, 0.0, dict(doc)))
-    return audit.Day(dialect, messages, [], presentations)
+    return audit.Day(dialect, messages, timeouts, presentations)
 
 
 @dataclass
@@ -155,6 +158,8 @@ class Desk:
     #: (line, PAN, entry mode) of each card presented, on the frames' line numbers (2 per frame: before it)
     presentations: list[tuple[int, str, str]]
     sim: HostSimulator
+    #: (line, detail) of each timeout the link reported, on the frames' line numbers
+    timeouts: list[tuple[int, str]]
 
     def present(self, c: CardData) -> CardData:
         self.presentations.append((2 * len(self.frames) + 1, c.pan.reveal(), c.entry_mode))
@@ -167,8 +172,11 @@ def desk(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Desk]:
     config = {"terminal_keys": {TERMINAL.terminal_id: TMK.hex().upper()}, "card_pins": {PIN_PAN: PIN}}
     with linked(dialect=dialect, sim_config=config, signed_on=False) as (sim, link, clock, _events):
         frames: list[Frame] = []
+        timeouts: list[tuple[int, str]] = []
 
         def tap(event: LinkEvent) -> None:  # the bytes that crossed the wire, each way
+            if event.kind == LinkEventKind.TIMEOUT:
+                timeouts.append((2 * len(frames) + 1, f"{event.mti} STAN {event.stan} timed out"))
             if event.message is None:
                 return
             if event.kind == LinkEventKind.SENT:
@@ -181,9 +189,26 @@ def desk(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Desk]:
         engine = TransactionEngine(Journal(tmp_path / "journal.db", clock=clock), link, dialect, terminal, clock,
                                    Detectors.default(clock))
         try:
-            yield Desk(dialect, engine, frames, [], sim)
+            yield Desk(dialect, engine, frames, [], sim, timeouts)
         finally:
             engine.journal.close()
+
+
+def swipe(service: str, *, fallback: bool = False) -> CardData:
+    """A stripe read (ISO 7813 track 2, the serial reader's framing), or a chip card's stripe after its chip failed."""
+    return swiped_card(parse_swipe(f";{STRIPE_PAN}=2812{service}1234567890123?"), TOKEN_KEY, fallback=fallback)
+
+
+def chip_sale(e: TransactionEngine, c: CardData, amount: int) -> TxnResult:
+    """A chip sale and the card's answer to the second GENERATE AC: a TC (a new cryptogram, 9F27 = 40, the ATC of
+    the ARQC), as the till gives it to the engine for the TC upload (emv-keys.md (A) 8-10)."""
+    result = e.sale(c, amount)
+    if result.approved:
+        tags = [(t.tag, t.value) for t in parse_tlv(c.field55)]
+        tc = build_tlv([(tag, bytes(b ^ 0xFF for b in v) if tag == "9F26" else b"\x40" if tag == "9F27" else v)
+                        for tag, v in tags])
+        e.card_completed(result.txn_id, cryptogram_type="TC", field55=tc)
+    return result
 
 
 def pin_card(pin_key: bytes, amount: int) -> CardData:
@@ -206,13 +231,14 @@ def test_every_mac_of_the_day_verifies_under_the_sign_on_key_and_the_pin_fields_
     e, sim = desk.engine, desk.sim
     e.sign_on()
     keys = working_keys(_signon_keys(desk))
-    kept = e.sale(desk.present(card()), 100_00)
-    voided = e.sale(desk.present(card()), 20_00)
-    swiped = e.sale(desk.present(card(entry_mode="swipe")), 15_00)
-    assert kept.approved and voided.approved and swiped.approved
+    kept = chip_sale(e, desk.present(card()), 100_00)
+    voided = chip_sale(e, desk.present(card()), 20_00)
+    swiped = e.sale(desk.present(swipe("101")), 15_00)
+    fallback = e.sale(desk.present(swipe("201", fallback=True)), 16_00)
+    assert kept.approved and voided.approved and swiped.approved and fallback.approved
     assert e.void(voided.txn_id).approved  # keyed from the journal: 01x
     assert e.refund(kept.txn_id, 10_00).approved
-    pin_sale = e.sale(desk.present(pin_card(keys.pin, 88_00)), 88_00)
+    pin_sale = chip_sale(e, desk.present(pin_card(keys.pin, 88_00)), 88_00)
     assert pin_sale.approved, pin_sale.operator_message
     sim.add_fault("no_response", mti="0200", times=1)
     lost = e.sale(desk.present(pin_card(keys.pin, 77_00)), 77_00)
@@ -226,7 +252,7 @@ def test_every_mac_of_the_day_verifies_under_the_sign_on_key_and_the_pin_fields_
     maced = [f for f in desk.frames if not str(iso8583.decode(f.raw, spec)[0]["t"]).startswith("08")]
     assert verified == len(maced) > 15  # every request and answer of the day but the sign-on's
 
-    day = as_day(desk.frames, desk.dialect, desk.presentations)
+    day = as_day(desk.frames, desk.dialect, desk.presentations, desk.timeouts)
     sent = [iso8583.decode(f.raw, spec)[0] for f in desk.frames if f.dir == "out"]
     pin_requests = [doc for doc in sent if "52" in doc]
     assert len(pin_requests) == 2  # the two online-PIN sales, and nothing else
@@ -240,9 +266,20 @@ def test_every_mac_of_the_day_verifies_under_the_sign_on_key_and_the_pin_fields_
             assert psec.pinblock.decode_pinblock_iso_0(clear, PIN_PAN) == PIN
     [reversal] = [m for m in day.out() if day.kind(m) == "reversal"]
     assert not {"26", "35", "36", "52", "53"} & set(reversal.doc)
-    checks = (audit.mandatory_problems, audit.stan_problems, audit.correction_problems, audit.totals_problems,
+    checks = (audit.mandatory_problems, audit.stan_problems, audit.response_problems, audit.correction_problems,
+              audit.upload_problems, audit.totals_problems, audit.settlement_action_problems,
               audit.reversal_copy_problems, audit.pin_field_problems, audit.entry_mode_problems)
-    assert [p for check in checks for p in check(day)] == []
+    found = [p for check in checks for p in check(day)]
+    assert found == [], '\n'.join(found)
+    assert len(day.timeouts) == 1 and {day.kind(m) for m in day.out()} >= {"network", "sale", "void", "refund",
+                                                                           "reversal", "settlement"}
+    [refund] = [m for m in day.out() if day.kind(m) == "refund"]
+    for change in ({"4": f"{100_01:012d}"}, {"61": refund.get("61")[:12] + "0101"} if day.cup else {"14": "2901"}):
+        saved = dict(refund.doc)
+        refund.doc.update(change)
+        assert audit.correction_problems(day), change  # the refund check is no rubber stamp
+        refund.doc.clear()
+        refund.doc.update(saved)
 
 
 def _signon_keys(desk: Desk) -> bytes:

@@ -292,7 +292,8 @@ def _same_card(m: Msg, orig: Msg) -> list[str]:
 
 def correction_problems(day: Day) -> list[str]:
     """Voids name the approved original by 37/38 (and CUP 61 = its batch + trace) and carry its PAN, expiry and
-    full amount (pos-flows.md (A) wrong card, wrong amount; (D) void window); a reversal carries its original's
+    full amount (pos-flows.md (A) wrong card, wrong amount; (D) void window); a refund of a sale of the day carries
+    its PAN and expiry, at most its amount, and CUP 61 = its batch + trace + the host's MMDD; a reversal carries its original's
     PAN, amount, expiry and processing code, CUP its STAN and a reason in 39 (98 after a timeout), ISO field 90
     = original MTI + STAN + transmission time (pos-flows.md (B) "90", "39 in a CUP reversal request")."""
     problems = []
@@ -314,6 +315,17 @@ def correction_problems(day: Day) -> list[str]:
             if day.cup and m.get("61")[:12] != orig.get("60")[2:8] + orig.get("11"):
                 problems.append(f"{m.where()}: 61 {m.get('61')!r} is not the original's batch + trace "
                                 f"{orig.get('60')[2:8] + orig.get('11')}")
+        if kind == "refund" and m.get("37") in approved:
+            orig, orig_answer = approved[m.get("37")]
+            problems += [f"{m.where()}: {p}" for p in _same_card(m, orig)]
+            if int(m.get("4") or 0) > int(orig.get("4") or 0):
+                problems.append(f"{m.where()}: refund of {m.get('4')} exceeds the sale's {orig.get('4')}")
+            host_date = orig_answer.get("13") or orig_answer.get("15")
+            want = orig.get("60")[2:8] + orig.get("11") + host_date
+            if day.cup and m.get("61") != want:  # pos-flows.md (A) wrong card: 61 = batch + trace + MMDD;
+                # emv-keys.md (F): the MMDD is the host's date of the original (its answer's 13, else 15)
+                problems.append(f"{m.where()}: refund 61 {m.get('61')!r} != the original's batch + trace + host "
+                                f"date {want!r}")
         if kind == "reversal":
             orig = _reversed(day, m)
             if orig is None:
