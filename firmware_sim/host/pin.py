@@ -15,6 +15,10 @@ wrong PIN, tries exhausted / card PIN-blocked    75     ISO 8583:1987 "allowable
                                                         Visa BASE I "PIN cryptographic error" (81) for ISO
 PIN CVM but no PIN block (22.3 = 1, 9F34 = 02)   55     the PIN the CVM promised is absent: treated as incorrect
 no PIN key to verify with                        99/81  as a block that cannot be decrypted
+53 or 26 without a PIN block (any request)       30     ISO 8583:1987 "format error": 53 (security control) and
+                                                        26 (PIN capture code) describe the block in 52 and go
+                                                        with it (openpos ``trans.c`` sets them together and
+                                                        takes them all out of the saved reversal)
 ===============================================  =====  ==========================================================
 
 **Local date** (emv-keys.md §F): fields 13 + 12 are the terminal's local date and time; a request whose local
@@ -56,6 +60,9 @@ RC_PIN_MISSING = "55"
 RC_PIN_FORMAT = {"cup": "99", "iso": "81"}
 RC_DATE = {"cup": "05", "iso": "12"}  # a local date more than a day off
 RC_DATE_FORMAT = "30"  # fields 13/12 that are no date and time
+RC_PIN_FIELDS_FORMAT = "30"  # 53 or 26 without the PIN block they describe
+#: the fields that only describe a PIN block: security control (53), PIN capture code (26)
+PIN_BLOCK_COMPANIONS = ("53", "26")
 #: Authorising kinds a PIN may travel in; requests whose local date is checked.
 PIN_KINDS = frozenset({"sale", "preauth", "balance"})
 DATED_KINDS = frozenset({"sale", "preauth", "balance", "void", "refund"})
@@ -159,6 +166,15 @@ class PinChecker:
             return Refusal(RC_TRIES_EXCEEDED, f"wrong PIN, try {wrong} of {self.tries_allowed}: the card's PIN "
                                               "is now blocked")
         return Refusal(RC_WRONG_PIN, f"wrong PIN, try {wrong} of {self.tries_allowed}")
+
+
+def check_pin_fields(req: Doc) -> Refusal | None:
+    """A request carrying 53 or 26 without field 52 is malformed (RC 30): both describe the PIN block. Checked on
+    every request but network management, reversals included (a reversal is the request less its PIN fields)."""
+    alone = [f for f in PIN_BLOCK_COMPANIONS if f in req and "52" not in req]
+    if not alone:
+        return None
+    return Refusal(RC_PIN_FIELDS_FORMAT, f"field(s) {', '.join(alone)} without a PIN block (52): format error")
 
 
 def card_pin_table(table: Mapping[str, str]) -> Callable[[str], str | None]:

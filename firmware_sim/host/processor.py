@@ -57,7 +57,16 @@ from .faults import ISSUER_KINDS
 from .issuer import Issuer
 from .keys import IssuedKeys, KeyStore
 from .ledger import Entry, Ledger, detail_booking, pan_hash
-from .pin import DATED_KINDS, PIN_KINDS, PinChecker, Refusal, check_local_date, local_now, terminal_zone
+from .pin import (
+    DATED_KINDS,
+    PIN_KINDS,
+    PinChecker,
+    Refusal,
+    check_local_date,
+    check_pin_fields,
+    local_now,
+    terminal_zone,
+)
 from .rules import DEFAULT_RULES, RuleSet
 
 Doc = dict[str, str]
@@ -447,17 +456,33 @@ class Processor:
             if len(f90) < 10 or not f90[:10].isdigit():
                 return Outcome(self._respond(req, "30"))
             original = self.ledger.reversible(tid=tid, stan=f90[4:10], mti=f90[0:4])
+        mismatch = self._reversal_mismatch(req, original) if original is not None else None
         if original is None:
             rc = "25"
         elif original.status == "declined":
             rc = "12"
+        elif mismatch is not None:
+            rc = mismatch[0]  # the original stands: this reversal is not of it as it was booked
         else:
             rc = "00"
             self._undo(original)
         note = self.issuer.read_reversal(req, pan_of(req)) if self.issuer else ""  # never declines a reversal
+        if mismatch is not None:
+            note = f"{mismatch[1]}; {note}" if note else mismatch[1]
         entry = self.ledger.add(**self._base(req, "reversal", rc, original_id=original.id if original else None,
                                              note=note))
         return Outcome(self._respond(req, rc), entry)
+
+    def _reversal_mismatch(self, req: Doc, original: Entry) -> tuple[str, str] | None:
+        """A reversal carries its original's data (pos-flows.md (B): the saved copy of the request): one whose PAN
+        is not the original's is refused 14, one whose amount (4) is not the original's 13 (a full reversal; ISO
+        8583:1987 field 39 "invalid card number" / "invalid amount"), and nothing is undone."""
+        if not self._check_same_card(req, original):
+            return "14", "the reversal's PAN is not the PAN of the transaction it reverses"
+        amount = req.get("4")
+        if amount and original.amount is not None and int(amount) != original.amount:
+            return "13", f"the reversal's amount {int(amount)} is not the original's {original.amount}"
+        return None
 
     def _undo(self, original: Entry) -> None:
         if original.status == "reversed":
@@ -583,7 +608,11 @@ class Processor:
         return local_now(self.now(), terminal_zone(self.dialect, self.terminal_timezone))
 
     def _security_refusal(self, kind: str, req: Doc) -> Refusal | None:
-        """Why the host refuses this request before authorising it: its local date, then its PIN."""
+        """Why the host refuses this request before authorising it: PIN fields without their block, its local
+        date, then its PIN."""
+        pin_fields = None if kind in ("signon", "signoff", "echo", "netmgmt") else check_pin_fields(req)
+        if pin_fields is not None:
+            return pin_fields
         if self.date_window is not None and kind in DATED_KINDS:
             refusal = check_local_date(req, now=self.now(), zone=terminal_zone(self.dialect, self.terminal_timezone),
                                        dialect=self.dialect, window=timedelta(seconds=self.date_window))

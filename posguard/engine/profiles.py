@@ -89,7 +89,10 @@ class Profile:
     reversal_done_codes: frozenset[str] = frozenset({"00", "12", "25"})
     advice_done_codes: frozenset[str] = frozenset({"00"})
     reversal_icc_tags: tuple[str, ...] = ("95", "9F10", "9F1E", "9F36", "DF31")
-    reversal_strip: tuple[str, ...] = ("35", "36", "52", "53")
+    #: what the saved reversal (and the advice's repeat copy) leaves out: the tracks and the PIN block with the
+    #: fields describing it, 53 and 26 (pos-flows.md (B) "without 35/36/52/53"; openpos ``trans.c`` removes 26
+    #: too: a PIN capture code without its block describes nothing)
+    reversal_strip: tuple[str, ...] = ("26", "35", "36", "52", "53")
     repeat_mti: Mapping[str, str] = field(
         default_factory=lambda: {"0400": "0401", "0420": "0421", "0220": "0221", "0200": "0201", "0320": "0321"}
     )
@@ -187,7 +190,7 @@ class Profile:
         return f
 
     def reversal_fields(self, request_mti: str, request: Fields, *, reason: str, stan: int | None) -> Fields:
-        """The 0400: a copy of the request without 35/36/52/53, field 55 cut to the reversal tags."""
+        """The 0400: a copy of the request without 26/35/36/52/53, field 55 cut to the reversal tags."""
         f: Fields = {k: v for k, v in request.items() if k not in self.reversal_strip}
         if "55" in f:
             f["55"] = self._reversal_icc(f["55"])

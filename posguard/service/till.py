@@ -88,6 +88,20 @@ OPS: dict[str, str] = {name: action.does for name, action in OPERATOR_ACTIONS.it
 _NOT_CAPTURED = frozenset({"contact", "esig"})
 
 
+def recalled(card: CardData) -> CardData:
+    """A charged card as the till keeps it for a later void, refund or correction: number, token, expiry and
+    scheme, sent as keyed from the terminal's own records (field 22 = 01x), because the card is not read again.
+
+    Nothing that only a presentation may carry is kept: no cryptogram (an AC is single-use), no 5F34 (field 23
+    says a chip read), no track data and no PIN block (not retained after the authorisation). Field 22 says how
+    the card came in for *this* request: the acquirer's audit found the voids of the wrong-card, wrong-amount and
+    dispute flows claiming a chip read (22 = 05x, 23 = 001) of a card nobody presented, where the operator's own
+    void of the same sale said 01x (openpos ``trans.c`` writes 22 from the transaction's own input mode, ``01``
+    when no card was read)."""
+    return replace(card, field55=b"", second_gac=False, entry_mode="manual", pan_sequence=None, track2=None,
+                   track3=None, pin_block=None)
+
+
 @dataclass(frozen=True)
 class Op:
     op: str
@@ -211,7 +225,8 @@ class Till:
 
     def _charged(self, txn_id: str, ref: str, card: CardData) -> None:
         self.txn_cards[txn_id] = ref
-        self._txn_card[txn_id] = replace(card, field55=b"", second_gac=False)  # the card, not its cryptogram
+        self._txn_card[txn_id] = recalled(card)
+
 
     def _finish_card(self, shown: Presentation, result: TxnResult | None) -> CardOutcome | None:
         """The host answered ``result`` (None: nothing was sent): give the card the answer (second GENERATE AC).
@@ -614,12 +629,12 @@ class Till:
                       original_card=self._card_of(txn), operator_confirmed=True)
 
     def _card_of(self, txn: str) -> CardData | None:
-        """The card ``txn`` was charged to, without its chip data (a cryptogram is never sent twice)."""
+        """The card ``txn`` was charged to, as the till remembers it (:func:`recalled`): not read again."""
         if txn in self._txn_card:
             return self._txn_card[txn]
         ref = self.txn_cards.get(txn)
         card = self.cards.get(ref) if ref is not None else None
-        return replace(card, field55=b"", second_gac=False) if card is not None else None
+        return recalled(card) if card is not None else None
 
     def _op_flush(self) -> None:
         left = self.engine.flush(wait=True)

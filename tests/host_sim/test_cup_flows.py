@@ -157,3 +157,34 @@ def test_repeat_of_an_advice_never_received_is_booked(cup_sim: HostSimulator, cu
     sale = cup_client.exchange(cup_sale(1, 1000))
     assert cup_client.exchange(dict(cup_refund(2, 300, sale["37"], 1), t="0221"))["39"] == "00"
     assert cup_sim.ledger.find(kind="sale")[0].refunded == 300
+
+
+def test_a_reversal_with_pin_fields_but_no_pin_block_is_a_format_error(cup_sim: HostSimulator,
+                                                                       cup_client: WireClient):
+    """26 (PIN capture code) and 53 (security control) describe the block in 52; a request that carries them
+    without it is malformed (RC 30, nothing undone). The terminal's saved reversal leaves all three out (openpos
+    ``trans.c``; acq-audit found posguard's 0400 of an online-PIN sale still carrying 26)."""
+    req = cup_sale(5, 2500)
+    assert cup_client.exchange(req)["39"] == "00"
+    for stray in ({"26": "12"}, {"53": "2600000000000000"}):
+        resp = cup_client.exchange(dict(cup_reversal(req), **stray))
+        assert resp["t"] == "0410" and resp["39"] == "30"
+        assert cup_sim.ledger.find(kind="sale")[0].status == "approved"
+    assert "without a PIN block" in cup_sim.ledger.find(kind="reversal")[-1].note
+    assert cup_client.exchange(cup_reversal(req))["39"] == "00"
+    assert cup_sim.ledger.find(kind="sale")[0].status == "reversed"
+
+
+def test_a_reversal_that_is_not_its_originals_copy_undoes_nothing(cup_sim: HostSimulator, cup_client: WireClient):
+    """A reversal matched by STAN and terminal still carries its original's PAN and amount: another PAN is 14,
+    another amount 13, and the sale stands (acq-audit: the simulator lacked the check its audit makes)."""
+    req = cup_sale(5, 2500)
+    assert cup_client.exchange(req)["39"] == "00"
+    assert cup_client.exchange(dict(cup_reversal(req), **{"2": OTHER_PAN}))["39"] == "14"
+    assert cup_client.exchange(dict(cup_reversal(req), **{"4": f"{2400:012d}"}))["39"] == "13"
+    assert cup_sim.ledger.find(kind="sale")[0].status == "approved"
+    assert [e.note.split(";")[0] for e in cup_sim.ledger.find(kind="reversal")] == [
+        "the reversal's PAN is not the PAN of the transaction it reverses",
+        "the reversal's amount 2400 is not the original's 2500"]
+    assert cup_client.exchange(cup_reversal(req))["39"] == "00"
+    assert cup_sim.ledger.find(kind="sale")[0].status == "reversed"

@@ -110,3 +110,15 @@ def test_reversal_of_a_refund_takes_it_off_the_original(iso87: tuple[HostSimulat
     assert client.exchange(iso_reversal(refund_req))["39"] == "00"
     assert sim.ledger.find(kind="sale")[0].refunded == 0
     assert sim.ledger.find(kind="refund")[0].status == "reversed"
+
+
+def test_a_reversal_with_another_amount_or_pan_is_refused(iso: tuple[HostSimulator, WireClient]):
+    """Matched by field 90, the reversal still carries its original's PAN and amount: else 14 / 13, nothing undone."""
+    sim, client = iso
+    sale = iso_sale(1, 1234)
+    assert client.exchange(sale)["39"] == "00"
+    assert client.exchange(dict(iso_reversal(sale), **{"11": "000002", "4": f"{1000:012d}"}))["39"] == "13"
+    assert client.exchange(dict(iso_reversal(sale), **{"11": "000003", "2": "4000000000000002"}))["39"] == "14"
+    assert sim.ledger.find(kind="sale")[0].status == "approved"
+    assert client.exchange(dict(iso_reversal(sale), **{"11": "000004"}))["39"] == "00"
+    assert sim.ledger.find(kind="sale")[0].status == "reversed"

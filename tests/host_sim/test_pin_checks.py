@@ -103,3 +103,13 @@ def test_a_date_that_is_no_date_is_refused() -> None:
 def test_the_terminal_zone_defaults() -> None:
     assert str(terminal_zone("cup")) == "Asia/Shanghai" and terminal_zone("iso87") == UTC
     assert str(terminal_zone("iso87", "Europe/Paris")) == "Europe/Paris"
+
+
+@pytest.mark.parametrize("stray", ["26", "53"])
+def test_pin_fields_without_the_block_are_a_format_error(stray: str) -> None:
+    from firmware_sim.host.pin import check_pin_fields
+
+    refusal = check_pin_fields(_sale(**{stray: "12" if stray == "26" else "2600000000000000"}))
+    assert refusal is not None and refusal.rc == "30" and f"field(s) {stray} without a PIN block" in refusal.reason
+    assert check_pin_fields(_sale(**{stray: "12", "52": _block(PIN)})) is None
+    assert check_pin_fields(_sale()) is None

@@ -148,7 +148,7 @@ def cup_refund(stan: int, amount: int, rrn: str, orig_stan: int, *, pan: str = P
 
 
 def cup_reversal(original: dict[str, str], reason: str = "98") -> dict[str, str]:
-    rev = {k: v for k, v in original.items() if k not in ("35", "36", "52", "53", "64", "h")}
+    rev = {k: v for k, v in original.items() if k not in ("26", "35", "36", "52", "53", "64", "h")}
     rev["t"] = "0400"
     rev["39"] = reason
     return rev
@@ -163,7 +163,7 @@ def iso_sale(stan: int, amount: int, *, pan: str = PAN, proc: str = "000000", ti
 
 
 def iso_reversal(original: dict[str, str], *, mti: str = "0400") -> dict[str, str]:
-    rev = {k: v for k, v in original.items() if k not in ("35", "36", "52", "53", "64")}
+    rev = {k: v for k, v in original.items() if k not in ("26", "35", "36", "52", "53", "64")}
     rev["t"] = mti
     rev["90"] = original["t"] + original["11"] + "1123101010" + "00000000001" + "00000000000"
     return rev

@@ -275,7 +275,8 @@ def test_the_operators_cancel_ends_the_pin_entry_and_sends_nothing(t: Lane) -> N
 
 
 def test_a_pin_sale_without_an_answer_is_reversed_without_the_pin_block(t: Lane) -> None:
-    """The saved reversal is the request less 52/53 (pos-flows.md): on the wire and in the journal's SAF copy."""
+    """The saved reversal is the request less 52/53 (pos-flows.md) and 26 (openpos ``trans.c``): on the wire and
+    in the journal's SAF copy; the host accepts it (a 26 or 53 without 52 is a format error, RC 30)."""
     cardholder(t.pad_sim, keys(CARD_PIN))
     session = t.read(online_pin=OnlinePin(t.pad))
     t.sim.add_fault("no_response", mti="0200")
@@ -284,6 +285,9 @@ def test_a_pin_sale_without_an_answer_is_reversed_without_the_pin_block(t: Lane)
     [request] = [m for m in t.sim.received if m["t"] == "0200"]
     [reversal] = [m for m in t.sim.received if m["t"] == "0400"]
     assert "52" in request and "52" not in reversal and "53" not in reversal
+    assert "26" in request and "26" not in reversal
+    [host_sale] = t.host_sales()
+    assert host_sale.status == "reversed"
     assert session.pin_block is not None
     block = session.pin_block.reveal()
     stored = [v if isinstance(v, bytes) else str(v).encode() for row in t.engine.journal.query(

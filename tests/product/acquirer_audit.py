@@ -16,7 +16,12 @@ BER-TLV walker (``tests.firmware_sim.emv``, which trusts neither posguard nor th
 * batch uploads (0320) carry what the authorisation carried (2, 4, 22, 23, 37, 38) and the card's final
   cryptogram (55: 9F27 = 40 TC, the ATC of the authorisation); the uploads are exactly the day's approvals,
   the CUP batch end counts them, and the settlement totals (CUP 48 per side, ISO 74/76/86/88) add up to them;
-* card data: no clear PAN, track or PIN block in the journal.
+* card data: no clear PAN, track or PIN block in the journal;
+* (acq-audit, second pass) a reversal is the saved request without 26/35/36/52/53; 52, 53 and 26 travel together,
+  52 exactly when the card's CVM is online PIN; field 22 says how the card came in *for this request*: a request
+  that claims a chip, contactless or stripe read has a presentation of that card in the capture since its last
+  read (a void keyed from the journal is 01x), and the code matches how it was presented (a fallback 80x / CUP
+  02x with 60.5 = 2); 23 only with a chip entry mode.
 """
 
 from __future__ import annotations
@@ -105,6 +110,8 @@ class Day:
     dialect: str
     messages: list[Msg]
     timeouts: list[tuple[int, str]]  # (line, detail) of the capture's link timeouts
+    #: (line, test PAN, entry mode) of each card presented (the capture's ``card`` records: one per presentation)
+    presentations: list[tuple[int, str, str]] = field(default_factory=list)
 
     @property
     def cup(self) -> bool:
@@ -131,16 +138,18 @@ def response_mti(mti: str) -> str:
 
 def read_day(capture: Path, dialect: str) -> Day:
     spec = SPECS[dialect]
-    messages, timeouts = [], []
+    messages, timeouts, presentations = [], [], []
     for n, line in enumerate(capture.read_text().splitlines(), 1):
         rec = json.loads(line)
         if rec.get("k") == "link" and rec.get("event") == "timeout":
             timeouts.append((n, str(rec.get("detail", ""))))
+        if rec.get("k") == "card":
+            presentations.append((n, str(rec.get("pan", "")), str(rec.get("entry_mode", ""))))
         if rec.get("k") != "iso" or not rec.get("hex"):
             continue
         doc, _ = iso8583.decode(bytes.fromhex(str(rec["hex"])), spec)
         messages.append(Msg(n, str(rec["dir"]), float(rec["t"]), doc, tuple(rec.get("removed") or ())))
-    return Day(dialect, messages, timeouts)
+    return Day(dialect, messages, timeouts, presentations)
 
 
 def kind_of(m: Msg, cup: bool) -> str:
@@ -283,7 +292,8 @@ def _same_card(m: Msg, orig: Msg) -> list[str]:
 
 def correction_problems(day: Day) -> list[str]:
     """Voids name the approved original by 37/38 (and CUP 61 = its batch + trace) and carry its PAN, expiry and
-    full amount (pos-flows.md (A) wrong card, wrong amount; (D) void window); a reversal carries its original's
+    full amount (pos-flows.md (A) wrong card, wrong amount; (D) void window); a refund of a sale of the day carries
+    its PAN and expiry, at most its amount, and CUP 61 = its batch + trace + the host's MMDD; a reversal carries its original's
     PAN, amount, expiry and processing code, CUP its STAN and a reason in 39 (98 after a timeout), ISO field 90
     = original MTI + STAN + transmission time (pos-flows.md (B) "90", "39 in a CUP reversal request")."""
     problems = []
@@ -305,6 +315,17 @@ def correction_problems(day: Day) -> list[str]:
             if day.cup and m.get("61")[:12] != orig.get("60")[2:8] + orig.get("11"):
                 problems.append(f"{m.where()}: 61 {m.get('61')!r} is not the original's batch + trace "
                                 f"{orig.get('60')[2:8] + orig.get('11')}")
+        if kind == "refund" and m.get("37") in approved:
+            orig, orig_answer = approved[m.get("37")]
+            problems += [f"{m.where()}: {p}" for p in _same_card(m, orig)]
+            if int(m.get("4") or 0) > int(orig.get("4") or 0):
+                problems.append(f"{m.where()}: refund of {m.get('4')} exceeds the sale's {orig.get('4')}")
+            host_date = orig_answer.get("13") or orig_answer.get("15")
+            want = orig.get("60")[2:8] + orig.get("11") + host_date
+            if day.cup and m.get("61") != want:  # pos-flows.md (A) wrong card: 61 = batch + trace + MMDD;
+                # emv-keys.md (F): the MMDD is the host's date of the original (its answer's 13, else 15)
+                problems.append(f"{m.where()}: refund 61 {m.get('61')!r} != the original's batch + trace + host "
+                                f"date {want!r}")
         if kind == "reversal":
             orig = _reversed(day, m)
             if orig is None:
@@ -514,6 +535,100 @@ def totals_problems(day: Day) -> list[str]:
                     f"{sum(r.amount for r in back):016d}")
             if got != want:
                 problems.append(f"{m.where()}: totals 76/88/74/86 {got} != the day's standing sales {want}")
+    return problems
+
+
+# -- what a reversal leaves out; PIN fields; how the card came in ------------------------------------------
+#: the saved request's fields a reversal never carries: the track data and the PIN block with its control
+#: fields (pos-flows.md (B) reversal mechanics: "without 35/36/52/53"; openpos ``trans.c``, where the 0400 is
+#: saved, also removes 26, the PIN capture code, which means nothing without the block it describes)
+REVERSAL_DROPS = ("26", "35", "36", "52", "53")
+
+
+def _sent(m: Msg, f: str) -> bool:
+    """Whether ``m`` carried field ``f`` on the wire (the capture removes PIN blocks and keys, naming them)."""
+    return f in m.doc or f in m.removed
+
+
+def reversal_copy_problems(day: Day) -> list[str]:
+    """A reversal (0400/0420 and repeats) that carries a field of :data:`REVERSAL_DROPS`."""
+    return [f"{m.where()}: the reversal carries field(s) {', '.join(fs)}, which the saved copy leaves out"
+            for m in day.out() if day.kind(m) == "reversal"
+            for fs in [[f for f in REVERSAL_DROPS if _sent(m, f)]] if fs]
+
+
+#: the requests a cardholder's PIN is entered for (emv-keys.md (C): online PIN goes in the authorisation)
+PIN_KINDS = ("sale", "preauth")
+
+
+def pin_field_problems(day: Day) -> list[str]:
+    """52 (PIN block), 53 (security control) and 26 (PIN capture code) travel together (emv-keys.md (C);
+    docs/keys-and-mac.md section 3: openpos ``trans.c`` sets 26/52/53 together); an authorisation carries 52
+    exactly when its card chose online PIN (9F34 byte 1, b6-b1 = 000010: EMV Book 3 C3); CUP field 22's third
+    digit says 1 = PIN included, 2 = none, on the requests the terminal builds (a reversal or upload repeats
+    the original's 22)."""
+    problems = []
+    for m in day.out():
+        kind = day.kind(m)
+        if kind == "network":
+            continue
+        pin, control, capture = _sent(m, "52"), _sent(m, "53"), _sent(m, "26")
+        if control != pin or capture != pin:
+            problems.append(f"{m.where()} ({kind}): 52 {'sent' if pin else 'absent'} but 53 "
+                            f"{'sent' if control else 'absent'}, 26 {'sent' if capture else 'absent'}")
+        cvm = m.icc.get("9F34") if kind in PIN_KINDS else None
+        if cvm and (cvm[0] & 0x3F == 0x02) != pin:
+            problems.append(f"{m.where()} ({kind}): 9F34 {cvm.hex()} but the PIN block was "
+                            f"{'sent' if pin else 'not sent'}")
+        if day.cup and kind in ("sale", "preauth", "void", "refund") and m.get("22")[2:3] != ("1" if pin else "2"):
+            problems.append(f"{m.where()} ({kind}): 22 = {m.get('22')} with the PIN block "
+                            f"{'sent' if pin else 'absent'}")
+    return problems
+
+
+#: field 22 positions 1-2 per presentation (CONTRACTS.md "How the card came in"; posguard/engine/pos_entry.py
+#: with its sources): ISO 8583:1987 01 manual, 05 chip, 07 contactless, 80 fallback, 90 full stripe; CUP 01, 05,
+#: 07, and 02 for a stripe read and for a fallback (60.5 = 2 then)
+ENTRY_CODES = {"cup": {"chip": "05", "contactless": "07", "swipe": "02", "fallback": "02", "manual": "01"},
+               "iso87ascii": {"chip": "05", "contactless": "07", "swipe": "90", "fallback": "80", "manual": "01"}}
+#: the requests that read the card themselves (a reversal and an upload repeat their original's 22)
+READING_KINDS = ("sale", "preauth", "void", "refund")
+
+
+def _pan(m: Msg) -> str:
+    return m.get("2") or m.get("35").split("D")[0].split("=")[0]
+
+
+def entry_mode_problems(day: Day) -> list[str]:
+    """Field 22 says how the PAN came in for *this* request (ISO 8583:1987 field 22; openpos ``trans.c`` builds
+    it from the input mode of the transaction at hand, ``01`` when no card was read). A request claiming a chip,
+    contactless or stripe read needs a presentation of that card (a ``card`` record of its PAN) since the card's
+    last read by a request; the presentation's entry mode gives the code (:data:`ENTRY_CODES`; a CUP fallback also
+    says 60.5 = 2, an ISO one 80x). Field 23 (card sequence number, 5F34) goes only with a chip entry mode."""
+    codes = ENTRY_CODES[day.dialect]
+    read_by = {code: mode for mode, code in codes.items() if mode != "manual"}
+    problems = []
+    last_read: dict[str, int] = {}  # PAN -> line of the request that last claimed a read of it
+    for m in day.out():
+        kind, mode = day.kind(m), m.get("22")[:2]
+        if "23" in m.doc and mode not in ("05", "07"):
+            problems.append(f"{m.where()} ({kind}): 23 = {m.get('23')} with 22 = {m.get('22')} (no chip read)")
+        if kind not in READING_KINDS or mode not in read_by:
+            continue
+        pan = _pan(m)
+        since = last_read.get(pan, 0)
+        shown = [(line, how) for line, p, how in day.presentations if p == pan and since < line < m.line]
+        last_read[pan] = m.line
+        if not shown:
+            problems.append(f"{m.where()} ({kind}): 22 = {m.get('22')} says the card was read, but it was not "
+                            f"presented since {f'line {since}' if since else 'the start'}")
+            continue
+        how = shown[-1][1]
+        want = codes.get(how)
+        if want is not None and mode != want:
+            problems.append(f"{m.where()} ({kind}): 22 = {m.get('22')} for a card presented by {how} (want {want}x)")
+        if day.cup and how in ("fallback", "swipe") and m.get("60")[12:13] != ("2" if how == "fallback" else "0"):
+            problems.append(f"{m.where()} ({kind}): 60.5 = {m.get('60')[12:13]!r} for a {how}")
     return problems
 
 

@@ -34,6 +34,7 @@ from posguard.engine.journal import Journal
 from posguard.engine.keys import TerminalMasterKey
 from posguard.presenting import CardRequest, HostAnswer
 from posguard.service.till import Till
+from tests.product import acquirer_audit
 from tests.product.wire_audit import Auth, amount_problems, authorisations, ber_tlv, replay_problems
 
 DIALECTS = ("cup", "iso87ascii")
@@ -213,6 +214,12 @@ def test_wrong_amount_and_wrong_card_read_the_card_again(dialect: str, tmp_path:
         assert right.pan != auths[2].pan and int(right.icc["9F02"].hex()) == 45_00
         reads = [line for line in desk.lines if line.startswith("card read for sale")]
         assert len(reads) == 4 and "(c3, 10.00)" in reads[1] and "(c2, 45.00)" in reads[3]
+        # acq-audit: the voids of the overcharge and of the wrong card read no card (c3 was read for the new
+        # sale, c1 not at all): keyed from the till's records, 22 = 01x, no 23, no track
+        day = acquirer_audit.read_day(desk.record, dialect)
+        voids = [m for m in day.out() if day.kind(m) == "void"]
+        assert [(m.get("22")[:2], "23" in m.doc, "35" in m.doc) for m in voids] == [("01", False, False)] * 2
+        assert acquirer_audit.entry_mode_problems(day) == []
 
 
 @pytest.mark.parametrize("dialect", DIALECTS)
