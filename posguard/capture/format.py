@@ -265,7 +265,80 @@ def _header(obj: Any, n: int) -> dict[str, Any]:
         get_dialect(obj["dialect"])
     except (Iso8583Error, KeyError, ValueError):
         raise CaptureError(n, f"unknown dialect {obj['dialect']!r}; known: {', '.join(dialect_names())}") from None
+    _check_terminal(term, get_dialect(obj["dialect"]), n)
+    _check_policies(obj.get("policies"), n)
     return obj
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_terminal(term: Mapping[str, Any], dialect: Any, n: int) -> None:
+    """The header's ``terminal``: what the replay's engine is configured with, so a wrong type is named here (the
+    key and what it must be), not met later as a traceback or a message field of the wrong length."""
+    for key, f in (("tid", "41"), ("mid", "42")):
+        value = term.get(key)
+        if value is None:
+            continue
+        size = dialect.fields[f].max_len
+        if not isinstance(value, str) or len(value) > size:
+            raise CaptureError(n, f"header \"terminal\" key \"{key}\" is {_json_type(value)} {_written(value)}; it "
+                                  f"must be a string of at most {size} characters (field {f})")
+    currency = term.get("currency")
+    if currency is not None and not (isinstance(currency, str) and len(currency) == 3 and currency.isdigit()):
+        raise CaptureError(n, f"header \"terminal\" key \"currency\" is {_json_type(currency)} {_written(currency)}; it must "
+                              "be the ISO 4217 numeric code as 3 digits, e.g. \"156\"")
+    timeout = term.get("timeout")
+    if timeout is not None and not (_number(timeout) and timeout > 0):
+        raise CaptureError(n, f"header \"terminal\" key \"timeout\" is {_json_type(timeout)} {_written(timeout)}; it must be "
+                              "the host timeout in seconds, a number > 0, e.g. 1.5")
+
+
+#: the engine policies a header may name (``policies``: the live run's, which its replay uses) and what each is
+HEADER_POLICIES: dict[str, str] = {
+    "saf_timeout": "seconds a queued reversal or advice waits for its answer, a number > 0",
+    "backoff_initial": "seconds before the first retry of a queued message, a number >= 0",
+    "block_new_transactions": "true or false",
+    "send_reversal_immediately": "true or false",
+}
+
+
+def _check_policies(policies: Any, n: int) -> None:
+    if policies is None:
+        return
+    if not isinstance(policies, dict):
+        raise CaptureError(n, f"header \"policies\" is {_json_type(policies)}; it must be an object: "
+                              f"{{{', '.join(HEADER_POLICIES)}}}, each optional")
+    for key, value in policies.items():
+        if key not in HEADER_POLICIES:
+            near = difflib.get_close_matches(str(key), HEADER_POLICIES, n=1, cutoff=0.75)
+            hint = f"; did you mean {near[0]!r}?" if near else ""
+            raise CaptureError(n, f"header \"policies\" has the key {_shown(str(key))}, which is no engine policy "
+                                  f"(known: {', '.join(HEADER_POLICIES)}{hint})")
+        ok = (isinstance(value, bool) if HEADER_POLICIES[key] == "true or false"
+              else _number(value) and (value > 0 if key == "saf_timeout" else value >= 0))
+        if not ok:
+            raise CaptureError(n, f"header \"policies\" key \"{key}\" is {_json_type(value)} {_written(value)}; it must be "
+                                  f"{HEADER_POLICIES[key]}")
+
+
+def _written(value: Any) -> str:
+    """A value as the author wrote it (JSON), for a message: card numbers masked, cut at 40 characters."""
+    return mask_digits_in_text(json.dumps(value))[:40]
+
+
+def _json_type(value: Any) -> str:
+    """The JSON type of ``value`` as an author wrote it (a message names what was written, not a Python type)."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if value is None:
+        return "null"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "an array" if isinstance(value, list) else "an object"
 
 
 class CaptureWriter:

@@ -249,6 +249,16 @@ REFUSED: dict[str, tuple[int, str]] = {
                                        "answered the 0500 with RC 95; the batch stays open, run settlement again) "
                                        "where the recording sent 0320 at line 13"),
     "cup_batch_end_as_0500": (15, "the replay sends 0320, the recording 0500"),
+    # the header's terminal and policies configure the replay's engine: a value of the wrong type is named at line
+    # 1 with its key (it was a traceback from float(), or a policy quietly left at its default when misspelt)
+    "header_timeout_not_a_number": (1, "header \"terminal\" key \"timeout\" is a string \"fast\"; it must be the host "
+                                       "timeout in seconds, a number > 0"),
+    "header_policy_not_a_number": (1, "header \"policies\" key \"saf_timeout\" is a string \"soon\"; it must be "
+                                      "seconds"),
+    "header_policies_not_an_object": (1, "header \"policies\" is a string; it must be an object"),
+    "header_policy_misspelt": (1, "header \"policies\" has the key \"saf_timout\", which is no engine policy (known: "
+                                  "saf_timeout, backoff_initial, block_new_transactions, send_reversal_immediately; "
+                                  "did you mean 'saf_timeout'?)"),
 }
 
 
