@@ -225,6 +225,8 @@ def _read(path: IO[str]) -> Capture:
             lines.append(n)
             continue
         rec = _validate(obj, n, ignored)
+        if rec["k"] == "iso" and rec["hex"]:
+            _check_decodes(rec, header["dialect"], n)
         if offset:
             rec["t"] = round(float(rec["t"]) + offset, 6)
         if rec["k"] not in _HELD_KINDS and not (rec["k"] == "iso" and rec["dir"] == "in"):
@@ -239,6 +241,20 @@ def _read(path: IO[str]) -> Capture:
     if header is None:
         raise CaptureError(1, "empty file: no capture header")
     return Capture(header, records, lines, ignored)
+
+
+def _check_decodes(rec: Mapping[str, Any], dialect: str, n: int) -> None:
+    """An ``iso`` record's message decodes with the header's dialect: a recorder writes one it could not decode as
+    ``"hex": ""`` with its length in ``undecodable``, so any other is the writer's mistake (a message cut short,
+    encoded for another dialect), named here with its line and the codec's field and byte offset, not met later as
+    the failure of whichever operator action first reads it."""
+    from posguard.iso8583 import Iso8583Error, Message
+
+    try:
+        Message.decode(bytes.fromhex(rec["hex"]), dialect)
+    except Iso8583Error as exc:
+        raise CaptureError(n, f"iso record ({rec['dir']}): its \"hex\" does not decode as {dialect}: "
+                              f"{type(exc).__name__}: {exc}") from None
 
 
 def _seconds_between(first: Any, later: Any) -> float:

@@ -256,6 +256,12 @@ REFUSED: dict[str, tuple[int, str]] = {
     "header_policy_not_a_number": (1, "header \"policies\" key \"saf_timeout\" is a string \"soon\"; it must be "
                                       "seconds"),
     "header_policies_not_an_object": (1, "header \"policies\" is a string; it must be an object"),
+    # an answer that does not decode with the header's dialect is named at its own line, with the codec's field
+    # and byte offset (it was reported as the failure of the operator action at line 3 that first read it)
+    "answer_cut_short": (5, "iso record (in): its \"hex\" does not decode as cup: DecodeError: field runs past the "
+                            "end of the message (field 42 at byte 61)"),
+    "answer_in_another_dialect": (5, "iso record (in): its \"hex\" does not decode as iso87ascii: DecodeError: MTI is "
+                                     "not 4 digits (field t at byte 0)"),
     "header_policy_misspelt": (1, "header \"policies\" has the key \"saf_timout\", which is no engine policy (known: "
                                   "saf_timeout, backoff_initial, block_new_transactions, send_reversal_immediately; "
                                   "did you mean 'saf_timeout'?)"),
