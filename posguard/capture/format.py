@@ -207,9 +207,12 @@ def _read(path: IO[str]) -> Capture:
         if not raw.strip():
             continue
         try:
-            obj = json.loads(raw)
+            obj = json.loads(raw, object_pairs_hook=_once_each)
         except json.JSONDecodeError as exc:
             raise CaptureError(n, f"not JSON ({exc.msg} at column {exc.colno})") from None
+        except _KeyTwice as exc:
+            raise CaptureError(n, f"the key {_shown(exc.key)} is written twice in one object (JSON keeps only the "
+                                  "last value, which may not be the one meant): write it once") from None
         except RecursionError:
             raise CaptureError(n, "JSON nested too deeply to be a capture record") from None
         if header is None or (isinstance(obj, dict) and "posguard_capture" in obj):
@@ -241,6 +244,23 @@ def _read(path: IO[str]) -> Capture:
     if header is None:
         raise CaptureError(1, "empty file: no capture header")
     return Capture(header, records, lines, ignored)
+
+
+class _KeyTwice(Exception):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _once_each(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are each written once (``json``'s own reading keeps the last of a repeated key
+    without a word: a hand-edited ``"amount"`` written twice would replay with the value the author did not mean)."""
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise _KeyTwice(key)
+        obj[key] = value
+    return obj
 
 
 def _check_decodes(rec: Mapping[str, Any], dialect: str, n: int) -> None:

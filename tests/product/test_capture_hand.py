@@ -262,6 +262,8 @@ REFUSED: dict[str, tuple[int, str]] = {
                             "end of the message (field 42 at byte 61)"),
     "answer_in_another_dialect": (5, "iso record (in): its \"hex\" does not decode as iso87ascii: DecodeError: MTI is "
                                      "not 4 digits (field t at byte 0)"),
+    # a key written twice: JSON keeps the last without a word (the wrong_amount op replayed with whichever came last)
+    "amount_written_twice": (6, "the key \"amount\" is written twice in one object (JSON keeps only the last value"),
     "header_policy_misspelt": (1, "header \"policies\" has the key \"saf_timout\", which is no engine policy (known: "
                                   "saf_timeout, backoff_initial, block_new_transactions, send_reversal_immediately; "
                                   "did you mean 'saf_timeout'?)"),
