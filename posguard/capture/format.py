@@ -91,7 +91,21 @@ def _check_hex(rec: Mapping[str, Any], key: str, line: int) -> None:
     try:
         bytes.fromhex(value)
     except ValueError:
-        raise CaptureError(line, f"{rec.get('k')} record: {key!r} is not hex") from None
+        raise CaptureError(line, f"{rec.get('k')} record: {key!r} is not hex: {_why_not_hex(value)}") from None
+
+
+def _why_not_hex(value: str) -> str:
+    """What is wrong with a string ``bytes.fromhex`` refused, and where (the character offset in the value)."""
+    digits = 0
+    for i, ch in enumerate(value):
+        if ch.isspace():
+            if digits % 2:
+                return f"a space at character {i} splits a byte"
+        elif ch not in "0123456789abcdefABCDEF":
+            return f"{json.dumps(ch)} at character {i} is not a hex digit"
+        else:
+            digits += 1
+    return f"{digits} hex digits, an odd number: two make a byte, so one is missing or one too many"
 
 
 #: every key some record kind defines

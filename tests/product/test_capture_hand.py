@@ -264,6 +264,9 @@ REFUSED: dict[str, tuple[int, str]] = {
                                      "not 4 digits (field t at byte 0)"),
     # a key written twice: JSON keeps the last without a word (the wrong_amount op replayed with whichever came last)
     "amount_written_twice": (6, "the key \"amount\" is written twice in one object (JSON keeps only the last value"),
+    # hex typed by hand: the error says what is wrong and where (it said only "is not hex")
+    "apdu_odd_hex_digits": (7, "apdu record: 'r' is not hex: 39 hex digits, an odd number: two make a byte"),
+    "field55_letter_o": (3, "card record: 'field55' is not hex: \"O\" at character 26 is not a hex digit"),
     "header_policy_misspelt": (1, "header \"policies\" has the key \"saf_timout\", which is no engine policy (known: "
                                   "saf_timeout, backoff_initial, block_new_transactions, send_reversal_immediately; "
                                   "did you mean 'saf_timeout'?)"),
