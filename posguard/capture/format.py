@@ -158,6 +158,7 @@ def _validate(rec: Any, line: int, ignored: list[tuple[int, str]]) -> dict[str, 
         _check_hex(rec, "hex", line)
         if rec.get("dir") not in ("out", "in"):
             raise CaptureError(line, "iso record needs \"dir\": \"out\" or \"in\"")
+        _check_mti_stan(rec, line)
     elif k == "atr":
         _check_hex(rec, "atr", line)
     elif k == "frame":
@@ -275,6 +276,21 @@ def _once_each(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
             raise _KeyTwice(key)
         obj[key] = value
     return obj
+
+
+def _check_mti_stan(rec: Mapping[str, Any], line: int) -> None:
+    """An ``iso`` record's ``mti`` and ``stan``, what the replay checks each request it sends against: of the type
+    the recorder writes, and present on an ``out`` record whose message is not written (``"hex": ""``)."""
+    mti, stan = rec.get("mti"), rec.get("stan")
+    if mti is not None and not (isinstance(mti, str) and len(mti) == 4 and mti.isdigit()):
+        raise CaptureError(line, f"iso record's \"mti\" is {_json_type(mti)} {_written(mti)}; it must be the message "
+                                 "type as 4 digits in a string, e.g. \"0200\"")
+    if stan is not None and not (isinstance(stan, int) and not isinstance(stan, bool) and 0 <= stan <= 999_999):
+        raise CaptureError(line, f"iso record's \"stan\" is {_json_type(stan)} {_written(stan)}; it must be the STAN "
+                                 "(field 11) as a whole number up to 999999, e.g. 1")
+    if rec["dir"] == "out" and not rec["hex"] and "undecodable" not in rec and (mti is None or stan is None):
+        raise CaptureError(line, "iso record (out) with \"hex\": \"\" needs \"mti\" and \"stan\": the replay checks "
+                                 "the request it sends against them")
 
 
 def _check_decodes(rec: Mapping[str, Any], dialect: str, n: int) -> None:

@@ -129,6 +129,8 @@ class ReplayLink:
     def hear(self, index: int, rec: dict[str, Any], after: str) -> None:
         """An ``in`` record no request of the replay's was answered from (the cursor passed over it): a late
         answer to a request that timed out, a network answer (08xx, not replayed), or a divergence."""
+        if rec.get("hex"):
+            _keys_describe(rec, Message.decode(bytes.fromhex(str(rec["hex"])), self.dialect), self.cursor.line(index))
         mti = _mti(rec, self.dialect)
         stan = rec.get("stan")
         if not isinstance(stan, int) or isinstance(stan, bool):
@@ -213,6 +215,7 @@ class ReplayLink:
             if not nxt["hex"]:
                 raise InvalidResponse("the recorded answer was undecodable")
             response = Message.decode(bytes.fromhex(nxt["hex"]), self.dialect)
+            _keys_describe(nxt, response, c.line(c.pos - 1))
             if request.stan is not None and "11" in response:
                 response["11"] = request["11"]  # a journal of another history allocates other STANs
             _check_answer(response, request, c.line(c.pos - 1))
@@ -288,6 +291,17 @@ def _late_event(rec: dict[str, Any], dialect: str, at: float) -> LinkEvent:
                      detail=late_answer_detail(str(rec.get("mti") or "") or None,
                                                msg.get("39") if msg is not None else None,
                                                get_dialect(dialect).reversal_done_codes), message=msg)
+
+
+def _keys_describe(rec: dict[str, Any], msg: Message, line: int) -> None:
+    """An ``in`` record's ``mti`` and ``stan`` keys are its message's (a late answer is matched to its request by
+    them): keys changed by hand without the ``hex`` are a contradiction, named, never half-used."""
+    said = [f"\"mti\" {rec['mti']} but its message is a {msg.mti}"] if rec.get("mti") not in (None, msg.mti) else []
+    if rec.get("stan") is not None and msg.stan is not None and rec["stan"] != msg.stan:
+        said.append(f"\"stan\" {rec['stan']} but its message's field 11 is {msg.stan:06d}")
+    if said:
+        raise ReplayDiverged(line, f"the in record says {' and '.join(said)}: its keys describe the message in "
+                                   "\"hex\"; correct whichever is wrong")
 
 
 def _same_message(recorded: str, sent: str) -> bool:

@@ -267,6 +267,13 @@ REFUSED: dict[str, tuple[int, str]] = {
     # hex typed by hand: the error says what is wrong and where (it said only "is not hex")
     "apdu_odd_hex_digits": (7, "apdu record: 'r' is not hex: 39 hex digits, an odd number: two make a byte"),
     "field55_letter_o": (3, "card record: 'field55' is not hex: \"O\" at character 26 is not a hex digit"),
+    # an iso record's mti and stan: of the recorder's types, present where the replay checks a request against them,
+    # and on an answer what its message says (each of these was read past without a word, the check skipped)
+    "answer_stan_not_its_message": (5, "the in record says \"stan\" 2 but its message's field 11 is 000001: its "
+                                       "keys describe the message in \"hex\""),
+    "stan_as_digits_string": (4, "iso record's \"stan\" is a string \"000001\"; it must be the STAN (field 11) as a "
+                                 "whole number"),
+    "request_without_stan": (4, "iso record (out) with \"hex\": \"\" needs \"mti\" and \"stan\""),
     "header_policy_misspelt": (1, "header \"policies\" has the key \"saf_timout\", which is no engine policy (known: "
                                   "saf_timeout, backoff_initial, block_new_transactions, send_reversal_immediately; "
                                   "did you mean 'saf_timeout'?)"),
