@@ -7,6 +7,7 @@ they would send is reported (``--json``: one object per incident).
 
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
 from collections import Counter
@@ -32,7 +33,7 @@ from posguard.iso8583 import get_dialect
 from posguard.iso8583.message import Message
 from posguard.iso8583.redaction import evidence_image
 from posguard.presenting import CardNotPresented, CardOutcome, CardRequest, HostAnswer, StoredCard
-from posguard.sensitive import TrackData
+from posguard.sensitive import TrackData, mask_digits_in_text
 
 __all__ = ["Desk", "DeskFactory", "ReplayDiverged", "ReplayLink", "ReplayResult", "replay", "REPLAY_TOKEN_KEY"]
 
@@ -524,6 +525,7 @@ def replay(source: str | Path | Capture, *, desk: DeskFactory, journal_path: str
                 try:
                     till.do(str(rec["op"]), **args)
                     refusal = getattr(till, "refusal", None)
+                    refusal = _in_replay_terms(str(refusal), journal) if refusal else refusal
                     sent = _recorded_send(cursor, capture.dialect) if refusal else None
                     if sent is not None:  # the live terminal sent what the replay refused: say so, never pass
                         raise ReplayDiverged(cursor.line(index), f"the replay refused {rec['op']!r} ({refusal}) "
@@ -537,7 +539,8 @@ def replay(source: str | Path | Capture, *, desk: DeskFactory, journal_path: str
                     raise
                 except JournalError as exc:
                     raise CaptureError(cursor.line(index), f"operator action {rec['op']!r} names what the replay "
-                                                           f"does not hold: {exc}") from None
+                                                           f"does not hold: {_in_replay_terms(str(exc), journal)}"
+                                       ) from None
                 except KeyError as exc:  # its message, not its repr (a KeyError quotes its argument)
                     raise CaptureError(cursor.line(index), f"operator action {rec['op']!r} cannot be replayed: "
                                                            f"{exc.args[0] if exc.args else exc}") from None
@@ -649,6 +652,14 @@ def _op_report(value: Any, base: Path | None, line: int) -> Any:
         raise CaptureError(line, f"op reconcile: the acquirer's report cannot be read: {exc}") from None
 
 
+def _in_replay_terms(text: str, journal: Journal) -> str:
+    """What the till or the journal said, as a replay's output says it: the same every run (not the path of this
+    run's scratch journal), no advice to run a journal command on a journal that is gone when the replay ends, and
+    no card number in clear."""
+    text = re.sub(r"; list them with `posguard [^`]*`", "", text.replace(f" in {journal.path}", " in the replay"))
+    return mask_digits_in_text(text)
+
+
 def _named_txn(journal: Journal, value: Any, line: int) -> str:
     """An ``op`` record's ``txn``: a transaction id, its STAN (a number, or digits), or ``"last"`` (the latest
     sale) — so a test author can write a capture by hand without knowing the ids the replay will allocate."""
@@ -667,6 +678,12 @@ def _named_txn(journal: Journal, value: Any, line: int) -> str:
         return found.id
     if not isinstance(value, str):
         raise CaptureError(line, f"op txn must be a transaction id, a STAN or \"last\", not {type(value).__name__}")
+    try:
+        journal.get_txn(value)
+    except JournalError:  # its text names the scratch journal's path: a replay's output is the same every run
+        raise CaptureError(line, f"op names transaction {value!r}, which the replay does not hold "
+                                 "(the replay allocates the recording's ids; a hand-written op may name the STAN, "
+                                 "e.g. \"txn\": 5, or \"last\")") from None
     return value
 
 

@@ -274,6 +274,9 @@ REFUSED: dict[str, tuple[int, str]] = {
     "stan_as_digits_string": (4, "iso record's \"stan\" is a string \"000001\"; it must be the STAN (field 11) as a "
                                  "whole number"),
     "request_without_stan": (4, "iso record (out) with \"hex\": \"\" needs \"mti\" and \"stan\""),
+    # the card number pasted where the card's ref or a transaction belongs: named, masked (it was quoted in clear)
+    "card_named_by_its_pan": (3, "operator action 'sale' cannot be replayed: no card '476173******6019'"),
+    "txn_named_by_the_pan": (6, "op names STAN '476173******6019'; a STAN is 1 to 999999"),
     "header_policy_misspelt": (1, "header \"policies\" has the key \"saf_timout\", which is no engine policy (known: "
                                   "saf_timeout, backoff_initial, block_new_transactions, send_reversal_immediately; "
                                   "did you mean 'saf_timeout'?)"),
@@ -292,6 +295,8 @@ def test_a_mistake_is_one_line_naming_the_line_and_what_is_wrong(name: str, posg
 @pytest.mark.parametrize(("name", "line", "words"), [
     ("sign_not_due", 7, "sign: transaction POSGRD01-00000001 (sale) is 'approved'; event 'sign' is not allowed"),
     ("reconcile_before_settle", 10, "reconcile: capture line 10 (inline report): no closed batch to compare"),
+    # said the same every run: not the path of the run's scratch journal, nor a journal command for a journal gone
+    ("confirm_unknown_incident", 6, "confirm: no incident 9 in the replay\n"),
 ])
 def test_an_action_refused_with_nothing_sent_is_listed_not_skipped(name: str, line: int, words: str) -> None:
     out = _cli("replay", str(MISTAKES / f"{name}.jsonl"))
