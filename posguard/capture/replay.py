@@ -33,7 +33,7 @@ from posguard.iso8583 import get_dialect
 from posguard.iso8583.message import Message
 from posguard.iso8583.redaction import evidence_image
 from posguard.presenting import CardNotPresented, CardOutcome, CardRequest, HostAnswer, StoredCard
-from posguard.sensitive import TrackData, mask_digits_in_text
+from posguard.sensitive import TrackData, mask_digits_in_text, scrub
 
 __all__ = ["Desk", "DeskFactory", "ReplayDiverged", "ReplayLink", "ReplayResult", "replay", "REPLAY_TOKEN_KEY"]
 
@@ -224,11 +224,13 @@ class ReplayLink:
         if nxt["k"] == "link" and nxt.get("event") in ("timeout", "link_error", "invalid_response", "error"):
             c.pos += 1
             c.at(nxt)
+            # the recorded detail is free text, maybe written by hand: it reaches the journal and the log masked
             if nxt["event"] == "timeout":
-                raise HostTimeout(str(nxt.get("detail", "timeout (recorded)")))
+                raise HostTimeout(scrub(str(nxt.get("detail", "timeout (recorded)"))))
             if nxt["event"] == "invalid_response":
-                raise InvalidResponse(str(nxt.get("detail", "invalid response (recorded)")))
-            raise HostLinkError(str(nxt.get("detail", "link error (recorded)")), maybe_sent=bool(nxt.get("maybe_sent")))
+                raise InvalidResponse(scrub(str(nxt.get("detail", "invalid response (recorded)"))))
+            raise HostLinkError(scrub(str(nxt.get("detail", "link error (recorded)"))),
+                                maybe_sent=bool(nxt.get("maybe_sent")))
         self.cursor.clock.advance(timeout)
         raise HostTimeout("no answer recorded")
 
@@ -470,6 +472,7 @@ def replay(source: str | Path | Capture, *, desk: DeskFactory, journal_path: str
         log: list[str] = []
 
         def _say(line: str) -> None:
+            line = scrub(line)  # card numbers masked, RRNs kept: as every live log line is (posguard/logs.py)
             log.append(line)
             if say is not None:
                 say(line)
