@@ -19,10 +19,11 @@ from posguard.clock import Clock, SystemClock
 from posguard.sensitive import mask_digits_in_text
 
 if TYPE_CHECKING:
+    from posguard.engine.engine import EnginePolicies
     from posguard.engine.observe import Exchange
 
-__all__ = ["CAPTURE_VERSION", "KINDS", "OP_ARGUMENTS", "RECORD_KEYS", "Capture", "CaptureError", "CaptureWriter",
-           "read_capture", "sanitise_frame"]
+__all__ = ["CAPTURE_VERSION", "HEADER_POLICIES", "KINDS", "OP_ARGUMENTS", "RECORD_KEYS", "Capture", "CaptureError",
+           "CaptureWriter", "header_policies", "read_capture", "sanitise_frame"]
 
 CAPTURE_VERSION = 1
 #: record keys that hold hex (sanitised against learnt PANs only, never pattern-scrubbed)
@@ -368,6 +369,14 @@ HEADER_POLICIES: dict[str, str] = {
     "block_new_transactions": "true or false",
     "send_reversal_immediately": "true or false",
 }
+
+
+def header_policies(policies: EnginePolicies) -> dict[str, Any]:
+    """The header's ``policies`` for an engine that runs with ``policies`` (what a replay reads back, so that it
+    times reversals and retries as the recorded terminal did)."""
+    return {"saf_timeout": policies.saf.timeout, "backoff_initial": policies.saf.backoff_initial,
+            "block_new_transactions": policies.saf.block_new_transactions,
+            "send_reversal_immediately": policies.send_reversal_immediately}
 
 
 def _check_policies(policies: Any, n: int) -> None:

@@ -24,7 +24,13 @@ from posguard.clock import VirtualClock
 from posguard.engine.chart import UNRESOLVED
 from posguard.engine.detectors import Detectors
 from posguard.engine.engine import EnginePolicies, TerminalConfig, TransactionEngine
-from posguard.engine.hostlink import ECHO_FIELDS, LinkEvent, LinkEventKind, late_answer_detail
+from posguard.engine.hostlink import (
+    ECHO_FIELDS,
+    LinkEvent,
+    LinkEventKind,
+    late_answer_detail,
+    reversal_timeout_for,
+)
 from posguard.engine.journal import Journal, JournalError
 from posguard.engine.ports import HostLinkError, HostTimeout, InvalidResponse
 from posguard.engine.saf import SafPolicy
@@ -467,7 +473,7 @@ def replay(source: str | Path | Capture, *, desk: DeskFactory, journal_path: str
                                   "the operator actions through an engine that sends it")
         terminal = TerminalConfig(str(term["tid"]), str(term.get("mid", "")), REPLAY_TOKEN_KEY, REPLAY_DATA_KEY,
                                   currency=str(term.get("currency", "156")), host_timeout=float(term.get("timeout", 30)))
-        policies = _policies(capture.header.get("policies", {}))
+        policies = _policies(capture.header.get("policies", {}), terminal.host_timeout)
         engine = TransactionEngine(journal, link, capture.dialect, terminal, clock, Detectors.default(clock), policies)
         log: list[str] = []
 
@@ -690,11 +696,15 @@ def _named_txn(journal: Journal, value: Any, line: int) -> str:
     return value
 
 
-def _policies(data: dict[str, Any]) -> EnginePolicies:
-    saf = SafPolicy(timeout=float(data.get("saf_timeout", 30.0)),
+def _policies(data: dict[str, Any], host_timeout: float) -> EnginePolicies:
+    """The engine policies of a header's ``policies`` (the inverse of ``format.header_policies``); what it leaves out is the live
+    service's: a reversal waits ``reversal_timeout_for(host_timeout)`` (a capture ``posguard run`` wrote before it
+    named its policies replays as it ran)."""
+    saf = SafPolicy(timeout=float(data.get("saf_timeout", reversal_timeout_for(host_timeout))),
                     block_new_transactions=bool(data.get("block_new_transactions", True)),
                     backoff_initial=float(data.get("backoff_initial", 1.0)))
     return EnginePolicies(saf=saf, send_reversal_immediately=bool(data.get("send_reversal_immediately", True)))
+
 
 
 def wire_incidents(capture: Capture, duplicate_window: float = 600.0) -> list[IncidentReport]:

@@ -65,11 +65,15 @@ for _d in ("cup", "iso87ascii"):
             ("unsigned", "follow_up", "kept_at_merchant_risk", [T1], [])],
         # a declined and an approved swiped sale: nothing to correct
         f"{_d}-no_incident.jsonl": [],
-        # the sale times out, its 0400 is answered after the reversal timeout (policies.saf_timeout, 30 s by
-        # default): heard late, and the reversal is still owed when the capture ends. The timeout's detail, written
+        # the sale times out, its 0400 is answered after the reversal timeout (policies.saf_timeout, else the host
+        # timeout, at most 15 s): heard late, and the reversal is still owed when the capture ends. The timeout's detail, written
         # by hand, holds the card number: masked in the log and the journal
         f"{_d}-reversal_answer_late.jsonl": [("reversal", "capture_ended", "reversal_owed", [T1], [])],
     }
+# a capture as `posguard run` wrote one before it named its policies: host timeout 5 s, so the live reversal waited
+# 5 s; its 0410 came 10 s after the 0400: late, as live (the replay waited 30 s and called the sale reversed)
+EXPECTED["iso87ascii-reversal_late_as_the_service_waits.jsonl"] = [
+    ("reversal", "capture_ended", "reversal_owed", [T1], [])]
 EXPECTED["iso87ascii-unsettled.jsonl"] = [("unsettled", "report_import", "acquirer_contact_needed", [], [])]
 # CUP: the 0510 flags the foreign totals unbalanced (48), the details are uploaded, the batch ends; the report names
 # the transaction that differs
