@@ -166,8 +166,16 @@ def _validate(rec: Any, line: int, ignored: list[tuple[int, str]]) -> dict[str, 
         _check_hex(rec, "hex", line)
         if rec.get("dir") not in ("out", "in"):
             raise CaptureError(line, "frame record needs \"dir\": \"out\" or \"in\"")
-    elif k == "swipe" and not isinstance(rec.get("track2"), str):
-        raise CaptureError(line, "swipe record needs \"track2\" (the sanitised track 2)")
+    elif k == "swipe":
+        _check_track2(rec.get("track2"), line)
+    elif k == "link":
+        if rec.get("event") not in LINK_EVENTS:
+            raise CaptureError(line, f"link record's \"event\" is {_json_type(rec.get('event'))} "
+                                     f"{_written(rec.get('event'))}; it must be one of {', '.join(LINK_EVENTS)}")
+        if "maybe_sent" in rec and not isinstance(rec["maybe_sent"], bool):
+            raise CaptureError(line, f"link record's \"maybe_sent\" is {_json_type(rec['maybe_sent'])} "
+                                     f"{_written(rec['maybe_sent'])}; it must be true or false (whether the request may "
+                                     "have reached the host)")
     elif k == "op" and not isinstance(rec.get("op"), str):
         raise CaptureError(line, "op record needs \"op\" (the operator action)")
     elif k == "card":
@@ -184,6 +192,10 @@ def _validate(rec: Any, line: int, ignored: list[tuple[int, str]]) -> dict[str, 
             _check_hex(rec, "cvm_results", line)
         if "presentation" in rec and (not isinstance(rec["presentation"], int) or isinstance(rec["presentation"], bool)):
             raise CaptureError(line, "card record's \"presentation\" must be a number (1, 2...)")
+        for flag in ("second_gac", "cvm_required"):
+            if flag in rec and not isinstance(rec[flag], bool):
+                raise CaptureError(line, f"card record's \"{flag}\" is {_json_type(rec[flag])} {_written(rec[flag])}; "
+                                         "it must be true or false")
     elif k == "card_outcome":
         if not isinstance(rec.get("presentation"), int) or isinstance(rec.get("presentation"), bool):
             raise CaptureError(line, "card_outcome record needs \"presentation\" (the number of its card record)")
@@ -277,6 +289,22 @@ def _once_each(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
             raise _KeyTwice(key)
         obj[key] = value
     return obj
+
+
+#: the ``event`` of a ``link`` record: a host-link failure (``HostLinkError.event``) or the start of a correction
+LINK_EVENTS = ("timeout", "link_error", "invalid_response", "error", "flow")
+
+
+def _check_track2(track2: Any, line: int) -> None:
+    """A ``swipe`` record's ``track2`` as the recorder writes it: PAN, separator, expiry and service code (7
+    digits), then zeros; the discretionary data (PVV, CVV) is card data a capture never holds."""
+    if not isinstance(track2, str):
+        raise CaptureError(line, "swipe record needs \"track2\" (the sanitised track 2)")
+    pan, sep, rest = track2.partition("=") if "=" in track2 else track2.partition("D")
+    if sep and rest[7:].strip("0"):
+        raise CaptureError(line, f"swipe record's \"track2\" holds discretionary data (CVV, PVV) at character "
+                                 f"{len(pan) + 1 + 7 + len(rest[7:]) - len(rest[7:].lstrip('0'))}: a capture keeps "
+                                 "PAN=YYMMSSS and zeros after it (docs/capture-format.md, \"Sanitised as written\")")
 
 
 def _check_mti_stan(rec: Mapping[str, Any], line: int) -> None:

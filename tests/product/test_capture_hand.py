@@ -310,6 +310,11 @@ REFUSED: dict[str, tuple[int, str]] = {
     # the card number pasted where the card's ref or a transaction belongs: named, masked (it was quoted in clear)
     "card_named_by_its_pan": (3, "operator action 'sale' cannot be replayed: no card '476173******6019'"),
     "txn_named_by_the_pan": (6, "op names STAN '476173******6019'; a STAN is 1 to 999999"),
+    # card data a capture never holds: a swipe's discretionary data (CVV) after PAN=YYMMSSS (it was read past)
+    "swipe_with_cvv": (4, "swipe record's \"track2\" holds discretionary data (CVV, PVV) at character 24"),
+    # a link event the replay does not know was read past (here the answer's absence happened to time out anyway)
+    "link_event_time_out": (5, "link record's \"event\" is a string \"time_out\"; it must be one of timeout, "
+                               "link_error, invalid_response, error, flow"),
     "header_policy_misspelt": (1, "header \"policies\" has the key \"saf_timout\", which is no engine policy (known: "
                                   "saf_timeout, backoff_initial, block_new_transactions, send_reversal_immediately; "
                                   "did you mean 'saf_timeout'?)"),
