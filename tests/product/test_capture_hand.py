@@ -315,6 +315,8 @@ REFUSED: dict[str, tuple[int, str]] = {
     # a link event the replay does not know was read past (here the answer's absence happened to time out anyway)
     "link_event_time_out": (5, "link record's \"event\" is a string \"time_out\"; it must be one of timeout, "
                                "link_error, invalid_response, error, flow"),
+    # "false" in quotes is a string, and a non-empty string was read as true: the sale waited for a signature
+    "cvm_required_as_string": (2, "card record's \"cvm_required\" is a string \"false\"; it must be true or false"),
     "header_policy_misspelt": (1, "header \"policies\" has the key \"saf_timout\", which is no engine policy (known: "
                                   "saf_timeout, backoff_initial, block_new_transactions, send_reversal_immediately; "
                                   "did you mean 'saf_timeout'?)"),
