@@ -16,7 +16,8 @@ from posguard.capture.errors import CaptureError
 from posguard.capture.ops import OPERATOR_ACTIONS
 from posguard.capture.sanitize import Sanitiser, blank_names, blank_verify
 from posguard.clock import Clock, SystemClock
-from posguard.sensitive import mask_digits_in_text
+from posguard.engine.pos_entry import ENTRY_MODES
+from posguard.sensitive import luhn_ok, mask_digits_in_text
 
 if TYPE_CHECKING:
     from posguard.engine.engine import EnginePolicies
@@ -187,6 +188,18 @@ def _validate(rec: Any, line: int, ignored: list[tuple[int, str]]) -> dict[str, 
                                      "(12 to 19 digits, Luhn-valid): the replay charges it")
         if not isinstance(pan, str) or not pan.isdigit() or not 12 <= len(pan) <= 19:
             raise CaptureError(line, "card record needs \"pan\": 12 to 19 digits (a test PAN)")
+        if not luhn_ok(pan):
+            raise CaptureError(line, "card record's \"pan\" fails the Luhn check (its last digit is not the check "
+                                     "digit of the others): a test PAN is Luhn-valid, as the recorder writes it; a "
+                                     "digit may be mistyped")
+        expiry = rec.get("expiry")
+        if expiry is not None and not (isinstance(expiry, str) and len(expiry) == 4 and expiry.isdigit()
+                                       and 1 <= int(expiry[2:]) <= 12):
+            raise CaptureError(line, f"card record's \"expiry\" is {_json_type(expiry)} {_written(expiry)}; it must "
+                                     "be YYMM in a string, e.g. \"2812\" (field 14)")
+        if rec.get("entry_mode") is not None and rec["entry_mode"] not in ENTRY_MODES:
+            raise CaptureError(line, f"card record's \"entry_mode\" is {_written(rec['entry_mode'])}; it must be one "
+                                     f"of {', '.join(ENTRY_MODES)} (field 22)")
         _check_hex(rec, "field55", line)
         if rec.get("cvm_results") is not None:
             _check_hex(rec, "cvm_results", line)

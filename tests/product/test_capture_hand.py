@@ -317,6 +317,12 @@ REFUSED: dict[str, tuple[int, str]] = {
                                "link_error, invalid_response, error, flow"),
     # "false" in quotes is a string, and a non-empty string was read as true: the sale waited for a signature
     "cvm_required_as_string": (2, "card record's \"cvm_required\" is a string \"false\"; it must be true or false"),
+    # a card record typed by hand: the values the engine would put on the wire (2, 14, 22) as they must be; each
+    # was sent as written (a PAN failing Luhn, expiry month 13, an entry mode no field 22 has a code for)
+    "pan_mistyped": (2, "card record's \"pan\" fails the Luhn check"),
+    "expiry_month_13": (2, "card record's \"expiry\" is a string \"2813\"; it must be YYMM in a string"),
+    "entry_mode_tap": (2, "card record's \"entry_mode\" is \"tap\"; it must be one of chip, contactless, swipe, "
+                          "fallback, manual (field 22)"),
     "header_policy_misspelt": (1, "header \"policies\" has the key \"saf_timout\", which is no engine policy (known: "
                                   "saf_timeout, backoff_initial, block_new_transactions, send_reversal_immediately; "
                                   "did you mean 'saf_timeout'?)"),
