@@ -74,6 +74,10 @@ for _d in ("cup", "iso87ascii"):
 # 5 s; its 0410 came 10 s after the 0400: late, as live (the replay waited 30 s and called the sale reversed)
 EXPECTED["iso87ascii-reversal_late_as_the_service_waits.jsonl"] = [
     ("reversal", "capture_ended", "reversal_owed", [T1], [])]
+# CUP: the 0510's 48 stops after the domestic group (flag 1) though the 0500 counted a Visa sale on the foreign side:
+# the host did not confirm those totals, so the details are uploaded (the batch was closed as balanced)
+EXPECTED["cup-unsettled_foreign_unflagged.jsonl"] = [
+    ("unsettled", "totals_unbalanced", "acquirer_contact_needed", [], [])]
 EXPECTED["iso87ascii-unsettled.jsonl"] = [("unsettled", "report_import", "acquirer_contact_needed", [], [])]
 # CUP: the 0510 flags the foreign totals unbalanced (48), the details are uploaded, the batch ends; the report names
 # the transaction that differs
@@ -213,6 +217,14 @@ def test_a_cup_unbalanced_settlement_uploads_the_details_then_ends_the_batch(pos
     assert end["48"] == "0001"
     (batch,) = day.journal.query("SELECT host_result FROM batches WHERE state != 'open'")
     assert batch["host_result"] == "unbalanced rc=00 flag=1 foreign=2"
+
+
+def test_a_cup_0510_without_the_foreign_flag_does_not_balance_foreign_sales(posguard_replay: Any) -> None:
+    day = posguard_replay(HAND / "cup-unsettled_foreign_unflagged.jsonl")
+    out = [json.loads(r["masked"]) for r in day.journal.messages() if r["direction"] == "out"]
+    assert [f["60"][8:11] for f in out[2:]] == ["201", "201", "201", "202"]  # 0500, two details, batch end
+    (batch,) = day.journal.query("SELECT host_result FROM batches WHERE state != 'open'")
+    assert batch["host_result"] == "unbalanced rc=00 flag=1"
 
 
 def test_an_international_unbalanced_settlement_uploads_then_closes_with_a_second_0500(
