@@ -203,18 +203,26 @@ def _validate(rec: Any, line: int, ignored: list[tuple[int, str]]) -> dict[str, 
         _check_hex(rec, "field55", line)
         if rec.get("cvm_results") is not None:
             _check_hex(rec, "cvm_results", line)
-        if "presentation" in rec and (not isinstance(rec["presentation"], int) or isinstance(rec["presentation"], bool)):
-            raise CaptureError(line, "card record's \"presentation\" must be a number (1, 2...)")
+        if "presentation" in rec and not _count(rec["presentation"]):
+            raise CaptureError(line, f"card record's \"presentation\" is {_json_type(rec['presentation'])} "
+                                     f"{_written(rec['presentation'])}; it must be a number (1, 2...)")
         for flag in ("second_gac", "cvm_required"):
             if flag in rec and not isinstance(rec[flag], bool):
                 raise CaptureError(line, f"card record's \"{flag}\" is {_json_type(rec[flag])} {_written(rec[flag])}; "
                                          "it must be true or false")
     elif k == "card_outcome":
-        if not isinstance(rec.get("presentation"), int) or isinstance(rec.get("presentation"), bool):
-            raise CaptureError(line, "card_outcome record needs \"presentation\" (the number of its card record)")
+        if not _count(rec.get("presentation")):
+            raise CaptureError(line, "card_outcome record needs \"presentation\" (the number of its card record: 1, "
+                                     "2...)")
         if rec.get("cryptogram") not in ("TC", "AAC"):
             raise CaptureError(line, "card_outcome record needs \"cryptogram\": \"TC\" or \"AAC\"")
         _check_hex(rec, "field55", line)
+        if rec.get("script_results"):
+            _check_hex(rec, "script_results", line)
+        atc = rec.get("atc")
+        if atc is not None and not (isinstance(atc, int) and not isinstance(atc, bool) and 0 <= atc <= 0xFFFF):
+            raise CaptureError(line, f"card_outcome record's \"atc\" is {_json_type(atc)} {_written(atc)}; it must be "
+                                     "the card's transaction counter (9F36), a number 0 to 65535")
     return rec
 
 
@@ -376,6 +384,11 @@ def _header(obj: Any, n: int) -> dict[str, Any]:
     _check_terminal(term, get_dialect(obj["dialect"]), n)
     _check_policies(obj.get("policies"), n)
     return obj
+
+
+def _count(value: Any) -> bool:
+    """A whole number from 1 (a presentation's number)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 def _number(value: Any) -> bool:

@@ -335,6 +335,11 @@ REFUSED: dict[str, tuple[int, str]] = {
     "expiry_month_13": (2, "card record's \"expiry\" is a string \"2813\"; it must be YYMM in a string"),
     "entry_mode_tap": (2, "card record's \"entry_mode\" is \"tap\"; it must be one of chip, contactless, swipe, "
                           "fallback, manual (field 22)"),
+    # a chip read's numbers: presentation 0 was met later as "the recording sent 0400 ... but the replay sent
+    # nothing" (no card for presentation 1), an ATC in quotes was read past
+    "presentation_zero": (3, "card record's \"presentation\" is a number 0; it must be a number (1, 2...)"),
+    "atc_as_string": (6, "card_outcome record's \"atc\" is a string \"7\"; it must be the card's transaction "
+                         "counter (9F36)"),
     "header_policy_misspelt": (1, "header \"policies\" has the key \"saf_timout\", which is no engine policy (known: "
                                   "saf_timeout, backoff_initial, block_new_transactions, send_reversal_immediately; "
                                   "did you mean 'saf_timeout'?)"),
