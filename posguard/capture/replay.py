@@ -33,6 +33,7 @@ from posguard.engine.hostlink import (
 )
 from posguard.engine.journal import Journal, JournalError
 from posguard.engine.ports import HostLinkError, HostTimeout, InvalidResponse
+from posguard.engine.profiles import Profile, get_profile
 from posguard.engine.saf import SafPolicy
 from posguard.incidents import IncidentReport
 from posguard.iso8583 import get_dialect
@@ -707,9 +708,32 @@ def _policies(data: dict[str, Any], host_timeout: float) -> EnginePolicies:
 
 
 
+def _settlement_on_wire(answer: Message, profile: Profile) -> tuple[str, str, str] | None:
+    """A 0510 as the engine reads it (``posguard/engine/settlement.py``): (rule, outcome, detail) of an unbalanced
+    or refused settlement, None for a balanced one. International: RC 95 is "unbalanced" (details follow), any
+    other RC but 00 a refusal; CUP answers 00 and flags each card group in field 48 (2 unbalanced, 3 error)."""
+    rc = answer.response_code
+    if profile.uses_field_60:
+        if rc != "00":
+            return "settlement_not_accepted", f"rc {rc}", "the host did not accept the totals"
+        flags = profile.settlement_flags(answer)
+        off = sorted(side for side, flag in flags.items() if flag in ("2", "3"))
+        if off:
+            return ("totals_unbalanced", "unbalanced", "field 48 flags " + ", ".join(f"{side} {flags[side]}"
+                                                                                 for side in off)
+                    + " (2 unbalanced, 3 error)")
+        return None
+    if rc == "95":
+        return "totals_unbalanced", "unbalanced", "rc 95: the host's totals differ; the details follow"
+    if rc not in ("00", None):
+        return "settlement_not_accepted", f"rc {rc}", "the host did not accept the totals"
+    return None
+
+
 def wire_incidents(capture: Capture, duplicate_window: float = 600.0) -> list[IncidentReport]:
     """Incidents visible on the wire alone (a capture without operator actions, e.g. an imported pcap)."""
     out: list[IncidentReport] = []
+    profile = get_profile(capture.dialect)
     pending: dict[tuple[str, int | None], tuple[float, Message]] = {}
     approved: list[tuple[float, str, int | None, str | None, Message]] = []
     for rec in capture.records:
@@ -729,9 +753,11 @@ def wire_incidents(capture: Capture, duplicate_window: float = 600.0) -> list[In
         request = pending.pop((msg.mti[:2] + str(int(msg.mti[2]) - 1) + msg.mti[3], msg.stan), (t, None))[1]
         if request is None:
             continue
-        if request.mti == "0500" and msg.response_code not in ("00", None):
-            out.append(IncidentReport("unsettled", "settlement_not_accepted", [f"stan {msg.stan}"], None, [],
-                                f"rc {msg.response_code}", "the host did not accept the totals", [msg.mti]))
+        if request.mti == "0500":
+            found = _settlement_on_wire(msg, profile)
+            if found is not None:
+                out.append(IncidentReport("unsettled", found[0], [f"stan {msg.stan}"], None, [], found[1], found[2],
+                                          [msg.mti]))
         if request.mti in ("0200", "0100") and msg.approved and (request.processing_code or "")[:2] == "00":
             pan = request.pan.reveal() if request.pan is not None else None
             for at, other_pan, other_amount, other_tid, other in approved:

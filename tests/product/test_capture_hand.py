@@ -78,6 +78,11 @@ EXPECTED["iso87ascii-reversal_late_as_the_service_waits.jsonl"] = [
 # the host did not confirm those totals, so the details are uploaded (the batch was closed as balanced)
 EXPECTED["cup-unsettled_foreign_unflagged.jsonl"] = [
     ("unsettled", "totals_unbalanced", "acquirer_contact_needed", [], [])]
+# a capture without operator actions (as a pcap import gives) is read on the wire alone: an unbalanced settlement is
+# reported as the engine reads it, CUP by the 0510's field 48 flags (RC 00), the international dialect by RC 95
+# (CUP's went unreported, and RC 95 was called a refusal, "settlement_not_accepted")
+EXPECTED["cup-wire_only_unbalanced.jsonl"] = [("unsettled", "totals_unbalanced", "unbalanced", ["stan 2"], [])]
+EXPECTED["iso87ascii-wire_only_unbalanced.jsonl"] = [("unsettled", "totals_unbalanced", "unbalanced", ["stan 3"], [])]
 EXPECTED["iso87ascii-unsettled.jsonl"] = [("unsettled", "report_import", "acquirer_contact_needed", [], [])]
 # CUP: the 0510 flags the foreign totals unbalanced (48), the details are uploaded, the batch ends; the report names
 # the transaction that differs
