@@ -443,6 +443,21 @@ def _recorded_send(cursor: _Cursor, dialect: str) -> tuple[int, str] | None:
     return None
 
 
+def _check_card_outcomes(capture: Capture, cursor: _Cursor) -> None:
+    """Each ``card_outcome`` answers the second GENERATE AC of a ``card`` record with its ``presentation`` and
+    ``"second_gac": true`` (the recorder writes one only then): one that answers no such read would be passed over
+    without a word, and the replay would then diverge where the card's answer should have acted (an AAC's 0400)."""
+    awaiting = {r["presentation"] for r in capture.records if r["k"] == "card" and r.get("second_gac") is True
+                and "presentation" in r}
+    for i, rec in enumerate(capture.records):
+        if rec["k"] == "card_outcome" and rec["presentation"] not in awaiting:
+            raise CaptureError(cursor.line(i), f"card_outcome of presentation {rec['presentation']} answers no card "
+                                               f"read: no card record has \"presentation\": {rec['presentation']} "
+                                               "and \"second_gac\": true (a card's answer to the second GENERATE AC "
+                                               "needs the per-presentation form: docs/capture-format.md, \"Writing a "
+                                               "capture by hand\")")
+
+
 def per_presentation(capture: Capture) -> bool:
     """True when the capture has a card record per presentation (a ``presentation`` number on each): written
     since cards are read per transaction. An older capture lists each card once, before the operator actions."""
@@ -487,6 +502,7 @@ def replay(source: str | Path | Capture, *, desk: DeskFactory, journal_path: str
         till = desk(engine, capture.dialect, _say)
         link.network_skipped = lambda: _stan_step(journal)
         presented = per_presentation(capture)
+        _check_card_outcomes(capture, cursor)
         swiped = {str(r["ref"]): str(r["track2"]) for r in capture.records if r["k"] == "swipe" and "ref" in r}
         listed: ListedCards | None = None
         if presented:  # the next card record for a reference at each presentation

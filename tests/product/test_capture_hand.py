@@ -345,6 +345,11 @@ REFUSED: dict[str, tuple[int, str]] = {
     "presentation_zero": (3, "card record's \"presentation\" is a number 0; it must be a number (1, 2...)"),
     "atc_as_string": (6, "card_outcome record's \"atc\" is a string \"7\"; it must be the card's transaction "
                          "counter (9F36)"),
+    # a card decline after approval written with the card listed once, or its read without "second_gac": true: the
+    # card_outcome answers no read, named at its line (it was passed over; the error came at the 0400, line 7)
+    "card_decline_card_listed_once": (6, "card_outcome of presentation 1 answers no card read: no card record has "
+                                         "\"presentation\": 1 and \"second_gac\": true"),
+    "card_decline_without_second_gac": (6, "card_outcome of presentation 1 answers no card read"),
     "header_policy_misspelt": (1, "header \"policies\" has the key \"saf_timout\", which is no engine policy (known: "
                                   "saf_timeout, backoff_initial, block_new_transactions, send_reversal_immediately; "
                                   "did you mean 'saf_timeout'?)"),
