@@ -16,13 +16,15 @@ from posguard.capture.errors import CaptureError
 from posguard.capture.ops import OPERATOR_ACTIONS
 from posguard.capture.sanitize import Sanitiser, blank_names, blank_verify
 from posguard.clock import Clock, SystemClock
-from posguard.sensitive import mask_digits_in_text
+from posguard.engine.pos_entry import ENTRY_MODES
+from posguard.sensitive import luhn_ok, mask_digits_in_text
 
 if TYPE_CHECKING:
+    from posguard.engine.engine import EnginePolicies
     from posguard.engine.observe import Exchange
 
-__all__ = ["CAPTURE_VERSION", "KINDS", "OP_ARGUMENTS", "RECORD_KEYS", "Capture", "CaptureError", "CaptureWriter",
-           "read_capture", "sanitise_frame"]
+__all__ = ["CAPTURE_VERSION", "HEADER_POLICIES", "KINDS", "OP_ARGUMENTS", "RECORD_KEYS", "Capture", "CaptureError",
+           "CaptureWriter", "header_policies", "read_capture", "sanitise_frame"]
 
 CAPTURE_VERSION = 1
 #: record keys that hold hex (sanitised against learnt PANs only, never pattern-scrubbed)
@@ -91,7 +93,21 @@ def _check_hex(rec: Mapping[str, Any], key: str, line: int) -> None:
     try:
         bytes.fromhex(value)
     except ValueError:
-        raise CaptureError(line, f"{rec.get('k')} record: {key!r} is not hex") from None
+        raise CaptureError(line, f"{rec.get('k')} record: {key!r} is not hex: {_why_not_hex(value)}") from None
+
+
+def _why_not_hex(value: str) -> str:
+    """What is wrong with a string ``bytes.fromhex`` refused, and where (the character offset in the value)."""
+    digits = 0
+    for i, ch in enumerate(value):
+        if ch.isspace():
+            if digits % 2:
+                return f"a space at character {i} splits a byte"
+        elif ch not in "0123456789abcdefABCDEF":
+            return f"{json.dumps(ch)} at character {i} is not a hex digit"
+        else:
+            digits += 1
+    return f"{digits} hex digits, an odd number: two make a byte, so one is missing or one too many"
 
 
 #: every key some record kind defines
@@ -144,14 +160,23 @@ def _validate(rec: Any, line: int, ignored: list[tuple[int, str]]) -> dict[str, 
         _check_hex(rec, "hex", line)
         if rec.get("dir") not in ("out", "in"):
             raise CaptureError(line, "iso record needs \"dir\": \"out\" or \"in\"")
+        _check_mti_stan(rec, line)
     elif k == "atr":
         _check_hex(rec, "atr", line)
     elif k == "frame":
         _check_hex(rec, "hex", line)
         if rec.get("dir") not in ("out", "in"):
             raise CaptureError(line, "frame record needs \"dir\": \"out\" or \"in\"")
-    elif k == "swipe" and not isinstance(rec.get("track2"), str):
-        raise CaptureError(line, "swipe record needs \"track2\" (the sanitised track 2)")
+    elif k == "swipe":
+        _check_track2(rec.get("track2"), line)
+    elif k == "link":
+        if rec.get("event") not in LINK_EVENTS:
+            raise CaptureError(line, f"link record's \"event\" is {_json_type(rec.get('event'))} "
+                                     f"{_written(rec.get('event'))}; it must be one of {', '.join(LINK_EVENTS)}")
+        if "maybe_sent" in rec and not isinstance(rec["maybe_sent"], bool):
+            raise CaptureError(line, f"link record's \"maybe_sent\" is {_json_type(rec['maybe_sent'])} "
+                                     f"{_written(rec['maybe_sent'])}; it must be true or false (whether the request may "
+                                     "have reached the host)")
     elif k == "op" and not isinstance(rec.get("op"), str):
         raise CaptureError(line, "op record needs \"op\" (the operator action)")
     elif k == "card":
@@ -163,17 +188,41 @@ def _validate(rec: Any, line: int, ignored: list[tuple[int, str]]) -> dict[str, 
                                      "(12 to 19 digits, Luhn-valid): the replay charges it")
         if not isinstance(pan, str) or not pan.isdigit() or not 12 <= len(pan) <= 19:
             raise CaptureError(line, "card record needs \"pan\": 12 to 19 digits (a test PAN)")
+        if not luhn_ok(pan):
+            raise CaptureError(line, "card record's \"pan\" fails the Luhn check (its last digit is not the check "
+                                     "digit of the others): a test PAN is Luhn-valid, as the recorder writes it; a "
+                                     "digit may be mistyped")
+        expiry = rec.get("expiry")
+        if expiry is not None and not (isinstance(expiry, str) and len(expiry) == 4 and expiry.isdigit()
+                                       and 1 <= int(expiry[2:]) <= 12):
+            raise CaptureError(line, f"card record's \"expiry\" is {_json_type(expiry)} {_written(expiry)}; it must "
+                                     "be YYMM in a string, e.g. \"2812\" (field 14)")
+        if rec.get("entry_mode") is not None and rec["entry_mode"] not in ENTRY_MODES:
+            raise CaptureError(line, f"card record's \"entry_mode\" is {_written(rec['entry_mode'])}; it must be one "
+                                     f"of {', '.join(ENTRY_MODES)} (field 22)")
         _check_hex(rec, "field55", line)
         if rec.get("cvm_results") is not None:
             _check_hex(rec, "cvm_results", line)
-        if "presentation" in rec and (not isinstance(rec["presentation"], int) or isinstance(rec["presentation"], bool)):
-            raise CaptureError(line, "card record's \"presentation\" must be a number (1, 2...)")
+        if "presentation" in rec and not _count(rec["presentation"]):
+            raise CaptureError(line, f"card record's \"presentation\" is {_json_type(rec['presentation'])} "
+                                     f"{_written(rec['presentation'])}; it must be a number (1, 2...)")
+        for flag in ("second_gac", "cvm_required"):
+            if flag in rec and not isinstance(rec[flag], bool):
+                raise CaptureError(line, f"card record's \"{flag}\" is {_json_type(rec[flag])} {_written(rec[flag])}; "
+                                         "it must be true or false")
     elif k == "card_outcome":
-        if not isinstance(rec.get("presentation"), int) or isinstance(rec.get("presentation"), bool):
-            raise CaptureError(line, "card_outcome record needs \"presentation\" (the number of its card record)")
+        if not _count(rec.get("presentation")):
+            raise CaptureError(line, "card_outcome record needs \"presentation\" (the number of its card record: 1, "
+                                     "2...)")
         if rec.get("cryptogram") not in ("TC", "AAC"):
             raise CaptureError(line, "card_outcome record needs \"cryptogram\": \"TC\" or \"AAC\"")
         _check_hex(rec, "field55", line)
+        if rec.get("script_results"):
+            _check_hex(rec, "script_results", line)
+        atc = rec.get("atc")
+        if atc is not None and not (isinstance(atc, int) and not isinstance(atc, bool) and 0 <= atc <= 0xFFFF):
+            raise CaptureError(line, f"card_outcome record's \"atc\" is {_json_type(atc)} {_written(atc)}; it must be "
+                                     "the card's transaction counter (9F36), a number 0 to 65535")
     return rec
 
 
@@ -207,9 +256,12 @@ def _read(path: IO[str]) -> Capture:
         if not raw.strip():
             continue
         try:
-            obj = json.loads(raw)
+            obj = json.loads(raw, object_pairs_hook=_once_each)
         except json.JSONDecodeError as exc:
             raise CaptureError(n, f"not JSON ({exc.msg} at column {exc.colno})") from None
+        except _KeyTwice as exc:
+            raise CaptureError(n, f"the key {_shown(exc.key)} is written twice in one object (JSON keeps only the "
+                                  "last value, which may not be the one meant): write it once") from None
         except RecursionError:
             raise CaptureError(n, "JSON nested too deeply to be a capture record") from None
         if header is None or (isinstance(obj, dict) and "posguard_capture" in obj):
@@ -225,6 +277,8 @@ def _read(path: IO[str]) -> Capture:
             lines.append(n)
             continue
         rec = _validate(obj, n, ignored)
+        if rec["k"] == "iso" and rec["hex"]:
+            _check_decodes(rec, header["dialect"], n)
         if offset:
             rec["t"] = round(float(rec["t"]) + offset, 6)
         if rec["k"] not in _HELD_KINDS and not (rec["k"] == "iso" and rec["dir"] == "in"):
@@ -239,6 +293,68 @@ def _read(path: IO[str]) -> Capture:
     if header is None:
         raise CaptureError(1, "empty file: no capture header")
     return Capture(header, records, lines, ignored)
+
+
+class _KeyTwice(Exception):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _once_each(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are each written once (``json``'s own reading keeps the last of a repeated key
+    without a word: a hand-edited ``"amount"`` written twice would replay with the value the author did not mean)."""
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise _KeyTwice(key)
+        obj[key] = value
+    return obj
+
+
+#: the ``event`` of a ``link`` record: a host-link failure (``HostLinkError.event``) or the start of a correction
+LINK_EVENTS = ("timeout", "link_error", "invalid_response", "error", "flow")
+
+
+def _check_track2(track2: Any, line: int) -> None:
+    """A ``swipe`` record's ``track2`` as the recorder writes it: PAN, separator, expiry and service code (7
+    digits), then zeros; the discretionary data (PVV, CVV) is card data a capture never holds."""
+    if not isinstance(track2, str):
+        raise CaptureError(line, "swipe record needs \"track2\" (the sanitised track 2)")
+    pan, sep, rest = track2.partition("=") if "=" in track2 else track2.partition("D")
+    if sep and rest[7:].strip("0"):
+        raise CaptureError(line, f"swipe record's \"track2\" holds discretionary data (CVV, PVV) at character "
+                                 f"{len(pan) + 1 + 7 + len(rest[7:]) - len(rest[7:].lstrip('0'))}: a capture keeps "
+                                 "PAN=YYMMSSS and zeros after it (docs/capture-format.md, \"Sanitised as written\")")
+
+
+def _check_mti_stan(rec: Mapping[str, Any], line: int) -> None:
+    """An ``iso`` record's ``mti`` and ``stan``, what the replay checks each request it sends against: of the type
+    the recorder writes, and present on an ``out`` record whose message is not written (``"hex": ""``)."""
+    mti, stan = rec.get("mti"), rec.get("stan")
+    if mti is not None and not (isinstance(mti, str) and len(mti) == 4 and mti.isdigit()):
+        raise CaptureError(line, f"iso record's \"mti\" is {_json_type(mti)} {_written(mti)}; it must be the message "
+                                 "type as 4 digits in a string, e.g. \"0200\"")
+    if stan is not None and not (isinstance(stan, int) and not isinstance(stan, bool) and 0 <= stan <= 999_999):
+        raise CaptureError(line, f"iso record's \"stan\" is {_json_type(stan)} {_written(stan)}; it must be the STAN "
+                                 "(field 11) as a whole number up to 999999, e.g. 1")
+    if rec["dir"] == "out" and not rec["hex"] and "undecodable" not in rec and (mti is None or stan is None):
+        raise CaptureError(line, "iso record (out) with \"hex\": \"\" needs \"mti\" and \"stan\": the replay checks "
+                                 "the request it sends against them")
+
+
+def _check_decodes(rec: Mapping[str, Any], dialect: str, n: int) -> None:
+    """An ``iso`` record's message decodes with the header's dialect: a recorder writes one it could not decode as
+    ``"hex": ""`` with its length in ``undecodable``, so any other is the writer's mistake (a message cut short,
+    encoded for another dialect), named here with its line and the codec's field and byte offset, not met later as
+    the failure of whichever operator action first reads it."""
+    from posguard.iso8583 import Iso8583Error, Message
+
+    try:
+        Message.decode(bytes.fromhex(rec["hex"]), dialect)
+    except Iso8583Error as exc:
+        raise CaptureError(n, f"iso record ({rec['dir']}): its \"hex\" does not decode as {dialect}: "
+                              f"{type(exc).__name__}: {exc}") from None
 
 
 def _seconds_between(first: Any, later: Any) -> float:
@@ -265,7 +381,93 @@ def _header(obj: Any, n: int) -> dict[str, Any]:
         get_dialect(obj["dialect"])
     except (Iso8583Error, KeyError, ValueError):
         raise CaptureError(n, f"unknown dialect {obj['dialect']!r}; known: {', '.join(dialect_names())}") from None
+    _check_terminal(term, get_dialect(obj["dialect"]), n)
+    _check_policies(obj.get("policies"), n)
     return obj
+
+
+def _count(value: Any) -> bool:
+    """A whole number from 1 (a presentation's number)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_terminal(term: Mapping[str, Any], dialect: Any, n: int) -> None:
+    """The header's ``terminal``: what the replay's engine is configured with, so a wrong type is named here (the
+    key and what it must be), not met later as a traceback or a message field of the wrong length."""
+    for key, f in (("tid", "41"), ("mid", "42")):
+        value = term.get(key)
+        if value is None:
+            continue
+        size = dialect.fields[f].max_len
+        if not isinstance(value, str) or len(value) > size:
+            raise CaptureError(n, f"header \"terminal\" key \"{key}\" is {_json_type(value)} {_written(value)}; it "
+                                  f"must be a string of at most {size} characters (field {f})")
+    currency = term.get("currency")
+    if currency is not None and not (isinstance(currency, str) and len(currency) == 3 and currency.isdigit()):
+        raise CaptureError(n, f"header \"terminal\" key \"currency\" is {_json_type(currency)} {_written(currency)}; it must "
+                              "be the ISO 4217 numeric code as 3 digits, e.g. \"156\"")
+    timeout = term.get("timeout")
+    if timeout is not None and not (_number(timeout) and timeout > 0):
+        raise CaptureError(n, f"header \"terminal\" key \"timeout\" is {_json_type(timeout)} {_written(timeout)}; it must be "
+                              "the host timeout in seconds, a number > 0, e.g. 1.5")
+
+
+#: the engine policies a header may name (``policies``: the live run's, which its replay uses) and what each is
+HEADER_POLICIES: dict[str, str] = {
+    "saf_timeout": "seconds a queued reversal or advice waits for its answer, a number > 0",
+    "backoff_initial": "seconds before the first retry of a queued message, a number >= 0",
+    "block_new_transactions": "true or false",
+    "send_reversal_immediately": "true or false",
+}
+
+
+def header_policies(policies: EnginePolicies) -> dict[str, Any]:
+    """The header's ``policies`` for an engine that runs with ``policies`` (what a replay reads back, so that it
+    times reversals and retries as the recorded terminal did)."""
+    return {"saf_timeout": policies.saf.timeout, "backoff_initial": policies.saf.backoff_initial,
+            "block_new_transactions": policies.saf.block_new_transactions,
+            "send_reversal_immediately": policies.send_reversal_immediately}
+
+
+def _check_policies(policies: Any, n: int) -> None:
+    if policies is None:
+        return
+    if not isinstance(policies, dict):
+        raise CaptureError(n, f"header \"policies\" is {_json_type(policies)}; it must be an object: "
+                              f"{{{', '.join(HEADER_POLICIES)}}}, each optional")
+    for key, value in policies.items():
+        if key not in HEADER_POLICIES:
+            near = difflib.get_close_matches(str(key), HEADER_POLICIES, n=1, cutoff=0.75)
+            hint = f"; did you mean {near[0]!r}?" if near else ""
+            raise CaptureError(n, f"header \"policies\" has the key {_shown(str(key))}, which is no engine policy "
+                                  f"(known: {', '.join(HEADER_POLICIES)}{hint})")
+        ok = (isinstance(value, bool) if HEADER_POLICIES[key] == "true or false"
+              else _number(value) and (value > 0 if key == "saf_timeout" else value >= 0))
+        if not ok:
+            raise CaptureError(n, f"header \"policies\" key \"{key}\" is {_json_type(value)} {_written(value)}; it must be "
+                                  f"{HEADER_POLICIES[key]}")
+
+
+def _written(value: Any) -> str:
+    """A value as the author wrote it (JSON), for a message: card numbers masked, cut at 40 characters."""
+    return mask_digits_in_text(json.dumps(value))[:40]
+
+
+def _json_type(value: Any) -> str:
+    """The JSON type of ``value`` as an author wrote it (a message names what was written, not a Python type)."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if value is None:
+        return "null"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "an array" if isinstance(value, list) else "an object"
 
 
 class CaptureWriter:

@@ -7,6 +7,7 @@ they would send is reported (``--json``: one object per incident).
 
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
 from collections import Counter
@@ -23,16 +24,23 @@ from posguard.clock import VirtualClock
 from posguard.engine.chart import UNRESOLVED
 from posguard.engine.detectors import Detectors
 from posguard.engine.engine import EnginePolicies, TerminalConfig, TransactionEngine
-from posguard.engine.hostlink import ECHO_FIELDS, LinkEvent, LinkEventKind, late_answer_detail
+from posguard.engine.hostlink import (
+    ECHO_FIELDS,
+    LinkEvent,
+    LinkEventKind,
+    late_answer_detail,
+    reversal_timeout_for,
+)
 from posguard.engine.journal import Journal, JournalError
 from posguard.engine.ports import HostLinkError, HostTimeout, InvalidResponse
+from posguard.engine.profiles import Profile, get_profile
 from posguard.engine.saf import SafPolicy
 from posguard.incidents import IncidentReport
 from posguard.iso8583 import get_dialect
 from posguard.iso8583.message import Message
 from posguard.iso8583.redaction import evidence_image
 from posguard.presenting import CardNotPresented, CardOutcome, CardRequest, HostAnswer, StoredCard
-from posguard.sensitive import TrackData
+from posguard.sensitive import TrackData, mask_digits_in_text, scrub
 
 __all__ = ["Desk", "DeskFactory", "ReplayDiverged", "ReplayLink", "ReplayResult", "replay", "REPLAY_TOKEN_KEY"]
 
@@ -129,6 +137,8 @@ class ReplayLink:
     def hear(self, index: int, rec: dict[str, Any], after: str) -> None:
         """An ``in`` record no request of the replay's was answered from (the cursor passed over it): a late
         answer to a request that timed out, a network answer (08xx, not replayed), or a divergence."""
+        if rec.get("hex"):
+            _keys_describe(rec, Message.decode(bytes.fromhex(str(rec["hex"])), self.dialect), self.cursor.line(index))
         mti = _mti(rec, self.dialect)
         stan = rec.get("stan")
         if not isinstance(stan, int) or isinstance(stan, bool):
@@ -213,6 +223,7 @@ class ReplayLink:
             if not nxt["hex"]:
                 raise InvalidResponse("the recorded answer was undecodable")
             response = Message.decode(bytes.fromhex(nxt["hex"]), self.dialect)
+            _keys_describe(nxt, response, c.line(c.pos - 1))
             if request.stan is not None and "11" in response:
                 response["11"] = request["11"]  # a journal of another history allocates other STANs
             _check_answer(response, request, c.line(c.pos - 1))
@@ -220,11 +231,13 @@ class ReplayLink:
         if nxt["k"] == "link" and nxt.get("event") in ("timeout", "link_error", "invalid_response", "error"):
             c.pos += 1
             c.at(nxt)
+            # the recorded detail is free text, maybe written by hand: it reaches the journal and the log masked
             if nxt["event"] == "timeout":
-                raise HostTimeout(str(nxt.get("detail", "timeout (recorded)")))
+                raise HostTimeout(scrub(str(nxt.get("detail", "timeout (recorded)"))))
             if nxt["event"] == "invalid_response":
-                raise InvalidResponse(str(nxt.get("detail", "invalid response (recorded)")))
-            raise HostLinkError(str(nxt.get("detail", "link error (recorded)")), maybe_sent=bool(nxt.get("maybe_sent")))
+                raise InvalidResponse(scrub(str(nxt.get("detail", "invalid response (recorded)"))))
+            raise HostLinkError(scrub(str(nxt.get("detail", "link error (recorded)"))),
+                                maybe_sent=bool(nxt.get("maybe_sent")))
         self.cursor.clock.advance(timeout)
         raise HostTimeout("no answer recorded")
 
@@ -288,6 +301,17 @@ def _late_event(rec: dict[str, Any], dialect: str, at: float) -> LinkEvent:
                      detail=late_answer_detail(str(rec.get("mti") or "") or None,
                                                msg.get("39") if msg is not None else None,
                                                get_dialect(dialect).reversal_done_codes), message=msg)
+
+
+def _keys_describe(rec: dict[str, Any], msg: Message, line: int) -> None:
+    """An ``in`` record's ``mti`` and ``stan`` keys are its message's (a late answer is matched to its request by
+    them): keys changed by hand without the ``hex`` are a contradiction, named, never half-used."""
+    said = [f"\"mti\" {rec['mti']} but its message is a {msg.mti}"] if rec.get("mti") not in (None, msg.mti) else []
+    if rec.get("stan") is not None and msg.stan is not None and rec["stan"] != msg.stan:
+        said.append(f"\"stan\" {rec['stan']} but its message's field 11 is {msg.stan:06d}")
+    if said:
+        raise ReplayDiverged(line, f"the in record says {' and '.join(said)}: its keys describe the message in "
+                                   "\"hex\"; correct whichever is wrong")
 
 
 def _same_message(recorded: str, sent: str) -> bool:
@@ -419,6 +443,21 @@ def _recorded_send(cursor: _Cursor, dialect: str) -> tuple[int, str] | None:
     return None
 
 
+def _check_card_outcomes(capture: Capture, cursor: _Cursor) -> None:
+    """Each ``card_outcome`` answers the second GENERATE AC of a ``card`` record with its ``presentation`` and
+    ``"second_gac": true`` (the recorder writes one only then): one that answers no such read would be passed over
+    without a word, and the replay would then diverge where the card's answer should have acted (an AAC's 0400)."""
+    awaiting = {r["presentation"] for r in capture.records if r["k"] == "card" and r.get("second_gac") is True
+                and "presentation" in r}
+    for i, rec in enumerate(capture.records):
+        if rec["k"] == "card_outcome" and rec["presentation"] not in awaiting:
+            raise CaptureError(cursor.line(i), f"card_outcome of presentation {rec['presentation']} answers no card "
+                                               f"read: no card record has \"presentation\": {rec['presentation']} "
+                                               "and \"second_gac\": true (a card's answer to the second GENERATE AC "
+                                               "needs the per-presentation form: docs/capture-format.md, \"Writing a "
+                                               "capture by hand\")")
+
+
 def per_presentation(capture: Capture) -> bool:
     """True when the capture has a card record per presentation (a ``presentation`` number on each): written
     since cards are read per transaction. An older capture lists each card once, before the operator actions."""
@@ -450,11 +489,12 @@ def replay(source: str | Path | Capture, *, desk: DeskFactory, journal_path: str
                                   "the operator actions through an engine that sends it")
         terminal = TerminalConfig(str(term["tid"]), str(term.get("mid", "")), REPLAY_TOKEN_KEY, REPLAY_DATA_KEY,
                                   currency=str(term.get("currency", "156")), host_timeout=float(term.get("timeout", 30)))
-        policies = _policies(capture.header.get("policies", {}))
+        policies = _policies(capture.header.get("policies", {}), terminal.host_timeout)
         engine = TransactionEngine(journal, link, capture.dialect, terminal, clock, Detectors.default(clock), policies)
         log: list[str] = []
 
         def _say(line: str) -> None:
+            line = scrub(line)  # card numbers masked, RRNs kept: as every live log line is (posguard/logs.py)
             log.append(line)
             if say is not None:
                 say(line)
@@ -462,6 +502,7 @@ def replay(source: str | Path | Capture, *, desk: DeskFactory, journal_path: str
         till = desk(engine, capture.dialect, _say)
         link.network_skipped = lambda: _stan_step(journal)
         presented = per_presentation(capture)
+        _check_card_outcomes(capture, cursor)
         swiped = {str(r["ref"]): str(r["track2"]) for r in capture.records if r["k"] == "swipe" and "ref" in r}
         listed: ListedCards | None = None
         if presented:  # the next card record for a reference at each presentation
@@ -510,6 +551,7 @@ def replay(source: str | Path | Capture, *, desk: DeskFactory, journal_path: str
                 try:
                     till.do(str(rec["op"]), **args)
                     refusal = getattr(till, "refusal", None)
+                    refusal = _in_replay_terms(str(refusal), journal) if refusal else refusal
                     sent = _recorded_send(cursor, capture.dialect) if refusal else None
                     if sent is not None:  # the live terminal sent what the replay refused: say so, never pass
                         raise ReplayDiverged(cursor.line(index), f"the replay refused {rec['op']!r} ({refusal}) "
@@ -523,7 +565,8 @@ def replay(source: str | Path | Capture, *, desk: DeskFactory, journal_path: str
                     raise
                 except JournalError as exc:
                     raise CaptureError(cursor.line(index), f"operator action {rec['op']!r} names what the replay "
-                                                           f"does not hold: {exc}") from None
+                                                           f"does not hold: {_in_replay_terms(str(exc), journal)}"
+                                       ) from None
                 except KeyError as exc:  # its message, not its repr (a KeyError quotes its argument)
                     raise CaptureError(cursor.line(index), f"operator action {rec['op']!r} cannot be replayed: "
                                                            f"{exc.args[0] if exc.args else exc}") from None
@@ -635,6 +678,14 @@ def _op_report(value: Any, base: Path | None, line: int) -> Any:
         raise CaptureError(line, f"op reconcile: the acquirer's report cannot be read: {exc}") from None
 
 
+def _in_replay_terms(text: str, journal: Journal) -> str:
+    """What the till or the journal said, as a replay's output says it: the same every run (not the path of this
+    run's scratch journal), no advice to run a journal command on a journal that is gone when the replay ends, and
+    no card number in clear."""
+    text = re.sub(r"; list them with `posguard [^`]*`", "", text.replace(f" in {journal.path}", " in the replay"))
+    return mask_digits_in_text(text)
+
+
 def _named_txn(journal: Journal, value: Any, line: int) -> str:
     """An ``op`` record's ``txn``: a transaction id, its STAN (a number, or digits), or ``"last"`` (the latest
     sale) — so a test author can write a capture by hand without knowing the ids the replay will allocate."""
@@ -653,19 +704,52 @@ def _named_txn(journal: Journal, value: Any, line: int) -> str:
         return found.id
     if not isinstance(value, str):
         raise CaptureError(line, f"op txn must be a transaction id, a STAN or \"last\", not {type(value).__name__}")
+    try:
+        journal.get_txn(value)
+    except JournalError:  # its text names the scratch journal's path: a replay's output is the same every run
+        raise CaptureError(line, f"op names transaction {value!r}, which the replay does not hold "
+                                 "(the replay allocates the recording's ids; a hand-written op may name the STAN, "
+                                 "e.g. \"txn\": 5, or \"last\")") from None
     return value
 
 
-def _policies(data: dict[str, Any]) -> EnginePolicies:
-    saf = SafPolicy(timeout=float(data.get("saf_timeout", 30.0)),
+def _policies(data: dict[str, Any], host_timeout: float) -> EnginePolicies:
+    """The engine policies of a header's ``policies`` (the inverse of ``format.header_policies``); what it leaves out is the live
+    service's: a reversal waits ``reversal_timeout_for(host_timeout)`` (a capture ``posguard run`` wrote before it
+    named its policies replays as it ran)."""
+    saf = SafPolicy(timeout=float(data.get("saf_timeout", reversal_timeout_for(host_timeout))),
                     block_new_transactions=bool(data.get("block_new_transactions", True)),
                     backoff_initial=float(data.get("backoff_initial", 1.0)))
     return EnginePolicies(saf=saf, send_reversal_immediately=bool(data.get("send_reversal_immediately", True)))
 
 
+
+def _settlement_on_wire(answer: Message, profile: Profile) -> tuple[str, str, str] | None:
+    """A 0510 as the engine reads it (``posguard/engine/settlement.py``): (rule, outcome, detail) of an unbalanced
+    or refused settlement, None for a balanced one. International: RC 95 is "unbalanced" (details follow), any
+    other RC but 00 a refusal; CUP answers 00 and flags each card group in field 48 (2 unbalanced, 3 error)."""
+    rc = answer.response_code
+    if profile.uses_field_60:
+        if rc != "00":
+            return "settlement_not_accepted", f"rc {rc}", "the host did not accept the totals"
+        flags = profile.settlement_flags(answer)
+        off = sorted(side for side, flag in flags.items() if flag in ("2", "3"))
+        if off:
+            return ("totals_unbalanced", "unbalanced", "field 48 flags " + ", ".join(f"{side} {flags[side]}"
+                                                                                 for side in off)
+                    + " (2 unbalanced, 3 error)")
+        return None
+    if rc == "95":
+        return "totals_unbalanced", "unbalanced", "rc 95: the host's totals differ; the details follow"
+    if rc not in ("00", None):
+        return "settlement_not_accepted", f"rc {rc}", "the host did not accept the totals"
+    return None
+
+
 def wire_incidents(capture: Capture, duplicate_window: float = 600.0) -> list[IncidentReport]:
     """Incidents visible on the wire alone (a capture without operator actions, e.g. an imported pcap)."""
     out: list[IncidentReport] = []
+    profile = get_profile(capture.dialect)
     pending: dict[tuple[str, int | None], tuple[float, Message]] = {}
     approved: list[tuple[float, str, int | None, str | None, Message]] = []
     for rec in capture.records:
@@ -685,9 +769,11 @@ def wire_incidents(capture: Capture, duplicate_window: float = 600.0) -> list[In
         request = pending.pop((msg.mti[:2] + str(int(msg.mti[2]) - 1) + msg.mti[3], msg.stan), (t, None))[1]
         if request is None:
             continue
-        if request.mti == "0500" and msg.response_code not in ("00", None):
-            out.append(IncidentReport("unsettled", "settlement_not_accepted", [f"stan {msg.stan}"], None, [],
-                                f"rc {msg.response_code}", "the host did not accept the totals", [msg.mti]))
+        if request.mti == "0500":
+            found = _settlement_on_wire(msg, profile)
+            if found is not None:
+                out.append(IncidentReport("unsettled", found[0], [f"stan {msg.stan}"], None, [], found[1], found[2],
+                                          [msg.mti]))
         if request.mti in ("0200", "0100") and msg.approved and (request.processing_code or "")[:2] == "00":
             pan = request.pan.reveal() if request.pan is not None else None
             for at, other_pan, other_amount, other_tid, other in approved:

@@ -38,7 +38,7 @@ class DemoResult:
 def demo_policies() -> Any:
     from posguard.capture.replay import _policies
 
-    return _policies(DEMO_POLICY_DATA)
+    return _policies(DEMO_POLICY_DATA, DEMO_TIMEOUT)
 
 
 def run_demo(dialect: str = "cup", *, record: str | Path | None = None, out: TextIO | None = None,

@@ -230,6 +230,16 @@ class VirtualWaiter:
 
 
 # ---------------------------------------------------------------------------------------------- config
+#: the longest a reversal waits for its answer (pos-flows.md (D): "Node client: 15 s, 5 s for reversals")
+REVERSAL_TIMEOUT_MAX = 15.0
+
+
+def reversal_timeout_for(host_timeout: float) -> float:
+    """How long the terminal waits for a reversal's answer: the host timeout, at most 15 s. One rule for the live
+    service and for the replay of a capture whose header does not name it."""
+    return min(host_timeout, REVERSAL_TIMEOUT_MAX)
+
+
 @dataclass(frozen=True)
 class HostLinkConfig:
     host: str

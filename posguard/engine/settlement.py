@@ -138,7 +138,11 @@ class Settlement:
         if cup:
             if rc != "00":
                 self._refused(batch, f"the host answered the 0500 with RC {rc}")
-            balanced = flag == "1" and flags.get("foreign", "1") in ("0", "1")
+            # a group the host left unflagged is balanced only when the 0500 counted nothing in it: a 0510 whose
+            # 48 stops after the domestic group has not confirmed the foreign cards' totals
+            foreign = self.foreign_totals(batch)
+            unflagged = "1" if not (foreign["foreign_debit_count"] or foreign["foreign_credit_count"]) else "-"
+            balanced = flag == "1" and flags.get("foreign", unflagged) in ("0", "1")
         else:
             if rc not in ("00", "95"):
                 self._refused(batch, f"the host answered the 0500 with RC {rc}")

@@ -75,11 +75,11 @@ class Service:
     heartbeat: Heartbeat | None = None  # beaten by run_loop when a watchdog watches it
 
     def __init__(self, cfg: Config, log: EventLog, *, record: str | None = None) -> None:
-        from posguard.capture.format import CaptureWriter
+        from posguard.capture.format import CaptureWriter, header_policies
         from posguard.clock import SystemClock
         from posguard.engine.detectors import Detectors
         from posguard.engine.engine import EnginePolicies, TerminalConfig, TransactionEngine
-        from posguard.engine.hostlink import HostLinkConfig, TcpHostLink
+        from posguard.engine.hostlink import HostLinkConfig, TcpHostLink, reversal_timeout_for
         from posguard.engine.instance_lock import JournalLock
         from posguard.engine.journal import Journal
         from posguard.engine.keys import load_tmk
@@ -94,7 +94,7 @@ class Service:
             self.terminal = TerminalConfig(cfg.tid, cfg.mid, cfg.token_key, cfg.data_key, currency=cfg.currency,
                                            host_timeout=cfg.timeout, tmk=tmk, timezone=cfg.timezone)
             self.journal = Journal(cfg.journal, clock=self.clock)
-            reversal_timeout = min(cfg.timeout, 15.0)
+            reversal_timeout = reversal_timeout_for(cfg.timeout)
             self.link = TcpHostLink(HostLinkConfig(cfg.host, cfg.port, dialect=cfg.dialect, framing=cfg.framing,
                                                    response_timeout=cfg.timeout, reversal_timeout=reversal_timeout,
                                                    **_static_mac(cfg)),
@@ -105,8 +105,10 @@ class Service:
             self.engine = TransactionEngine(self.journal, self.link, cfg.dialect, self.terminal, self.clock,
                                             Detectors.default(self.clock), policies)
             path = record or cfg.record
+            # the policies the engine runs with, so that a replay times the reversals as this terminal does
             self.writer = CaptureWriter(path, dialect=cfg.dialect, tid=cfg.tid, mid=cfg.mid, clock=self.clock,
                                         terminal_extra={"currency": cfg.currency, "timeout": cfg.timeout},
+                                        extra={"policies": header_policies(policies)},
                                         append=True) if path else None
         except BaseException:
             self.lock.release()

@@ -34,7 +34,7 @@ MISTAKES = HAND / "mistakes"
 DOC = ROOT / "docs" / "capture-format.md"
 #: the test PANs the hand-written captures use (never to appear in an output, a log or a journal)
 HAND_PANS = ("4761732145926019", "5413330161614863")
-T1, T2 = "POSGRD01-00000001", "POSGRD01-00000002"
+T1, T2, T3 = "POSGRD01-00000001", "POSGRD01-00000002", "POSGRD01-00000003"
 
 #: capture -> [(incident, rule, outcome, transactions, MTIs of the messages the correction sent)]
 EXPECTED: dict[str, list[tuple[str, str, str, list[str], list[str]]]] = {}
@@ -51,7 +51,38 @@ for _d in ("cup", "iso87ascii"):
         f"{_d}-late_approval.jsonl": [("reversal", "outcome_unknown", "reversed", [T1], ["0400"])],
         f"{_d}-card_decline.jsonl": [("reversal", "card_declined_after_approval", "reversed", [T1], ["0400"])],
         f"{_d}-cut_off.jsonl": [("reversal", "capture_ended", "reversal_owed", [T1], [])],
+        # the first sale of order A-1042 times out and is reversed; the order is then paid twice: a proven
+        # duplicate (the same order), voided without the operator's confirmation
+        f"{_d}-duplicate_same_order.jsonl": [
+            ("reversal", "outcome_unknown", "reversed", [T1], ["0400"]),
+            ("duplicate_charge", "same_card_amount_terminal", "voided", [T2, T3], ["0200"])],
+        # the void was answered: the customer's dispute gets the proof, nothing is sent
+        f"{_d}-void_stands.jsonl": [("void_mismatch", "proof", "void_stands", [T1], [])],
+        # the customer left unsigned, was contacted, and the merchant keeps the sale: one incident, three steps
+        f"{_d}-unsigned_follow_up.jsonl": [
+            ("unsigned", "signature_refused", "follow_up", [T1], []),
+            ("unsigned", "follow_up", "follow_up", [T1], []),
+            ("unsigned", "follow_up", "kept_at_merchant_risk", [T1], [])],
+        # a declined and an approved swiped sale: nothing to correct
+        f"{_d}-no_incident.jsonl": [],
+        # the sale times out, its 0400 is answered after the reversal timeout (policies.saf_timeout, else the host
+        # timeout, at most 15 s): heard late, and the reversal is still owed when the capture ends. The timeout's detail, written
+        # by hand, holds the card number: masked in the log and the journal
+        f"{_d}-reversal_answer_late.jsonl": [("reversal", "capture_ended", "reversal_owed", [T1], [])],
     }
+# a capture as `posguard run` wrote one before it named its policies: host timeout 5 s, so the live reversal waited
+# 5 s; its 0410 came 10 s after the 0400: late, as live (the replay waited 30 s and called the sale reversed)
+EXPECTED["iso87ascii-reversal_late_as_the_service_waits.jsonl"] = [
+    ("reversal", "capture_ended", "reversal_owed", [T1], [])]
+# CUP: the 0510's 48 stops after the domestic group (flag 1) though the 0500 counted a Visa sale on the foreign side:
+# the host did not confirm those totals, so the details are uploaded (the batch was closed as balanced)
+EXPECTED["cup-unsettled_foreign_unflagged.jsonl"] = [
+    ("unsettled", "totals_unbalanced", "acquirer_contact_needed", [], [])]
+# a capture without operator actions (as a pcap import gives) is read on the wire alone: an unbalanced settlement is
+# reported as the engine reads it, CUP by the 0510's field 48 flags (RC 00), the international dialect by RC 95
+# (CUP's went unreported, and RC 95 was called a refusal, "settlement_not_accepted")
+EXPECTED["cup-wire_only_unbalanced.jsonl"] = [("unsettled", "totals_unbalanced", "unbalanced", ["stan 2"], [])]
+EXPECTED["iso87ascii-wire_only_unbalanced.jsonl"] = [("unsettled", "totals_unbalanced", "unbalanced", ["stan 3"], [])]
 EXPECTED["iso87ascii-unsettled.jsonl"] = [("unsettled", "report_import", "acquirer_contact_needed", [], [])]
 # CUP: the 0510 flags the foreign totals unbalanced (48), the details are uploaded, the batch ends; the report names
 # the transaction that differs
@@ -101,6 +132,17 @@ def test_corrections_are_the_reference_messages(dialect: str, posguard_replay: A
     (rev,) = posguard_replay(HAND / f"{dialect}-reversal_timeout.jsonl").incidents[0].messages
     reversal = Message.decode(bytes.fromhex(rev), dialect)
     assert (reversal.mti, int(reversal["4"])) == ("0400", 7700)
+
+
+@pytest.mark.parametrize("dialect", ["cup", "iso87ascii"])
+def test_a_reversal_answered_after_its_timeout_is_heard_late_and_stays_owed(dialect: str,
+                                                                            posguard_replay: Any) -> None:
+    day = posguard_replay(HAND / f"{dialect}-reversal_answer_late.jsonl")
+    (event,) = day.result.late_answers
+    assert (event.mti, event.stan) == ("0410", 1 if dialect == "cup" else 2)
+    assert event.detail == "late answer to a reversal that timed out: the host has the reversal"
+    assert day.states()[T1] == "reversal_pending"
+    assert any("HostTimeout: no response; the customer's card 476173******6019" in line for line in day.result.log)
 
 
 @pytest.mark.parametrize("dialect", ["cup", "iso87ascii"])
@@ -182,6 +224,14 @@ def test_a_cup_unbalanced_settlement_uploads_the_details_then_ends_the_batch(pos
     assert batch["host_result"] == "unbalanced rc=00 flag=1 foreign=2"
 
 
+def test_a_cup_0510_without_the_foreign_flag_does_not_balance_foreign_sales(posguard_replay: Any) -> None:
+    day = posguard_replay(HAND / "cup-unsettled_foreign_unflagged.jsonl")
+    out = [json.loads(r["masked"]) for r in day.journal.messages() if r["direction"] == "out"]
+    assert [f["60"][8:11] for f in out[2:]] == ["201", "201", "201", "202"]  # 0500, two details, batch end
+    (batch,) = day.journal.query("SELECT host_result FROM batches WHERE state != 'open'")
+    assert batch["host_result"] == "unbalanced rc=00 flag=1"
+
+
 def test_an_international_unbalanced_settlement_uploads_then_closes_with_a_second_0500(
         posguard_replay: Any) -> None:
     """pos-flows.md (A) "Not arrived", international [MAB]: 0500/920000 answered 95, a 0320 per approved
@@ -249,6 +299,60 @@ REFUSED: dict[str, tuple[int, str]] = {
                                        "answered the 0500 with RC 95; the batch stays open, run settlement again) "
                                        "where the recording sent 0320 at line 13"),
     "cup_batch_end_as_0500": (15, "the replay sends 0320, the recording 0500"),
+    # the header's terminal and policies configure the replay's engine: a value of the wrong type is named at line
+    # 1 with its key (it was a traceback from float(), or a policy quietly left at its default when misspelt)
+    "header_timeout_not_a_number": (1, "header \"terminal\" key \"timeout\" is a string \"fast\"; it must be the host "
+                                       "timeout in seconds, a number > 0"),
+    "header_policy_not_a_number": (1, "header \"policies\" key \"saf_timeout\" is a string \"soon\"; it must be "
+                                      "seconds"),
+    "header_policies_not_an_object": (1, "header \"policies\" is a string; it must be an object"),
+    # an answer that does not decode with the header's dialect is named at its own line, with the codec's field
+    # and byte offset (it was reported as the failure of the operator action at line 3 that first read it)
+    "answer_cut_short": (5, "iso record (in): its \"hex\" does not decode as cup: DecodeError: field runs past the "
+                            "end of the message (field 42 at byte 61)"),
+    "answer_in_another_dialect": (5, "iso record (in): its \"hex\" does not decode as iso87ascii: DecodeError: MTI is "
+                                     "not 4 digits (field t at byte 0)"),
+    # a key written twice: JSON keeps the last without a word (the wrong_amount op replayed with whichever came last)
+    "amount_written_twice": (6, "the key \"amount\" is written twice in one object (JSON keeps only the last value"),
+    # hex typed by hand: the error says what is wrong and where (it said only "is not hex")
+    "apdu_odd_hex_digits": (7, "apdu record: 'r' is not hex: 39 hex digits, an odd number: two make a byte"),
+    "field55_letter_o": (3, "card record: 'field55' is not hex: \"O\" at character 26 is not a hex digit"),
+    # an iso record's mti and stan: of the recorder's types, present where the replay checks a request against them,
+    # and on an answer what its message says (each of these was read past without a word, the check skipped)
+    "answer_stan_not_its_message": (5, "the in record says \"stan\" 2 but its message's field 11 is 000001: its "
+                                       "keys describe the message in \"hex\""),
+    "stan_as_digits_string": (4, "iso record's \"stan\" is a string \"000001\"; it must be the STAN (field 11) as a "
+                                 "whole number"),
+    "request_without_stan": (4, "iso record (out) with \"hex\": \"\" needs \"mti\" and \"stan\""),
+    # the card number pasted where the card's ref or a transaction belongs: named, masked (it was quoted in clear)
+    "card_named_by_its_pan": (3, "operator action 'sale' cannot be replayed: no card '476173******6019'"),
+    "txn_named_by_the_pan": (6, "op names STAN '476173******6019'; a STAN is 1 to 999999"),
+    # card data a capture never holds: a swipe's discretionary data (CVV) after PAN=YYMMSSS (it was read past)
+    "swipe_with_cvv": (4, "swipe record's \"track2\" holds discretionary data (CVV, PVV) at character 24"),
+    # a link event the replay does not know was read past (here the answer's absence happened to time out anyway)
+    "link_event_time_out": (5, "link record's \"event\" is a string \"time_out\"; it must be one of timeout, "
+                               "link_error, invalid_response, error, flow"),
+    # "false" in quotes is a string, and a non-empty string was read as true: the sale waited for a signature
+    "cvm_required_as_string": (2, "card record's \"cvm_required\" is a string \"false\"; it must be true or false"),
+    # a card record typed by hand: the values the engine would put on the wire (2, 14, 22) as they must be; each
+    # was sent as written (a PAN failing Luhn, expiry month 13, an entry mode no field 22 has a code for)
+    "pan_mistyped": (2, "card record's \"pan\" fails the Luhn check"),
+    "expiry_month_13": (2, "card record's \"expiry\" is a string \"2813\"; it must be YYMM in a string"),
+    "entry_mode_tap": (2, "card record's \"entry_mode\" is \"tap\"; it must be one of chip, contactless, swipe, "
+                          "fallback, manual (field 22)"),
+    # a chip read's numbers: presentation 0 was met later as "the recording sent 0400 ... but the replay sent
+    # nothing" (no card for presentation 1), an ATC in quotes was read past
+    "presentation_zero": (3, "card record's \"presentation\" is a number 0; it must be a number (1, 2...)"),
+    "atc_as_string": (6, "card_outcome record's \"atc\" is a string \"7\"; it must be the card's transaction "
+                         "counter (9F36)"),
+    # a card decline after approval written with the card listed once, or its read without "second_gac": true: the
+    # card_outcome answers no read, named at its line (it was passed over; the error came at the 0400, line 7)
+    "card_decline_card_listed_once": (6, "card_outcome of presentation 1 answers no card read: no card record has "
+                                         "\"presentation\": 1 and \"second_gac\": true"),
+    "card_decline_without_second_gac": (6, "card_outcome of presentation 1 answers no card read"),
+    "header_policy_misspelt": (1, "header \"policies\" has the key \"saf_timout\", which is no engine policy (known: "
+                                  "saf_timeout, backoff_initial, block_new_transactions, send_reversal_immediately; "
+                                  "did you mean 'saf_timeout'?)"),
 }
 
 
@@ -264,6 +368,8 @@ def test_a_mistake_is_one_line_naming_the_line_and_what_is_wrong(name: str, posg
 @pytest.mark.parametrize(("name", "line", "words"), [
     ("sign_not_due", 7, "sign: transaction POSGRD01-00000001 (sale) is 'approved'; event 'sign' is not allowed"),
     ("reconcile_before_settle", 10, "reconcile: capture line 10 (inline report): no closed batch to compare"),
+    # said the same every run: not the path of the run's scratch journal, nor a journal command for a journal gone
+    ("confirm_unknown_incident", 6, "confirm: no incident 9 in the replay\n"),
 ])
 def test_an_action_refused_with_nothing_sent_is_listed_not_skipped(name: str, line: int, words: str) -> None:
     out = _cli("replay", str(MISTAKES / f"{name}.jsonl"))
@@ -295,7 +401,10 @@ def test_replays_are_deterministic_and_hold_no_pan(tmp_path: Path) -> None:
     files = [str(p) for p in sorted(HAND.glob("*.jsonl"))]
     runs = [_in_process("replay", flag, f) for _ in range(2) for f in files for flag in ("--json", "-v")]
     half = len(runs) // 2
-    assert runs[:half] == runs[half:] and all(runs)
+    quiet = {("--json", f) for f in files if not EXPECTED[Path(f).name]}  # --json of a day without incidents
+    said = [run for run, key in zip(runs, [(flag, f) for f in files for flag in ("--json", "-v")] * 2, strict=True)
+            if key not in quiet]
+    assert runs[:half] == runs[half:] and all(said)
     text = "\n".join(runs)
     for pan in HAND_PANS:
         assert pan not in text and pan.encode().hex().upper() not in text.upper()

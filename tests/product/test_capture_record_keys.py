@@ -88,7 +88,8 @@ def test_an_authors_own_key_is_read_past_and_listed() -> None:
 
 
 def test_a_key_that_is_card_data_is_masked_where_it_is_listed() -> None:
-    capture = read_capture(_capture({"t": 0.1, "k": "iso", "dir": "out", "hex": "", TEST_PAN: 1}))
+    capture = read_capture(_capture({"t": 0.1, "k": "iso", "dir": "out", "mti": "0200", "stan": 1, "hex": "",
+                                     TEST_PAN: 1}))
     assert len(capture.ignored) == 1 and TEST_PAN not in capture.ignored[0][1]
     assert capture.ignored[0][1].startswith('"476173') and capture.ignored[0][1].endswith('6019"')
 
