@@ -66,6 +66,16 @@ def test_void_must_be_for_the_full_amount(engine):
         engine.void(sale.txn_id, amount_minor=5_00)
 
 
+def test_a_sale_or_refund_of_zero_is_refused_before_anything_is_journaled_or_sent(engine, host):
+    sale = engine.sale(card(), 10_00)
+    journaled = len(engine.journal.find_txns())
+    with pytest.raises(CorrectionRefused, match="a sale of 0 moves no money"):
+        engine.sale(card(), 0)
+    with pytest.raises(CorrectionRefused, match="a refund of 0 moves no money"):
+        engine.refund(sale.txn_id, 0)
+    assert len(engine.journal.find_txns()) == journaled and len(host.wire) == 1
+
+
 def test_declined_sale_needs_no_correction(engine, host):
     host.then("decline:51")
     result = engine.sale(card(), 999_00)
