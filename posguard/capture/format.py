@@ -17,6 +17,8 @@ from posguard.capture.ops import OPERATOR_ACTIONS
 from posguard.capture.sanitize import Sanitiser, blank_names, blank_verify
 from posguard.clock import Clock, SystemClock
 from posguard.engine.pos_entry import ENTRY_MODES
+from posguard.iso8583.errors import TLVError
+from posguard.iso8583.tlv import parse_tlv
 from posguard.sensitive import luhn_ok, mask_digits_in_text
 
 if TYPE_CHECKING:
@@ -84,6 +86,18 @@ class Capture:
 
     def of_kind(self, kind: str) -> Iterator[dict[str, Any]]:
         return (r for r in self.records if r["k"] == kind)
+
+
+def _check_field55(rec: Mapping[str, Any], line: int) -> None:
+    """``field55`` as hex (:func:`_check_hex`) holding BER-TLV objects as field 55 carries them (no padding between
+    them), or empty (a swiped card): a hand-written value that is no TLV would go on the wire as written."""
+    _check_hex(rec, "field55", line)
+    data = bytes.fromhex(rec["field55"])
+    try:
+        parse_tlv(data, path="55", skip_padding=False)
+    except TLVError as exc:
+        raise CaptureError(line, f"{rec.get('k')} record's \"field55\" is not BER-TLV (tag, length, value; field 55): "
+                                 f"{exc}") from None
 
 
 def _check_hex(rec: Mapping[str, Any], key: str, line: int) -> None:
@@ -200,7 +214,7 @@ def _validate(rec: Any, line: int, ignored: list[tuple[int, str]]) -> dict[str, 
         if rec.get("entry_mode") is not None and rec["entry_mode"] not in ENTRY_MODES:
             raise CaptureError(line, f"card record's \"entry_mode\" is {_written(rec['entry_mode'])}; it must be one "
                                      f"of {', '.join(ENTRY_MODES)} (field 22)")
-        _check_hex(rec, "field55", line)
+        _check_field55(rec, line)
         if rec.get("cvm_results") is not None:
             _check_hex(rec, "cvm_results", line)
         if "presentation" in rec and not _count(rec["presentation"]):
@@ -216,7 +230,7 @@ def _validate(rec: Any, line: int, ignored: list[tuple[int, str]]) -> dict[str, 
                                      "2...)")
         if rec.get("cryptogram") not in ("TC", "AAC"):
             raise CaptureError(line, "card_outcome record needs \"cryptogram\": \"TC\" or \"AAC\"")
-        _check_hex(rec, "field55", line)
+        _check_field55(rec, line)
         if rec.get("script_results"):
             _check_hex(rec, "script_results", line)
         atc = rec.get("atc")

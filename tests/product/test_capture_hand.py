@@ -317,6 +317,9 @@ REFUSED: dict[str, tuple[int, str]] = {
     # hex typed by hand: the error says what is wrong and where (it said only "is not hex")
     "apdu_odd_hex_digits": (7, "apdu record: 'r' is not hex: 39 hex digits, an odd number: two make a byte"),
     "field55_letter_o": (3, "card record: 'field55' is not hex: \"O\" at character 26 is not a hex digit"),
+    # hex, but no TLV: 9F02 says six value bytes and five follow (it went on the wire as written)
+    "field55_cut_short": (3, "card record's \"field55\" is not BER-TLV (tag, length, value; field 55): value runs "
+                             "past the end of the data (field 55.9F02 at byte 15); expected 6 value bytes, got 5 bytes left"),
     # an iso record's mti and stan: of the recorder's types, present where the replay checks a request against them,
     # and on an answer what its message says (each of these was read past without a word, the check skipped)
     "answer_stan_not_its_message": (5, "the in record says \"stan\" 2 but its message's field 11 is 000001: its "
