@@ -41,6 +41,10 @@ def hex_window(
     return prefix + " ".join(parts) + suffix
 
 
+#: the paths that name no field, as a reader says them (``path`` keeps the key: "t", "p", "h", as pyiso8583's)
+_PLACES = {"t": "MTI", "p": "bitmap", "h": "header"}
+
+
 class Iso8583Error(ValueError):
     """Base of every error the codec raises."""
 
@@ -70,7 +74,7 @@ class Iso8583Error(ValueError):
     def _text(self) -> str:
         where: list[str] = []
         if self.path is not None:
-            where.append(f"field {self.path}")
+            where.append(_PLACES.get(self.path, f"field {self.path}"))
         if self.offset is not None:
             where.append(f"at byte {self.offset}")
         text = self.reason

@@ -311,7 +311,7 @@ REFUSED: dict[str, tuple[int, str]] = {
     "answer_cut_short": (5, "iso record (in): its \"hex\" does not decode as cup: DecodeError: field runs past the "
                             "end of the message (field 42 at byte 61)"),
     "answer_in_another_dialect": (5, "iso record (in): its \"hex\" does not decode as iso87ascii: DecodeError: MTI is "
-                                     "not 4 digits (field t at byte 0)"),
+                                     "not 4 digits (MTI at byte 0)"),
     # a key written twice: JSON keeps the last without a word (the wrong_amount op replayed with whichever came last)
     "amount_written_twice": (6, "the key \"amount\" is written twice in one object (JSON keeps only the last value"),
     # hex typed by hand: the error says what is wrong and where (it said only "is not hex")
