@@ -683,7 +683,14 @@ def _in_replay_terms(text: str, journal: Journal) -> str:
     run's scratch journal), no advice to run a journal command on a journal that is gone when the replay ends, and
     no card number in clear."""
     text = re.sub(r"; list them with `posguard [^`]*`", "", text.replace(f" in {journal.path}", " in the replay"))
+    text = text.replace(_PRESENT_AGAIN, f"{_PRESENT_AGAIN} (in a capture: a card record of its own for each charge, "
+                                        "with its presentation number and its field55; docs/capture-format.md)")
     return mask_digits_in_text(text)
+
+
+#: how the engine asks for a new card read (:class:`~posguard.engine.errors.CryptogramReused`), which a capture's
+#: author does by writing another card record
+_PRESENT_AGAIN = "present the card again for a new one"
 
 
 def _named_txn(journal: Journal, value: Any, line: int) -> str:

@@ -97,7 +97,8 @@ class CryptogramLedger:
         used = self.used_by(card, facts)
         if used is not None:
             raise CryptogramReused(
-                f"{kind} refused before sending: this card read's cryptogram (9F26, ATC {facts.atc}) was already "
+                f"{kind} refused before sending: this card read's cryptogram (9F26"
+                f"{f', ATC {facts.atc}' if facts.atc is not None else ''}) was already "
                 f"sent in {used}; a cryptogram is single-use — present the card again for a new one (nothing was "
                 "journaled or sent)", used_by=used)
         return facts

@@ -472,3 +472,23 @@ def test_every_example_of_the_doc_works_as_written(index: int, tmp_path: Path, p
             check_op(rec, n)
             if rec["op"] == "reconcile" and not (isinstance(rec["report"], str) and rec["report"].endswith(".csv")):
                 report_of_op(rec["report"], base=tmp_path, source=f"doc example line {n}")
+
+
+def test_one_card_record_charged_twice_is_refused_saying_how_a_capture_presents_the_card_again(
+        tmp_path: Path, posguard_replay: Any) -> None:
+    """A chip card's record used for a second sale: its cryptogram was sent with the first, so the second is refused
+    before the wire; the refusal says what the author writes instead (a card record per charge), and names no ATC the
+    record does not hold."""
+    with open(MISTAKES / "card_decline_card_listed_once.jsonl", encoding="utf-8") as fh:
+        header, card_line = fh.readline(), fh.readline()
+    answer = ('{"t": 0.4, "k": "iso", "dir": "in", "mti": "0210", "stan": 1, "hex": "6000030000603100310000021030200000'
+              '0EC080000000000000000012500000013333343231303030303030313132333435363030504F5347524430314D45524348414E'
+              '5430303030303031313536"}\n')
+    capture = tmp_path / "charged_twice.jsonl"
+    capture.write_text(header + card_line + '{"t": 0.1, "k": "op", "op": "sale", "card": "c1", "amount": 1250}\n'
+                       '{"t": 0.2, "k": "iso", "dir": "out", "mti": "0200", "stan": 1, "hex": ""}\n' + answer
+                       + '{"t": 1.1, "k": "op", "op": "sale", "card": "c1", "amount": 1250}\n', encoding="utf-8")
+    day = posguard_replay(capture)
+    [(line, op, why)] = day.result.refused
+    assert (line, op) == (6, "sale") and "was already sent in POSGRD01-00000001" in why, why
+    assert "a card record of its own for each charge" in why and "ATC None" not in why
