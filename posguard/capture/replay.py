@@ -464,6 +464,11 @@ def per_presentation(capture: Capture) -> bool:
     return any(r["k"] == "card" and "presentation" in r for r in capture.records)
 
 
+#: the day a capture whose header has no ``started`` is replayed on (a fixed day: the replay stays deterministic;
+#: ``posguard replay`` says which)
+UNDATED_START = 1_700_000_000.0
+
+
 def replay(source: str | Path | Capture, *, desk: DeskFactory, journal_path: str | Path | None = None,
            say: Callable[[str], None] | None = None) -> ReplayResult:
     """Replay ``source``; raises :class:`CaptureError` (with the line) when it cannot be read or replayed."""
@@ -471,7 +476,7 @@ def replay(source: str | Path | Capture, *, desk: DeskFactory, journal_path: str
     base = Path(source).resolve().parent if isinstance(source, str | Path) else None  # a reconcile op's report file
     started = capture.header.get("started")
     try:
-        start = datetime.fromisoformat(str(started)).timestamp() if started else 1_700_000_000.0
+        start = datetime.fromisoformat(str(started)).timestamp() if started else UNDATED_START
     except ValueError:
         raise CaptureError(1, f"header \"started\" is not ISO-8601: {started!r}") from None
     clock = VirtualClock(start=start)

@@ -62,8 +62,10 @@ def _record(ns: argparse.Namespace) -> int:
 
 
 def _replay(ns: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
     from posguard.capture import CaptureError
-    from posguard.capture.replay import replay
+    from posguard.capture.replay import UNDATED_START, replay
     from posguard.service.till import Till
 
     say = (lambda line: print(f"  {line}")) if ns.verbose and not ns.json else None
@@ -78,6 +80,10 @@ def _replay(ns: argparse.Namespace) -> int:
             print(f"refused at line {line}: {op}: {why}", file=side)
         for line, key in result.capture.ignored:  # an author's own key (a "comment"): read past, and said
             print(f"ignored at line {line}: the key {key}, which no record kind defines", file=side)
+        if not result.capture.header.get("started"):  # dates on the wire, expiry and deadlines follow from it
+            day = datetime.fromtimestamp(UNDATED_START, UTC).isoformat(timespec="seconds")
+            print(f"line 1: the header has no \"started\": replayed as of {day} (write the capture's own time, "
+                  "e.g. \"started\": \"2026-11-30T09:00:00+00:00\")", file=side)
         if not ns.verbose or ns.json:  # (the verbose log has them already)
             for event in result.late_answers:
                 print(f"late answer: {event.mti} STAN {event.stan} rc {event.response_code}: {event.detail}",

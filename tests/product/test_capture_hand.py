@@ -208,6 +208,22 @@ def test_an_authors_comment_is_read_past_and_said(tmp_path: Path) -> None:
         'ignored at line 2: the key "comment", which no record kind defines\n' + plain
 
 
+def test_a_header_without_started_is_said_with_the_day_the_replay_takes(tmp_path: Path) -> None:
+    """A hand-written header without "started": the replay runs on a fixed day (deterministic) and says which,
+    and how to write the capture's own time; the rest of the output is the dated capture's."""
+    source = HAND / "iso87ascii-no_incident.jsonl"
+    lines = source.read_text().splitlines()
+    header = json.loads(lines[0])
+    del header["started"]
+    undated = tmp_path / "undated.jsonl"
+    undated.write_text("\n".join([json.dumps(header), *lines[1:]]) + "\n")
+    said = _in_process("replay", str(undated))
+    first, rest = said.split("\n", 1)
+    assert first == ('line 1: the header has no "started": replayed as of 2023-11-14T22:13:20+00:00 (write the '
+                     'capture\'s own time, e.g. "started": "2026-11-30T09:00:00+00:00")')
+    assert rest.replace(str(undated), str(source)) == _in_process("replay", str(source))
+
+
 def test_a_cup_unbalanced_settlement_uploads_the_details_then_ends_the_batch(posguard_replay: Any) -> None:
     """pos-flows.md (A) "Not arrived", CUP: 0500 (60.3 201, totals in 48) answered 00 with the foreign flag 2;
     then a detail 0320 of the approved sale (60.3 201: swiped; 61 = its batch and STAN), none of the declined one,
