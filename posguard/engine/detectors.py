@@ -85,6 +85,12 @@ class LedgerEntry:
     response_code: str = "00"
 
 
+#: the duplicate rules, strongest evidence first: a retransmission (the same STAN) and the same order reference are
+#: proven duplicates; a resend after a timeout is one unless the reversal went through; the same card and amount
+#: within the window may be two purchases
+_STRENGTH = ("same_stan", "same_order_reference", "resend_after_timeout", "same_card_amount_terminal")
+
+
 # ---------------------------------------------------------------------------------------------------
 class DuplicateChargeDetector:
     """Same card token + amount + terminal within ``window`` seconds, or the same order reference within
@@ -176,10 +182,11 @@ class DuplicateChargeDetector:
                     "action": "one order paid twice: void or refund one leg",
                 }))
             self._add("_orders", txn.order_ref, (now, txn.id), now)
-        # one finding per pair of legs: the first rule wins
+        # one finding per pair of legs: the strongest evidence wins (the same order paid twice is proven, where
+        # the same card and amount alone is a question for the customer)
         seen: set[tuple[str, ...]] = set()
         unique = []
-        for d in out:
+        for d in sorted(out, key=lambda d: _STRENGTH.index(d.rule)):
             if d.txn_ids not in seen:
                 seen.add(d.txn_ids)
                 unique.append(d)

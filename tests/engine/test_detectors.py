@@ -59,6 +59,16 @@ def test_same_order_reference_paid_twice(engine, clock):
     assert rule == "same_order_reference" and ev["classification"] == "duplicate_order"
 
 
+def test_the_same_order_on_the_same_card_is_reported_as_the_proven_duplicate_it_is(engine, clock):
+    """Both rules hold (the same card and amount within the window, and the same order): one finding for the pair,
+    the stronger evidence's (a duplicate order, voided without asking), not "possibly a second purchase"."""
+    engine.sale(card(), 30_00, order_ref="TABLE-12")
+    clock.advance(60)
+    engine.sale(card(), 30_00, order_ref="TABLE-12")
+    [(rule, _ids, ev)] = _rules(engine, "duplicate_charge")
+    assert rule == "same_order_reference" and ev["classification"] == "duplicate_order"
+
+
 def test_a_voided_first_leg_is_no_longer_a_duplicate(engine):
     first = engine.sale(card(), 9_00)
     engine.void(first.txn_id)

@@ -141,7 +141,7 @@ def test_duplicate_of_one_order_voids_the_extra_leg(till: Till) -> None:
     assert sorted(states.values()) == [("sale", "approved"), ("sale", "voided"), ("void", "approved")]
     (report,) = till.incidents
     assert (report.kind, report.rule, report.outcome, report.mtis) == ("duplicate_charge",
-                                                                       "same_card_amount_terminal", "voided",
+                                                                       "same_order_reference", "voided",
                                                                        ["0200"])
     inc = get_incident(desk.journal, report.incident_id or 0)
     assert inc.status == "closed" and [s["name"] for s in inc.steps] == ["check_legs", "classify", "flush_queue",

@@ -197,7 +197,7 @@ def test_an_override_of_the_same_card_and_amount_is_recorded_not_voided(dialect:
         (row,) = desk.journal.detections("duplicate_override")
         evidence = json.loads(row["evidence"])
         assert json.loads(row["txn_ids"]) == [first.txn_id, again.txn_id]
-        assert evidence["approved_by"] == "supervisor S01" and evidence["overridden_rule"] == "same_card_amount_terminal"
+        assert evidence["approved_by"] == "supervisor S01" and evidence["overridden_rule"] == "same_order_reference"
         assert desk.journal.detections("duplicate_charge") == []
         # a third charge without override is still a duplicate of the first two
         third = till.do("sale", card="c2", amount=25_00, order="A-17")

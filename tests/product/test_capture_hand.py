@@ -55,7 +55,7 @@ for _d in ("cup", "iso87ascii"):
         # duplicate (the same order), voided without the operator's confirmation
         f"{_d}-duplicate_same_order.jsonl": [
             ("reversal", "outcome_unknown", "reversed", [T1], ["0400"]),
-            ("duplicate_charge", "same_card_amount_terminal", "voided", [T2, T3], ["0200"])],
+            ("duplicate_charge", "same_order_reference", "voided", [T2, T3], ["0200"])],
         # the void was answered: the customer's dispute gets the proof, nothing is sent
         f"{_d}-void_stands.jsonl": [("void_mismatch", "proof", "void_stands", [T1], [])],
         # the customer left unsigned, was contacted, and the merchant keeps the sale: one incident, three steps
