@@ -100,6 +100,25 @@ def _check_field55(rec: Mapping[str, Any], line: int) -> None:
                                  f"{exc}") from None
 
 
+def _check_frame(raw: bytes, line: int) -> None:
+    """A ``frame`` record's bytes as the recorder writes them (:func:`sanitise_frame`): a whole GemPC Twin frame,
+    ``03 06``, a CCID header of 10 bytes, its payload and the LRC, or zeros (what was no whole frame)."""
+    from posguard.drivers.twin.frames import ACK, CCID_HEADER, SYNC, lrc
+
+    if not any(raw):
+        return
+    if raw[:2] != bytes((SYNC, ACK)):
+        raise CaptureError(line, f"frame record: a frame starts 03 06, this one {raw[:2].hex(' ').upper()} (byte 0); "
+                                 "what was no whole frame is written as zeros of its length")
+    if len(raw) < 3 + CCID_HEADER:
+        raise CaptureError(line, f"frame record: {len(raw)} bytes, shorter than a frame (03 06, a {CCID_HEADER}-byte "
+                                 "CCID header, the LRC)")
+    want = lrc(raw[2:-1]) ^ SYNC ^ ACK
+    if raw[-1] != want:
+        raise CaptureError(line, f"frame record: the LRC (byte {len(raw) - 1}) is {raw[-1]:02X}, the frame's bytes give "
+                                 f"{want:02X}")
+
+
 def _check_hex(rec: Mapping[str, Any], key: str, line: int) -> None:
     value = rec.get(key)
     if not isinstance(value, str):
@@ -181,6 +200,7 @@ def _validate(rec: Any, line: int, ignored: list[tuple[int, str]]) -> dict[str, 
         _check_hex(rec, "hex", line)
         if rec.get("dir") not in ("out", "in"):
             raise CaptureError(line, "frame record needs \"dir\": \"out\" or \"in\"")
+        _check_frame(bytes.fromhex(rec["hex"]), line)
     elif k == "swipe":
         _check_track2(rec.get("track2"), line)
     elif k == "link":

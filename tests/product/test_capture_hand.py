@@ -333,6 +333,8 @@ REFUSED: dict[str, tuple[int, str]] = {
     # hex typed by hand: the error says what is wrong and where (it said only "is not hex")
     "apdu_odd_hex_digits": (7, "apdu record: 'r' is not hex: 39 hex digits, an odd number: two make a byte"),
     "field55_letter_o": (3, "card record: 'field55' is not hex: \"O\" at character 26 is not a hex digit"),
+    # a Twin frame whose last byte is not the LRC of the others (the recorder writes whole frames, or zeros)
+    "frame_lrc_wrong": (2, "frame record: the LRC (byte 32) is B7, the frame's bytes give B6"),
     # hex, but no TLV: 9F02 says six value bytes and five follow (it went on the wire as written)
     "field55_cut_short": (3, "card record's \"field55\" is not BER-TLV (tag, length, value; field 55): value runs "
                              "past the end of the data (field 55.9F02 at byte 15); expected 6 value bytes, got 5 bytes left"),
