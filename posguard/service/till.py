@@ -34,9 +34,11 @@ from posguard.flows import FLOWS, FlowContext, FlowPolicies, FlowRequest, Outcom
 from posguard.flows.base import Flow
 from posguard.flows.unsettled import reconcilable_batches, reconciliation_incident
 from posguard.flows.unsigned_follow_up import (
+    ContactError,
     SignatureFileError,
     incident_for_sale,
     overdue,
+    parse_contact,
     read_signature_file,
     store_signature,
 )
@@ -86,6 +88,18 @@ _ANSWERS_KEPT = 16
 OPS: dict[str, str] = {name: action.does for name, action in OPERATOR_ACTIONS.items()}
 #: operator arguments a capture records as null: the customer's contact, the path of an e-signature file
 _NOT_CAPTURED = frozenset({"contact", "esig"})
+
+
+def _checked_contact(contact: str | None) -> None:
+    """The customer's contact as the operator gave it, checked before any incident moves (the service's command
+    parser checks it too; a capture's ``op`` record reaches the till directly): a mistyped one is refused, to be
+    given again, instead of ending the unsigned incident as refused."""
+    if contact is None:
+        return
+    try:
+        parse_contact(contact)
+    except ContactError as exc:
+        raise CorrectionRefused(str(exc)) from None
 
 
 def recalled(card: CardData) -> CardData:
@@ -504,10 +518,12 @@ class Till:
         return f"supervisor {self.supervisor}" if self.supervisor else "operator"
 
     def _op_signature_refused(self, txn: str, contact: str | None = None) -> None:
+        _checked_contact(contact)
         self._tell("signature.refused", f"customer left without signing {txn}", txn=txn)
         self._correct("unsigned", "signature_refused", (txn,), customer_present=False, contact=contact)
 
     def _op_unsigned_contacted(self, txn: str, contact: str | None = None) -> None:
+        _checked_contact(contact)
         self._correct("unsigned", "follow_up", (txn,), customer_present=False, follow_up="contacted",
                       contact=contact, operator=self._who())
 

@@ -162,6 +162,21 @@ def test_a_normal_signature_opens_no_incident_and_the_pad_file_is_checked(tmp_pa
         assert till.do("sign", txn=sale.txn_id) is not None and unsigned_incidents(desk) == []
 
 
+def test_a_mistyped_contact_is_refused_to_be_given_again_not_an_incident_ended_refused(tmp_path: Path) -> None:
+    """The operator (or a capture's op record, which reaches the till without the service's command parser)
+    gives a contact that is no phone number: refused at once, saying why, and nothing recorded; given again
+    rightly, the unsigned incident opens for follow-up (it ended "refused" with the contact mistyped)."""
+    with desk_for("cup", tmp_path) as desk:
+        till = till_for(desk, tmp_path)
+        sale = till.do("sale", card="c1", amount=10_00)
+        assert sale is not None
+        assert till.do("signature_refused", txn=sale.txn_id, contact="phone:abc") is None
+        assert till.refusal is not None and "6 to 20 digits" in till.refusal
+        assert till.incidents == [] and unsigned_incidents(desk) == []
+        till.do("signature_refused", txn=sale.txn_id, contact=f"phone:{PHONE}")
+        assert [(i.kind, i.outcome) for i in till.incidents] == [("unsigned", "follow_up")]
+
+
 def test_evidence_never_carries_card_data_and_contacts_are_checked(tmp_path: Path) -> None:
     with pytest.raises(SignatureFileError, match="byte offset 4 holds what looks like a card number"):
         store_signature(tmp_path, "T-1", b"PNG " + VISA_PAN.encode())
