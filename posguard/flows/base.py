@@ -88,7 +88,11 @@ class FlowPolicies:
     #: One clearing day: a void is possible only until the batch settles (pos-flows.md A "Not signed", D "Void
     #: window: same clearing day").
     follow_up_deadline: float = 24 * 3600.0
-    cup_void_needs_card: bool = True  # UnionPay voids need the original card present
+    #: a UnionPay void of the wrong card needs that card's data (PAN, expiry): from a presentation, or the till's own
+    #: record of the charged card, sent as keyed (22 = 01x; openpos with ``ucUnSaleSwipe`` off). Without either the
+    #: flow refuses and says to present the card or refund after settlement. A swipe is not asked for: the till
+    #: always holds its record of a card it charged.
+    cup_void_needs_card: bool = True
     signature_dir: str | None = None  # where e-signature images are stored (None: hash only in the journal)
     outbox: str | None = None  # notices go nowhere unless the merchant configured an outbox
     printer_columns: int = 32
