@@ -39,8 +39,10 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import queue
 import signal
+import sqlite3
 import sys
 import threading
 import time
@@ -136,6 +138,8 @@ class Service:
         self.requested_stop = False
         self._work: queue.Queue[tuple[str, Future[dict[str, Any]]]] = queue.Queue()
         self._status: dict[str, Any] = {}
+        self._displaced: str | None = None  # the journal's file was deleted or replaced: what was done about it
+        self._displaced_why: str | None = None
 
     # -- life cycle ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -226,10 +230,16 @@ class Service:
             try:
                 line, done = self._work.get(timeout=0.2)
             except queue.Empty:
+                if self._journal_displaced() is not None:
+                    continue  # stopping, or holding the only copy of the journal: nothing else runs
                 self._tend_reader()
                 if time.monotonic() >= next_tick:  # idle: the time-driven detectors, on the engine's clock
                     next_tick = time.monotonic() + self.TICK_EVERY
                     self._tick()
+                continue
+            displaced = self._journal_displaced(command=True)  # nothing acts on a journal that is not on disk
+            if displaced is not None:
+                done.set_result({"ok": False, "error": f"{displaced}; nothing was done for this command"})
                 continue
             done.set_result(self.handle(line))
         self.notifier.stopping(f"terminal {self.cfg.tid}: stopping")
@@ -239,6 +249,38 @@ class Service:
             except queue.Empty:
                 break
             done.set_result({"ok": False, "error": "the service is stopping"})
+
+    def _journal_displaced(self, *, command: bool = False) -> str | None:
+        """The journal's file deleted or replaced under the running service (SQLite would go on writing to the
+        deleted file, and the day would be lost when the process ends): write the open journal back to its path
+        (or beside the file now there), say so, and stop with exit 1 so that the service starts again on it.
+        When the copy cannot be written the service stays up holding the only copy and refuses every command,
+        trying the copy again at each one (``command``). None while the journal is in place."""
+        if self._displaced is not None and (self.stopping.is_set() or not command):
+            return self._displaced
+        why = self._displaced_why or self.journal.displaced()
+        if why is None:
+            return None
+        self._displaced_why = why
+        path = self.journal.path
+        dest = path if not path.exists() else path.with_name(f"{path.name}.displaced-{int(time.time())}")
+        try:
+            self.journal.copy_to(dest)
+        except (OSError, sqlite3.Error) as exc:
+            # the day's records now exist only in this process: stopping it would lose them
+            said = (f"{why}; writing it back to {dest} failed ({exc}): every command is refused and the service "
+                    f"stays up (process {os.getpid()}) holding the only copy; make room at {path.parent}, then send "
+                    "any command to write it back")
+        else:
+            said = (f"{why}; it was written back to {dest} from the open journal" if dest == path else
+                    f"{why}; the open journal was written to {dest}: put it back at {path} before the service "
+                    "starts again (the file now there is not the journal it was writing)")
+            said += "; the service stops (exit 1) so that it starts again on it"
+            self.stopping.set()  # not a requested stop: exit 1, and no sign-off on a journal that is not on disk
+        self._displaced = said
+        self.log("journal.displaced", said, level="critical", journal=str(path), copy=str(dest))
+        self._status["journal"] = "failing: " + said
+        return said
 
     #: seconds between idle ticks of the time-driven detectors (signature deadlines, queue age, batch age)
     TICK_EVERY = 5.0

@@ -1,0 +1,68 @@
+"""``posguard run`` on the POS box's worst day, as a real process against the host simulator and a card in the
+rig: what an operator, a full disk or a clumsy technician does to it. Each test names the finding it answers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from firmware_sim.host import HostSimulator
+from firmware_sim.rig.sims import vpcd_card
+from posguard.engine.journal import Journal
+from tests.product.conftest import clear_pan_hits
+from tests.product.stdin_service import LOGS, stdin_service
+from tests.product.test_service import host, write_config
+
+__all__ = ["host"]  # the simulator fixture, shared with test_service
+
+
+def _events(lines: list[str], name: str) -> list[dict[str, object]]:
+    found = []
+    for line in lines:
+        if line.strip():
+            obj = json.loads(line)
+            if obj.get("event") == name:
+                found.append(obj)
+    return found
+
+
+@pytest.mark.pcscd
+def test_a_journal_deleted_under_the_service_is_written_back_and_the_service_restarts(
+        tmp_path: Path, host: HostSimulator) -> None:
+    """Finding "journal deleted under the service": SQLite went on writing to the deleted file, the status said
+    ``journal: ok``, the next sale was approved and journaled there, and at the stop the day was gone (a restart
+    found an empty journal; the host held charges the terminal had forgotten, and the STANs began again at 1).
+    Now the next command is refused before anything acts, the open journal is written back to its path and the
+    service stops with exit 1 (so systemd restarts it on the day it had)."""
+    config = write_config(tmp_path, host.port)
+    journal = tmp_path / "journal.db"
+    LOGS.clear()
+    with vpcd_card("visa_credit_sig"):
+        with stdin_service(config) as service:
+            sale = service.ask("sale 1250")
+            assert sale["ok"] and sale["rc"] == "00", sale
+            for f in tmp_path.glob("journal.db*"):  # rm /var/lib/posguard/journal.db*
+                f.unlink()
+            refused = service.ask("sale 2000")
+            assert not refused["ok"] and "txn" not in refused, refused
+            assert f"journal {journal} was deleted" in refused["error"], refused
+            assert "written back" in refused["error"] and "exit 1" in refused["error"], refused
+            assert service.proc.wait(timeout=30) == 1  # it stops by itself, before the SIGTERM of the block's end
+        assert service.returncode == 1, service.err
+        assert "Traceback" not in service.err
+        [said] = _events(LOGS + service.out.splitlines(), "journal.displaced")
+        assert said["level"] == "critical" and said["copy"] == str(journal)
+        assert [r["t"] for r in host.received].count("0200") == 1  # the refused sale never went out
+        with Journal(journal) as kept:
+            assert kept.integrity_check() == ["ok"]
+            assert [(t.id, t.state, t.rrn) for t in kept.find_txns() if t.kind == "sale"] == [
+                (sale["txn"], sale["state"], sale["rrn"])]
+        with stdin_service(config) as again:  # the restart carries on from the day it had
+            status = again.ask("status")
+            assert status["journal"] == "ok" and status["states"] == {sale["state"]: 1}, status
+            second = again.ask("sale 2000")
+            assert second["ok"] and second["txn"] != sale["txn"], second
+        assert again.returncode == 0, again.err
+    assert clear_pan_hits("".join(LOGS).encode() + service.out.encode() + again.out.encode()) == []
