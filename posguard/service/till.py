@@ -794,10 +794,12 @@ class Till:
     def _record_auto(self, kind: str, rule: str, txn_ids: list[str], detail: str,
                      sent: list[Message] | None = None, mtis: list[str] | None = None) -> None:
         """An incident the engine resolved on its own (a reversal); ``sent``: its messages (default: the reversals
-        among the last three requests); ``mtis``: of all its messages, when some are not in ``sent`` (sent before
-        a restart)."""
-        if sent is None:
-            sent = [m for m in self.sent[-3:] if m.is_reversal]
+        of ``txn_ids`` among the last three requests); ``mtis``: of all its messages, when some are not in ``sent``
+        (sent before a restart)."""
+        if sent is None:  # this incident's own reversals: never the one of the sale before it
+            journaled = {(m["mti"], m["stan"]) for txn_id in txn_ids for m in self.engine.journal.messages(txn_id)
+                         if m["direction"] == "out" and m["mti"][1:2] == "4"}
+            sent = [m for m in self.sent[-3:] if m.is_reversal and (m.mti, m.stan) in journaled]
         inc = IncidentReport(kind, rule, txn_ids, "engine", [evidence_image(m) for m in sent], "reversed", detail,
                              mtis if mtis is not None else [m.mti for m in sent])
         self.incidents.append(inc)
