@@ -140,6 +140,7 @@ class Service:
         self._status: dict[str, Any] = {}
         self._displaced: str | None = None  # the journal's file was deleted or replaced: what was done about it
         self._displaced_why: str | None = None
+        self._journal_problem: str | None = None  # the last command's journal write failed: what was said
 
     # -- life cycle ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -403,12 +404,21 @@ class Service:
             elif command.override and command.supervisor is not None:  # who approved charging a paid order again
                 self.till.supervisor = self.supervisor.approve(command.supervisor, "override")
             result = self._dispatch(command)
+            if command.verb not in ("status", "help", "cancel"):
+                self._journal_problem = None  # a command that writes the journal went through
             incidents = [i.to_dict() for i in self.till.incidents[before:]]
             if self.till.refusal is not None:
                 return {"ok": False, "refused": True, "error": self.till.refusal, **result, "incidents": incidents}
             return {"ok": True, **result, "incidents": incidents}
         except CommandError as exc:
             return {"ok": False, "error": str(exc)}
+        except sqlite3.Error as exc:  # the journal refused a write (disk full, read-only, I/O error)
+            said = (f"{command.verb} stopped: the journal {self.cfg.journal} cannot be written ({exc}); free disk "
+                    "space or check the storage (posguard diagnose --check journal), then try again; `status` "
+                    "shows what the journal holds")
+            self._journal_problem = said
+            self.log("journal.write_failed", said, level="error", verb=command.verb)
+            return {"ok": False, "error": said}
         except Exception as exc:  # noqa: BLE001 - an operator command never takes the service down
             self.log("command.failed", f"{command.verb}: {type(exc).__name__}: {exc}", level="warning")
             return {"ok": False, "error": mask_digits_in_text(f"{type(exc).__name__}: {exc}")}
@@ -470,7 +480,8 @@ class Service:
         self._status = {
             "batch": self.journal.current_batch(), "states": states,
             "pending": len(self.journal.saf_items(["queued", "sent"])),
-            "journal": "failing: " + self.engine.write_failure if self.engine.write_failure else "ok",
+            "journal": ("failing: " + self.engine.write_failure if self.engine.write_failure else
+                        "failing: " + self._journal_problem if self._journal_problem else "ok"),
             "owed_reversals": sorted(self.engine.owed_reversals),
             "reader": self.slot.state(),
             "at": round(time.time(), 3),

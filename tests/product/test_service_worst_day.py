@@ -3,6 +3,7 @@ rig: what an operator, a full disk or a clumsy technician does to it. Each test 
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -11,11 +12,13 @@ import pytest
 from firmware_sim.host import HostSimulator
 from firmware_sim.rig.sims import vpcd_card
 from posguard.engine.journal import Journal
+from posguard.service.run import Service
 from tests.product.conftest import clear_pan_hits
 from tests.product.stdin_service import LOGS, stdin_service
 from tests.product.test_service import host, write_config
+from tests.product.test_supervisor import SECRET, service
 
-__all__ = ["host"]  # the simulator fixture, shared with test_service
+__all__ = ["host", "service"]  # the simulator and in-process service fixtures, shared with their modules
 
 
 def _events(lines: list[str], name: str) -> list[dict[str, object]]:
@@ -66,3 +69,26 @@ def test_a_journal_deleted_under_the_service_is_written_back_and_the_service_res
             assert second["ok"] and second["txn"] != sale["txn"], second
         assert again.returncode == 0, again.err
     assert clear_pan_hits("".join(LOGS).encode() + service.out.encode() + again.out.encode()) == []
+
+
+def test_a_journal_that_refuses_writes_is_named_with_what_to_do(service: tuple[Service, io.StringIO]) -> None:
+    """Finding "disk full": with the journal's disk full a command answered ``OperationalError: database or disk
+    is full`` (no journal named, nothing to do) while ``status`` went on saying ``journal: ok``. The failure is
+    SQLite's own: ``PRAGMA query_only`` makes every write of the service's connection fail as SQLITE_FULL does
+    (tests/engine/test_disk_full.py says why not ``max_page_count``)."""
+    svc, log = service
+    sale = svc.till.do("sale", card="c1", amount=50_00)
+    assert sale is not None and sale.approved
+    svc.journal._conn.execute("PRAGMA query_only = ON")  # the disk is full from here
+    refused = svc.handle(f"void {sale.txn_id} sup={SECRET}")
+    assert not refused["ok"], refused
+    error = refused["error"]
+    assert error.startswith(f"void stopped: the journal {svc.cfg.journal} cannot be written (")
+    assert "free disk space" in error and "posguard diagnose --check journal" in error
+    assert svc.handle("status")["journal"] == "failing: " + error
+    [said] = [json.loads(line) for line in log.getvalue().splitlines() if '"journal.write_failed"' in line]
+    assert said["level"] == "error" and said["verb"] == "void"
+    svc.journal._conn.execute("PRAGMA query_only = OFF")  # space returns
+    voided = svc.handle(f"void {sale.txn_id} sup={SECRET}")
+    assert voided["ok"] and voided["rc"] == "00", voided
+    assert svc.handle("status")["journal"] == "ok"
