@@ -456,7 +456,8 @@ class Journal:
     def get_txn(self, txn_id: str) -> TxnRecord:
         row = self._conn.execute("SELECT * FROM transactions WHERE id = ?", (txn_id,)).fetchone()
         if row is None:
-            raise JournalError(f"no transaction {txn_id!r} in {self.path}; list them with `posguard engine txns`")
+            raise JournalError(f"no transaction {txn_id!r} in {self.path}; list them with "
+                               f"`posguard engine journal {self.path}`")
         return self._txn(row)
 
     @staticmethod

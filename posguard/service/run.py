@@ -50,6 +50,7 @@ from concurrent.futures import Future
 from typing import IO, Any
 
 from posguard.config import DEFAULT_CONFIG, Config, load_config
+from posguard.engine.journal import JournalError
 from posguard.logs import LineHandler, event, setup_logging
 from posguard.sensitive import mask_digits_in_text
 from posguard.service.commands import VERBS, Command, CommandError, parse, usage
@@ -410,7 +411,7 @@ class Service:
             if self.till.refusal is not None:
                 return {"ok": False, "refused": True, "error": self.till.refusal, **result, "incidents": incidents}
             return {"ok": True, **result, "incidents": incidents}
-        except CommandError as exc:
+        except (CommandError, JournalError) as exc:  # a JournalError names the journal and what to do
             return {"ok": False, "error": str(exc)}
         except sqlite3.Error as exc:  # the journal refused a write (disk full, read-only, I/O error)
             said = (f"{command.verb} stopped: the journal {self.cfg.journal} cannot be written ({exc}); free disk "

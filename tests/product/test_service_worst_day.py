@@ -92,3 +92,13 @@ def test_a_journal_that_refuses_writes_is_named_with_what_to_do(service: tuple[S
     voided = svc.handle(f"void {sale.txn_id} sup={SECRET}")
     assert voided["ok"] and voided["rc"] == "00", voided
     assert svc.handle("status")["journal"] == "ok"
+
+
+def test_an_unknown_transaction_names_a_command_that_exists(service: tuple[Service, io.StringIO]) -> None:
+    """Finding "a refusal pointing at a command that does not exist": ``sign POSGRD01-00000099`` answered
+    ``JournalError: no transaction ... list them with `posguard engine txns``` (there is no such command)."""
+    svc, _log = service
+    journal = svc.cfg.journal
+    answer = svc.handle("sign POSGRD01-00000099")
+    assert answer == {"ok": False, "error": f"no transaction 'POSGRD01-00000099' in {journal}; list them with "
+                                            f"`posguard engine journal {journal}`"}
