@@ -150,6 +150,7 @@ class Service:
                  reversals=len(report.reversals_released), advices=len(report.advices_released),
                  still_pending=len(report.still_pending), quarantined=len(report.quarantined))
         self.till.track_queued_reversals()  # their incident is recorded when the host acknowledges them
+        self.till.reversed_at_start(report.reversals_released)  # their customers are told, as at the counter
         for txn_id in report.quarantined:
             self.log("journal.quarantined", f"{txn_id} could not be recovered and was left as it is; see `posguard "
                                     "incidents`", level="error", txn=txn_id)

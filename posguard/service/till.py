@@ -435,6 +435,25 @@ class Till:
             self._reversals_owed[txn_id] = "outcome_unknown"
         return found
 
+    def reversed_at_start(self, txn_ids: list[str]) -> list[str]:
+        """After a restart: the sales the start-up recovery reversed (in flight when the service stopped, or
+        approved without the card's final answer). Their customer may hold a charge on the card, so each gets
+        the reversal notice as a sale reversed at the counter does: "reversed" when the host acknowledged the
+        0400 during the recovery, "being reversed" when it is queued (and the final notice follows when the
+        host acknowledges it, :meth:`track_queued_reversals`). Returns the sales told."""
+        told = []
+        for txn_id in txn_ids:
+            txn = self.engine.journal.get_txn(txn_id)
+            if txn.kind != "sale" or txn.state not in ("reversed", "reversal_pending"):
+                continue
+            pending = txn.state == "reversal_pending"
+            self._tell("sale.reversed_at_start", f"{txn_id} was in progress when the service stopped; the start-up "
+                       f"recovery {'queued its reversal' if pending else 'reversed it (0400 acknowledged)'}",
+                       logging.WARNING, txn=txn_id, stan=txn.stan)
+            self._notify_reversal(txn_id, pending=pending)
+            told.append(txn_id)
+        return told
+
     def _reversals_acknowledged(self) -> None:
         """Sales whose queued reversal the host has acknowledged since (a flush, the drain before the next
         request or the settlement): the reversal incident and the customer's final notice, as for a reversal

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -102,3 +103,43 @@ def test_an_unknown_transaction_names_a_command_that_exists(service: tuple[Servi
     answer = svc.handle("sign POSGRD01-00000099")
     assert answer == {"ok": False, "error": f"no transaction 'POSGRD01-00000099' in {journal}; list them with "
                                             f"`posguard engine journal {journal}`"}
+
+
+@pytest.mark.pcscd
+def test_a_sale_reversed_by_the_recovery_after_a_kill_9_tells_its_customer(
+        tmp_path: Path, host: HostSimulator) -> None:
+    """Finding "kill -9 mid-sale: the customer is never told": the host had the 0200 (and booked it) when the
+    service was killed; the restart's recovery reversed the sale (0400 acknowledged), the books agreed, but no
+    notice reached the outbox -- a sale reversed at the counter gets one. The kill waits for the host to hold the
+    request (its answer is held back 5 s), so it lands between the send and the answer every time."""
+    config = write_config(tmp_path, host.port)
+    host.add_fault("delay", delay=5.0, mti="0200", times=1)
+    LOGS.clear()
+    with vpcd_card("visa_credit_sig"):
+        with stdin_service(config) as killed:
+            assert killed.proc.stdin is not None
+            killed.proc.stdin.write("sale 1250\n")
+            killed.proc.stdin.flush()
+            for _poll in range(1500):  # the card is read, then the 0200 goes out: poll the host, not a clock
+                if any(r["t"] == "0200" for r in host.received):
+                    break
+                assert killed.proc.poll() is None, "the service stopped before its sale reached the host"
+                time.sleep(0.02)
+            else:
+                raise AssertionError("the sale never reached the host")
+            killed.proc.kill()
+            killed.proc.wait()
+        with stdin_service(config) as again:
+            status = again.ask("status")
+        assert again.returncode == 0, again.err
+    assert status["states"] == {"reversed": 1} and status["pending"] == 0, status
+    with Journal(tmp_path / "journal.db") as journal:
+        [sale] = journal.find_txns()
+    assert [e.status for e in host.ledger.find(kind="sale")] == ["reversed"]
+    notice = tmp_path / "outbox" / f"txn-{sale.id}-reversal.txt"
+    assert notice.exists(), sorted(p.name for p in (tmp_path / "outbox").glob("*"))
+    text = notice.read_text()
+    assert "Payment reversed" in text and "476173******0119" in text and "CNY 12.50" in text
+    [said] = _events(LOGS + again.out.splitlines(), "sale.reversed_at_start")
+    assert said["txn"] == sale.id and said["level"] == "warning"
+    assert clear_pan_hits(text.encode() + again.out.encode()) == []
