@@ -142,6 +142,7 @@ class Service:
         self._displaced: str | None = None  # the journal's file was deleted or replaced: what was done about it
         self._displaced_why: str | None = None
         self._journal_problem: str | None = None  # the last command's journal write failed: what was said
+        self.exit_status: int | None = None  # set when the service stops for a reason of its own (serve's status)
 
     # -- life cycle ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -261,6 +262,10 @@ class Service:
         trying the copy again at each one (``command``). None while the journal is in place."""
         if self._displaced is not None and (self.stopping.is_set() or not command):
             return self._displaced
+        if not self.lock.still_held():
+            taken = self._retake_lock()
+            if taken is not None:
+                return taken
         why = self._displaced_why or self.journal.displaced()
         if why is None:
             return None
@@ -284,6 +289,27 @@ class Service:
         self.log("journal.displaced", said, level="critical", journal=str(path), copy=str(dest))
         self._status["journal"] = "failing: " + said
         return said
+
+    def _retake_lock(self) -> str | None:
+        """The journal's lock file was deleted or replaced under the service (a second ``posguard run`` would
+        start on the journal): hold it again. When another service took it meanwhile, stop (exit 2): one service
+        per journal. None when the lock is held again."""
+        from posguard.engine.instance_lock import JournalInUse
+
+        try:
+            self.lock.retake()
+        except JournalInUse as exc:
+            said = (f"the journal's lock file {self.lock.path} was deleted while the service ran and another process "
+                    f"took the journal: {exc}; this service stops (exit 2): one service per journal")
+            self._displaced = said
+            self.exit_status = 2
+            self.log("journal.taken", said, level="critical", holder_pid=exc.pid)
+            self._status["journal"] = "failing: " + said
+            self.stopping.set()
+            return said
+        self.log("journal.lock_retaken", f"the journal's lock file {self.lock.path} was deleted or replaced while "
+                 "the service ran; it is held again", level="warning")
+        return None
 
     #: seconds between idle ticks of the time-driven detectors (signature deadlines, queue age, batch age)
     TICK_EVERY = 5.0
@@ -670,4 +696,6 @@ def serve(config: str = DEFAULT_CONFIG, *, stdin: bool = False, record: str | No
         if watchdog is not None:
             watchdog.stop()
         service.close()
+    if service.exit_status is not None:
+        return service.exit_status
     return 0 if service.requested_stop else 1

@@ -17,6 +17,8 @@ from posguard.service.run import Service
 from tests.product.conftest import clear_pan_hits
 from tests.product.stdin_service import LOGS, stdin_service
 from tests.product.test_service import host, write_config
+from tests.product.test_service_faults import _ask, _client, _start, _stop, _wait_socket
+from tests.product.test_service_faults import _config as _socket_config
 from tests.product.test_supervisor import SECRET, service
 
 __all__ = ["host", "service"]  # the simulator and in-process service fixtures, shared with their modules
@@ -143,3 +145,29 @@ def test_a_sale_reversed_by_the_recovery_after_a_kill_9_tells_its_customer(
     [said] = _events(LOGS + again.out.splitlines(), "sale.reversed_at_start")
     assert said["txn"] == sale.id and said["level"] == "warning"
     assert clear_pan_hits(text.encode() + again.out.encode()) == []
+
+
+def test_a_lock_file_deleted_under_the_service_is_retaken_and_a_second_service_still_refuses(
+        tmp_path: Path, host: HostSimulator) -> None:
+    """Finding "two services on one journal, after all": with the lock file deleted under a running service (a
+    clean-up script, ``rm /var/lib/posguard/*.lock``), a second ``posguard run`` on the same journal started and
+    ran its recovery on the first one's transactions. Now the first one retakes the lock when it notices (before
+    the next command, or idle), and the second refuses naming it, as without the deletion."""
+    config, sock = _socket_config(tmp_path, host.port)
+    lock_file = tmp_path / "journal.db.lock"
+    first = _start(config)
+    try:
+        _wait_socket(sock, first)
+        lock_file.unlink()
+        assert _ask(_client(sock), "flush")["ok"]  # the check before each command retakes it
+        assert lock_file.read_text() == f"{first.pid}\n"
+        second = _start(config)
+        out, _err = second.communicate(timeout=60)
+        assert second.returncode == 2, out
+        [refusal] = _events(out.splitlines(), "service.not_started")
+        assert refusal["holder_pid"] == first.pid
+    finally:
+        code, out, err = _stop(first)
+    assert code == 0, err
+    [said] = _events(out.splitlines(), "journal.lock_retaken")
+    assert said["level"] == "warning" and str(lock_file) in str(said["msg"])
