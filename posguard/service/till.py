@@ -436,21 +436,28 @@ class Till:
         return found
 
     def reversed_at_start(self, txn_ids: list[str]) -> list[str]:
-        """After a restart: the sales the start-up recovery reversed (in flight when the service stopped, or
-        approved without the card's final answer). Their customer may hold a charge on the card, so each gets
-        the reversal notice as a sale reversed at the counter does: "reversed" when the host acknowledged the
-        0400 during the recovery, "being reversed" when it is queued (and the final notice follows when the
-        host acknowledges it, :meth:`track_queued_reversals`). Returns the sales told."""
+        """After a restart: the transactions the start-up recovery reversed (in flight when the service stopped,
+        or approved without the card's final answer). A sale's customer may hold a charge on the card, so each
+        gets the reversal notice as a sale reversed at the counter does: "reversed" when the host acknowledged
+        the 0400 during the recovery, "being reversed" when it is queued (the final notice follows when the host
+        acknowledges it, :meth:`track_queued_reversals`). A void or refund reversed leaves the charge standing:
+        the operator is told to do it again. Returns the transactions told about."""
         told = []
         for txn_id in txn_ids:
             txn = self.engine.journal.get_txn(txn_id)
-            if txn.kind != "sale" or txn.state not in ("reversed", "reversal_pending"):
+            if txn.state not in ("reversed", "reversal_pending"):
                 continue
             pending = txn.state == "reversal_pending"
-            self._tell("sale.reversed_at_start", f"{txn_id} was in progress when the service stopped; the start-up "
-                       f"recovery {'queued its reversal' if pending else 'reversed it (0400 acknowledged)'}",
-                       logging.WARNING, txn=txn_id, stan=txn.stan)
-            self._notify_reversal(txn_id, pending=pending)
+            done = "queued its reversal" if pending else "reversed it (0400 acknowledged)"
+            if txn.kind == "sale":
+                self._tell("sale.reversed_at_start", f"{txn_id} was in progress when the service stopped; the "
+                           f"start-up recovery {done}", logging.WARNING, txn=txn_id, stan=txn.stan)
+                self._notify_reversal(txn_id, pending=pending)
+            else:
+                self._tell(f"{txn.kind}.reversed_at_start", f"the {txn.kind} {txn_id} of {txn.original_id} was in "
+                           f"progress when the service stopped; the start-up recovery {done}: it did not happen and "
+                           f"{txn.original_id} stands as it was; do the {txn.kind} again", logging.WARNING,
+                           txn=txn_id, original=txn.original_id, stan=txn.stan)
             told.append(txn_id)
         return told
 

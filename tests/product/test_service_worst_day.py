@@ -7,6 +7,7 @@ import io
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,7 +20,7 @@ from tests.product.stdin_service import LOGS, stdin_service
 from tests.product.test_service import host, write_config
 from tests.product.test_service_faults import _ask, _client, _start, _stop, _wait_socket
 from tests.product.test_service_faults import _config as _socket_config
-from tests.product.test_supervisor import SECRET, service
+from tests.product.test_supervisor import SECRET, STORED, service
 
 __all__ = ["host", "service"]  # the simulator and in-process service fixtures, shared with their modules
 
@@ -119,18 +120,7 @@ def test_a_sale_reversed_by_the_recovery_after_a_kill_9_tells_its_customer(
     LOGS.clear()
     with vpcd_card("visa_credit_sig"):
         with stdin_service(config) as killed:
-            assert killed.proc.stdin is not None
-            killed.proc.stdin.write("sale 1250\n")
-            killed.proc.stdin.flush()
-            for _poll in range(1500):  # the card is read, then the 0200 goes out: poll the host, not a clock
-                if any(r["t"] == "0200" for r in host.received):
-                    break
-                assert killed.proc.poll() is None, "the service stopped before its sale reached the host"
-                time.sleep(0.02)
-            else:
-                raise AssertionError("the sale never reached the host")
-            killed.proc.kill()
-            killed.proc.wait()
+            _kill_9_once_the_host_has(killed, "sale 1250", host, "00")
         with stdin_service(config) as again:
             status = again.ask("status")
         assert again.returncode == 0, again.err
@@ -171,3 +161,46 @@ def test_a_lock_file_deleted_under_the_service_is_retaken_and_a_second_service_s
     assert code == 0, err
     [said] = _events(out.splitlines(), "journal.lock_retaken")
     assert said["level"] == "warning" and str(lock_file) in str(said["msg"])
+
+
+def _kill_9_once_the_host_has(service: Any, line: str, host: HostSimulator, proc_prefix: str) -> None:
+    """Send ``line`` and SIGKILL the service as soon as the host holds its 0200 (processing code
+    ``proc_prefix``...): between the send and the answer, every time (the host holds its answer back)."""
+    assert service.proc.stdin is not None
+    service.proc.stdin.write(line + "\n")
+    service.proc.stdin.flush()
+    for _poll in range(1500):  # the card is read, then the 0200 goes out: poll the host, not a clock
+        if any(r["t"] == "0200" and r["3"].startswith(proc_prefix) for r in host.received):
+            break
+        assert service.proc.poll() is None, "the service stopped before its request reached the host"
+        time.sleep(0.02)
+    else:
+        raise AssertionError("the request never reached the host")
+    service.proc.kill()
+    service.proc.wait()
+
+
+@pytest.mark.pcscd
+def test_a_void_reversed_by_the_recovery_after_a_kill_9_tells_the_operator_to_void_again(
+        tmp_path: Path, host: HostSimulator) -> None:
+    """Finding "kill -9 mid-void: nobody is told the void did not happen": the restart's recovery reversed the
+    void (the charge stands, the books agree), and the operator, whose ``posguard op`` had lost its connection,
+    was told nothing but ``reversals=1``."""
+    config = write_config(tmp_path, host.port)
+    config.write_text(config.read_text() + f'\n[supervisor]\nid = "S01"\ncredential = "{STORED}"\n')
+    LOGS.clear()
+    with vpcd_card("visa_credit_sig"):
+        with stdin_service(config) as first:
+            sale = first.ask("sale 1250")
+            assert sale["ok"] and sale["rc"] == "00", sale
+            host.add_fault("delay", delay=5.0, mti="0200", proc_prefix="02", times=1)
+            _kill_9_once_the_host_has(first, f"void {sale['txn']} sup={SECRET}", host, "02")
+        with stdin_service(config) as again:
+            status = again.ask("status")
+            voided = again.ask(f"void {sale['txn']} sup={SECRET}")  # what the operator does when told
+        assert again.returncode == 0, again.err
+    assert status["states"] == {sale["state"]: 1, "reversed": 1}, status
+    [said] = _events(LOGS + again.out.splitlines(), "void.reversed_at_start")
+    assert said["original"] == sale["txn"] and "do the void again" in str(said["msg"])
+    assert voided["ok"] and voided["rc"] == "00" and voided["incidents"] == [], voided
+    assert [e.status for e in host.ledger.find(kind="sale")] == ["voided"]
