@@ -183,15 +183,25 @@ class Service:
         if self.slot.kind != "none" and self.slot.reader is None and self.slot.poll() is not None:
             self._refresh_status()
 
+    #: seconds the sign-off at a stop waits for the host: a courtesy (the next start signs on anyway) that must
+    #: not take the stop past systemd's TimeoutStopSec after a command that already waited for a silent host
+    SIGN_OFF_WAIT = 5.0
+
     def _sign_off(self) -> None:
         """A clean stop signs off (CUP 0820 / ISO 0800/70 = 002) and forgets the working keys (issue 12)."""
         try:
-            result = self.engine.sign_off(reason="shutdown")
+            result = self.engine.sign_off(reason="shutdown", timeout=min(self.cfg.timeout, self.SIGN_OFF_WAIT))
         except Exception as exc:  # the stop goes on: the next start signs on anyway
             self.log("service.sign_off_failed", f"sign-off at shutdown failed: {exc}", level="warning")
             return
-        if result is not None:
-            self.log("service.signed_off", "signed off", rc=result.response_code, stan=result.stan)
+        if result is None:
+            return
+        if result.response_code is None:
+            self.log("service.sign_off_unanswered", f"the sign-off (STAN {result.stan}) got no answer within "
+                     f"{min(self.cfg.timeout, self.SIGN_OFF_WAIT):g} s; the working keys are forgotten and the next "
+                     "start signs on", level="warning", stan=result.stan)
+            return
+        self.log("service.signed_off", "signed off", rc=result.response_code, stan=result.stan)
 
     def close(self) -> None:
         if self.requested_stop:

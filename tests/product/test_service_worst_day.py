@@ -204,3 +204,26 @@ def test_a_void_reversed_by_the_recovery_after_a_kill_9_tells_the_operator_to_vo
     assert said["original"] == sale["txn"] and "do the void again" in str(said["msg"])
     assert voided["ok"] and voided["rc"] == "00" and voided["incidents"] == [], voided
     assert [e.status for e in host.ledger.find(kind="sale")] == ["voided"]
+
+
+def test_the_sign_off_at_a_stop_waits_briefly_and_says_when_it_was_not_answered(
+        tmp_path: Path, host: HostSimulator) -> None:
+    """Finding "SIGTERM with the host silent": the stop's sign-off waited the whole host timeout (30 s by
+    default) after a sale that had already waited the host timeout and its reversal's 15 s, past the unit's
+    TimeoutStopSec=45 (systemd then SIGKILLs it mid-stop); and the log said ``signed off`` at info level for a
+    sign-off nobody answered. Now it waits at most 5 s and an unanswered sign-off is a warning that says so."""
+    config = write_config(tmp_path, host.port)
+    config.write_text(config.read_text().replace('kind = "pcsc"', 'kind = "none"').replace("timeout = 5",
+                                                                                          "timeout = 6"))
+    LOGS.clear()
+    with stdin_service(config) as service:
+        assert service.ask("status")["ok"]
+        host.add_fault("drop", mti="0800", times=0)  # the host goes silent; the stop comes
+    assert service.returncode == 0, service.err
+    logs = LOGS + service.out.splitlines()
+    assert _events(logs, "service.signed_off") == []
+    [said] = _events(logs, "service.sign_off_unanswered")
+    assert said["level"] == "warning" and "no answer within 5 s" in str(said["msg"])
+    [waited] = [e for e in _events(logs, "link.timeout") if e.get("mti") == "0800"]
+    assert "within 5 s" in str(waited["msg"])  # not the host timeout of 6 s
+    assert _events(logs, "service.stopped")
