@@ -277,15 +277,19 @@ class Journal:
 
     def copy_to(self, dest: str | os.PathLike[str]) -> Path:
         """Write this journal, as this connection sees it (committed writes of its WAL included), to ``dest``: a
-        new file of mode 0600, written whole through SQLite's backup; ``dest`` must not exist."""
+        new file of mode 0600, written whole through SQLite's backup (removed again when the backup fails);
+        ``dest`` must not exist."""
         target = Path(dest)
         fd = os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
         os.close(fd)
         copy = sqlite3.connect(target)
         try:
             self._conn.backup(copy)
-        finally:
+        except BaseException:
             copy.close()
+            target.unlink(missing_ok=True)  # half a journal at the path would pass for the journal
+            raise
+        copy.close()
         return target
 
     @property
