@@ -500,7 +500,7 @@ class Service:
             return {"reconciled": [i.incident_id for i in found], "outbox": list(t.delivered)}
         elif c.verb == "flush":
             left = self.engine.flush()
-            return {"pending": len(left)}
+            return {"pending": len(left), **({"waiting": self._first_waiting()} if left else {})}
         elif c.verb == "status":
             return self.status()
         elif c.verb == "cancel":
@@ -511,6 +511,15 @@ class Service:
             self.requested_stop = True
             self.stopping.set()
         return {}
+
+    def _first_waiting(self) -> str:
+        """What the queue's first unacknowledged item waits for, and when it is tried again (the answer to a
+        ``flush`` that left something)."""
+        first = self.journal.saf_items(["queued", "sent"])[0]
+        due = max(0.0, first.next_at - self.clock.now())
+        return (f"{first.mti} for {first.txn_id}: {first.attempts} attempt(s), last "
+                f"{first.last_rc or first.last_error or 'not yet sent'}; next try in {due:.0f} s (flush again then, "
+                "or it goes before the next transaction)")
 
     # -- status, answered without waiting for the engine ---------------------------------------------
     def _refresh_status(self) -> None:

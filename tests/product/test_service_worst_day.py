@@ -13,8 +13,11 @@ import pytest
 
 from firmware_sim.host import HostSimulator
 from firmware_sim.rig.sims import vpcd_card
+from posguard.card import CardData
+from posguard.config import load_config
 from posguard.engine.journal import Journal
-from posguard.service.run import Service
+from posguard.service.run import EventLog, Service
+from tests.engine.conftest import VISA_PAN
 from tests.product.conftest import clear_pan_hits
 from tests.product.stdin_service import LOGS, stdin_service
 from tests.product.test_service import host, write_config
@@ -227,3 +230,28 @@ def test_the_sign_off_at_a_stop_waits_briefly_and_says_when_it_was_not_answered(
     [waited] = [e for e in _events(logs, "link.timeout") if e.get("mti") == "0800"]
     assert "within 5 s" in str(waited["msg"])  # not the host timeout of 6 s
     assert _events(logs, "service.stopped")
+
+
+def test_a_flush_that_leaves_the_queue_says_what_waits_and_when(tmp_path: Path, host: HostSimulator) -> None:
+    """Finding "flush says pending 1 and nothing else": with the host back after an outage, the operator's
+    ``flush`` inside the reversal's back-off answered ``pending: 1`` -- not what waited, why, or when it would be
+    tried again (a sale refused meanwhile said all three)."""
+    config = write_config(tmp_path, host.port)
+    config.write_text(config.read_text().replace('kind = "pcsc"', 'kind = "none"'))
+    cfg, problems = load_config(config)
+    assert problems == []
+    svc = Service(cfg, EventLog())
+    try:
+        svc.start()
+        svc.till.add_card("c1", CardData.from_pan(VISA_PAN, cfg.token_key, expiry="2512", scheme="visa"))
+        host.add_fault("disconnect", mti="0200", times=1)  # the sale's answer is lost: its reversal is armed
+        host.add_fault("disconnect", mti="0400", times=1)  # and the reversal's too: it is queued, backing off
+        sale = svc.till.do("sale", card="c1", amount=12_50)
+        assert sale is not None and sale.state == "reversal_pending", sale
+        answer = svc.handle("flush")
+        assert answer["ok"] and answer["pending"] == 1, answer
+        waiting = answer["waiting"]
+        assert waiting.startswith(f"0400 for {sale.txn_id}: 1 attempt(s), last LinkDropped: "), waiting
+        assert "next try in" in waiting
+    finally:
+        svc.close()
