@@ -315,14 +315,18 @@ class VoidMismatchDetector:
     def check_chain(self, original_id: str, journal: Journal) -> list[Detection]:
         original = journal.get_txn(original_id)
         out: list[Detection] = []
-        for v in (c for c in journal.children(original_id) if c.kind == "void"):
+        voids = [c for c in journal.children(original_id) if c.kind == "void"]
+        standing = {c.id for c in voids if c.state in CHARGE_STANDS}
+        for v in voids:
             events = [h["event"] for h in journal.history(v.id) if h["accepted"]]
             ev: dict[str, Any] = {"original": original_id, "void": v.id, "void_state": v.state,
                                   "original_state": original.state, "void_rc": v.response_code}
-            if "approve" in events and "reverse_approved" in events:
+            # another void of the original stands: this one's lost answer or undoing was put right by it
+            superseded = bool(standing - {v.id})
+            if not superseded and "approve" in events and "reverse_approved" in events:
                 out.append(Detection("void_mismatch", "void_undone_by_reversal", (original_id, v.id), {
                     **ev, "action": "the charge stands again: void again in this batch, or refund after settlement"}))
-            elif "approve" not in events and v.state in UNRESOLVED | {"reversed"}:
+            elif not superseded and "approve" not in events and v.state in UNRESOLVED | {"reversed"}:
                 out.append(Detection("void_mismatch", "void_response_lost", (original_id, v.id), {
                     **ev, "action": "the void's answer was lost and it is being reversed: the original charge "
                                     "stands; void again once the reversal is acknowledged"}))

@@ -273,9 +273,10 @@ class TransactionEngine:
         """Send a 0800 sign-on and journal it; raise :class:`SignOnFailed` unless the host answers 00."""
         return self._signon.sign_on(reason=reason, before=before)
 
-    def sign_off(self, *, reason: str = "shutdown") -> SignOnResult | None:
-        """The sign-off at a clean shutdown (see :mod:`posguard.engine.signon`); None when not signed on."""
-        return self._signon.sign_off(reason=reason)
+    def sign_off(self, *, reason: str = "shutdown", timeout: float | None = None) -> SignOnResult | None:
+        """The sign-off at a clean shutdown (see :mod:`posguard.engine.signon`); None when not signed on.
+        ``timeout``: how long to wait for the host's answer (default the host timeout)."""
+        return self._signon.sign_off(reason=reason, timeout=timeout)
 
     def _host_demands_sign_on(self, response: Message) -> None:
         """Any response may say "sign on again" (RC 77, CUP header 3): journal it durably."""

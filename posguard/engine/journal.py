@@ -128,6 +128,15 @@ def _create_private_file(path: Path) -> None:
     os.close(fd)
 
 
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    """The file at ``path`` as the kernel knows it (device, inode); None when there is none."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
 def _open_problem(path: Path, exc: sqlite3.Error) -> str:
     text = str(exc)
     if "not a database" in text or "malformed" in text:
@@ -172,6 +181,7 @@ class Journal:
         except sqlite3.Error as exc:
             self._conn.close()
             raise JournalError(_open_problem(self.path, exc)) from None
+        self._identity = _file_identity(self.path)  # what displaced() compares the path with
 
     @classmethod
     def open_read_only(cls, path: str | os.PathLike[str], *, busy_timeout: float = 2.0) -> Journal:
@@ -181,6 +191,7 @@ class Journal:
         URI and ``PRAGMA query_only``). Raises :class:`JournalError` as the normal open does."""
         self = cls.__new__(cls)
         self.path, self.clock, self.kill_hook, self._depth, self._labels = Path(path), SystemClock(), None, 0, []
+        self._identity = _file_identity(self.path)
         try:
             self._conn = sqlite3.connect(f"{self.path.absolute().as_uri()}?mode=ro", uri=True, isolation_level=None,
                                          timeout=busy_timeout)
@@ -252,6 +263,34 @@ class Journal:
             self._conn.execute(f"RELEASE {label}")
             raise
         self._conn.execute(f"RELEASE {label}")
+
+    def displaced(self) -> str | None:
+        """Why the file at :attr:`path` is no longer this open journal (deleted, or another file put in its
+        place), or None while it is. SQLite goes on writing to a deleted file without an error, and everything
+        written is lost when the process ends: a service asks before it acts."""
+        now = _file_identity(self.path)
+        if now == self._identity:
+            return None
+        if now is None:
+            return f"journal {self.path} was deleted while the service had it open"
+        return f"journal {self.path} was replaced by another file while the service had it open"
+
+    def copy_to(self, dest: str | os.PathLike[str]) -> Path:
+        """Write this journal, as this connection sees it (committed writes of its WAL included), to ``dest``: a
+        new file of mode 0600, written whole through SQLite's backup (removed again when the backup fails);
+        ``dest`` must not exist."""
+        target = Path(dest)
+        fd = os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        os.close(fd)
+        copy = sqlite3.connect(target)
+        try:
+            self._conn.backup(copy)
+        except BaseException:
+            copy.close()
+            target.unlink(missing_ok=True)  # half a journal at the path would pass for the journal
+            raise
+        copy.close()
+        return target
 
     @property
     def in_transaction(self) -> bool:
@@ -421,7 +460,8 @@ class Journal:
     def get_txn(self, txn_id: str) -> TxnRecord:
         row = self._conn.execute("SELECT * FROM transactions WHERE id = ?", (txn_id,)).fetchone()
         if row is None:
-            raise JournalError(f"no transaction {txn_id!r} in {self.path}; list them with `posguard engine txns`")
+            raise JournalError(f"no transaction {txn_id!r} in {self.path}; list them with "
+                               f"`posguard engine journal {self.path}`")
         return self._txn(row)
 
     @staticmethod

@@ -168,9 +168,10 @@ class SignOn:
         engine._signed_on = True
         return SignOnResult(rc, stan, reason)
 
-    def sign_off(self, *, reason: str = "shutdown") -> SignOnResult | None:
+    def sign_off(self, *, reason: str = "shutdown", timeout: float | None = None) -> SignOnResult | None:
         """Send the sign-off (CUP 0820 60.3 = 002; ISO 0800/70 = 002) and forget the working keys; None when
-        the terminal is not signed on. The keys are forgotten even without an answer: the next start signs on."""
+        the terminal is not signed on. The keys are forgotten even without an answer: the next start signs on.
+        ``timeout``: how long to wait for the answer (default the host timeout)."""
         engine = self.engine
         if engine.working_keys is None and not engine._signed_on:
             return None
@@ -188,7 +189,8 @@ class SignOn:
         rc: str | None = None
         try:
             response = engine._wire.exchange(engine.profile.message(mti, fields),
-                                             timeout=engine.terminal.host_timeout, demands=False)
+                                             timeout=engine.terminal.host_timeout if timeout is None else timeout,
+                                             demands=False)
             rc = response.response_code
             answer: Message | None = response
         except HostError as exc:

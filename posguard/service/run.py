@@ -39,8 +39,10 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import queue
 import signal
+import sqlite3
 import sys
 import threading
 import time
@@ -48,6 +50,7 @@ from concurrent.futures import Future
 from typing import IO, Any
 
 from posguard.config import DEFAULT_CONFIG, Config, load_config
+from posguard.engine.journal import JournalError
 from posguard.logs import LineHandler, event, setup_logging
 from posguard.sensitive import mask_digits_in_text
 from posguard.service.commands import VERBS, Command, CommandError, parse, usage
@@ -136,6 +139,10 @@ class Service:
         self.requested_stop = False
         self._work: queue.Queue[tuple[str, Future[dict[str, Any]]]] = queue.Queue()
         self._status: dict[str, Any] = {}
+        self._displaced: str | None = None  # the journal's file was deleted or replaced: what was done about it
+        self._displaced_why: str | None = None
+        self._journal_problem: str | None = None  # the last command's journal write failed: what was said
+        self.exit_status: int | None = None  # set when the service stops for a reason of its own (serve's status)
 
     # -- life cycle ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -144,6 +151,7 @@ class Service:
                  reversals=len(report.reversals_released), advices=len(report.advices_released),
                  still_pending=len(report.still_pending), quarantined=len(report.quarantined))
         self.till.track_queued_reversals()  # their incident is recorded when the host acknowledges them
+        self.till.reversed_at_start(report.reversals_released)  # their customers are told, as at the counter
         for txn_id in report.quarantined:
             self.log("journal.quarantined", f"{txn_id} could not be recovered and was left as it is; see `posguard "
                                     "incidents`", level="error", txn=txn_id)
@@ -175,15 +183,25 @@ class Service:
         if self.slot.kind != "none" and self.slot.reader is None and self.slot.poll() is not None:
             self._refresh_status()
 
+    #: seconds the sign-off at a stop waits for the host: a courtesy (the next start signs on anyway) that must
+    #: not take the stop past systemd's TimeoutStopSec after a command that already waited for a silent host
+    SIGN_OFF_WAIT = 5.0
+
     def _sign_off(self) -> None:
         """A clean stop signs off (CUP 0820 / ISO 0800/70 = 002) and forgets the working keys (issue 12)."""
         try:
-            result = self.engine.sign_off(reason="shutdown")
+            result = self.engine.sign_off(reason="shutdown", timeout=min(self.cfg.timeout, self.SIGN_OFF_WAIT))
         except Exception as exc:  # the stop goes on: the next start signs on anyway
             self.log("service.sign_off_failed", f"sign-off at shutdown failed: {exc}", level="warning")
             return
-        if result is not None:
-            self.log("service.signed_off", "signed off", rc=result.response_code, stan=result.stan)
+        if result is None:
+            return
+        if result.response_code is None:
+            self.log("service.sign_off_unanswered", f"the sign-off (STAN {result.stan}) got no answer within "
+                     f"{min(self.cfg.timeout, self.SIGN_OFF_WAIT):g} s; the working keys are forgotten and the next "
+                     "start signs on", level="warning", stan=result.stan)
+            return
+        self.log("service.signed_off", "signed off", rc=result.response_code, stan=result.stan)
 
     def close(self) -> None:
         if self.requested_stop:
@@ -226,10 +244,16 @@ class Service:
             try:
                 line, done = self._work.get(timeout=0.2)
             except queue.Empty:
+                if self._journal_displaced() is not None:
+                    continue  # stopping, or holding the only copy of the journal: nothing else runs
                 self._tend_reader()
                 if time.monotonic() >= next_tick:  # idle: the time-driven detectors, on the engine's clock
                     next_tick = time.monotonic() + self.TICK_EVERY
                     self._tick()
+                continue
+            displaced = self._journal_displaced(command=True)  # nothing acts on a journal that is not on disk
+            if displaced is not None:
+                done.set_result({"ok": False, "error": f"{displaced}; nothing was done for this command"})
                 continue
             done.set_result(self.handle(line))
         self.notifier.stopping(f"terminal {self.cfg.tid}: stopping")
@@ -239,6 +263,63 @@ class Service:
             except queue.Empty:
                 break
             done.set_result({"ok": False, "error": "the service is stopping"})
+
+    def _journal_displaced(self, *, command: bool = False) -> str | None:
+        """The journal's file deleted or replaced under the running service (SQLite would go on writing to the
+        deleted file, and the day would be lost when the process ends): write the open journal back to its path
+        (or beside the file now there), say so, and stop with exit 1 so that the service starts again on it.
+        When the copy cannot be written the service stays up holding the only copy and refuses every command,
+        trying the copy again at each one (``command``). None while the journal is in place."""
+        if self._displaced is not None and (self.stopping.is_set() or not command):
+            return self._displaced
+        if not self.lock.still_held():
+            taken = self._retake_lock()
+            if taken is not None:
+                return taken
+        why = self._displaced_why or self.journal.displaced()
+        if why is None:
+            return None
+        self._displaced_why = why
+        path = self.journal.path
+        dest = path if not path.exists() else path.with_name(f"{path.name}.displaced-{int(time.time())}")
+        try:
+            self.journal.copy_to(dest)
+        except (OSError, sqlite3.Error) as exc:
+            # the day's records now exist only in this process: stopping it would lose them
+            said = (f"{why}; writing it back to {dest} failed ({exc}): every command is refused and the service "
+                    f"stays up (process {os.getpid()}) holding the only copy; make room at {path.parent}, then send "
+                    "any command to write it back")
+        else:
+            said = (f"{why}; it was written back to {dest} from the open journal" if dest == path else
+                    f"{why}; the open journal was written to {dest}: put it back at {path} before the service "
+                    "starts again (the file now there is not the journal it was writing)")
+            said += "; the service stops (exit 1) so that it starts again on it"
+            self.stopping.set()  # not a requested stop: exit 1, and no sign-off on a journal that is not on disk
+        self._displaced = said
+        self.log("journal.displaced", said, level="critical", journal=str(path), copy=str(dest))
+        self._status["journal"] = "failing: " + said
+        return said
+
+    def _retake_lock(self) -> str | None:
+        """The journal's lock file was deleted or replaced under the service (a second ``posguard run`` would
+        start on the journal): hold it again. When another service took it meanwhile, stop (exit 2): one service
+        per journal. None when the lock is held again."""
+        from posguard.engine.instance_lock import JournalInUse
+
+        try:
+            self.lock.retake()
+        except JournalInUse as exc:
+            said = (f"the journal's lock file {self.lock.path} was deleted while the service ran and another process "
+                    f"took the journal: {exc}; this service stops (exit 2): one service per journal")
+            self._displaced = said
+            self.exit_status = 2
+            self.log("journal.taken", said, level="critical", holder_pid=exc.pid)
+            self._status["journal"] = "failing: " + said
+            self.stopping.set()
+            return said
+        self.log("journal.lock_retaken", f"the journal's lock file {self.lock.path} was deleted or replaced while "
+                 "the service ran; it is held again", level="warning")
+        return None
 
     #: seconds between idle ticks of the time-driven detectors (signature deadlines, queue age, batch age)
     TICK_EVERY = 5.0
@@ -361,12 +442,21 @@ class Service:
             elif command.override and command.supervisor is not None:  # who approved charging a paid order again
                 self.till.supervisor = self.supervisor.approve(command.supervisor, "override")
             result = self._dispatch(command)
+            if command.verb not in ("status", "help", "cancel"):
+                self._journal_problem = None  # a command that writes the journal went through
             incidents = [i.to_dict() for i in self.till.incidents[before:]]
             if self.till.refusal is not None:
                 return {"ok": False, "refused": True, "error": self.till.refusal, **result, "incidents": incidents}
             return {"ok": True, **result, "incidents": incidents}
-        except CommandError as exc:
+        except (CommandError, JournalError) as exc:  # a JournalError names the journal and what to do
             return {"ok": False, "error": str(exc)}
+        except sqlite3.Error as exc:  # the journal refused a write (disk full, read-only, I/O error)
+            said = (f"{command.verb} stopped: the journal {self.cfg.journal} cannot be written ({exc}); free disk "
+                    "space or check the storage (posguard diagnose --check journal), then try again; `status` "
+                    "shows what the journal holds")
+            self._journal_problem = said
+            self.log("journal.write_failed", said, level="error", verb=command.verb)
+            return {"ok": False, "error": said}
         except Exception as exc:  # noqa: BLE001 - an operator command never takes the service down
             self.log("command.failed", f"{command.verb}: {type(exc).__name__}: {exc}", level="warning")
             return {"ok": False, "error": mask_digits_in_text(f"{type(exc).__name__}: {exc}")}
@@ -410,7 +500,7 @@ class Service:
             return {"reconciled": [i.incident_id for i in found], "outbox": list(t.delivered)}
         elif c.verb == "flush":
             left = self.engine.flush()
-            return {"pending": len(left)}
+            return {"pending": len(left), **({"waiting": self._first_waiting()} if left else {})}
         elif c.verb == "status":
             return self.status()
         elif c.verb == "cancel":
@@ -422,13 +512,23 @@ class Service:
             self.stopping.set()
         return {}
 
+    def _first_waiting(self) -> str:
+        """What the queue's first unacknowledged item waits for, and when it is tried again (the answer to a
+        ``flush`` that left something)."""
+        first = self.journal.saf_items(["queued", "sent"])[0]
+        due = max(0.0, first.next_at - self.clock.now())
+        return (f"{first.mti} for {first.txn_id}: {first.attempts} attempt(s), last "
+                f"{first.last_rc or first.last_error or 'not yet sent'}; next try in {due:.0f} s (flush again then, "
+                "or it goes before the next transaction)")
+
     # -- status, answered without waiting for the engine ---------------------------------------------
     def _refresh_status(self) -> None:
         states = {str(r["state"]): int(r["count"]) for r in self.journal.state_counts()}
         self._status = {
             "batch": self.journal.current_batch(), "states": states,
             "pending": len(self.journal.saf_items(["queued", "sent"])),
-            "journal": "failing: " + self.engine.write_failure if self.engine.write_failure else "ok",
+            "journal": ("failing: " + self.engine.write_failure if self.engine.write_failure else
+                        "failing: " + self._journal_problem if self._journal_problem else "ok"),
             "owed_reversals": sorted(self.engine.owed_reversals),
             "reader": self.slot.state(),
             "at": round(time.time(), 3),
@@ -615,4 +715,6 @@ def serve(config: str = DEFAULT_CONFIG, *, stdin: bool = False, record: str | No
         if watchdog is not None:
             watchdog.stop()
         service.close()
+    if service.exit_status is not None:
+        return service.exit_status
     return 0 if service.requested_stop else 1

@@ -449,6 +449,32 @@ class Till:
             self._reversals_owed[txn_id] = "outcome_unknown"
         return found
 
+    def reversed_at_start(self, txn_ids: list[str]) -> list[str]:
+        """After a restart: the transactions the start-up recovery reversed (in flight when the service stopped,
+        or approved without the card's final answer). A sale's customer may hold a charge on the card, so each
+        gets the reversal notice as a sale reversed at the counter does: "reversed" when the host acknowledged
+        the 0400 during the recovery, "being reversed" when it is queued (the final notice follows when the host
+        acknowledges it, :meth:`track_queued_reversals`). A void or refund reversed leaves the charge standing:
+        the operator is told to do it again. Returns the transactions told about."""
+        told = []
+        for txn_id in txn_ids:
+            txn = self.engine.journal.get_txn(txn_id)
+            if txn.state not in ("reversed", "reversal_pending"):
+                continue
+            pending = txn.state == "reversal_pending"
+            done = "queued its reversal" if pending else "reversed it (0400 acknowledged)"
+            if txn.kind == "sale":
+                self._tell("sale.reversed_at_start", f"{txn_id} was in progress when the service stopped; the "
+                           f"start-up recovery {done}", logging.WARNING, txn=txn_id, stan=txn.stan)
+                self._notify_reversal(txn_id, pending=pending)
+            else:
+                self._tell(f"{txn.kind}.reversed_at_start", f"the {txn.kind} {txn_id} of {txn.original_id} was in "
+                           f"progress when the service stopped; the start-up recovery {done}: it did not happen and "
+                           f"{txn.original_id} stands as it was; do the {txn.kind} again", logging.WARNING,
+                           txn=txn_id, original=txn.original_id, stan=txn.stan)
+            told.append(txn_id)
+        return told
+
     def _reversals_acknowledged(self) -> None:
         """Sales whose queued reversal the host has acknowledged since (a flush, the drain before the next
         request or the settlement): the reversal incident and the customer's final notice, as for a reversal
@@ -810,10 +836,12 @@ class Till:
     def _record_auto(self, kind: str, rule: str, txn_ids: list[str], detail: str,
                      sent: list[Message] | None = None, mtis: list[str] | None = None) -> None:
         """An incident the engine resolved on its own (a reversal); ``sent``: its messages (default: the reversals
-        among the last three requests); ``mtis``: of all its messages, when some are not in ``sent`` (sent before
-        a restart)."""
-        if sent is None:
-            sent = [m for m in self.sent[-3:] if m.is_reversal]
+        of ``txn_ids`` among the last three requests); ``mtis``: of all its messages, when some are not in ``sent``
+        (sent before a restart)."""
+        if sent is None:  # this incident's own reversals: never the one of the sale before it
+            journaled = {(m["mti"], m["stan"]) for txn_id in txn_ids for m in self.engine.journal.messages(txn_id)
+                         if m["direction"] == "out" and m["mti"][1:2] == "4"}
+            sent = [m for m in self.sent[-3:] if m.is_reversal and (m.mti, m.stan) in journaled]
         inc = IncidentReport(kind, rule, txn_ids, "engine", [evidence_image(m) for m in sent], "reversed", detail,
                              mtis if mtis is not None else [m.mti for m in sent])
         self.incidents.append(inc)

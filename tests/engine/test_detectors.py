@@ -164,6 +164,20 @@ def test_void_whose_response_was_lost(engine, host):
     assert engine.detectors.void_mismatch.customer_claim(sale.txn_id, engine.journal).refunded
 
 
+def test_voiding_again_after_a_lost_void_is_no_incident(engine, host):
+    """Finding "a second void raised a void_mismatch": after a void whose answer was lost (reversed, or a kill -9
+    and the start-up recovery), the operator voids again and the host approves. The approval's chain check named
+    the first, reversed void as ``void_response_lost``, and the till ran the void-mismatch flow: an incident and
+    a customer notice "you asked whether a cancelled payment was returned" nobody had asked for."""
+    sale = engine.sale(card(), 80_00)
+    host.then("lost_response")
+    assert engine.void(sale.txn_id).state == "reversed"
+    again = engine.void(sale.txn_id)
+    assert again.approved and again.detections == ()
+    assert engine.detectors.void_mismatch.check_chain(sale.txn_id, engine.journal) == []
+    assert engine.journal.get_txn(sale.txn_id).state == "voided" and host.charges_standing() == []
+
+
 def test_void_the_host_ledger_does_not_show(engine, host):
     sale = engine.sale(card(), 80_00)
     void = engine.void(sale.txn_id)

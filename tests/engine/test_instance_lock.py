@@ -41,3 +41,28 @@ def test_another_process_is_named_and_a_kill_leaves_no_stale_lock(tmp_path: Path
         holder.wait(timeout=10)
     with JournalLock(journal) as lock:  # the kernel dropped the dead holder's lock
         assert lock.held
+
+
+def test_a_lock_file_deleted_under_its_holder_is_noticed_and_retaken(tmp_path: Path) -> None:
+    """A deleted lock file locks nothing: a second service would start on the journal. The holder sees it
+    (``still_held``) and retakes the lock; when another process took it first, ``retake`` names that one."""
+    journal = tmp_path / "journal.db"
+    lock_file = tmp_path / "journal.db.lock"
+    with JournalLock(journal) as first:
+        assert first.still_held()
+        lock_file.unlink()
+        assert not first.still_held()
+        first.retake()
+        assert first.still_held() and lock_file.read_text() == f"{os.getpid()}\n"
+        with pytest.raises(JournalInUse):
+            JournalLock(journal).acquire()
+        lock_file.unlink()
+        holder = subprocess.Popen([sys.executable, "-c", HOLD, str(journal)], stdout=subprocess.PIPE, text=True)
+        try:
+            assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+            with pytest.raises(JournalInUse) as err:
+                first.retake()
+            assert err.value.pid == holder.pid and first.held
+        finally:
+            holder.send_signal(signal.SIGKILL)
+            holder.wait(timeout=10)

@@ -114,3 +114,28 @@ def test_reprs_and_errors_never_show_the_pan(engine):
     txn = engine.journal.get_txn(result.txn_id)
     for text in (repr(c), str(c), repr(txn), repr(result)):
         assert VISA_PAN not in text
+
+
+def test_a_journal_deleted_or_replaced_under_its_user_is_noticed_and_can_be_written_back(journal_path, clock):
+    """SQLite writes on into a deleted file without an error: ``displaced()`` says so, and ``copy_to`` writes
+    the open journal, committed WAL pages included, to a new private file."""
+    j = Journal(journal_path, clock=clock)
+    with j.atomic():
+        stans = [j.allocate_stan() for _ in range(3)]
+    assert j.displaced() is None
+    for f in journal_path.parent.glob(journal_path.name + "*"):
+        f.unlink()
+    assert j.displaced() == f"journal {journal_path} was deleted while the service had it open"
+    with j.atomic():
+        stans.append(j.allocate_stan())  # written into the deleted file: only this connection still sees it
+    j.copy_to(journal_path)
+    with pytest.raises(FileExistsError):
+        j.copy_to(journal_path)  # never over a file that is there
+    assert j.displaced() == f"journal {journal_path} was replaced by another file while the service had it open"
+    j.close()
+    assert stat.S_IMODE(journal_path.stat().st_mode) == 0o600
+    back = Journal(journal_path, clock=clock)
+    with back.atomic():
+        assert back.allocate_stan() == stans[-1] + 1
+    assert back.integrity_check() == ["ok"] and back.displaced() is None
+    back.close()

@@ -203,6 +203,22 @@ def test_overcharge_before_settlement_is_voided_and_charged_again(till: Till) ->
     assert "¥120.00" in text and "¥100.00" in text and "CNY 100.00" in text
 
 
+def test_each_reversal_incident_carries_its_own_reversal_only(till: Till) -> None:
+    """Finding "the incident of a reversed sale showed the reversal of the sale before it": two sales in a row
+    answered with garbage, each reversed; the second one's incident (the operator's answer, the log line and the
+    capture's evidence) listed the first sale's 0400 as well ("messages: 0400 0400")."""
+    desk = desk_of(till)
+    desk.sim.add_fault("garbage", mti="0200", times=2)
+    first = till.do("sale", card="visa", amount=10_00)
+    second = till.do("sale", card="visa", amount=11_00)
+    assert first is not None and second is not None
+    assert [desk.journal.get_txn(t.txn_id).state for t in (first, second)] == ["reversed", "reversed"]
+    reports = [r for r in till.incidents if r.rule == "outcome_unknown"]
+    assert [r.transactions for r in reports] == [[first.txn_id], [second.txn_id]]
+    assert [r.mtis for r in reports] == [["0400"], ["0400"]]
+    assert [len(r.messages) for r in reports] == [1, 1]
+
+
 def test_overcharge_after_settlement_is_partly_refunded(till: Till) -> None:
     desk = desk_of(till)
     sale = till.do("sale", card="visa", amount=120_00)

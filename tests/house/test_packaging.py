@@ -134,3 +134,18 @@ def test_demo_auto_without_pyscard_says_so_and_runs_on_the_twin_reader() -> None
     assert (f"posguard demo: pyscard is not installed (PC/SC card readers): {HINT}; the day uses the serial Twin "
             "reader") in res.stderr
     assert "GemPC Twin on a pty" in res.stdout + res.stderr and "Traceback" not in res.stderr
+
+
+def test_the_unit_lets_a_stop_finish_the_command_in_progress() -> None:
+    """A SIGTERM during a sale with the host silent finishes the sale (the default host.timeout), its reversal
+    (at most 15 s) and the sign-off (at most Service.SIGN_OFF_WAIT) before it exits; TimeoutStopSec must cover
+    that, or systemd SIGKILLs the service in the middle of its stop (it was 45 s: 30 + 15 + the sign-off)."""
+    from posguard.config import Config
+    from posguard.engine.hostlink import reversal_timeout_for
+    from posguard.service.run import Service
+
+    m = re.search(r"^TimeoutStopSec=(\d+)$", UNIT.read_text(), re.M)
+    assert m, "the unit names no TimeoutStopSec"
+    host_timeout = Config.timeout
+    needed = host_timeout + reversal_timeout_for(host_timeout) + Service.SIGN_OFF_WAIT
+    assert int(m.group(1)) >= needed + 5, (m.group(1), needed)
