@@ -488,8 +488,7 @@ class Till:
                 continue
             # every attempt is in the journal, those sent before a restart included; this process holds the
             # wire images of its own only
-            journaled = [(m["mti"], m["stan"]) for m in self.engine.journal.messages(txn_id)
-                         if m["direction"] == "out" and m["mti"][1:2] == "4"]
+            journaled = self._journaled_reversals([txn_id])
             images = [m for m in self.sent if m.is_reversal and (m.mti, m.stan) in journaled]
             earlier = len(journaled) - len(images)
             before = f" ({earlier} before this start, recorded in the journal)" if earlier > 0 else ""
@@ -839,13 +838,17 @@ class Till:
         of ``txn_ids`` among the last three requests); ``mtis``: of all its messages, when some are not in ``sent``
         (sent before a restart)."""
         if sent is None:  # this incident's own reversals: never the one of the sale before it
-            journaled = {(m["mti"], m["stan"]) for txn_id in txn_ids for m in self.engine.journal.messages(txn_id)
-                         if m["direction"] == "out" and m["mti"][1:2] == "4"}
+            journaled = self._journaled_reversals(txn_ids)
             sent = [m for m in self.sent[-3:] if m.is_reversal and (m.mti, m.stan) in journaled]
         inc = IncidentReport(kind, rule, txn_ids, "engine", [evidence_image(m) for m in sent], "reversed", detail,
                              mtis if mtis is not None else [m.mti for m in sent])
         self.incidents.append(inc)
         self._incident(inc)
+
+    def _journaled_reversals(self, txn_ids: list[str]) -> list[tuple[str, int]]:
+        """(MTI, STAN) of every reversal the journal has sent for ``txn_ids`` (repeats included), in order."""
+        return [(m["mti"], m["stan"]) for txn_id in txn_ids for m in self.engine.journal.messages(txn_id)
+                if m["direction"] == "out" and m["mti"][1:2] == "4"]
 
     def _correct(self, kind: str, rule: str, txn_ids: tuple[str, ...], **request: Any) -> IncidentReport:
         """Hand the incident to its correction flow and report what it did."""
