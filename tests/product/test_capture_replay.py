@@ -91,6 +91,18 @@ def test_writer_sanitises_messages_as_written(tmp_path: Path) -> None:
     assert verify["c"] == "0020008008" + "00" * 8
 
 
+def test_a_capture_that_cannot_be_read_at_all_is_said_without_a_line_number(tmp_path: Path) -> None:
+    """A missing file or one that is not UTF-8 text is the file's problem, not a line's: no "line 0:" before it."""
+    from posguard.capture import CaptureError
+
+    for path, words in ((tmp_path / "missing.jsonl", "cannot open"), (tmp_path / "binary.jsonl", "not UTF-8 text")):
+        if path.name == "binary.jsonl":
+            path.write_bytes(b"\xff\xfe\n")
+        with pytest.raises(CaptureError) as err:
+            read_capture(path)
+        assert err.value.line == 0 and str(err.value).startswith(words), str(err.value)
+
+
 def test_writer_refuses_a_key_its_reader_would_refuse(tmp_path: Path) -> None:
     """A recorder that writes a key the record's kind does not define would leave a capture no replay reads: the
     writer says so at once, naming the kind and the key, and writes nothing of that record."""
