@@ -14,7 +14,7 @@ import fcntl
 import os
 from pathlib import Path
 
-__all__ = ["JournalLock", "JournalInUse"]
+__all__ = ["JournalLock", "JournalInUse", "file_identity"]
 
 
 class JournalInUse(RuntimeError):
@@ -91,14 +91,20 @@ class JournalLock:
         self.release()
 
 
+def file_identity(path: Path) -> tuple[int, int] | None:
+    """The file at ``path`` as the kernel knows it (device, inode); None when there is none. What tells a file
+    deleted or replaced under its holder (this lock file, the journal) from the one the holder opened."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
 def _is_at(fd: int, path: Path) -> bool:
     """``fd`` is the file at ``path`` (same device and inode)."""
     held = os.fstat(fd)
-    try:
-        there = path.stat()
-    except OSError:
-        return False
-    return (held.st_dev, held.st_ino) == (there.st_dev, there.st_ino)
+    return file_identity(path) == (held.st_dev, held.st_ino)
 
 
 def _read_pid(fd: int) -> int | None:

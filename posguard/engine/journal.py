@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from posguard.clock import Clock, SystemClock
+from posguard.engine.instance_lock import file_identity
 from posguard.engine.schema import LATEST_VERSION, MIGRATIONS, Migration
 
 __all__ = [
@@ -128,15 +129,6 @@ def _create_private_file(path: Path) -> None:
     os.close(fd)
 
 
-def _file_identity(path: Path) -> tuple[int, int] | None:
-    """The file at ``path`` as the kernel knows it (device, inode); None when there is none."""
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return (st.st_dev, st.st_ino)
-
-
 def _open_problem(path: Path, exc: sqlite3.Error) -> str:
     text = str(exc)
     if "not a database" in text or "malformed" in text:
@@ -181,7 +173,7 @@ class Journal:
         except sqlite3.Error as exc:
             self._conn.close()
             raise JournalError(_open_problem(self.path, exc)) from None
-        self._identity = _file_identity(self.path)  # what displaced() compares the path with
+        self._identity = file_identity(self.path)  # what displaced() compares the path with
 
     @classmethod
     def open_read_only(cls, path: str | os.PathLike[str], *, busy_timeout: float = 2.0) -> Journal:
@@ -191,7 +183,7 @@ class Journal:
         URI and ``PRAGMA query_only``). Raises :class:`JournalError` as the normal open does."""
         self = cls.__new__(cls)
         self.path, self.clock, self.kill_hook, self._depth, self._labels = Path(path), SystemClock(), None, 0, []
-        self._identity = _file_identity(self.path)
+        self._identity = file_identity(self.path)
         try:
             self._conn = sqlite3.connect(f"{self.path.absolute().as_uri()}?mode=ro", uri=True, isolation_level=None,
                                          timeout=busy_timeout)
@@ -268,7 +260,7 @@ class Journal:
         """Why the file at :attr:`path` is no longer this open journal (deleted, or another file put in its
         place), or None while it is. SQLite goes on writing to a deleted file without an error, and everything
         written is lost when the process ends: a service asks before it acts."""
-        now = _file_identity(self.path)
+        now = file_identity(self.path)
         if now == self._identity:
             return None
         if now is None:
