@@ -147,9 +147,15 @@ def _why_not_hex(value: str) -> str:
 _DEFINED_KEYS = frozenset({"t", "k"}.union(*RECORD_KEYS.values()))
 
 
-def _shown(key: str) -> str:
-    """A record's key as written, for a message: quoted, digits masked (a key may be anything, even a PAN)."""
-    return mask_digits_in_text(json.dumps(key))[:40]
+def _written(value: Any) -> str:
+    """A key or value as the author wrote it (JSON), for a message: quoted, card numbers masked, cut at 40
+    characters (a key may be anything, even a PAN)."""
+    return mask_digits_in_text(json.dumps(value))[:40]
+
+
+def _whole(value: Any) -> bool:
+    """A JSON whole number (``true`` is no number, though Python's bool is an int)."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _check_keys(rec: Mapping[str, Any], kind: str, line: int) -> list[str]:
@@ -169,7 +175,7 @@ def _check_keys(rec: Mapping[str, Any], kind: str, line: int) -> list[str]:
         defined = (f"op, and an operator action's arguments: {', '.join(keys[1:])}" if kind == "op"
                    else ", ".join(keys))
         hint = f"; did you mean {near[0]!r}?" if near and key not in _DEFINED_KEYS else ""
-        raise CaptureError(line, f"{kind} record has the key {_shown(key)}, which {a} {kind} record does not define (its "
+        raise CaptureError(line, f"{kind} record has the key {_written(key)}, which {a} {kind} record does not define (its "
                                  f"keys: t, k, {defined}{hint}; docs/capture-format.md, \"The keys of each record "
                                  "kind\")")
     return ignored
@@ -185,7 +191,7 @@ def _validate(rec: Any, line: int, ignored: list[tuple[int, str]]) -> dict[str, 
         raise CaptureError(line, f"unknown record kind {k!r}; expected one of {', '.join(KINDS)}")
     for key in _check_keys(rec, k, line):  # the author's own: dropped, and listed (masked) for the replay to say
         del rec[key]
-        ignored.append((line, _shown(key)))
+        ignored.append((line, _written(key)))
     if k == "apdu":
         _check_hex(rec, "c", line)
         _check_hex(rec, "r", line)
@@ -254,7 +260,7 @@ def _validate(rec: Any, line: int, ignored: list[tuple[int, str]]) -> dict[str, 
         if rec.get("script_results"):
             _check_hex(rec, "script_results", line)
         atc = rec.get("atc")
-        if atc is not None and not (isinstance(atc, int) and not isinstance(atc, bool) and 0 <= atc <= 0xFFFF):
+        if atc is not None and not (_whole(atc) and 0 <= atc <= 0xFFFF):
             raise CaptureError(line, f"card_outcome record's \"atc\" is {_json_type(atc)} {_written(atc)}; it must be "
                                      "the card's transaction counter (9F36), a number 0 to 65535")
     return rec
@@ -294,7 +300,7 @@ def _read(path: IO[str]) -> Capture:
         except json.JSONDecodeError as exc:
             raise CaptureError(n, f"not JSON ({exc.msg} at column {exc.colno})") from None
         except _KeyTwice as exc:
-            raise CaptureError(n, f"the key {_shown(exc.key)} is written twice in one object (JSON keeps only the "
+            raise CaptureError(n, f"the key {_written(exc.key)} is written twice in one object (JSON keeps only the "
                                   "last value, which may not be the one meant): write it once") from None
         except RecursionError:
             raise CaptureError(n, "JSON nested too deeply to be a capture record") from None
@@ -369,7 +375,7 @@ def _check_mti_stan(rec: Mapping[str, Any], line: int) -> None:
     if mti is not None and not (isinstance(mti, str) and len(mti) == 4 and mti.isdigit()):
         raise CaptureError(line, f"iso record's \"mti\" is {_json_type(mti)} {_written(mti)}; it must be the message "
                                  "type as 4 digits in a string, e.g. \"0200\"")
-    if stan is not None and not (isinstance(stan, int) and not isinstance(stan, bool) and 0 <= stan <= 999_999):
+    if stan is not None and not (_whole(stan) and 0 <= stan <= 999_999):
         raise CaptureError(line, f"iso record's \"stan\" is {_json_type(stan)} {_written(stan)}; it must be the STAN "
                                  "(field 11) as a whole number up to 999999, e.g. 1")
     if rec["dir"] == "out" and not rec["hex"] and "undecodable" not in rec and (mti is None or stan is None):
@@ -422,7 +428,7 @@ def _header(obj: Any, n: int) -> dict[str, Any]:
 
 def _count(value: Any) -> bool:
     """A whole number from 1 (a presentation's number)."""
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+    return _whole(value) and value >= 1
 
 
 def _number(value: Any) -> bool:
@@ -477,18 +483,13 @@ def _check_policies(policies: Any, n: int) -> None:
         if key not in HEADER_POLICIES:
             near = difflib.get_close_matches(str(key), HEADER_POLICIES, n=1, cutoff=0.75)
             hint = f"; did you mean {near[0]!r}?" if near else ""
-            raise CaptureError(n, f"header \"policies\" has the key {_shown(str(key))}, which is no engine policy "
+            raise CaptureError(n, f"header \"policies\" has the key {_written(str(key))}, which is no engine policy "
                                   f"(known: {', '.join(HEADER_POLICIES)}{hint})")
         ok = (isinstance(value, bool) if HEADER_POLICIES[key] == "true or false"
               else _number(value) and (value > 0 if key == "saf_timeout" else value >= 0))
         if not ok:
             raise CaptureError(n, f"header \"policies\" key \"{key}\" is {_json_type(value)} {_written(value)}; it must be "
                                   f"{HEADER_POLICIES[key]}")
-
-
-def _written(value: Any) -> str:
-    """A value as the author wrote it (JSON), for a message: card numbers masked, cut at 40 characters."""
-    return mask_digits_in_text(json.dumps(value))[:40]
 
 
 def _json_type(value: Any) -> str:
@@ -543,7 +544,7 @@ class CaptureWriter:
         at = data.pop("_at", None)
         undefined = [key for key in data if key not in RECORD_KEYS[kind]]
         if undefined:  # the reader would refuse the file: a recorder's bug, said before the file is spoilt
-            raise ValueError(f"{kind} record: keys {', '.join(map(_shown, undefined))} are not defined for it "
+            raise ValueError(f"{kind} record: keys {', '.join(map(_written, undefined))} are not defined for it "
                              f"(RECORD_KEYS[{kind!r}])")
         clean = {k: self._clean(v, k in HEX_KEYS) for k, v in data.items()}
         t = self._now() if at is None else round(at - self._start, 6)
@@ -551,7 +552,7 @@ class CaptureWriter:
         self._write({"t": t, "k": kind, **clean})
 
     def _clean(self, value: Any, is_hex: bool = False) -> Any:
-        if isinstance(value, int) and not isinstance(value, bool) and 13 <= len(str(abs(value))) <= 19:
+        if _whole(value) and 13 <= len(str(abs(value))) <= 19:
             return int(self.sanitiser.scrub_unknown(str(value)))  # a card number keyed where a number belongs
         if isinstance(value, str):  # hex: only PANs learnt from decoded data; text: any Luhn-valid PAN too
             return self.sanitiser.text(value) if is_hex else self.sanitiser.scrub_unknown(value)
