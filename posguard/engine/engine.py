@@ -64,14 +64,22 @@ __all__ = ["TransactionEngine", "TerminalConfig", "EnginePolicies", "TxnResult",
 
 KillHook = Callable[[str], None]
 _REASON_TIMEOUT, _REASON_INCOMPLETE, _REASON_OTHER = "98", "96", "06"
-#: the kinds a zero amount is refused for: they charge or give back money (a pre-authorisation of 0 checks the card)
-_MOVES_MONEY = frozenset({"sale", "refund", "completion"})
 #: reversal reason after the card declined at the second GENERATE AC: CUP field 39 of the 0400 "06" (other;
 #: pos-flows.md §B: 98 timeout, 96 could not complete, 06 other, A0 bad MAC; "a card decline at the 2nd
 #: GENERATE AC also triggers a reversal"). The ISO dialects carry no reason on the 0400 (field 90 only).
 REASON_CARD_DECLINED = _REASON_OTHER
 #: journal events of a chip sale's second GENERATE AC (see :meth:`TransactionEngine.card_completed`)
 SECOND_GAC_PENDING, CARD_COMPLETED = "second_gac_pending", "card_completed"
+#: the kinds a zero amount is refused for: they charge or give back money (a pre-authorisation of 0 checks the card)
+_MOVES_MONEY = frozenset({"sale", "refund", "completion"})
+
+
+def _refuse_no_money(kind: str, amount: int) -> None:
+    """A sale, refund or completion must move money: an amount of 0 (or less) is refused before anything is
+    journaled or sent."""
+    if amount <= 0 and kind in _MOVES_MONEY:
+        raise CorrectionRefused(f"a {kind} of {amount} moves no money: its amount is minor units >= 1 (nothing was "
+                                "sent)")
 
 
 @dataclass(frozen=True, repr=False)
@@ -325,9 +333,7 @@ class TransactionEngine:
 
     def refund(self, original_id: str, amount_minor: int, card: CardData | None = None) -> TxnResult:
         """Refund part or all of an approved (possibly settled) sale; refunds never exceed the original."""
-        if amount_minor <= 0:
-            raise CorrectionRefused(f"a refund of {amount_minor} moves no money: its amount is minor units >= 1 "
-                                    "(nothing was sent)")
+        _refuse_no_money("refund", amount_minor)  # before the refund-left check, which would call 0 "too much"
         original = self.journal.get_txn(original_id)
         event = "refund_full" if amount_minor >= original.amount_minor - original.refunded_minor else "refund_partial"
         self._check(original, event)
@@ -447,8 +453,7 @@ class TransactionEngine:
                 original: TxnRecord | None) -> TxnResult:
         if amount < 0:
             raise CorrectionRefused(f"amount {amount} is negative; amounts are minor units >= 0")
-        if amount == 0 and kind in _MOVES_MONEY:
-            raise CorrectionRefused(f"a {kind} of 0 moves no money: its amount is minor units >= 1 (nothing was sent)")
+        _refuse_no_money(kind, amount)
         chip = self.cryptograms.check(card, amount, kind)  # refused here: nothing journaled, nothing sent
         self._clear_to_send(f"new {kind}")
         spec = self.profile.spec(kind)
