@@ -241,7 +241,6 @@ class Till:
         self.txn_cards[txn_id] = ref
         self._txn_card[txn_id] = recalled(card)
 
-
     def _finish_card(self, shown: Presentation, result: TxnResult | None) -> CardOutcome | None:
         """The host answered ``result`` (None: nothing was sent): give the card the answer (second GENERATE AC).
         Host approved + card AAC -> the engine reverses the sale and an incident says the card declined."""
